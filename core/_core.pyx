@@ -1,0 +1,20 @@
+# cython: language_level=3
+#
+# The zmicro._core extension. Order matters: native.pyx resolves libzmq and
+# libsodium at import, before anything can call them.
+
+cimport cython
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING,
+                            PyBytes_GET_SIZE)
+
+from includes.libzmq cimport *
+from includes.src cimport *
+
+include "native.pyx"
+include "errors.pyx"
+include "wire.pyx"
+include "mac.pyx"
+include "frame.pyx"

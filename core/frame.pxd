@@ -1,0 +1,13 @@
+cdef class Message:
+    """One received zmicro message, its frames parsed (zm_frame.h)."""
+
+    cdef readonly object routing_id   # bytes: the peer, when a ROUTER received
+    cdef readonly Header header       # the decoded header
+    cdef readonly bytes raw_header    # the header frame as received (MAC input)
+    cdef readonly list bodies         # body frames, as bytes
+    cdef readonly object mac          # the 32-byte MAC frame, or None
+    cdef readonly object user_id      # ZAP User-Id of the sender, or None
+
+
+cdef void *socket_handle(object socket) except NULL
+cdef int wait_socket(void *sock, short events, double timeout) except -1

@@ -1,0 +1,258 @@
+# frame.pyx - send and receive zmicro messages (zm_frame.h's layout) on
+# pyzmq sockets through libzmq's message calls, with the GIL released
+# whenever libzmq may block.
+#
+# A socket is used by one thread at a time (libzmq sockets are not
+# thread-safe); these functions add no locking.
+
+from libc.errno cimport EINTR
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() except -1
+    void *PyLong_AsVoidPtr(object) except? NULL
+
+
+cdef double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
+cdef void *socket_handle(object socket) except NULL:
+    """The libzmq socket behind a pyzmq Socket (or its `underlying` int)."""
+    cdef void *handle
+    if type(socket) is int:
+        handle = PyLong_AsVoidPtr(socket)
+    else:
+        if socket.closed:
+            raise_errno(ENOTSOCK)
+        handle = PyLong_AsVoidPtr(socket.underlying)
+    if handle == NULL:
+        raise_errno(ENOTSOCK)
+    return handle
+
+
+cdef int wait_socket(void *sock, short events, double timeout) except -1:
+    """Block (GIL released) until `sock` has `events`; timeout < 0: forever.
+
+    Raises WouldBlock when the timeout passes; a signal handler's exception
+    (KeyboardInterrupt) interrupts the wait.
+    """
+    cdef zmq_pollitem_t item
+    cdef double deadline = _now() + timeout
+    cdef long ms
+    cdef int rc
+    item.socket = sock
+    item.fd = 0
+    item.events = events
+    while True:
+        item.revents = 0
+        if timeout < 0:
+            ms = -1
+        else:
+            ms = <long>((deadline - _now()) * 1000.0 + 0.999)
+            if ms < 0:
+                ms = 0
+        with nogil:
+            rc = ZMQ.poll(&item, 1, ms)
+        if rc > 0:
+            return 0
+        if rc == 0:
+            raise_errno(EAGAIN)
+        rc = ZMQ.errno_()
+        if rc != EINTR:
+            raise_errno(rc)
+        PyErr_CheckSignals()
+
+
+@cython.auto_pickle(False)
+cdef class Message:
+    """A received message: routing id, header, bodies and MAC.
+
+    Built by recv_message; not constructible from Python.
+    """
+
+    def __cinit__(self):
+        self.bodies = []
+
+    def __init__(self):
+        raise TypeError("Message objects are made by recv_message()")
+
+    def verify(self, int alg, key):
+        """True if the message is signed and its MAC verifies under `key`."""
+        if self.mac is None:
+            return False
+        return mac_verify(alg, key, [self.raw_header, *self.bodies], self.mac)
+
+    def __repr__(self):
+        return (f"Message(routing_id={self.routing_id!r}, header={self.header!r}, "
+                f"bodies={len(self.bodies)}, signed={self.mac is not None})")
+
+
+def send_message(socket, Header header, bodies=(), *, routing_id=None,
+                 mac_key=None, int mac_alg=ZM_MAC_HMAC_SHA256,
+                 double timeout=-1.0):
+    """Send one message: [routing_id] header body* [mac].
+
+    With `mac_key` the header goes out with the SIGNED flag and a MAC frame
+    over the header and bodies is appended; without it the flag is cleared.
+    `timeout` (seconds; < 0 waits forever, 0 never blocks) bounds the wait
+    for room under the send high-water mark: WouldBlock when it passes.
+    """
+    cdef void *sock = socket_handle(socket)
+    cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
+    cdef size_t hlen = 0
+    cdef unsigned char mac[ZM_MAC_OUT]
+    cdef uint32_t flags = header.flags & ~(<uint32_t>ZM_FLAG_SIGNED)
+    cdef _Frames body_frames = _Frames(bodies)
+    cdef const unsigned char[::1] rid
+    cdef const unsigned char[::1] key
+    cdef int nbody = body_frames.n, i, rc = 0, err = 0, more
+    cdef bint signed = mac_key is not None
+    cdef zm_slice mac_input[ZM_FRAME_MAX]
+
+    if nbody > ZM_FRAME_MAX - 1 - signed:
+        raise_zm(ZM_E_FRAME_COUNT)
+    if signed:
+        flags |= ZM_FLAG_SIGNED
+    header_write(header, flags, hbuf, sizeof(hbuf), &hlen)
+
+    if signed:
+        if HAVE_SODIUM:
+            key = mac_key
+            mac_input[0].ptr = hbuf
+            mac_input[0].len = hlen
+            for i in range(nbody):
+                mac_input[i + 1] = body_frames.slices[i]
+            with nogil:
+                rc = zm_mac_compute(&SODIUM, mac_alg,
+                                    &key[0] if key.shape[0] else NULL,
+                                    <size_t>key.shape[0], mac_input,
+                                    <size_t>(nbody + 1), mac)
+            if rc != ZM_OK:
+                raise_zm(rc)
+        else:
+            tag = _fallback_module().compute(
+                mac_alg, mac_key,
+                [PyBytes_FromStringAndSize(<char *>hbuf, <Py_ssize_t>hlen),
+                 *bodies])
+            memcpy(mac, PyBytes_AS_STRING(tag), ZM_MAC_OUT)
+
+    if timeout != 0:
+        wait_socket(sock, ZM_POLLOUT, timeout)
+    # Only the first frame can fail for lack of room: libzmq admits or
+    # refuses a multipart message as a whole.
+    if routing_id is not None:
+        rid = routing_id
+        rc = ZMQ.send(sock, &rid[0] if rid.shape[0] else NULL,
+                      <size_t>rid.shape[0], ZM_SNDMORE | ZM_DONTWAIT)
+        if rc < 0:
+            raise_errno(ZMQ.errno_())
+    more = ZM_SNDMORE if (nbody or signed) else 0
+    rc = ZMQ.send(sock, hbuf, hlen, more | ZM_DONTWAIT)
+    if rc < 0:
+        raise_errno(ZMQ.errno_())
+    with nogil:
+        for i in range(nbody):
+            more = ZM_SNDMORE if (i + 1 < nbody or signed) else 0
+            rc = ZMQ.send(sock, body_frames.slices[i].ptr,
+                          body_frames.slices[i].len, more)
+            if rc < 0:
+                break
+        if rc >= 0 and signed:
+            rc = ZMQ.send(sock, mac, ZM_MAC_OUT, 0)
+        if rc < 0:
+            err = ZMQ.errno_()
+    if rc < 0:
+        raise_errno(err)
+
+
+@cython.auto_pickle(False)
+cdef class _Received:
+    """Frames of one message while it is being parsed; closes them all."""
+
+    cdef zmq_msg_t msgs[ZM_FRAME_MAX + 1]  # routing id + ZM_FRAME_MAX frames
+    cdef zm_slice slices[ZM_FRAME_MAX + 1]
+    cdef int n                             # messages initialised
+    cdef int extra                         # frames beyond capacity, dropped
+
+    def __dealloc__(self):
+        while self.n > 0:
+            self.n -= 1
+            ZMQ.msg_close(&self.msgs[self.n])
+
+    cdef int receive(self, void *sock) except -1:
+        """Receive every part of the next message (it is already queued)."""
+        cdef zmq_msg_t spill
+        cdef int rc = 0, err = 0, more = 1
+        with nogil:
+            while more:
+                if self.n < ZM_FRAME_MAX + 1:
+                    ZMQ.msg_init(&self.msgs[self.n])
+                    self.n += 1
+                    rc = ZMQ.msg_recv(&self.msgs[self.n - 1], sock, ZM_DONTWAIT)
+                    if rc < 0:
+                        break
+                    more = ZMQ.msg_more(&self.msgs[self.n - 1])
+                else:
+                    ZMQ.msg_init(&spill)
+                    rc = ZMQ.msg_recv(&spill, sock, ZM_DONTWAIT)
+                    more = rc >= 0 and ZMQ.msg_more(&spill)
+                    ZMQ.msg_close(&spill)
+                    if rc < 0:
+                        break
+                    self.extra += 1
+            if rc < 0:
+                err = ZMQ.errno_()
+        if rc < 0:
+            raise_errno(err)
+        for i in range(self.n):
+            self.slices[i].ptr = <const uint8_t *>ZMQ.msg_data(&self.msgs[i])
+            self.slices[i].len = ZMQ.msg_size(&self.msgs[i])
+        return 0
+
+
+cdef inline bytes _frame_bytes(zm_slice s):
+    return PyBytes_FromStringAndSize(<const char *>s.ptr, <Py_ssize_t>s.len)
+
+
+def recv_message(socket, *, bint routed=False, double timeout=-1.0):
+    """Receive and parse one message: [routing_id] header body* [mac].
+
+    `routed`: the socket is a ROUTER, so the first frame is the peer's
+    routing id. `timeout` in seconds (< 0 waits forever, 0 never blocks);
+    WouldBlock when it passes. A message that breaks the layout or carries
+    a bad header raises WireError and is consumed whole, so the next call
+    reads the next message. The MAC, if any, is returned, not checked: call
+    Message.verify().
+    """
+    cdef void *sock = socket_handle(socket)
+    cdef _Received r = _Received()
+    cdef zm_header h
+    cdef zm_frame_view v
+    cdef Message m
+    cdef const char *uid
+    cdef int rc, i
+
+    wait_socket(sock, ZM_POLLIN, timeout)
+    r.receive(sock)
+    if r.extra:
+        raise_zm(ZM_E_FRAME_COUNT)
+    rc = zm_frame_parse(r.slices, r.n, routed, &h, &v)
+    if rc != ZM_OK:
+        raise_zm(rc)
+
+    m = Message.__new__(Message)
+    m.header = Header._from_c(&h)
+    m.raw_header = _frame_bytes(r.slices[v.header])
+    if v.routing >= 0:
+        m.routing_id = _frame_bytes(r.slices[v.routing])
+    for i in range(v.body_first, v.body_first + v.body_count):
+        m.bodies.append(_frame_bytes(r.slices[i]))
+    if v.mac >= 0:
+        m.mac = _frame_bytes(r.slices[v.mac])
+    uid = ZMQ.msg_gets(&r.msgs[v.header], b"User-Id")
+    if uid != NULL:
+        m.user_id = (<bytes>uid).decode("utf-8", "replace")
+    return m

@@ -1,0 +1,118 @@
+/* native.h - the slice of libzmq's and libsodium's C API the core calls.
+ *
+ * pyzmq's wheels ship no zmq.h and load libzmq (and the libsodium it links)
+ * under mangled names, so the core declares the few types it needs here and
+ * reaches the functions through pointer tables filled by dlsym at import
+ * (core/native.pyx). Types and constants follow zmq.h of libzmq 4.3.
+ */
+#ifndef ZM_NATIVE_H
+#define ZM_NATIVE_H
+
+#include <dlfcn.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zm_mac.h"
+
+/* zmq.h: 64 opaque bytes, pointer-aligned (libzmq keeps an atomic refcount
+ * inside; a misaligned copy would break it on some CPUs). */
+typedef struct zmq_msg_t {
+#if defined(__GNUC__) || defined(__clang__)
+    unsigned char _[64] __attribute__((aligned(sizeof(void *))));
+#else
+    void *_align;
+    unsigned char _[64 - sizeof(void *)];
+#endif
+} zmq_msg_t;
+
+typedef struct zmq_pollitem_t {
+    void *socket;
+    int fd;
+    short events;
+    short revents;
+} zmq_pollitem_t;
+
+#define ZMQ_HAUSNUMERO 156384712
+#define ZM_EFSM (ZMQ_HAUSNUMERO + 51)
+#define ZM_ENOCOMPATPROTO (ZMQ_HAUSNUMERO + 52)
+#define ZM_ETERM (ZMQ_HAUSNUMERO + 53)
+#define ZM_EMTHREAD (ZMQ_HAUSNUMERO + 54)
+
+#define ZM_DONTWAIT 1
+#define ZM_SNDMORE 2
+#define ZM_POLLIN 1
+#define ZM_POLLOUT 2
+
+typedef struct zm_zmq {
+    int (*msg_init)(zmq_msg_t *msg);
+    int (*msg_init_size)(zmq_msg_t *msg, size_t size);
+    int (*msg_send)(zmq_msg_t *msg, void *s, int flags);
+    int (*msg_recv)(zmq_msg_t *msg, void *s, int flags);
+    int (*msg_close)(zmq_msg_t *msg);
+    void *(*msg_data)(zmq_msg_t *msg);
+    size_t (*msg_size)(const zmq_msg_t *msg);
+    int (*msg_more)(const zmq_msg_t *msg);
+    const char *(*msg_gets)(const zmq_msg_t *msg, const char *property);
+    int (*send)(void *s, const void *buf, size_t len, int flags);
+    int (*poll)(zmq_pollitem_t *items, int nitems, long timeout);
+    int (*getsockopt)(void *s, int option, void *optval, size_t *optvallen);
+    int (*setsockopt)(void *s, int option, const void *optval, size_t optvallen);
+    int (*socket_monitor)(void *s, const char *addr, int events);
+    int (*errno_)(void);
+    const char *(*strerror)(int errnum);
+    void (*version)(int *major, int *minor, int *patch);
+} zm_zmq;
+
+typedef void (*zm_randombytes_fn)(void *buf, size_t size);
+typedef int (*zm_sodium_init_fn)(void);
+
+/* Storing dlsym's void * into a function pointer: the POSIX idiom. */
+#define ZM_DLSYM(handle, dst, name) (*(void **)(&(dst)) = dlsym((handle), (name)))
+
+/* Fill *api from the library behind `handle` (and its dependencies).
+ * Returns NULL, or the name of the first symbol not found. */
+static const char *zm_native_load_zmq(void *handle, zm_zmq *api) {
+#define ZM_LOAD(field, name) if (!ZM_DLSYM(handle, api->field, name)) return name;
+    ZM_LOAD(msg_init, "zmq_msg_init")
+    ZM_LOAD(msg_init_size, "zmq_msg_init_size")
+    ZM_LOAD(msg_send, "zmq_msg_send")
+    ZM_LOAD(msg_recv, "zmq_msg_recv")
+    ZM_LOAD(msg_close, "zmq_msg_close")
+    ZM_LOAD(msg_data, "zmq_msg_data")
+    ZM_LOAD(msg_size, "zmq_msg_size")
+    ZM_LOAD(msg_more, "zmq_msg_more")
+    ZM_LOAD(msg_gets, "zmq_msg_gets")
+    ZM_LOAD(send, "zmq_send")
+    ZM_LOAD(poll, "zmq_poll")
+    ZM_LOAD(getsockopt, "zmq_getsockopt")
+    ZM_LOAD(setsockopt, "zmq_setsockopt")
+    ZM_LOAD(socket_monitor, "zmq_socket_monitor")
+    ZM_LOAD(errno_, "zmq_errno")
+    ZM_LOAD(strerror, "zmq_strerror")
+    ZM_LOAD(version, "zmq_version")
+    return NULL;
+}
+
+/* Same for libsodium; randombytes_buf and sodium_init come separately
+ * because src/ has no use for them. */
+static const char *zm_native_load_sodium(void *handle, zm_sodium *api,
+                                         zm_randombytes_fn *randombytes,
+                                         zm_sodium_init_fn *init) {
+    ZM_LOAD(hmacsha256_statebytes, "crypto_auth_hmacsha256_statebytes")
+    ZM_LOAD(hmacsha256_init, "crypto_auth_hmacsha256_init")
+    ZM_LOAD(hmacsha256_update, "crypto_auth_hmacsha256_update")
+    ZM_LOAD(hmacsha256_final, "crypto_auth_hmacsha256_final")
+    ZM_LOAD(generichash_statebytes, "crypto_generichash_statebytes")
+    ZM_LOAD(generichash_init, "crypto_generichash_init")
+    ZM_LOAD(generichash_update, "crypto_generichash_update")
+    ZM_LOAD(generichash_final, "crypto_generichash_final")
+    ZM_LOAD(verify_32, "crypto_verify_32")
+#undef ZM_LOAD
+    if (!ZM_DLSYM(handle, *randombytes, "randombytes_buf"))
+        return "randombytes_buf";
+    if (!ZM_DLSYM(handle, *init, "sodium_init"))
+        return "sodium_init";
+    return NULL;
+}
+
+#endif /* ZM_NATIVE_H */

@@ -1,0 +1,124 @@
+# Declarations of the plain C in src/ (zm_common.h, zm_wire.h, zm_frame.h,
+# zm_mac.h). Those headers are the contract; this file only mirrors them.
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+
+cdef extern from "zm_common.h" nogil:
+    ctypedef struct zm_slice:
+        const uint8_t *ptr
+        size_t len
+
+    enum:
+        ZM_OK
+        ZM_E_SHORT
+        ZM_E_TOO_BIG
+        ZM_E_SEGMENTS
+        ZM_E_SEGMENT_SIZE
+        ZM_E_FAR_POINTER
+        ZM_E_POINTER_KIND
+        ZM_E_BOUNDS
+        ZM_E_TRAVERSAL
+        ZM_E_TEXT_NUL
+        ZM_E_TEXT_UTF8
+        ZM_E_TEXT_SIZE
+        ZM_E_METADATA_COUNT
+        ZM_E_METADATA_KEY
+        ZM_E_BUFFER
+        ZM_E_NO_HEADER
+        ZM_E_FRAME_COUNT
+        ZM_E_VERSION
+        ZM_E_KIND
+        ZM_E_MAC_FRAME
+        ZM_E_ROUTING_ID
+        ZM_E_MAC_ALG
+        ZM_E_MAC_KEY
+        ZM_E_MAC_MISMATCH
+        ZM_E_MAC_API
+
+    const char *zm_strerror(int code)
+
+
+cdef extern from "zm_wire.h" nogil:
+    enum:
+        ZM_WIRE_VERSION
+        ZM_WIRE_MAX_HEADER
+        ZM_WIRE_MAX_NAME
+        ZM_WIRE_MAX_VALUE
+        ZM_WIRE_MAX_METADATA
+        ZM_KIND_MAX
+        ZM_FLAG_SIGNED
+
+    ctypedef struct zm_meta:
+        zm_slice key
+        zm_slice value
+
+    ctypedef struct zm_header:
+        uint16_t version
+        uint16_t kind
+        uint32_t flags
+        uint64_t request_id
+        uint64_t deadline_us
+        uint16_t status
+        uint32_t key_id
+        uint64_t timestamp_us
+        uint64_t trace_hi
+        uint64_t trace_lo
+        uint64_t span_id
+        zm_slice content_type
+        zm_slice service
+        zm_slice endpoint
+        zm_slice nonce
+        zm_slice principal
+        zm_slice detail
+        uint32_t n_metadata
+        zm_meta metadata[64]
+
+    int zm_wire_read(const uint8_t *buf, size_t len, zm_header *h)
+    size_t zm_wire_size(const zm_header *h)
+    int zm_wire_write(const zm_header *h, uint8_t *out, size_t cap, size_t *written)
+    int zm_utf8_valid(const uint8_t *s, size_t n)
+
+
+cdef extern from "zm_frame.h" nogil:
+    enum:
+        ZM_FRAME_MAX
+        ZM_MAC_SIZE
+
+    ctypedef struct zm_frame_view:
+        int routing
+        int header
+        int body_first
+        int body_count
+        int mac
+
+    int zm_frame_parse(const zm_slice *frames, int n, int routed, zm_header *h,
+                       zm_frame_view *v)
+
+
+cdef extern from "zm_mac.h" nogil:
+    enum:
+        ZM_MAC_HMAC_SHA256
+        ZM_MAC_BLAKE2B
+        ZM_MAC_KEY_MIN
+        ZM_MAC_KEY_MAX
+        ZM_MAC_OUT
+
+    ctypedef struct zm_sodium:
+        size_t (*hmacsha256_statebytes)() noexcept nogil
+        int (*hmacsha256_init)(void *state, const unsigned char *key, size_t keylen) noexcept nogil
+        int (*hmacsha256_update)(void *state, const unsigned char *inp, unsigned long long inlen) noexcept nogil
+        int (*hmacsha256_final)(void *state, unsigned char *out) noexcept nogil
+        size_t (*generichash_statebytes)() noexcept nogil
+        int (*generichash_init)(void *state, const unsigned char *key, size_t keylen, size_t outlen) noexcept nogil
+        int (*generichash_update)(void *state, const unsigned char *inp, unsigned long long inlen) noexcept nogil
+        int (*generichash_final)(void *state, unsigned char *out, size_t outlen) noexcept nogil
+        int (*verify_32)(const unsigned char *x, const unsigned char *y) noexcept nogil
+
+    int zm_mac_check(const zm_sodium *api)
+    int zm_mac_compute(const zm_sodium *api, int alg, const uint8_t *key,
+                       size_t keylen, const zm_slice *frames, size_t n,
+                       uint8_t *out)
+    int zm_mac_verify(const zm_sodium *api, int alg, const uint8_t *key,
+                      size_t keylen, const zm_slice *frames, size_t n,
+                      const uint8_t *tag)

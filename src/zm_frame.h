@@ -1,0 +1,44 @@
+/* zm_frame.h - the multipart layout of zmicro messages.
+ *
+ * A request travels DEALER -> ROUTER, a reply ROUTER -> DEALER, as ZeroMQ
+ * frames:
+ *
+ *     [routing id]  header  body*  [mac]
+ *
+ * The routing id is present only where a ROUTER socket receives (it is the
+ * peer's identity, prepended by libzmq, never covered by the MAC). The header
+ * is one zm_wire message. Body frames are opaque to the framing layer (the
+ * header's contentType names their codec). When the header's flags carry
+ * ZM_FLAG_SIGNED the last frame is a ZM_MAC_SIZE-byte MAC over the header and
+ * body frames (zm_mac.h).
+ *
+ * zm_frame_parse validates that layout over frames already received; it
+ * reads only the frames' bytes and does not allocate.
+ */
+#ifndef ZM_FRAME_H
+#define ZM_FRAME_H
+
+#include "zm_common.h"
+#include "zm_wire.h"
+
+#define ZM_FRAME_MAX 16 /* header + bodies + mac, routing id not counted */
+#define ZM_MAC_SIZE 32
+
+/* Where the parts of one received message are, as indexes into the frame
+ * array given to zm_frame_parse. */
+typedef struct zm_frame_view {
+    int routing;      /* index of the routing id, or -1 */
+    int header;       /* index of the header frame */
+    int body_first;   /* index of the first body frame */
+    int body_count;   /* number of body frames (may be 0) */
+    int mac;          /* index of the MAC frame, or -1 when unsigned */
+} zm_frame_view;
+
+/* Check the layout of frames[0..n) (routed: frames[0] is a routing id), parse
+ * the header into *h and fill *v. Returns ZM_OK or a ZM_E_* code. On
+ * ZM_E_VERSION and ZM_E_KIND *h and *v are filled anyway, so a server can
+ * answer the request id with an error instead of staying silent. */
+int zm_frame_parse(const zm_slice *frames, int n, int routed, zm_header *h,
+                   zm_frame_view *v);
+
+#endif /* ZM_FRAME_H */
