@@ -28,6 +28,8 @@ DEBUG = _flag("ZMICRO_DEBUG")
 SANITIZE = os.environ.get("ZMICRO_SANITIZE", "")
 if SANITIZE == "0":
     SANITIZE = ""
+# Objects are reused by timestamp, not by flags: one build tree per mode.
+MODE = "-".join(filter(None, ["debug" if DEBUG else "", f"sanitize-{SANITIZE}" if SANITIZE else ""])) or "release"
 
 SOURCES = [
     "core/_core.pyx",
@@ -89,6 +91,7 @@ setup(
         include_path=["core"],
         compiler_directives=directives,
         annotate=DEBUG,
-        build_dir="build/cython",
+        build_dir=f"build/{MODE}/cython",
     ),
+    options={"build": {"build_base": f"build/{MODE}"}},
 )

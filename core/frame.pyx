@@ -217,6 +217,37 @@ cdef inline bytes _frame_bytes(zm_slice s):
     return PyBytes_FromStringAndSize(<const char *>s.ptr, <Py_ssize_t>s.len)
 
 
+cdef Message _parse(const zm_slice *slices, int n, bint routed):
+    """Check the layout of slices[0..n) and copy it into a new Message."""
+    cdef zm_header h
+    cdef zm_frame_view v
+    cdef Message m
+    cdef int i
+    rc = zm_frame_parse(slices, n, routed, &h, &v)
+    if rc != ZM_OK:
+        raise_zm(rc)
+    m = Message.__new__(Message)
+    m.header = Header._from_c(&h)
+    m.raw_header = _frame_bytes(slices[v.header])
+    if v.routing >= 0:
+        m.routing_id = _frame_bytes(slices[v.routing])
+    for i in range(v.body_first, v.body_first + v.body_count):
+        m.bodies.append(_frame_bytes(slices[i]))
+    if v.mac >= 0:
+        m.mac = _frame_bytes(slices[v.mac])
+    return m
+
+
+def parse_frames(frames, *, bint routed=False):
+    """Parse a message already split into frames (bytes-like objects), as
+    recv_message does with what it receives; raises WireError."""
+    cdef _Frames f
+    if len(frames) > ZM_FRAME_MAX + routed:
+        raise_zm(ZM_E_FRAME_COUNT)
+    f = _Frames(frames, ZM_FRAME_MAX + 1)
+    return _parse(f.slices, f.n, routed)
+
+
 def recv_message(socket, *, bint routed=False, double timeout=-1.0):
     """Receive and parse one message: [routing_id] header body* [mac].
 
@@ -229,30 +260,15 @@ def recv_message(socket, *, bint routed=False, double timeout=-1.0):
     """
     cdef void *sock = socket_handle(socket)
     cdef _Received r = _Received()
-    cdef zm_header h
-    cdef zm_frame_view v
     cdef Message m
     cdef const char *uid
-    cdef int rc, i
 
     wait_socket(sock, ZM_POLLIN, timeout)
     r.receive(sock)
     if r.extra:
         raise_zm(ZM_E_FRAME_COUNT)
-    rc = zm_frame_parse(r.slices, r.n, routed, &h, &v)
-    if rc != ZM_OK:
-        raise_zm(rc)
-
-    m = Message.__new__(Message)
-    m.header = Header._from_c(&h)
-    m.raw_header = _frame_bytes(r.slices[v.header])
-    if v.routing >= 0:
-        m.routing_id = _frame_bytes(r.slices[v.routing])
-    for i in range(v.body_first, v.body_first + v.body_count):
-        m.bodies.append(_frame_bytes(r.slices[i]))
-    if v.mac >= 0:
-        m.mac = _frame_bytes(r.slices[v.mac])
-    uid = ZMQ.msg_gets(&r.msgs[v.header], b"User-Id")
+    m = _parse(r.slices, r.n, routed)
+    uid = ZMQ.msg_gets(&r.msgs[routed], b"User-Id")
     if uid != NULL:
         m.user_id = (<bytes>uid).decode("utf-8", "replace")
     return m

@@ -27,17 +27,17 @@ cdef object _fallback_module():
 
 @cython.auto_pickle(False)
 cdef class _Frames:
-    """Borrowed views of up to ZM_FRAME_MAX bytes-like objects as zm_slices,
+    """Borrowed views of up to `limit` bytes-like objects as zm_slices,
     released when the object goes away."""
 
-    cdef Py_buffer views[ZM_FRAME_MAX]   # one per frame
-    cdef zm_slice slices[ZM_FRAME_MAX]   # the same bytes, for src/
-    cdef int n                           # views held
+    cdef Py_buffer views[ZM_FRAME_MAX + 1]  # one per frame
+    cdef zm_slice slices[ZM_FRAME_MAX + 1]  # the same bytes, for src/
+    cdef int n                              # views held
 
-    def __cinit__(self, frames):
+    def __cinit__(self, frames, int limit=ZM_FRAME_MAX):
         cdef Py_ssize_t count = len(frames)
-        if count > ZM_FRAME_MAX:
-            raise ValueError(f"at most {ZM_FRAME_MAX} frames, got {count}")
+        if count > limit:
+            raise ValueError(f"at most {limit} frames, got {count}")
         self.n = 0
         for frame in frames:
             PyObject_GetBuffer(frame, &self.views[self.n], PyBUF_SIMPLE)

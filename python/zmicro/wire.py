@@ -21,6 +21,7 @@ from ._core import (
     Header,
     Message,
     decode_header,
+    parse_frames,
     recv_message,
     send_message,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "Kind",
     "Message",
     "decode_header",
+    "parse_frames",
     "recv_message",
     "send_message",
 ]

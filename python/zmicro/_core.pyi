@@ -1,0 +1,102 @@
+"""Type stubs for the compiled core (core/*.pyx)."""
+
+from collections.abc import Buffer, Sequence
+from typing import Any
+
+import zmq
+
+WIRE_VERSION: int
+MAX_HEADER: int
+MAX_NAME: int
+MAX_VALUE: int
+MAX_METADATA: int
+FLAG_SIGNED: int
+MAC_HMAC_SHA256: int
+MAC_BLAKE2B: int
+MAC_SIZE: int
+MAC_KEY_MIN: int
+MAC_KEY_MAX: int
+FRAME_MAX: int
+MIN_LIBZMQ: tuple[int, int, int]
+
+_Socket = zmq.Socket[Any] | int
+
+class Header:
+    version: int
+    kind: int
+    flags: int
+    request_id: int
+    deadline_us: int
+    status: int
+    key_id: int
+    timestamp_us: int
+    trace_id: int
+    span_id: int
+    content_type: str
+    service: str
+    endpoint: str
+    metadata: dict[str, bytes]
+    nonce: bytes
+    principal: str
+    detail: str
+    def __init__(
+        self,
+        *,
+        version: int = ...,
+        kind: int = 0,
+        flags: int = 0,
+        request_id: int = 0,
+        deadline_us: int = 0,
+        status: int = 0,
+        key_id: int = 0,
+        timestamp_us: int = 0,
+        trace_id: int = 0,
+        span_id: int = 0,
+        content_type: str = "",
+        service: str = "",
+        endpoint: str = "",
+        metadata: dict[str, bytes] | None = None,
+        nonce: bytes = b"",
+        principal: str = "",
+        detail: str = "",
+    ) -> None: ...
+    def encode(self) -> bytes: ...
+    def __eq__(self, other: object) -> bool: ...
+
+class Message:
+    @property
+    def routing_id(self) -> bytes | None: ...
+    @property
+    def header(self) -> Header: ...
+    @property
+    def raw_header(self) -> bytes: ...
+    @property
+    def bodies(self) -> list[bytes]: ...
+    @property
+    def mac(self) -> bytes | None: ...
+    @property
+    def user_id(self) -> str | None: ...
+    def verify(self, alg: int, key: Buffer) -> bool: ...
+
+def decode_header(data: Buffer) -> Header: ...
+def utf8_valid(data: Buffer) -> bool: ...
+def parse_frames(frames: Sequence[Buffer], *, routed: bool = False) -> Message: ...
+def send_message(
+    socket: _Socket,
+    header: Header,
+    bodies: Sequence[Buffer] = (),
+    *,
+    routing_id: Buffer | None = None,
+    mac_key: Buffer | None = None,
+    mac_alg: int = 1,
+    timeout: float = -1.0,
+) -> None: ...
+def recv_message(socket: _Socket, *, routed: bool = False, timeout: float = -1.0) -> Message: ...
+def mac_compute(alg: int, key: Buffer, frames: Sequence[Buffer]) -> bytes: ...
+def mac_verify(alg: int, key: Buffer, frames: Sequence[Buffer], tag: Buffer) -> bool: ...
+def random_bytes(n: int) -> bytes: ...
+def libzmq_version() -> tuple[int, int, int]: ...
+def have_sodium() -> bool: ...
+def _check_libzmq_version(version: Sequence[int]) -> None: ...
+def _error_codes() -> dict[str, int]: ...
+def _raise_errno(err: int) -> None: ...

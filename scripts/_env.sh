@@ -1,0 +1,19 @@
+# Sourced by the scripts: make (or reuse) .venv and install zmicro into it
+# with the extras named in $ZMICRO_EXTRAS. Needs python3 >= 3.11 and a C
+# compiler, nothing else.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+    echo "zmicro needs Python >= 3.11 (found $("$PY" --version 2>&1)); set PYTHON=..." >&2
+    exit 1
+}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+VPY="$ROOT/.venv/bin/python"
+"$VPY" -m pip install -q --disable-pip-version-check "setuptools>=68" "Cython>=3.0.10,<4" wheel
+# No build isolation: reuses build/ between runs, so a rebuild compiles
+# only what changed.
+"$VPY" -m pip install -q --disable-pip-version-check --no-build-isolation ".[${ZMICRO_EXTRAS:-test}]"

@@ -1,0 +1,139 @@
+/* test_src.c - src/ on its own: built with only libc, strict warnings and
+ * (where the compiler has them) ASan + UBSan, by tests/c/test_c.py. The
+ * MAC needs libsodium and is covered by the Python tests and the fuzzers. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zm_frame.h"
+#include "zm_wire.h"
+
+static int failures;
+
+#define CHECK(cond)                                                   \
+    do {                                                              \
+        if (!(cond)) {                                                \
+            fprintf(stderr, "%s:%d: CHECK(%s)\n", __FILE__, __LINE__, #cond); \
+            failures++;                                               \
+        }                                                             \
+    } while (0)
+
+static zm_slice S(const char *s) {
+    zm_slice out = {(const uint8_t *)s, strlen(s)};
+    return out;
+}
+
+static int eq(zm_slice a, zm_slice b) {
+    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+static void test_roundtrip(void) {
+    zm_header h, r;
+    memset(&h, 0, sizeof h);
+    h.version = ZM_WIRE_VERSION;
+    h.kind = ZM_KIND_REQUEST;
+    h.request_id = 0x0102030405060708ull;
+    h.deadline_us = 1500000;
+    h.key_id = 7;
+    h.trace_hi = 1;
+    h.span_id = 2;
+    h.service = S("greeter");
+    h.endpoint = S("Greeter.Hello");
+    h.content_type = S("application/msgpack");
+    h.nonce = S("0123456789abcdef");
+    h.n_metadata = 2;
+    h.metadata[0].key = S("traceparent");
+    h.metadata[0].value = S("00-abc");
+    h.metadata[1].key = S("empty");
+
+    uint8_t buf[ZM_WIRE_MAX_HEADER];
+    size_t n = 0;
+    CHECK(zm_wire_write(&h, buf, sizeof buf, &n) == ZM_OK);
+    CHECK(n == zm_wire_size(&h));
+    CHECK(n % 8 == 0);
+    CHECK(zm_wire_read(buf, n, &r) == ZM_OK);
+    CHECK(r.version == h.version && r.kind == h.kind);
+    CHECK(r.request_id == h.request_id && r.deadline_us == h.deadline_us);
+    CHECK(r.key_id == 7 && r.trace_hi == 1 && r.trace_lo == 0 && r.span_id == 2);
+    CHECK(eq(r.service, h.service) && eq(r.endpoint, h.endpoint));
+    CHECK(eq(r.content_type, h.content_type) && eq(r.nonce, h.nonce));
+    CHECK(r.principal.len == 0 && r.detail.len == 0);
+    CHECK(r.n_metadata == 2);
+    CHECK(eq(r.metadata[0].key, h.metadata[0].key) && eq(r.metadata[0].value, h.metadata[0].value));
+    CHECK(eq(r.metadata[1].key, h.metadata[1].key) && r.metadata[1].value.len == 0);
+
+    /* Too small a buffer is an error, not an overflow. */
+    CHECK(zm_wire_write(&h, buf, n - 8, &n) == ZM_E_BUFFER);
+
+    /* Every strict prefix of a valid header is refused. */
+    for (size_t cut = 0; cut < n; cut++)
+        CHECK(zm_wire_read(buf, cut, &r) != ZM_OK);
+}
+
+static void test_writer_limits(void) {
+    zm_header h;
+    uint8_t buf[ZM_WIRE_MAX_HEADER];
+    size_t n;
+    char name[ZM_WIRE_MAX_NAME + 2];
+    memset(&h, 0, sizeof h);
+    memset(name, 'x', sizeof name - 1);
+    name[sizeof name - 1] = 0;
+    h.service = S(name);
+    CHECK(zm_wire_write(&h, buf, sizeof buf, &n) == ZM_E_TEXT_SIZE);
+    h.service.len = ZM_WIRE_MAX_NAME;
+    CHECK(zm_wire_write(&h, buf, sizeof buf, &n) == ZM_OK);
+    h.service = S("\xff");
+    CHECK(zm_wire_write(&h, buf, sizeof buf, &n) == ZM_E_TEXT_UTF8);
+    h.service = S("ok");
+    h.n_metadata = 2;
+    h.metadata[0].key = S("dup");
+    h.metadata[1].key = S("dup");
+    CHECK(zm_wire_write(&h, buf, sizeof buf, &n) == ZM_E_METADATA_KEY);
+    h.n_metadata = ZM_WIRE_MAX_METADATA + 1;
+    CHECK(zm_wire_write(&h, buf, sizeof buf, &n) == ZM_E_METADATA_COUNT);
+    CHECK(zm_wire_size(&h) == (size_t)-1);
+}
+
+static void test_frames(void) {
+    zm_header h, r;
+    zm_frame_view v;
+    uint8_t buf[256];
+    size_t n;
+    memset(&h, 0, sizeof h);
+    h.version = ZM_WIRE_VERSION;
+    h.flags = ZM_FLAG_SIGNED;
+    CHECK(zm_wire_write(&h, buf, sizeof buf, &n) == ZM_OK);
+    uint8_t mac[ZM_MAC_SIZE] = {0};
+    zm_slice frames[4] = {S("peer"), {buf, n}, S("body"), {mac, sizeof mac}};
+    CHECK(zm_frame_parse(frames, 4, 1, &r, &v) == ZM_OK);
+    CHECK(v.routing == 0 && v.header == 1 && v.body_first == 2 && v.body_count == 1 && v.mac == 3);
+    CHECK(zm_frame_parse(frames + 1, 3, 0, &r, &v) == ZM_OK);
+    CHECK(v.routing == -1 && v.header == 0 && v.body_count == 1 && v.mac == 2);
+    CHECK(zm_frame_parse(frames + 1, 1, 0, &r, &v) == ZM_E_MAC_FRAME);
+    CHECK(zm_frame_parse(frames, 0, 0, &r, &v) == ZM_E_NO_HEADER);
+}
+
+static void test_strerror(void) {
+    static const int codes[] = {
+        ZM_E_SHORT, ZM_E_TOO_BIG, ZM_E_SEGMENTS, ZM_E_SEGMENT_SIZE, ZM_E_FAR_POINTER,
+        ZM_E_POINTER_KIND, ZM_E_BOUNDS, ZM_E_TRAVERSAL, ZM_E_TEXT_NUL, ZM_E_TEXT_UTF8,
+        ZM_E_TEXT_SIZE, ZM_E_METADATA_COUNT, ZM_E_METADATA_KEY, ZM_E_BUFFER,
+        ZM_E_NO_HEADER, ZM_E_FRAME_COUNT, ZM_E_VERSION, ZM_E_KIND, ZM_E_MAC_FRAME,
+        ZM_E_ROUTING_ID, ZM_E_MAC_ALG, ZM_E_MAC_KEY, ZM_E_MAC_MISMATCH, ZM_E_MAC_API};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        CHECK(strcmp(zm_strerror(codes[i]), "unknown error") != 0);
+    CHECK(strcmp(zm_strerror(999), "unknown error") == 0);
+}
+
+int main(void) {
+    test_roundtrip();
+    test_writer_limits();
+    test_frames();
+    test_strerror();
+    if (failures) {
+        fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    puts("src/ C tests passed");
+    return 0;
+}

@@ -1,0 +1,97 @@
+"""The multipart layout: [routing id] header body* [mac] (src/zm_frame.c)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import zmicro
+from zmicro import WireError, WireErrorCode as E, wire
+from zmicro.mac import Alg
+
+HEADER = zmicro.Header(request_id=5, service="svc", endpoint="Svc.Call").encode()
+SIGNED = zmicro.Header(request_id=5, flags=wire.FLAG_SIGNED).encode()
+KEY = bytes(range(32))
+
+
+def code_of(frames, routed=False) -> E:
+    with pytest.raises(WireError) as err:
+        wire.parse_frames(frames, routed=routed)
+    return err.value.code
+
+
+def test_request_layout():
+    m = wire.parse_frames([b"peer", HEADER, b"a", b"b"], routed=True)
+    assert (m.routing_id, m.bodies, m.mac) == (b"peer", [b"a", b"b"], None)
+    assert m.header.request_id == 5 and m.raw_header == HEADER
+
+
+def test_reply_layout_without_bodies():
+    m = wire.parse_frames([HEADER])
+    assert (m.routing_id, m.bodies, m.mac) == (None, [], None)
+
+
+def test_signed_layout():
+    tag = zmicro.mac.compute(Alg.HMAC_SHA256, KEY, [SIGNED, b"body"])
+    m = wire.parse_frames([SIGNED, b"body", tag])
+    assert m.bodies == [b"body"] and m.mac == tag
+    assert m.verify(Alg.HMAC_SHA256, KEY)
+    assert not m.verify(Alg.HMAC_SHA256, bytes(32))
+    assert not m.verify(Alg.BLAKE2B, KEY)
+
+
+def test_unsigned_message_does_not_verify():
+    assert not wire.parse_frames([HEADER, b"x" * 32]).verify(Alg.HMAC_SHA256, KEY)
+
+
+@pytest.mark.parametrize("frames, routed", [([], False), ([b"peer"], True)])
+def test_no_header(frames, routed):
+    assert code_of(frames, routed) == E.NO_HEADER
+
+
+@pytest.mark.parametrize("routed", [False, True])
+def test_frame_count(routed):
+    ok = [b"peer"] * routed + [HEADER] + [b"b"] * (zmicro.mac.FRAME_MAX - 1)
+    assert len(wire.parse_frames(ok, routed=routed).bodies) == zmicro.mac.FRAME_MAX - 1
+    assert code_of(ok + [b"b"], routed) == E.FRAME_COUNT
+    assert code_of(ok + [b"b"] * 50, routed) == E.FRAME_COUNT
+
+
+@pytest.mark.parametrize("version", [0, 2, 65535])
+def test_version(version):
+    data = zmicro.Header(version=version).encode()
+    assert code_of([data]) == E.VERSION
+
+
+@pytest.mark.parametrize("kind", [8, 1000])
+def test_kind(kind):
+    assert code_of([zmicro.Header(kind=kind).encode()]) == E.KIND
+
+
+@pytest.mark.parametrize("frames", [
+    [SIGNED],                      # no MAC frame at all
+    [SIGNED, b"x" * 31],           # MAC frame too short
+    [SIGNED, b"body", b"x" * 33],  # too long
+])
+def test_mac_frame(frames):
+    assert code_of(frames) == E.MAC_FRAME
+
+
+def test_routing_id():
+    assert code_of([b"", HEADER], routed=True) == E.ROUTING_ID
+
+
+def test_header_errors_pass_through():
+    assert code_of([b"not a header"]) == E.SHORT
+    assert code_of([b"x" * 16, b"body"]) == E.SEGMENTS
+
+
+@given(st.lists(st.binary(max_size=40), max_size=20), st.booleans())
+def test_arbitrary_frames_never_crash(frames, routed):
+    try:
+        m = wire.parse_frames(frames, routed=routed)
+    except WireError as e:
+        assert isinstance(e.code, E)
+    else:
+        assert m.header.version == wire.WIRE_VERSION
