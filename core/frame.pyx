@@ -105,15 +105,17 @@ def send_message(socket, Header header, bodies=(), *, routing_id=None,
     cdef size_t hlen = 0
     cdef unsigned char mac[ZM_MAC_OUT]
     cdef uint32_t flags = header.flags & ~(<uint32_t>ZM_FLAG_SIGNED)
-    cdef _Frames body_frames = _Frames(bodies)
+    cdef _Frames body_frames
     cdef const unsigned char[::1] rid
     cdef const unsigned char[::1] key
-    cdef int nbody = body_frames.n, i, rc = 0, err = 0, more
+    cdef int nbody, i, rc = 0, err = 0, more
     cdef bint signed = mac_key is not None
     cdef zm_slice mac_input[ZM_FRAME_MAX]
 
-    if nbody > ZM_FRAME_MAX - 1 - signed:
+    if len(bodies) > ZM_FRAME_MAX - 1 - signed:  # header (+ MAC) count too
         raise_zm(ZM_E_FRAME_COUNT)
+    body_frames = _Frames(bodies)
+    nbody = body_frames.n
     if signed:
         flags |= ZM_FLAG_SIGNED
     header_write(header, flags, hbuf, sizeof(hbuf), &hlen)

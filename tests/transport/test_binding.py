@@ -73,6 +73,19 @@ def test_request_reply_round_trip(pair, signed):
     assert back.user_id is None
 
 
+@pytest.mark.parametrize("signed, limit", [(False, 15), (True, 14)])
+def test_send_refuses_too_many_frames(pair, signed, limit):
+    """Header + bodies (+ MAC) must fit the receiver's frame limit."""
+    dealer, router = pair
+    key = KEY if signed else None
+    wire.send_message(dealer, zmicro.Header(), [b"b"] * limit, mac_key=key, timeout=5)
+    assert len(wire.recv_message(router, routed=True, timeout=5).bodies) == limit
+    for n in (limit + 1, limit + 2, 100):
+        with pytest.raises(zmicro.WireError) as err:
+            wire.send_message(dealer, zmicro.Header(), [b"b"] * n, mac_key=key, timeout=5)
+        assert err.value.code == zmicro.WireErrorCode.FRAME_COUNT
+
+
 def test_large_bodies(pair):
     dealer, router = pair
     big = bytes(range(256)) * 4096  # 1 MiB

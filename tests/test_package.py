@@ -1,0 +1,43 @@
+"""What the installed package is made of."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import zmicro
+from zmicro import _core, wire
+
+
+def test_extension_links_no_libzmq_or_libsodium():
+    """The core calls pyzmq's libzmq through dlsym; linking one would load a
+    second copy (and make auditwheel bundle it)."""
+    if not shutil.which("readelf"):
+        pytest.fail("readelf (binutils) is needed to inspect the extension")
+    out = subprocess.run(["readelf", "-d", _core.__file__], capture_output=True,
+                         text=True, check=True).stdout
+    needed = [line.split("[")[1].rstrip("]") for line in out.splitlines() if "(NEEDED)" in line]
+    assert needed, out
+    assert not [n for n in needed if "zmq" in n or "sodium" in n], needed
+
+
+def test_package_data_installed():
+    assert wire.SCHEMA.read_text().count("struct Header") == 1
+    pkg = Path(zmicro.__file__).parent
+    assert (pkg / "py.typed").is_file() and (pkg / "_core.pyi").is_file()
+
+
+def test_public_names():
+    for name in zmicro.__all__:
+        assert hasattr(zmicro, name), name
+    for mod in (zmicro.wire, zmicro.mac, zmicro.errors):
+        for name in mod.__all__:
+            assert hasattr(mod, name), (mod.__name__, name)
+
+
+def test_message_not_constructible():
+    with pytest.raises(TypeError):
+        zmicro.Message()
