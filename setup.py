@@ -7,7 +7,7 @@ libsodium: it finds pyzmq's at import (``core/native.pyx``).
 Build modes, by environment variable:
 
 - ``ZMICRO_DEBUG=1``: ``-O0 -g``, C asserts on, Cython bounds checks and line
-  tracing (coverage, profilers), an annotated HTML beside each ``.pyx``.
+  tracing (coverage, profilers), annotated HTML in ``build/debug/cython/core/``.
 - ``ZMICRO_SANITIZE=1``: clang with AddressSanitizer and UBSan
   (run with ``LD_PRELOAD=$(clang -print-file-name=libclang_rt.asan-x86_64.so)``).
   ``ZMICRO_SANITIZE=fuzzer`` adds ``-fsanitize=fuzzer-no-link`` so atheris
