@@ -254,7 +254,11 @@ int zm_wire_read(const uint8_t *buf, size_t len, zm_header *h) {
     rd r;
     r.seg = buf + 8;
     r.words = (int64_t)((len - 8) / 8);
-    r.budget = r.words;
+    /* Every word but the root pointer, which is never charged: a message
+     * without aliasing fits exactly, and the canonical encoding of anything
+     * accepted (root pointer + what was charged) is never larger than the
+     * input, so a decoded header can always be encoded again. */
+    r.budget = r.words - 1;
 
     memset(h, 0, offsetof(zm_header, metadata));
 
