@@ -1,0 +1,278 @@
+/* fuzz_frames.c - libFuzzer harness for the multipart layout (src/zm_frame.c)
+ * and MAC verification (src/zm_mac.c).
+ *
+ * Input format (fuzz/make_seeds.py writes the same):
+ *
+ *     byte 0      control: key length for the variable-key check (mod 72,
+ *                 so lengths outside 16..64 are tried too)
+ *     then        frames, each a u16le length and that many bytes; a length
+ *                 running past the end takes what is left, and so does the
+ *                 18th frame, which has no length (18 = ZM_FRAME_MAX + a
+ *                 routing id + one too many, to reach ZM_E_FRAME_COUNT)
+ *
+ * Each input is parsed both unrouted and routed (frames[0] as routing id).
+ * When zm_frame_parse accepts a signed message, the MAC over the header and
+ * body frames is checked for both algorithms against libsodium called
+ * directly on the framing that zm_mac.h defines, the received tag is
+ * verified (it matches only when make_seeds.py signed the seed), and a
+ * computed tag must verify while the same tag with one bit flipped must not.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "zm_frame.h"
+#include "zm_mac.h"
+
+#define FAIL(...)                                                    \
+    do {                                                             \
+        fprintf(stderr, "fuzz_frames: %s:%d: ", __FILE__, __LINE__); \
+        fprintf(stderr, __VA_ARGS__);                                \
+        fputc('\n', stderr);                                         \
+        abort();                                                     \
+    } while (0)
+
+#define MAX_FRAMES (ZM_FRAME_MAX + 2)
+
+/* The fixed MAC key; make_seeds.py signs its seeds with the same bytes. */
+static const uint8_t KEY[32] = "zmicro-fuzz-key-0123456789abcdef";
+
+/* ------------------------------------------------------------------------
+ * zm_sodium table. Wrappers with the table's exact prototypes: calling
+ * libsodium through a pointer cast to a different function type is
+ * undefined behaviour (and UBSan's -fsanitize=function may flag it).
+ * ------------------------------------------------------------------------ */
+static size_t s_hmac_statebytes(void) {
+    return crypto_auth_hmacsha256_statebytes();
+}
+static int s_hmac_init(void *st, const unsigned char *key, size_t keylen) {
+    return crypto_auth_hmacsha256_init(st, key, keylen);
+}
+static int s_hmac_update(void *st, const unsigned char *in,
+                         unsigned long long inlen) {
+    return crypto_auth_hmacsha256_update(st, in, inlen);
+}
+static int s_hmac_final(void *st, unsigned char *out) {
+    return crypto_auth_hmacsha256_final(st, out);
+}
+static size_t s_gh_statebytes(void) {
+    return crypto_generichash_statebytes();
+}
+static int s_gh_init(void *st, const unsigned char *key, size_t keylen,
+                     size_t outlen) {
+    return crypto_generichash_init(st, key, keylen, outlen);
+}
+static int s_gh_update(void *st, const unsigned char *in,
+                       unsigned long long inlen) {
+    return crypto_generichash_update(st, in, inlen);
+}
+static int s_gh_final(void *st, unsigned char *out, size_t outlen) {
+    return crypto_generichash_final(st, out, outlen);
+}
+static int s_verify_32(const unsigned char *x, const unsigned char *y) {
+    return crypto_verify_32(x, y);
+}
+
+static const zm_sodium SODIUM = {
+    s_hmac_statebytes, s_hmac_init, s_hmac_update, s_hmac_final,
+    s_gh_statebytes,   s_gh_init,   s_gh_update,   s_gh_final,
+    s_verify_32,
+};
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc;
+    (void)argv;
+    if (sodium_init() < 0)
+        FAIL("sodium_init failed");
+    if (zm_mac_check(&SODIUM) != ZM_OK)
+        FAIL("zm_mac_check refused Debian's libsodium");
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Reference MAC: the framing of zm_mac.h built into one buffer and hashed
+ * in a single call, so that a framing mistake in zm_mac.c (order, widths,
+ * a skipped empty frame) cannot hide behind the same mistake here.
+ * ------------------------------------------------------------------------ */
+static void ref_mac(int alg, const uint8_t *key, size_t keylen,
+                    const zm_slice *frames, size_t n, uint8_t out[32]) {
+    size_t total = ZM_MAC_DOMAIN_LEN + 4;
+    for (size_t i = 0; i < n; i++)
+        total += 8 + frames[i].len;
+    uint8_t *buf = malloc(total), *p = buf;
+    memcpy(p, ZM_MAC_DOMAIN, ZM_MAC_DOMAIN_LEN);
+    p += ZM_MAC_DOMAIN_LEN;
+    for (int b = 0; b < 4; b++)
+        *p++ = (uint8_t)(n >> (8 * b));
+    for (size_t i = 0; i < n; i++) {
+        for (int b = 0; b < 8; b++)
+            *p++ = (uint8_t)((uint64_t)frames[i].len >> (8 * b));
+        if (frames[i].len)
+            memcpy(p, frames[i].ptr, frames[i].len);
+        p += frames[i].len;
+    }
+    int rc;
+    if (alg == ZM_MAC_HMAC_SHA256) {
+        crypto_auth_hmacsha256_state st;
+        rc = crypto_auth_hmacsha256_init(&st, key, keylen);
+        rc |= crypto_auth_hmacsha256_update(&st, buf, total);
+        rc |= crypto_auth_hmacsha256_final(&st, out);
+    } else {
+        rc = crypto_generichash(out, 32, buf, total, key, keylen);
+    }
+    if (rc != 0)
+        FAIL("libsodium failed in the reference MAC");
+    free(buf);
+}
+
+/* ------------------------------------------------------------------------
+ * Checks
+ * ------------------------------------------------------------------------ */
+
+/* A parse that returned ZM_OK must describe the frames it was given. */
+static void check_view(const zm_slice *frames, int n, int routed,
+                       const zm_header *h, const zm_frame_view *v) {
+    int first = routed ? 1 : 0;
+    int signed_ = (h->flags & ZM_FLAG_SIGNED) != 0;
+    if (n - first < 1 || n - first > ZM_FRAME_MAX)
+        FAIL("accepted %d frames (routed=%d)", n, routed);
+    if (v->routing != (routed ? 0 : -1) || v->header != first ||
+        v->body_first != first + 1 || v->body_count < 0)
+        FAIL("bad view: routing %d header %d body %d+%d", v->routing,
+             v->header, v->body_first, v->body_count);
+    if (routed && frames[0].len == 0)
+        FAIL("accepted an empty routing id");
+    if (v->body_first + v->body_count + (signed_ ? 1 : 0) != n)
+        FAIL("view does not cover the %d frames", n);
+    if (signed_ ? (v->mac != n - 1 || frames[v->mac].len != ZM_MAC_SIZE)
+                : v->mac != -1)
+        FAIL("mac index %d for a %s message", v->mac,
+             signed_ ? "signed" : "unsigned");
+    if (h->version == 0 || h->version > ZM_WIRE_VERSION || h->kind > ZM_KIND_MAX)
+        FAIL("accepted version %u kind %u", h->version, h->kind);
+}
+
+static void check_mac(const zm_slice *frames, const zm_frame_view *v,
+                     uint8_t ctl, uint8_t flip) {
+    /* The MAC covers the header and body frames, never the routing id. */
+    const zm_slice *covered = &frames[v->header];
+    size_t ncov = 1 + (size_t)v->body_count;
+    const uint8_t *received = frames[v->mac].ptr;
+    static const int algs[2] = {ZM_MAC_HMAC_SHA256, ZM_MAC_BLAKE2B};
+
+    for (int a = 0; a < 2; a++) {
+        int alg = algs[a];
+        uint8_t tag[ZM_MAC_OUT], ref[ZM_MAC_OUT];
+        int rc = zm_mac_compute(&SODIUM, alg, KEY, sizeof KEY, covered, ncov, tag);
+        if (rc != ZM_OK)
+            FAIL("zm_mac_compute alg %d: %d", alg, rc);
+        ref_mac(alg, KEY, sizeof KEY, covered, ncov, ref);
+        if (memcmp(tag, ref, ZM_MAC_OUT) != 0)
+            FAIL("alg %d: zm_mac_compute differs from the reference", alg);
+
+        rc = zm_mac_verify(&SODIUM, alg, KEY, sizeof KEY, covered, ncov, received);
+        int expect = memcmp(received, tag, ZM_MAC_OUT) == 0 ? ZM_OK
+                                                            : ZM_E_MAC_MISMATCH;
+        if (rc != expect)
+            FAIL("alg %d: received tag verifies as %d, expected %d", alg, rc,
+                 expect);
+
+        if ((rc = zm_mac_verify(&SODIUM, alg, KEY, sizeof KEY, covered, ncov, tag)))
+            FAIL("alg %d: computed tag does not verify: %d", alg, rc);
+        tag[flip % ZM_MAC_OUT] ^= (uint8_t)(1u << (flip / ZM_MAC_OUT % 8));
+        if ((rc = zm_mac_verify(&SODIUM, alg, KEY, sizeof KEY, covered, ncov,
+                                tag)) != ZM_E_MAC_MISMATCH)
+            FAIL("alg %d: tag with a flipped bit gives %d", alg, rc);
+
+        /* Key lengths at and beyond both ends of 16..64. */
+        static uint8_t long_key[72];
+        size_t keylen = ctl % sizeof long_key;
+        for (size_t i = 0; i < sizeof long_key; i++)
+            long_key[i] = (uint8_t)(i * 7 + ctl);
+        rc = zm_mac_compute(&SODIUM, alg, long_key, keylen, covered, ncov, tag);
+        if (keylen < ZM_MAC_KEY_MIN || keylen > ZM_MAC_KEY_MAX) {
+            if (rc != ZM_E_MAC_KEY)
+                FAIL("alg %d: key of %zu bytes gives %d", alg, keylen, rc);
+        } else {
+            if (rc != ZM_OK)
+                FAIL("alg %d: key of %zu bytes gives %d", alg, keylen, rc);
+            ref_mac(alg, long_key, keylen, covered, ncov, ref);
+            if (memcmp(tag, ref, ZM_MAC_OUT) != 0)
+                FAIL("alg %d, %zu-byte key: differs from the reference", alg,
+                     keylen);
+        }
+    }
+    uint8_t tag[ZM_MAC_OUT];
+    if (zm_mac_compute(&SODIUM, ctl & 1 ? 0 : 3, KEY, sizeof KEY, covered,
+                       ncov, tag) != ZM_E_MAC_ALG)
+        FAIL("unknown algorithm accepted");
+}
+
+static void parse(const zm_slice *frames, int n, int routed, uint8_t ctl,
+                  uint8_t flip) {
+    static zm_header h, alone;
+    zm_frame_view v;
+    memset(&v, 0xA5, sizeof v); /* so that "filled anyway" is observable */
+    int rc = zm_frame_parse(frames, n, routed, &h, &v);
+    int first = routed ? 1 : 0;
+
+    if (rc == ZM_OK || rc == ZM_E_VERSION || rc == ZM_E_KIND) {
+        /* zm_frame.h: the header and view are filled for these codes too,
+         * and the header must be what zm_wire_read makes of that frame. */
+        if (zm_wire_read(frames[first].ptr, frames[first].len, &alone) != ZM_OK)
+            FAIL("frame parse %d on a header zm_wire_read refuses", rc);
+        if (alone.request_id != h.request_id || alone.flags != h.flags ||
+            alone.version != h.version || alone.kind != h.kind)
+            FAIL("frame parse decoded the header differently");
+        if (v.header != first || v.routing != (routed ? 0 : -1))
+            FAIL("view not filled on code %d", rc);
+    }
+    if (rc != ZM_OK)
+        return;
+    check_view(frames, n, routed, &h, &v);
+    if (h.flags & ZM_FLAG_SIGNED)
+        check_mac(frames, &v, ctl, flip);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1)
+        return 0;
+    uint8_t ctl = data[0];
+    uint8_t flip = data[size - 1];
+    const uint8_t *p = data + 1;
+    size_t left = size - 1;
+
+    /* Each frame in its own exact-size allocation (NULL when empty): ASan
+     * then catches a read past one frame that the contiguous input buffer
+     * would have hidden in the next frame's bytes. */
+    zm_slice frames[MAX_FRAMES];
+    uint8_t *owned[MAX_FRAMES];
+    int n = 0;
+    while (left > 0 && n < MAX_FRAMES) {
+        size_t len;
+        if (n == MAX_FRAMES - 1 || left < 2) {
+            len = left;
+        } else {
+            len = (size_t)(p[0] | p[1] << 8);
+            p += 2, left -= 2;
+            if (len > left)
+                len = left;
+        }
+        owned[n] = len ? malloc(len) : NULL;
+        if (len)
+            memcpy(owned[n], p, len);
+        frames[n].ptr = owned[n];
+        frames[n].len = len;
+        p += len, left -= len;
+        n++;
+    }
+
+    parse(frames, n, 0, ctl, flip);
+    parse(frames, n, 1, ctl, flip);
+
+    for (int i = 0; i < n; i++)
+        free(owned[i]);
+    return 0;
+}
