@@ -105,114 +105,140 @@ def send_message(socket, Header header, bodies=(), *, routing_id=None,
     cdef size_t hlen = 0
     cdef unsigned char mac[ZM_MAC_OUT]
     cdef uint32_t flags = header.flags & ~(<uint32_t>ZM_FLAG_SIGNED)
-    cdef _Frames body_frames
-    cdef const unsigned char[::1] rid
-    cdef const unsigned char[::1] key
-    cdef int nbody, i, rc = 0, err = 0, more
     cdef bint signed = mac_key is not None
-    cdef zm_slice mac_input[ZM_FRAME_MAX]
+    cdef Views v          # slot 0: the header, then the bodies
+    cdef Py_buffer rview, kview
+    cdef zm_slice rid, key
+    cdef int rc = 0
 
     if len(bodies) > ZM_FRAME_MAX - 1 - signed:  # header (+ MAC) count too
         raise_zm(ZM_E_FRAME_COUNT)
-    body_frames = _Frames(bodies)
-    nbody = body_frames.n
     if signed:
         flags |= ZM_FLAG_SIGNED
     header_write(header, flags, hbuf, sizeof(hbuf), &hlen)
 
-    if signed:
-        if HAVE_SODIUM:
-            key = mac_key
-            mac_input[0].ptr = hbuf
-            mac_input[0].len = hlen
-            for i in range(nbody):
-                mac_input[i + 1] = body_frames.slices[i]
-            with nogil:
-                rc = zm_mac_compute(&SODIUM, mac_alg,
-                                    &key[0] if key.shape[0] else NULL,
-                                    <size_t>key.shape[0], mac_input,
-                                    <size_t>(nbody + 1), mac)
-            if rc != ZM_OK:
-                raise_zm(rc)
-        else:
-            tag = _fallback_module().compute(
-                mac_alg, mac_key,
-                [PyBytes_FromStringAndSize(<char *>hbuf, <Py_ssize_t>hlen),
-                 *bodies])
-            memcpy(mac, PyBytes_AS_STRING(tag), ZM_MAC_OUT)
+    v.n = 0
+    memset(&rview, 0, sizeof(Py_buffer))
+    try:
+        views_get(&v, bodies, ZM_FRAME_MAX - 1)
+        if signed:
+            _sign(mac_alg, mac_key, hbuf, hlen, &v, bodies, mac)
+        if routing_id is not None:
+            view_get(routing_id, &rview, &rid)
+        if timeout != 0:
+            wait_socket(sock, ZM_POLLOUT, timeout)
+        _send_frames(sock, &rid if routing_id is not None else NULL,
+                     hbuf, hlen, &v, mac if signed else NULL)
+    finally:
+        views_release(&v)
+        PyBuffer_Release(&rview)
+    return None
 
-    if timeout != 0:
-        wait_socket(sock, ZM_POLLOUT, timeout)
-    # Only the first frame can fail for lack of room: libzmq admits or
-    # refuses a multipart message as a whole.
-    if routing_id is not None:
-        rid = routing_id
-        rc = ZMQ.send(sock, &rid[0] if rid.shape[0] else NULL,
-                      <size_t>rid.shape[0], ZM_SNDMORE | ZM_DONTWAIT)
+
+cdef int _sign(int alg, object key, const uint8_t *hbuf, size_t hlen,
+               Views *bodies, object body_objs, unsigned char *mac) except -1:
+    """MAC of [header, bodies...] into mac[ZM_MAC_OUT]."""
+    cdef zm_slice frames[ZM_FRAME_MAX]
+    cdef Py_buffer kview
+    cdef zm_slice k
+    cdef int i, rc = 0
+    if not HAVE_SODIUM:
+        tag = _fallback_module().compute(
+            alg, key, [PyBytes_FromStringAndSize(<const char *>hbuf, <Py_ssize_t>hlen),
+                       *body_objs])
+        memcpy(mac, PyBytes_AS_STRING(tag), ZM_MAC_OUT)
+        return 0
+    frames[0].ptr = hbuf
+    frames[0].len = hlen
+    for i in range(bodies.n):
+        frames[i + 1] = bodies.slices[i]
+    memset(&kview, 0, sizeof(Py_buffer))
+    try:
+        view_get(key, &kview, &k)
+        with nogil:
+            rc = zm_mac_compute(&SODIUM, alg, k.ptr, k.len, frames,
+                                <size_t>(bodies.n + 1), mac)
+    finally:
+        PyBuffer_Release(&kview)
+    if rc != ZM_OK:
+        raise_zm(rc)
+    return 0
+
+
+cdef int _send_frames(void *sock, const zm_slice *rid, const uint8_t *hbuf,
+                      size_t hlen, const Views *bodies,
+                      const unsigned char *mac) except -1:
+    """[rid] header bodies [mac] as one multipart message. Only the first
+    frame can fail for lack of room: libzmq admits or refuses a multipart
+    message as a whole, so it goes DONTWAIT and the rest may block."""
+    cdef int i, rc = 0, err = 0, nbody = bodies.n
+    cdef int last_more = ZM_SNDMORE if mac != NULL else 0
+    if rid != NULL:
+        rc = ZMQ.send(sock, rid.ptr, rid.len, ZM_SNDMORE | ZM_DONTWAIT)
         if rc < 0:
             raise_errno(ZMQ.errno_())
-    more = ZM_SNDMORE if (nbody or signed) else 0
-    rc = ZMQ.send(sock, hbuf, hlen, more | ZM_DONTWAIT)
+    rc = ZMQ.send(sock, hbuf, hlen,
+                  (ZM_SNDMORE if nbody else last_more) | ZM_DONTWAIT)
     if rc < 0:
         raise_errno(ZMQ.errno_())
     with nogil:
         for i in range(nbody):
-            more = ZM_SNDMORE if (i + 1 < nbody or signed) else 0
-            rc = ZMQ.send(sock, body_frames.slices[i].ptr,
-                          body_frames.slices[i].len, more)
+            rc = ZMQ.send(sock, bodies.slices[i].ptr, bodies.slices[i].len,
+                          ZM_SNDMORE if i + 1 < nbody else last_more)
             if rc < 0:
                 break
-        if rc >= 0 and signed:
+        if rc >= 0 and mac != NULL:
             rc = ZMQ.send(sock, mac, ZM_MAC_OUT, 0)
         if rc < 0:
             err = ZMQ.errno_()
     if rc < 0:
         raise_errno(err)
+    return 0
 
 
-@cython.auto_pickle(False)
-cdef class _Received:
-    """Frames of one message while it is being parsed; closes them all."""
+cdef struct Received:
+    # Frames of one message while it is parsed; received_close() closes them.
+    zmq_msg_t msgs[ZM_FRAME_MAX + 1]  # routing id + ZM_FRAME_MAX frames
+    zm_slice slices[ZM_FRAME_MAX + 1]  # their bytes
+    int n                              # messages initialised
+    int extra                          # frames beyond capacity, dropped
 
-    cdef zmq_msg_t msgs[ZM_FRAME_MAX + 1]  # routing id + ZM_FRAME_MAX frames
-    cdef zm_slice slices[ZM_FRAME_MAX + 1]
-    cdef int n                             # messages initialised
-    cdef int extra                         # frames beyond capacity, dropped
 
-    def __dealloc__(self):
-        while self.n > 0:
-            self.n -= 1
-            ZMQ.msg_close(&self.msgs[self.n])
-
-    cdef int receive(self, void *sock) except -1:
-        """Receive every part of the next message (it is already queued)."""
-        cdef zmq_msg_t spill
-        cdef int rc = 0, err = 0, more = 1
-        with nogil:
-            while more:
-                if self.n < ZM_FRAME_MAX + 1:
-                    ZMQ.msg_init(&self.msgs[self.n])
-                    self.n += 1
-                    rc = ZMQ.msg_recv(&self.msgs[self.n - 1], sock, ZM_DONTWAIT)
-                    if rc < 0:
-                        break
-                    more = ZMQ.msg_more(&self.msgs[self.n - 1])
-                else:
-                    ZMQ.msg_init(&spill)
-                    rc = ZMQ.msg_recv(&spill, sock, ZM_DONTWAIT)
-                    more = rc >= 0 and ZMQ.msg_more(&spill)
-                    ZMQ.msg_close(&spill)
-                    if rc < 0:
-                        break
-                    self.extra += 1
-            if rc < 0:
-                err = ZMQ.errno_()
+cdef int received_recv(Received *r, void *sock) except -1:
+    """Receive every part of the next message (it is already queued)."""
+    cdef zmq_msg_t spill
+    cdef int rc = 0, err = 0, more = 1, i
+    with nogil:
+        while more:
+            if r.n < ZM_FRAME_MAX + 1:
+                ZMQ.msg_init(&r.msgs[r.n])
+                r.n += 1
+                rc = ZMQ.msg_recv(&r.msgs[r.n - 1], sock, ZM_DONTWAIT)
+                if rc < 0:
+                    break
+                more = ZMQ.msg_more(&r.msgs[r.n - 1])
+            else:
+                ZMQ.msg_init(&spill)
+                rc = ZMQ.msg_recv(&spill, sock, ZM_DONTWAIT)
+                more = rc >= 0 and ZMQ.msg_more(&spill)
+                ZMQ.msg_close(&spill)
+                if rc < 0:
+                    break
+                r.extra += 1
         if rc < 0:
-            raise_errno(err)
-        for i in range(self.n):
-            self.slices[i].ptr = <const uint8_t *>ZMQ.msg_data(&self.msgs[i])
-            self.slices[i].len = ZMQ.msg_size(&self.msgs[i])
-        return 0
+            err = ZMQ.errno_()
+    if rc < 0:
+        raise_errno(err)
+    for i in range(r.n):
+        r.slices[i].ptr = <const uint8_t *>ZMQ.msg_data(&r.msgs[i])
+        r.slices[i].len = ZMQ.msg_size(&r.msgs[i])
+    return 0
+
+
+cdef void received_close(Received *r) noexcept nogil:
+    while r.n > 0:
+        r.n -= 1
+        ZMQ.msg_close(&r.msgs[r.n])
 
 
 cdef inline bytes _frame_bytes(zm_slice s):
@@ -243,11 +269,15 @@ cdef Message _parse(const zm_slice *slices, int n, bint routed):
 def parse_frames(frames, *, bint routed=False):
     """Parse a message already split into frames (bytes-like objects), as
     recv_message does with what it receives; raises WireError."""
-    cdef _Frames f
+    cdef Views v
     if len(frames) > ZM_FRAME_MAX + routed:
         raise_zm(ZM_E_FRAME_COUNT)
-    f = _Frames(frames, ZM_FRAME_MAX + 1)
-    return _parse(f.slices, f.n, routed)
+    v.n = 0
+    try:
+        views_get(&v, frames, ZM_FRAME_MAX + 1)
+        return _parse(v.slices, v.n, routed)
+    finally:
+        views_release(&v)
 
 
 def recv_message(socket, *, bint routed=False, double timeout=-1.0):
@@ -261,16 +291,20 @@ def recv_message(socket, *, bint routed=False, double timeout=-1.0):
     Message.verify().
     """
     cdef void *sock = socket_handle(socket)
-    cdef _Received r = _Received()
+    cdef Received r
     cdef Message m
     cdef const char *uid
 
     wait_socket(sock, ZM_POLLIN, timeout)
-    r.receive(sock)
-    if r.extra:
-        raise_zm(ZM_E_FRAME_COUNT)
-    m = _parse(r.slices, r.n, routed)
-    uid = ZMQ.msg_gets(&r.msgs[routed], b"User-Id")
-    if uid != NULL:
-        m.user_id = (<bytes>uid).decode("utf-8", "replace")
-    return m
+    r.n = r.extra = 0
+    try:
+        received_recv(&r, sock)
+        if r.extra:
+            raise_zm(ZM_E_FRAME_COUNT)
+        m = _parse(r.slices, r.n, routed)
+        uid = ZMQ.msg_gets(&r.msgs[routed], b"User-Id")
+        if uid != NULL:
+            m.user_id = (<bytes>uid).decode("utf-8", "replace")
+        return m
+    finally:
+        received_close(&r)

@@ -25,49 +25,29 @@ cdef object _fallback_module():
     return _fallback
 
 
-@cython.auto_pickle(False)
-cdef class _Frames:
-    """Borrowed views of up to `limit` bytes-like objects as zm_slices,
-    released when the object goes away."""
-
-    cdef Py_buffer views[ZM_FRAME_MAX + 1]  # one per frame
-    cdef zm_slice slices[ZM_FRAME_MAX + 1]  # the same bytes, for src/
-    cdef int n                              # views held
-
-    def __cinit__(self, frames, int limit=ZM_FRAME_MAX):
-        cdef Py_ssize_t count = len(frames)
-        if count > limit:
-            raise ValueError(f"at most {limit} frames, got {count}")
-        self.n = 0
-        for frame in frames:
-            PyObject_GetBuffer(frame, &self.views[self.n], PyBUF_SIMPLE)
-            self.slices[self.n].ptr = <const uint8_t *>self.views[self.n].buf
-            self.slices[self.n].len = <size_t>self.views[self.n].len
-            self.n += 1
-
-    def __dealloc__(self):
-        while self.n > 0:
-            self.n -= 1
-            PyBuffer_Release(&self.views[self.n])
-
-
 def mac_compute(int alg, key, frames):
     """The MAC (32 bytes) of `frames` under `key` (docs/protocol.md).
 
     `alg` is MAC_HMAC_SHA256 or MAC_BLAKE2B; `key` 16 to 64 bytes; `frames`
     up to FRAME_MAX bytes-like objects (the header frame, then the bodies).
     """
-    cdef const unsigned char[::1] k
-    cdef _Frames f
+    cdef Py_buffer kview
+    cdef zm_slice k
+    cdef Views f
     cdef unsigned char out[ZM_MAC_OUT]
     cdef int rc
     if not HAVE_SODIUM:
         return _fallback_module().compute(alg, key, frames)
-    k = key
-    f = _Frames(frames)
-    with nogil:
-        rc = zm_mac_compute(&SODIUM, alg, &k[0] if k.shape[0] else NULL,
-                            <size_t>k.shape[0], f.slices, <size_t>f.n, out)
+    f.n = 0
+    memset(&kview, 0, sizeof(Py_buffer))
+    try:
+        view_get(key, &kview, &k)
+        views_get(&f, frames, ZM_FRAME_MAX)
+        with nogil:
+            rc = zm_mac_compute(&SODIUM, alg, k.ptr, k.len, f.slices, <size_t>f.n, out)
+    finally:
+        views_release(&f)
+        PyBuffer_Release(&kview)
     if rc != ZM_OK:
         raise_zm(rc)
     return PyBytes_FromStringAndSize(<char *>out, ZM_MAC_OUT)
@@ -75,24 +55,31 @@ def mac_compute(int alg, key, frames):
 
 def mac_verify(int alg, key, frames, tag):
     """True if `tag` is the MAC of `frames` under `key` (constant time)."""
-    cdef const unsigned char[::1] k
-    cdef const unsigned char[::1] t
-    cdef _Frames f
+    cdef Py_buffer kview, tview
+    cdef zm_slice k, t
+    cdef Views f
     cdef int rc
     if not HAVE_SODIUM:
         return _fallback_module().verify(alg, key, frames, tag)
-    k = key
-    t = tag
-    f = _Frames(frames)
-    if t.shape[0] != ZM_MAC_OUT:
-        if not ZM_MAC_KEY_MIN <= k.shape[0] <= ZM_MAC_KEY_MAX:
-            raise_zm(ZM_E_MAC_KEY)
-        if alg != ZM_MAC_HMAC_SHA256 and alg != ZM_MAC_BLAKE2B:
-            raise_zm(ZM_E_MAC_ALG)
-        return False
-    with nogil:
-        rc = zm_mac_verify(&SODIUM, alg, &k[0] if k.shape[0] else NULL,
-                           <size_t>k.shape[0], f.slices, <size_t>f.n, &t[0])
+    f.n = 0
+    memset(&kview, 0, sizeof(Py_buffer))
+    memset(&tview, 0, sizeof(Py_buffer))
+    try:
+        view_get(key, &kview, &k)
+        view_get(tag, &tview, &t)
+        views_get(&f, frames, ZM_FRAME_MAX)
+        if t.len != ZM_MAC_OUT:  # same errors as a full check, then no
+            if not ZM_MAC_KEY_MIN <= k.len <= ZM_MAC_KEY_MAX:
+                raise_zm(ZM_E_MAC_KEY)
+            if alg != ZM_MAC_HMAC_SHA256 and alg != ZM_MAC_BLAKE2B:
+                raise_zm(ZM_E_MAC_ALG)
+            return False
+        with nogil:
+            rc = zm_mac_verify(&SODIUM, alg, k.ptr, k.len, f.slices, <size_t>f.n, t.ptr)
+    finally:
+        views_release(&f)
+        PyBuffer_Release(&kview)
+        PyBuffer_Release(&tview)
     if rc == ZM_OK:
         return True
     if rc == ZM_E_MAC_MISMATCH:
