@@ -71,6 +71,15 @@ if SANITIZE:
     compile_args += [f"-fsanitize={sanitizers}", "-fno-omit-frame-pointer", "-g"]
     link_args += [f"-fsanitize={sanitizers}"]
 
+# cythonize follows the .pyx includes but not .pxd files included from the
+# module's .pxd: regenerate the C whenever anything under core/ is newer.
+_generated = os.path.join("build", MODE, "cython", "core", "_core.c")
+if os.path.exists(_generated) and max(
+    os.path.getmtime(os.path.join(d, f))
+    for d, _, files in os.walk("core") for f in files
+) > os.path.getmtime(_generated):
+    os.remove(_generated)
+
 extensions = [
     Extension(
         "zmicro._core",

@@ -5,7 +5,7 @@
 
 cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING,
                             PyBytes_GET_SIZE)
@@ -17,5 +17,9 @@ include "native.pyx"
 include "errors.pyx"
 include "buffers.pyx"
 include "wire.pyx"
+include "context.pyx"
+include "socket.pyx"
 include "mac.pyx"
 include "frame.pyx"
+include "server.pyx"
+include "client.pyx"

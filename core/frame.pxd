@@ -8,6 +8,3 @@ cdef class Message:
     cdef readonly object mac          # the 32-byte MAC frame, or None
     cdef readonly object user_id      # ZAP User-Id of the sender, or None
 
-
-cdef void *socket_handle(object socket) except NULL
-cdef int wait_socket(void *sock, short events, double timeout) except -1

@@ -1,70 +1,5 @@
-# frame.pyx - send and receive zmicro messages (zm_frame.h's layout) on
-# pyzmq sockets through libzmq's message calls, with the GIL released
-# whenever libzmq may block.
-#
-# A socket is used by one thread at a time (libzmq sockets are not
-# thread-safe); these functions add no locking.
-
-from libc.errno cimport EINTR
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
-
-cdef extern from "Python.h":
-    int PyErr_CheckSignals() except -1
-    void *PyLong_AsVoidPtr(object) except? NULL
-
-
-cdef double _now() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
-
-
-cdef void *socket_handle(object socket) except NULL:
-    """The libzmq socket behind a pyzmq Socket (or its `underlying` int)."""
-    cdef void *handle
-    if type(socket) is int:
-        handle = PyLong_AsVoidPtr(socket)
-    else:
-        if socket.closed:
-            raise_errno(ENOTSOCK)
-        handle = PyLong_AsVoidPtr(socket.underlying)
-    if handle == NULL:
-        raise_errno(ENOTSOCK)
-    return handle
-
-
-cdef int wait_socket(void *sock, short events, double timeout) except -1:
-    """Block (GIL released) until `sock` has `events`; timeout < 0: forever.
-
-    Raises WouldBlock when the timeout passes; a signal handler's exception
-    (KeyboardInterrupt) interrupts the wait.
-    """
-    cdef zmq_pollitem_t item
-    cdef double deadline = _now() + timeout
-    cdef long ms
-    cdef int rc
-    item.socket = sock
-    item.fd = 0
-    item.events = events
-    while True:
-        item.revents = 0
-        if timeout < 0:
-            ms = -1
-        else:
-            ms = <long>((deadline - _now()) * 1000.0 + 0.999)
-            if ms < 0:
-                ms = 0
-        with nogil:
-            rc = ZMQ.poll(&item, 1, ms)
-        if rc > 0:
-            return 0
-        if rc == 0:
-            raise_errno(EAGAIN)
-        rc = ZMQ.errno_()
-        if rc != EINTR:
-            raise_errno(rc)
-        PyErr_CheckSignals()
-
+# frame.pyx - zmicro messages (zm_frame.h's layout) as Python objects:
+# send_message, recv_message and parse_frames, over socket.pyx.
 
 @cython.auto_pickle(False)
 cdef class Message:
@@ -196,49 +131,14 @@ cdef int _send_frames(void *sock, const zm_slice *rid, const uint8_t *hbuf,
     return 0
 
 
-cdef struct Received:
-    # Frames of one message while it is parsed; received_close() closes them.
-    zmq_msg_t msgs[ZM_FRAME_MAX + 1]  # routing id + ZM_FRAME_MAX frames
-    zm_slice slices[ZM_FRAME_MAX + 1]  # their bytes
-    int n                              # messages initialised
-    int extra                          # frames beyond capacity, dropped
-
-
 cdef int received_recv(Received *r, void *sock) except -1:
     """Receive every part of the next message (it is already queued)."""
-    cdef zmq_msg_t spill
-    cdef int rc = 0, err = 0, more = 1, i
+    cdef int err
     with nogil:
-        while more:
-            if r.n < ZM_FRAME_MAX + 1:
-                ZMQ.msg_init(&r.msgs[r.n])
-                r.n += 1
-                rc = ZMQ.msg_recv(&r.msgs[r.n - 1], sock, ZM_DONTWAIT)
-                if rc < 0:
-                    break
-                more = ZMQ.msg_more(&r.msgs[r.n - 1])
-            else:
-                ZMQ.msg_init(&spill)
-                rc = ZMQ.msg_recv(&spill, sock, ZM_DONTWAIT)
-                more = rc >= 0 and ZMQ.msg_more(&spill)
-                ZMQ.msg_close(&spill)
-                if rc < 0:
-                    break
-                r.extra += 1
-        if rc < 0:
-            err = ZMQ.errno_()
-    if rc < 0:
+        err = recv_parts(r, sock)
+    if err:
         raise_errno(err)
-    for i in range(r.n):
-        r.slices[i].ptr = <const uint8_t *>ZMQ.msg_data(&r.msgs[i])
-        r.slices[i].len = ZMQ.msg_size(&r.msgs[i])
     return 0
-
-
-cdef void received_close(Received *r) noexcept nogil:
-    while r.n > 0:
-        r.n -= 1
-        ZMQ.msg_close(&r.msgs[r.n])
 
 
 cdef inline bytes _frame_bytes(zm_slice s):

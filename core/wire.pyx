@@ -54,6 +54,32 @@ cdef inline int _slice_data(bytes b, zm_slice *out) except -1:
     return 0
 
 
+cdef int fill_metadata(dict metadata, zm_header *h) except -1:
+    """Point h.metadata at the entries of `metadata` (str keys; bytes
+    values, or str sent as UTF-8). Borrowed: keep the dict alive and
+    unchanged until the header is written."""
+    cdef uint32_t i = 0
+    h.n_metadata = 0
+    if not metadata:
+        return 0
+    if len(metadata) > ZM_WIRE_MAX_METADATA:
+        raise_zm(ZM_E_METADATA_COUNT)
+    for key, value in metadata.items():
+        if type(key) is not str:
+            raise TypeError(f"metadata keys are str, got {type(key).__name__}")
+        _slice_text(key, &h.metadata[i].key)
+        if type(value) is bytes:
+            _slice_data(value, &h.metadata[i].value)
+        elif type(value) is str:
+            _slice_text(value, &h.metadata[i].value)
+        else:
+            raise TypeError(f"metadata values are bytes or str, got {type(value).__name__}"
+                            f" for {key!r}")
+        i += 1
+    h.n_metadata = i
+    return 0
+
+
 cdef class Header:
     """The zmicro wire header: one Cap'n Proto ``Header`` (``wire.capnp``).
 
@@ -128,7 +154,6 @@ cdef class Header:
 
     cdef int _to_c(self, zm_header *h) except -1:
         """Point *h at this header's values (borrowed: keep self alive)."""
-        cdef uint32_t i = 0
         h.version = self.version
         h.kind = self.kind
         h.flags = self.flags
@@ -146,19 +171,7 @@ cdef class Header:
         _slice_data(self.nonce, &h.nonce)
         _slice_text(self.principal, &h.principal)
         _slice_text(self.detail, &h.detail)
-        h.n_metadata = 0
-        if self.metadata:
-            if len(self.metadata) > ZM_WIRE_MAX_METADATA:
-                raise_zm(ZM_E_METADATA_COUNT)
-            for key, value in self.metadata.items():
-                if type(key) is not str or type(value) is not bytes:
-                    raise TypeError(
-                        "metadata maps str keys to bytes values, got "
-                        f"{type(key).__name__} -> {type(value).__name__}")
-                _slice_text(key, &h.metadata[i].key)
-                _slice_data(value, &h.metadata[i].value)
-                i += 1
-            h.n_metadata = i
+        fill_metadata(self.metadata, h)
         return 0
 
     def encode(self):

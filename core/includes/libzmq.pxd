@@ -21,6 +21,8 @@ cdef extern from "native.h" nogil:
     int ZM_ENOCOMPATPROTO
     int ZM_ETERM
     int ZM_EMTHREAD
+    int ZM_OPT_FD
+    int ZM_OPT_EVENTS
     int ZM_DONTWAIT
     int ZM_SNDMORE
     int ZM_POLLIN
@@ -29,6 +31,10 @@ cdef extern from "native.h" nogil:
     ctypedef struct zm_zmq:
         int (*msg_init)(zmq_msg_t *msg) noexcept nogil
         int (*msg_init_size)(zmq_msg_t *msg, size_t size) noexcept nogil
+        int (*msg_init_data)(zmq_msg_t *msg, void *data, size_t size,
+                             void (*ffn)(void *data, void *hint) noexcept nogil,
+                             void *hint) noexcept nogil
+        int (*msg_move)(zmq_msg_t *dest, zmq_msg_t *src) noexcept nogil
         int (*msg_send)(zmq_msg_t *msg, void *s, int flags) noexcept nogil
         int (*msg_recv)(zmq_msg_t *msg, void *s, int flags) noexcept nogil
         int (*msg_close)(zmq_msg_t *msg) noexcept nogil
@@ -56,3 +62,5 @@ cdef extern from "native.h" nogil:
     const char *zm_native_load_sodium(void *handle, zm_sodium *api,
                                       zm_randombytes_fn *randombytes,
                                       zm_sodium_init_fn *init)
+    void zm_graveyard_free(void *data, void *hint) noexcept nogil
+    size_t zm_graveyard_take(void ***out) noexcept nogil

@@ -9,8 +9,10 @@
 #define ZM_NATIVE_H
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "zm_mac.h"
 
@@ -38,6 +40,10 @@ typedef struct zmq_pollitem_t {
 #define ZM_ETERM (ZMQ_HAUSNUMERO + 53)
 #define ZM_EMTHREAD (ZMQ_HAUSNUMERO + 54)
 
+/* zmq.h socket options */
+#define ZM_OPT_FD 14
+#define ZM_OPT_EVENTS 15
+
 #define ZM_DONTWAIT 1
 #define ZM_SNDMORE 2
 #define ZM_POLLIN 1
@@ -46,6 +52,9 @@ typedef struct zmq_pollitem_t {
 typedef struct zm_zmq {
     int (*msg_init)(zmq_msg_t *msg);
     int (*msg_init_size)(zmq_msg_t *msg, size_t size);
+    int (*msg_init_data)(zmq_msg_t *msg, void *data, size_t size,
+                         void (*ffn)(void *data, void *hint), void *hint);
+    int (*msg_move)(zmq_msg_t *dest, zmq_msg_t *src);
     int (*msg_send)(zmq_msg_t *msg, void *s, int flags);
     int (*msg_recv)(zmq_msg_t *msg, void *s, int flags);
     int (*msg_close)(zmq_msg_t *msg);
@@ -75,6 +84,8 @@ static const char *zm_native_load_zmq(void *handle, zm_zmq *api) {
 #define ZM_LOAD(field, name) if (!ZM_DLSYM(handle, api->field, name)) return name;
     ZM_LOAD(msg_init, "zmq_msg_init")
     ZM_LOAD(msg_init_size, "zmq_msg_init_size")
+    ZM_LOAD(msg_init_data, "zmq_msg_init_data")
+    ZM_LOAD(msg_move, "zmq_msg_move")
     ZM_LOAD(msg_send, "zmq_msg_send")
     ZM_LOAD(msg_recv, "zmq_msg_recv")
     ZM_LOAD(msg_close, "zmq_msg_close")
@@ -113,6 +124,47 @@ static const char *zm_native_load_sodium(void *handle, zm_sodium *api,
     if (!ZM_DLSYM(handle, *init, "sodium_init"))
         return "sodium_init";
     return NULL;
+}
+
+/* Zero-copy sends hand libzmq the bytes of a Python object; libzmq calls the
+ * free function from its I/O thread when done, where Python objects must
+ * not be touched. So the object (the hint) is parked here, and the core
+ * releases parked objects later while it holds the GIL (zm_graveyard_take). */
+typedef struct zm_graveyard {
+    pthread_mutex_t lock;
+    void **items;
+    size_t n, cap;
+} zm_graveyard;
+
+static zm_graveyard zm_graves = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0};
+
+static void zm_graveyard_free(void *data, void *hint) {
+    (void)data;
+    pthread_mutex_lock(&zm_graves.lock);
+    if (zm_graves.n == zm_graves.cap) {
+        size_t cap = zm_graves.cap ? 2 * zm_graves.cap : 64;
+        void **items = (void **)realloc(zm_graves.items, cap * sizeof(void *));
+        if (items == NULL) { /* out of memory: leak the object, never crash */
+            pthread_mutex_unlock(&zm_graves.lock);
+            return;
+        }
+        zm_graves.items = items;
+        zm_graves.cap = cap;
+    }
+    zm_graves.items[zm_graves.n++] = hint;
+    pthread_mutex_unlock(&zm_graves.lock);
+}
+
+/* Take the parked objects: returns their count; *out is malloc'd (or NULL). */
+static size_t zm_graveyard_take(void ***out) {
+    size_t n;
+    pthread_mutex_lock(&zm_graves.lock);
+    *out = zm_graves.items;
+    n = zm_graves.n;
+    zm_graves.items = NULL;
+    zm_graves.n = zm_graves.cap = 0;
+    pthread_mutex_unlock(&zm_graves.lock);
+    return n;
 }
 
 #endif /* ZM_NATIVE_H */

@@ -46,6 +46,14 @@ cdef extern from "zm_wire.h" nogil:
         ZM_WIRE_MAX_NAME
         ZM_WIRE_MAX_VALUE
         ZM_WIRE_MAX_METADATA
+        ZM_KIND_REQUEST
+        ZM_KIND_REPLY
+        ZM_KIND_ERROR
+        ZM_KIND_STREAM_DATA
+        ZM_KIND_STREAM_END
+        ZM_KIND_CANCEL
+        ZM_KIND_PING
+        ZM_KIND_PONG
         ZM_KIND_MAX
         ZM_FLAG_SIGNED
 

@@ -10,4 +10,8 @@ from includes.src cimport *
 
 include "buffers.pxd"
 include "wire.pxd"
+include "context.pxd"
+include "socket.pxd"
 include "frame.pxd"
+include "server.pxd"
+include "client.pxd"

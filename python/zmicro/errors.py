@@ -6,6 +6,10 @@ subclasses, the C codec's ``zm_err`` codes become :class:`WireError` (bytes
 that are not a valid zmicro message) or :class:`MacError` (an unusable MAC
 algorithm or key). This module imports nothing from the core, so the core can
 import it.
+
+Errors that cross the wire are :class:`RPCError`: a :class:`Code` (gRPC's
+canonical status codes), a detail text and an id (the service the error comes
+from, go-micro's error id).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "Code",
     "Error",
+    "RPCError",
     "WireErrorCode",
     "WireError",
     "MacError",
@@ -108,3 +114,59 @@ class SocketClosed(TransportError):
 
 class HostUnreachable(TransportError):
     """A ROUTER could not route to the peer (EHOSTUNREACH)."""
+
+
+class Code(enum.IntEnum):
+    """gRPC's canonical status codes (grpc/doc/statuscodes.md), the ``status``
+    of an error reply."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+class RPCError(Error):
+    """The one error type that crosses the wire.
+
+    ``code`` is a :class:`Code`, ``detail`` a human-readable text safe to
+    show to the caller (never a traceback or a secret), ``id`` the service
+    the error comes from. Raise it in a handler to answer with that code;
+    a client raises it for every error reply and for failures of the call
+    itself (``UNAVAILABLE`` when no node could be reached, so nothing was
+    processed; ``DEADLINE_EXCEEDED`` when the deadline passed first).
+    """
+
+    def __init__(self, code: Code | int, detail: str = "", *, id: str = "") -> None:
+        try:
+            code = Code(code)
+        except ValueError:
+            code = Code.UNKNOWN
+        self.code: Code = code
+        self.detail = detail
+        self.id = id
+        super().__init__(code, detail, id)
+
+    def __str__(self) -> str:
+        origin = f" [{self.id}]" if self.id else ""
+        return f"{self.code.name}: {self.detail}{origin}" if self.detail else f"{self.code.name}{origin}"
+
+    def __reduce__(self):
+        return (_rebuild_rpc_error, (int(self.code), self.detail, self.id))
+
+
+def _rebuild_rpc_error(code: int, detail: str, id: str) -> RPCError:
+    return RPCError(code, detail, id=id)

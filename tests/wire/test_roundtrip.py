@@ -99,8 +99,13 @@ def test_trace_id_halves():
     assert zmicro.decode_header(h.encode()).trace_id == (7 << 64) | 9
 
 
+def test_metadata_str_values_go_as_utf8():
+    h = zmicro.Header(metadata={"k": "välue"})
+    assert zmicro.decode_header(h.encode()).metadata == {"k": "välue".encode()}
+
+
 @pytest.mark.parametrize("metadata, exc", [
-    ({"k": "not bytes"}, TypeError),
+    ({"k": 5}, TypeError),
     ({1: b"v"}, TypeError),
 ])
 def test_metadata_types(metadata, exc):

@@ -1,0 +1,125 @@
+"""Baseline: grpcio, a unary call carrying raw bytes.
+
+No generated code: the server registers a generic handler for
+``/bench.Bench/Echo`` and the client calls ``channel.unary_unary`` on that
+path; with no serializers on either side grpcio passes the bytes through
+as they are (the identity serializer). Insecure channel and port, the sync
+server with a thread pool of 10 (the size grpc's own examples use), default
+channel options.
+
+Throughput keeps ``--window`` calls outstanding with ``.future()``: each
+call's done-callback records its latency and starts the next one, so there
+are always exactly ``window`` in flight and every latency ends when the
+reply arrives (not when the loop gets round to it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from harness import HOST, Meter, run, time_calls, wait_ready
+
+METHOD = "/bench.Bench/Echo"
+
+
+def probe() -> None:
+    import grpc  # noqa: F401
+
+
+def info() -> dict:
+    import grpc
+
+    return {"grpcio": grpc.__version__}
+
+
+def server(args) -> None:
+    from concurrent import futures
+
+    import grpc
+
+    def echo(request: bytes, context) -> bytes:
+        return request
+
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Bench", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
+    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=10))
+    srv.add_generic_rpc_handlers((handler,))
+    if srv.add_insecure_port(f"{HOST}:{args.port}") == 0:
+        raise SystemExit(f"cannot bind {HOST}:{args.port}")
+    srv.start()
+    srv.wait_for_termination()
+
+
+def _stub(args):
+    import grpc
+
+    channel = grpc.insecure_channel(f"{HOST}:{args.port}")
+    return channel, channel.unary_unary(METHOD)
+
+
+def latency(args, body: bytes):
+    _, echo = _stub(args)
+    timeout = args.timeout_ms / 1000
+
+    def call(body: bytes) -> bytes:
+        return echo(body, timeout=timeout)
+
+    return time_calls(call, body, args.warmup, args.iterations)
+
+
+def throughput(args, body: bytes):
+    _, echo = _stub(args)
+    timeout = args.timeout_ms / 1000
+    meter = Meter(args.warmup_seconds, args.seconds)
+    lock = threading.Lock()
+    finished = threading.Event()
+    state = {"in_flight": 0, "sending": True, "error": None, "reply": b""}
+
+    def start() -> None:
+        t0 = time.perf_counter_ns()
+        future = echo.future(body, timeout=timeout)
+        future.add_done_callback(lambda f: on_done(f, t0))
+
+    def on_done(future, t0: int) -> None:
+        keep = meter.done(t0)
+        error = future.exception()
+        with lock:
+            if error is not None and state["error"] is None:
+                state["error"] = error
+            state["sending"] = state["sending"] and keep and state["error"] is None
+            again = state["sending"]
+            if not again:
+                state["in_flight"] -= 1
+                if state["in_flight"] == 0:
+                    finished.set()
+        if error is None:
+            state["reply"] = future.result()
+        if again:
+            start()
+
+    with lock:
+        state["in_flight"] = args.window
+    for _ in range(args.window):
+        start()
+    if not finished.wait(args.warmup_seconds + args.seconds + timeout + 30):
+        raise SystemExit("throughput run did not finish")
+    if state["error"] is not None:
+        raise SystemExit(f"call failed: {state['error']!r}")
+    return meter.samples, meter.calls, meter.elapsed_ns, state["reply"]
+
+
+def ping(args, body: bytes) -> None:
+    import grpc
+
+    channel, echo = _stub(args)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=args.timeout_ms / 1000)
+        wait_ready(lambda left: echo(body, timeout=left), 2.0)
+    except grpc.FutureTimeoutError:
+        raise SystemExit("server not ready within the timeout") from None
+
+
+if __name__ == "__main__":
+    run(probe=probe, server=server, latency=latency, throughput=throughput,
+        ping=ping, info=info)

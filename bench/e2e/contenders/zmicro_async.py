@@ -1,0 +1,101 @@
+"""zmicro, asyncio client: ``AsyncClient.call`` returns a Future.
+
+Latency awaits one call at a time. Throughput keeps ``--window`` Futures
+outstanding: each one's done-callback records its latency and issues the
+next call, so exactly ``window`` are in flight and no Task is created per
+call (a Task per call, as ``asyncio.gather`` over coroutines does, caps
+asyncio itself near 62 k calls/s on this machine class: see the design's
+asyncio notes); the client's cost is what is measured, not asyncio's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from harness import Meter, run, time_calls_async
+
+from contenders import zmicro_service as svc
+
+
+def probe() -> None:
+    svc.probe("AsyncClient")
+
+
+def _client(args):
+    import zmicro
+
+    client = zmicro.AsyncClient(insecure=True)
+    addr = svc.address(args.port)
+    timeout = args.timeout_ms / 1000
+
+    def call(body: bytes, timeout: float = timeout):
+        return client.call(svc.SERVICE, svc.ENDPOINT, body, address=addr,
+                           content_type=svc.CONTENT_TYPE, timeout=timeout)
+
+    return call
+
+
+def latency(args, body: bytes):
+    async def main():
+        return await time_calls_async(_client(args), body, args.warmup,
+                                      args.iterations)
+
+    return asyncio.run(main())
+
+
+def throughput(args, body: bytes):
+    async def main():
+        call = _client(args)
+        loop = asyncio.get_running_loop()
+        finished = loop.create_future()
+        meter = Meter(args.warmup_seconds, args.seconds)
+        state = {"in_flight": args.window, "sending": True, "reply": b""}
+
+        def start() -> None:
+            t0 = time.perf_counter_ns()
+            call(body).add_done_callback(lambda f: on_done(f, t0))
+
+        def on_done(future, t0: int) -> None:
+            keep = meter.done(t0)
+            if future.cancelled() or future.exception() is not None:
+                if not finished.done():
+                    finished.set_exception(
+                        future.exception() or asyncio.CancelledError())
+                return
+            state["reply"] = future.result()
+            state["sending"] = state["sending"] and keep
+            if state["sending"]:
+                start()
+            else:
+                state["in_flight"] -= 1
+                if state["in_flight"] == 0 and not finished.done():
+                    finished.set_result(None)
+
+        for _ in range(args.window):
+            start()
+        await finished
+        return meter.samples, meter.calls, meter.elapsed_ns, state["reply"]
+
+    return asyncio.run(main())
+
+
+def ping(args, body: bytes) -> None:
+    async def main():
+        call = _client(args)
+        deadline = time.monotonic() + args.timeout_ms / 1000
+        while True:
+            try:
+                await call(body, timeout=1.0)
+                return
+            except Exception:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    run(probe=probe, server=svc.server, latency=latency, throughput=throughput,
+        ping=ping, info=svc.info)

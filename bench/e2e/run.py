@@ -1,0 +1,801 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: zmicro against C libzmq, a plain pyzmq loop and
+grpcio, in one run on one machine, echo over tcp loopback, every server and
+client its own process.
+
+    python bench/e2e/run.py --smoke      # CI: < 60 s, checks the harness only
+    python bench/e2e/run.py              # full run, prints the tables
+    python bench/e2e/run.py --record     # full run, then update RESULTS.md
+
+Latency: sequential calls (one in flight), per-call p50 / p99 and the ratio
+to C libzmq REQ/REP. Throughput: 64 calls in flight, calls/s, per-call
+p50 / p99 and the ratio to the plain pyzmq loop. Then the targets, as ratios
+measured in the same run. The contenders are described in
+``contenders/__init__.py``; how to read the numbers in ``bench/README.md``.
+
+Noise: the host is shared. Contenders are measured in alternating rounds
+(``--repeat``; each round rotates the order) and each row reports the lowest
+of the rounds' p50s (the highest calls/s) and the median of their p99s, as
+``bench/run_micro.py`` does: the best round is what a contender costs when
+the host lets it run; the tails of the slow stretches stay in the p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from array import array
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+E2E = Path(__file__).resolve().parent
+BENCH = E2E.parent
+ROOT = BENCH.parent
+C_SOURCE = BENCH / "c" / "zmq_pingpong.c"
+RESULTS = BENCH / "RESULTS.md"
+
+sys.path.insert(0, str(E2E))
+from contenders import (  # noqa: E402
+    CONTENDERS, LATENCY_BASE, THROUGHPUT_BASE, Contender, Env, RunParams,
+    by_name)
+
+MODES = ("latency", "throughput")
+# These must run in --smoke (the baselines every comparison needs); the
+# others may be reported unavailable.
+SMOKE_REQUIRED = ("c-reqrep", "pyzmq", "grpcio")
+
+SECTIONS = {
+    "latency": ("## End-to-end latency: zmicro vs C libzmq, pyzmq, grpcio",
+                "<!-- e2e-latency:begin: written by bench/e2e/run.py --record -->",
+                "<!-- e2e-latency:end -->"),
+    "throughput": ("## Throughput",
+                   "<!-- e2e-throughput:begin: written by bench/e2e/run.py --record -->",
+                   "<!-- e2e-throughput:end -->"),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A performance target, stated as a ratio between two rows of one run."""
+
+    mode: str
+    text: str                 # how the report states it
+    num: str                  # contender whose value is the numerator
+    den: str                  # ... and the denominator
+    metric: str               # p50 | rate
+    op: str                   # "<=" | ">="
+    bound: float
+
+
+TARGETS = [
+    Target("latency", "zmicro-sync p50 ≤ 1.25 × c-reqrep p50",
+           "zmicro-sync", "c-reqrep", "p50", "<=", 1.25),
+    Target("latency", "grpcio p50 / zmicro-sync p50 ≥ 6",
+           "grpcio", "zmicro-sync", "p50", ">=", 6.0),
+    Target("latency", "zmicro-async p50 ≤ 2 × zmicro-sync p50",
+           "zmicro-async", "zmicro-sync", "p50", "<=", 2.0),
+    Target("throughput", "zmicro-async calls/s ≥ 5 × pyzmq loop calls/s",
+           "zmicro-async", "pyzmq", "rate", ">=", 5.0),
+]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def percentile(sorted_values, q: float) -> float:
+    """Linear interpolation between closest ranks (as run_micro.py)."""
+    n = len(sorted_values)
+    if n == 1:
+        return float(sorted_values[0])
+    pos = q * (n - 1)
+    lo = math.floor(pos)
+    if lo >= n - 1:
+        return float(sorted_values[-1])
+    frac = pos - lo
+    return sorted_values[lo] + (sorted_values[lo + 1] - sorted_values[lo]) * frac
+
+
+def median(values: list[float]) -> float:
+    return percentile(sorted(values), 0.5)
+
+
+# ---------------------------------------------------------------------------
+# Setup: libzmq, the C program
+# ---------------------------------------------------------------------------
+
+
+def pyzmq_libzmq() -> str | None:
+    """The libzmq file pyzmq loaded (its wheel bundles one under a mangled
+    name in pyzmq.libs/), read from this process's own mappings."""
+    import zmq  # noqa: F401
+    from zmq.backend.cython import _zmq
+
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            parts = line.split()
+            if len(parts) >= 6 and Path(parts[5]).name.startswith("libzmq"):
+                return parts[5]
+    # pyzmq built with libzmq linked in: its backend module exports the API.
+    return _zmq.__file__
+
+
+def build_pingpong(cc: str, build: Path) -> tuple[Path | None, str]:
+    exe = build / "zmq_pingpong"
+    cmd = [cc, "-O2", "-std=c11", "-Wall", "-Wextra", str(C_SOURCE), "-ldl",
+           "-o", str(exe)]
+    log("$ " + shlex.join(cmd))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, str(e)
+    if proc.returncode != 0:
+        return None, proc.stderr.strip().splitlines()[-1] if proc.stderr else "?"
+    if proc.stderr.strip():
+        log(proc.stderr.rstrip())
+    return exe, ""
+
+
+# ---------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+except OSError:
+    _libc = None
+
+
+def _child_setup() -> None:
+    """In the child before exec: die with the driver (PR_SET_PDEATHSIG), so
+    no server outlives a killed run."""
+    if _libc is not None:
+        _libc.prctl(1, signal.SIGKILL)
+
+
+class ContenderFailed(Exception):
+    pass
+
+
+def tail(text: str, lines: int = 3) -> str:
+    got = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return " / ".join(got[-lines:])
+
+
+class Server:
+    """A contender's server process, on a free port, killed by ``stop()``."""
+
+    def __init__(self, contender: Contender, env: Env, logs: Path) -> None:
+        self.contender = contender
+        self.env = env
+        self.log_path = logs / f"{contender.name}-server.log"
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    def start(self, ping_timeout_s: float) -> None:
+        last = ""
+        for _ in range(3):  # the free port may be taken meanwhile: retry
+            self.port = free_port()
+            cmd = self.contender.server_cmd(self.env, self.port)
+            log("$ " + shlex.join(cmd) + " &")
+            with open(self.log_path, "w") as logf:
+                self.proc = subprocess.Popen(
+                    cmd, cwd=E2E, stdin=subprocess.DEVNULL, stdout=logf,
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=_child_setup)
+            try:
+                self.ping(ping_timeout_s)
+                return
+            except ContenderFailed as e:
+                last = str(e)
+                died = not self.alive()
+                self.stop()
+                # Retry only a server that died on its port.
+                if not died or not any(
+                        w in self.log_text().lower() for w in ("in use", "bind")):
+                    break
+        raise ContenderFailed(last)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def ping(self, timeout_s: float) -> None:
+        params = RunParams(mode="ping", size=64,
+                           timeout_ms=int(timeout_s * 1000))
+        cmd = self.contender.client_cmd(self.env, self.port, params)
+        try:
+            proc = subprocess.run(cmd, cwd=E2E, capture_output=True, text=True,
+                                  timeout=timeout_s + 30)
+            ok = proc.returncode == 0
+            why = tail(proc.stderr)
+        except subprocess.TimeoutExpired:
+            ok, why = False, "health check hung"
+        if not ok or not self.alive():
+            server = (f"; server exited {self.proc.returncode}: "
+                      f"{tail(self.log_text())}" if not self.alive() else "")
+            raise ContenderFailed(f"no answer from the server ({why}){server}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+@dataclass
+class Run:
+    """One client run's figures."""
+
+    p50_ns: float
+    p99_ns: float
+    calls: int
+    rate: float               # calls / s over the timed span
+    info: dict = field(default_factory=dict)
+
+
+def run_client(server: Server, params: RunParams) -> Run:
+    cmd = server.contender.client_cmd(server.env, server.port, params)
+    if params.mode == "latency":
+        limit = (params.warmup + params.iterations) * 0.01 + 60
+    else:
+        limit = params.warmup_seconds + params.seconds + 60
+    log("$ " + shlex.join(cmd))
+    try:
+        proc = subprocess.run(cmd, cwd=E2E, capture_output=True, text=True,
+                              timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise ContenderFailed(f"client did not finish in {limit:.0f} s") from None
+    if proc.returncode != 0:
+        why = tail(proc.stderr) or f"client exited {proc.returncode}"
+        if not server.alive():
+            why += f"; server exited: {tail(server.log_text())}"
+        raise ContenderFailed(why)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise ContenderFailed(f"client printed no result: {tail(proc.stdout)}")
+    doc = json.loads(lines[-1])
+    samples = array("q")
+    with open(params.out, "rb") as f:
+        samples.frombytes(f.read())
+    os.unlink(params.out)
+    if not samples:
+        raise ContenderFailed("client measured no call")
+    ordered = sorted(samples)
+    elapsed = doc["elapsed_ns"] / 1e9
+    return Run(p50_ns=percentile(ordered, 0.5), p99_ns=percentile(ordered, 0.99),
+               calls=doc["calls"], rate=doc["calls"] / elapsed if elapsed else 0,
+               info=doc.get("info") or {})
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """A contender in one (mode, size): its runs, or why it has none."""
+
+    contender: Contender
+    runs: list[Run] = field(default_factory=list)
+    failed: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.runs) and not self.failed
+
+    @property
+    def p50(self) -> float:
+        return min(r.p50_ns for r in self.runs)
+
+    @property
+    def p99(self) -> float:
+        return median([r.p99_ns for r in self.runs])
+
+    @property
+    def rate(self) -> float:
+        return max(r.rate for r in self.runs)
+
+    def value(self, metric: str) -> float:
+        return self.p50 if metric == "p50" else self.rate
+
+
+def fmt_us(ns: float) -> str:
+    us = ns / 1000
+    return f"{us:,.0f}" if us >= 100 else f"{us:.1f}"
+
+
+def fmt_rate(r: float) -> str:
+    return f"{r:,.0f}"
+
+
+def fmt_size(n: int) -> str:
+    return f"{n // 1024} KiB" if n >= 1024 and n % 1024 == 0 else f"{n} B"
+
+
+def cell(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def latency_table(rows: list[Row]) -> list[str]:
+    base = next((r for r in rows if r.contender.name == LATENCY_BASE and r.ok),
+                None)
+    out = [f"| Contender | p50 µs | p99 µs | p50 / {LATENCY_BASE} p50 "
+           f"| p50 − {LATENCY_BASE} p50 µs | rounds' p50 µs (min–max) |",
+           "|---|--:|--:|--:|--:|---|"]
+    for r in rows:
+        name = f"`{r.contender.name}`"
+        if not r.ok:
+            out.append(f"| {name} | — | — | — | — | {cell(unavailable(r))} |")
+            continue
+        ratio = f"{r.p50 / base.p50:.2f}×" if base else "—"
+        diff = fmt_us(r.p50 - base.p50) if base else "—"
+        p50s = [x.p50_ns for x in r.runs]
+        spread = (f"{fmt_us(min(p50s))}–{fmt_us(max(p50s))}"
+                  if len(p50s) > 1 else fmt_us(p50s[0]))
+        out.append(f"| {name} | {fmt_us(r.p50)} | {fmt_us(r.p99)} | {ratio} "
+                   f"| {diff} | {spread} |")
+    return out
+
+
+def throughput_table(rows: list[Row]) -> list[str]:
+    base = next((r for r in rows if r.contender.name == THROUGHPUT_BASE
+                 and r.ok), None)
+    out = [f"| Contender | calls/s | × {THROUGHPUT_BASE} loop | p50 µs | p99 µs "
+           "| rounds' calls/s (min–max) |",
+           "|---|--:|--:|--:|--:|---|"]
+    for r in rows:
+        name = f"`{r.contender.name}`"
+        if not r.ok:
+            out.append(f"| {name} | — | — | — | — | {cell(unavailable(r))} |")
+            continue
+        ratio = f"{r.rate / base.rate:.2f}×" if base else "—"
+        rates = [x.rate for x in r.runs]
+        spread = (f"{fmt_rate(min(rates))}–{fmt_rate(max(rates))}"
+                  if len(rates) > 1 else fmt_rate(rates[0]))
+        out.append(f"| {name} | {fmt_rate(r.rate)} | {ratio} | {fmt_us(r.p50)} "
+                   f"| {fmt_us(r.p99)} | {spread} |")
+    return out
+
+
+def unavailable(r: Row) -> str:
+    reason = r.failed or "not run"
+    if r.contender.name.startswith("zmicro"):
+        return f"zmicro: not yet available ({reason})"
+    return f"failed: {reason}"
+
+
+def targets_table(mode: str, sizes: list[int],
+                  results: dict[tuple[str, int], dict[str, Row]]) -> list[str]:
+    out = ["| Target | Size | Measured | Needs | Status |",
+           "|---|---|--:|--:|---|"]
+    for t in TARGETS:
+        if t.mode != mode:
+            continue
+        for size in sizes:
+            rows = results.get((mode, size), {})
+            num, den = rows.get(t.num), rows.get(t.den)
+            need = f"{'≤' if t.op == '<=' else '≥'} {t.bound:g}×"
+            missing = [x for x, r in ((t.num, num), (t.den, den))
+                       if r is None or not r.ok]
+            if missing:
+                out.append(f"| {t.text} | {fmt_size(size)} | — | {need} "
+                           f"| not measured ({', '.join(missing)} unavailable) |")
+                continue
+            ratio = num.value(t.metric) / den.value(t.metric)
+            met = ratio <= t.bound if t.op == "<=" else ratio >= t.bound
+            out.append(f"| {t.text} | {fmt_size(size)} | {ratio:.2f}× | {need} "
+                       f"| {'**met**' if met else '**missed**'} |")
+    return out
+
+
+def implied_bounds(mode: str, sizes: list[int],
+                   results: dict[tuple[str, int], dict[str, Row]]) -> list[str]:
+    """What the baselines alone ask of zmicro: readable before zmicro runs."""
+    out = []
+    for size in sizes:
+        rows = results.get((mode, size), {})
+
+        def ok(name):
+            r = rows.get(name)
+            return r if r is not None and r.ok else None
+
+        if mode == "latency":
+            c, g = ok("c-reqrep"), ok("grpcio")
+            parts = []
+            if c:
+                parts.append(f"≤ 1.25 × c-reqrep = {fmt_us(1.25 * c.p50)} µs")
+            if g:
+                parts.append(f"≤ grpcio / 6 = {fmt_us(g.p50 / 6)} µs")
+            if parts:
+                both = (" (both bounds at once: "
+                        f"{fmt_us(min(1.25 * c.p50, g.p50 / 6))} µs; grpcio / "
+                        f"c-reqrep = {g.p50 / c.p50:.2f}×, so the two latency "
+                        "targets together need grpcio ≥ 7.5 × c-reqrep)"
+                        if c and g else "")
+                out.append(f"- {fmt_size(size)}: zmicro-sync p50 must be "
+                           f"{' and '.join(parts)}{both}.")
+        else:
+            p, cd = ok("pyzmq"), ok("c-dealer")
+            if p:
+                extra = (f" (C libzmq DEALER/ROUTER reaches {fmt_rate(cd.rate)}"
+                         f" calls/s = {cd.rate / p.rate:.1f} × pyzmq)"
+                         if cd else "")
+                out.append(f"- {fmt_size(size)}: zmicro-async must reach ≥ 5 × "
+                           f"pyzmq = {fmt_rate(5 * p.rate)} calls/s{extra}.")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------
+
+
+def first_line(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "n/a"
+
+
+def version_of(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_revision() -> str:
+    rev = first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    try:
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "core",
+             "python", "setup.py", "bench/e2e", "bench/c"],
+            capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        dirty = ""
+    return rev + (" + uncommitted changes (src/core/python/bench)" if dirty else "")
+
+
+def environment(args, env: Env, infos: dict[str, dict],
+                load: tuple[float, ...]) -> list[str]:
+    import zmq
+
+    affinity = (len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity") else "?")
+    c_info = infos.get("c-reqrep") or infos.get("c-dealer") or {}
+    c_lib = c_info.get("libzmq", {})
+    zmicro_v = version_of("zmicro")
+    return [
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- Machine: {cpu_model()}, {os.cpu_count()} cores ({affinity} usable), "
+        f"kernel {platform.release()}, load average "
+        f"{' / '.join(f'{x:.2f}' for x in load)} at start",
+        f"- Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"pyzmq {zmq.__version__} (libzmq {zmq.zmq_version()}), "
+        f"grpcio {version_of('grpcio')}, zmicro {zmicro_v} at {git_revision()}",
+        f"- C: `{args.cc} -O2` = {first_line([args.cc, '--version'])}; "
+        f"gcc: {first_line(['gcc', '--version'])}; `zmq_pingpong` loaded "
+        f"`{Path(c_lib['file']).name if c_lib.get('file') else 'n/a'}` "
+        f"(libzmq {c_lib.get('version', 'n/a')}, the file pyzmq loads: "
+        f"{'yes' if c_lib.get('file') and env.libzmq and os.path.realpath(c_lib['file']) == os.path.realpath(env.libzmq) else 'NO'})",
+    ]
+
+
+def method_lines(args, mode: str) -> list[str]:
+    if mode == "latency":
+        what = (f"{args.warmup} warm-up calls discarded, then {args.iterations} "
+                "sequential calls, each timed in the client process around "
+                "send + reply (`clock_gettime` / `perf_counter_ns`, "
+                "CLOCK_MONOTONIC)")
+    else:
+        what = (f"{args.window} calls kept in flight for {args.warmup_seconds:g} s "
+                f"(discarded), then {args.seconds:g} s: calls/s = replies in "
+                "that span / its length; p50 / p99 of those calls' latency "
+                "(send to reply)")
+    out = [f"Each cell: echo over tcp 127.0.0.1, server and client in separate "
+           f"processes; {what}."]
+    if args.repeat > 1:
+        out.append(
+            f"{args.repeat} alternating rounds (each round runs every contender "
+            "once per size, in an order rotated by one each round): "
+            + ("p50 = lowest of the rounds' p50s" if mode == "latency"
+               else "calls/s = highest of the rounds', p50 = lowest of the "
+                    "rounds' p50s")
+            + ", p99 = median of the rounds' p99s (the host has stretches at "
+              "about half speed; the best round is what a contender costs "
+              "when the host lets it run). Raw figures per round: "
+              "`bench/build/e2e/results.json`.")
+    if args.smoke:
+        out.insert(0, "**SMOKE RUN: a few hundred calls per contender; numbers "
+                      "are not measurements.**")
+    return out
+
+
+def legend(names: list[str]) -> list[str]:
+    known = by_name()
+    return [f"- `{n}`: {known[n].summary}" for n in names]
+
+
+def section(mode: str, args, env_lines: list[str], sizes: list[int],
+            names: list[str],
+            results: dict[tuple[str, int], dict[str, Row]]) -> str:
+    lines = [*env_lines, ""]
+    lines += ["Contenders (family `plaintext`, compared with each other):", ""]
+    lines += legend(names) + [""]
+    for size in sizes:
+        rows = [results[(mode, size)][n] for n in names
+                if n in results.get((mode, size), {})]
+        if not rows:
+            continue
+        what = (f"{fmt_size(size)} request, {fmt_size(size)} reply")
+        title = (f"Latency, {what}, one call at a time" if mode == "latency"
+                 else f"Throughput, {what}, {args.window} calls in flight")
+        lines += [f"**{title}**", ""]
+        lines += (latency_table(rows) if mode == "latency"
+                  else throughput_table(rows)) + [""]
+    lines += ["**Targets** (ratios from the rows above, same run)", ""]
+    lines += targets_table(mode, sizes, results) + [""]
+    bounds = implied_bounds(mode, sizes, results)
+    if bounds:
+        lines += ["What the baselines alone ask of zmicro:", "", *bounds, ""]
+    lines += ["\n\n".join(method_lines(args, mode))]
+    return "\n".join(lines) + "\n"
+
+
+def record(mode: str, text: str) -> None:
+    heading, begin, end = SECTIONS[mode]
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    doc = RESULTS.read_text() if RESULTS.exists() else "# zmicro benchmark results\n"
+    if begin in doc and end in doc:
+        start = doc.index(begin)
+        stop = doc.index(end) + len(end)
+        if stop < len(doc) and doc[stop] == "\n":
+            stop += 1
+        doc = doc[:start] + block + doc[stop:]
+    elif heading in doc:
+        # First record: the block replaces the heading's body (up to the next
+        # level-2 heading).
+        start = doc.index(heading) + len(heading)
+        nxt = doc.find("\n## ", start)
+        stop = len(doc) if nxt < 0 else nxt + 1
+        doc = doc[:start] + "\n\n" + block + ("\n" if nxt >= 0 else "") + doc[stop:]
+    else:
+        doc = doc.rstrip() + f"\n\n{heading}\n\n" + block
+    RESULTS.write_text(doc)
+    log(f"recorded the {mode} section in {RESULTS}")
+
+
+# ---------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=("latency", "throughput", "all"),
+                   default="all")
+    p.add_argument("--sizes", default="64,4096",
+                   help="request (= reply) body sizes in bytes (default 64,4096)")
+    p.add_argument("--contenders", default="all",
+                   help="comma-separated, default all: "
+                        + ", ".join(c.name for c in CONTENDERS))
+    p.add_argument("--iterations", type=int, default=None,
+                   help="timed sequential calls per latency run "
+                        "(default 5000; smoke 300)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="discarded calls before each latency run "
+                        "(default 1000; smoke 50)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="timed seconds per throughput run (default 1; smoke 0.2)")
+    p.add_argument("--warmup-seconds", type=float, default=None,
+                   help="discarded seconds before each throughput run "
+                        "(default 0.3; smoke 0.05)")
+    p.add_argument("--window", type=int, default=64,
+                   help="calls in flight for throughput (default 64)")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="alternating rounds over the contenders "
+                        "(default 7; smoke 1)")
+    p.add_argument("--smoke", action="store_true",
+                   help="a few hundred calls per contender, no thresholds, "
+                        "< 60 s: checks the harness, measures nothing")
+    p.add_argument("--record", action="store_true",
+                   help="write the sections into bench/RESULTS.md "
+                        "(refused with --smoke)")
+    p.add_argument("--cc", default=os.environ.get("CC") or "cc",
+                   help="C compiler for zmq_pingpong (default $CC or cc)")
+    p.add_argument("--build-dir", type=Path, default=BENCH / "build" / "e2e")
+    args = p.parse_args(argv)
+    if args.record and args.smoke:
+        p.error("--record needs a full run, not --smoke")
+    smoke = args.smoke
+    # Full: 7 rounds of short runs rather than few long ones: the host's slow
+    # stretches last about a second, and more rounds give each contender
+    # more chances to be measured outside one.
+    for name, full, quick in (("iterations", 5000, 300), ("warmup", 1000, 50),
+                              ("seconds", 1.0, 0.2),
+                              ("warmup_seconds", 0.3, 0.05),
+                              ("repeat", 7, 1)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if smoke else full)
+    if args.repeat < 1 or args.iterations < 1 or args.window < 1:
+        p.error("--repeat, --iterations and --window must be >= 1")
+    try:
+        args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        p.error("--sizes: comma-separated integers")
+    if not args.sizes or min(args.sizes) < 0:
+        p.error("--sizes: at least one size, none negative")
+    known = by_name()
+    if args.contenders == "all":
+        args.contenders = [c.name for c in CONTENDERS]
+    else:
+        args.contenders = [s.strip() for s in args.contenders.split(",")
+                           if s.strip()]
+        bad = [n for n in args.contenders if n not in known]
+        if bad:
+            p.error(f"unknown contender(s) {', '.join(bad)}; known: "
+                    + ", ".join(known))
+    args.modes = list(MODES) if args.mode == "all" else [args.mode]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM (CI's timeout, a kill) unwinds like Ctrl-C, so the servers are
+    # stopped by the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    t0 = time.monotonic()
+    load = os.getloadavg()
+    if not args.smoke and load[0] > 0.5:
+        log(f"warning: load average {load[0]:.2f}: other work is running, "
+            "numbers will be noisy")
+    build = args.build_dir.resolve()
+    (build / "logs").mkdir(parents=True, exist_ok=True)
+    (build / "samples").mkdir(parents=True, exist_ok=True)
+
+    env = Env(python=sys.executable, build=build, libzmq=pyzmq_libzmq())
+    known = by_name()
+    selected = [known[n] for n in args.contenders]
+    if any(type(c).__name__ == "CContender" for c in selected):
+        env.pingpong, env.pingpong_error = build_pingpong(args.cc, build)
+
+    # (mode, size) -> name -> Row, every selected contender that has the mode.
+    results: dict[tuple[str, int], dict[str, Row]] = {
+        (m, s): {c.name: Row(c) for c in selected if m in c.modes}
+        for m in args.modes for s in args.sizes}
+    infos: dict[str, dict] = {}
+    servers: dict[str, Server] = {}
+
+    def fail(name: str, why: str, mode: str | None = None) -> None:
+        log(f"{name}: {why}")
+        for (m, _), rows in results.items():
+            if name in rows and (mode is None or m == mode):
+                rows[name].failed = rows[name].failed or why
+
+    active = [c for c in selected if any(m in c.modes for m in args.modes)]
+    try:
+        for c in active:
+            reason, info = c.probe(env)
+            if reason:
+                fail(c.name, reason)
+                continue
+            infos[c.name] = info
+            srv = Server(c, env, build / "logs")
+            try:
+                srv.start(ping_timeout_s=10 if args.smoke else 20)
+                servers[c.name] = srv
+            except ContenderFailed as e:
+                fail(c.name, str(e))
+
+        params_base = dict(iterations=args.iterations, warmup=args.warmup,
+                           window=args.window, seconds=args.seconds,
+                           warmup_seconds=args.warmup_seconds)
+        for rnd in range(args.repeat):
+            if args.repeat > 1:
+                log(f"-- round {rnd + 1}/{args.repeat}")
+            for mode in args.modes:
+                for size in args.sizes:
+                    rows = results[(mode, size)]
+                    names = [n for n in rows if n in servers]
+                    k = rnd % len(names) if names else 0
+                    for name in names[k:] + names[:k]:
+                        row = rows[name]
+                        if row.failed:
+                            continue
+                        out = build / "samples" / f"{name}-{mode}-{size}.bin"
+                        params = RunParams(mode=mode, size=size, out=str(out),
+                                           **params_base)
+                        try:
+                            row.runs.append(run_client(servers[name], params))
+                        except ContenderFailed as e:
+                            fail(name, f"{mode}: {e}", mode)
+                            if not servers[name].alive():
+                                fail(name, f"server died: "
+                                           f"{tail(servers[name].log_text())}")
+    finally:
+        for srv in servers.values():
+            srv.stop()
+
+    env_lines = environment(args, env, infos, load)
+    texts = {}
+    for mode in args.modes:
+        names = [c.name for c in selected if mode in c.modes]
+        texts[mode] = section(mode, args, env_lines, args.sizes, names, results)
+    for mode in args.modes:
+        print(f"\n{SECTIONS[mode][0]}\n\n{texts[mode]}")
+
+    raw = {f"{m}/{s}": {n: dict(failed=r.failed,
+                                runs=[vars(x) for x in r.runs])
+                        for n, r in rows.items()}
+           for (m, s), rows in results.items()}
+    with open(build / "results.json", "w") as f:
+        json.dump(dict(args={k: v for k, v in vars(args).items()
+                             if k != "build_dir"},
+                       libzmq=env.libzmq, infos=infos, results=raw), f, indent=1)
+    log(f"raw results in {build / 'results.json'}; server logs in "
+        f"{build / 'logs'}; took {time.monotonic() - t0:.1f} s")
+    if args.record:
+        for mode in args.modes:
+            record(mode, texts[mode])
+
+    # In smoke runs, the baselines must work: that is what CI checks.
+    broken = [f"{n} ({m}, {fmt_size(s)}): {row.failed or 'no result'}"
+              for (m, s), rows in results.items() for n, row in rows.items()
+              if n in SMOKE_REQUIRED and not row.ok]
+    if broken:
+        log("error: baseline contenders failed:\n  " + "\n  ".join(broken))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

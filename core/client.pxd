@@ -1,0 +1,61 @@
+cdef class Channel:
+    """One DEALER connected to one node, used by one thread (sync client)."""
+
+    cdef object zsock                 # pyzmq DEALER, kept alive
+    cdef void *sock                   # its libzmq socket
+    cdef readonly str address         # the node's endpoint
+    cdef uint64_t next_id             # request ids, unique on this socket
+    cdef readonly uint64_t n_stale    # replies to requests no longer awaited
+    cdef readonly uint64_t n_malformed  # frames that were not a valid reply
+    cdef object __weakref__           # the client tracks its channels weakly
+
+
+cdef class AsyncChannel:
+    """One DEALER connected to one node, owned by one asyncio loop."""
+
+    cdef object zsock                 # pyzmq DEALER, kept alive
+    cdef void *sock                   # its libzmq socket
+    cdef readonly str address         # the node's endpoint
+    cdef object loop                  # the event loop that owns it
+    cdef int fd                       # ZMQ_FD, watched with add_reader
+    cdef uint64_t next_id             # request ids, unique on this socket
+    cdef dict pending                 # request id -> _Pending
+    cdef list timers                  # heap of (deadline_at, request id)
+    cdef object timer                 # loop handle firing at timers[0]
+    cdef double timer_at              # when `timer` fires (monotonic)
+    cdef object backlog               # deque of _Pending not yet sent (no room)
+    cdef bint read_scheduled          # a drain is queued with call_soon
+    cdef bint closed
+    cdef readonly uint64_t n_stale    # replies to requests no longer awaited
+    cdef readonly uint64_t n_malformed  # frames that were not a valid reply
+    cdef object rpc_error             # zmicro.errors.RPCError
+
+    cdef bint _send_now(self, _Pending p, const uint8_t *hbuf, size_t hlen,
+                        object body) except -1
+    cdef int _flush_backlog(self) except -1
+    cdef int _arm_timer(self, double deadline_at) except -1
+    cdef int _check_events(self) except -1
+    cdef int _drain(self) except -1
+    cdef int _cancel_remote(self, uint64_t request_id) except -1
+
+
+cdef class _Pending:
+    cdef uint64_t request_id
+    cdef double deadline_at           # monotonic; 0 = none
+    cdef object future
+    cdef object decode                # body -> value
+    cdef bytes header                 # written header, until sent
+    cdef object body                  # body object, until sent
+    cdef bint sent
+
+
+cdef class NodeSelector:
+    """Picks one node address per call: random, or a round robin that
+    rotates across calls (its position survives between calls)."""
+
+    cdef tuple _nodes                 # addresses
+    cdef readonly int strategy        # SELECT_RANDOM or SELECT_ROUND_ROBIN
+    cdef uint64_t position            # round-robin position
+    cdef uint64_t rng                 # xorshift64* state
+
+    cpdef str pick(self)

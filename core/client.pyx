@@ -1,0 +1,422 @@
+# client.pyx - the client side of the path of one call (design.md): write
+# the request header in C, send, wait for the reply with the GIL released,
+# match it to the request id, hand the body back.
+#
+# Channel serves the blocking Client (one per node per thread); AsyncChannel
+# the AsyncClient (one per node per event loop): its call() sends at once and
+# returns a Future that the reader callback resolves, many replies per wake.
+# Request ids are unique per socket, so a late reply can never be taken for
+# the answer to a later call: it is counted and dropped.
+
+import heapq as _heapq
+
+SELECT_RANDOM = 0
+SELECT_ROUND_ROBIN = 1
+
+cdef int C_DEADLINE = _Code.DEADLINE_EXCEEDED
+cdef int C_UNAVAILABLE = _Code.UNAVAILABLE
+cdef int C_CANCELLED_ = _Code.CANCELLED
+
+
+cdef int write_request(uint8_t *out, size_t *written, uint64_t request_id,
+                       double deadline_at, str service, str endpoint,
+                       str content_type, dict metadata, uint64_t trace_hi,
+                       uint64_t trace_lo, uint64_t span_id) except -1:
+    """Write a request header into out[0..ZM_WIRE_MAX_HEADER)."""
+    cdef zm_header h
+    cdef double budget
+    memset(&h, 0, <size_t>(<char *>&h.metadata - <char *>&h))
+    h.version = ZM_WIRE_VERSION
+    h.kind = ZM_KIND_REQUEST
+    h.request_id = request_id
+    if deadline_at > 0:
+        budget = (deadline_at - monotonic()) * 1e6
+        h.deadline_us = <uint64_t>budget if budget >= 1 else 1
+    h.trace_hi = trace_hi
+    h.trace_lo = trace_lo
+    h.span_id = span_id
+    _slice_text(service, &h.service)
+    _slice_text(endpoint, &h.endpoint)
+    _slice_text(content_type, &h.content_type)
+    fill_metadata(metadata, &h)
+    rc = zm_wire_write(&h, out, ZM_WIRE_MAX_HEADER, written)
+    if rc != ZM_OK:
+        raise_zm(rc)
+    return 0
+
+
+cdef int write_cancel(uint8_t *out, size_t *written, uint64_t request_id) except -1:
+    cdef zm_header h
+    memset(&h, 0, <size_t>(<char *>&h.metadata - <char *>&h))
+    h.version = ZM_WIRE_VERSION
+    h.kind = ZM_KIND_CANCEL
+    h.request_id = request_id
+    rc = zm_wire_write(&h, out, ZM_WIRE_MAX_HEADER, written)
+    if rc != ZM_OK:
+        raise_zm(rc)
+    return 0
+
+
+cdef int send_cancel(void *sock, uint64_t request_id) except -1:
+    """Tell the server the caller gave up (best effort: never blocks)."""
+    cdef uint8_t buf[64]
+    cdef size_t n = 0
+    write_cancel(buf, &n, request_id)
+    ZMQ.send(sock, buf, n, ZM_DONTWAIT)
+    return 0
+
+
+cdef object reply_value(Received *r, zm_header *h, zm_frame_view *v, object rpc_error):
+    """(is_error, value): the body object, or the RPCError an error reply says."""
+    if h.kind == ZM_KIND_ERROR:
+        code = h.status if h.status else _Code.UNKNOWN
+        return True, rpc_error(code, _text(h.detail), id=_text(h.service))
+    return False, (body_object(r, v.body_first) if v.body_count else b"")
+
+
+@cython.auto_pickle(False)
+cdef class Channel:
+    """A sync client's connection to one node (one thread uses it)."""
+
+    def __init__(self, zsock, str address):
+        self.zsock = zsock
+        self.sock = socket_handle(zsock)
+        self.address = address
+
+    def close(self):
+        if self.zsock is not None:
+            self.zsock.close(linger=0)
+            self.zsock = None
+            self.sock = NULL
+
+    def __dealloc__(self):
+        if self.zsock is not None and not self.zsock.closed:
+            self.zsock.close(linger=0)
+
+    def call(self, str service, str endpoint, str content_type, body,
+             double deadline_at, dict metadata=None, uint64_t trace_hi=0,
+             uint64_t trace_lo=0, uint64_t span_id=0):
+        """One request and its reply. Returns the reply body (bytes, or a
+        memoryview for large ones); raises RPCError for an error reply,
+        UNAVAILABLE if the request could not be sent before the deadline
+        (nothing was processed), DEADLINE_EXCEEDED if the reply did not come
+        in time (a cancel frame is sent)."""
+        cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
+        cdef size_t hlen = 0
+        cdef uint64_t request_id
+        cdef Py_buffer bview
+        cdef zm_slice b
+        cdef Received r
+        cdef zm_header h
+        cdef zm_frame_view v
+        cdef int rc, err
+        if self.sock == NULL:
+            raise _RPCError(_Code.UNAVAILABLE, "channel closed")
+        if deadline_at > 0 and monotonic() >= deadline_at:
+            raise _RPCError(_Code.DEADLINE_EXCEEDED, "deadline passed before the call was sent")
+        self.next_id += 1
+        request_id = self.next_id
+        write_request(hbuf, &hlen, request_id, deadline_at, service, endpoint,
+                      content_type, metadata, trace_hi, trace_lo, span_id)
+
+        # Send. Usually there is room at once; otherwise wait for the
+        # connection (IMMEDIATE: nothing queues for a peer not connected).
+        rc = ZMQ.send(self.sock, hbuf, hlen, ZM_SNDMORE | ZM_DONTWAIT)
+        while rc < 0:
+            err = ZMQ.errno_()
+            if err != EAGAIN:
+                raise_errno(err)
+            if not wait_until(self.sock, ZM_POLLOUT, deadline_at):
+                raise _RPCError(_Code.UNAVAILABLE,
+                                f"could not reach {self.address} before the deadline")
+            rc = ZMQ.send(self.sock, hbuf, hlen, ZM_SNDMORE | ZM_DONTWAIT)
+        memset(&bview, 0, sizeof(Py_buffer))
+        try:
+            view_get(body, &bview, &b)
+            send_body(self.sock, body, &b, 0)
+        finally:
+            PyBuffer_Release(&bview)
+
+        # Wait for the reply to this request id; anything else is stale.
+        while True:
+            if not wait_until(self.sock, ZM_POLLIN, deadline_at):
+                send_cancel(self.sock, request_id)
+                raise _RPCError(_Code.DEADLINE_EXCEEDED,
+                                f"no reply from {self.address} before the deadline")
+            r.n = r.extra = 0
+            err = recv_parts(&r, self.sock)
+            try:
+                if err:
+                    if err == EAGAIN:
+                        continue
+                    raise_errno(err)
+                if r.extra or zm_frame_parse(r.slices, r.n, 0, &h, &v) != ZM_OK:
+                    self.n_malformed += 1
+                    continue
+                if h.request_id != request_id or (h.kind != ZM_KIND_REPLY
+                                                   and h.kind != ZM_KIND_ERROR):
+                    self.n_stale += 1
+                    continue
+                failed, value = reply_value(&r, &h, &v, _RPCError)
+            finally:
+                received_close(&r)
+            release_sent()
+            if failed:
+                raise value
+            return value
+
+
+@cython.auto_pickle(False)
+cdef class _Pending:
+    pass
+
+
+@cython.auto_pickle(False)
+cdef class AsyncChannel:
+    """An asyncio client's connection to one node, on one event loop."""
+
+    def __init__(self, zsock, str address, loop):
+        self.zsock = zsock
+        self.sock = socket_handle(zsock)
+        self.address = address
+        self.loop = loop
+        self.pending = {}
+        self.timers = []
+        self.backlog = _collections.deque()
+        self.rpc_error = _RPCError
+        self.fd = socket_fd(self.sock)
+        loop.add_reader(self.fd, self._on_readable)
+
+    def close(self):
+        """Fail what is pending with UNAVAILABLE and close the socket."""
+        cdef _Pending p
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.fd)
+        if self.timer is not None:
+            self.timer.cancel()
+        for p in list(self.pending.values()):
+            if not p.future.done():
+                p.future.set_exception(self.rpc_error(C_UNAVAILABLE, "client closed"))
+        self.pending.clear()
+        self.backlog.clear()
+        self.zsock.close(linger=0)
+        self.sock = NULL
+
+    def call(self, str service, str endpoint, str content_type, body,
+             double deadline_at, decode, dict metadata=None,
+             uint64_t trace_hi=0, uint64_t trace_lo=0, uint64_t span_id=0):
+        """Send now; return a Future of the decoded reply (see Channel.call)."""
+        cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
+        cdef size_t hlen = 0
+        cdef _Pending p = _Pending.__new__(_Pending)
+        fut = self.loop.create_future()
+        if self.closed:
+            fut.set_exception(self.rpc_error(C_UNAVAILABLE, "client closed"))
+            return fut
+        if deadline_at > 0 and monotonic() >= deadline_at:
+            fut.set_exception(self.rpc_error(C_DEADLINE, "deadline passed before the call was sent"))
+            return fut
+        self.next_id += 1
+        p.request_id = self.next_id
+        p.deadline_at = deadline_at
+        p.future = fut
+        p.decode = decode
+        write_request(hbuf, &hlen, p.request_id, deadline_at, service, endpoint,
+                      content_type, metadata, trace_hi, trace_lo, span_id)
+        self.pending[p.request_id] = p
+        if self.backlog or not self._send_now(p, hbuf, hlen, body):
+            p.header = PyBytes_FromStringAndSize(<char *>hbuf, <Py_ssize_t>hlen)
+            p.body = body
+            self.backlog.append(p)
+        if deadline_at > 0:
+            _heapq.heappush(self.timers, (deadline_at, p.request_id))
+            if self.timer is None or deadline_at < self.timer_at:
+                self._arm_timer(deadline_at)
+        fut.add_done_callback(self._on_done)
+        self._check_events()
+        return fut
+
+    cdef bint _send_now(self, _Pending p, const uint8_t *hbuf, size_t hlen, object body) except -1:
+        """Send if libzmq has room (True); False: it must wait for POLLOUT."""
+        cdef Py_buffer bview
+        cdef zm_slice b
+        if ZMQ.send(self.sock, hbuf, hlen, ZM_SNDMORE | ZM_DONTWAIT) < 0:
+            err = ZMQ.errno_()
+            if err == EAGAIN:
+                return False
+            raise_errno(err)
+        memset(&bview, 0, sizeof(Py_buffer))
+        try:
+            view_get(body, &bview, &b)
+            send_body(self.sock, body, &b, 0)
+        finally:
+            PyBuffer_Release(&bview)
+        p.sent = True
+        return True
+
+    cdef int _flush_backlog(self) except -1:
+        cdef _Pending p
+        while self.backlog:
+            p = <_Pending>self.backlog[0]
+            if p.future.done():  # timed out or cancelled while waiting
+                self.backlog.popleft()
+                continue
+            if not self._send_now(p, <const uint8_t *>PyBytes_AS_STRING(p.header),
+                                  <size_t>PyBytes_GET_SIZE(p.header), p.body):
+                break
+            self.backlog.popleft()
+            p.header = None
+            p.body = None
+        return 0
+
+    cdef int _check_events(self) except -1:
+        # The FD is edge-triggered: after every send, look at ZMQ_EVENTS
+        # ourselves, or a reply already queued would wait for the next edge.
+        if not self.read_scheduled and not self.closed:
+            if socket_events(self.sock) & ZM_POLLIN or (
+                    self.backlog and socket_events(self.sock) & ZM_POLLOUT):
+                self.read_scheduled = True
+                self.loop.call_soon(self._on_readable)
+        return 0
+
+    def _on_readable(self):
+        self.read_scheduled = False
+        if self.closed:
+            return
+        events = socket_events(self.sock)
+        if self.backlog and events & ZM_POLLOUT:
+            self._flush_backlog()
+        if events & ZM_POLLIN:
+            self._drain()
+        release_sent()
+        self._check_events()
+
+    cdef int _drain(self) except -1:
+        cdef Received r
+        cdef zm_header h
+        cdef zm_frame_view v
+        cdef _Pending p
+        cdef int err, i
+        for i in range(BATCH):
+            r.n = r.extra = 0
+            err = recv_parts(&r, self.sock)
+            try:
+                if err:
+                    if err == EAGAIN:
+                        break
+                    raise_errno(err)
+                if r.extra or zm_frame_parse(r.slices, r.n, 0, &h, &v) != ZM_OK:
+                    self.n_malformed += 1
+                    continue
+                p = self.pending.pop(h.request_id, None)
+                if p is None or (h.kind != ZM_KIND_REPLY and h.kind != ZM_KIND_ERROR):
+                    self.n_stale += 1
+                    continue
+                if p.future.done():
+                    continue
+                failed, value = reply_value(&r, &h, &v, self.rpc_error)
+            finally:
+                received_close(&r)
+            if failed:
+                p.future.set_exception(value)
+                continue
+            if p.decode is not None:
+                try:
+                    value = p.decode(value)
+                except BaseException as exc:
+                    p.future.set_exception(exc)
+                    continue
+            p.future.set_result(value)
+        return 0
+
+    def _on_done(self, fut):
+        # A future the caller cancelled: forget it and tell the server.
+        cdef _Pending p
+        if not fut.cancelled() or self.closed:
+            return
+        for request_id, p in list(self.pending.items()):
+            if p.future is fut:
+                del self.pending[request_id]
+                if p.sent:
+                    self._cancel_remote(request_id)
+                break
+
+    cdef int _cancel_remote(self, uint64_t request_id) except -1:
+        send_cancel(self.sock, request_id)
+        self._check_events()
+        return 0
+
+    cdef int _arm_timer(self, double deadline_at) except -1:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = deadline_at
+        self.timer = self.loop.call_later(max(0.0, deadline_at - monotonic()), self._on_timer)
+        return 0
+
+    def _on_timer(self):
+        cdef _Pending p
+        cdef double now = monotonic()
+        self.timer = None
+        while self.timers and self.timers[0][0] <= now:
+            deadline_at, request_id = _heapq.heappop(self.timers)
+            p = self.pending.pop(request_id, None)
+            if p is None or p.future.done():
+                continue
+            if p.sent:
+                self._cancel_remote(request_id)
+                p.future.set_exception(self.rpc_error(
+                    C_DEADLINE, f"no reply from {self.address} before the deadline"))
+            else:
+                p.future.set_exception(self.rpc_error(
+                    C_UNAVAILABLE, f"could not reach {self.address} before the deadline"))
+        # Entries of answered calls stay in the heap until their deadline;
+        # rebuild when they outnumber the live ones, so memory follows load.
+        if len(self.timers) > 2 * len(self.pending) + 64:
+            self.timers = [(p.deadline_at, rid) for rid, p in self.pending.items()
+                           if p.deadline_at > 0]
+            _heapq.heapify(self.timers)
+        if self.timers:
+            self._arm_timer(self.timers[0][0])
+
+    @property
+    def in_flight(self):
+        return len(self.pending)
+
+
+@cython.auto_pickle(False)
+cdef class NodeSelector:
+    """Picks a node address per call, in the core: SELECT_RANDOM, or
+    SELECT_ROUND_ROBIN, whose position persists across calls so that load
+    really rotates (go-micro's round robin restarted at every lookup)."""
+
+    def __init__(self, nodes, int strategy=SELECT_ROUND_ROBIN, uint64_t seed=0):
+        if strategy not in (SELECT_RANDOM, SELECT_ROUND_ROBIN):
+            raise ValueError(f"unknown strategy {strategy}")
+        self.strategy = strategy
+        self.rng = seed or (<uint64_t>(monotonic() * 1e9) | 1)
+        self.update(nodes)
+
+    def update(self, nodes):
+        """Replace the node set; the rotation continues where it was."""
+        self._nodes = tuple(nodes)
+
+    @property
+    def nodes(self):
+        return self._nodes
+
+    cpdef str pick(self):
+        cdef Py_ssize_t n = len(self._nodes)
+        cdef uint64_t x
+        if n == 0:
+            return None
+        if self.strategy == SELECT_ROUND_ROBIN:
+            self.position += 1
+            return <str>self._nodes[<Py_ssize_t>(self.position % <uint64_t>n)]
+        x = self.rng  # xorshift64* (Vigna): fast, plenty for spreading load
+        x ^= x >> 12
+        x ^= x << 25
+        x ^= x >> 27
+        self.rng = x
+        return <str>self._nodes[<Py_ssize_t>((x * 2685821657736338717ULL) % <uint64_t>n)]

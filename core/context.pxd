@@ -1,0 +1,24 @@
+cdef class Context:
+    """What a handler knows about the request it serves (see context.pyx)."""
+
+    cdef readonly str service          # service the request was sent to
+    cdef readonly str endpoint         # endpoint called
+    cdef readonly uint64_t request_id  # the caller's id for this request
+    cdef readonly bytes peer           # routing id of the caller's socket
+    cdef readonly str content_type     # codec of request and reply
+    cdef readonly object principal     # caller identity, or None
+    cdef double deadline_at            # CLOCK_MONOTONIC seconds; 0 = none
+    cdef object _metadata              # dict[str, bytes], or None when empty
+    cdef bint _cancelled               # the caller cancelled or gave up
+    cdef object _task                  # asyncio Task of an async handler
+    cdef object _ctype                 # the server's _ContentType (encoder)
+    cdef readonly str _blocks_address  # the service's own address when this
+                                       # handler holds its thread (inline, async)
+    cdef readonly uint64_t trace_hi    # W3C trace id, high half
+    cdef readonly uint64_t trace_lo    # W3C trace id, low half
+    cdef readonly uint64_t span_id     # the caller's span id
+
+    cdef void _cancel(self)
+
+
+cdef double monotonic() noexcept nogil

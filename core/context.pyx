@@ -1,0 +1,76 @@
+# context.pyx - the per-request Context, and the context variable through
+# which calls made inside a handler inherit its deadline and metadata.
+
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+import contextvars as _contextvars
+import time as _time
+
+# time.monotonic() is CLOCK_MONOTONIC on Linux: the same clock as monotonic().
+CURRENT = _contextvars.ContextVar("zmicro.context")
+from types import MappingProxyType as _MappingProxyType
+cdef object _EMPTY_METADATA = _MappingProxyType({})
+
+
+cdef double monotonic() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
+cdef class Context:
+    """The request a handler serves: who called what, until when.
+
+    ``deadline`` is an absolute ``time.monotonic()`` value (None: the caller
+    set none); ``time_remaining()`` the seconds left. ``metadata`` is the
+    caller's (read-only mapping of str to bytes). ``cancelled`` turns true
+    when the caller cancels or gives up; an async handler's task is then
+    cancelled too. Calls a handler makes through zmicro's clients inherit
+    this deadline and metadata, also from blocking and async handlers.
+    """
+
+    def __init__(self):
+        raise TypeError("Context objects are made by the server")
+
+    @property
+    def deadline(self):
+        return self.deadline_at if self.deadline_at > 0 else None
+
+    def time_remaining(self):
+        """Seconds until the deadline (may be negative), or None."""
+        if self.deadline_at <= 0:
+            return None
+        return self.deadline_at - monotonic()
+
+    @property
+    def expired(self):
+        return self.deadline_at > 0 and monotonic() >= self.deadline_at
+
+    @property
+    def metadata(self):
+        if self._metadata is None:
+            return _EMPTY_METADATA
+        return _MappingProxyType(self._metadata)
+
+    @property
+    def cancelled(self):
+        return self._cancelled
+
+    @property
+    def trace_id(self):
+        return (<object>self.trace_hi << 64) | self.trace_lo
+
+    cdef void _cancel(self):
+        self._cancelled = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def __repr__(self):
+        left = self.time_remaining()
+        left = "none" if left is None else f"{left:.3f}s"
+        return (f"<Context {self.service}/{self.endpoint} id={self.request_id} "
+                f"deadline={left} cancelled={self._cancelled}>")
+
+
+def current_context():
+    """The Context of the handler running in this task or thread, or None."""
+    return CURRENT.get(None)

@@ -1,0 +1,68 @@
+cdef enum HandlerMode:
+    MODE_INLINE = 0     # sync handler run on the socket's thread
+    MODE_BLOCKING = 1   # sync handler run in the thread pool
+    MODE_ASYNC = 2      # coroutine function run as a task on the event loop
+
+
+cdef class Endpoint:
+    """A registered handler as the server loop sees it."""
+
+    cdef readonly str name            # "Greeter.Hello"
+    cdef bytes key                    # name in UTF-8, matched against headers
+    cdef readonly object handler      # callable(request, ctx), interceptors applied
+    cdef readonly int mode            # HandlerMode
+    cdef readonly object request_type # what the decoders produce (Any: untyped)
+    cdef list decoders                # per content type index: decode fn or None
+
+
+cdef class _ContentType:
+    cdef bytes key                    # content type in UTF-8, as in headers
+    cdef str name                     # the same, as str
+    cdef object encode                # codec.encode
+    cdef object codec                 # the Codec (builds decoders)
+    cdef int index                    # slot in Endpoint.decoders
+
+
+cdef class ServerCore:
+    """The receive loop and dispatch of one service (one ROUTER socket)."""
+
+    cdef object zsock                 # pyzmq ROUTER, kept alive
+    cdef void *sock                   # its libzmq socket
+    cdef readonly str service         # service name (error replies' id)
+    cdef public str local_address     # where it is bound (self-call detection)
+    cdef list endpoints               # Endpoint
+    cdef list ctypes                  # _ContentType, known content types
+    cdef _ContentType default_ctype   # for requests that name none
+    cdef readonly uint32_t max_in_flight
+    cdef readonly uint32_t in_flight  # requests admitted, not yet answered
+    cdef dict running                 # (peer, request id) -> Context (pool, tasks)
+    cdef object executor_factory      # () -> Executor for blocking handlers
+    cdef object executor              # created on first blocking handler
+    cdef object loop                  # asyncio loop while serving with asyncio
+    cdef object completions           # deque of (Context, result, exc) from the pool
+    cdef int wake_r, wake_w           # pipe: the pool wakes the blocking wait
+    cdef bint stopping                # stop() was called
+    cdef bint draining_scheduled      # an asyncio drain is already queued
+    cdef object logger
+    cdef object rpc_error             # zmicro.errors.RPCError
+    # counters (stats())
+    cdef uint64_t n_requests          # requests admitted or refused
+    cdef uint64_t n_malformed         # frames dropped: bad layout or header
+    cdef uint64_t n_unexpected        # well-formed messages of a kind we ignore
+    cdef uint64_t n_cancels           # cancel frames received
+    cdef uint64_t n_replies_dropped   # replies libzmq could not route or queue
+    cdef uint64_t n_codes[17]         # replies by status code (0: OK)
+
+    cdef int _drain(self, int budget) except -1
+    cdef int _handle(self, Received *r) except -1
+    cdef int _dispatch(self, Received *r, zm_header *h, zm_frame_view *v) except -1
+    cdef Endpoint _endpoint(self, zm_slice name)
+    cdef _ContentType _ctype(self, zm_slice name)
+    cdef object _decoder(self, Endpoint ep, _ContentType ct)
+    cdef int _reply(self, const zm_slice *peer, uint64_t request_id, int kind,
+                    int status, object detail, str content_type, object body,
+                    str error_id=*) except -1
+    cdef int _answer(self, Context ctx, object result, object exc) except -1
+    cdef int _error_reply(self, const zm_slice *peer, uint64_t request_id, object exc) except -1
+    cdef int _flush_completions(self) except -1
+    cdef int _after_send(self) except -1

@@ -1,0 +1,504 @@
+# server.pyx - the server side of the path of one call (design.md): receive
+# on a ROUTER, check in C, dispatch to handlers, send replies.
+#
+# Two wait strategies over one dispatch path:
+# - run_blocking() waits in libzmq with the GIL released (zmq_poll on the
+#   ROUTER and a wake pipe): the fast path, for services whose handlers are
+#   all sync;
+# - attach(loop) waits through asyncio (add_reader on the edge-triggered
+#   ZMQ_FD): async handlers run as tasks on that loop.
+# Blocking handlers run in a thread pool either way; their results come back
+# to the socket's own thread (the ROUTER is never touched from the pool).
+
+import collections as _collections
+import contextvars as _contextvars
+import functools as _functools
+import logging as _logging
+import os as _os
+
+from zmicro.errors import Code as _Code, RPCError as _RPCError
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() except -1
+
+# Handler modes, for Python (HandlerMode in server.pxd).
+INLINE = MODE_INLINE
+BLOCKING = MODE_BLOCKING
+ASYNC = MODE_ASYNC
+
+cdef int BATCH = 256           # messages per wake before other work gets a turn
+cdef Py_ssize_t DETAIL_MAX = 1024  # characters of error detail sent
+
+cdef int C_OK = _Code.OK
+cdef int C_CANCELLED = _Code.CANCELLED
+cdef int C_INVALID_ARGUMENT = _Code.INVALID_ARGUMENT
+cdef int C_DEADLINE_EXCEEDED = _Code.DEADLINE_EXCEEDED
+cdef int C_RESOURCE_EXHAUSTED = _Code.RESOURCE_EXHAUSTED
+cdef int C_UNIMPLEMENTED = _Code.UNIMPLEMENTED
+cdef int C_INTERNAL = _Code.INTERNAL
+
+
+cdef bint _same(bytes key, zm_slice s) noexcept:
+    return (<size_t>PyBytes_GET_SIZE(key) == s.len
+            and memcmp(PyBytes_AS_STRING(key), s.ptr, s.len) == 0)
+
+
+@cython.auto_pickle(False)
+cdef class Endpoint:
+    """One handler as the loop sees it: `handler(request, ctx)` with the
+    service's interceptors already applied, how to run it, what to decode."""
+
+    def __init__(self, str name, handler, int mode, request_type):
+        if mode not in (MODE_INLINE, MODE_BLOCKING, MODE_ASYNC):
+            raise ValueError(f"unknown handler mode {mode}")
+        self.name = name
+        self.key = name.encode()
+        self.handler = handler
+        self.mode = mode
+        self.request_type = request_type
+        self.decoders = []
+
+
+@cython.auto_pickle(False)
+cdef class _ContentType:
+    pass
+
+
+def _run_blocking(handler, request, Context ctx):
+    """A blocking handler, in a pool thread, inside a copied context."""
+    if ctx._cancelled:
+        raise _RPCError(_Code.CANCELLED, "cancelled before the handler started")
+    if ctx.deadline_at > 0 and monotonic() >= ctx.deadline_at:
+        raise _RPCError(_Code.DEADLINE_EXCEEDED, "deadline passed before the handler started")
+    CURRENT.set(ctx)  # this copy of the context only
+    return handler(request, ctx)
+
+
+async def _run_async(handler, request, Context ctx):
+    """An async handler, as a task (tasks run in their own context copy)."""
+    if ctx.deadline_at > 0 and monotonic() >= ctx.deadline_at:
+        raise _RPCError(_Code.DEADLINE_EXCEEDED, "deadline passed before the handler started")
+    CURRENT.set(ctx)
+    result = handler(request, ctx)
+    if hasattr(result, "__await__"):
+        result = await result
+    return result
+
+
+@cython.auto_pickle(False)
+cdef class ServerCore:
+    """Receives requests on `zsock` (a bound pyzmq ROUTER), runs endpoints,
+    answers. Used by zmicro.Service; one thread (or event loop) drives it."""
+
+    def __init__(self, zsock, str service, endpoints, dict codecs, *,
+                 str default_content_type, uint32_t max_in_flight,
+                 executor_factory, logger=None):
+        cdef _ContentType ct
+        self.zsock = zsock
+        self.sock = socket_handle(zsock)
+        self.service = service
+        self.endpoints = list(endpoints)
+        self.ctypes = []
+        for name, codec in codecs.items():
+            ct = _ContentType.__new__(_ContentType)
+            ct.key = name.encode()
+            ct.name = name
+            ct.encode = codec.encode
+            ct.codec = codec
+            ct.index = len(self.ctypes)
+            self.ctypes.append(ct)
+            if name == default_content_type:
+                self.default_ctype = ct
+        if self.default_ctype is None:
+            raise ValueError(f"no codec for the default content type {default_content_type}")
+        for ep in self.endpoints:
+            (<Endpoint>ep).decoders = [None] * len(self.ctypes)
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.max_in_flight = max_in_flight
+        self.running = {}
+        self.executor_factory = executor_factory
+        self.completions = _collections.deque()
+        self.wake_r, self.wake_w = _os.pipe2(_os.O_NONBLOCK | _os.O_CLOEXEC)
+        self.logger = logger or _logging.getLogger("zmicro.server")
+        self.rpc_error = _RPCError
+
+    def close(self):
+        """Release the wake pipe and the thread pool (not the socket)."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = None
+        if self.wake_r >= 0:
+            _os.close(self.wake_r)
+            _os.close(self.wake_w)
+            self.wake_r = self.wake_w = -1
+
+    # -- waiting ---------------------------------------------------------
+
+    def run_blocking(self):
+        """Serve until stop(), waiting in libzmq with the GIL released. A
+        signal handler's exception (KeyboardInterrupt) ends it too."""
+        cdef zmq_pollitem_t items[2]
+        cdef int rc
+        items[0].socket = self.sock
+        items[0].fd = 0
+        items[0].events = ZM_POLLIN
+        items[1].socket = NULL
+        items[1].fd = self.wake_r
+        items[1].events = ZM_POLLIN
+        self.stopping = False
+        while not self.stopping:
+            items[0].revents = items[1].revents = 0
+            with nogil:
+                rc = ZMQ.poll(items, 2, -1)
+            if rc < 0:
+                rc = ZMQ.errno_()
+                if rc != EINTR:
+                    raise_errno(rc)
+                PyErr_CheckSignals()
+                continue
+            if items[1].revents:
+                try:
+                    while _os.read(self.wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                self._flush_completions()
+            if items[0].revents:
+                self._drain(BATCH)
+
+    def stop(self):
+        """Make run_blocking() return (from any thread or a signal handler)."""
+        self.stopping = True
+        if self.loop is not None:
+            return
+        try:
+            _os.write(self.wake_w, b"s")
+        except (BlockingIOError, OSError):
+            pass
+
+    def attach(self, loop):
+        """Serve on `loop` (asyncio) from now on, until detach()."""
+        self.loop = loop
+        loop.add_reader(socket_fd(self.sock), self._on_readable)
+        loop.call_soon(self._on_readable)
+
+    def detach(self):
+        if self.loop is not None:
+            self.loop.remove_reader(socket_fd(self.sock))
+            self.loop = None
+
+    def _on_readable(self):
+        # ZMQ_FD is edge-triggered and only says "look at ZMQ_EVENTS": drain a
+        # batch, and if more is queued come back after other callbacks ran.
+        self.draining_scheduled = False
+        if self.loop is None:
+            return
+        if socket_events(self.sock) & ZM_POLLIN:
+            self._drain(BATCH)
+            self._after_send()
+
+    cdef int _after_send(self) except -1:
+        # Sending can consume the FD's edge for messages already queued.
+        if self.loop is not None and not self.draining_scheduled:
+            if socket_events(self.sock) & ZM_POLLIN:
+                self.draining_scheduled = True
+                self.loop.call_soon(self._on_readable)
+        return 0
+
+    # -- receiving and dispatch ------------------------------------------
+
+    cdef int _drain(self, int budget) except -1:
+        cdef Received r
+        cdef int err, i
+        for i in range(budget):
+            r.n = r.extra = 0
+            err = recv_parts(&r, self.sock)  # DONTWAIT: never blocks
+            if err:
+                received_close(&r)
+                if err == EAGAIN:
+                    break
+                raise_errno(err)
+            try:
+                self._handle(&r)
+            except Exception:
+                # A bug of ours must not stop the service; say so loudly.
+                self.logger.exception("zmicro: internal error handling a message")
+            finally:
+                received_close(&r)
+        release_sent()
+        return 0
+
+    cdef int _handle(self, Received *r) except -1:
+        cdef zm_header h
+        cdef zm_frame_view v
+        cdef int rc
+        cdef Context ctx
+        if r.extra:
+            self.n_malformed += 1
+            return 0
+        rc = zm_frame_parse(r.slices, r.n, 1, &h, &v)
+        if rc != ZM_OK:
+            self.n_malformed += 1
+            if (rc == ZM_E_VERSION or rc == ZM_E_KIND) and h.kind != ZM_KIND_CANCEL:
+                what = (f"unsupported protocol version {h.version} (this server speaks {ZM_WIRE_VERSION})"
+                        if rc == ZM_E_VERSION else f"unknown message kind {h.kind}")
+                self._reply(&r.slices[0], h.request_id, ZM_KIND_ERROR, C_UNIMPLEMENTED,
+                            what, "", None)
+            return 0
+        if h.kind == ZM_KIND_REQUEST:
+            return self._dispatch(r, &h, &v)
+        if h.kind == ZM_KIND_CANCEL:
+            self.n_cancels += 1
+            ctx = self.running.get((_frame_bytes(r.slices[0]), h.request_id))
+            if ctx is not None:
+                ctx._cancel()
+            return 0
+        if h.kind == ZM_KIND_PING:
+            return self._reply(&r.slices[0], h.request_id, ZM_KIND_PONG, C_OK, None, "", None)
+        self.n_unexpected += 1
+        return 0
+
+    cdef Endpoint _endpoint(self, zm_slice name):
+        for ep in self.endpoints:
+            if _same((<Endpoint>ep).key, name):
+                return <Endpoint>ep
+        return None
+
+    cdef _ContentType _ctype(self, zm_slice name):
+        for ct in self.ctypes:
+            if _same((<_ContentType>ct).key, name):
+                return <_ContentType>ct
+        return None
+
+    cdef object _decoder(self, Endpoint ep, _ContentType ct):
+        decode = ep.decoders[ct.index]
+        if decode is None:
+            decode = ct.codec.decoder(ep.request_type)
+            ep.decoders[ct.index] = decode
+        return decode
+
+    cdef int _dispatch(self, Received *r, zm_header *h, zm_frame_view *v) except -1:
+        cdef const zm_slice *peer = &r.slices[0]
+        cdef Endpoint ep
+        cdef _ContentType ct
+        cdef Context ctx
+        cdef uint32_t i
+        self.n_requests += 1
+        ep = self._endpoint(h.endpoint)
+        if ep is None:
+            return self._reply(peer, h.request_id, ZM_KIND_ERROR, C_UNIMPLEMENTED,
+                               f"{self.service} has no endpoint {_text(h.endpoint)!r}", "", None)
+        ct = self._ctype(h.content_type) if h.content_type.len else self.default_ctype
+        if ct is None:
+            return self._reply(peer, h.request_id, ZM_KIND_ERROR, C_INVALID_ARGUMENT,
+                               f"unsupported content type {_text(h.content_type)!r}", "", None)
+        if v.body_count > 1:
+            return self._reply(peer, h.request_id, ZM_KIND_ERROR, C_INVALID_ARGUMENT,
+                               "a request carries at most one body frame", "", None)
+        if self.in_flight >= self.max_in_flight:
+            return self._reply(peer, h.request_id, ZM_KIND_ERROR, C_RESOURCE_EXHAUSTED,
+                               f"{self.service} is busy ({self.in_flight} requests in flight)",
+                               "", None)
+
+        body = body_object(r, v.body_first) if v.body_count else b""
+        try:
+            request = self._decoder(ep, ct)(body)
+        except Exception as exc:
+            if not isinstance(exc, self.rpc_error):
+                exc = self.rpc_error(C_INVALID_ARGUMENT,
+                                     f"request does not decode as {ct.name}: {exc}")
+            return self._error_reply(peer, h.request_id, exc)
+
+        ctx = Context.__new__(Context)
+        ctx.service = self.service
+        ctx.endpoint = ep.name
+        ctx.request_id = h.request_id
+        ctx.peer = _frame_bytes(peer[0])
+        ctx.content_type = ct.name
+        ctx._ctype = ct
+        ctx.deadline_at = monotonic() + <double>h.deadline_us * 1e-6 if h.deadline_us else 0.0
+        if h.n_metadata:
+            ctx._metadata = {_text(h.metadata[i].key): _data(h.metadata[i].value)
+                             for i in range(h.n_metadata)}
+        ctx.trace_hi = h.trace_hi
+        ctx.trace_lo = h.trace_lo
+        ctx.span_id = h.span_id
+
+        if ep.mode != MODE_BLOCKING:
+            # The service's own thread runs this handler: a sync call back
+            # into this service from it could never be answered.
+            ctx._blocks_address = self.local_address
+        self.in_flight += 1
+        if ep.mode == MODE_INLINE:
+            result = exc = None
+            token = CURRENT.set(ctx)
+            try:
+                result = ep.handler(request, ctx)
+            except Exception as e:
+                exc = e
+            finally:
+                CURRENT.reset(token)
+                self.in_flight -= 1
+            return self._answer(ctx, result, exc)
+
+        self.running[(ctx.peer, ctx.request_id)] = ctx
+        try:
+            if ep.mode == MODE_BLOCKING:
+                if self.executor is None:
+                    self.executor = self.executor_factory()
+                fut = self.executor.submit(_contextvars.copy_context().run,
+                                           _run_blocking, ep.handler, request, ctx)
+                fut.add_done_callback(_functools.partial(self._pool_done, ctx))
+            else:
+                if self.loop is None:
+                    raise RuntimeError(f"{ep.name} is async: serve it with Service.serve()")
+                ctx._task = self.loop.create_task(_run_async(ep.handler, request, ctx))
+                ctx._task.add_done_callback(_functools.partial(self._task_done, ctx))
+        except Exception as exc:
+            self.in_flight -= 1
+            self.running.pop((ctx.peer, ctx.request_id), None)
+            return self._answer(ctx, None, exc)
+        return 0
+
+    # -- answers ---------------------------------------------------------
+
+    def _pool_done(self, Context ctx, fut):
+        # In a pool thread: hand the outcome to the socket's thread.
+        self.completions.append((ctx, fut))
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._flush_from_loop)
+        else:
+            try:
+                _os.write(self.wake_w, b"c")
+            except (BlockingIOError, OSError):
+                pass  # full pipe: a wake-up is pending anyway
+
+    def _flush_from_loop(self):
+        self._flush_completions()
+
+    cdef int _flush_completions(self) except -1:
+        cdef Context ctx
+        while self.completions:
+            ctx, fut = self.completions.popleft()
+            self.in_flight -= 1
+            self.running.pop((ctx.peer, ctx.request_id), None)
+            if fut.cancelled():
+                continue  # the pool shut down under it: the service is stopping
+            exc = fut.exception()
+            self._answer(ctx, None if exc is not None else fut.result(), exc)
+        release_sent()
+        self._after_send()
+        return 0
+
+    def _task_done(self, Context ctx, task):
+        self.in_flight -= 1
+        self.running.pop((ctx.peer, ctx.request_id), None)
+        if task.cancelled():
+            if not ctx._cancelled:  # cancelled by us stopping, not by the caller
+                self._answer(ctx, None, self.rpc_error(C_CANCELLED, "the service is stopping"))
+        else:
+            exc = task.exception()
+            self._answer(ctx, None if exc is not None else task.result(), exc)
+        release_sent()
+        self._after_send()
+
+    cdef int _answer(self, Context ctx, object result, object exc) except -1:
+        cdef zm_slice peer
+        cdef _ContentType ct = <_ContentType>ctx._ctype
+        if ctx._cancelled:
+            return 0  # the caller gave up: nobody is waiting for this
+        peer.ptr = <const uint8_t *>PyBytes_AS_STRING(ctx.peer)
+        peer.len = <size_t>PyBytes_GET_SIZE(ctx.peer)
+        if exc is None:
+            try:
+                body = ct.encode(result)
+            except Exception as e:
+                self.logger.error("zmicro: %s/%s returned a value %s cannot encode: %s",
+                                  self.service, ctx.endpoint, ct.name, e)
+                exc = self.rpc_error(C_INTERNAL, "internal error")
+            else:
+                return self._reply(&peer, ctx.request_id, ZM_KIND_REPLY, C_OK, None,
+                                   ct.name, body)
+        return self._error_reply(&peer, ctx.request_id, exc)
+
+    cdef int _error_reply(self, const zm_slice *peer, uint64_t request_id, object exc) except -1:
+        if isinstance(exc, self.rpc_error):
+            return self._reply(peer, request_id, ZM_KIND_ERROR, int(exc.code), exc.detail,
+                               "", None, exc.id or self.service)
+        if type(exc).__name__ == "CancelledError":
+            return self._reply(peer, request_id, ZM_KIND_ERROR, C_CANCELLED, "cancelled", "", None)
+        # Logged here with its traceback; the caller learns only that it failed.
+        self.logger.error("zmicro: handler of %s failed", self.service, exc_info=exc)
+        return self._reply(peer, request_id, ZM_KIND_ERROR, C_INTERNAL, "internal error", "", None)
+
+    cdef int _reply(self, const zm_slice *peer, uint64_t request_id, int kind,
+                    int status, object detail, str content_type, object body,
+                    str error_id="") except -1:
+        cdef zm_header h
+        cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
+        cdef size_t hlen = 0
+        cdef Py_buffer bview
+        cdef zm_slice b
+        cdef int rc, more
+        memset(&h, 0, <size_t>(<char *>&h.metadata - <char *>&h))
+        h.version = ZM_WIRE_VERSION
+        h.kind = <uint16_t>kind
+        h.request_id = request_id
+        h.status = <uint16_t>status
+        _slice_text(content_type, &h.content_type)
+        if detail:
+            detail = str(detail)
+            if len(detail) > DETAIL_MAX:
+                detail = detail[:DETAIL_MAX] + "…"
+            _slice_text(detail, &h.detail)
+        if error_id:
+            _slice_text(error_id, &h.service)
+        rc = zm_wire_write(&h, hbuf, sizeof(hbuf), &hlen)
+        if rc != ZM_OK:  # only an absurd error id or detail gets here
+            h.detail.len = h.service.len = 0
+            rc = zm_wire_write(&h, hbuf, sizeof(hbuf), &hlen)
+            if rc != ZM_OK:
+                raise_zm(rc)
+        # ROUTER_MANDATORY + DONTWAIT: a caller that is gone (EHOSTUNREACH) or
+        # not reading (EAGAIN: its queue is full) loses this reply, counted.
+        rc = ZMQ.send(self.sock, peer.ptr, peer.len, ZM_SNDMORE | ZM_DONTWAIT)
+        if rc < 0:
+            rc = ZMQ.errno_()
+            if rc == EHOSTUNREACH or rc == EAGAIN:
+                self.n_replies_dropped += 1
+                return 0
+            raise_errno(rc)
+        more = ZM_SNDMORE if kind == ZM_KIND_REPLY else 0
+        rc = ZMQ.send(self.sock, hbuf, hlen, more)
+        if rc < 0:
+            raise_errno(ZMQ.errno_())
+        if kind == ZM_KIND_REPLY:
+            memset(&bview, 0, sizeof(Py_buffer))
+            try:
+                view_get(body, &bview, &b)
+                send_body(self.sock, body, &b, 0)
+            finally:
+                PyBuffer_Release(&bview)
+        self.n_codes[status if status <= 16 else 2] += 1
+        return 0
+
+    # -- reporting -------------------------------------------------------
+
+    def stats(self):
+        """Counters since start: requests, replies by status code, frames
+        dropped as malformed, requests in flight."""
+        codes = {}
+        for i in range(17):
+            if self.n_codes[i]:
+                codes[_Code(i).name] = self.n_codes[i]
+        return {
+            "requests": self.n_requests,
+            "in_flight": self.in_flight,
+            "replies": codes,
+            "errors": sum(n for name, n in codes.items() if name != "OK"),
+            "malformed": self.n_malformed,
+            "unexpected": self.n_unexpected,
+            "cancels": self.n_cancels,
+            "replies_dropped": self.n_replies_dropped,
+        }

@@ -1,0 +1,27 @@
+cdef struct Received:
+    # Frames of one message while it is handled; received_close() closes them.
+    zmq_msg_t msgs[ZM_FRAME_MAX + 1]  # routing id + ZM_FRAME_MAX frames
+    zm_slice slices[ZM_FRAME_MAX + 1]  # their bytes
+    int n                              # messages initialised
+    int extra                          # frames beyond capacity, dropped
+
+
+cdef class Frame:
+    """A received frame kept as libzmq received it: a read-only buffer
+    over its bytes, no copy (large octet-stream bodies)."""
+    cdef zmq_msg_t msg                 # owns the bytes until dealloc
+
+    @staticmethod
+    cdef Frame take(zmq_msg_t *src)
+
+
+cdef void *socket_handle(object socket) except NULL
+cdef int wait_socket(void *sock, short events, double timeout) except -1
+cdef int wait_until(void *sock, short events, double deadline_at) except -1
+cdef int socket_events(void *sock) except -1
+cdef int socket_fd(void *sock) except -1
+cdef int recv_parts(Received *r, void *sock) noexcept nogil
+cdef void received_close(Received *r) noexcept nogil
+cdef object body_object(Received *r, int index)
+cdef int send_body(void *sock, object obj, const zm_slice *s, int flags) except -1
+cdef void release_sent() noexcept

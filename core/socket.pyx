@@ -1,0 +1,206 @@
+# socket.pyx - libzmq I/O on sockets pyzmq created: waiting with the GIL
+# released, receiving whole multipart messages, zero-copy large bodies.
+#
+# A socket is used by one thread at a time (libzmq sockets are not
+# thread-safe); nothing here adds locking.
+
+from libc.errno cimport EINTR
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
+from libc.stdlib cimport free
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() except -1
+    void *PyLong_AsVoidPtr(object) except? NULL
+    int PyBuffer_FillInfo(Py_buffer *view, object obj, void *buf,
+                          Py_ssize_t len, int readonly, int flags) except -1
+
+ZERO_COPY_MIN = 65536   # codec.ZERO_COPY_MIN: bodies this large are not copied
+cdef Py_ssize_t _ZERO_COPY_MIN = ZERO_COPY_MIN
+
+
+cdef void *socket_handle(object socket) except NULL:
+    """The libzmq socket behind a pyzmq Socket (or its `underlying` int)."""
+    cdef void *handle
+    if type(socket) is int:
+        handle = PyLong_AsVoidPtr(socket)
+    else:
+        if socket.closed:
+            raise_errno(ENOTSOCK)
+        handle = PyLong_AsVoidPtr(socket.underlying)
+    if handle == NULL:
+        raise_errno(ENOTSOCK)
+    return handle
+
+
+cdef int wait_until(void *sock, short events, double deadline_at) except -1:
+    """Wait, GIL released, until `sock` has `events` (1) or the monotonic
+    clock reaches `deadline_at` (0; deadline_at 0 waits forever). A signal
+    handler's exception (KeyboardInterrupt) ends the wait."""
+    cdef zmq_pollitem_t item
+    cdef long ms
+    cdef int rc
+    item.socket = sock
+    item.fd = 0
+    item.events = events
+    while True:
+        item.revents = 0
+        if deadline_at <= 0:
+            ms = -1
+        else:
+            ms = <long>((deadline_at - monotonic()) * 1000.0 + 0.999)
+            if ms < 0:
+                ms = 0
+        with nogil:
+            rc = ZMQ.poll(&item, 1, ms)
+        if rc > 0:
+            return 1
+        if rc == 0:
+            if deadline_at > 0 and monotonic() >= deadline_at:
+                return 0
+            continue  # poll's millisecond rounding woke us early
+        rc = ZMQ.errno_()
+        if rc != EINTR:
+            raise_errno(rc)
+        PyErr_CheckSignals()
+
+
+cdef int wait_socket(void *sock, short events, double timeout) except -1:
+    """wait_until() for `timeout` seconds (< 0: forever); WouldBlock when
+    it passes."""
+    if wait_until(sock, events, 0.0 if timeout < 0 else monotonic() + timeout) == 0:
+        raise_errno(EAGAIN)
+    return 0
+
+
+cdef int socket_events(void *sock) except -1:
+    """ZMQ_EVENTS: the POLLIN/POLLOUT state, and the only way to re-arm the
+    edge-triggered ZMQ_FD after a send or a read."""
+    cdef int events = 0
+    cdef size_t size = sizeof(int)
+    if ZMQ.getsockopt(sock, ZM_OPT_EVENTS, &events, &size) < 0:
+        raise_errno(ZMQ.errno_())
+    return events
+
+
+cdef int socket_fd(void *sock) except -1:
+    """ZMQ_FD: the file descriptor an event loop watches for this socket."""
+    cdef int fd = -1
+    cdef size_t size = sizeof(int)
+    if ZMQ.getsockopt(sock, ZM_OPT_FD, &fd, &size) < 0:
+        raise_errno(ZMQ.errno_())
+    return fd
+
+
+cdef int recv_parts(Received *r, void *sock) noexcept nogil:
+    """Receive every part of the next queued message into `r` (r.n and
+    r.extra start at 0). Returns 0, or an errno (EAGAIN: nothing queued)."""
+    cdef zmq_msg_t spill
+    cdef int rc = 0, more = 1, i
+    while more:
+        if r.n < ZM_FRAME_MAX + 1:
+            ZMQ.msg_init(&r.msgs[r.n])
+            r.n += 1
+            rc = ZMQ.msg_recv(&r.msgs[r.n - 1], sock, ZM_DONTWAIT)
+            if rc < 0:
+                return ZMQ.errno_()
+            more = ZMQ.msg_more(&r.msgs[r.n - 1])
+        else:  # read the rest so the next message starts clean
+            ZMQ.msg_init(&spill)
+            rc = ZMQ.msg_recv(&spill, sock, ZM_DONTWAIT)
+            more = rc >= 0 and ZMQ.msg_more(&spill)
+            ZMQ.msg_close(&spill)
+            if rc < 0:
+                return ZMQ.errno_()
+            r.extra += 1
+    for i in range(r.n):
+        r.slices[i].ptr = <const uint8_t *>ZMQ.msg_data(&r.msgs[i])
+        r.slices[i].len = ZMQ.msg_size(&r.msgs[i])
+    return 0
+
+
+cdef void received_close(Received *r) noexcept nogil:
+    while r.n > 0:
+        r.n -= 1
+        ZMQ.msg_close(&r.msgs[r.n])
+
+
+@cython.auto_pickle(False)
+cdef class Frame:
+    """A received frame exposed as a read-only buffer, without a copy.
+
+    ``memoryview(frame)`` reads it; the bytes live until the Frame (and
+    every view of it) is gone.
+    """
+
+    def __init__(self):
+        raise TypeError("Frame objects are made by the core")
+
+    @staticmethod
+    cdef Frame take(zmq_msg_t *src):
+        cdef Frame f = Frame.__new__(Frame)
+        ZMQ.msg_init(&f.msg)
+        ZMQ.msg_move(&f.msg, src)
+        return f
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        PyBuffer_FillInfo(view, self, ZMQ.msg_data(&self.msg),
+                          <Py_ssize_t>ZMQ.msg_size(&self.msg), 1, flags)
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
+
+    def __len__(self):
+        return ZMQ.msg_size(&self.msg)
+
+    def __dealloc__(self):
+        ZMQ.msg_close(&self.msg)
+
+
+cdef object body_object(Received *r, int index):
+    """Frame `index` of `r` as a Python object: bytes, or a memoryview over
+    the frame itself from ZERO_COPY_MIN bytes on (the frame moves out of r)."""
+    cdef size_t size = r.slices[index].len
+    if <Py_ssize_t>size < _ZERO_COPY_MIN:
+        return PyBytes_FromStringAndSize(<const char *>r.slices[index].ptr, <Py_ssize_t>size)
+    return memoryview(Frame.take(&r.msgs[index]))
+
+
+cdef int send_body(void *sock, object obj, const zm_slice *s, int flags) except -1:
+    """Send one frame holding `s` (the bytes of `obj`). A bytes object of
+    ZERO_COPY_MIN bytes or more goes without a copy: libzmq keeps a
+    reference until it is done (released later by release_sent)."""
+    cdef zmq_msg_t msg
+    cdef int rc, err
+    if type(obj) is not bytes or <Py_ssize_t>s.len < _ZERO_COPY_MIN:
+        with nogil:
+            rc = ZMQ.send(sock, s.ptr, s.len, flags)
+        if rc < 0:
+            raise_errno(ZMQ.errno_())
+        return 0
+    release_sent()
+    Py_INCREF(obj)  # bytes are immutable: their buffer lives as long as they do
+    if ZMQ.msg_init_data(&msg, <void *>s.ptr, s.len, zm_graveyard_free,
+                         <void *>obj) < 0:
+        Py_XDECREF(<PyObject *>obj)
+        raise_errno(ZMQ.errno_())
+    with nogil:
+        rc = ZMQ.msg_send(&msg, sock, flags)
+        if rc < 0:
+            err = ZMQ.errno_()
+            ZMQ.msg_close(&msg)  # parks the reference like a send would
+    if rc < 0:
+        raise_errno(err)
+    return 0
+
+
+cdef void release_sent() noexcept:
+    """Drop the references libzmq has finished with (zero-copy sends)."""
+    cdef void **items = NULL
+    cdef size_t n = zm_graveyard_take(&items), i
+    for i in range(n):
+        Py_XDECREF(<PyObject *>items[i])
+    free(items)
+
+
+def _release_sent():
+    release_sent()

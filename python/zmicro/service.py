@@ -1,0 +1,379 @@
+"""Services: named sets of endpoints, served on one ZeroMQ ROUTER socket.
+
+::
+
+    svc = zmicro.Service("greeter", version="1.0.0")
+
+    @svc.handler("Greeter.Hello")
+    def hello(req: HelloRequest, ctx: zmicro.Context) -> HelloReply:
+        return HelloReply(message=f"Hello {req.name}")
+
+    svc.run()            # or, under asyncio: await svc.serve()
+
+Handlers take ``(request, ctx)``. The request is decoded by the codec its
+content type names, into the type the handler's first parameter is annotated
+with (a bad request is answered ``INVALID_ARGUMENT`` naming the field);
+the return value is encoded the same way. A handler may be
+
+- sync, run inline on the service's thread (the fast path);
+- sync and ``blocking=True`` (or decorated with :func:`blocking`): run in a
+  thread pool, so it may wait on I/O; its reply is still sent from the
+  service's thread;
+- ``async def``: run as a task on the event loop.
+
+``run()`` with only sync handlers waits in libzmq with the GIL released;
+with async handlers, or with ``serve()``, the service waits through the
+event loop. Both use the same dispatch.
+
+The service registers itself (with a TTL it keeps refreshing) in the
+registry — the embedded one by default — once bound, and deregisters first
+when it stops: on ``stop()``, SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import signal
+import threading
+import typing
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import zmq
+
+from . import _core
+from .codec import DEFAULT_CONTENT_TYPE, codecs
+from .context import Context
+from .middleware import ServerInterceptor, chain_server, is_async
+from .registry import Endpoint as EndpointRecord
+from .registry import Node, Registry, ServiceRecord, default_registry
+from .security import resolve_insecure
+
+__all__ = ["Service", "blocking"]
+
+log = logging.getLogger("zmicro.service")
+
+_BLOCKING_ATTR = "__zmicro_blocking__"
+DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
+
+
+def blocking(fn: Callable) -> Callable:
+    """Mark a handler (or a method given to ``Service.register``) as
+    blocking: it runs in the service's thread pool."""
+    setattr(fn, _BLOCKING_ATTR, True)
+    return fn
+
+
+class _Handler(typing.NamedTuple):
+    name: str
+    fn: Callable
+    mode: int
+    request_type: Any
+    response_type: Any
+
+
+def _types_of(fn: Callable) -> tuple[Any, Any]:
+    """(request annotation, return annotation), Any where missing."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+        hints = typing.get_type_hints(fn)
+    except (TypeError, ValueError, NameError):
+        return Any, Any
+    request = hints.get(params[0].name, Any) if params else Any
+    return request, hints.get("return", Any)
+
+
+def _schema(tp: Any) -> dict | None:
+    if tp is Any or tp is None:
+        return None
+    try:
+        return msgspec.json.schema(tp)
+    except Exception:  # types msgspec cannot describe (capnp structs...)
+        return None
+
+
+class Service:
+    """A service: endpoints served on one socket, registered by name.
+
+    ``address`` binds exactly there (``tcp://host:port`` or ``ipc://path``);
+    by default a free port on 127.0.0.1. ``max_in_flight`` caps requests
+    being handled at once: beyond it callers get ``RESOURCE_EXHAUSTED`` at
+    once instead of a growing queue. ``workers`` sizes the thread pool of
+    blocking handlers.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        version: str = "",
+        address: str | None = None,
+        registry: Registry | None = None,
+        metadata: dict[str, str] | None = None,
+        insecure: bool | None = None,
+        max_in_flight: int = 1024,
+        workers: int | None = None,
+        ttl: float = 10.0,
+        interceptors: Sequence[ServerInterceptor] = (),
+        content_type: str = DEFAULT_CONTENT_TYPE,
+        max_message_size: int = DEFAULT_MAX_MESSAGE,
+        context: zmq.Context | None = None,
+    ) -> None:
+        if not name or "/" in name:
+            raise ValueError(f"invalid service name {name!r}")
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
+        self.name = name
+        self.version = version
+        self.metadata = dict(metadata or {})
+        self.insecure = resolve_insecure(insecure)
+        self._requested_address = address
+        self._registry = registry
+        self._max_in_flight = max_in_flight
+        self._workers = workers
+        self._ttl = ttl
+        self._interceptors = list(interceptors)
+        self._content_type = content_type
+        self._max_message_size = max_message_size
+        self._zctx = context
+        self._handlers: dict[str, _Handler] = {}
+        self._node_id = f"{name}-{uuid.uuid4().hex[:12]}"
+        self._sock: zmq.Socket | None = None
+        self._core: _core.ServerCore | None = None
+        self._record: ServiceRecord | None = None
+        self._heartbeat: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._async_stop: asyncio.Event | None = None
+        self.address: str | None = None
+
+    # -- endpoints ---------------------------------------------------------
+
+    def handler(self, name: str | None = None, *, blocking: bool = False):
+        """Decorator: serve the function as endpoint ``name`` (default: its
+        ``__qualname__``)."""
+
+        def register(fn: Callable) -> Callable:
+            self._add(name or fn.__qualname__, fn, blocking or getattr(fn, _BLOCKING_ATTR, False))
+            return fn
+
+        return register
+
+    def register(self, obj: Any, *, prefix: str | None = None) -> None:
+        """Serve every public method of ``obj`` as ``<Class>.<Method>``."""
+        prefix = prefix or type(obj).__name__
+        for attr in dir(obj):
+            if attr.startswith("_"):
+                continue
+            fn = getattr(obj, attr)
+            if callable(fn) and (inspect.ismethod(fn) or inspect.isfunction(fn)):
+                self._add(f"{prefix}.{attr}", fn, getattr(fn, _BLOCKING_ATTR, False))
+
+    def _add(self, name: str, fn: Callable, blocking_: bool) -> None:
+        if self._core is not None:
+            raise RuntimeError("add handlers before the service starts")
+        if name in self._handlers:
+            raise ValueError(f"endpoint {name!r} is already registered")
+        if len(name.encode()) > 255:
+            raise ValueError("endpoint names are at most 255 bytes")
+        if is_async(fn):
+            if blocking_:
+                raise ValueError(f"{name}: an async handler cannot be blocking")
+            mode = _core.ASYNC
+        else:
+            mode = _core.BLOCKING if blocking_ else _core.INLINE
+        request_type, response_type = _types_of(fn)
+        self._handlers[name] = _Handler(name, fn, mode, request_type, response_type)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return sorted(self._handlers)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until stopped (``stop()``, SIGINT, SIGTERM), then
+        deregister and close. Blocks; waits in libzmq unless a handler is
+        async, then runs an asyncio loop."""
+        if any(h.mode == _core.ASYNC for h in self._handlers.values()):
+            asyncio.run(self.serve())
+            return
+        self._start()
+        restore = self._install_signals()
+        try:
+            self._core.run_blocking()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            restore()
+            self._shutdown()
+
+    async def serve(self) -> None:
+        """Serve on the running event loop until stopped, then deregister
+        and close."""
+        self._loop = asyncio.get_running_loop()
+        self._async_stop = asyncio.Event()
+        self._start()
+        self._core.attach(self._loop)
+        restore = self._install_loop_signals(self._loop)
+        try:
+            await self._async_stop.wait()
+        finally:
+            restore()
+            self._core.detach()
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Stop serving (thread-safe; also from a signal handler)."""
+        self._stop_event.set()
+        if self._core is not None:
+            self._core.stop()
+        if self._loop is not None and self._async_stop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._async_stop.set)
+            except RuntimeError:  # loop already closed
+                pass
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: requests, replies by status code, errors, malformed
+        frames dropped, requests in flight."""
+        base = {"service": self.name, "node": self._node_id, "address": self.address}
+        if self._core is None:
+            return base | {"requests": 0, "in_flight": 0, "replies": {}, "errors": 0,
+                           "malformed": 0, "unexpected": 0, "cancels": 0, "replies_dropped": 0}
+        return base | self._core.stats()
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- internals ---------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._core is not None:
+            raise RuntimeError("the service is already running")
+        if not self._handlers:
+            raise RuntimeError(f"service {self.name!r} has no handlers")
+        self._stop_event.clear()
+        zctx = self._zctx or zmq.Context.instance()
+        sock = zctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 200)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
+        try:
+            self.address = _bind(sock, self._requested_address)
+        except zmq.ZMQError:
+            sock.close(0)
+            raise
+        self._sock = sock
+        endpoints = [
+            _core.Endpoint(h.name, chain_server(self._interceptors, h.fn) if self._interceptors else h.fn,
+                           h.mode, h.request_type)
+            for h in self._handlers.values()
+        ]
+        workers = self._workers
+
+        def executor() -> concurrent.futures.Executor:
+            return concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix=f"zmicro-{self.name}")
+
+        self._core = _core.ServerCore(
+            sock, self.name, endpoints, codecs(),
+            default_content_type=self._content_type,
+            max_in_flight=self._max_in_flight,
+            executor_factory=executor,
+            logger=logging.getLogger("zmicro.server"),
+        )
+        self._core.local_address = self.address
+        self._register()
+        log.info("zmicro: %s %s serving %s at %s", self.name, self.version,
+                 ", ".join(self.endpoints), self.address)
+
+    def _register(self) -> None:
+        if self._registry is None:
+            self._registry = default_registry()
+        self._record = ServiceRecord(
+            name=self.name,
+            version=self.version,
+            metadata=self.metadata,
+            endpoints=tuple(
+                EndpointRecord(name=h.name, request=_schema(h.request_type),
+                               response=_schema(h.response_type))
+                for h in self._handlers.values()),
+            nodes=(Node(id=self._node_id, address=self.address),),
+        )
+        self._registry.register(self._record, ttl=self._ttl)
+        self._heartbeat = threading.Thread(target=self._beat, name=f"zmicro-{self.name}-ttl",
+                                           daemon=True)
+        self._heartbeat.start()
+
+    def _beat(self) -> None:
+        while not self._stop_event.wait(self._ttl / 3):
+            try:
+                self._registry.register(self._record, ttl=self._ttl)
+            except Exception as exc:  # keep serving; the next beat retries
+                log.warning("zmicro: could not refresh %s in the registry: %s", self.name, exc)
+
+    def _shutdown(self) -> None:
+        # Deregister first, so the registry never hands out a closing node.
+        self._stop_event.set()
+        if self._record is not None:
+            try:
+                self._registry.deregister(self._record)
+            except Exception as exc:
+                log.warning("zmicro: could not deregister %s: %s", self.name, exc)
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=5)
+        if self._core is not None:
+            self._core.close()
+        if self._sock is not None:
+            self._sock.close()
+        self._core = self._sock = self._record = self._heartbeat = None
+        self._loop = self._async_stop = None
+        log.info("zmicro: %s stopped", self.name)
+
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum, frame):
+            self.stop()
+
+        old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _install_loop_signals(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+
+        def restore() -> None:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+        return restore
+
+
+def _bind(sock: zmq.Socket, address: str | None) -> str:
+    """Bind `sock`; returns the address clients connect to."""
+    # (libzmq itself removes an ipc socket file left by a dead process.)
+    sock.bind(address or "tcp://127.0.0.1:*")
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)

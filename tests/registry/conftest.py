@@ -1,0 +1,74 @@
+"""Fixtures of the registry tests: a fake clock and every implementation.
+
+To run the contract suite against a new implementation, add one line to
+IMPLEMENTATIONS: a factory taking the pytest request (for other fixtures,
+e.g. ``request.getfixturevalue("etcd_endpoint")``) and the fake clock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from zmicro.registry import EmbeddedRegistry, MemoryRegistry, Registry
+
+
+class FakeClock:
+    """A clock that moves only when told (epoch seconds, so wall-clock backends accept it)."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
+@dataclass(frozen=True)
+class Impl:
+    make: Callable[[pytest.FixtureRequest, FakeClock], Registry]
+    # Expiry follows the injected clock (etcd's leases follow the server's).
+    fake_clock: bool = True
+
+
+IMPLEMENTATIONS: dict[str, Impl] = {
+    "memory": Impl(lambda request, clock: MemoryRegistry(clock=clock)),
+    "embedded": Impl(
+        lambda request, clock: EmbeddedRegistry(
+            request.getfixturevalue("tmp_path") / "registry", clock=clock, poll_interval=0.02
+        )
+    ),
+}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def impl(request) -> Impl:
+    return IMPLEMENTATIONS[request.param]
+
+
+@pytest.fixture
+def registry(request, impl, clock):
+    reg = impl.make(request, clock)
+    yield reg
+    reg.close()
+
+
+@pytest.fixture
+def fake_clock_registry(registry, impl):
+    """The registry, for tests of expiry driven by the fake clock."""
+    if not impl.fake_clock:
+        pytest.skip("expiry of this backend does not follow an injected clock")
+    return registry
