@@ -146,8 +146,7 @@ cdef class ServerCore:
         items[1].socket = NULL
         items[1].fd = self.wake_r
         items[1].events = ZM_POLLIN
-        self.stopping = False
-        while not self.stopping:
+        while not self.stopping:  # a core is used once: stop() is for good
             items[0].revents = items[1].revents = 0
             with nogil:
                 rc = ZMQ.poll(items, 2, -1)
@@ -452,8 +451,8 @@ cdef class ServerCore:
             if len(detail) > DETAIL_MAX:
                 detail = detail[:DETAIL_MAX] + "…"
             _slice_text(detail, &h.detail)
-        if error_id:
-            _slice_text(error_id, &h.service)
+        if kind == ZM_KIND_ERROR:  # every error names where it comes from
+            _slice_text(error_id or self.service, &h.service)
         rc = zm_wire_write(&h, hbuf, sizeof(hbuf), &hlen)
         if rc != ZM_OK:  # only an absurd error id or detail gets here
             h.detail.len = h.service.len = 0

@@ -34,3 +34,12 @@ def zctx():
     ctx = zmq.Context()
     yield ctx
     ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def unused_tcp_port() -> int:
+    """A loopback port free right now (the OS picks it; never a fixed one)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -292,6 +292,8 @@ class Service:
             logger=logging.getLogger("zmicro.server"),
         )
         self._core.local_address = self.address
+        if self._stop_event.is_set():  # stop() came while we were starting
+            self._core.stop()
         self._register()
         log.info("zmicro: %s %s serving %s at %s", self.name, self.version,
                  ", ".join(self.endpoints), self.address)

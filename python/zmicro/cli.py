@@ -1,0 +1,275 @@
+"""The ``zmicro`` command: call services and look them up in the registry.
+
+::
+
+    zmicro call greeter Greeter.Hello '{"name": "Ada"}'
+    echo '{"name": "Ada"}' | zmicro call greeter Greeter.Hello
+    zmicro call greeter Greeter.Hello '{"name": "Ada"}' --address tcp://127.0.0.1:5555
+    zmicro list [--json]
+    zmicro describe greeter [--json]
+
+The Python API does the work (:class:`~zmicro.Client`, the registry); this
+module turns arguments into calls and results into text.
+
+Exit status (``EXIT_*`` below): 0 success; 1 the call failed with an RPC
+error (the service's, or ``UNAVAILABLE`` when no node could be reached) or
+the service to describe is not registered; 2 usage error (bad option,
+invalid JSON); 3 the registry or the transport could not be used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import msgspec
+import zmq
+
+from . import __version__, codec
+from .client import DEFAULT_TIMEOUT, Client
+from .errors import RPCError, TransportError, WireError
+from .registry import EmbeddedRegistry, RegistryError, ServiceRecord
+
+__all__ = ["EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_USAGE", "main"]
+
+EXIT_FAILED = 1       # an RPC error, or no such service
+EXIT_USAGE = 2        # click's own status for usage errors
+EXIT_ENVIRONMENT = 3  # registry or transport unusable
+
+_pretty = msgspec.json.Encoder()
+_ADDRESS_SCHEMES = ("tcp://", "ipc://")
+
+
+class Failure(click.ClickException):
+    """Print ``error: <message>`` on stderr and exit with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _registry_option(fn):
+    return click.option(
+        "--registry-dir",
+        type=click.Path(exists=True, file_okay=False),
+        help="The embedded registry's directory "
+             "[default: $ZMICRO_REGISTRY_DIR, else ~/.local/state/zmicro/registry].",
+    )(fn)
+
+
+def _registry(registry_dir: str | None) -> EmbeddedRegistry:
+    try:
+        return EmbeddedRegistry(registry_dir)
+    except RegistryError as exc:
+        raise Failure(str(exc), EXIT_ENVIRONMENT) from None
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.format(_pretty.encode(value), indent=2).decode()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="zmicro")
+def main() -> None:
+    """Call zmicro services and look them up in the registry.
+
+    Exit status: 0 success, 1 RPC error or unknown service, 2 usage error,
+    3 registry or transport unusable.
+    """
+
+
+# -- call ----------------------------------------------------------------------
+
+
+def _read_body(body: str | None) -> tuple[str, str]:
+    """(JSON text, where it came from) for the BODY argument."""
+    if body is not None and body != "-":
+        return body, "BODY"
+    stdin = click.get_text_stream("stdin")
+    if body is None and stdin.isatty():
+        raise click.UsageError("give BODY as an argument, or pipe JSON on stdin "
+                               "(BODY '-' reads the terminal)")
+    return stdin.read(), "BODY (stdin)"
+
+
+def _parse_metadata(pairs: tuple[str, ...]) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--metadata")
+        if key in metadata:
+            raise click.BadParameter(f"key {key!r} given twice", param_hint="--metadata")
+        metadata[key] = value
+    return metadata
+
+
+def _has_bytes(value: Any) -> bool:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return True
+    if isinstance(value, dict):
+        return any(_has_bytes(k) or _has_bytes(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_bytes(v) for v in value)
+    return False
+
+
+@main.command()
+@click.argument("service")
+@click.argument("endpoint")
+@click.argument("body", required=False)
+@click.option("--address", metavar="ADDR",
+              help="Call this node (tcp://host:port or ipc://path) instead of "
+                   "asking the registry.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_TIMEOUT, show_default=True, metavar="SECONDS",
+              help="Deadline of the call.")
+@click.option("--metadata", "-m", multiple=True, metavar="KEY=VALUE",
+              help="Request metadata entry (repeatable); values are sent as UTF-8.")
+@click.option("--content-type", type=click.Choice([codec.JSON, codec.MSGPACK]),
+              default=codec.JSON, show_default=True,
+              help="Codec on the wire: JSON is sent as given; msgpack is converted "
+                   "from the JSON, and the reply back to JSON.")
+@_registry_option
+def call(service: str, endpoint: str, body: str | None, address: str | None,
+         timeout: float, metadata: tuple[str, ...], content_type: str,
+         registry_dir: str | None) -> None:
+    """Call ENDPOINT of SERVICE with the JSON request BODY (default: stdin).
+
+    Prints the reply as indented JSON; bytes in a msgpack reply appear as
+    base64 strings. An error reply prints "error: CODE: detail" on stderr
+    and exits with status 1.
+    """
+    text, source = _read_body(body)
+    if not text.strip():
+        raise click.BadParameter("empty: give a JSON value (e.g. {} or null)", param_hint=source)
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=source) from None
+    if address is not None and not address.startswith(_ADDRESS_SCHEMES):
+        raise click.BadParameter(f"{address!r} is not tcp://host:port or ipc://path",
+                                 param_hint="--address")
+    entries = _parse_metadata(metadata)
+
+    if content_type == codec.JSON:
+        # The user's JSON goes out byte for byte, and comes back the same way.
+        request, response_type = msgspec.Raw(text.encode()), msgspec.Raw
+    else:
+        request, response_type = value, None
+    registry = None if address is not None else _registry(registry_dir)
+    client = Client(registry=registry, timeout=timeout, content_type=content_type)
+    try:
+        reply = client.call(service, endpoint, request, metadata=entries or None,
+                            address=address, response_type=response_type)
+    except RPCError as exc:
+        raise Failure(f"{exc.code.name}: {exc.detail}", EXIT_FAILED) from None
+    except (WireError, ValueError) as exc:  # names or metadata the wire refuses
+        raise click.UsageError(str(exc)) from None
+    except (RegistryError, TransportError, zmq.ZMQError) as exc:
+        raise Failure(str(exc), EXIT_ENVIRONMENT) from None
+    finally:
+        client.close()
+        if registry is not None:
+            registry.close()
+
+    if isinstance(reply, msgspec.Raw):
+        try:
+            click.echo(msgspec.json.format(bytes(reply), indent=2).decode())
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            raise Failure("the reply is not valid JSON", EXIT_FAILED) from None
+        return
+    try:
+        click.echo(_json(reply))
+    except (msgspec.EncodeError, TypeError) as exc:
+        raise Failure(f"the reply cannot be shown as JSON: {exc}", EXIT_FAILED) from None
+    if _has_bytes(reply):
+        click.echo("note: bytes in the reply are shown as base64 strings", err=True)
+
+
+# -- list, describe ------------------------------------------------------------
+
+
+def _records(registry_dir: str | None, name: str | None) -> list[ServiceRecord]:
+    registry = _registry(registry_dir)
+    try:
+        return registry.list() if name is None else registry.get(name)
+    except RegistryError as exc:
+        raise Failure(str(exc), EXIT_ENVIRONMENT) from None
+    except ValueError as exc:  # an invalid service name
+        raise click.BadParameter(str(exc), param_hint="SERVICE") from None
+    finally:
+        registry.close()
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                     for row in rows)
+
+
+def _pairs(mapping: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(mapping.items()))
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_registry_option
+def list_(as_json: bool, registry_dir: str | None) -> None:
+    """List the registered services: versions, node and endpoint counts."""
+    records = _records(registry_dir, None)
+    if as_json:
+        click.echo(_json([{"name": r.name, "version": r.version, "nodes": len(r.nodes),
+                           "endpoints": [e.name for e in r.endpoints]} for r in records]))
+        return
+    if not records:
+        click.echo("no services registered", err=True)
+        return
+    rows = [("SERVICE", "VERSION", "NODES", "ENDPOINTS")]
+    rows += [(r.name, r.version or "-", str(len(r.nodes)), str(len(r.endpoints)))
+             for r in records]
+    click.echo(_table(rows))
+
+
+def _indent(text: str, spaces: int) -> str:
+    return "\n".join(" " * spaces + line for line in text.splitlines())
+
+
+def _describe(record: ServiceRecord) -> str:
+    lines = [f"{record.name} {record.version or '(no version)'}"]
+    if record.metadata:
+        lines.append(f"  metadata: {_pairs(record.metadata)}")
+    lines.append("  nodes:")
+    for node in record.nodes:
+        extra = f"  {_pairs(node.metadata)}" if node.metadata else ""
+        lines.append(f"    {node.id}  {node.address}{extra}")
+    lines.append("  endpoints:")
+    for ep in record.endpoints:
+        lines.append(f"    {ep.name}")
+        if ep.metadata:
+            lines.append(f"      metadata: {_pairs(ep.metadata)}")
+        for label, schema in (("request", ep.request), ("response", ep.response)):
+            if schema is None:
+                lines.append(f"      {label}: (untyped)")
+            else:
+                lines.append(f"      {label}:")
+                lines.append(_indent(_json(schema), 8))
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("service")
+@click.option("--json", "as_json", is_flag=True, help="Print the registry records as JSON.")
+@_registry_option
+def describe(service: str, as_json: bool, registry_dir: str | None) -> None:
+    """Show SERVICE: versions, metadata, nodes, endpoints and their JSON schemas."""
+    records = _records(registry_dir, service)
+    if not records:
+        raise Failure(f"service {service!r} is not registered", EXIT_FAILED)
+    if as_json:
+        click.echo(_json(records))
+        return
+    click.echo("\n\n".join(_describe(r) for r in records))

@@ -1,0 +1,74 @@
+"""A service's life in the registry: registered while serving, gone at
+once on SIGTERM/SIGINT (deregistered before it exits), gone after its TTL
+when killed outright."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+import zmicro
+from zmicro import Code, RPCError
+
+from .conftest import ServiceProcess
+
+
+def nodes(registry, name):
+    return [n.address for r in registry.get(name) for n in r.nodes]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_deregisters_then_exits(registry_dir, registry, kind, sig):
+    name = f"life-{kind}-{sig.name.lower()}"
+    proc = ServiceProcess(kind, name, registry_dir)
+    assert nodes(registry, name) == [proc.address]
+    with zmicro.Client(registry=registry, insecure=True, timeout=10) as c:
+        assert c.call(name, "Greeter.Echo", 1) == 1
+    proc.signal(sig)
+    assert proc.proc.wait(30) == 0  # a clean exit, not a signal death
+    assert nodes(registry, name) == []  # deregistered, not left to expire
+
+
+def test_kill_9_expires_after_ttl(registry_dir, registry):
+    """No chance to deregister: the node disappears when its TTL (2 s in
+    the test app) runs out without heartbeats."""
+    proc = ServiceProcess("sync", "life-killed", registry_dir)
+    assert nodes(registry, "life-killed") == [proc.address]
+    proc.proc.kill()
+    proc.proc.wait(30)
+    assert nodes(registry, "life-killed") == [proc.address]  # still there: no goodbye
+    deadline = time.monotonic() + 30
+    while nodes(registry, "life-killed"):
+        assert time.monotonic() < deadline, "the dead node never expired"
+        time.sleep(0.1)
+    with zmicro.Client(registry=registry, insecure=True, timeout=2, cache_ttl=0) as c:
+        with pytest.raises(RPCError) as err:
+            c.call("life-killed", "Greeter.Echo", 1)
+    assert err.value.code == Code.UNAVAILABLE
+
+
+def test_heartbeat_keeps_a_live_node(registry_dir, registry):
+    """Alive past several TTLs: the heartbeat refreshes it."""
+    proc = ServiceProcess("sync", "life-beating", registry_dir)
+    try:
+        time.sleep(5)  # 2.5 TTLs
+        assert nodes(registry, "life-beating") == [proc.address]
+    finally:
+        proc.stop()
+
+
+def test_registry_record(services, registry):
+    """Records carry version, endpoints and their schemas."""
+    [record] = registry.get("greeter-sync")
+    assert record.version == "1.0.0"
+    endpoints = {e.name: e for e in record.endpoints}
+    assert "Greeter.Hello" in endpoints and "Greeter.Sleep" in endpoints
+    schema = endpoints["Greeter.Hello"].request
+    assert schema["$ref"].endswith("HelloRequest")
+    props = schema["$defs"]["HelloRequest"]["properties"]
+    assert props["name"]["type"] == "string"
+    assert endpoints["Greeter.Hello"].response["$ref"].endswith("HelloReply")
+    assert endpoints["Greeter.Echo"].request is None  # untyped
