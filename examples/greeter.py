@@ -1,0 +1,39 @@
+"""The README's service: run it, then call it from anywhere on this machine.
+
+    python examples/greeter.py
+    zmicro call greeter Greeter.Hello '{"name": "Ada"}'
+"""
+
+import asyncio
+
+import msgspec
+
+import zmicro
+
+
+class HelloRequest(msgspec.Struct):
+    name: str
+
+
+class HelloReply(msgspec.Struct):
+    message: str
+
+
+svc = zmicro.Service("greeter", version="1.0.0")  # embedded registry by default
+
+
+@svc.handler("Greeter.Hello")
+def hello(req: HelloRequest, ctx: zmicro.Context) -> HelloReply:
+    return HelloReply(message=f"Hello {req.name}")
+
+
+class Greeter:  # every public method becomes "Greeter.<Method>"
+    async def Wave(self, req: dict, ctx: zmicro.Context) -> dict:
+        await asyncio.sleep(0)
+        return {"wave": f"👋 {req.get('name', 'you')}", "deadline_left": ctx.time_remaining()}
+
+
+svc.register(Greeter())
+
+if __name__ == "__main__":
+    svc.run()  # has an async handler, so it serves under asyncio; Ctrl-C deregisters and exits
