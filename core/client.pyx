@@ -310,8 +310,11 @@ cdef class AsyncChannel:
                 if r.extra or zm_frame_parse(r.slices, r.n, 0, &h, &v) != ZM_OK:
                     self.n_malformed += 1
                     continue
+                if h.kind != ZM_KIND_REPLY and h.kind != ZM_KIND_ERROR:
+                    self.n_stale += 1  # e.g. a pong: never the answer to a call
+                    continue
                 p = self.pending.pop(h.request_id, None)
-                if p is None or (h.kind != ZM_KIND_REPLY and h.kind != ZM_KIND_ERROR):
+                if p is None:
                     self.n_stale += 1
                     continue
                 if p.future.done():

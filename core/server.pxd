@@ -29,6 +29,7 @@ cdef class ServerCore:
     cdef object zsock                 # pyzmq ROUTER, kept alive
     cdef void *sock                   # its libzmq socket
     cdef readonly str service         # service name (error replies' id)
+    cdef bytes service_key            # the same in UTF-8, matched against requests
     cdef public str local_address     # where it is bound (self-call detection)
     cdef list endpoints               # Endpoint
     cdef list ctypes                  # _ContentType, known content types

@@ -27,7 +27,7 @@ BLOCKING = MODE_BLOCKING
 ASYNC = MODE_ASYNC
 
 cdef int BATCH = 256           # messages per wake before other work gets a turn
-cdef Py_ssize_t DETAIL_MAX = 1024  # characters of error detail sent
+cdef Py_ssize_t DETAIL_MAX = 1024  # bytes of error detail sent (the wire allows 4096)
 
 cdef int C_OK = _Code.OK
 cdef int C_CANCELLED = _Code.CANCELLED
@@ -36,6 +36,17 @@ cdef int C_DEADLINE_EXCEEDED = _Code.DEADLINE_EXCEEDED
 cdef int C_RESOURCE_EXHAUSTED = _Code.RESOURCE_EXHAUSTED
 cdef int C_UNIMPLEMENTED = _Code.UNIMPLEMENTED
 cdef int C_INTERNAL = _Code.INTERNAL
+cdef int C_UNAVAILABLE_ = _Code.UNAVAILABLE
+
+
+cdef str _clip(str text):
+    """`text` cut to DETAIL_MAX bytes of UTF-8, on a character boundary."""
+    if len(text) * 4 <= DETAIL_MAX:
+        return text
+    data = text.encode()
+    if len(data) <= DETAIL_MAX:
+        return text
+    return data[:DETAIL_MAX - 3].decode("utf-8", "ignore") + "…"
 
 
 cdef bint _same(bytes key, zm_slice s) noexcept:
@@ -97,6 +108,7 @@ cdef class ServerCore:
         self.zsock = zsock
         self.sock = socket_handle(zsock)
         self.service = service
+        self.service_key = service.encode()
         self.endpoints = list(endpoints)
         self.ctypes = []
         for name, codec in codecs.items():
@@ -284,6 +296,11 @@ cdef class ServerCore:
         cdef Context ctx
         cdef uint32_t i
         self.n_requests += 1
+        if h.service.len and not _same(self.service_key, h.service):
+            # A stale address, now another service's: never run its endpoint.
+            return self._reply(peer, h.request_id, ZM_KIND_ERROR, C_UNAVAILABLE_,
+                               f"this node serves {self.service!r}, not {_text(h.service)!r}",
+                               "", None)
         ep = self._endpoint(h.endpoint)
         if ep is None:
             return self._reply(peer, h.request_id, ZM_KIND_ERROR, C_UNIMPLEMENTED,
@@ -447,9 +464,7 @@ cdef class ServerCore:
         h.status = <uint16_t>status
         _slice_text(content_type, &h.content_type)
         if detail:
-            detail = str(detail)
-            if len(detail) > DETAIL_MAX:
-                detail = detail[:DETAIL_MAX] + "…"
+            detail = _clip(str(detail))
             _slice_text(detail, &h.detail)
         if kind == ZM_KIND_ERROR:  # every error names where it comes from
             _slice_text(error_id or self.service, &h.service)

@@ -295,7 +295,8 @@ static void build_header(cursor *c, zm_header *h) {
 }
 
 static int ok_text(zm_slice s, size_t limit) {
-    return s.len <= limit && ref_utf8_valid(s.ptr, s.len);
+    return s.len <= limit && ref_utf8_valid(s.ptr, s.len) &&
+           (s.len == 0 || memchr(s.ptr, 0, s.len) == NULL);
 }
 
 /* Words a blob takes in the canonical layout (zm_wire.h: empty = null). */

@@ -12,7 +12,7 @@ const char *zm_strerror(int code) {
     case ZM_E_POINTER_KIND: return "pointer of the wrong kind in header";
     case ZM_E_BOUNDS: return "pointer outside the header segment";
     case ZM_E_TRAVERSAL: return "header pointers exceed the traversal budget";
-    case ZM_E_TEXT_NUL: return "text not NUL-terminated";
+    case ZM_E_TEXT_NUL: return "text not NUL-terminated, or with a NUL inside";
     case ZM_E_TEXT_UTF8: return "text not valid UTF-8";
     case ZM_E_TEXT_SIZE: return "text or data field over its size limit";
     case ZM_E_METADATA_COUNT: return "too many metadata entries";

@@ -45,7 +45,7 @@ typedef enum zm_err {
     ZM_E_POINTER_KIND = 6,    /* wrong pointer type or list element size */
     ZM_E_BOUNDS = 7,          /* pointer target outside the segment */
     ZM_E_TRAVERSAL = 8,       /* aliasing pointers exceeded the read budget */
-    ZM_E_TEXT_NUL = 9,        /* text not NUL-terminated */
+    ZM_E_TEXT_NUL = 9,        /* text not NUL-terminated, or a NUL inside */
     ZM_E_TEXT_UTF8 = 10,      /* text not valid UTF-8 */
     ZM_E_TEXT_SIZE = 11,      /* text or data longer than its limit */
     ZM_E_METADATA_COUNT = 12, /* more than ZM_WIRE_MAX_METADATA entries */

@@ -17,7 +17,8 @@
 
 /* ========================================================================
  * Layout of Header v1, as the Cap'n Proto compiler lays out wire.capnp.
- * tests/wire/test_layout.py checks these against pycapnp's compiled schema.
+ * tests/wire/test_pycapnp.py (test_layout_matches_compiled_schema) checks
+ * these against pycapnp's compiled schema.
  * ======================================================================== */
 #define H_DATA_WORDS 8
 #define H_PTR_COUNT 7
@@ -162,6 +163,9 @@ static int rd_blob(rd *r, int64_t at, int text, size_t limit, zm_slice *out) {
         if (count == 0 || p[count - 1] != 0)
             return ZM_E_TEXT_NUL;
         len--;
+        /* A NUL inside a name is never meant: C consumers would cut it. */
+        if (len && memchr(p, 0, len) != NULL)
+            return ZM_E_TEXT_NUL;
     }
     if (len > limit)
         return ZM_E_TEXT_SIZE;
@@ -383,6 +387,8 @@ size_t zm_wire_size(const zm_header *h) {
 static int wr_check_text(zm_slice t, size_t limit) {
     if (t.len > limit)
         return ZM_E_TEXT_SIZE;
+    if (t.len && memchr(t.ptr, 0, t.len) != NULL)
+        return ZM_E_TEXT_NUL;
     if (!zm_utf8_valid(t.ptr, t.len))
         return ZM_E_TEXT_UTF8;
     return ZM_OK;

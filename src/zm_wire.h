@@ -20,7 +20,8 @@
 
 #define ZM_WIRE_VERSION 1
 
-/* Limits every writer must respect and every reader enforces. */
+/* Limits every writer must respect and every reader enforces. Texts are
+ * UTF-8 without NUL bytes (but for the terminator). */
 #define ZM_WIRE_MAX_HEADER 8192   /* whole frame, segment table included */
 #define ZM_WIRE_MAX_NAME 255      /* contentType, service, endpoint, principal, keys */
 #define ZM_WIRE_MAX_VALUE 4096    /* detail, metadata values, nonce */

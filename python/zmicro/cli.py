@@ -156,7 +156,7 @@ def call(service: str, endpoint: str, body: str | None, address: str | None,
     entries = _parse_metadata(metadata)
 
     if content_type == codec.JSON:
-        # The user's JSON goes out byte for byte, and comes back the same way.
+        # The JSON goes out byte for byte; the reply is only re-indented.
         request, response_type = msgspec.Raw(text.encode()), msgspec.Raw
     else:
         request, response_type = value, None

@@ -39,7 +39,7 @@ class WireErrorCode(enum.IntEnum):
     """Why bytes were refused: the ``zm_err`` codes of ``src/zm_common.h``.
 
     The values are part of the protocol documentation and never change;
-    ``tests/wire/test_errors.py`` checks them against the C enum.
+    ``tests/transport/test_binding.py`` checks them against the C enum.
     """
 
     SHORT = 1

@@ -203,9 +203,11 @@ class Service:
         if any(h.mode == _core.ASYNC for h in self._handlers.values()):
             asyncio.run(self.serve())
             return
-        self._start()
+        # Handlers first: a signal while starting is then a stop request
+        # (which _start honours), never a KeyboardInterrupt mid-registration.
         restore = self._install_signals()
         try:
+            self._start()
             self._core.run_blocking()
         except KeyboardInterrupt:
             pass
@@ -218,14 +220,16 @@ class Service:
         and close."""
         self._loop = asyncio.get_running_loop()
         self._async_stop = asyncio.Event()
-        self._start()
-        self._core.attach(self._loop)
         restore = self._install_loop_signals(self._loop)
         try:
-            await self._async_stop.wait()
+            self._start()
+            self._core.attach(self._loop)
+            if not self._stop_event.is_set():
+                await self._async_stop.wait()
         finally:
             restore()
-            self._core.detach()
+            if self._core is not None:
+                self._core.detach()
             self._shutdown()
 
     def stop(self) -> None:

@@ -9,7 +9,8 @@
 # - identifier texts (contentType, service, endpoint, principal, metadata keys)
 #   at most 255 bytes, detail / metadata values / nonce at most 4096 bytes;
 # - at most 64 metadata entries, keys non-empty and unique;
-# - no far pointers, no capabilities; texts NUL-terminated UTF-8.
+# - no far pointers, no capabilities; texts NUL-terminated UTF-8 with no
+#   other NUL byte.
 #
 # New fields are only ever appended (next free ordinal), so an older reader
 # ignores them and a newer reader sees their defaults in an older sender's

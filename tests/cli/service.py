@@ -67,4 +67,9 @@ def build(name: str) -> zmicro.Service:
 
 
 if __name__ == "__main__":
-    build(sys.argv[1]).run()
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    from tests.processes import announce_ready
+
+    svc = build(sys.argv[1])
+    announce_ready(svc)
+    svc.run()

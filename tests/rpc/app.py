@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 import time
 
 import msgspec
 
 import zmicro
 from zmicro.registry import EmbeddedRegistry
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+from tests.processes import announce_ready  # noqa: E402
 
 
 class HelloRequest(msgspec.Struct):
@@ -118,13 +120,7 @@ def main() -> None:
     kind, name, address, registry_dir = sys.argv[1:5]
     downstream = sys.argv[5] if len(sys.argv) > 5 else None
     svc = build(kind, name, address, registry_dir, downstream)
-
-    def announce():
-        while svc.address is None:
-            time.sleep(0.01)
-        print("READY", svc.address, flush=True)
-
-    threading.Thread(target=announce, daemon=True).start()
+    announce_ready(svc)
     if kind == "async":
         asyncio.run(svc.serve())
     else:

@@ -4,8 +4,6 @@ in a private embedded registry, and clients for them."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -16,55 +14,27 @@ import pytest
 import zmicro
 from zmicro.registry import EmbeddedRegistry, MemoryRegistry
 
+from ..processes import ServiceProcess as _ServiceProcess
+from ..processes import private_dir
+
 APP = Path(__file__).with_name("app.py")
 
 
-class ServiceProcess:
+class ServiceProcess(_ServiceProcess):
     """A tests/rpc/app.py service in a child process."""
 
     def __init__(self, kind: str, name: str, registry_dir: Path, *, address: str = "",
                  downstream: str | None = None) -> None:
-        args = [sys.executable, str(APP), kind, name, address or "tcp://127.0.0.1:*",
+        argv = [sys.executable, str(APP), kind, name, address or "tcp://127.0.0.1:*",
                 str(registry_dir)]
         if downstream:
-            args.append(downstream)
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env={**os.environ, "ZMICRO_INSECURE": "1"})
-        self.name = name
-        line = _readline(self.proc, timeout=60)
-        if not line.startswith("READY "):
-            self.stop()
-            raise RuntimeError(f"service {name} did not start: {line!r} {self.proc.stderr.read()}")
-        self.address = line.split()[1]
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def stop(self) -> str:
-        """Terminate (SIGTERM, then SIGKILL after a generous wait); returns stderr."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
-        return self.proc.stderr.read() if self.proc.stderr else ""
-
-
-def _readline(proc: subprocess.Popen, timeout: float) -> str:
-    out: list[str] = []
-    t = threading.Thread(target=lambda: out.append(proc.stdout.readline()), daemon=True)
-    t.start()
-    t.join(timeout)
-    return out[0].strip() if out else ""
+            argv.append(downstream)
+        super().__init__(argv, env={**os.environ, "ZMICRO_INSECURE": "1"}, name=name)
 
 
 @pytest.fixture(scope="module")
 def registry_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("registry")
-    path.chmod(0o700)
-    return path
+    return private_dir(tmp_path_factory, "registry")
 
 
 @pytest.fixture(scope="module")

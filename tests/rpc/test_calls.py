@@ -54,8 +54,19 @@ def test_hello_typed(services, call, server):
 @pytest.mark.parametrize("server", SERVERS)
 def test_by_address_without_discovery(services, call, server):
     proc = services[server]
-    got = call("anything", "Greeter.Hello", {"name": "Bo"}, address=proc.address)
+    got = call(proc.name, "Greeter.Hello", {"name": "Bo"}, address=proc.address)
     assert got == {"message": "Hello Bo"}
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_wrong_service_at_an_address_is_refused(services, call, server):
+    """An address that belongs to another service (stale registry data)
+    never runs that service's endpoint of the same name."""
+    proc = services[server]
+    with pytest.raises(RPCError) as err:
+        call("someone-else", "Greeter.Hello", {"name": "Bo"}, address=proc.address)
+    assert err.value.code == Code.UNAVAILABLE
+    assert proc.name in err.value.detail and "someone-else" in err.value.detail
 
 
 def test_async_handlers(services, call):
@@ -118,7 +129,7 @@ def test_server_logs_the_traceback(registry_dir):
     try:
         with zmicro.Client(insecure=True, timeout=10) as c:
             with pytest.raises(RPCError):
-                c.call("x", "Greeter.Fail", {}, address=proc.address)
+                c.call("logger-check", "Greeter.Fail", {}, address=proc.address)
     finally:
         log = proc.stop()
     assert "secret-internal-detail" in log and "Traceback" in log
@@ -131,7 +142,7 @@ def test_ipc_address(tmp_path, registry_dir):
     try:
         assert proc.address == f"ipc://{tmp_path}/greeter.sock"
         with zmicro.Client(insecure=True, timeout=10) as c:
-            assert c.call("x", "Greeter.Hello", {"name": "ipc"},
+            assert c.call("ipc-greeter", "Greeter.Hello", {"name": "ipc"},
                           address=proc.address) == {"message": "Hello ipc"}
     finally:
         proc.stop()

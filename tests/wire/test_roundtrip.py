@@ -123,6 +123,9 @@ def test_metadata_types(metadata, exc):
     ({"metadata": {"": b"v"}}, WireErrorCode.METADATA_KEY),
     ({"metadata": {f"k{i}": b"" for i in range(65)}}, WireErrorCode.METADATA_COUNT),
     ({"endpoint": "\ud800"}, WireErrorCode.TEXT_UTF8),
+    ({"service": "a\x00b"}, WireErrorCode.TEXT_NUL),
+    ({"detail": "\x00"}, WireErrorCode.TEXT_NUL),
+    ({"metadata": {"k\x00": b""}}, WireErrorCode.TEXT_NUL),
     ({"detail": "x" * 4000, "nonce": b"y" * 4000, "service": "z" * 200},
      WireErrorCode.TOO_BIG),
 ])

@@ -1,0 +1,228 @@
+"""docs/protocol.md cannot drift from the code: its quoted schema, tables,
+example bytes, MAC vector and example programs are checked here, the
+programs against a real zmicro service and a real zmicro client.
+
+A block under test follows a ``<!-- doc-test: NAME -->`` line: a fenced code
+block, or a Markdown table.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import zmicro
+from zmicro import mac, wire
+from zmicro.registry import MemoryRegistry
+
+from .conftest import CLI_TIMEOUT, START_TIMEOUT, stop_process
+
+capnp = pytest.importorskip("capnp")
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+_MARK = re.compile(r"^<!-- doc-test: ([\w-]+) -->\n", re.M)
+
+
+def doc_blocks() -> dict[str, str]:
+    text = DOC.read_text()
+    blocks = {}
+    for mark in _MARK.finditer(text):
+        rest = text[mark.end():]
+        fence = re.match(r"```[\w-]*\n(.*?)^```\n", rest, re.S | re.M)
+        if fence:
+            blocks[mark.group(1)] = fence.group(1)
+        else:
+            table = re.match(r"(?:\|.*\n)+", rest)
+            assert table, f"doc-test {mark.group(1)} marks neither a code block nor a table"
+            blocks[mark.group(1)] = table.group(0)
+    return blocks
+
+
+BLOCKS = doc_blocks()
+
+
+def table_rows(name: str) -> list[list[str]]:
+    lines = BLOCKS[name].splitlines()[2:]  # skip the header row and the rule
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def example_header(flags: int = 0) -> bytes:
+    return zmicro.Header(kind=zmicro.Kind.REQUEST, flags=flags, request_id=1,
+                         deadline_us=5_000_000, content_type="application/json",
+                         service="greeter", endpoint="Greeter.Hello",
+                         metadata={"user": b"ada"}).encode()
+
+
+def test_every_marked_block_is_tested():
+    assert set(BLOCKS) == {"schema", "mac", "mac-vector", "status-codes", "wire-error-codes",
+                           "header-fields", "header-hex", "client", "server"}
+
+
+# -- the header ----------------------------------------------------------------
+
+
+def test_the_quoted_schema_is_wire_capnp():
+    assert BLOCKS["schema"] == wire.SCHEMA.read_text()
+
+
+def test_the_field_table_gives_the_compiled_layout():
+    compiled = capnp.load(str(wire.SCHEMA)).Header.schema.node.struct
+    sizes = {"uint16": 2, "enum": 2, "uint32": 4, "uint64": 8}
+    expected = {}
+    for field in compiled.fields:
+        kind = field.slot.type.which()
+        if kind in sizes:
+            expected[field.name] = f"data +{field.slot.offset * sizes[kind]}"
+        else:
+            expected[field.name] = f"ptr {field.slot.offset}"
+    text = DOC.read_text()
+    table = re.search(r"\| field \| type \| where \| meaning \|\n\|.*\n((?:\|.*\n)+)", text)
+    documented = {}
+    for line in table.group(1).splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        documented[cells[0].strip("`")] = cells[2]
+    assert documented == expected
+    assert (compiled.dataWordCount, compiled.pointerCount) == (8, 7)
+
+
+def test_the_example_header_bytes():
+    documented = "".join(BLOCKS["header-hex"].split())
+    assert eval(BLOCKS["header-fields"], {"zmicro": zmicro}) == documented  # noqa: S307
+    assert bytes.fromhex(documented) == example_header()
+    assert len(example_header()) == 160
+
+
+def test_the_example_header_reads_back():
+    h = zmicro.decode_header(example_header())
+    assert (h.version, h.kind, h.request_id, h.deadline_us) == (1, 0, 1, 5_000_000)
+    assert (h.content_type, h.service, h.endpoint) == ("application/json", "greeter",
+                                                       "Greeter.Hello")
+    assert h.metadata == {"user": b"ada"}
+
+
+# -- tables --------------------------------------------------------------------
+
+
+def test_the_status_code_table_is_zmicro_code():
+    rows = {int(code): name for code, name, _ in table_rows("status-codes")}
+    assert rows == {c.value: c.name for c in zmicro.Code}
+
+
+def test_the_wire_error_table_is_wire_error_code():
+    rows = {int(value): name for value, name, _ in table_rows("wire-error-codes")}
+    assert rows == {c.value: c.name for c in zmicro.WireErrorCode}
+
+
+# -- MAC -----------------------------------------------------------------------
+
+
+def reference_mac():
+    namespace: dict = {}
+    exec(BLOCKS["mac"], namespace)  # noqa: S102
+    return namespace["zmicro_mac"]
+
+
+@pytest.mark.parametrize("alg", list(mac.Alg))
+def test_the_reference_mac_is_the_core_mac(alg):
+    zmicro_mac = reference_mac()
+    rng = random.Random(alg)
+    for _ in range(50):
+        key = rng.randbytes(rng.randint(mac.KEY_MIN, mac.KEY_MAX))
+        frames = [rng.randbytes(rng.choice([0, 1, 7, 8, 100, 70_000]))
+                  for _ in range(rng.randint(1, mac.FRAME_MAX))]
+        assert zmicro_mac(alg, key, frames) == mac.compute(alg, key, frames)
+
+
+def test_the_mac_vector():
+    zmicro_mac = reference_mac()
+    vector = dict(line.split() for line in BLOCKS["mac-vector"].splitlines())
+    key = bytes(range(32))
+    frames = [example_header(flags=wire.FLAG_SIGNED), b'{"name":"Ada"}']
+    assert frames[0][20] == 1 and example_header()[20] == 0  # "byte 20 becomes 01"
+    for name, alg in (("HMAC-SHA256", mac.Alg.HMAC_SHA256), ("BLAKE2b-256", mac.Alg.BLAKE2B)):
+        assert mac.compute(alg, key, frames).hex() == vector[name]
+        assert zmicro_mac(alg, key, frames).hex() == vector[name]
+
+
+# -- the example programs ------------------------------------------------------
+
+
+def test_the_minimal_client_calls_a_zmicro_service(service, tmp_path):
+    program = tmp_path / "client.py"
+    program.write_text(BLOCKS["client"])
+    result = subprocess.run(
+        [sys.executable, str(program), service.address, str(wire.SCHEMA), "Ada"],
+        capture_output=True, text=True, timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello Ada\n"
+
+
+@pytest.fixture
+def minimal_server(tmp_path):
+    """The doc's server, running; yields its address."""
+    program = tmp_path / "server.py"
+    program.write_text(BLOCKS["server"])
+    process = subprocess.Popen([sys.executable, str(program), str(wire.SCHEMA)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(process.stdout.readline()),
+                              daemon=True)
+    reader.start()
+    reader.join(START_TIMEOUT)
+    try:
+        if not line or not line[0].startswith("tcp://"):
+            stop_process(process)
+            pytest.fail(f"the doc's server did not start: {line} {process.stderr.read()}")
+        yield line[0].strip()
+    finally:
+        stop_process(process)
+
+
+def test_the_minimal_server_answers_a_zmicro_client(minimal_server):
+    with zmicro.Client(registry=MemoryRegistry(), timeout=30,
+                       content_type=zmicro.codec.JSON) as client:
+        def call(endpoint, request):
+            return client.call("greeter", endpoint, request, address=minimal_server)
+
+        assert call("Greeter.Hello", {"name": "Ada"}) == {"message": "Hello Ada"}
+        with pytest.raises(zmicro.RPCError) as err:
+            call("Greeter.Nope", {"name": "Ada"})
+        assert err.value.code == zmicro.Code.UNIMPLEMENTED and err.value.id == "greeter"
+        with pytest.raises(zmicro.RPCError) as err:
+            call("Greeter.Hello", {"name": 1})
+        assert err.value.code == zmicro.Code.INVALID_ARGUMENT
+
+
+def test_the_minimal_server_answers_ping_and_unknown_versions(minimal_server, zctx):
+    import zmq
+
+    sock = zctx.socket(zmq.DEALER)
+    sock.connect(minimal_server)
+    for header, kind, status in [
+        (zmicro.Header(kind=zmicro.Kind.PING, request_id=7), zmicro.Kind.PONG, 0),
+        (zmicro.Header(version=2, request_id=8), zmicro.Kind.ERROR, zmicro.Code.UNIMPLEMENTED),
+        (zmicro.Header(kind=9, request_id=9), zmicro.Kind.ERROR, zmicro.Code.UNIMPLEMENTED),
+    ]:
+        zmicro.send_message(sock, header, timeout=CLI_TIMEOUT)
+        answer = zmicro.recv_message(sock, timeout=CLI_TIMEOUT)
+        assert (answer.header.kind, answer.header.request_id, answer.header.status) == \
+            (kind, header.request_id, status)
+        assert answer.bodies == []
+
+
+def test_the_minimal_client_calls_the_minimal_server(minimal_server, tmp_path):
+    program = tmp_path / "client.py"
+    program.write_text(BLOCKS["client"])
+    result = subprocess.run(
+        [sys.executable, str(program), minimal_server, str(wire.SCHEMA), "Bo"],
+        capture_output=True, text=True, timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello Bo\n"

@@ -1,0 +1,86 @@
+"""Services in their own processes, for tests that need real separation.
+
+A service script prints ``READY <address>`` on stdout once it serves
+(``announce_ready`` does that for a zmicro.Service). Its stderr goes to a
+log file (a pipe nobody reads would block a chatty child). Waits are
+generous: a loaded 2-core machine must not fail a test.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+START_TIMEOUT = 60.0  # seconds for a service to say READY
+STOP_TIMEOUT = 30.0   # seconds between SIGTERM and SIGKILL
+
+
+class ServiceProcess:
+    """A child process running one service until stop()."""
+
+    def __init__(self, argv: list[str], *, env: dict[str, str] | None = None,
+                 name: str = "") -> None:
+        self.name = name
+        self._log = tempfile.NamedTemporaryFile(prefix="zmicro-service-", suffix=".log",
+                                                delete=False)
+        self.log_path = Path(self._log.name)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log,
+                                     text=True, env=env)
+        line = self._readline(START_TIMEOUT)
+        if not line.startswith("READY "):
+            self.stop()
+            raise RuntimeError(f"service {name or argv} did not start ({line!r}):\n{self.log}")
+        self.address = line.split()[1]
+
+    def _readline(self, timeout: float) -> str:
+        out: list[str] = []
+        reader = threading.Thread(target=lambda: out.append(self.proc.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout)
+        return out[0].strip() if out else ""
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self) -> str:
+        """SIGTERM, then SIGKILL after a generous wait; returns the log."""
+        stop_process(self.proc)
+        self._log.close()
+        return self.log
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM `proc`, then SIGKILL it if it is still there after a while."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT)
+
+
+def announce_ready(svc) -> None:
+    """Print READY <address> once `svc` is bound (from a daemon thread)."""
+    def wait() -> None:
+        while svc.address is None:
+            time.sleep(0.01)
+        print("READY", svc.address, flush=True)
+
+    threading.Thread(target=wait, daemon=True).start()
+
+
+def private_dir(tmp_path_factory, name: str) -> Path:
+    """A fresh 0700 directory (the embedded registry refuses others)."""
+    path = tmp_path_factory.mktemp(name)
+    path.chmod(0o700)
+    return path
