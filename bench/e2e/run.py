@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shlex
 import signal
 import socket
@@ -48,8 +49,8 @@ RESULTS = BENCH / "RESULTS.md"
 
 sys.path.insert(0, str(E2E))
 from contenders import (  # noqa: E402
-    CONTENDERS, LATENCY_BASE, THROUGHPUT_BASE, Contender, Env, RunParams,
-    by_name)
+    CONTENDERS, LATENCY_BASE, THROUGHPUT_BASE, CContender, Contender, Env,
+    RunParams, by_name)
 
 MODES = ("latency", "throughput")
 # These must run in --smoke (the baselines every comparison needs); the
@@ -199,9 +200,9 @@ class Server:
             log("$ " + shlex.join(cmd) + " &")
             with open(self.log_path, "w") as logf:
                 self.proc = subprocess.Popen(
-                    cmd, cwd=E2E, stdin=subprocess.DEVNULL, stdout=logf,
-                    stderr=subprocess.STDOUT, start_new_session=True,
-                    preexec_fn=_child_setup)
+                    cmd, cwd=E2E, env=self.environ(), stdin=subprocess.DEVNULL,
+                    stdout=logf, stderr=subprocess.STDOUT,
+                    start_new_session=True, preexec_fn=_child_setup)
             try:
                 self.ping(ping_timeout_s)
                 return
@@ -214,6 +215,9 @@ class Server:
                         w in self.log_text().lower() for w in ("in use", "bind")):
                     break
         raise ContenderFailed(last)
+
+    def environ(self) -> dict[str, str]:
+        return {**os.environ, **self.contender.environ(self.env)}
 
     def log_text(self) -> str:
         try:
@@ -229,15 +233,16 @@ class Server:
                            timeout_ms=int(timeout_s * 1000))
         cmd = self.contender.client_cmd(self.env, self.port, params)
         try:
-            proc = subprocess.run(cmd, cwd=E2E, capture_output=True, text=True,
-                                  timeout=timeout_s + 30)
+            proc = subprocess.run(cmd, cwd=E2E, env=self.environ(),
+                                  capture_output=True, text=True,
+                                  timeout=timeout_s + 10)
             ok = proc.returncode == 0
-            why = tail(proc.stderr)
+            why = tail(proc.stderr, 1)
         except subprocess.TimeoutExpired:
             ok, why = False, "health check hung"
         if not ok or not self.alive():
             server = (f"; server exited {self.proc.returncode}: "
-                      f"{tail(self.log_text())}" if not self.alive() else "")
+                      f"{tail(self.log_text(), 1)}" if not self.alive() else "")
             raise ContenderFailed(f"no answer from the server ({why}){server}")
 
     def stop(self) -> None:
@@ -263,7 +268,58 @@ class Run:
     p99_ns: float
     calls: int
     rate: float               # calls / s over the timed span
+    others: float = 0.0       # cores busy outside client and server (CpuWatch)
     info: dict = field(default_factory=dict)
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class CpuWatch:
+    """How busy the host was with anything but this client and server while
+    the client ran: CPU time of the whole machine (/proc/stat) minus the
+    client's (rusage of waited children) and the server's (/proc/PID/stat),
+    per second of wall time. Near 0 on a quiet host (kernel work for the
+    loopback traffic outside the processes' own time stays in it, a few
+    percent); a large value marks a round whose numbers other work shared.
+    Linux only; elsewhere it reports 0."""
+
+    @staticmethod
+    def _machine() -> float:
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return 0.0
+        user, nice, system, _idle, _iowait, irq, softirq, steal = v
+        return (user + nice + system + irq + softirq + steal) / _TICK
+
+    @staticmethod
+    def _process(pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / _TICK
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    @staticmethod
+    def _children() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    def __init__(self, server_pid: int) -> None:
+        self.pid = server_pid
+        self.t = time.monotonic()
+        self.m = self._machine()
+        self.s = self._process(server_pid)
+        self.c = self._children()
+
+    def others(self) -> float:
+        wall = time.monotonic() - self.t
+        used = ((self._machine() - self.m) - (self._process(self.pid) - self.s)
+                - (self._children() - self.c))
+        return max(used, 0.0) / wall if wall > 0 else 0.0
 
 
 def run_client(server: Server, params: RunParams) -> Run:
@@ -273,9 +329,12 @@ def run_client(server: Server, params: RunParams) -> Run:
     else:
         limit = params.warmup_seconds + params.seconds + 60
     log("$ " + shlex.join(cmd))
+    watch = CpuWatch(server.proc.pid)
     try:
-        proc = subprocess.run(cmd, cwd=E2E, capture_output=True, text=True,
-                              timeout=limit)
+        proc = subprocess.run(cmd, cwd=E2E, env=server.environ(),
+                              capture_output=True, text=True, timeout=limit,
+                              preexec_fn=_child_setup)
+        others = watch.others()
     except subprocess.TimeoutExpired:
         raise ContenderFailed(f"client did not finish in {limit:.0f} s") from None
     if proc.returncode != 0:
@@ -297,7 +356,7 @@ def run_client(server: Server, params: RunParams) -> Run:
     elapsed = doc["elapsed_ns"] / 1e9
     return Run(p50_ns=percentile(ordered, 0.5), p99_ns=percentile(ordered, 0.99),
                calls=doc["calls"], rate=doc["calls"] / elapsed if elapsed else 0,
-               info=doc.get("info") or {})
+               others=others, info=doc.get("info") or {})
 
 
 # ---------------------------------------------------------------------------
@@ -399,10 +458,19 @@ def unavailable(r: Row) -> str:
     return f"failed: {reason}"
 
 
+def round_ratio(num: Row, den: Row, metric: str) -> float | None:
+    """Median over rounds of the ratio within each round: a cross-check of
+    the best-of-rounds ratio that pairs figures measured seconds apart."""
+    key = (lambda r: r.p50_ns) if metric == "p50" else (lambda r: r.rate)
+    pairs = [key(a) / key(b) for a, b in zip(num.runs, den.runs) if key(b)]
+    return median(pairs) if pairs else None
+
+
 def targets_table(mode: str, sizes: list[int],
                   results: dict[tuple[str, int], dict[str, Row]]) -> list[str]:
-    out = ["| Target | Size | Measured | Needs | Status |",
-           "|---|---|--:|--:|---|"]
+    out = ["| Target | Size | Measured | Median of per-round ratios | Needs "
+           "| Status |",
+           "|---|---|--:|--:|--:|---|"]
     for t in TARGETS:
         if t.mode != mode:
             continue
@@ -410,16 +478,29 @@ def targets_table(mode: str, sizes: list[int],
             rows = results.get((mode, size), {})
             num, den = rows.get(t.num), rows.get(t.den)
             need = f"{'≤' if t.op == '<=' else '≥'} {t.bound:g}×"
-            missing = [x for x, r in ((t.num, num), (t.den, den))
-                       if r is None or not r.ok]
-            if missing:
-                out.append(f"| {t.text} | {fmt_size(size)} | — | {need} "
-                           f"| not measured ({', '.join(missing)} unavailable) |")
+            not_run = [x for x, r in ((t.num, num), (t.den, den)) if r is None]
+            broken = [x for x, r in ((t.num, num), (t.den, den))
+                      if r is not None and not r.ok]
+            if not_run or broken:
+                why = "; ".join(
+                    ([f"{', '.join(broken)} unavailable"] if broken else [])
+                    + ([f"{', '.join(not_run)} not selected"] if not_run else []))
+                out.append(f"| {t.text} | {fmt_size(size)} | — | — | {need} "
+                           f"| not measured ({why}) |")
                 continue
+
+            def meets(x: float) -> bool:
+                return x <= t.bound if t.op == "<=" else x >= t.bound
+
             ratio = num.value(t.metric) / den.value(t.metric)
-            met = ratio <= t.bound if t.op == "<=" else ratio >= t.bound
-            out.append(f"| {t.text} | {fmt_size(size)} | {ratio:.2f}× | {need} "
-                       f"| {'**met**' if met else '**missed**'} |")
+            per_round = round_ratio(num, den, t.metric)
+            status = "**met**" if meets(ratio) else "**missed**"
+            if per_round is not None and meets(per_round) != meets(ratio):
+                status += (" (per-round ratios say "
+                           f"{'met' if meets(per_round) else 'missed'}: noisy)")
+            pr = f"{per_round:.2f}×" if per_round is not None else "—"
+            out.append(f"| {t.text} | {fmt_size(size)} | {ratio:.2f}× | {pr} "
+                       f"| {need} | {status} |")
     return out
 
 
@@ -492,19 +573,25 @@ def cpu_model() -> str:
 
 
 def git_revision() -> str:
+    """HEAD, and which of the measured code had uncommitted changes: the
+    library (src, core, python) and the harness (bench/e2e, bench/c)."""
     rev = first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
-    try:
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "core",
-             "python", "setup.py", "bench/e2e", "bench/c"],
-            capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        dirty = ""
-    return rev + (" + uncommitted changes (src/core/python/bench)" if dirty else "")
+    notes = []
+    for label, paths in (("src/core/python", ["src", "core", "python", "setup.py"]),
+                         ("bench/e2e, bench/c", ["bench/e2e", "bench/c"])):
+        try:
+            dirty = subprocess.run(
+                ["git", "-C", str(ROOT), "status", "--porcelain", "--", *paths],
+                capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            dirty = ""
+        if dirty:
+            notes.append(label)
+    return rev + (f" + uncommitted changes in {'; '.join(notes)}" if notes else "")
 
 
 def environment(args, env: Env, infos: dict[str, dict],
-                load: tuple[float, ...]) -> list[str]:
+                load: tuple[float, ...], load_end: tuple[float, ...]) -> list[str]:
     import zmq
 
     affinity = (len(os.sched_getaffinity(0))
@@ -516,7 +603,9 @@ def environment(args, env: Env, infos: dict[str, dict],
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
         f"- Machine: {cpu_model()}, {os.cpu_count()} cores ({affinity} usable), "
         f"kernel {platform.release()}, load average "
-        f"{' / '.join(f'{x:.2f}' for x in load)} at start",
+        f"{' / '.join(f'{x:.2f}' for x in load)} at start, "
+        f"{' / '.join(f'{x:.2f}' for x in load_end)} at end (which counts the "
+        "run's own processes)",
         f"- Python {platform.python_version()} ({platform.python_implementation()}), "
         f"pyzmq {zmq.__version__} (libzmq {zmq.zmq_version()}), "
         f"grpcio {version_of('grpcio')}, zmicro {zmicro_v} at {git_revision()}",
@@ -560,14 +649,14 @@ def method_lines(args, mode: str) -> list[str]:
 
 def legend(names: list[str]) -> list[str]:
     known = by_name()
-    return [f"- `{n}`: {known[n].summary}" for n in names]
+    return [f"- `{n}` ({known[n].family}): {known[n].summary}" for n in names]
 
 
 def section(mode: str, args, env_lines: list[str], sizes: list[int],
             names: list[str],
             results: dict[tuple[str, int], dict[str, Row]]) -> str:
     lines = [*env_lines, ""]
-    lines += ["Contenders (family `plaintext`, compared with each other):", ""]
+    lines += ["Contenders (family in brackets; compare within a family):", ""]
     lines += legend(names) + [""]
     for size in sizes:
         rows = [results[(mode, size)][n] for n in names
@@ -580,12 +669,24 @@ def section(mode: str, args, env_lines: list[str], sizes: list[int],
         lines += [f"**{title}**", ""]
         lines += (latency_table(rows) if mode == "latency"
                   else throughput_table(rows)) + [""]
-    lines += ["**Targets** (ratios from the rows above, same run)", ""]
+    lines += ["**Targets**: measured = ratio of the rows above; per-round = "
+              "median over the rounds of the ratio within each round (a "
+              "cross-check: pairs figures taken seconds apart).", ""]
     lines += targets_table(mode, sizes, results) + [""]
     bounds = implied_bounds(mode, sizes, results)
     if bounds:
         lines += ["What the baselines alone ask of zmicro:", "", *bounds, ""]
-    lines += ["\n\n".join(method_lines(args, mode))]
+    others = [x.others for size in sizes
+              for r in results.get((mode, size), {}).values() for x in r.runs]
+    extra = []
+    if others:
+        extra.append(
+            "Other work on the host while the clients ran (CPU time of the "
+            "machine minus client and server, per second): median "
+            f"{median(others):.2f} cores, max {max(others):.2f} cores over "
+            f"{len(others)} runs (per run in `results.json`: `others`). It "
+            "does not see other tenants of the physical host.")
+    lines += ["\n\n".join(method_lines(args, mode) + extra)]
     return "\n".join(lines) + "\n"
 
 
@@ -705,7 +806,7 @@ def main(argv: list[str] | None = None) -> int:
     env = Env(python=sys.executable, build=build, libzmq=pyzmq_libzmq())
     known = by_name()
     selected = [known[n] for n in args.contenders]
-    if any(type(c).__name__ == "CContender" for c in selected):
+    if any(isinstance(c, CContender) for c in selected):
         env.pingpong, env.pingpong_error = build_pingpong(args.cc, build)
 
     # (mode, size) -> name -> Row, every selected contender that has the mode.
@@ -715,10 +816,11 @@ def main(argv: list[str] | None = None) -> int:
     infos: dict[str, dict] = {}
     servers: dict[str, Server] = {}
 
-    def fail(name: str, why: str, mode: str | None = None) -> None:
+    def fail(name: str, why: str, where: tuple[str, int] | None = None) -> None:
+        """Mark the contender failed in one (mode, size), or everywhere."""
         log(f"{name}: {why}")
-        for (m, _), rows in results.items():
-            if name in rows and (mode is None or m == mode):
+        for key, rows in results.items():
+            if name in rows and (where is None or key == where):
                 rows[name].failed = rows[name].failed or why
 
     active = [c for c in selected if any(m in c.modes for m in args.modes)]
@@ -757,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
                         try:
                             row.runs.append(run_client(servers[name], params))
                         except ContenderFailed as e:
-                            fail(name, f"{mode}: {e}", mode)
+                            fail(name, str(e), (mode, size))
                             if not servers[name].alive():
                                 fail(name, f"server died: "
                                            f"{tail(servers[name].log_text())}")
@@ -765,7 +867,7 @@ def main(argv: list[str] | None = None) -> int:
         for srv in servers.values():
             srv.stop()
 
-    env_lines = environment(args, env, infos, load)
+    env_lines = environment(args, env, infos, load, os.getloadavg())
     texts = {}
     for mode in args.modes:
         names = [c.name for c in selected if mode in c.modes]

@@ -18,6 +18,7 @@ a contender unavailable) when a contender's packages are missing.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,10 @@ class Contender:
     def client_cmd(self, env: Env, port: int, params: RunParams) -> list[str]:
         raise NotImplementedError
 
+    def environ(self, env: Env) -> dict[str, str]:
+        """Variables added to the environment of its server and clients."""
+        return {}
+
 
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
@@ -96,6 +101,7 @@ class PythonContender(Contender):
 
     def probe(self, env: Env) -> tuple[str | None, dict]:
         proc = subprocess.run(self._cmd(env, "probe"), cwd=E2E,
+                              env={**os.environ, **self.environ(env)},
                               capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             return (_last_line(proc.stderr) or f"probe exited {proc.returncode}",
@@ -110,6 +116,15 @@ class PythonContender(Contender):
 
     def client_cmd(self, env: Env, port: int, params: RunParams) -> list[str]:
         return self._cmd(env, "client", "--port", str(port), *params.flags())
+
+
+@dataclass
+class ZmicroContender(PythonContender):
+    """A zmicro side: the service registers itself, so its registry goes to
+    a directory of the benchmark's own, not the user's."""
+
+    def environ(self, env: Env) -> dict[str, str]:
+        return {"ZMICRO_REGISTRY_DIR": str(env.build / "registry")}
 
 
 @dataclass
@@ -165,11 +180,11 @@ CONTENDERS: list[Contender] = [
                     "serializers), insecure channel, sync server with a "
                     "10-thread pool; throughput via `.future()`",
                     module="grpcio_unary"),
-    PythonContender("zmicro-sync", "plaintext", ("latency",),
+    ZmicroContender("zmicro-sync", "plaintext", ("latency",),
                     "zmicro `Client.call`, octet-stream echo, `insecure=True`, "
                     "server `svc.run()`",
                     module="zmicro_sync"),
-    PythonContender("zmicro-async", "plaintext", ("latency", "throughput"),
+    ZmicroContender("zmicro-async", "plaintext", ("latency", "throughput"),
                     "zmicro `AsyncClient.call` (a Future), octet-stream echo, "
                     "`insecure=True`, server `svc.run()`",
                     module="zmicro_async"),

@@ -78,12 +78,24 @@ def throughput(args, body: bytes):
 
     def start() -> None:
         t0 = time.perf_counter_ns()
-        future = echo.future(body, timeout=timeout)
+        try:
+            future = echo.future(body, timeout=timeout)
+        except Exception as e:  # a failing call must end the run
+            with lock:
+                state["error"] = state["error"] or e
+                state["sending"] = False
+                state["in_flight"] -= 1
+                if state["in_flight"] == 0:
+                    finished.set()
+            return
         future.add_done_callback(lambda f: on_done(f, t0))
 
     def on_done(future, t0: int) -> None:
         keep = meter.done(t0)
-        error = future.exception()
+        try:
+            error = future.exception()
+        except Exception as e:  # cancelled
+            error = e
         with lock:
             if error is not None and state["error"] is None:
                 state["error"] = error

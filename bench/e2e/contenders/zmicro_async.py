@@ -52,16 +52,25 @@ def throughput(args, body: bytes):
         meter = Meter(args.warmup_seconds, args.seconds)
         state = {"in_flight": args.window, "sending": True, "reply": b""}
 
+        def abort(error: BaseException) -> None:
+            if not finished.done():
+                finished.set_exception(error)
+
         def start() -> None:
             t0 = time.perf_counter_ns()
-            call(body).add_done_callback(lambda f: on_done(f, t0))
+            try:
+                future = call(body)
+            except Exception as e:  # a failing call must end the run
+                abort(e)
+                return
+            future.add_done_callback(lambda f: on_done(f, t0))
 
         def on_done(future, t0: int) -> None:
             keep = meter.done(t0)
-            if future.cancelled() or future.exception() is not None:
-                if not finished.done():
-                    finished.set_exception(
-                        future.exception() or asyncio.CancelledError())
+            error = (asyncio.CancelledError("call cancelled")
+                     if future.cancelled() else future.exception())
+            if error is not None:
+                abort(error)
                 return
             state["reply"] = future.result()
             state["sending"] = state["sending"] and keep
@@ -74,7 +83,13 @@ def throughput(args, body: bytes):
 
         for _ in range(args.window):
             start()
-        await finished
+        # Bounded even if the client loses a Future: the run fails, not hangs.
+        limit = args.warmup_seconds + args.seconds + args.timeout_ms / 1000 + 5
+        try:
+            await asyncio.wait_for(finished, limit)
+        except asyncio.TimeoutError:
+            raise SystemExit(f"{state['in_flight']} calls still in flight "
+                             f"{limit:.0f} s after the start") from None
         return meter.samples, meter.calls, meter.elapsed_ns, state["reply"]
 
     return asyncio.run(main())
@@ -86,7 +101,9 @@ def ping(args, body: bytes) -> None:
         deadline = time.monotonic() + args.timeout_ms / 1000
         while True:
             try:
-                await call(body, timeout=1.0)
+                # wait_for: a ping must end even if the client's own timeout
+                # does not.
+                await asyncio.wait_for(call(body, timeout=1.0), 2.0)
                 return
             except Exception:
                 if time.monotonic() >= deadline:
