@@ -17,7 +17,7 @@ Build modes, by environment variable:
 import os
 
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 
 def _flag(name):
@@ -94,7 +94,7 @@ extensions = [
 
 setup(
     package_dir={"": "python"},
-    packages=["zmicro"],
+    packages=find_packages("python"),
     ext_modules=cythonize(
         extensions,
         include_path=["core"],

@@ -6,7 +6,10 @@
 cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE,
+                             PyObject_CheckBuffer)
+from cpython.contextvars cimport PyContextVar_Set, PyContextVar_Reset
+from cpython.contextvars cimport get_value as contextvar_get
 from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING,
                             PyBytes_GET_SIZE)
 
@@ -20,6 +23,7 @@ include "wire.pyx"
 include "context.pyx"
 include "socket.pyx"
 include "mac.pyx"
+include "codecs.pyx"
 include "frame.pyx"
 include "server.pyx"
 include "client.pyx"

@@ -35,6 +35,7 @@ cdef class AsyncChannel:
     cdef int _flush_backlog(self) except -1
     cdef int _arm_timer(self, double deadline_at) except -1
     cdef int _check_events(self) except -1
+    cdef int _schedule_read(self) except -1
     cdef int _drain(self) except -1
     cdef int _cancel_remote(self, uint64_t request_id) except -1
 
@@ -47,6 +48,30 @@ cdef class _Pending:
     cdef bytes header                 # written header, until sent
     cdef object body                  # body object, until sent
     cdef bint sent
+
+
+cdef class ClientCore:
+    """The call path of Client and AsyncClient (see client.pyx)."""
+
+    cdef dict codecs                  # content type -> CodecEntry
+    cdef CodecEntry default_codec     # the client's content type
+    cdef readonly double timeout      # default seconds per call
+    cdef object refresh               # (service, NodeSelector|None) -> NodeSelector
+    cdef double cache_ttl             # seconds a service's node set is trusted
+    cdef dict selectors               # service -> NodeSelector
+    cdef dict expires                 # service -> monotonic expiry of its nodes
+    cdef object make_socket           # address -> connected pyzmq DEALER
+    cdef bint is_async                # AsyncChannel (one loop) or Channel (per thread)
+    cdef object local                 # threading.local: this thread's Channels
+    cdef dict channels                # async: address -> AsyncChannel
+    cdef object all_channels          # WeakSet of every sync Channel (close())
+    cdef object loop                  # async: the loop it belongs to
+    cdef bint closed
+
+    cdef CodecEntry _codec(self, str content_type)
+    cdef str _pick(self, str service)
+    cdef Channel _sync_channel(self, str address)
+    cdef AsyncChannel _async_channel(self, str address)
 
 
 cdef class NodeSelector:

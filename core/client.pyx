@@ -8,7 +8,10 @@
 # Request ids are unique per socket, so a late reply can never be taken for
 # the answer to a later call: it is counted and dropped.
 
+import asyncio as _asyncio
 import heapq as _heapq
+import weakref as _weakref
+from typing import Any as _Any
 
 SELECT_RANDOM = 0
 SELECT_ROUND_ROBIN = 1
@@ -39,7 +42,9 @@ cdef int write_request(uint8_t *out, size_t *written, uint64_t request_id,
     _slice_text(endpoint, &h.endpoint)
     _slice_text(content_type, &h.content_type)
     fill_metadata(metadata, &h)
-    rc = zm_wire_write(&h, out, ZM_WIRE_MAX_HEADER, written)
+    # Every text came from a Python str (valid UTF-8; bytes metadata values
+    # are Data, never checked): only sizes and NULs need checking.
+    rc = zm_wire_write_ex(&h, out, ZM_WIRE_MAX_HEADER, written, ZM_WIRE_TRUSTED_UTF8)
     if rc != ZM_OK:
         raise_zm(rc)
     return 0
@@ -139,17 +144,11 @@ cdef class Channel:
 
         # Wait for the reply to this request id; anything else is stale.
         while True:
-            if not wait_until(self.sock, ZM_POLLIN, deadline_at):
+            if not recv_until(&r, self.sock, deadline_at):
                 send_cancel(self.sock, request_id)
                 raise _RPCError(_Code.DEADLINE_EXCEEDED,
                                 f"no reply from {self.address} before the deadline")
-            r.n = r.extra = 0
-            err = recv_parts(&r, self.sock)
             try:
-                if err:
-                    if err == EAGAIN:
-                        continue
-                    raise_errno(err)
                 if r.extra or zm_frame_parse(r.slices, r.n, 0, &h, &v) != ZM_OK:
                     self.n_malformed += 1
                     continue
@@ -211,7 +210,7 @@ cdef class AsyncChannel:
         cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
         cdef size_t hlen = 0
         cdef _Pending p = _Pending.__new__(_Pending)
-        fut = self.loop.create_future()
+        fut = CallFuture(loop=self.loop)
         if self.closed:
             fut.set_exception(self.rpc_error(C_UNAVAILABLE, "client closed"))
             return fut
@@ -223,6 +222,8 @@ cdef class AsyncChannel:
         p.deadline_at = deadline_at
         p.future = fut
         p.decode = decode
+        fut._zm_channel = self
+        fut._zm_request_id = p.request_id
         write_request(hbuf, &hlen, p.request_id, deadline_at, service, endpoint,
                       content_type, metadata, trace_hi, trace_lo, span_id)
         self.pending[p.request_id] = p
@@ -234,8 +235,7 @@ cdef class AsyncChannel:
             _heapq.heappush(self.timers, (deadline_at, p.request_id))
             if self.timer is None or deadline_at < self.timer_at:
                 self._arm_timer(deadline_at)
-        fut.add_done_callback(self._on_done)
-        self._check_events()
+        self._schedule_read()
         return fut
 
     cdef bint _send_now(self, _Pending p, const uint8_t *hbuf, size_t hlen, object body) except -1:
@@ -269,6 +269,15 @@ cdef class AsyncChannel:
             self.backlog.popleft()
             p.header = None
             p.body = None
+        return 0
+
+    cdef int _schedule_read(self) except -1:
+        # Once per loop iteration, however many calls it makes: looking at
+        # ZMQ_EVENTS costs libzmq a round of command processing (and a
+        # getpid() syscall), too much to pay per call.
+        if not self.read_scheduled and not self.closed:
+            self.read_scheduled = True
+            self.loop.call_soon(self._on_readable)
         return 0
 
     cdef int _check_events(self) except -1:
@@ -328,23 +337,17 @@ cdef class AsyncChannel:
             if p.decode is not None:
                 try:
                     value = p.decode(value)
-                except BaseException as exc:
-                    p.future.set_exception(exc)
+                except Exception as exc:
+                    p.future.set_exception(_undecodable(exc))
                     continue
             p.future.set_result(value)
         return 0
 
-    def _on_done(self, fut):
-        # A future the caller cancelled: forget it and tell the server.
-        cdef _Pending p
-        if not fut.cancelled() or self.closed:
-            return
-        for request_id, p in list(self.pending.items()):
-            if p.future is fut:
-                del self.pending[request_id]
-                if p.sent:
-                    self._cancel_remote(request_id)
-                break
+    def _cancelled(self, uint64_t request_id):
+        # CallFuture.cancel(): forget the call and tell the server.
+        cdef _Pending p = self.pending.pop(request_id, None)
+        if p is not None and p.sent and not self.closed:
+            self._cancel_remote(request_id)
 
     cdef int _cancel_remote(self, uint64_t request_id) except -1:
         send_cancel(self.sock, request_id)
@@ -386,6 +389,156 @@ cdef class AsyncChannel:
     @property
     def in_flight(self):
         return len(self.pending)
+
+
+cdef object _undecodable(exc):
+    """A reply that does not decode: the server sent what the caller did not
+    expect (gRPC calls this INTERNAL too)."""
+    if isinstance(exc, _RPCError):
+        return exc
+    return _RPCError(_Code.INTERNAL, f"the reply does not decode: {exc}")
+
+
+class CallFuture(_asyncio.Future):
+    """The Future of one AsyncClient call: cancelling it cancels the call
+    (a cancel frame tells the server). Without a done-callback per call."""
+
+    __slots__ = ("_zm_channel", "_zm_request_id")
+
+    def cancel(self, msg=None):
+        if not _asyncio.Future.cancel(self, msg):
+            return False
+        channel = self._zm_channel
+        if channel is not None:
+            self._zm_channel = None
+            channel._cancelled(self._zm_request_id)
+        return True
+
+
+@cython.auto_pickle(False)
+cdef class ClientCore:
+    """The call path of Client and AsyncClient: codec, deadline and
+    metadata inheritance, node choice, channel, send, reply, decode - in C,
+    calling Python only for the codec and, when the node cache expires,
+    the registry. Policy (which registry, which codecs, defaults) comes
+    from the Python client that builds it."""
+
+    def __init__(self, dict codecs, str default_content_type, double timeout, *,
+                 refresh, double cache_ttl, make_socket, bint is_async):
+        self.codecs = codec_entries(codecs)
+        if default_content_type not in self.codecs:
+            raise ValueError(f"no codec registered for {default_content_type!r}")
+        self.default_codec = self.codecs[default_content_type]
+        self.timeout = timeout
+        self.refresh = refresh
+        self.cache_ttl = cache_ttl
+        self.make_socket = make_socket
+        self.is_async = is_async
+        self.selectors = {}
+        self.expires = {}
+        self.local = _threading.local()
+        self.channels = {}
+        self.all_channels = _weakref.WeakSet()
+
+    cdef CodecEntry _codec(self, str content_type):
+        entry = self.codecs.get(content_type)
+        if entry is None:
+            raise ValueError(f"no codec registered for {content_type!r}")
+        return <CodecEntry>entry
+
+    cdef str _pick(self, str service):
+        cdef NodeSelector selector = self.selectors.get(service)
+        cdef double now = monotonic()
+        if selector is None or now >= <double>self.expires[service]:
+            selector = self.refresh(service, selector)
+            self.selectors[service] = selector
+            self.expires[service] = now + self.cache_ttl
+        address = selector.pick()
+        if address is None:
+            raise _RPCError(_Code.UNAVAILABLE, f"no node of service {service!r} is registered")
+        return address
+
+    cdef Channel _sync_channel(self, str address):
+        channels = getattr(self.local, "channels", None)
+        if channels is None:
+            channels = self.local.channels = {}
+        channel = (<dict>channels).get(address)
+        if channel is None:
+            channel = Channel(self.make_socket(address), address)
+            (<dict>channels)[address] = channel
+            self.all_channels.add(channel)
+        return <Channel>channel
+
+    cdef AsyncChannel _async_channel(self, str address):
+        channel = self.channels.get(address)
+        if channel is None:
+            loop = _asyncio.get_running_loop()
+            if self.loop is None:
+                self.loop = loop
+            elif loop is not self.loop:
+                raise RuntimeError("an AsyncClient belongs to the event loop it was first used on")
+            channel = AsyncChannel(self.make_socket(address), address, loop)
+            self.channels[address] = channel
+        return <AsyncChannel>channel
+
+    def call(self, str service, str endpoint, request=None, *, timeout=None,
+             dict metadata=None, str address=None, response_type=None,
+             str content_type=None):
+        """One call (see zmicro.Client.call / zmicro.AsyncClient.call)."""
+        cdef CodecEntry entry
+        cdef Context parent
+        cdef double deadline
+        cdef uint64_t trace_hi = 0, trace_lo = 0, span_id = 0
+        if self.closed:
+            raise _RPCError(_Code.UNAVAILABLE, "client closed")
+        entry = self.default_codec if content_type is None else self._codec(content_type)
+        body = entry.encode_value(request)
+        deadline = monotonic() + (self.timeout if timeout is None else <double>timeout)
+        parent = contextvar_get(CURRENT, None)
+        if parent is not None:  # inside a handler: inherit deadline and metadata
+            if 0 < parent.deadline_at < deadline:
+                deadline = parent.deadline_at
+            if parent._metadata:
+                metadata = ({**parent._metadata, **metadata} if metadata
+                            else dict(parent._metadata))
+            trace_hi, trace_lo, span_id = parent.trace_hi, parent.trace_lo, parent.span_id
+        if address is None:
+            address = self._pick(service)
+        decode = entry.decoder_for(_Any if response_type is None else response_type)
+        if decode is IDENTITY:
+            decode = None
+        if self.is_async:
+            return self._async_channel(address).call(
+                service, endpoint, entry.name, body, deadline, decode, metadata,
+                trace_hi, trace_lo, span_id)
+        if parent is not None and parent._blocks_address == address:
+            raise _RPCError(
+                _Code.FAILED_PRECONDITION,
+                f"{parent.service}/{parent.endpoint} calls its own service from the thread "
+                f"that serves it: the call could never be answered; make the handler "
+                f"blocking=True, or async with AsyncClient")
+        value = self._sync_channel(address).call(service, endpoint, entry.name, body,
+                                                 deadline, metadata, trace_hi, trace_lo,
+                                                 span_id)
+        if decode is None:
+            return value
+        try:
+            return decode(value)
+        except Exception as exc:
+            raise _undecodable(exc) from None
+
+    def pick(self, str service):
+        """The node the next call to `service` would go to."""
+        return self._pick(service)
+
+    def close(self):
+        """Close every channel (sync: of every thread; do not call meanwhile)."""
+        self.closed = True
+        for channel in list(self.all_channels):
+            channel.close()
+        for channel in self.channels.values():
+            (<AsyncChannel>channel).close()
+        self.channels.clear()
 
 
 @cython.auto_pickle(False)

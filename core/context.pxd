@@ -11,7 +11,7 @@ cdef class Context:
     cdef object _metadata              # dict[str, bytes], or None when empty
     cdef bint _cancelled               # the caller cancelled or gave up
     cdef object _task                  # asyncio Task of an async handler
-    cdef object _ctype                 # the server's _ContentType (encoder)
+    cdef object _ctype                 # the request's CodecEntry (encoder)
     cdef readonly str _blocks_address  # the service's own address when this
                                        # handler holds its thread (inline, async)
     cdef readonly uint64_t trace_hi    # W3C trace id, high half

@@ -12,15 +12,8 @@ cdef class Endpoint:
     cdef readonly object handler      # callable(request, ctx), interceptors applied
     cdef readonly int mode            # HandlerMode
     cdef readonly object request_type # what the decoders produce (Any: untyped)
-    cdef list decoders                # per content type index: decode fn or None
-
-
-cdef class _ContentType:
-    cdef bytes key                    # content type in UTF-8, as in headers
-    cdef str name                     # the same, as str
-    cdef object encode                # codec.encode
-    cdef object codec                 # the Codec (builds decoders)
-    cdef int index                    # slot in Endpoint.decoders
+    cdef list decoders                # per content type index: decode fn,
+                                      # IDENTITY, or None (not built yet)
 
 
 cdef class ServerCore:
@@ -32,16 +25,18 @@ cdef class ServerCore:
     cdef bytes service_key            # the same in UTF-8, matched against requests
     cdef public str local_address     # where it is bound (self-call detection)
     cdef list endpoints               # Endpoint
-    cdef list ctypes                  # _ContentType, known content types
-    cdef _ContentType default_ctype   # for requests that name none
+    cdef list ctypes                  # CodecEntry, known content types
+    cdef CodecEntry default_ctype     # for requests that name none
     cdef readonly uint32_t max_in_flight
     cdef readonly uint32_t in_flight  # requests admitted, not yet answered
     cdef dict running                 # (peer, request id) -> Context (pool, tasks)
     cdef object executor_factory      # () -> Executor for blocking handlers
     cdef object executor              # created on first blocking handler
     cdef object loop                  # asyncio loop while serving with asyncio
-    cdef object completions           # deque of (Context, result, exc) from the pool
-    cdef int wake_r, wake_w           # pipe: the pool wakes the blocking wait
+    cdef object completions           # deque of (Context, future) from the pool
+    cdef bytes wake_id                # routing id of the waker (random)
+    cdef object waker                 # inproc DEALER: wakes the blocking wait
+    cdef object wake_lock             # the waker is used from many threads
     cdef bint stopping                # stop() was called
     cdef bint draining_scheduled      # an asyncio drain is already queued
     cdef object logger
@@ -58,8 +53,8 @@ cdef class ServerCore:
     cdef int _handle(self, Received *r) except -1
     cdef int _dispatch(self, Received *r, zm_header *h, zm_frame_view *v) except -1
     cdef Endpoint _endpoint(self, zm_slice name)
-    cdef _ContentType _ctype(self, zm_slice name)
-    cdef object _decoder(self, Endpoint ep, _ContentType ct)
+    cdef CodecEntry _ctype(self, zm_slice name)
+    cdef object _decoder(self, Endpoint ep, CodecEntry ct)
     cdef int _reply(self, const zm_slice *peer, uint64_t request_id, int kind,
                     int status, object detail, str content_type, object body,
                     str error_id=*) except -1

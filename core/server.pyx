@@ -15,6 +15,7 @@ import contextvars as _contextvars
 import functools as _functools
 import logging as _logging
 import os as _os
+import threading as _threading
 
 from zmicro.errors import Code as _Code, RPCError as _RPCError
 
@@ -70,11 +71,6 @@ cdef class Endpoint:
         self.decoders = []
 
 
-@cython.auto_pickle(False)
-cdef class _ContentType:
-    pass
-
-
 def _run_blocking(handler, request, Context ctx):
     """A blocking handler, in a pool thread, inside a copied context."""
     if ctx._cancelled:
@@ -104,22 +100,15 @@ cdef class ServerCore:
     def __init__(self, zsock, str service, endpoints, dict codecs, *,
                  str default_content_type, uint32_t max_in_flight,
                  executor_factory, logger=None):
-        cdef _ContentType ct
+        cdef CodecEntry ct
         self.zsock = zsock
         self.sock = socket_handle(zsock)
         self.service = service
         self.service_key = service.encode()
         self.endpoints = list(endpoints)
-        self.ctypes = []
-        for name, codec in codecs.items():
-            ct = _ContentType.__new__(_ContentType)
-            ct.key = name.encode()
-            ct.name = name
-            ct.encode = codec.encode
-            ct.codec = codec
-            ct.index = len(self.ctypes)
-            self.ctypes.append(ct)
-            if name == default_content_type:
+        self.ctypes = list(codec_entries(codecs).values())
+        for ct in self.ctypes:
+            if ct.name == default_content_type:
                 self.default_ctype = ct
         if self.default_ctype is None:
             raise ValueError(f"no codec for the default content type {default_content_type}")
@@ -131,62 +120,63 @@ cdef class ServerCore:
         self.running = {}
         self.executor_factory = executor_factory
         self.completions = _collections.deque()
-        self.wake_r, self.wake_w = _os.pipe2(_os.O_NONBLOCK | _os.O_CLOEXEC)
+        # The loop blocks in zmq_msg_recv on the ROUTER; to wake it (stop, a
+        # blocking handler done) a private inproc peer sends it an empty
+        # message. Its routing id is random: a remote peer cannot pose as it,
+        # and a wake-up means only "look at your flags and queues".
+        self.wake_id = _os.urandom(16)
+        wake_address = f"inproc://zmicro-wake-{self.wake_id.hex()}"
+        zsock.bind(wake_address)
+        self.waker = zsock.context.socket(5)  # DEALER
+        self.waker.setsockopt(5, self.wake_id)  # ZMQ_ROUTING_ID
+        self.waker.setsockopt(17, 0)  # ZMQ_LINGER
+        self.waker.connect(wake_address)
+        self.wake_lock = _threading.Lock()
         self.logger = logger or _logging.getLogger("zmicro.server")
         self.rpc_error = _RPCError
 
     def close(self):
-        """Release the wake pipe and the thread pool (not the socket)."""
+        """Release the waker and the thread pool (not the ROUTER)."""
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.executor = None
-        if self.wake_r >= 0:
-            _os.close(self.wake_r)
-            _os.close(self.wake_w)
-            self.wake_r = self.wake_w = -1
+        if self.waker is not None:
+            with self.wake_lock:
+                self.waker.close(0)
+                self.waker = None
+
+    def _wake(self):
+        # From any thread: pool workers, stop(), signal handlers.
+        with self.wake_lock:
+            if self.waker is not None:
+                try:
+                    self.waker.send(b"", 1)  # NOBLOCK: a full queue is awake already
+                except Exception:
+                    pass
 
     # -- waiting ---------------------------------------------------------
 
     def run_blocking(self):
-        """Serve until stop(), waiting in libzmq with the GIL released. A
+        """Serve until stop(), blocking in libzmq with the GIL released. A
         signal handler's exception (KeyboardInterrupt) ends it too."""
-        cdef zmq_pollitem_t items[2]
-        cdef int rc
-        items[0].socket = self.sock
-        items[0].fd = 0
-        items[0].events = ZM_POLLIN
-        items[1].socket = NULL
-        items[1].fd = self.wake_r
-        items[1].events = ZM_POLLIN
+        cdef Received r
         while not self.stopping:  # a core is used once: stop() is for good
-            items[0].revents = items[1].revents = 0
-            with nogil:
-                rc = ZMQ.poll(items, 2, -1)
-            if rc < 0:
-                rc = ZMQ.errno_()
-                if rc != EINTR:
-                    raise_errno(rc)
-                PyErr_CheckSignals()
-                continue
-            if items[1].revents:
-                try:
-                    while _os.read(self.wake_r, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
+            recv_until(&r, self.sock, 0.0)
+            try:
+                self._handle(&r)
+            except Exception:
+                self.logger.exception("zmicro: internal error handling a message")
+            finally:
+                received_close(&r)
+            if self.completions:
                 self._flush_completions()
-            if items[0].revents:
-                self._drain(BATCH)
+            release_sent()
 
     def stop(self):
         """Make run_blocking() return (from any thread or a signal handler)."""
         self.stopping = True
-        if self.loop is not None:
-            return
-        try:
-            _os.write(self.wake_w, b"s")
-        except (BlockingIOError, OSError):
-            pass
+        if self.loop is None:
+            self._wake()
 
     def attach(self, loop):
         """Serve on `loop` (asyncio) from now on, until detach()."""
@@ -248,6 +238,8 @@ cdef class ServerCore:
         if r.extra:
             self.n_malformed += 1
             return 0
+        if r.n == 2 and _same(self.wake_id, r.slices[0]):
+            return 0  # a wake-up: the loop looks at its flags and queues
         rc = zm_frame_parse(r.slices, r.n, 1, &h, &v)
         if rc != ZM_OK:
             self.n_malformed += 1
@@ -276,23 +268,23 @@ cdef class ServerCore:
                 return <Endpoint>ep
         return None
 
-    cdef _ContentType _ctype(self, zm_slice name):
+    cdef CodecEntry _ctype(self, zm_slice name):
         for ct in self.ctypes:
-            if _same((<_ContentType>ct).key, name):
-                return <_ContentType>ct
+            if _same((<CodecEntry>ct).key, name):
+                return <CodecEntry>ct
         return None
 
-    cdef object _decoder(self, Endpoint ep, _ContentType ct):
+    cdef object _decoder(self, Endpoint ep, CodecEntry ct):
         decode = ep.decoders[ct.index]
         if decode is None:
             decode = ct.codec.decoder(ep.request_type)
-            ep.decoders[ct.index] = decode
-        return decode
+            ep.decoders[ct.index] = IDENTITY if decode is None else decode
+        return ep.decoders[ct.index]
 
     cdef int _dispatch(self, Received *r, zm_header *h, zm_frame_view *v) except -1:
         cdef const zm_slice *peer = &r.slices[0]
         cdef Endpoint ep
-        cdef _ContentType ct
+        cdef CodecEntry ct
         cdef Context ctx
         cdef uint32_t i
         self.n_requests += 1
@@ -318,13 +310,19 @@ cdef class ServerCore:
                                "", None)
 
         body = body_object(r, v.body_first) if v.body_count else b""
-        try:
-            request = self._decoder(ep, ct)(body)
-        except Exception as exc:
-            if not isinstance(exc, self.rpc_error):
-                exc = self.rpc_error(C_INVALID_ARGUMENT,
-                                     f"request does not decode as {ct.name}: {exc}")
-            return self._error_reply(peer, h.request_id, exc)
+        decode = self._decoder(ep, ct)
+        if decode is IDENTITY:
+            request = body
+        else:
+            try:
+                request = decode(body)
+            except Exception as exc:
+                if isinstance(exc, ct.invalid):  # the codec's words name the field
+                    exc = self.rpc_error(C_INVALID_ARGUMENT, str(exc))
+                elif not isinstance(exc, self.rpc_error):
+                    exc = self.rpc_error(C_INVALID_ARGUMENT,
+                                         f"request does not decode as {ct.name}: {exc}")
+                return self._error_reply(peer, h.request_id, exc)
 
         ctx = Context.__new__(Context)
         ctx.service = self.service
@@ -348,13 +346,13 @@ cdef class ServerCore:
         self.in_flight += 1
         if ep.mode == MODE_INLINE:
             result = exc = None
-            token = CURRENT.set(ctx)
+            token = PyContextVar_Set(CURRENT, ctx)  # the C API: no attribute lookups
             try:
                 result = ep.handler(request, ctx)
             except Exception as e:
                 exc = e
             finally:
-                CURRENT.reset(token)
+                PyContextVar_Reset(CURRENT, token)
                 self.in_flight -= 1
             return self._answer(ctx, result, exc)
 
@@ -385,10 +383,7 @@ cdef class ServerCore:
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self._flush_from_loop)
         else:
-            try:
-                _os.write(self.wake_w, b"c")
-            except (BlockingIOError, OSError):
-                pass  # full pipe: a wake-up is pending anyway
+            self._wake()
 
     def _flush_from_loop(self):
         self._flush_completions()
@@ -421,14 +416,14 @@ cdef class ServerCore:
 
     cdef int _answer(self, Context ctx, object result, object exc) except -1:
         cdef zm_slice peer
-        cdef _ContentType ct = <_ContentType>ctx._ctype
+        cdef CodecEntry ct = <CodecEntry>ctx._ctype
         if ctx._cancelled:
             return 0  # the caller gave up: nobody is waiting for this
         peer.ptr = <const uint8_t *>PyBytes_AS_STRING(ctx.peer)
         peer.len = <size_t>PyBytes_GET_SIZE(ctx.peer)
         if exc is None:
             try:
-                body = ct.encode(result)
+                body = ct.encode_value(result)
             except Exception as e:
                 self.logger.error("zmicro: %s/%s returned a value %s cannot encode: %s",
                                   self.service, ctx.endpoint, ct.name, e)
@@ -468,10 +463,10 @@ cdef class ServerCore:
             _slice_text(detail, &h.detail)
         if kind == ZM_KIND_ERROR:  # every error names where it comes from
             _slice_text(error_id or self.service, &h.service)
-        rc = zm_wire_write(&h, hbuf, sizeof(hbuf), &hlen)
+        rc = zm_wire_write_ex(&h, hbuf, sizeof(hbuf), &hlen, ZM_WIRE_TRUSTED_UTF8)
         if rc != ZM_OK:  # only an absurd error id or detail gets here
             h.detail.len = h.service.len = 0
-            rc = zm_wire_write(&h, hbuf, sizeof(hbuf), &hlen)
+            rc = zm_wire_write_ex(&h, hbuf, sizeof(hbuf), &hlen, ZM_WIRE_TRUSTED_UTF8)
             if rc != ZM_OK:
                 raise_zm(rc)
         # ROUTER_MANDATORY + DONTWAIT: a caller that is gone (EHOSTUNREACH) or

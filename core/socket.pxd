@@ -20,7 +20,9 @@ cdef int wait_socket(void *sock, short events, double timeout) except -1
 cdef int wait_until(void *sock, short events, double deadline_at) except -1
 cdef int socket_events(void *sock) except -1
 cdef int socket_fd(void *sock) except -1
-cdef int recv_parts(Received *r, void *sock) noexcept nogil
+cdef int recv_parts(Received *r, void *sock, int flags=*) noexcept nogil
+cdef int set_rcvtimeo(void *sock, int ms) noexcept nogil
+cdef int recv_until(Received *r, void *sock, double deadline_at) except -1
 cdef void received_close(Received *r) noexcept nogil
 cdef object body_object(Received *r, int index)
 cdef int send_body(void *sock, object obj, const zm_slice *s, int flags) except -1

@@ -384,23 +384,23 @@ size_t zm_wire_size(const zm_header *h) {
     return 8 + 8 * s.words;
 }
 
-static int wr_check_text(zm_slice t, size_t limit) {
+static int wr_check_text(zm_slice t, size_t limit, unsigned flags) {
     if (t.len > limit)
         return ZM_E_TEXT_SIZE;
     if (t.len && memchr(t.ptr, 0, t.len) != NULL)
         return ZM_E_TEXT_NUL;
-    if (!zm_utf8_valid(t.ptr, t.len))
+    if (!(flags & ZM_WIRE_TRUSTED_UTF8) && !zm_utf8_valid(t.ptr, t.len))
         return ZM_E_TEXT_UTF8;
     return ZM_OK;
 }
 
-static int wr_validate(const zm_header *h) {
+static int wr_validate(const zm_header *h, unsigned flags) {
     int rc;
-    if ((rc = wr_check_text(h->content_type, ZM_WIRE_MAX_NAME)) ||
-        (rc = wr_check_text(h->service, ZM_WIRE_MAX_NAME)) ||
-        (rc = wr_check_text(h->endpoint, ZM_WIRE_MAX_NAME)) ||
-        (rc = wr_check_text(h->principal, ZM_WIRE_MAX_NAME)) ||
-        (rc = wr_check_text(h->detail, ZM_WIRE_MAX_VALUE)))
+    if ((rc = wr_check_text(h->content_type, ZM_WIRE_MAX_NAME, flags)) ||
+        (rc = wr_check_text(h->service, ZM_WIRE_MAX_NAME, flags)) ||
+        (rc = wr_check_text(h->endpoint, ZM_WIRE_MAX_NAME, flags)) ||
+        (rc = wr_check_text(h->principal, ZM_WIRE_MAX_NAME, flags)) ||
+        (rc = wr_check_text(h->detail, ZM_WIRE_MAX_VALUE, flags)))
         return rc;
     if (h->nonce.len > ZM_WIRE_MAX_VALUE)
         return ZM_E_TEXT_SIZE;
@@ -409,7 +409,7 @@ static int wr_validate(const zm_header *h) {
     for (uint32_t i = 0; i < h->n_metadata; i++) {
         if (h->metadata[i].key.len == 0)
             return ZM_E_METADATA_KEY;
-        if ((rc = wr_check_text(h->metadata[i].key, ZM_WIRE_MAX_NAME)))
+        if ((rc = wr_check_text(h->metadata[i].key, ZM_WIRE_MAX_NAME, flags)))
             return rc;
         if (h->metadata[i].value.len > ZM_WIRE_MAX_VALUE)
             return ZM_E_TEXT_SIZE;
@@ -440,7 +440,12 @@ static void wr_blob(uint8_t *seg, size_t at, size_t *next, zm_slice b, int text)
 }
 
 int zm_wire_write(const zm_header *h, uint8_t *out, size_t cap, size_t *written) {
-    int rc = wr_validate(h);
+    return zm_wire_write_ex(h, out, cap, written, 0);
+}
+
+int zm_wire_write_ex(const zm_header *h, uint8_t *out, size_t cap, size_t *written,
+                     unsigned flags) {
+    int rc = wr_validate(h, flags);
     if (rc)
         return rc;
     wr_shape s;

@@ -82,6 +82,13 @@ size_t zm_wire_size(const zm_header *h);
  * out[0..cap). On ZM_OK, *written is the number of bytes written. */
 int zm_wire_write(const zm_header *h, uint8_t *out, size_t cap, size_t *written);
 
+/* zm_wire_write with flags: ZM_WIRE_TRUSTED_UTF8 skips the UTF-8 check of
+ * texts the caller knows are well-formed (from a Python str, say); sizes
+ * and NUL bytes are still checked. */
+#define ZM_WIRE_TRUSTED_UTF8 0x1
+int zm_wire_write_ex(const zm_header *h, uint8_t *out, size_t cap, size_t *written,
+                     unsigned flags);
+
 /* 1 if s[0..n) is well-formed UTF-8 (no overlongs, surrogates or code
  * points above U+10FFFF: the same set Python's strict decoder accepts). */
 int zm_utf8_valid(const uint8_t *s, size_t n);

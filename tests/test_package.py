@@ -41,3 +41,12 @@ def test_public_names():
 def test_message_not_constructible():
     with pytest.raises(TypeError):
         zmicro.Message()
+
+
+def test_every_subpackage_is_installed():
+    """Subpackages ship too (a hand-written package list once missed
+    zmicro.registry, which an editable install hid)."""
+    source = Path(__file__).resolve().parents[1] / "python" / "zmicro"
+    installed = Path(zmicro.__file__).parent
+    for init in source.rglob("__init__.py"):
+        assert (installed / init.relative_to(source)).is_file(), init

@@ -23,6 +23,7 @@ cdef extern from "native.h" nogil:
     int ZM_EMTHREAD
     int ZM_OPT_FD
     int ZM_OPT_EVENTS
+    int ZM_OPT_RCVTIMEO
     int ZM_DONTWAIT
     int ZM_SNDMORE
     int ZM_POLLIN

@@ -43,6 +43,7 @@ typedef struct zmq_pollitem_t {
 /* zmq.h socket options */
 #define ZM_OPT_FD 14
 #define ZM_OPT_EVENTS 15
+#define ZM_OPT_RCVTIMEO 27
 
 #define ZM_DONTWAIT 1
 #define ZM_SNDMORE 2

@@ -56,6 +56,7 @@ cdef extern from "zm_wire.h" nogil:
         ZM_KIND_PONG
         ZM_KIND_MAX
         ZM_FLAG_SIGNED
+        ZM_WIRE_TRUSTED_UTF8
 
     ctypedef struct zm_meta:
         zm_slice key
@@ -85,6 +86,8 @@ cdef extern from "zm_wire.h" nogil:
     int zm_wire_read(const uint8_t *buf, size_t len, zm_header *h)
     size_t zm_wire_size(const zm_header *h)
     int zm_wire_write(const zm_header *h, uint8_t *out, size_t cap, size_t *written)
+    int zm_wire_write_ex(const zm_header *h, uint8_t *out, size_t cap, size_t *written,
+                         unsigned flags)
     int zm_utf8_valid(const uint8_t *s, size_t n)
 
 

@@ -59,41 +59,38 @@ Decode = Callable[[Any], Any]
 class Codec(Protocol):
     """Turns values into body bytes and back, for one content type.
 
-    ``encode(value)`` returns a bytes-like object; ``decoder(type)`` returns
+    ``encode(value)`` returns a bytes-like object. ``decoder(type)`` returns
     a function from a bytes-like body to a value of ``type`` (``Any``:
-    untyped), raising :class:`RPCError` ``INVALID_ARGUMENT`` for a body that
-    does not decode or does not fit the type. Decoders are built once per
-    endpoint and reused: make them fast, make building them do the work.
+    untyped). A body that does not decode or does not fit the type raises
+    one of the exceptions in ``invalid`` (their text becomes the
+    ``INVALID_ARGUMENT`` detail, so make it name the field), or an
+    :class:`RPCError`. Decoders are built once per endpoint and called on
+    every request: make building them do the work.
+
+    Optional, for codecs that do not transform: ``passthrough = True``
+    means ``encode`` returns the value itself (a bytes-like object), and
+    ``decoder`` may return None for "the body is the value"; the core then
+    calls neither.
     """
 
     content_type: str
+    invalid: tuple[type[BaseException], ...]
 
     def encode(self, value: Any) -> Any: ...
 
-    def decoder(self, type: Any = Any) -> Decode: ...
-
-
-def _invalid(exc: Exception) -> RPCError:
-    # msgspec's messages name the path ("Expected `str`, got `int` - at `$.name`").
-    return RPCError(Code.INVALID_ARGUMENT, str(exc))
+    def decoder(self, type: Any = Any) -> Decode | None: ...
 
 
 class _MsgspecCodec:
     _module: Any
+    # msgspec's messages name the path ("Expected `str`, got `int` - at `$.name`").
+    invalid = (msgspec.ValidationError, msgspec.DecodeError)
 
     def __init__(self) -> None:
         self.encode = self._module.Encoder().encode
 
     def decoder(self, type: Any = Any) -> Decode:
-        decode = self._module.Decoder(type).decode
-
-        def decode_checked(data):
-            try:
-                return decode(data)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                raise _invalid(exc) from None
-
-        return decode_checked
+        return self._module.Decoder(type).decode  # msgspec's own: no wrapper
 
 
 class MsgpackCodec(_MsgspecCodec):
@@ -121,6 +118,8 @@ class OctetStreamCodec:
     """
 
     content_type = OCTET_STREAM
+    invalid = ()
+    passthrough = True
 
     @staticmethod
     def encode(value: Any) -> Any:
@@ -128,9 +127,9 @@ class OctetStreamCodec:
             return value
         raise TypeError(f"{OCTET_STREAM} carries bytes-like values, not {type(value).__name__}")
 
-    def decoder(self, type: Any = Any) -> Decode:
+    def decoder(self, type: Any = Any) -> Decode | None:
         if type in _BYTES_TYPES:
-            return _identity
+            return None  # the body is the value
         name = getattr(type, "__name__", repr(type))
 
         def refuse(data):
@@ -138,10 +137,6 @@ class OctetStreamCodec:
                            f"{OCTET_STREAM} carries bytes; this endpoint takes {name}")
 
         return refuse
-
-
-def _identity(data):
-    return data
 
 
 class CapnpCodec:
@@ -152,6 +147,7 @@ class CapnpCodec:
     """
 
     content_type = CAPNP
+    invalid = ()
 
     @staticmethod
     def encode(value: Any) -> bytes:
@@ -187,8 +183,12 @@ _codecs: dict[str, Codec] = {}
 def register_codec(codec: Codec) -> None:
     """Use ``codec`` for its content type, in clients and services created
     from now on (a service keeps the codecs it started with)."""
-    if not isinstance(codec, Codec):
+    if not (isinstance(getattr(codec, "content_type", None), str)
+            and callable(getattr(codec, "encode", None))
+            and callable(getattr(codec, "decoder", None))):
         raise TypeError("a codec has content_type, encode() and decoder()")
+    if not hasattr(codec, "invalid"):
+        codec.invalid = ()  # type: ignore[misc]
     with _lock:
         _codecs[codec.content_type] = codec
 

@@ -101,7 +101,9 @@ class Service:
     """A service: endpoints served on one socket, registered by name.
 
     ``address`` binds exactly there (``tcp://host:port`` or ``ipc://path``);
-    by default a free port on 127.0.0.1. ``max_in_flight`` caps requests
+    by default a free port on 127.0.0.1. The ``address`` attribute is the
+    bound address once the service is serving and registered (None before
+    and after). ``max_in_flight`` caps requests
     being handled at once: beyond it callers get ``RESOURCE_EXHAUSTED`` at
     once instead of a growing queue. ``workers`` sizes the thread pool of
     blocking handlers.
@@ -272,7 +274,7 @@ class Service:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
         try:
-            self.address = _bind(sock, self._requested_address)
+            address = _bind(sock, self._requested_address)
         except zmq.ZMQError:
             sock.close(0)
             raise
@@ -295,14 +297,16 @@ class Service:
             executor_factory=executor,
             logger=logging.getLogger("zmicro.server"),
         )
-        self._core.local_address = self.address
+        self._core.local_address = address
         if self._stop_event.is_set():  # stop() came while we were starting
             self._core.stop()
-        self._register()
+        self._register(address)
+        # Last: a service with an address is bound, dispatching and registered.
+        self.address = address
         log.info("zmicro: %s %s serving %s at %s", self.name, self.version,
-                 ", ".join(self.endpoints), self.address)
+                 ", ".join(self.endpoints), address)
 
-    def _register(self) -> None:
+    def _register(self, address: str) -> None:
         if self._registry is None:
             self._registry = default_registry()
         self._record = ServiceRecord(
@@ -313,7 +317,7 @@ class Service:
                 EndpointRecord(name=h.name, request=_schema(h.request_type),
                                response=_schema(h.response_type))
                 for h in self._handlers.values()),
-            nodes=(Node(id=self._node_id, address=self.address),),
+            nodes=(Node(id=self._node_id, address=address),),
         )
         self._registry.register(self._record, ttl=self._ttl)
         self._heartbeat = threading.Thread(target=self._beat, name=f"zmicro-{self.name}-ttl",
@@ -343,6 +347,7 @@ class Service:
             self._sock.close()
         self._core = self._sock = self._record = self._heartbeat = None
         self._loop = self._async_stop = None
+        self.address = None
         log.info("zmicro: %s stopped", self.name)
 
     def _install_signals(self) -> Callable[[], None]:
