@@ -31,7 +31,8 @@ cdef class AsyncChannel:
     cdef object rpc_error             # zmicro.errors.RPCError
 
     cdef bint _send_now(self, _Pending p, const uint8_t *hbuf, size_t hlen,
-                        object body) except -1
+                        object body, const zm_slice *b) except -1
+    cdef bint _flush_one(self, _Pending p) except -1
     cdef int _flush_backlog(self) except -1
     cdef int _arm_timer(self, double deadline_at) except -1
     cdef int _check_events(self) except -1
@@ -45,8 +46,9 @@ cdef class _Pending:
     cdef double deadline_at           # monotonic; 0 = none
     cdef object future
     cdef object decode                # body -> value
-    cdef bytes header                 # written header, until sent
-    cdef object body                  # body object, until sent
+    cdef bytes header                 # written header (inline: the whole frame), until sent
+    cdef object body                  # body object, until sent (not inline)
+    cdef bint inline                  # the body rides in the header frame
     cdef bint sent
 
 

@@ -24,13 +24,14 @@ cdef int C_CANCELLED_ = _Code.CANCELLED
 cdef int write_request(uint8_t *out, size_t *written, uint64_t request_id,
                        double deadline_at, str service, str endpoint,
                        str content_type, dict metadata, uint64_t trace_hi,
-                       uint64_t trace_lo, uint64_t span_id) except -1:
+                       uint64_t trace_lo, uint64_t span_id, uint32_t flags) except -1:
     """Write a request header into out[0..ZM_WIRE_MAX_HEADER)."""
     cdef zm_header h
     cdef double budget
     memset(&h, 0, <size_t>(<char *>&h.metadata - <char *>&h))
     h.version = ZM_WIRE_VERSION
     h.kind = ZM_KIND_REQUEST
+    h.flags = flags
     h.request_id = request_id
     if deadline_at > 0:
         budget = (deadline_at - monotonic()) * 1e6
@@ -76,7 +77,15 @@ cdef object reply_value(Received *r, zm_header *h, zm_frame_view *v, object rpc_
     if h.kind == ZM_KIND_ERROR:
         code = h.status if h.status else _Code.UNKNOWN
         return True, rpc_error(code, _text(h.detail), id=_text(h.service))
+    if v.inline_body:
+        return False, inline_body_object(r, v.header, v.body)
     return False, (body_object(r, v.body_first) if v.body_count else b"")
+
+
+cdef inline bint _inline(const zm_slice *body) noexcept:
+    # Small bodies ride in the header frame (one frame less per message);
+    # large ones keep their own frame, sent without a copy.
+    return body.len < 65536
 
 
 @cython.auto_pickle(False)
@@ -114,31 +123,39 @@ cdef class Channel:
         cdef Received r
         cdef zm_header h
         cdef zm_frame_view v
-        cdef int rc, err
+        cdef int err
+        cdef bint inline
         if self.sock == NULL:
             raise _RPCError(_Code.UNAVAILABLE, "channel closed")
         if deadline_at > 0 and monotonic() >= deadline_at:
             raise _RPCError(_Code.DEADLINE_EXCEEDED, "deadline passed before the call was sent")
         self.next_id += 1
         request_id = self.next_id
-        write_request(hbuf, &hlen, request_id, deadline_at, service, endpoint,
-                      content_type, metadata, trace_hi, trace_lo, span_id)
-
-        # Send. Usually there is room at once; otherwise wait for the
-        # connection (IMMEDIATE: nothing queues for a peer not connected).
-        rc = ZMQ.send(self.sock, hbuf, hlen, ZM_SNDMORE | ZM_DONTWAIT)
-        while rc < 0:
-            err = ZMQ.errno_()
-            if err != EAGAIN:
-                raise_errno(err)
-            if not wait_until(self.sock, ZM_POLLOUT, deadline_at):
-                raise _RPCError(_Code.UNAVAILABLE,
-                                f"could not reach {self.address} before the deadline")
-            rc = ZMQ.send(self.sock, hbuf, hlen, ZM_SNDMORE | ZM_DONTWAIT)
         memset(&bview, 0, sizeof(Py_buffer))
         try:
             view_get(body, &bview, &b)
-            send_body(self.sock, body, &b, 0)
+            inline = _inline(&b)
+            write_request(hbuf, &hlen, request_id, deadline_at, service, endpoint,
+                          content_type, metadata, trace_hi, trace_lo, span_id,
+                          ZM_FLAG_BODY_INLINE if inline else 0)
+            # Send. Usually there is room at once; otherwise wait for the
+            # connection (IMMEDIATE: nothing queues for a peer not connected).
+            while True:
+                if inline:
+                    err = send_inline(self.sock, hbuf, hlen, &b, ZM_DONTWAIT)
+                else:
+                    err = 0
+                    if ZMQ.send(self.sock, hbuf, hlen, ZM_SNDMORE | ZM_DONTWAIT) < 0:
+                        err = ZMQ.errno_()
+                        if err != EAGAIN:
+                            raise_errno(err)
+                    else:
+                        send_body(self.sock, body, &b, 0)
+                if err == 0:
+                    break
+                if not wait_until(self.sock, ZM_POLLOUT, deadline_at):
+                    raise _RPCError(_Code.UNAVAILABLE,
+                                    f"could not reach {self.address} before the deadline")
         finally:
             PyBuffer_Release(&bview)
 
@@ -209,6 +226,8 @@ cdef class AsyncChannel:
         """Send now; return a Future of the decoded reply (see Channel.call)."""
         cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
         cdef size_t hlen = 0
+        cdef Py_buffer bview
+        cdef zm_slice b
         cdef _Pending p = _Pending.__new__(_Pending)
         fut = CallFuture(loop=self.loop)
         if self.closed:
@@ -224,13 +243,25 @@ cdef class AsyncChannel:
         p.decode = decode
         fut._zm_channel = self
         fut._zm_request_id = p.request_id
-        write_request(hbuf, &hlen, p.request_id, deadline_at, service, endpoint,
-                      content_type, metadata, trace_hi, trace_lo, span_id)
-        self.pending[p.request_id] = p
-        if self.backlog or not self._send_now(p, hbuf, hlen, body):
-            p.header = PyBytes_FromStringAndSize(<char *>hbuf, <Py_ssize_t>hlen)
-            p.body = body
-            self.backlog.append(p)
+        memset(&bview, 0, sizeof(Py_buffer))
+        try:
+            view_get(body, &bview, &b)
+            p.inline = _inline(&b)
+            write_request(hbuf, &hlen, p.request_id, deadline_at, service, endpoint,
+                          content_type, metadata, trace_hi, trace_lo, span_id,
+                          ZM_FLAG_BODY_INLINE if p.inline else 0)
+            self.pending[p.request_id] = p
+            if self.backlog or not self._send_now(p, hbuf, hlen, body, &b):
+                if p.inline:  # keep the frame whole: header then body
+                    p.header = (PyBytes_FromStringAndSize(<char *>hbuf, <Py_ssize_t>hlen)
+                                + PyBytes_FromStringAndSize(<const char *>b.ptr,
+                                                            <Py_ssize_t>b.len))
+                else:
+                    p.header = PyBytes_FromStringAndSize(<char *>hbuf, <Py_ssize_t>hlen)
+                    p.body = body
+                self.backlog.append(p)
+        finally:
+            PyBuffer_Release(&bview)
         if deadline_at > 0:
             _heapq.heappush(self.timers, (deadline_at, p.request_id))
             if self.timer is None or deadline_at < self.timer_at:
@@ -238,21 +269,25 @@ cdef class AsyncChannel:
         self._schedule_read()
         return fut
 
-    cdef bint _send_now(self, _Pending p, const uint8_t *hbuf, size_t hlen, object body) except -1:
-        """Send if libzmq has room (True); False: it must wait for POLLOUT."""
-        cdef Py_buffer bview
-        cdef zm_slice b
+    cdef bint _send_now(self, _Pending p, const uint8_t *hbuf, size_t hlen, object body,
+                        const zm_slice *b) except -1:
+        """Send if libzmq has room (True); False: it must wait for POLLOUT.
+        An inline request goes as one frame: the header then `b`."""
+        cdef zm_slice none
+        if p.inline:
+            none.ptr = NULL
+            none.len = 0
+            if send_inline(self.sock, hbuf, hlen, b if b != NULL else &none,
+                           ZM_DONTWAIT) == EAGAIN:
+                return False
+            p.sent = True
+            return True
         if ZMQ.send(self.sock, hbuf, hlen, ZM_SNDMORE | ZM_DONTWAIT) < 0:
             err = ZMQ.errno_()
             if err == EAGAIN:
                 return False
             raise_errno(err)
-        memset(&bview, 0, sizeof(Py_buffer))
-        try:
-            view_get(body, &bview, &b)
-            send_body(self.sock, body, &b, 0)
-        finally:
-            PyBuffer_Release(&bview)
+        send_body(self.sock, body, b, 0)
         p.sent = True
         return True
 
@@ -263,8 +298,7 @@ cdef class AsyncChannel:
             if p.future.done():  # timed out or cancelled while waiting
                 self.backlog.popleft()
                 continue
-            if not self._send_now(p, <const uint8_t *>PyBytes_AS_STRING(p.header),
-                                  <size_t>PyBytes_GET_SIZE(p.header), p.body):
+            if not self._flush_one(p):
                 break
             self.backlog.popleft()
             p.header = None
@@ -279,6 +313,27 @@ cdef class AsyncChannel:
             self.read_scheduled = True
             self.loop.call_soon(self._on_readable)
         return 0
+
+    cdef bint _flush_one(self, _Pending p) except -1:
+        cdef Py_buffer bview
+        cdef zm_slice b
+        if p.inline:  # p.header is the whole frame already
+            b.ptr = NULL
+            b.len = 0
+            if ZMQ.send(self.sock, PyBytes_AS_STRING(p.header),
+                        <size_t>PyBytes_GET_SIZE(p.header), ZM_DONTWAIT) < 0:
+                if ZMQ.errno_() == EAGAIN:
+                    return False
+                raise_errno(ZMQ.errno_())
+            p.sent = True
+            return True
+        memset(&bview, 0, sizeof(Py_buffer))
+        try:
+            view_get(p.body, &bview, &b)
+            return self._send_now(p, <const uint8_t *>PyBytes_AS_STRING(p.header),
+                                  <size_t>PyBytes_GET_SIZE(p.header), p.body, &b)
+        finally:
+            PyBuffer_Release(&bview)
 
     cdef int _check_events(self) except -1:
         # The FD is edge-triggered: after every send, look at ZMQ_EVENTS

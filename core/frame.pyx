@@ -18,7 +18,8 @@ cdef class Message:
         """True if the message is signed and its MAC verifies under `key`."""
         if self.mac is None:
             return False
-        return mac_verify(alg, key, [self.raw_header, *self.bodies], self.mac)
+        frames = [self.raw_header] if self.inline else [self.raw_header, *self.bodies]
+        return mac_verify(alg, key, frames, self.mac)
 
     def __repr__(self):
         return (f"Message(routing_id={self.routing_id!r}, header={self.header!r}, "
@@ -27,13 +28,15 @@ cdef class Message:
 
 def send_message(socket, Header header, bodies=(), *, routing_id=None,
                  mac_key=None, int mac_alg=ZM_MAC_HMAC_SHA256,
-                 double timeout=-1.0):
+                 double timeout=-1.0, bint inline_body=False):
     """Send one message: [routing_id] header body* [mac].
 
     With `mac_key` the header goes out with the SIGNED flag and a MAC frame
     over the header and bodies is appended; without it the flag is cleared.
-    `timeout` (seconds; < 0 waits forever, 0 never blocks) bounds the wait
-    for room under the send high-water mark: WouldBlock when it passes.
+    `inline_body` sends the one body inside the header frame (the
+    BODY_INLINE flag). `timeout` (seconds; < 0 waits forever, 0 never
+    blocks) bounds the wait for room under the send high-water mark:
+    WouldBlock when it passes.
     """
     cdef void *sock = socket_handle(socket)
     cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
@@ -50,6 +53,12 @@ def send_message(socket, Header header, bodies=(), *, routing_id=None,
         raise_zm(ZM_E_FRAME_COUNT)
     if signed:
         flags |= ZM_FLAG_SIGNED
+    flags &= ~(<uint32_t>ZM_FLAG_BODY_INLINE)
+    if inline_body:
+        if len(bodies) != 1:
+            raise ValueError("an inline body is exactly one body")
+        return _send_inline_message(sock, header, flags | ZM_FLAG_BODY_INLINE, bodies[0],
+                                    routing_id, mac_key, mac_alg, timeout)
     header_write(header, flags, hbuf, sizeof(hbuf), &hlen)
 
     v.n = 0
@@ -67,6 +76,28 @@ def send_message(socket, Header header, bodies=(), *, routing_id=None,
     finally:
         views_release(&v)
         PyBuffer_Release(&rview)
+    return None
+
+
+cdef object _send_inline_message(void *sock, Header header, uint32_t flags, body,
+                                 routing_id, mac_key, int mac_alg, double timeout):
+    # The low-level API builds the frame as bytes: simple, not the hot path.
+    cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
+    cdef size_t hlen = 0
+    header_write(header, flags, hbuf, sizeof(hbuf), &hlen)
+    frame = PyBytes_FromStringAndSize(<char *>hbuf, <Py_ssize_t>hlen) + bytes(body)
+    frames = [frame]
+    if mac_key is not None:
+        frames.append(mac_compute(mac_alg, mac_key, [frame]))
+    if routing_id is not None:
+        frames.insert(0, bytes(routing_id))
+    if timeout != 0:
+        wait_socket(sock, ZM_POLLOUT, timeout)
+    for i, f in enumerate(frames):
+        more = ZM_SNDMORE if i + 1 < len(frames) else 0
+        if ZMQ.send(sock, PyBytes_AS_STRING(f), <size_t>PyBytes_GET_SIZE(f),
+                    more | (ZM_DONTWAIT if i == 0 else 0)) < 0:
+            raise_errno(ZMQ.errno_())
     return None
 
 
@@ -159,6 +190,9 @@ cdef Message _parse(const zm_slice *slices, int n, bint routed):
     m.raw_header = _frame_bytes(slices[v.header])
     if v.routing >= 0:
         m.routing_id = _frame_bytes(slices[v.routing])
+    m.inline = bool(v.inline_body)
+    if v.inline_body:
+        m.bodies.append(_frame_bytes(v.body))
     for i in range(v.body_first, v.body_first + v.body_count):
         m.bodies.append(_frame_bytes(slices[i]))
     if v.mac >= 0:

@@ -309,7 +309,10 @@ cdef class ServerCore:
                                f"{self.service} is busy ({self.in_flight} requests in flight)",
                                "", None)
 
-        body = body_object(r, v.body_first) if v.body_count else b""
+        if v.inline_body:
+            body = inline_body_object(r, v.header, v.body)
+        else:
+            body = body_object(r, v.body_first) if v.body_count else b""
         decode = self._decoder(ep, ct)
         if decode is IDENTITY:
             request = body
@@ -451,8 +454,10 @@ cdef class ServerCore:
         cdef size_t hlen = 0
         cdef Py_buffer bview
         cdef zm_slice b
-        cdef int rc, more
+        cdef bint inline = False
+        cdef int rc
         memset(&h, 0, <size_t>(<char *>&h.metadata - <char *>&h))
+        memset(&bview, 0, sizeof(Py_buffer))
         h.version = ZM_WIRE_VERSION
         h.kind = <uint16_t>kind
         h.request_id = request_id
@@ -463,32 +468,38 @@ cdef class ServerCore:
             _slice_text(detail, &h.detail)
         if kind == ZM_KIND_ERROR:  # every error names where it comes from
             _slice_text(error_id or self.service, &h.service)
-        rc = zm_wire_write_ex(&h, hbuf, sizeof(hbuf), &hlen, ZM_WIRE_TRUSTED_UTF8)
-        if rc != ZM_OK:  # only an absurd error id or detail gets here
-            h.detail.len = h.service.len = 0
-            rc = zm_wire_write_ex(&h, hbuf, sizeof(hbuf), &hlen, ZM_WIRE_TRUSTED_UTF8)
-            if rc != ZM_OK:
-                raise_zm(rc)
-        # ROUTER_MANDATORY + DONTWAIT: a caller that is gone (EHOSTUNREACH) or
-        # not reading (EAGAIN: its queue is full) loses this reply, counted.
-        rc = ZMQ.send(self.sock, peer.ptr, peer.len, ZM_SNDMORE | ZM_DONTWAIT)
-        if rc < 0:
-            rc = ZMQ.errno_()
-            if rc == EHOSTUNREACH or rc == EAGAIN:
-                self.n_replies_dropped += 1
-                return 0
-            raise_errno(rc)
-        more = ZM_SNDMORE if kind == ZM_KIND_REPLY else 0
-        rc = ZMQ.send(self.sock, hbuf, hlen, more)
-        if rc < 0:
-            raise_errno(ZMQ.errno_())
-        if kind == ZM_KIND_REPLY:
-            memset(&bview, 0, sizeof(Py_buffer))
-            try:
+        try:
+            if kind == ZM_KIND_REPLY:
                 view_get(body, &bview, &b)
+                inline = b.len < 65536  # small bodies ride in the header frame
+                if inline:
+                    h.flags = ZM_FLAG_BODY_INLINE
+            rc = zm_wire_write_ex(&h, hbuf, sizeof(hbuf), &hlen, ZM_WIRE_TRUSTED_UTF8)
+            if rc != ZM_OK:  # only an absurd error id or detail gets here
+                h.detail.len = h.service.len = 0
+                rc = zm_wire_write_ex(&h, hbuf, sizeof(hbuf), &hlen, ZM_WIRE_TRUSTED_UTF8)
+                if rc != ZM_OK:
+                    raise_zm(rc)
+            # ROUTER_MANDATORY + DONTWAIT: a caller that is gone (EHOSTUNREACH)
+            # or not reading (EAGAIN: its queue is full) loses this reply,
+            # counted.
+            rc = ZMQ.send(self.sock, peer.ptr, peer.len, ZM_SNDMORE | ZM_DONTWAIT)
+            if rc < 0:
+                rc = ZMQ.errno_()
+                if rc == EHOSTUNREACH or rc == EAGAIN:
+                    self.n_replies_dropped += 1
+                    return 0
+                raise_errno(rc)
+            if inline:
+                send_inline(self.sock, hbuf, hlen, &b, 0)
+            elif kind == ZM_KIND_REPLY:
+                if ZMQ.send(self.sock, hbuf, hlen, ZM_SNDMORE) < 0:
+                    raise_errno(ZMQ.errno_())
                 send_body(self.sock, body, &b, 0)
-            finally:
-                PyBuffer_Release(&bview)
+            elif ZMQ.send(self.sock, hbuf, hlen, 0) < 0:
+                raise_errno(ZMQ.errno_())
+        finally:
+            PyBuffer_Release(&bview)
         self.n_codes[status if status <= 16 else 2] += 1
         return 0
 

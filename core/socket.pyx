@@ -201,6 +201,40 @@ cdef object body_object(Received *r, int index):
     return memoryview(Frame.take(&r.msgs[index]))
 
 
+cdef object inline_body_object(Received *r, int index, zm_slice body):
+    """An inline body (inside frame `index`) as bytes, or, from ZERO_COPY_MIN
+    bytes on, a memoryview over the frame (which moves out of r)."""
+    cdef size_t offset
+    if <Py_ssize_t>body.len < _ZERO_COPY_MIN:
+        return PyBytes_FromStringAndSize(<const char *>body.ptr, <Py_ssize_t>body.len)
+    offset = <size_t>(body.ptr - r.slices[index].ptr)
+    return memoryview(Frame.take(&r.msgs[index]))[offset:]
+
+
+cdef int send_inline(void *sock, const uint8_t *hbuf, size_t hlen,
+                     const zm_slice *body, int flags) except -1:
+    """One frame: the header (written with ZM_FLAG_BODY_INLINE), then the
+    body. Returns 0, or EAGAIN when `flags` has ZM_DONTWAIT and there is no
+    room (nothing sent); raises for other errors."""
+    cdef zmq_msg_t msg
+    cdef uint8_t *data
+    cdef int rc, err
+    if ZMQ.msg_init_size(&msg, hlen + body.len) < 0:
+        raise_errno(ZMQ.errno_())
+    data = <uint8_t *>ZMQ.msg_data(&msg)
+    memcpy(data, hbuf, hlen)
+    if body.len:
+        memcpy(data + hlen, body.ptr, body.len)
+    rc = ZMQ.msg_send(&msg, sock, flags)
+    if rc >= 0:
+        return 0
+    err = ZMQ.errno_()
+    ZMQ.msg_close(&msg)
+    if err == EAGAIN and flags & ZM_DONTWAIT:
+        return EAGAIN
+    raise_errno(err)
+
+
 cdef int send_body(void *sock, object obj, const zm_slice *s, int flags) except -1:
     """Send one frame holding `s` (the bytes of `obj`). A bytes object of
     ZERO_COPY_MIN bytes or more goes without a copy: libzmq keeps a

@@ -152,6 +152,17 @@ static void check_view(const zm_slice *frames, int n, int routed,
              signed_ ? "signed" : "unsigned");
     if (h->version == 0 || h->version > ZM_WIRE_VERSION || h->kind > ZM_KIND_MAX)
         FAIL("accepted version %u kind %u", h->version, h->kind);
+    /* BODY_INLINE: the body is exactly the rest of the header frame, and no
+     * body frame follows; without it the frame is the header exactly. */
+    const zm_slice *hf = &frames[first];
+    size_t hsize = 8 + 8 * (size_t)zm_le32(hf->ptr + 4);
+    if (h->flags & ZM_FLAG_BODY_INLINE) {
+        if (!v->inline_body || v->body_count != 0 || v->body.len != hf->len - hsize ||
+            (v->body.len && v->body.ptr != hf->ptr + hsize))
+            FAIL("inline body not the rest of the header frame");
+    } else if (v->inline_body || hsize != hf->len) {
+        FAIL("bytes after the header accepted without BODY_INLINE");
+    }
 }
 
 static void check_mac(const zm_slice *frames, const zm_frame_view *v,
@@ -221,7 +232,11 @@ static void parse(const zm_slice *frames, int n, int routed, uint8_t ctl,
     if (rc == ZM_OK || rc == ZM_E_VERSION || rc == ZM_E_KIND) {
         /* zm_frame.h: the header and view are filled for these codes too,
          * and the header must be what zm_wire_read makes of that frame. */
-        if (zm_wire_read(frames[first].ptr, frames[first].len, &alone) != ZM_OK)
+        /* The header is the prefix its segment table gives (an inline
+         * body may follow it in the frame). */
+        size_t hsize = 8 + 8 * (size_t)zm_le32(frames[first].ptr + 4);
+        if (hsize > frames[first].len ||
+            zm_wire_read(frames[first].ptr, hsize, &alone) != ZM_OK)
             FAIL("frame parse %d on a header zm_wire_read refuses", rc);
         if (alone.request_id != h.request_id || alone.flags != h.flags ||
             alone.version != h.version || alone.kind != h.kind)

@@ -214,7 +214,7 @@ def header_seeds(tmp: Path):
       span_id=2**64 - 1)
     z("z-sparse-data", version=1, span_id=5)  # zeros inside, last word set
     z("z-principal-only", principal="spiffe://acme/ns/default/sa/web")
-    z("z-nul-in-text", version=1, detail="a\0b\0")
+    bad("h-nul-in-text", capnp_header(wire, version=1, detail="a\0b\0"), E.TEXT_NUL)
     z("z-metadata-keys-only", version=1,
       metadata={f"k{i}": b"" for i in range(5)})  # one pointer per entry
     z("z-metadata-64", version=1,
@@ -409,6 +409,16 @@ def frame_seeds():
     add("unsigned-17-frames", [req, *[b"b"] * 16])
     add("routed-18-frames", [rid, req, *[b"b"] * 16])
     add("routed-empty-id", [b"", req])
+    # Inline bodies: the body after the header message, in its frame.
+    inline = Header(**{**TYPICAL, "flags": 2}).encode()
+    add("inline-request", [inline + body])
+    add("inline-empty", [inline])
+    add("routed-inline", [rid, inline + body])
+    add("inline-and-body-frame", [inline + body, body])
+    add("trailing-without-flag", [req + body])
+    signed_inline = Header(**{**TYPICAL, "flags": 3}).encode()
+    add("signed-inline", [signed_inline + body,
+                          mac(1, FRAMES_KEY, [signed_inline + body])])
     add("version-0", [Header(version=0, request_id=3).encode()])
     add("version-2", [Header(version=2, request_id=3).encode(), body])
     add("kind-8", [Header(kind=8, request_id=3).encode()])

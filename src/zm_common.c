@@ -24,6 +24,7 @@ const char *zm_strerror(int code) {
     case ZM_E_KIND: return "unknown message kind";
     case ZM_E_MAC_FRAME: return "signed message without a 32-byte MAC frame";
     case ZM_E_ROUTING_ID: return "empty routing id";
+    case ZM_E_INLINE_BODY: return "inline body and body frames in one message";
     case ZM_E_MAC_ALG: return "unknown MAC algorithm";
     case ZM_E_MAC_KEY: return "MAC key must be 16 to 64 bytes";
     case ZM_E_MAC_MISMATCH: return "MAC does not verify";

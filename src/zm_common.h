@@ -59,6 +59,7 @@ typedef enum zm_err {
     ZM_E_KIND = 23,           /* unknown message kind */
     ZM_E_MAC_FRAME = 24,      /* signed flag set but no 32-byte MAC frame */
     ZM_E_ROUTING_ID = 25,     /* empty routing id frame */
+    ZM_E_INLINE_BODY = 26,    /* an inline body and body frames both */
 
     /* message authentication (zm_mac_*) */
     ZM_E_MAC_ALG = 30,        /* unknown MAC algorithm */

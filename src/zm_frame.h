@@ -7,10 +7,13 @@
  *
  * The routing id is present only where a ROUTER socket receives (it is the
  * peer's identity, prepended by libzmq, never covered by the MAC). The header
- * is one zm_wire message. Body frames are opaque to the framing layer (the
- * header's contentType names their codec). When the header's flags carry
- * ZM_FLAG_SIGNED the last frame is a ZM_MAC_SIZE-byte MAC over the header and
- * body frames (zm_mac.h).
+ * frame starts with one zm_wire message; with ZM_FLAG_BODY_INLINE the body
+ * follows it in the same frame (one frame less for small bodies: libzmq's
+ * cost is per frame) and no body frame may follow, otherwise the frame is
+ * the message exactly. Bodies are opaque to the framing layer (the header's
+ * contentType names their codec). When the header's flags carry
+ * ZM_FLAG_SIGNED the last frame is a ZM_MAC_SIZE-byte MAC over the header
+ * frame and body frames (zm_mac.h).
  *
  * zm_frame_parse validates that layout over frames already received; it
  * reads only the frames' bytes and does not allocate.
@@ -32,6 +35,8 @@ typedef struct zm_frame_view {
     int body_first;   /* index of the first body frame */
     int body_count;   /* number of body frames (may be 0) */
     int mac;          /* index of the MAC frame, or -1 when unsigned */
+    int inline_body;  /* 1: the body is `body`, inside the header frame */
+    zm_slice body;    /* the inline body (may be empty) */
 } zm_frame_view;
 
 /* Check the layout of frames[0..n) (routed: frames[0] is a routing id), parse

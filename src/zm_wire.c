@@ -244,8 +244,9 @@ ZM_INLINE uint64_t rd_field(const uint8_t *data, int64_t dw, int off, int size) 
     }
 }
 
+static int rd_message(const uint8_t *buf, size_t len, zm_header *h);
+
 int zm_wire_read(const uint8_t *buf, size_t len, zm_header *h) {
-    int rc;
     if (len > ZM_WIRE_MAX_HEADER)
         return ZM_E_TOO_BIG;
     if (len < 16)
@@ -254,7 +255,26 @@ int zm_wire_read(const uint8_t *buf, size_t len, zm_header *h) {
         return ZM_E_SEGMENTS;
     if ((len & 7) != 0 || (uint64_t)zm_le32(buf + 4) * 8 != len - 8)
         return ZM_E_SEGMENT_SIZE;
+    return rd_message(buf, len, h);
+}
 
+int zm_wire_read_prefix(const uint8_t *buf, size_t len, zm_header *h, size_t *used) {
+    if (len < 16)
+        return ZM_E_SHORT;
+    if (zm_le32(buf) != 0)
+        return ZM_E_SEGMENTS;
+    uint64_t size = 8 + (uint64_t)zm_le32(buf + 4) * 8;
+    if (size > ZM_WIRE_MAX_HEADER)
+        return ZM_E_TOO_BIG;
+    if (size < 16 || size > len)
+        return ZM_E_SEGMENT_SIZE;
+    *used = (size_t)size;
+    return rd_message(buf, (size_t)size, h);
+}
+
+/* The message in buf[0..len), its segment table already checked. */
+static int rd_message(const uint8_t *buf, size_t len, zm_header *h) {
+    int rc;
     rd r;
     r.seg = buf + 8;
     r.words = (int64_t)((len - 8) / 8);

@@ -41,7 +41,8 @@ enum {
 };
 
 /* Header.flags */
-#define ZM_FLAG_SIGNED 0x1u /* the last frame is a ZM_MAC_SIZE-byte MAC */
+#define ZM_FLAG_SIGNED 0x1u      /* the last frame is a ZM_MAC_SIZE-byte MAC */
+#define ZM_FLAG_BODY_INLINE 0x2u /* the body follows the header in its frame */
 
 typedef struct zm_meta {
     zm_slice key;   /* UTF-8, non-empty, unique in one header */
@@ -74,6 +75,11 @@ typedef struct zm_header {
 /* Decode `len` bytes at `buf` into *h. Returns ZM_OK or a ZM_E_* code; on
  * error *h is unspecified. Slices in *h borrow from buf. */
 int zm_wire_read(const uint8_t *buf, size_t len, zm_header *h);
+
+/* Decode the header message at the start of buf[0..len): its segment table
+ * gives its size, which must fit (at most ZM_WIRE_MAX_HEADER); bytes after
+ * it are left to the caller (an inline body). *used is the message's size. */
+int zm_wire_read_prefix(const uint8_t *buf, size_t len, zm_header *h, size_t *used);
 
 /* Bytes the canonical encoding of *h takes (even when above the limit). */
 size_t zm_wire_size(const zm_header *h);

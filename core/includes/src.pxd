@@ -31,6 +31,7 @@ cdef extern from "zm_common.h" nogil:
         ZM_E_KIND
         ZM_E_MAC_FRAME
         ZM_E_ROUTING_ID
+        ZM_E_INLINE_BODY
         ZM_E_MAC_ALG
         ZM_E_MAC_KEY
         ZM_E_MAC_MISMATCH
@@ -56,6 +57,7 @@ cdef extern from "zm_wire.h" nogil:
         ZM_KIND_PONG
         ZM_KIND_MAX
         ZM_FLAG_SIGNED
+        ZM_FLAG_BODY_INLINE
         ZM_WIRE_TRUSTED_UTF8
 
     ctypedef struct zm_meta:
@@ -84,6 +86,7 @@ cdef extern from "zm_wire.h" nogil:
         zm_meta metadata[64]
 
     int zm_wire_read(const uint8_t *buf, size_t len, zm_header *h)
+    int zm_wire_read_prefix(const uint8_t *buf, size_t len, zm_header *h, size_t *used)
     size_t zm_wire_size(const zm_header *h)
     int zm_wire_write(const zm_header *h, uint8_t *out, size_t cap, size_t *written)
     int zm_wire_write_ex(const zm_header *h, uint8_t *out, size_t cap, size_t *written,
@@ -102,6 +105,8 @@ cdef extern from "zm_frame.h" nogil:
         int body_first
         int body_count
         int mac
+        int inline_body
+        zm_slice body
 
     int zm_frame_parse(const zm_slice *frames, int n, int routed, zm_header *h,
                        zm_frame_view *v)

@@ -62,6 +62,7 @@ class WireErrorCode(enum.IntEnum):
     KIND = 23
     MAC_FRAME = 24
     ROUTING_ID = 25
+    INLINE_BODY = 26
     MAC_ALG = 30
     MAC_KEY = 31
     MAC_MISMATCH = 32

@@ -1,7 +1,8 @@
 """The zmicro wire protocol: the ``Header`` and the frames around it.
 
 A message is ZeroMQ frames ``[routing id] header body* [mac]``; the header is
-a single-segment Cap'n Proto message of ``wire.capnp``'s ``Header``
+a single-segment Cap'n Proto message of ``wire.capnp``'s ``Header``, which
+with the ``BODY_INLINE`` flag carries a small body after it in its frame
 (``SCHEMA`` is its path in the installed package). The compiled core reads
 and writes it; ``docs/protocol.md`` specifies it for other languages.
 """
@@ -12,6 +13,7 @@ import enum
 from pathlib import Path
 
 from ._core import (
+    FLAG_BODY_INLINE,
     FLAG_SIGNED,
     MAX_HEADER,
     MAX_METADATA,
@@ -27,6 +29,7 @@ from ._core import (
 )
 
 __all__ = [
+    "FLAG_BODY_INLINE",
     "FLAG_SIGNED",
     "MAX_HEADER",
     "MAX_METADATA",
@@ -64,3 +67,4 @@ class Flags(enum.IntFlag):
     """``Header.flags`` bits."""
 
     SIGNED = FLAG_SIGNED
+    BODY_INLINE = FLAG_BODY_INLINE

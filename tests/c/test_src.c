@@ -111,6 +111,22 @@ static void test_frames(void) {
     CHECK(v.routing == -1 && v.header == 0 && v.body_count == 1 && v.mac == 2);
     CHECK(zm_frame_parse(frames + 1, 1, 0, &r, &v) == ZM_E_MAC_FRAME);
     CHECK(zm_frame_parse(frames, 0, 0, &r, &v) == ZM_E_NO_HEADER);
+
+    /* An inline body: the bytes after the header message in its frame. */
+    uint8_t frame[256 + 5];
+    h.flags = ZM_FLAG_BODY_INLINE;
+    CHECK(zm_wire_write(&h, frame, sizeof frame, &n) == ZM_OK);
+    memcpy(frame + n, "hello", 5);
+    zm_slice one[1] = {{frame, n + 5}};
+    CHECK(zm_frame_parse(one, 1, 0, &r, &v) == ZM_OK);
+    CHECK(v.inline_body == 1 && v.body.len == 5 && memcmp(v.body.ptr, "hello", 5) == 0);
+    CHECK(v.body_count == 0);
+    zm_slice two[2] = {{frame, n + 5}, S("extra")};
+    CHECK(zm_frame_parse(two, 2, 0, &r, &v) == ZM_E_INLINE_BODY);
+    h.flags = 0;  /* the same bytes without the flag: trailing garbage */
+    CHECK(zm_wire_write(&h, frame, sizeof frame, &n) == ZM_OK);
+    zm_slice trailing[1] = {{frame, n + 5}};
+    CHECK(zm_frame_parse(trailing, 1, 0, &r, &v) == ZM_E_SEGMENT_SIZE);
 }
 
 static void test_strerror(void) {
@@ -119,7 +135,7 @@ static void test_strerror(void) {
         ZM_E_POINTER_KIND, ZM_E_BOUNDS, ZM_E_TRAVERSAL, ZM_E_TEXT_NUL, ZM_E_TEXT_UTF8,
         ZM_E_TEXT_SIZE, ZM_E_METADATA_COUNT, ZM_E_METADATA_KEY, ZM_E_BUFFER,
         ZM_E_NO_HEADER, ZM_E_FRAME_COUNT, ZM_E_VERSION, ZM_E_KIND, ZM_E_MAC_FRAME,
-        ZM_E_ROUTING_ID, ZM_E_MAC_ALG, ZM_E_MAC_KEY, ZM_E_MAC_MISMATCH, ZM_E_MAC_API};
+        ZM_E_ROUTING_ID, ZM_E_INLINE_BODY, ZM_E_MAC_ALG, ZM_E_MAC_KEY, ZM_E_MAC_MISMATCH, ZM_E_MAC_API};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         CHECK(strcmp(zm_strerror(codes[i]), "unknown error") != 0);
     CHECK(strcmp(zm_strerror(999), "unknown error") == 0);

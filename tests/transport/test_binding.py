@@ -86,6 +86,20 @@ def test_send_refuses_too_many_frames(pair, signed, limit):
         assert err.value.code == zmicro.WireErrorCode.FRAME_COUNT
 
 
+@pytest.mark.parametrize("signed", [False, True])
+def test_inline_body_round_trip(pair, signed):
+    dealer, router = pair
+    key = KEY if signed else None
+    wire.send_message(dealer, request_header(), [b"inline body"], mac_key=key, timeout=5,
+                      inline_body=True)
+    got = wire.recv_message(router, routed=True, timeout=5)
+    assert got.inline and got.bodies == [b"inline body"]
+    assert got.header.flags & wire.FLAG_BODY_INLINE
+    assert got.verify(Alg.HMAC_SHA256, KEY) is signed
+    with pytest.raises(ValueError):
+        wire.send_message(dealer, request_header(), [b"a", b"b"], inline_body=True)
+
+
 def test_large_bodies(pair):
     dealer, router = pair
     big = bytes(range(256)) * 4096  # 1 MiB

@@ -95,3 +95,49 @@ def test_arbitrary_frames_never_crash(frames, routed):
         assert isinstance(e.code, E)
     else:
         assert m.header.version == wire.WIRE_VERSION
+
+
+INLINE = zmicro.Header(request_id=9, flags=wire.FLAG_BODY_INLINE).encode()
+
+
+@given(st.binary(max_size=3000), st.booleans())
+def test_inline_body(body, routed):
+    frames = [b"peer"] * routed + [INLINE + body]
+    m = wire.parse_frames(frames, routed=routed)
+    assert m.inline and m.bodies == [body] and m.raw_header == INLINE + body
+    assert m.header.request_id == 9
+
+
+def test_inline_body_and_body_frames_both():
+    assert code_of([INLINE + b"x", b"more"]) == E.INLINE_BODY
+    assert code_of([INLINE, b""]) == E.INLINE_BODY
+
+
+def test_bytes_after_the_header_need_the_flag():
+    """Without BODY_INLINE the frame is the header exactly, as before."""
+    assert code_of([HEADER + b"x"]) == E.SEGMENT_SIZE
+    assert code_of([HEADER + bytes(8)]) == E.SEGMENT_SIZE
+
+
+def test_inline_frame_may_exceed_the_header_limit():
+    """The 8 KiB cap is the header's; an inline body may make the frame longer."""
+    body = b"b" * 60_000
+    assert wire.parse_frames([INLINE + body]).bodies == [body]
+    big = zmicro.Header(flags=wire.FLAG_BODY_INLINE, detail="d" * 4000, nonce=b"n" * 4000)
+    data = big.encode()
+    assert len(data) <= wire.MAX_HEADER
+    assert wire.parse_frames([data + body]).bodies == [body]
+
+
+def test_inline_header_claiming_more_than_the_frame():
+    assert code_of([INLINE[:-8]]) == E.SEGMENT_SIZE
+
+
+def test_signed_inline_mac_covers_the_whole_frame():
+    h = zmicro.Header(request_id=3, flags=wire.FLAG_BODY_INLINE | wire.FLAG_SIGNED).encode()
+    frame = h + b"body"
+    tag = zmicro.mac.compute(Alg.HMAC_SHA256, KEY, [frame])
+    m = wire.parse_frames([frame, tag])
+    assert m.bodies == [b"body"] and m.verify(Alg.HMAC_SHA256, KEY)
+    tampered = wire.parse_frames([h + b"bodY", tag])
+    assert not tampered.verify(Alg.HMAC_SHA256, KEY)
