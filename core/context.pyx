@@ -71,6 +71,23 @@ cdef class Context:
                 f"deadline={left} cancelled={self._cancelled}>")
 
 
+def _test_context(*, str service="svc", str endpoint="Svc.Call", uint64_t request_id=1,
+                  dict metadata=None, principal=None, timeout=None, bytes peer=b"peer",
+                  str content_type="application/msgpack"):
+    """A Context as a server would make it, for unit tests of interceptors."""
+    cdef Context ctx = Context.__new__(Context)
+    ctx.service = service
+    ctx.endpoint = endpoint
+    ctx.request_id = request_id
+    ctx.peer = peer
+    ctx.content_type = content_type
+    ctx.principal = principal
+    ctx._metadata = {k: (v.encode() if type(v) is str else v)
+                     for k, v in metadata.items()} if metadata else None
+    ctx.deadline_at = monotonic() + timeout if timeout is not None else 0.0
+    return ctx
+
+
 def current_context():
     """The Context of the handler running in this task or thread, or None."""
     return CURRENT.get(None)
