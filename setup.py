@@ -37,6 +37,7 @@ SOURCES = [
     "src/zm_wire.c",
     "src/zm_frame.c",
     "src/zm_mac.c",
+    "src/zm_replay.c",
 ]
 DEPENDS = [
     os.path.join(d, f)

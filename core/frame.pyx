@@ -108,7 +108,7 @@ cdef int _sign(int alg, object key, const uint8_t *hbuf, size_t hlen,
     cdef Py_buffer kview
     cdef zm_slice k
     cdef int i, rc = 0
-    if not HAVE_SODIUM:
+    if python_mac(alg):
         tag = _fallback_module().compute(
             alg, key, [PyBytes_FromStringAndSize(<const char *>hbuf, <Py_ssize_t>hlen),
                        *body_objs])
@@ -122,7 +122,7 @@ cdef int _sign(int alg, object key, const uint8_t *hbuf, size_t hlen,
     try:
         view_get(key, &kview, &k)
         with nogil:
-            rc = zm_mac_compute(&SODIUM, alg, k.ptr, k.len, frames,
+            rc = zm_mac_compute(&CRYPTO, alg, k.ptr, k.len, frames,
                                 <size_t>(bodies.n + 1), mac)
     finally:
         PyBuffer_Release(&kview)

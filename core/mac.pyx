@@ -1,6 +1,8 @@
-# mac.pyx - MACs over frames (src/zm_mac.c) and random bytes, computed by
-# the libsodium pyzmq loaded, with the GIL released. Without libsodium the
-# same algorithms run in zmicro._mac_fallback (hashlib/hmac), said once.
+# mac.pyx - MACs over frames (src/zm_mac.c) and random bytes, computed in C
+# with the GIL released: SHA-256 from OpenSSL's libcrypto or libsodium, keyed
+# BLAKE2b from libsodium (native.pyx finds them). An algorithm neither
+# provides runs in zmicro._mac_fallback (hashlib/hmac: same results), said
+# once.
 
 import logging as _logging
 
@@ -19,10 +21,21 @@ cdef object _fallback_module():
     if _fallback is None:
         from zmicro import _mac_fallback
         _fallback = _mac_fallback
+        slow = [name for name, who in mac_backends().items() if who == "python"]
         _logging.getLogger("zmicro").warning(
-            "libsodium was not found through pyzmq: MACs are computed by "
-            "Python's hmac/hashlib (same algorithms, slower, GIL held)")
+            "libsodium / OpenSSL's SHA-256 were not found: %s MACs are computed "
+            "by Python's hmac/hashlib (same results, slower, GIL held)",
+            " and ".join(slow))
     return _fallback
+
+
+cdef inline bint c_mac(int alg) noexcept:
+    """True if the core computes `alg` in C (else: Python's fallback)."""
+    return (alg == ZM_MAC_HMAC_SHA256 and C_HMAC) or (alg == ZM_MAC_BLAKE2B and C_BLAKE2B)
+
+
+cdef inline bint python_mac(int alg) noexcept:
+    return (alg == ZM_MAC_HMAC_SHA256 or alg == ZM_MAC_BLAKE2B) and not c_mac(alg)
 
 
 def mac_compute(int alg, key, frames):
@@ -36,7 +49,7 @@ def mac_compute(int alg, key, frames):
     cdef Views f
     cdef unsigned char out[ZM_MAC_OUT]
     cdef int rc
-    if not HAVE_SODIUM:
+    if python_mac(alg):
         return _fallback_module().compute(alg, key, frames)
     f.n = 0
     memset(&kview, 0, sizeof(Py_buffer))
@@ -44,7 +57,7 @@ def mac_compute(int alg, key, frames):
         view_get(key, &kview, &k)
         views_get(&f, frames, ZM_FRAME_MAX)
         with nogil:
-            rc = zm_mac_compute(&SODIUM, alg, k.ptr, k.len, f.slices, <size_t>f.n, out)
+            rc = zm_mac_compute(&CRYPTO, alg, k.ptr, k.len, f.slices, <size_t>f.n, out)
     finally:
         views_release(&f)
         PyBuffer_Release(&kview)
@@ -59,7 +72,7 @@ def mac_verify(int alg, key, frames, tag):
     cdef zm_slice k, t
     cdef Views f
     cdef int rc
-    if not HAVE_SODIUM:
+    if python_mac(alg):
         return _fallback_module().verify(alg, key, frames, tag)
     f.n = 0
     memset(&kview, 0, sizeof(Py_buffer))
@@ -75,7 +88,7 @@ def mac_verify(int alg, key, frames, tag):
                 raise_zm(ZM_E_MAC_ALG)
             return False
         with nogil:
-            rc = zm_mac_verify(&SODIUM, alg, k.ptr, k.len, f.slices, <size_t>f.n, t.ptr)
+            rc = zm_mac_verify(&CRYPTO, alg, k.ptr, k.len, f.slices, <size_t>f.n, t.ptr)
     finally:
         views_release(&f)
         PyBuffer_Release(&kview)
@@ -92,7 +105,7 @@ def random_bytes(Py_ssize_t n):
     cdef bytes out
     if n < 0:
         raise ValueError("n must be >= 0")
-    if not HAVE_SODIUM:
+    if RANDOMBYTES == NULL:
         return _os.urandom(n)
     out = PyBytes_FromStringAndSize(NULL, n)
     RANDOMBYTES(PyBytes_AS_STRING(out), <size_t>n)

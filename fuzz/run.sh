@@ -83,7 +83,8 @@ CFLAGS=(-std=c11 -g -O1 -fsanitize=fuzzer,address,undefined
 SRC=("$ROOT"/src/*.c)
 "$CLANG" "${CFLAGS[@]}" "$FUZZ/fuzz_header.c" "${SRC[@]}" -o "$BUILD/fuzz_header"
 "$CLANG" "${CFLAGS[@]}" "$FUZZ/fuzz_frames.c" "${SRC[@]}" -lsodium -o "$BUILD/fuzz_frames"
-echo "built $BUILD/fuzz_header $BUILD/fuzz_frames"
+"$CLANG" "${CFLAGS[@]}" "$FUZZ/fuzz_replay.c" "${SRC[@]}" -o "$BUILD/fuzz_replay"
+echo "built $BUILD/fuzz_header $BUILD/fuzz_frames $BUILD/fuzz_replay"
 
 # The sanitized extension is built in a copy of the sources, so neither the
 # checkout's build/ nor the installed package is touched; cp -a keeps mtimes,
@@ -183,6 +184,7 @@ run_fuzzer() {
 
 run_fuzzer fuzz_header header 8200 "${C_ENV[@]}" -- "$BUILD/fuzz_header"
 run_fuzzer fuzz_frames frames 16384 "${C_ENV[@]}" -- "$BUILD/fuzz_frames"
+run_fuzzer fuzz_replay replay 4096 "${C_ENV[@]}" -- "$BUILD/fuzz_replay"
 run_fuzzer atheris_header header 8200 "${ATHERIS_ENV[@]}" -- "$PY_EXE" "$FUZZ/atheris_header.py"
 
 log "summary"

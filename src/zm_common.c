@@ -29,6 +29,9 @@ const char *zm_strerror(int code) {
     case ZM_E_MAC_KEY: return "MAC key must be 16 to 64 bytes";
     case ZM_E_MAC_MISMATCH: return "MAC does not verify";
     case ZM_E_MAC_API: return "MAC primitives unavailable";
+    case ZM_E_REPLAY: return "nonce seen before (replay)";
+    case ZM_E_REPLAY_FULL: return "nonce cache full";
+    case ZM_E_NOMEM: return "out of memory";
     default: return "unknown error";
     }
 }

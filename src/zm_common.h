@@ -66,6 +66,11 @@ typedef enum zm_err {
     ZM_E_MAC_KEY = 31,        /* key length outside 16..64 bytes */
     ZM_E_MAC_MISMATCH = 32,   /* MAC does not verify */
     ZM_E_MAC_API = 33,        /* crypto functions missing or unusable */
+
+    /* replay protection (zm_replay_*) */
+    ZM_E_REPLAY = 40,         /* this nonce was seen within its window */
+    ZM_E_REPLAY_FULL = 41,    /* the principal's nonce cache is full */
+    ZM_E_NOMEM = 42,          /* out of memory */
 } zm_err;
 
 /* Static English text for a code; never NULL. */

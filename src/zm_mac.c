@@ -1,67 +1,145 @@
 /* zm_mac.c - message authentication over zmicro's frames (see zm_mac.h). */
 #include "zm_mac.h"
 
-int zm_mac_check(const zm_sodium *api) {
-    if (!api || !api->hmacsha256_statebytes || !api->hmacsha256_init ||
-        !api->hmacsha256_update || !api->hmacsha256_final ||
-        !api->generichash_statebytes || !api->generichash_init ||
-        !api->generichash_update || !api->generichash_final || !api->verify_32)
-        return ZM_E_MAC_API;
-    if (api->hmacsha256_statebytes() > ZM_MAC_STATE_MAX ||
-        api->generichash_statebytes() > ZM_MAC_STATE_MAX)
-        return ZM_E_MAC_API;
+#define SHA256_BLOCK 64
+
+/* ========================================================================
+ * SHA-256 through the table (two APIs)
+ * ======================================================================== */
+
+ZM_INLINE void sha_final(const zm_crypto *c, void *ctx, unsigned char *out) {
+    if (c->sha256_kind == ZM_SHA256_OPENSSL)
+        c->sha256_final_openssl(out, ctx);
+    else
+        c->sha256_final_sodium(ctx, out);
+}
+
+int zm_mac_supports(const zm_crypto *c, int alg) {
+    if (alg == ZM_MAC_HMAC_SHA256) {
+        if ((c->sha256_kind != ZM_SHA256_SODIUM && c->sha256_kind != ZM_SHA256_OPENSSL) ||
+            !c->sha256_init || !c->sha256_update ||
+            (c->sha256_kind == ZM_SHA256_SODIUM ? !c->sha256_final_sodium
+                                                : !c->sha256_final_openssl) ||
+            c->sha256_ctx_size == 0 || c->sha256_ctx_size > ZM_MAC_CTX_MAX)
+            return ZM_E_MAC_API;
+        return ZM_OK;
+    }
+    if (alg == ZM_MAC_BLAKE2B) {
+        if (!c->generichash_statebytes || !c->generichash_init ||
+            !c->generichash_update || !c->generichash_final ||
+            c->generichash_statebytes() > ZM_MAC_CTX_MAX)
+            return ZM_E_MAC_API;
+        return ZM_OK;
+    }
+    return ZM_E_MAC_ALG;
+}
+
+/* ========================================================================
+ * Keys
+ * ======================================================================== */
+
+int zm_mac_key_init(const zm_crypto *c, zm_mac_key *k, uint32_t id, int alg,
+                    const uint8_t *key, size_t keylen) {
+    if (keylen < ZM_MAC_KEY_MIN || keylen > ZM_MAC_KEY_MAX)
+        return ZM_E_MAC_KEY;
+    int rc = zm_mac_supports(c, alg);
+    if (rc)
+        return rc;
+    k->id = id;
+    k->alg = alg;
+    if (alg == ZM_MAC_BLAKE2B) {
+        if (c->generichash_init(k->inner, key, keylen, ZM_MAC_OUT) != 0)
+            return ZM_E_MAC_API;
+        return ZM_OK;
+    }
+    /* HMAC (RFC 2104): the key, zero-padded to a block (keys are at most 64
+     * bytes, so never hashed first), XORed with ipad / opad. */
+    uint8_t pad[SHA256_BLOCK];
+    memset(pad, 0, sizeof pad);
+    memcpy(pad, key, keylen);
+    for (size_t i = 0; i < SHA256_BLOCK; i++)
+        pad[i] ^= 0x36;
+    c->sha256_init(k->inner);
+    c->sha256_update(k->inner, pad, SHA256_BLOCK);
+    for (size_t i = 0; i < SHA256_BLOCK; i++)
+        pad[i] ^= 0x36 ^ 0x5c;
+    c->sha256_init(k->outer);
+    c->sha256_update(k->outer, pad, SHA256_BLOCK);
+    memset(pad, 0, sizeof pad);
     return ZM_OK;
 }
 
-/* One update function for both algorithms keeps the framing in one place. */
-typedef int (*update_fn)(void *state, const unsigned char *in,
-                         unsigned long long inlen);
+/* ========================================================================
+ * Signing
+ * ======================================================================== */
 
-int zm_mac_compute(const zm_sodium *api, int alg, const uint8_t *key,
-                   size_t keylen, const zm_slice *frames, size_t n,
-                   uint8_t out[ZM_MAC_OUT]) {
-    /* libsodium's BLAKE2b state must be 64-byte aligned. */
-    _Alignas(64) unsigned char state[ZM_MAC_STATE_MAX];
-    update_fn update;
-    int rc;
+/* Feed the framed input to `update` on `state`. */
+#define FEED(update, state, cast_len)                                      \
+    do {                                                                   \
+        uint8_t prefix_[8];                                                \
+        update(state, (const void *)ZM_MAC_DOMAIN, (cast_len)ZM_MAC_DOMAIN_LEN); \
+        zm_put32(prefix_, (uint32_t)n);                                    \
+        update(state, prefix_, (cast_len)4);                               \
+        for (size_t i_ = 0; i_ < n; i_++) {                                \
+            zm_put64(prefix_, (uint64_t)frames[i_].len);                   \
+            update(state, prefix_, (cast_len)8);                           \
+            if (frames[i_].len)                                            \
+                update(state, frames[i_].ptr, (cast_len)frames[i_].len);   \
+        }                                                                  \
+    } while (0)
 
-    if (keylen < ZM_MAC_KEY_MIN || keylen > ZM_MAC_KEY_MAX)
-        return ZM_E_MAC_KEY;
-    if (alg == ZM_MAC_HMAC_SHA256) {
-        rc = api->hmacsha256_init(state, key, keylen);
-        update = api->hmacsha256_update;
-    } else if (alg == ZM_MAC_BLAKE2B) {
-        rc = api->generichash_init(state, key, keylen, ZM_MAC_OUT);
-        update = api->generichash_update;
-    } else {
+int zm_mac_sign(const zm_crypto *c, const zm_mac_key *k, const zm_slice *frames,
+                size_t n, uint8_t out[ZM_MAC_OUT]) {
+    _Alignas(64) unsigned char state[ZM_MAC_CTX_MAX];
+    if (k->alg == ZM_MAC_BLAKE2B) {
+        size_t size = c->generichash_statebytes();
+        memcpy(state, k->inner, size);
+        FEED(c->generichash_update, state, unsigned long long);
+        return c->generichash_final(state, out, ZM_MAC_OUT) == 0 ? ZM_OK : ZM_E_MAC_API;
+    }
+    if (k->alg != ZM_MAC_HMAC_SHA256)
         return ZM_E_MAC_ALG;
-    }
-    if (rc != 0)
-        return ZM_E_MAC_API;
-
-    uint8_t prefix[8];
-    update(state, (const unsigned char *)ZM_MAC_DOMAIN, ZM_MAC_DOMAIN_LEN);
-    zm_put32(prefix, (uint32_t)n);
-    update(state, prefix, 4);
-    for (size_t i = 0; i < n; i++) {
-        zm_put64(prefix, (uint64_t)frames[i].len);
-        update(state, prefix, 8);
-        if (frames[i].len)
-            update(state, frames[i].ptr, frames[i].len);
-    }
-    if (alg == ZM_MAC_HMAC_SHA256)
-        rc = api->hmacsha256_final(state, out);
-    else
-        rc = api->generichash_final(state, out, ZM_MAC_OUT);
-    return rc == 0 ? ZM_OK : ZM_E_MAC_API;
+    uint8_t inner_hash[ZM_MAC_OUT];
+    memcpy(state, k->inner, c->sha256_ctx_size);
+    FEED(c->sha256_update, state, size_t);
+    sha_final(c, state, inner_hash);
+    memcpy(state, k->outer, c->sha256_ctx_size);
+    c->sha256_update(state, inner_hash, ZM_MAC_OUT);
+    sha_final(c, state, out);
+    return ZM_OK;
 }
 
-int zm_mac_verify(const zm_sodium *api, int alg, const uint8_t *key,
-                  size_t keylen, const zm_slice *frames, size_t n,
-                  const uint8_t tag[ZM_MAC_OUT]) {
+int zm_equal32(const uint8_t *a, const uint8_t *b) {
+    /* volatile: keep the compiler from stopping at the first difference */
+    volatile uint8_t diff = 0;
+    for (size_t i = 0; i < 32; i++)
+        diff |= (uint8_t)(a[i] ^ b[i]);
+    return diff == 0;
+}
+
+int zm_mac_check(const zm_crypto *c, const zm_mac_key *k, const zm_slice *frames,
+                 size_t n, const uint8_t tag[ZM_MAC_OUT]) {
     uint8_t mac[ZM_MAC_OUT];
-    int rc = zm_mac_compute(api, alg, key, keylen, frames, n, mac);
+    int rc = zm_mac_sign(c, k, frames, n, mac);
     if (rc)
         return rc;
-    return api->verify_32(mac, tag) == 0 ? ZM_OK : ZM_E_MAC_MISMATCH;
+    return zm_equal32(mac, tag) ? ZM_OK : ZM_E_MAC_MISMATCH;
+}
+
+int zm_mac_compute(const zm_crypto *c, int alg, const uint8_t *key, size_t keylen,
+                   const zm_slice *frames, size_t n, uint8_t out[ZM_MAC_OUT]) {
+    zm_mac_key k;
+    int rc = zm_mac_key_init(c, &k, 0, alg, key, keylen);
+    if (rc)
+        return rc;
+    return zm_mac_sign(c, &k, frames, n, out);
+}
+
+int zm_mac_verify(const zm_crypto *c, int alg, const uint8_t *key, size_t keylen,
+                  const zm_slice *frames, size_t n, const uint8_t tag[ZM_MAC_OUT]) {
+    zm_mac_key k;
+    int rc = zm_mac_key_init(c, &k, 0, alg, key, keylen);
+    if (rc)
+        return rc;
+    return zm_mac_check(c, &k, frames, n, tag);
 }

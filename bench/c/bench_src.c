@@ -40,9 +40,8 @@
 #include "zm_mac.h"
 #include "zm_wire.h"
 
-#ifdef BENCH_SODIUM_DLOPEN
 #include <dlfcn.h>
-#else
+#ifndef BENCH_SODIUM_DLOPEN
 #include <sodium.h>
 #endif
 
@@ -106,9 +105,25 @@ static void make_data(void) {
  * libsodium -> zm_sodium
  * ======================================================================== */
 
-static zm_sodium g_api;
+static zm_crypto g_api;
 static const char *g_sodium_version = "?";
 static const char *g_sodium_source = "?";
+static const char *g_sha256_source = "libsodium";
+
+/* As the core does (core/native.pyx): SHA-256 for HMAC from OpenSSL's
+ * libcrypto when it is there (the CPU's SHA instructions), else libsodium's. */
+static void openssl_sha256(void) {
+    void *h = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
+    zm_crypto c = g_api;
+    if (!h || !(*(void **)(&c.sha256_init) = dlsym(h, "SHA256_Init")) ||
+        !(*(void **)(&c.sha256_update) = dlsym(h, "SHA256_Update")) ||
+        !(*(void **)(&c.sha256_final_openssl) = dlsym(h, "SHA256_Final")))
+        return;
+    c.sha256_kind = ZM_SHA256_OPENSSL;
+    c.sha256_ctx_size = 112; /* sizeof(SHA256_CTX) */
+    g_api = c;
+    g_sha256_source = "OpenSSL libcrypto.so.3";
+}
 
 #ifdef BENCH_SODIUM_DLOPEN
 
@@ -131,15 +146,18 @@ static int sodium_setup(const char *path) {
         fprintf(stderr, "bench_src: dlopen(%s): %s\n", path, dlerror());
         return -1;
     }
-    LOAD(hmacsha256_statebytes, "crypto_auth_hmacsha256_statebytes")
-    LOAD(hmacsha256_init, "crypto_auth_hmacsha256_init")
-    LOAD(hmacsha256_update, "crypto_auth_hmacsha256_update")
-    LOAD(hmacsha256_final, "crypto_auth_hmacsha256_final")
+    size_t (*sha_statebytes)(void);
+    LOAD(sha256_init, "crypto_hash_sha256_init")
+    LOAD(sha256_update, "crypto_hash_sha256_update")
+    LOAD(sha256_final_sodium, "crypto_hash_sha256_final")
     LOAD(generichash_statebytes, "crypto_generichash_statebytes")
     LOAD(generichash_init, "crypto_generichash_init")
     LOAD(generichash_update, "crypto_generichash_update")
     LOAD(generichash_final, "crypto_generichash_final")
-    LOAD(verify_32, "crypto_verify_32")
+    if (!(*(void **)(&sha_statebytes) = dlsym(handle, "crypto_hash_sha256_statebytes")))
+        return -1;
+    g_api.sha256_kind = ZM_SHA256_SODIUM;
+    g_api.sha256_ctx_size = sha_statebytes();
     if (!(*(void **)(&init) = dlsym(handle, "sodium_init")) ||
         !(*(void **)(&version) = dlsym(handle, "sodium_version_string"))) {
         fprintf(stderr, "bench_src: %s: no sodium_init/version\n", path);
@@ -150,6 +168,7 @@ static int sodium_setup(const char *path) {
     g_sodium_version = version();
     snprintf(source, sizeof source, "dlopen %s", path);
     g_sodium_source = source;
+    openssl_sha256();
     return 0;
 }
 #undef LOAD
@@ -158,21 +177,15 @@ static int sodium_setup(const char *path) {
 
 /* The table's prototypes take void * for the state; libsodium's take its
  * state types. One-line wrappers (tail calls at -O2) bridge them. */
-static size_t w_hmac_statebytes(void) {
-    return crypto_auth_hmacsha256_statebytes();
+static int w_sha_init(void *st) {
+    return crypto_hash_sha256_init((crypto_hash_sha256_state *)st);
 }
-static int w_hmac_init(void *st, const unsigned char *key, size_t keylen) {
-    return crypto_auth_hmacsha256_init((crypto_auth_hmacsha256_state *)st, key,
-                                       keylen);
+static int w_sha_update(void *st, const void *in, size_t len) {
+    return crypto_hash_sha256_update((crypto_hash_sha256_state *)st, in,
+                                     (unsigned long long)len);
 }
-static int w_hmac_update(void *st, const unsigned char *in,
-                         unsigned long long inlen) {
-    return crypto_auth_hmacsha256_update((crypto_auth_hmacsha256_state *)st,
-                                         in, inlen);
-}
-static int w_hmac_final(void *st, unsigned char *out) {
-    return crypto_auth_hmacsha256_final((crypto_auth_hmacsha256_state *)st,
-                                        out);
+static int w_sha_final(void *st, unsigned char *out) {
+    return crypto_hash_sha256_final((crypto_hash_sha256_state *)st, out);
 }
 static size_t w_gh_statebytes(void) { return crypto_generichash_statebytes(); }
 static int w_gh_init(void *st, const unsigned char *key, size_t keylen,
@@ -188,9 +201,6 @@ static int w_gh_final(void *st, unsigned char *out, size_t outlen) {
     return crypto_generichash_final((crypto_generichash_state *)st, out,
                                     outlen);
 }
-static int w_verify_32(const unsigned char *x, const unsigned char *y) {
-    return crypto_verify_32(x, y);
-}
 
 static int sodium_setup(const char *path) {
     if (path) {
@@ -200,17 +210,18 @@ static int sodium_setup(const char *path) {
     }
     if (sodium_init() < 0)
         return -1;
-    g_api.hmacsha256_statebytes = w_hmac_statebytes;
-    g_api.hmacsha256_init = w_hmac_init;
-    g_api.hmacsha256_update = w_hmac_update;
-    g_api.hmacsha256_final = w_hmac_final;
+    g_api.sha256_kind = ZM_SHA256_SODIUM;
+    g_api.sha256_ctx_size = crypto_hash_sha256_statebytes();
+    g_api.sha256_init = w_sha_init;
+    g_api.sha256_update = w_sha_update;
+    g_api.sha256_final_sodium = w_sha_final;
     g_api.generichash_statebytes = w_gh_statebytes;
     g_api.generichash_init = w_gh_init;
     g_api.generichash_update = w_gh_update;
     g_api.generichash_final = w_gh_final;
-    g_api.verify_32 = w_verify_32;
     g_sodium_version = sodium_version_string();
     g_sodium_source = "linked -lsodium (system)";
+    openssl_sha256();
     return 0;
 }
 #endif
@@ -450,7 +461,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     make_data();
-    if (sodium_setup(sodium_path) != 0 || zm_mac_check(&g_api) != ZM_OK) {
+    if (sodium_setup(sodium_path) != 0 ||
+        zm_mac_supports(&g_api, ZM_MAC_HMAC_SHA256) != ZM_OK ||
+        zm_mac_supports(&g_api, ZM_MAC_BLAKE2B) != ZM_OK) {
         fprintf(stderr, "bench_src: libsodium unusable\n");
         return 1;
     }
@@ -510,7 +523,9 @@ int main(int argc, char **argv) {
         json_str(stdout, g_sodium_version);
         printf(", \"source\": ");
         json_str(stdout, g_sodium_source);
-        printf("},\n");
+        printf("},\n  \"sha256\": ");
+        json_str(stdout, g_sha256_source);
+        printf(",\n");
 #ifdef __VERSION__
         printf("  \"compiler\": ");
         json_str(stdout, __VERSION__);
@@ -524,8 +539,9 @@ int main(int argc, char **argv) {
         hex(stdout, enc[1], enc_len[1]);
         printf("\"},\n  \"macs\": {");
     } else {
-        printf("libsodium %s (%s); clock_gettime pair %.0f ns; batches >= %lld ns\n",
-               g_sodium_version, g_sodium_source, tovh, (long long)o.batch_ns);
+        printf("libsodium %s (%s); SHA-256 for HMAC: %s; clock_gettime pair %.0f ns; "
+               "batches >= %lld ns\n", g_sodium_version, g_sodium_source, g_sha256_source,
+               tovh, (long long)o.batch_ns);
         printf("%-28s %10s %10s %10s %8s %8s\n", "operation", "median ns",
                "p99 ns", "min ns", "batch", "batches");
     }

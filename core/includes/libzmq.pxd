@@ -4,7 +4,7 @@
 
 from libc.stddef cimport size_t
 
-from includes.src cimport zm_sodium
+from includes.src cimport zm_crypto
 
 
 cdef extern from "native.h" nogil:
@@ -60,8 +60,10 @@ cdef extern from "native.h" nogil:
     void *dlopen(const char *filename, int flags)
     char *dlerror()
     const char *zm_native_load_zmq(void *handle, zm_zmq *api)
-    const char *zm_native_load_sodium(void *handle, zm_sodium *api,
+    const char *zm_native_load_sodium(void *handle, zm_crypto *api,
                                       zm_randombytes_fn *randombytes,
-                                      zm_sodium_init_fn *init)
+                                      zm_sodium_init_fn *init,
+                                      size_t (**sha256_statebytes)() noexcept nogil)
+    int zm_native_load_openssl(void *handle, zm_crypto *api)
     void zm_graveyard_free(void *data, void *hint) noexcept nogil
     size_t zm_graveyard_take(void ***out) noexcept nogil

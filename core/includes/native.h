@@ -105,27 +105,46 @@ static const char *zm_native_load_zmq(void *handle, zm_zmq *api) {
     return NULL;
 }
 
-/* Same for libsodium; randombytes_buf and sodium_init come separately
- * because src/ has no use for them. */
-static const char *zm_native_load_sodium(void *handle, zm_sodium *api,
+/* libsodium (through pyzmq's libzmq): keyed BLAKE2b, SHA-256 (the fallback
+ * when OpenSSL's is not loaded), random bytes. Returns NULL or the name of
+ * the first symbol missing. */
+static const char *zm_native_load_sodium(void *handle, zm_crypto *api,
                                          zm_randombytes_fn *randombytes,
-                                         zm_sodium_init_fn *init) {
-    ZM_LOAD(hmacsha256_statebytes, "crypto_auth_hmacsha256_statebytes")
-    ZM_LOAD(hmacsha256_init, "crypto_auth_hmacsha256_init")
-    ZM_LOAD(hmacsha256_update, "crypto_auth_hmacsha256_update")
-    ZM_LOAD(hmacsha256_final, "crypto_auth_hmacsha256_final")
+                                         zm_sodium_init_fn *init,
+                                         size_t (**sha256_statebytes)(void)) {
+    if (!ZM_DLSYM(handle, *init, "sodium_init"))
+        return "sodium_init";
+    if (!ZM_DLSYM(handle, *randombytes, "randombytes_buf"))
+        return "randombytes_buf";
     ZM_LOAD(generichash_statebytes, "crypto_generichash_statebytes")
     ZM_LOAD(generichash_init, "crypto_generichash_init")
     ZM_LOAD(generichash_update, "crypto_generichash_update")
     ZM_LOAD(generichash_final, "crypto_generichash_final")
-    ZM_LOAD(verify_32, "crypto_verify_32")
-#undef ZM_LOAD
-    if (!ZM_DLSYM(handle, *randombytes, "randombytes_buf"))
-        return "randombytes_buf";
-    if (!ZM_DLSYM(handle, *init, "sodium_init"))
-        return "sodium_init";
+    if (api->sha256_kind == 0 && ZM_DLSYM(handle, *sha256_statebytes,
+                                          "crypto_hash_sha256_statebytes")) {
+        ZM_LOAD(sha256_init, "crypto_hash_sha256_init")
+        ZM_LOAD(sha256_update, "crypto_hash_sha256_update")
+        ZM_LOAD(sha256_final_sodium, "crypto_hash_sha256_final")
+        api->sha256_ctx_size = (*sha256_statebytes)();
+        api->sha256_kind = ZM_SHA256_SODIUM;
+    }
     return NULL;
 }
+
+/* OpenSSL's SHA-256 (SHA instructions where the CPU has them), from the
+ * libcrypto Python's _hashlib loaded. 1 if found. */
+static int zm_native_load_openssl(void *handle, zm_crypto *api) {
+    zm_crypto c = *api;
+    if (!ZM_DLSYM(handle, c.sha256_init, "SHA256_Init") ||
+        !ZM_DLSYM(handle, c.sha256_update, "SHA256_Update") ||
+        !ZM_DLSYM(handle, c.sha256_final_openssl, "SHA256_Final"))
+        return 0;
+    c.sha256_kind = ZM_SHA256_OPENSSL;
+    c.sha256_ctx_size = 112; /* sizeof(SHA256_CTX): 8+2 words, 16 words, 2 ints */
+    *api = c;
+    return 1;
+}
+#undef ZM_LOAD
 
 /* Zero-copy sends hand libzmq the bytes of a Python object; libzmq calls the
  * free function from its I/O thread when done, where Python objects must

@@ -36,6 +36,9 @@ cdef extern from "zm_common.h" nogil:
         ZM_E_MAC_KEY
         ZM_E_MAC_MISMATCH
         ZM_E_MAC_API
+        ZM_E_REPLAY
+        ZM_E_REPLAY_FULL
+        ZM_E_NOMEM
 
     const char *zm_strerror(int code)
 
@@ -120,21 +123,46 @@ cdef extern from "zm_mac.h" nogil:
         ZM_MAC_KEY_MAX
         ZM_MAC_OUT
 
-    ctypedef struct zm_sodium:
-        size_t (*hmacsha256_statebytes)() noexcept nogil
-        int (*hmacsha256_init)(void *state, const unsigned char *key, size_t keylen) noexcept nogil
-        int (*hmacsha256_update)(void *state, const unsigned char *inp, unsigned long long inlen) noexcept nogil
-        int (*hmacsha256_final)(void *state, unsigned char *out) noexcept nogil
+    ctypedef struct zm_crypto:
+        int sha256_kind
+        size_t sha256_ctx_size
+        int (*sha256_init)(void *ctx) noexcept nogil
+        int (*sha256_update)(void *ctx, const void *data, size_t len) noexcept nogil
+        int (*sha256_final_sodium)(void *ctx, unsigned char *out) noexcept nogil
+        int (*sha256_final_openssl)(unsigned char *out, void *ctx) noexcept nogil
         size_t (*generichash_statebytes)() noexcept nogil
         int (*generichash_init)(void *state, const unsigned char *key, size_t keylen, size_t outlen) noexcept nogil
         int (*generichash_update)(void *state, const unsigned char *inp, unsigned long long inlen) noexcept nogil
         int (*generichash_final)(void *state, unsigned char *out, size_t outlen) noexcept nogil
-        int (*verify_32)(const unsigned char *x, const unsigned char *y) noexcept nogil
 
-    int zm_mac_check(const zm_sodium *api)
-    int zm_mac_compute(const zm_sodium *api, int alg, const uint8_t *key,
-                       size_t keylen, const zm_slice *frames, size_t n,
-                       uint8_t *out)
-    int zm_mac_verify(const zm_sodium *api, int alg, const uint8_t *key,
-                      size_t keylen, const zm_slice *frames, size_t n,
-                      const uint8_t *tag)
+    ctypedef struct zm_mac_key:
+        uint32_t id
+        int alg
+
+    enum:
+        ZM_SHA256_SODIUM
+        ZM_SHA256_OPENSSL
+
+    int zm_mac_supports(const zm_crypto *c, int alg)
+    int zm_mac_key_init(const zm_crypto *c, zm_mac_key *k, uint32_t id, int alg,
+                        const uint8_t *key, size_t keylen)
+    int zm_mac_sign(const zm_crypto *c, const zm_mac_key *k, const zm_slice *frames,
+                    size_t n, uint8_t *out)
+    int zm_mac_check(const zm_crypto *c, const zm_mac_key *k, const zm_slice *frames,
+                     size_t n, const uint8_t *tag)
+    int zm_mac_compute(const zm_crypto *c, int alg, const uint8_t *key, size_t keylen,
+                       const zm_slice *frames, size_t n, uint8_t *out)
+    int zm_mac_verify(const zm_crypto *c, int alg, const uint8_t *key, size_t keylen,
+                      const zm_slice *frames, size_t n, const uint8_t *tag)
+    int zm_equal32(const uint8_t *a, const uint8_t *b)
+
+
+cdef extern from "zm_replay.h" nogil:
+    ctypedef struct zm_replay:
+        size_t count
+        size_t max
+        size_t cap
+
+    void zm_replay_init(zm_replay *r, size_t max)
+    void zm_replay_free(zm_replay *r)
+    int zm_replay_insert(zm_replay *r, const uint8_t *nonce, uint32_t expires, uint32_t now)

@@ -32,9 +32,11 @@ def reference(alg: Alg, key: bytes, frames: list[bytes]) -> bytes:
     return hashlib.blake2b(data, key=key, digest_size=32).digest()
 
 
-def test_core_uses_libsodium_here():
-    # pyzmq's wheels bundle libsodium; CI must exercise the C path.
+def test_core_computes_macs_in_c_here():
+    # pyzmq's wheels bundle libsodium and CPython links OpenSSL: CI must
+    # exercise the C paths.
     assert mac.have_sodium()
+    assert zmicro._core.mac_backends() == {"hmac-sha256": "openssl", "blake2b": "libsodium"}
 
 
 @given(algs, keys, frame_lists)
@@ -119,9 +121,9 @@ def test_signed_message_mac_covers_header_and_bodies():
 FALLBACK_SCRIPT = r"""
 import json, logging, sys
 import zmicro
-from zmicro import mac, wire
+from zmicro import mac
 cases = json.loads(sys.stdin.read())
-out = {"have_sodium": mac.have_sodium(), "macs": [], "verify": []}
+out = {"backends": zmicro._core.mac_backends(), "macs": [], "verify": []}
 for alg, key, frames in cases:
     key = bytes.fromhex(key); frames = [bytes.fromhex(f) for f in frames]
     tag = mac.compute(alg, key, frames)
@@ -136,21 +138,27 @@ print(json.dumps(out))
 """
 
 
-def test_fallback_without_libsodium_gives_the_same_macs():
-    """ZMICRO_NO_SODIUM=1 takes the hashlib/hmac path: same results, one
-    warning for the whole process."""
+@pytest.mark.parametrize("env, backends", [
+    ({"ZMICRO_NO_SODIUM": "1", "ZMICRO_NO_OPENSSL": "1"},
+     {"hmac-sha256": "python", "blake2b": "python"}),
+    ({"ZMICRO_NO_OPENSSL": "1"}, {"hmac-sha256": "libsodium", "blake2b": "libsodium"}),
+    ({"ZMICRO_NO_SODIUM": "1"}, {"hmac-sha256": "openssl", "blake2b": "python"}),
+])
+def test_every_backend_gives_the_same_macs(env, backends):
+    """OpenSSL's SHA-256, libsodium's, and Python's hmac/hashlib: the same
+    MACs; an algorithm left to Python is said once per process."""
     cases = [(int(alg), (bytes([i]) * (16 + i)).hex(), [os.urandom(i * 7).hex(), "00" * i])
              for i, alg in enumerate([Alg.HMAC_SHA256, Alg.BLAKE2B] * 3)]
-    env = {**os.environ, "ZMICRO_NO_SODIUM": "1"}
     proc = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], input=json.dumps(cases),
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["have_sodium"] is False
+    assert out["backends"] == backends
     expected = [mac.compute(alg, bytes.fromhex(k), [bytes.fromhex(f) for f in fs]).hex()
                 for alg, k, fs in cases]
     assert out["macs"] == expected
     assert all(out["verify"])
     assert out["key_error"] == WireErrorCode.MAC_KEY
     assert out["random"] == 24
-    assert proc.stderr.count("libsodium was not found") == 1
+    assert proc.stderr.count("MACs are computed by Python") == ("python" in backends.values())
