@@ -10,6 +10,7 @@ import pytest
 
 import zmicro
 from zmicro import _core, wire
+import zmicro.auth as zmicro_auth
 
 
 def test_extension_links_no_libzmq_or_libsodium():
@@ -33,7 +34,7 @@ def test_package_data_installed():
 def test_public_names():
     for name in zmicro.__all__:
         assert hasattr(zmicro, name), name
-    for mod in (zmicro.wire, zmicro.mac, zmicro.errors):
+    for mod in (zmicro.wire, zmicro.mac, zmicro.errors, zmicro_auth):
         for name in mod.__all__:
             assert hasattr(mod, name), (mod.__name__, name)
 
@@ -50,3 +51,10 @@ def test_every_subpackage_is_installed():
     installed = Path(zmicro.__file__).parent
     for init in source.rglob("__init__.py"):
         assert (installed / init.relative_to(source)).is_file(), init
+    # A directory of modules without __init__.py is a namespace package that
+    # find_packages() skips: it works in a checkout, and is missing from the
+    # wheel (zmicro.auth once was).
+    for module in source.rglob("*.py"):
+        if "__pycache__" in module.parts:
+            continue
+        assert (module.parent / "__init__.py").is_file(), module.parent

@@ -1,0 +1,22 @@
+"""Identity and authorization for zmicro services.
+
+The pieces a server's security interceptors are made of: the caller's
+:class:`Principal`, go-micro style :class:`Rule` sets checked by
+:func:`authorizer`, per-principal and per-endpoint token buckets
+(:func:`rate_limiter`), end-user tokens (:class:`JWTVerifier`) and the
+structured audit log (:func:`audit`).
+"""
+
+from __future__ import annotations
+
+from .audit import LOGGER_NAME, audit
+from .jwt import JWTVerifier, TokenError, bearer_token
+from .principal import ANONYMOUS, AUTHENTICATED, Principal, fingerprint
+from .ratelimit import Rate, RateLimiter, TokenBucket, rate_limiter
+from .rules import ANYONE, Access, Decision, Rule, Rules, authorizer
+
+__all__ = [
+    "ANONYMOUS", "ANYONE", "AUTHENTICATED", "Access", "Decision", "JWTVerifier",
+    "LOGGER_NAME", "Principal", "Rate", "RateLimiter", "Rule", "Rules", "TokenBucket",
+    "TokenError", "audit", "authorizer", "bearer_token", "fingerprint", "rate_limiter",
+]
