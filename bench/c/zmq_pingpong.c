@@ -9,7 +9,21 @@
  *   client --pattern req     REQ ping-pong, one call at a time
  *   client --pattern dealer  DEALER sending [8-byte sequence number, body]
  *                            with up to --window calls in flight
- *   version                  prints the library file and zmq_version()
+ *   version                  prints the library file, zmq_version() and
+ *                            whether it has CURVE (zmq_has("curve"))
+ *   keypair                  prints a new CURVE key pair (zmq_curve_keypair),
+ *                            Z85, as JSON {"public": ..., "secret": ...}
+ *
+ * --curve (server and client): CurveZMQ instead of the NULL mechanism, the
+ * secure variants of the benchmark. Keys come from the environment, Z85
+ * (40 characters), so that no secret key shows in a command line or a log:
+ *   server  PP_CURVE_SERVER_SECRET               ZMQ_CURVE_SERVER=1 + its key
+ *   client  PP_CURVE_SERVER_PUBLIC               ZMQ_CURVE_SERVERKEY
+ *           PP_CURVE_CLIENT_PUBLIC, ..._SECRET   ZMQ_CURVE_PUBLICKEY/SECRETKEY
+ * The server installs no ZAP handler and sets no ZAP domain, so libzmq
+ * accepts any client key that completes the handshake: curve, no client
+ * allowlist (zmicro's secure default does enforce one, through ZAP). The
+ * client's JSON says which mechanism its socket used (ZMQ_MECHANISM).
  *
  * libzmq: pyzmq's wheels bundle libzmq under a mangled name and ship no zmq.h,
  * and the comparison is only fair on the same library, so this program links
@@ -25,11 +39,14 @@
  *               --warmup-seconds (discarded), then --seconds; every reply
  *               received in that span counts, and its latency (send of that
  *               call to its reply) is a sample;
- *   ping        one call, waiting up to --timeout-ms: the health check.
+ *   ping        one call, waiting up to --timeout-ms: the health check
+ *               (and, without --curve against a --curve server, the check
+ *               that the server refuses plaintext).
  *
  * Samples go to --out as raw native int64 nanoseconds; stdout gets one JSON
- * object (library, mode, size, calls, elapsed ns). Every receive waits at
- * most --timeout-ms, so a dead server ends the client with an error.
+ * object (library, mode, size, calls, elapsed ns, info: mechanism). Every
+ * receive waits at most --timeout-ms, so a dead server ends the client with
+ * an error: exit status 3 when no reply came in time, 1 for other errors.
  *
  *   cc -O2 -std=c11 bench/c/zmq_pingpong.c -ldl -o zmq_pingpong
  *   ./zmq_pingpong --lib .../pyzmq.libs/libzmq-XXXX.so.5.2.5 server \
@@ -67,6 +84,17 @@ enum {
     PP_ZMQ_LINGER = 17,
     PP_ZMQ_RCVTIMEO = 27,
     PP_ZMQ_SNDTIMEO = 28,
+    PP_ZMQ_MECHANISM = 43,
+    PP_ZMQ_CURVE_SERVER = 47,
+    PP_ZMQ_CURVE_PUBLICKEY = 48,
+    PP_ZMQ_CURVE_SECRETKEY = 49,
+    PP_ZMQ_CURVE_SERVERKEY = 50,
+    /* ZMQ_MECHANISM values */
+    PP_ZMQ_NULL = 0,
+    PP_ZMQ_PLAIN = 1,
+    PP_ZMQ_CURVE = 2,
+    PP_ZMQ_GSSAPI = 3,
+    PP_Z85_KEY_LEN = 40, /* a 32-byte key in Z85 */
 };
 
 typedef struct pp_zmq {
@@ -75,6 +103,7 @@ typedef struct pp_zmq {
     void *(*socket)(void *ctx, int type);
     int (*close)(void *s);
     int (*setsockopt)(void *s, int option, const void *val, size_t len);
+    int (*getsockopt)(void *s, int option, void *val, size_t *len);
     int (*bind)(void *s, const char *addr);
     int (*connect)(void *s, const char *addr);
     int (*send)(void *s, const void *buf, size_t len, int flags);
@@ -87,6 +116,8 @@ typedef struct pp_zmq {
     int (*errno_)(void);
     const char *(*strerror)(int errnum);
     void (*version)(int *major, int *minor, int *patch);
+    int (*has)(const char *capability);
+    int (*curve_keypair)(char *z85_public, char *z85_secret);
 } pp_zmq;
 
 static pp_zmq Z;
@@ -112,6 +143,7 @@ static void pp_load(const char *path) {
         {(void **)&Z.socket, "zmq_socket"},
         {(void **)&Z.close, "zmq_close"},
         {(void **)&Z.setsockopt, "zmq_setsockopt"},
+        {(void **)&Z.getsockopt, "zmq_getsockopt"},
         {(void **)&Z.bind, "zmq_bind"},
         {(void **)&Z.connect, "zmq_connect"},
         {(void **)&Z.send, "zmq_send"},
@@ -124,6 +156,8 @@ static void pp_load(const char *path) {
         {(void **)&Z.errno_, "zmq_errno"},
         {(void **)&Z.strerror, "zmq_strerror"},
         {(void **)&Z.version, "zmq_version"},
+        {(void **)&Z.has, "zmq_has"},
+        {(void **)&Z.curve_keypair, "zmq_curve_keypair"},
     };
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
         *syms[i].dst = dlsym(h, syms[i].name);
@@ -148,6 +182,52 @@ static void pp_setint(void *s, int option, int value) {
 }
 
 /* ========================================================================
+ * CURVE: keys from the environment, the mechanism a socket uses.
+ * ======================================================================== */
+
+static const char *pp_env_key(const char *name) {
+    const char *v = getenv(name);
+    if (!v || strlen(v) != PP_Z85_KEY_LEN) {
+        fprintf(stderr, "zmq_pingpong: --curve needs %s, a %d-character Z85 "
+                        "key (see `keypair`)\n", name, PP_Z85_KEY_LEN);
+        exit(2);
+    }
+    return v;
+}
+
+/* A Z85 key option: libzmq decodes a 40-byte value as Z85. */
+static void pp_setkey(void *s, int option, const char *env_name) {
+    const char *key = pp_env_key(env_name);
+    if (Z.setsockopt(s, option, key, PP_Z85_KEY_LEN) != 0)
+        pp_die("zmq_setsockopt (curve key)");
+}
+
+static void pp_curve_server(void *s) {
+    pp_setint(s, PP_ZMQ_CURVE_SERVER, 1);
+    pp_setkey(s, PP_ZMQ_CURVE_SECRETKEY, "PP_CURVE_SERVER_SECRET");
+}
+
+static void pp_curve_client(void *s) {
+    pp_setkey(s, PP_ZMQ_CURVE_SERVERKEY, "PP_CURVE_SERVER_PUBLIC");
+    pp_setkey(s, PP_ZMQ_CURVE_PUBLICKEY, "PP_CURVE_CLIENT_PUBLIC");
+    pp_setkey(s, PP_ZMQ_CURVE_SECRETKEY, "PP_CURVE_CLIENT_SECRET");
+}
+
+static const char *pp_mechanism(void *s) {
+    int m = -1;
+    size_t len = sizeof m;
+    if (Z.getsockopt(s, PP_ZMQ_MECHANISM, &m, &len) != 0)
+        pp_die("zmq_getsockopt (ZMQ_MECHANISM)");
+    switch (m) {
+    case PP_ZMQ_NULL: return "null";
+    case PP_ZMQ_PLAIN: return "plain";
+    case PP_ZMQ_CURVE: return "curve";
+    case PP_ZMQ_GSSAPI: return "gssapi";
+    default: return "unknown";
+    }
+}
+
+/* ========================================================================
  * Helpers: time, options, samples, JSON.
  * ======================================================================== */
 
@@ -164,6 +244,7 @@ typedef struct pp_opts {
     const char *connect;
     const char *mode; /* latency | throughput | ping */
     const char *out;
+    int curve;
     long size;
     long iterations;
     long warmup;
@@ -220,14 +301,17 @@ static void pp_json_lib(void) {
     printf(", \"version\": \"%s\"}", g_version);
 }
 
-static void pp_report(const pp_opts *o, long window, size_t calls,
+static void pp_report(const pp_opts *o, void *s, long window, size_t calls,
                       int64_t elapsed_ns) {
     printf("{");
     pp_json_lib();
     printf(", \"mode\": \"%s\", \"pattern\": \"%s\", \"size\": %ld, "
-           "\"window\": %ld, \"calls\": %zu, \"elapsed_ns\": %lld}\n",
+           "\"window\": %ld, \"calls\": %zu, \"elapsed_ns\": %lld, "
+           "\"info\": {\"mechanism\": \"%s\"%s}}\n",
            o->mode, o->pattern, o->size, window, calls,
-           (long long)elapsed_ns);
+           (long long)elapsed_ns, pp_mechanism(s),
+           o->curve ? ", \"client_allowlist\": \"none (server has no ZAP "
+                      "handler)\"" : "");
 }
 
 /* ========================================================================
@@ -245,10 +329,14 @@ static int pp_server(const pp_opts *o) {
     if (!s)
         pp_die("zmq_socket");
     pp_setint(s, PP_ZMQ_LINGER, 0);
+    if (o->curve)
+        pp_curve_server(s);
     if (Z.bind(s, o->bind) != 0)
         pp_die("zmq_bind");
-    fprintf(stderr, "zmq_pingpong: %s server on %s (%s, libzmq %s)\n",
-            o->pattern, o->bind, g_lib_file, g_version);
+    fprintf(stderr, "zmq_pingpong: %s server on %s (%s, libzmq %s, %s)\n",
+            o->pattern, o->bind, g_lib_file, g_version,
+            o->curve ? "curve, no client allowlist: no ZAP handler"
+                     : "null mechanism");
     pp_msg msg;
     for (;;) {
         /* Echo frame by frame: the message moves from recv to send, no copy.
@@ -278,7 +366,7 @@ static void pp_recv_exact(void *s, void *buf, size_t cap, size_t want,
         if (Z.errno_() == EAGAIN) {
             fprintf(stderr, "zmq_pingpong: no reply (%s) within the timeout\n",
                     what);
-            exit(1);
+            exit(3);
         }
         pp_die("zmq_recv");
     }
@@ -296,6 +384,8 @@ static void *pp_client_socket(void *ctx, const pp_opts *o, int type) {
     pp_setint(s, PP_ZMQ_LINGER, 0);
     pp_setint(s, PP_ZMQ_RCVTIMEO, o->timeout_ms);
     pp_setint(s, PP_ZMQ_SNDTIMEO, o->timeout_ms);
+    if (o->curve)
+        pp_curve_client(s);
     if (Z.connect(s, o->connect) != 0)
         pp_die("zmq_connect");
     return s;
@@ -320,7 +410,7 @@ static int pp_client_req(void *s, const pp_opts *o, unsigned char *body,
             pp_samples_add(&samples, t1 - t0);
     }
     pp_samples_write(&samples, o->out);
-    pp_report(o, 1, samples.n, start ? pp_now() - start : 0);
+    pp_report(o, s, 1, samples.n, start ? pp_now() - start : 0);
     free(samples.v);
     return 0;
 }
@@ -396,7 +486,7 @@ static int pp_client_dealer(void *s, const pp_opts *o, unsigned char *body,
     }
     int64_t elapsed = thr ? t_end - t_begin : (start ? pp_now() - start : 0);
     pp_samples_write(&samples, o->out);
-    pp_report(o, window, thr ? counted : samples.n, elapsed);
+    pp_report(o, s, window, thr ? counted : samples.n, elapsed);
     free(samples.v);
     free(sent_at);
     return 0;
@@ -447,15 +537,19 @@ static int pp_client(const pp_opts *o) {
 
 static void pp_usage(void) {
     fprintf(stderr,
-            "usage: zmq_pingpong --lib LIBZMQ version\n"
+            "usage: zmq_pingpong --lib LIBZMQ version|keypair\n"
             "       zmq_pingpong --lib LIBZMQ server --pattern rep|router "
-            "--bind ADDR\n"
+            "--bind ADDR [--curve]\n"
             "       zmq_pingpong --lib LIBZMQ client --pattern req|dealer "
-            "--connect ADDR\n"
+            "--connect ADDR [--curve]\n"
             "           --mode latency|throughput|ping --size N [--iterations N]"
             " [--warmup N]\n"
             "           [--window N] [--seconds S] [--warmup-seconds S] "
-            "[--timeout-ms N] [--out FILE]\n");
+            "[--timeout-ms N] [--out FILE]\n"
+            "--curve keys (Z85) from the environment: server "
+            "PP_CURVE_SERVER_SECRET;\n"
+            "client PP_CURVE_SERVER_PUBLIC, PP_CURVE_CLIENT_PUBLIC, "
+            "PP_CURVE_CLIENT_SECRET\n");
     exit(2);
 }
 
@@ -481,6 +575,7 @@ int main(int argc, char **argv) {
         else if (PP_OPT("--seconds")) o.seconds = atof(v);
         else if (PP_OPT("--warmup-seconds")) o.warmup_seconds = atof(v);
         else if (PP_OPT("--timeout-ms")) o.timeout_ms = atoi(v);
+        else if (strcmp(a, "--curve") == 0) o.curve = 1;
         else if (a[0] != '-' && !o.command) o.command = a;
         else pp_usage();
 #undef PP_OPT
@@ -491,6 +586,17 @@ int main(int argc, char **argv) {
     if (strcmp(o.command, "version") == 0) {
         printf("{");
         pp_json_lib();
+        printf(", \"curve\": %s}\n", Z.has("curve") ? "true" : "false");
+        return 0;
+    }
+    if (strcmp(o.command, "keypair") == 0) {
+        char pub[PP_Z85_KEY_LEN + 1], sec[PP_Z85_KEY_LEN + 1];
+        if (Z.curve_keypair(pub, sec) != 0)
+            pp_die("zmq_curve_keypair");
+        printf("{\"public\": ");
+        pp_json_str(pub);
+        printf(", \"secret\": ");
+        pp_json_str(sec);
         printf("}\n");
         return 0;
     }

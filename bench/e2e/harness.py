@@ -11,6 +11,8 @@ asked for::
     python -m contenders.X client --port P --mode latency|throughput|ping
         --size N --iterations N --warmup N --window N --seconds S
         --warmup-seconds S --timeout-ms T --out FILE
+    python -m contenders.X client --port P --mode ping --plaintext
+                                             (secure contenders: see below)
 
 Timing: ``time.perf_counter_ns`` (CLOCK_MONOTONIC on Linux, as the C
 program). Latency mode times each call around send + reply after ``--warmup``
@@ -23,6 +25,12 @@ object ``{"mode", "size", "window", "calls", "elapsed_ns", "info"}``. Only the
 standard library is imported here: what a contender needs is imported by its
 own functions, so a missing package makes that contender unavailable and
 nothing else.
+
+Secure contenders also answer ``--mode ping --plaintext``: one call to their
+server *without* the security (a plaintext channel, ``insecure=True``), which
+the server must refuse. Exit status 0: it answered (the server is not
+secure); :data:`NO_ANSWER` (3, as the C program on a timeout): no answer,
+the reason on stderr; anything else: the check itself failed.
 """
 
 from __future__ import annotations
@@ -36,6 +44,12 @@ from collections.abc import Callable
 from typing import Any
 
 HOST = "127.0.0.1"
+NO_ANSWER = 3  # exit status: the call got no answer (timeout, refused)
+
+
+class NoAnswer(Exception):
+    """Raised by a ``plaintext_ping``: the server did not answer the
+    plaintext call (what a secure server must do)."""
 
 
 def payload(size: int) -> bytes:
@@ -148,6 +162,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup-seconds", type=float, default=0.3)
     p.add_argument("--timeout-ms", type=int, default=5000)
     p.add_argument("--out")
+    p.add_argument("--plaintext", action="store_true",
+                   help="with --mode ping: call without the contender's "
+                        "security (its server must refuse)")
     args = p.parse_args(argv)
     if args.command != "probe" and args.port is None:
         p.error("--port is required")
@@ -158,6 +175,7 @@ def main(*, probe: Callable[[], object], server: Callable[[argparse.Namespace], 
          latency: Callable[[argparse.Namespace, bytes], tuple[array, int, bytes]] | None = None,
          throughput: Callable[[argparse.Namespace, bytes], tuple[array, int, int, bytes]] | None = None,
          ping: Callable[[argparse.Namespace, bytes], object] | None = None,
+         plaintext_ping: Callable[[argparse.Namespace, bytes], object] | None = None,
          info: Callable[[], dict] | None = None,
          argv: list[str] | None = None) -> int:
     """Entry point of a contender module.
@@ -167,6 +185,9 @@ def main(*, probe: Callable[[], object], server: Callable[[argparse.Namespace], 
     latency(args, body)             -> (samples, elapsed_ns, last reply)
     throughput(args, body)          -> (samples, calls, elapsed_ns, last reply)
     ping(args, body)                one call within ``args.timeout_ms``
+    plaintext_ping(args, body)      secure contenders: one call without the
+                                    security; raise NoAnswer if none came,
+                                    else may return how it was answered
     info()                          versions etc. for the report
     """
     args = parse(argv)
@@ -178,6 +199,18 @@ def main(*, probe: Callable[[], object], server: Callable[[argparse.Namespace], 
         server(args)
         return 0
     body = payload(args.size)
+    if args.plaintext:
+        if args.mode != "ping" or plaintext_ping is None:
+            raise SystemExit("--plaintext: only --mode ping of a secure contender")
+        try:
+            how = plaintext_ping(args, body)
+        except NoAnswer as e:
+            print(f"no answer to a plaintext call: {e}", file=sys.stderr)
+            return NO_ANSWER
+        print("the server answered a plaintext call"
+              + (f": {how}" if isinstance(how, str) and how else ""),
+              file=sys.stderr)
+        return 0
     extra = info() if info else {}
     if args.mode == "ping":
         if ping is None:

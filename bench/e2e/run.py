@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """End-to-end benchmark: zmicro against C libzmq, a plain pyzmq loop and
 grpcio, in one run on one machine, echo over tcp loopback, every server and
-client its own process.
+client its own process; plaintext, and secure (C libzmq over CURVE, grpcio
+over TLS, zmicro with its secure defaults).
 
     python bench/e2e/run.py --smoke      # CI: < 60 s, checks the harness only
     python bench/e2e/run.py              # full run, prints the tables
@@ -10,7 +11,9 @@ client its own process.
 Latency: sequential calls (one in flight), per-call p50 / p99 and the ratio
 to C libzmq REQ/REP. Throughput: 64 calls in flight, calls/s, per-call
 p50 / p99 and the ratio to the plain pyzmq loop. Then the targets, as ratios
-measured in the same run. The contenders are described in
+measured in the same run. The secure family gets sections of its own (base:
+C libzmq over CURVE), with each secure contender's ratio to its plaintext
+counterpart in the same run. The contenders are described in
 ``contenders/__init__.py``; how to read the numbers in ``bench/README.md``.
 
 Noise: the host is shared. Contenders are measured in alternating rounds
@@ -31,6 +34,7 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,28 +53,51 @@ RESULTS = BENCH / "RESULTS.md"
 
 sys.path.insert(0, str(E2E))
 from contenders import (  # noqa: E402
-    CONTENDERS, LATENCY_BASE, THROUGHPUT_BASE, CContender, Contender, Env,
-    RunParams, by_name)
+    BASES, CONTENDERS, CContender, Contender, Env, RunParams, by_name)
+from harness import NO_ANSWER  # noqa: E402
 
 MODES = ("latency", "throughput")
+FAMILIES = ("plaintext", "secure")
 # These must run in --smoke (the baselines every comparison needs); the
 # others may be reported unavailable.
-SMOKE_REQUIRED = ("c-reqrep", "pyzmq", "grpcio")
+SMOKE_REQUIRED = ("c-reqrep", "pyzmq", "grpcio",
+                  "c-reqrep-curve", "c-dealer-curve", "grpcio-tls")
+# What the design says Curve alone costs at the transport (latency, C).
+CURVE_EXPECTED = (1.0, 1.35)
 
+_SECURE = "## Secure: zmicro's defaults vs C libzmq over CURVE and grpcio over TLS"
+# (family, mode) -> (heading, begin marker, end marker) in RESULTS.md
 SECTIONS = {
-    "latency": ("## End-to-end latency: zmicro vs C libzmq, pyzmq, grpcio",
-                "<!-- e2e-latency:begin: written by bench/e2e/run.py --record -->",
-                "<!-- e2e-latency:end -->"),
-    "throughput": ("## Throughput",
-                   "<!-- e2e-throughput:begin: written by bench/e2e/run.py --record -->",
-                   "<!-- e2e-throughput:end -->"),
+    ("plaintext", "latency"): (
+        "## End-to-end latency: zmicro vs C libzmq, pyzmq, grpcio",
+        "<!-- e2e-latency:begin: written by bench/e2e/run.py --record -->",
+        "<!-- e2e-latency:end -->"),
+    ("plaintext", "throughput"): (
+        "## Throughput",
+        "<!-- e2e-throughput:begin: written by bench/e2e/run.py --record -->",
+        "<!-- e2e-throughput:end -->"),
+    ("secure", "latency"): (
+        _SECURE,
+        "<!-- e2e-secure-latency:begin: written by bench/e2e/run.py --record -->",
+        "<!-- e2e-secure-latency:end -->"),
+    ("secure", "throughput"): (
+        _SECURE,
+        "<!-- e2e-secure-throughput:begin: written by bench/e2e/run.py --record -->",
+        "<!-- e2e-secure-throughput:end -->"),
 }
+TITLES = {("plaintext", "latency"): "End-to-end latency",
+          ("plaintext", "throughput"): "Throughput",
+          ("secure", "latency"): "Secure: latency",
+          ("secure", "throughput"): "Secure: throughput"}
 
 
 @dataclass(frozen=True)
 class Target:
-    """A performance target, stated as a ratio between two rows of one run."""
+    """A performance target, stated as a ratio between two rows of one run
+    (the rows may be of either family; the target shows in its family's
+    section)."""
 
+    family: str
     mode: str
     text: str                 # how the report states it
     num: str                  # contender whose value is the numerator
@@ -81,14 +108,24 @@ class Target:
 
 
 TARGETS = [
-    Target("latency", "zmicro-sync p50 ≤ 1.25 × c-reqrep p50",
+    Target("plaintext", "latency", "zmicro-sync p50 ≤ 1.25 × c-reqrep p50",
            "zmicro-sync", "c-reqrep", "p50", "<=", 1.25),
-    Target("latency", "grpcio p50 / zmicro-sync p50 ≥ 6",
+    Target("plaintext", "latency", "grpcio p50 / zmicro-sync p50 ≥ 6",
            "grpcio", "zmicro-sync", "p50", ">=", 6.0),
-    Target("latency", "zmicro-async p50 ≤ 2 × zmicro-sync p50",
+    Target("plaintext", "latency", "zmicro-async p50 ≤ 2 × zmicro-sync p50",
            "zmicro-async", "zmicro-sync", "p50", "<=", 2.0),
-    Target("throughput", "zmicro-async calls/s ≥ 5 × pyzmq loop calls/s",
+    Target("plaintext", "throughput",
+           "zmicro-async calls/s ≥ 5 × pyzmq loop calls/s",
            "zmicro-async", "pyzmq", "rate", ">=", 5.0),
+    Target("secure", "latency",
+           "zmicro-secure-sync p50 ≤ 1.25 × c-reqrep-curve p50",
+           "zmicro-secure-sync", "c-reqrep-curve", "p50", "<=", 1.25),
+    Target("secure", "latency", "grpcio-tls p50 / zmicro-secure-sync p50 ≥ 6",
+           "grpcio-tls", "zmicro-secure-sync", "p50", ">=", 6.0),
+    Target("secure", "throughput",
+           "zmicro-secure-async calls/s ≥ 0.75 × zmicro-async (plaintext) "
+           "calls/s",
+           "zmicro-secure-async", "zmicro-async", "rate", ">=", 0.75),
 ]
 
 
@@ -245,6 +282,38 @@ class Server:
                       f"{tail(self.log_text(), 1)}" if not self.alive() else "")
             raise ContenderFailed(f"no answer from the server ({why}){server}")
 
+    def plaintext_check(self, answer_expected: bool = False,
+                        timeout_s: float = 1.0) -> str | None:
+        """Secure contenders: a client without the security must get no
+        answer from the server (else the contender is not secure, whatever
+        it says). Returns how the plaintext call ended, None if the
+        contender has no such check. ``answer_expected``: the contender
+        already said it runs plaintext (zmicro's defaults before the
+        security release), so an answer is noted, not a failure."""
+        params = RunParams(mode="ping", size=64, timeout_ms=int(timeout_s * 1000))
+        cmd = self.contender.plaintext_cmd(self.env, self.port, params)
+        if cmd is None:
+            return None
+        log("$ " + shlex.join(cmd))
+        try:
+            proc = subprocess.run(cmd, cwd=E2E, env=self.environ(),
+                                  capture_output=True, text=True,
+                                  timeout=timeout_s + 30)
+        except subprocess.TimeoutExpired:
+            raise ContenderFailed("the plaintext check hung") from None
+        if proc.returncode == 0:
+            if answer_expected:
+                return ("a client without the security got an answer, as "
+                        "expected while the defaults are plaintext")
+            raise ContenderFailed(
+                "not secure: a client without the security got an answer "
+                f"from the server ({tail(proc.stderr, 1) or 'no detail'})")
+        if proc.returncode != NO_ANSWER:
+            raise ContenderFailed("the plaintext check failed (exit "
+                                  f"{proc.returncode}): {tail(proc.stderr)}")
+        return ("a client without the security got no answer ("
+                + tail(proc.stderr, 1) + ")")
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -371,6 +440,10 @@ class Row:
     contender: Contender
     runs: list[Run] = field(default_factory=list)
     failed: str = ""
+    # A secure contender that ran plaintext (zmicro's defaults before the
+    # security release): why. Its figures are shown, marked, and kept out of
+    # met / missed and out of RESULTS.md.
+    plaintext: str = ""
 
     @property
     def ok(self) -> bool:
@@ -410,50 +483,96 @@ def cell(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def latency_table(rows: list[Row]) -> list[str]:
-    base = next((r for r in rows if r.contender.name == LATENCY_BASE and r.ok),
-                None)
-    out = [f"| Contender | p50 µs | p99 µs | p50 / {LATENCY_BASE} p50 "
-           f"| p50 − {LATENCY_BASE} p50 µs | rounds' p50 µs (min–max) |",
-           "|---|--:|--:|--:|--:|---|"]
+PLAINTEXT_MARK = "⚠"
+
+
+def row_name(r: Row) -> str:
+    return f"`{r.contender.name}`" + (f" {PLAINTEXT_MARK}" if r.plaintext else "")
+
+
+def plaintext_note(rows: list[Row]) -> list[str]:
+    """The footnote of a table with rows that ran plaintext."""
+    marked = [r for r in rows if r.plaintext and r.ok]
+    if not marked:
+        return []
+    names = ", ".join(f"`{r.contender.name}`" for r in marked)
+    return [f"{PLAINTEXT_MARK} {names}: **not a secure measurement**: "
+            f"{marked[0].plaintext}. These rows measure zmicro's plaintext "
+            "defaults (the same as their plaintext counterparts) until the "
+            "security release lands.", ""]
+
+
+def _ok(rows: dict[str, Row], name: str) -> Row | None:
+    r = rows.get(name)
+    return r if r is not None and r.ok else None
+
+
+def _vs_plain(r: Row, all_rows: dict[str, Row], metric: str) -> str:
+    """Two cells: a secure row's plaintext counterpart's figure in the same
+    run, and the secure row's over it."""
+    plain = _ok(all_rows, r.contender.plain)
+    if not plain:
+        return " — | — |"
+    fig = fmt_us(plain.p50) if metric == "p50" else fmt_rate(plain.rate)
+    return f" {fig} | {r.value(metric) / plain.value(metric):.2f}× |"
+
+
+def latency_table(rows: list[Row], base_name: str,
+                  all_rows: dict[str, Row], secure: bool = False) -> list[str]:
+    """``all_rows``: every contender of this mode and size, so that secure
+    rows can be set against their plaintext counterparts."""
+    base = _ok(all_rows, base_name)
+    vs = (" plaintext counterpart's p50 µs | p50 / plaintext p50 |"
+          if secure else "")
+    out = [f"| Contender | p50 µs | p99 µs | p50 / {base_name} p50 "
+           f"| p50 − {base_name} p50 µs |{vs} rounds' p50 µs (min–max) |",
+           "|---|--:|--:|--:|--:|" + ("--:|--:|" if secure else "") + "---|"]
     for r in rows:
-        name = f"`{r.contender.name}`"
+        name = row_name(r)
         if not r.ok:
-            out.append(f"| {name} | — | — | — | — | {cell(unavailable(r))} |")
+            out.append(f"| {name} | — | — | — | — |{' — | — |' if secure else ''}"
+                       f" {cell(unavailable(r))} |")
             continue
         ratio = f"{r.p50 / base.p50:.2f}×" if base else "—"
         diff = fmt_us(r.p50 - base.p50) if base else "—"
+        plain = _vs_plain(r, all_rows, "p50") if secure else ""
         p50s = [x.p50_ns for x in r.runs]
         spread = (f"{fmt_us(min(p50s))}–{fmt_us(max(p50s))}"
                   if len(p50s) > 1 else fmt_us(p50s[0]))
         out.append(f"| {name} | {fmt_us(r.p50)} | {fmt_us(r.p99)} | {ratio} "
-                   f"| {diff} | {spread} |")
+                   f"| {diff} |{plain} {spread} |")
     return out
 
 
-def throughput_table(rows: list[Row]) -> list[str]:
-    base = next((r for r in rows if r.contender.name == THROUGHPUT_BASE
-                 and r.ok), None)
-    out = [f"| Contender | calls/s | × {THROUGHPUT_BASE} loop | p50 µs | p99 µs "
+def throughput_table(rows: list[Row], base_name: str,
+                     all_rows: dict[str, Row], secure: bool = False) -> list[str]:
+    base = _ok(all_rows, base_name)
+    label = base_name if secure else f"{base_name} loop"
+    vs = (" plaintext counterpart's calls/s | calls/s / plaintext calls/s |"
+          if secure else "")
+    out = [f"| Contender | calls/s | × {label} |{vs} p50 µs | p99 µs "
            "| rounds' calls/s (min–max) |",
-           "|---|--:|--:|--:|--:|---|"]
+           "|---|--:|--:|" + ("--:|--:|" if secure else "") + "--:|--:|---|"]
     for r in rows:
-        name = f"`{r.contender.name}`"
+        name = row_name(r)
         if not r.ok:
-            out.append(f"| {name} | — | — | — | — | {cell(unavailable(r))} |")
+            out.append(f"| {name} | — | — |{' — | — |' if secure else ''} — | — "
+                       f"| {cell(unavailable(r))} |")
             continue
         ratio = f"{r.rate / base.rate:.2f}×" if base else "—"
+        plain = _vs_plain(r, all_rows, "rate") if secure else ""
         rates = [x.rate for x in r.runs]
         spread = (f"{fmt_rate(min(rates))}–{fmt_rate(max(rates))}"
                   if len(rates) > 1 else fmt_rate(rates[0]))
-        out.append(f"| {name} | {fmt_rate(r.rate)} | {ratio} | {fmt_us(r.p50)} "
-                   f"| {fmt_us(r.p99)} | {spread} |")
+        out.append(f"| {name} | {fmt_rate(r.rate)} | {ratio} |{plain} "
+                   f"{fmt_us(r.p50)} | {fmt_us(r.p99)} | {spread} |")
     return out
 
 
 def unavailable(r: Row) -> str:
     reason = r.failed or "not run"
-    if r.contender.name.startswith("zmicro"):
+    if r.contender.name.startswith("zmicro") and \
+            not reason.startswith("not secure"):
         return f"zmicro: not yet available ({reason})"
     return f"failed: {reason}"
 
@@ -466,13 +585,13 @@ def round_ratio(num: Row, den: Row, metric: str) -> float | None:
     return median(pairs) if pairs else None
 
 
-def targets_table(mode: str, sizes: list[int],
+def targets_table(family: str, mode: str, sizes: list[int],
                   results: dict[tuple[str, int], dict[str, Row]]) -> list[str]:
     out = ["| Target | Size | Measured | Median of per-round ratios | Needs "
            "| Status |",
            "|---|---|--:|--:|--:|---|"]
     for t in TARGETS:
-        if t.mode != mode:
+        if t.mode != mode or t.family != family:
             continue
         for size in sizes:
             rows = results.get((mode, size), {})
@@ -498,22 +617,28 @@ def targets_table(mode: str, sizes: list[int],
             if per_round is not None and meets(per_round) != meets(ratio):
                 status += (" (per-round ratios say "
                            f"{'met' if meets(per_round) else 'missed'}: noisy)")
+            plain = [x for x, r in ((t.num, num), (t.den, den))
+                     if r.plaintext]
+            if plain:
+                status = (f"not a secure measurement ({PLAINTEXT_MARK} "
+                          f"{', '.join(plain)} ran plaintext)")
             pr = f"{per_round:.2f}×" if per_round is not None else "—"
             out.append(f"| {t.text} | {fmt_size(size)} | {ratio:.2f}× | {pr} "
                        f"| {need} | {status} |")
     return out
 
 
-def implied_bounds(mode: str, sizes: list[int],
+def implied_bounds(family: str, mode: str, sizes: list[int],
                    results: dict[tuple[str, int], dict[str, Row]]) -> list[str]:
     """What the baselines alone ask of zmicro: readable before zmicro runs."""
+    if family == "secure":
+        return implied_bounds_secure(mode, sizes, results)
     out = []
     for size in sizes:
         rows = results.get((mode, size), {})
 
         def ok(name):
-            r = rows.get(name)
-            return r if r is not None and r.ok else None
+            return _ok(rows, name)
 
         if mode == "latency":
             c, g = ok("c-reqrep"), ok("grpcio")
@@ -538,6 +663,90 @@ def implied_bounds(mode: str, sizes: list[int],
                          if cd else "")
                 out.append(f"- {fmt_size(size)}: zmicro-async must reach ≥ 5 × "
                            f"pyzmq = {fmt_rate(5 * p.rate)} calls/s{extra}.")
+    return out
+
+
+def implied_bounds_secure(mode: str, sizes: list[int],
+                          results: dict[tuple[str, int], dict[str, Row]]
+                          ) -> list[str]:
+    out = []
+    for size in sizes:
+        rows = results.get((mode, size), {})
+        if mode == "latency":
+            c, g = _ok(rows, "c-reqrep-curve"), _ok(rows, "grpcio-tls")
+            parts = []
+            if c:
+                parts.append(f"≤ 1.25 × c-reqrep-curve = {fmt_us(1.25 * c.p50)} µs")
+            if g:
+                parts.append(f"≤ grpcio-tls / 6 = {fmt_us(g.p50 / 6)} µs")
+            if not parts:
+                continue
+            both = ""
+            if c and g:
+                bound = min(1.25 * c.p50, g.p50 / 6)
+                both = (f" (both bounds at once: {fmt_us(bound)} µs; grpcio-tls"
+                        f" / c-reqrep-curve = {g.p50 / c.p50:.2f}×, so the two "
+                        "latency targets together need grpcio-tls ≥ 7.5 × "
+                        "c-reqrep-curve)")
+                z = _ok(rows, "zmicro-sync")
+                if z and bound > z.p50:
+                    both += (f"; plaintext zmicro-sync measured {fmt_us(z.p50)} µs,"
+                             f" which leaves {fmt_us(bound - z.p50)} µs for what "
+                             "security adds to it")
+                elif z:
+                    both += (f"; plaintext zmicro-sync measured {fmt_us(z.p50)} µs,"
+                             " already above that")
+            out.append(f"- {fmt_size(size)}: zmicro-secure-sync p50 must be "
+                       f"{' and '.join(parts)}{both}.")
+        else:
+            z, cd = _ok(rows, "zmicro-async"), _ok(rows, "c-dealer-curve")
+            if z:
+                extra = ""
+                if cd:
+                    extra = (f" (C libzmq DEALER/ROUTER over CURVE reaches "
+                             f"{fmt_rate(cd.rate)} calls/s")
+                    plain = _ok(rows, "c-dealer")
+                    if plain:
+                        extra += (f", {cd.rate / plain.rate:.2f} × plaintext "
+                                  "c-dealer")
+                    extra += ")"
+                out.append(f"- {fmt_size(size)}: zmicro-secure-async must reach "
+                           f"≥ 0.75 × zmicro-async = {fmt_rate(0.75 * z.rate)} "
+                           f"calls/s{extra}.")
+    return out
+
+
+def curve_cost(mode: str, sizes: list[int],
+               results: dict[tuple[str, int], dict[str, Row]]) -> list[str]:
+    """Curve alone at the transport: the C programs over CURVE against the
+    same programs in plaintext, same run. The design expects 1.0–1.35× for
+    latency; far outside that, look at the method before the numbers."""
+    metric = "p50" if mode == "latency" else "rate"
+    pairs = ((("c-reqrep-curve", "c-reqrep"), ("c-dealer-curve", "c-dealer"))
+             if mode == "latency" else (("c-dealer-curve", "c-dealer"),))
+    out = []
+    for size in sizes:
+        rows = results.get((mode, size), {})
+        parts = []
+        for sec, plain in pairs:
+            a, b = _ok(rows, sec), _ok(rows, plain)
+            if not (a and b):
+                continue
+            ratio = a.value(metric) / b.value(metric)
+            per_round = round_ratio(a, b, metric)
+            pr = f", per-round median {per_round:.2f}×" if per_round else ""
+            what = "p50" if mode == "latency" else "calls/s"
+            verdict = ""
+            if mode == "latency":
+                lo, hi = CURVE_EXPECTED
+                verdict = (" (below 1: within the noise between two rows)"
+                           if ratio < lo else
+                           f" (within the design's {lo:g}–{hi:g}×)"
+                           if ratio <= hi else
+                           f" (OUTSIDE the design's {lo:g}–{hi:g}×)")
+            parts.append(f"{sec} / {plain} {what} = {ratio:.2f}×{pr}{verdict}")
+        if parts:
+            out.append(f"- {fmt_size(size)}: " + "; ".join(parts) + ".")
     return out
 
 
@@ -596,7 +805,8 @@ def environment(args, env: Env, infos: dict[str, dict],
 
     affinity = (len(os.sched_getaffinity(0))
                 if hasattr(os, "sched_getaffinity") else "?")
-    c_info = infos.get("c-reqrep") or infos.get("c-dealer") or {}
+    c_info = next((infos[n] for n in ("c-reqrep", "c-dealer", "c-reqrep-curve",
+                                      "c-dealer-curve") if n in infos), {})
     c_lib = c_info.get("libzmq", {})
     zmicro_v = version_of("zmicro")
     return [
@@ -649,35 +859,86 @@ def method_lines(args, mode: str) -> list[str]:
 
 def legend(names: list[str]) -> list[str]:
     known = by_name()
-    return [f"- `{n}` ({known[n].family}): {known[n].summary}" for n in names]
+    out = []
+    for n in names:
+        c = known[n]
+        plain = f" (plaintext counterpart: `{c.plain}`)" if c.plain else ""
+        out.append(f"- `{n}` ({c.family}): {c.summary}{plain}")
+    return out
 
 
-def section(mode: str, args, env_lines: list[str], sizes: list[int],
-            names: list[str],
-            results: dict[tuple[str, int], dict[str, Row]]) -> str:
+def security_lines(names: list[str], infos: dict[str, dict],
+                   results: dict[tuple[str, int], dict[str, Row]]) -> list[str]:
+    """What each secure contender ran with, as its processes reported it."""
+    out = []
+    for n in names:
+        info = infos.get(n)
+        if not info:
+            continue
+        said = []
+        mechs = sorted({x.info.get("mechanism") for rows in results.values()
+                        if n in rows for x in rows[n].runs
+                        if x.info.get("mechanism")})
+        if mechs:
+            said.append(f"client socket's mechanism: {', '.join(mechs)}")
+        if info.get("tls"):
+            said.append(info["tls"])
+        if info.get("zmicro_home"):
+            said.append(f"key store ZMICRO_HOME=`{Path(info['zmicro_home']).name}/`"
+                        " in the build dir, emptied at the start of the run")
+        if info.get("plaintext_defaults"):
+            said.append(f"**runs plaintext**: {info['plaintext_defaults']}")
+        if info.get("plaintext_check"):
+            said.append(cell(info["plaintext_check"], 160))
+        if said:
+            out.append(f"- `{n}`: " + "; ".join(said))
+    return out
+
+
+def section(family: str, mode: str, args, env_lines: list[str],
+            sizes: list[int], names: list[str],
+            results: dict[tuple[str, int], dict[str, Row]],
+            infos: dict[str, dict]) -> str:
+    secure = family == "secure"
+    lat_base, thr_base = BASES[family]
     lines = [*env_lines, ""]
     lines += ["Contenders (family in brackets; compare within a family):", ""]
     lines += legend(names) + [""]
+    if secure:
+        checked = security_lines(names, infos, results)
+        if checked:
+            lines += ["Checked in this run:", "", *checked, ""]
     for size in sizes:
-        rows = [results[(mode, size)][n] for n in names
-                if n in results.get((mode, size), {})]
+        all_rows = results.get((mode, size), {})
+        rows = [all_rows[n] for n in names if n in all_rows]
         if not rows:
             continue
         what = (f"{fmt_size(size)} request, {fmt_size(size)} reply")
         title = (f"Latency, {what}, one call at a time" if mode == "latency"
                  else f"Throughput, {what}, {args.window} calls in flight")
+        if secure:
+            title = f"Secure: {title[0].lower()}{title[1:]}"
         lines += [f"**{title}**", ""]
-        lines += (latency_table(rows) if mode == "latency"
-                  else throughput_table(rows)) + [""]
+        lines += (latency_table(rows, lat_base, all_rows, secure)
+                  if mode == "latency"
+                  else throughput_table(rows, thr_base, all_rows, secure)) + [""]
+        lines += plaintext_note(rows)
+    if secure:
+        cost = curve_cost(mode, sizes, results)
+        if cost:
+            lines += ["Curve alone at the transport (C libzmq over CURVE / the "
+                      "same program in plaintext, same run; handshake done "
+                      "during the warm-up, outside the timings):", "", *cost, ""]
     lines += ["**Targets**: measured = ratio of the rows above; per-round = "
               "median over the rounds of the ratio within each round (a "
               "cross-check: pairs figures taken seconds apart).", ""]
-    lines += targets_table(mode, sizes, results) + [""]
-    bounds = implied_bounds(mode, sizes, results)
+    lines += targets_table(family, mode, sizes, results) + [""]
+    bounds = implied_bounds(family, mode, sizes, results)
     if bounds:
         lines += ["What the baselines alone ask of zmicro:", "", *bounds, ""]
     others = [x.others for size in sizes
-              for r in results.get((mode, size), {}).values() for x in r.runs]
+              for n, r in results.get((mode, size), {}).items()
+              if n in names for x in r.runs]
     extra = []
     if others:
         extra.append(
@@ -690,8 +951,8 @@ def section(mode: str, args, env_lines: list[str], sizes: list[int],
     return "\n".join(lines) + "\n"
 
 
-def record(mode: str, text: str) -> None:
-    heading, begin, end = SECTIONS[mode]
+def record(key: tuple[str, str], text: str) -> None:
+    heading, begin, end = SECTIONS[key]
     block = f"{begin}\n{text.rstrip()}\n{end}\n"
     doc = RESULTS.read_text() if RESULTS.exists() else "# zmicro benchmark results\n"
     if begin in doc and end in doc:
@@ -701,16 +962,17 @@ def record(mode: str, text: str) -> None:
             stop += 1
         doc = doc[:start] + block + doc[stop:]
     elif heading in doc:
-        # First record: the block replaces the heading's body (up to the next
-        # level-2 heading).
+        # First record: the block goes at the end of the heading's section
+        # (before the next level-2 heading); the prose stays.
         start = doc.index(heading) + len(heading)
         nxt = doc.find("\n## ", start)
         stop = len(doc) if nxt < 0 else nxt + 1
-        doc = doc[:start] + "\n\n" + block + ("\n" if nxt >= 0 else "") + doc[stop:]
+        doc = (doc[:stop].rstrip("\n") + "\n\n" + block
+               + ("\n" if nxt >= 0 else "") + doc[stop:])
     else:
         doc = doc.rstrip() + f"\n\n{heading}\n\n" + block
     RESULTS.write_text(doc)
-    log(f"recorded the {mode} section in {RESULTS}")
+    log(f"recorded the {' '.join(key)} section in {RESULTS}")
 
 
 # ---------------------------------------------------------------------------
@@ -751,6 +1013,11 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--record", action="store_true",
                    help="write the sections into bench/RESULTS.md "
                         "(refused with --smoke)")
+    p.add_argument("--sections", choices=("all", *FAMILIES), default="all",
+                   help="which families' sections to print and record "
+                        "(default all); the contenders run are still those "
+                        "of --contenders, so a secure section keeps its "
+                        "plaintext counterparts and cross-family targets")
     p.add_argument("--cc", default=os.environ.get("CC") or "cc",
                    help="C compiler for zmq_pingpong (default $CC or cc)")
     p.add_argument("--build-dir", type=Path, default=BENCH / "build" / "e2e")
@@ -802,6 +1069,10 @@ def main(argv: list[str] | None = None) -> int:
     build = args.build_dir.resolve()
     (build / "logs").mkdir(parents=True, exist_ok=True)
     (build / "samples").mkdir(parents=True, exist_ok=True)
+    # zmicro's key store (ZMICRO_HOME): each run starts without one, so the
+    # secure contenders go through zmicro's first-run setup (own key pair,
+    # trusted, MAC secret) in the probe, before any server starts.
+    shutil.rmtree(build / "zmicro-home", ignore_errors=True)
 
     env = Env(python=sys.executable, build=build, libzmq=pyzmq_libzmq())
     known = by_name()
@@ -831,11 +1102,20 @@ def main(argv: list[str] | None = None) -> int:
                 fail(c.name, reason)
                 continue
             infos[c.name] = info
+            if info.get("plaintext_defaults"):
+                for rows in results.values():
+                    if c.name in rows:
+                        rows[c.name].plaintext = info["plaintext_defaults"]
             srv = Server(c, env, build / "logs")
             try:
                 srv.start(ping_timeout_s=10 if args.smoke else 20)
+                checked = srv.plaintext_check(
+                    answer_expected=bool(info.get("plaintext_defaults")))
+                if checked is not None:
+                    info["plaintext_check"] = checked
                 servers[c.name] = srv
             except ContenderFailed as e:
+                srv.stop()
                 fail(c.name, str(e))
 
         params_base = dict(iterations=args.iterations, warmup=args.warmup,
@@ -869,11 +1149,17 @@ def main(argv: list[str] | None = None) -> int:
 
     env_lines = environment(args, env, infos, load, os.getloadavg())
     texts = {}
-    for mode in args.modes:
-        names = [c.name for c in selected if mode in c.modes]
-        texts[mode] = section(mode, args, env_lines, args.sizes, names, results)
-    for mode in args.modes:
-        print(f"\n{SECTIONS[mode][0]}\n\n{texts[mode]}")
+    families = FAMILIES if args.sections == "all" else (args.sections,)
+    for family in families:
+        for mode in args.modes:
+            names = [c.name for c in selected
+                     if mode in c.modes and c.family == family]
+            if names:
+                texts[(family, mode)] = section(family, mode, args, env_lines,
+                                                args.sizes, names, results,
+                                                infos)
+    for key, text in texts.items():
+        print(f"\n## {TITLES[key]}\n\n{text}")
 
     raw = {f"{m}/{s}": {n: dict(failed=r.failed,
                                 runs=[vars(x) for x in r.runs])
@@ -886,8 +1172,18 @@ def main(argv: list[str] | None = None) -> int:
     log(f"raw results in {build / 'results.json'}; server logs in "
         f"{build / 'logs'}; took {time.monotonic() - t0:.1f} s")
     if args.record:
-        for mode in args.modes:
-            record(mode, texts[mode])
+        for key, text in texts.items():
+            family, mode = key
+            plain = sorted({n for (m, _), rows in results.items() if m == mode
+                            for n, r in rows.items()
+                            if r.plaintext and r.contender.family == family})
+            if plain:
+                # Secure numbers that are not secure never reach RESULTS.md.
+                log(f"not recording the {family} {mode} section: "
+                    f"{', '.join(plain)} ran plaintext "
+                    f"({infos[plain[0]]['plaintext_defaults']})")
+                continue
+            record(key, text)
 
     # In smoke runs, the baselines must work: that is what CI checks.
     broken = [f"{n} ({m}, {fmt_size(s)}): {row.failed or 'no result'}"

@@ -11,6 +11,9 @@ Throughput keeps ``--window`` calls outstanding with ``.future()``: each
 call's done-callback records its latency and starts the next one, so there
 are always exactly ``window`` in flight and every latency ends when the
 reply arrives (not when the loop gets round to it).
+
+The server's port and the client's channel are parameters (``add_port``,
+``make_channel``): ``grpcio_tls.py`` runs the same code over TLS.
 """
 
 from __future__ import annotations
@@ -33,7 +36,17 @@ def info() -> dict:
     return {"grpcio": grpc.__version__}
 
 
-def server(args) -> None:
+def insecure_port(srv, address: str) -> int:
+    return srv.add_insecure_port(address)
+
+
+def insecure_channel(args):
+    import grpc
+
+    return grpc.insecure_channel(f"{HOST}:{args.port}")
+
+
+def server(args, add_port=insecure_port) -> None:
     from concurrent import futures
 
     import grpc
@@ -45,21 +58,19 @@ def server(args) -> None:
         "bench.Bench", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=10))
     srv.add_generic_rpc_handlers((handler,))
-    if srv.add_insecure_port(f"{HOST}:{args.port}") == 0:
+    if add_port(srv, f"{HOST}:{args.port}") == 0:
         raise SystemExit(f"cannot bind {HOST}:{args.port}")
     srv.start()
     srv.wait_for_termination()
 
 
-def _stub(args):
-    import grpc
-
-    channel = grpc.insecure_channel(f"{HOST}:{args.port}")
+def _stub(args, make_channel):
+    channel = make_channel(args)
     return channel, channel.unary_unary(METHOD)
 
 
-def latency(args, body: bytes):
-    _, echo = _stub(args)
+def latency(args, body: bytes, make_channel=insecure_channel):
+    _, echo = _stub(args, make_channel)
     timeout = args.timeout_ms / 1000
 
     def call(body: bytes) -> bytes:
@@ -68,8 +79,8 @@ def latency(args, body: bytes):
     return time_calls(call, body, args.warmup, args.iterations)
 
 
-def throughput(args, body: bytes):
-    _, echo = _stub(args)
+def throughput(args, body: bytes, make_channel=insecure_channel):
+    _, echo = _stub(args, make_channel)
     timeout = args.timeout_ms / 1000
     meter = Meter(args.warmup_seconds, args.seconds)
     lock = threading.Lock()
@@ -121,10 +132,10 @@ def throughput(args, body: bytes):
     return meter.samples, meter.calls, meter.elapsed_ns, state["reply"]
 
 
-def ping(args, body: bytes) -> None:
+def ping(args, body: bytes, make_channel=insecure_channel) -> None:
     import grpc
 
-    channel, echo = _stub(args)
+    channel, echo = _stub(args, make_channel)
     try:
         grpc.channel_ready_future(channel).result(timeout=args.timeout_ms / 1000)
         wait_ready(lambda left: echo(body, timeout=left), 2.0)

@@ -6,6 +6,9 @@ next call, so exactly ``window`` are in flight and no Task is created per
 call (a Task per call, as ``asyncio.gather`` over coroutines does, caps
 asyncio itself near 62 k calls/s on this machine class: see the design's
 asyncio notes); the client's cost is what is measured, not asyncio's.
+
+Plaintext (``insecure=True``); ``zmicro_secure_async.py`` runs it with the
+defaults.
 """
 
 from __future__ import annotations
@@ -18,14 +21,18 @@ from harness import Meter, run, time_calls_async
 from contenders import zmicro_service as svc
 
 
-def probe() -> None:
-    svc.probe("AsyncClient")
+def probe(secure: bool = False) -> None:
+    svc.probe("AsyncClient", secure=secure)
 
 
-def _client(args):
+def _client(args, secure: bool = False):
     import zmicro
 
-    client = zmicro.AsyncClient(insecure=True)
+    svc.require_home()
+    if secure:
+        client = svc.with_defaults("zmicro.AsyncClient()", zmicro.AsyncClient)
+    else:
+        client = zmicro.AsyncClient(insecure=True)
     addr = svc.address(args.port)
     timeout = args.timeout_ms / 1000
 
@@ -36,17 +43,17 @@ def _client(args):
     return call
 
 
-def latency(args, body: bytes):
+def latency(args, body: bytes, secure: bool = False):
     async def main():
-        return await time_calls_async(_client(args), body, args.warmup,
-                                      args.iterations)
+        return await time_calls_async(_client(args, secure), body,
+                                      args.warmup, args.iterations)
 
     return asyncio.run(main())
 
 
-def throughput(args, body: bytes):
+def throughput(args, body: bytes, secure: bool = False):
     async def main():
-        call = _client(args)
+        call = _client(args, secure)
         loop = asyncio.get_running_loop()
         finished = loop.create_future()
         meter = Meter(args.warmup_seconds, args.seconds)
@@ -95,9 +102,9 @@ def throughput(args, body: bytes):
     return asyncio.run(main())
 
 
-def ping(args, body: bytes) -> None:
+def ping(args, body: bytes, secure: bool = False) -> None:
     async def main():
-        call = _client(args)
+        call = _client(args, secure)
         deadline = time.monotonic() + args.timeout_ms / 1000
         while True:
             try:
