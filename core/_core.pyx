@@ -4,7 +4,7 @@
 # libsodium at import, before anything can call them.
 
 cimport cython
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE,
                              PyObject_CheckBuffer)
@@ -25,5 +25,6 @@ include "socket.pyx"
 include "mac.pyx"
 include "codecs.pyx"
 include "frame.pyx"
+include "keyring.pyx"
 include "server.pyx"
 include "client.pyx"

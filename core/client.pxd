@@ -3,10 +3,14 @@ cdef class Channel:
 
     cdef object zsock                 # pyzmq DEALER, kept alive
     cdef void *sock                   # its libzmq socket
+    cdef object monitor               # PAIR receiving its handshake events, or None
     cdef readonly str address         # the node's endpoint
+    cdef bytes partition              # the address in UTF-8: replies' nonce partition
+    cdef public size_t max_frame      # largest frame the peer accepts (0: no limit)
     cdef uint64_t next_id             # request ids, unique on this socket
     cdef readonly uint64_t n_stale    # replies to requests no longer awaited
     cdef readonly uint64_t n_malformed  # frames that were not a valid reply
+    cdef readonly uint64_t n_unauthenticated  # replies that failed the MAC checks
     cdef object __weakref__           # the client tracks its channels weakly
 
 
@@ -15,7 +19,10 @@ cdef class AsyncChannel:
 
     cdef object zsock                 # pyzmq DEALER, kept alive
     cdef void *sock                   # its libzmq socket
+    cdef object monitor               # PAIR receiving its handshake events, or None
     cdef readonly str address         # the node's endpoint
+    cdef bytes partition              # the address in UTF-8: replies' nonce partition
+    cdef public size_t max_frame      # largest frame the peer accepts (0: no limit)
     cdef object loop                  # the event loop that owns it
     cdef int fd                       # ZMQ_FD, watched with add_reader
     cdef uint64_t next_id             # request ids, unique on this socket
@@ -28,17 +35,18 @@ cdef class AsyncChannel:
     cdef bint closed
     cdef readonly uint64_t n_stale    # replies to requests no longer awaited
     cdef readonly uint64_t n_malformed  # frames that were not a valid reply
+    cdef readonly uint64_t n_unauthenticated  # replies that failed the MAC checks
     cdef object rpc_error             # zmicro.errors.RPCError
 
     cdef bint _send_now(self, _Pending p, const uint8_t *hbuf, size_t hlen,
-                        object body, const zm_slice *b) except -1
+                        object body, const zm_slice *b, MacKey key) except -1
     cdef bint _flush_one(self, _Pending p) except -1
     cdef int _flush_backlog(self) except -1
     cdef int _arm_timer(self, double deadline_at) except -1
     cdef int _check_events(self) except -1
     cdef int _schedule_read(self) except -1
     cdef int _drain(self) except -1
-    cdef int _cancel_remote(self, uint64_t request_id) except -1
+    cdef int _cancel_remote(self, uint64_t request_id, Keyring ring) except -1
 
 
 cdef class _Pending:
@@ -50,6 +58,8 @@ cdef class _Pending:
     cdef object body                  # body object, until sent (not inline)
     cdef bint inline                  # the body rides in the header frame
     cdef bint sent
+    cdef Keyring ring                 # checks the reply (None: unsigned)
+    cdef list frames                  # a signed request's frames, until sent
 
 
 cdef class ClientCore:
@@ -62,7 +72,12 @@ cdef class ClientCore:
     cdef double cache_ttl             # seconds a service's node set is trusted
     cdef dict selectors               # service -> NodeSelector
     cdef dict expires                 # service -> monotonic expiry of its nodes
-    cdef object make_socket           # address -> connected pyzmq DEALER
+    cdef object make_socket           # (address, server_key) -> (DEALER, monitor)
+    cdef object keyring_for           # service -> Keyring, or None (insecure)
+    cdef object refresh_keys          # () -> None: reload rotated MAC keys
+    cdef dict keyrings                # service -> Keyring or None
+    cdef double keys_checked          # monotonic time of the last refresh_keys()
+    cdef readonly size_t max_message_size  # bytes per frame the peers accept
     cdef bint is_async                # AsyncChannel (one loop) or Channel (per thread)
     cdef object local                 # threading.local: this thread's Channels
     cdef dict channels                # async: address -> AsyncChannel
@@ -72,8 +87,9 @@ cdef class ClientCore:
 
     cdef CodecEntry _codec(self, str content_type)
     cdef str _pick(self, str service)
-    cdef Channel _sync_channel(self, str address)
-    cdef AsyncChannel _async_channel(self, str address)
+    cdef Keyring _keyring(self, str service)
+    cdef Channel _sync_channel(self, str address, object server_key)
+    cdef AsyncChannel _async_channel(self, str address, object server_key)
 
 
 cdef class NodeSelector:

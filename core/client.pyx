@@ -21,12 +21,15 @@ cdef int C_UNAVAILABLE = _Code.UNAVAILABLE
 cdef int C_CANCELLED_ = _Code.CANCELLED
 
 
-cdef int write_request(uint8_t *out, size_t *written, uint64_t request_id,
-                       double deadline_at, str service, str endpoint,
-                       str content_type, dict metadata, uint64_t trace_hi,
-                       uint64_t trace_lo, uint64_t span_id, uint32_t flags) except -1:
-    """Write a request header into out[0..ZM_WIRE_MAX_HEADER)."""
+cdef MacKey write_request(uint8_t *out, size_t *written, uint64_t request_id,
+                         double deadline_at, str service, str endpoint,
+                         str content_type, dict metadata, uint64_t trace_hi,
+                         uint64_t trace_lo, uint64_t span_id, uint32_t flags,
+                         Keyring ring, uint8_t *nonce):
+    """Write a request header into out[0..ZM_WIRE_MAX_HEADER); signed when
+    `ring` is given: returns the key its MAC frame must be computed with."""
     cdef zm_header h
+    cdef MacKey key = None
     cdef double budget
     memset(&h, 0, <size_t>(<char *>&h.metadata - <char *>&h))
     h.version = ZM_WIRE_VERSION
@@ -43,33 +46,85 @@ cdef int write_request(uint8_t *out, size_t *written, uint64_t request_id,
     _slice_text(endpoint, &h.endpoint)
     _slice_text(content_type, &h.content_type)
     fill_metadata(metadata, &h)
+    if ring is not None:
+        key = ring.sign_header(&h, nonce)
     # Every text came from a Python str (valid UTF-8; bytes metadata values
     # are Data, never checked): only sizes and NULs need checking.
     rc = zm_wire_write_ex(&h, out, ZM_WIRE_MAX_HEADER, written, ZM_WIRE_TRUSTED_UTF8)
     if rc != ZM_OK:
         raise_zm(rc)
-    return 0
+    return key
 
 
-cdef int write_cancel(uint8_t *out, size_t *written, uint64_t request_id) except -1:
+cdef int send_cancel(void *sock, uint64_t request_id, Keyring ring) except -1:
+    """Tell the server the caller gave up (best effort: never blocks);
+    signed when `ring` is given (a server ignores an unsigned cancel)."""
     cdef zm_header h
+    cdef uint8_t buf[128]
+    cdef uint8_t nonce[16]
+    cdef size_t n = 0
+    cdef MacKey key = None
     memset(&h, 0, <size_t>(<char *>&h.metadata - <char *>&h))
     h.version = ZM_WIRE_VERSION
     h.kind = ZM_KIND_CANCEL
     h.request_id = request_id
-    rc = zm_wire_write(&h, out, ZM_WIRE_MAX_HEADER, written)
+    if ring is not None:
+        key = ring.sign_header(&h, nonce)
+    rc = zm_wire_write(&h, buf, sizeof(buf), &n)
     if rc != ZM_OK:
         raise_zm(rc)
+    if key is None:
+        ZMQ.send(sock, buf, n, ZM_DONTWAIT)
+    else:
+        send_signed(sock, key, ring, buf, n, None, NULL, False, ZM_DONTWAIT)
     return 0
 
 
-cdef int send_cancel(void *sock, uint64_t request_id) except -1:
-    """Tell the server the caller gave up (best effort: never blocks)."""
-    cdef uint8_t buf[64]
-    cdef size_t n = 0
-    write_cancel(buf, &n, request_id)
-    ZMQ.send(sock, buf, n, ZM_DONTWAIT)
+cdef int check_reply(Keyring ring, Received *r, zm_header *h, zm_frame_view *v,
+                     bytes partition) except -1:
+    """MAC_OK or why the reply in `r` fails the MAC checks (keyring.pyx)."""
+    return ring.check(h, &r.slices[v.header], <size_t>(1 + v.body_count),
+                      r.slices[v.mac].ptr if v.mac >= 0 else NULL,
+                      PyBytes_AS_STRING(partition), <size_t>PyBytes_GET_SIZE(partition))
+
+
+_HANDSHAKE_REFUSED = 0x4000      # ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+_HANDSHAKE_FAILED = 0x0800 | 0x2000  # ..._NO_DETAIL, ..._PROTOCOL
+_HANDSHAKE_EVENTS = _HANDSHAKE_REFUSED | _HANDSHAKE_FAILED
+
+
+cdef int check_frame_size(size_t max_frame, size_t hlen, const zm_slice *b,
+                          bint inline) except -1:
+    """Refuse a request whose largest frame a peer with MAXMSGSIZE =
+    max_frame would drop (with the connection and every call on it)."""
+    cdef size_t frame = hlen + b.len if inline else (hlen if hlen > b.len else b.len)
+    if max_frame and frame > max_frame:
+        raise _RPCError(_Code.RESOURCE_EXHAUSTED,
+                        f"the request is {frame} bytes in one frame (header and body), "
+                        f"over the max_message_size of {max_frame} bytes")
     return 0
+
+
+cdef str _reply_refused(str address):
+    return (f"the reply from {address} failed authentication (do client and server "
+            f"share the MAC secrets, mac.keys, and agree on the time?)")
+
+
+cdef object _handshake_error(monitor, str address):
+    """The RPCError a failed handshake in `monitor`'s queue means, or None."""
+    from zmq.utils.monitor import recv_monitor_message
+    error = None
+    while monitor.poll(0):
+        event = recv_monitor_message(monitor)["event"]
+        if event & _HANDSHAKE_REFUSED:
+            error = _RPCError(_Code.UNAUTHENTICATED,
+                              f"{address} refused this client's key (it is not on the "
+                              f"server's allowlist)")
+        elif event & _HANDSHAKE_FAILED and error is None:
+            error = _RPCError(_Code.UNAUTHENTICATED,
+                              f"the secure handshake with {address} failed (is the "
+                              f"server key right?)")
+    return error
 
 
 cdef object reply_value(Received *r, zm_header *h, zm_frame_view *v, object rpc_error):
@@ -92,16 +147,50 @@ cdef inline bint _inline(const zm_slice *body) noexcept:
 cdef class Channel:
     """A sync client's connection to one node (one thread uses it)."""
 
-    def __init__(self, zsock, str address):
+    def __init__(self, zsock, str address, monitor=None):
         self.zsock = zsock
         self.sock = socket_handle(zsock)
+        self.monitor = monitor
         self.address = address
+        self.partition = address.encode()
 
     def close(self):
         if self.zsock is not None:
+            if self.monitor is not None:
+                self.zsock.disable_monitor()
+                self.monitor.close(linger=0)
+                self.monitor = None
             self.zsock.close(linger=0)
             self.zsock = None
             self.sock = NULL
+
+    @property
+    def closed(self):
+        return self.sock == NULL
+
+    def _wait_writable(self, double deadline_at):
+        """Wait for room to send (the connection is up), watching the
+        handshake: a server that refuses our key is an error now, not at
+        the deadline, and the socket is closed so that it stops
+        reconnecting (libzmq's RECONNECT_STOP is a draft API)."""
+        if self.monitor is None:
+            return wait_until(self.sock, ZM_POLLOUT, deadline_at)
+        import zmq
+        poller = zmq.Poller()
+        poller.register(self.zsock, zmq.POLLOUT)
+        poller.register(self.monitor, zmq.POLLIN)
+        while True:
+            left = deadline_at - monotonic() if deadline_at > 0 else 1.0
+            if left <= 0:
+                return 0
+            ready = dict(poller.poll(max(1, int(left * 1000))))
+            if self.monitor in ready:
+                error = _handshake_error(self.monitor, self.address)
+                if error is not None:
+                    self.close()
+                    raise error
+            if self.zsock in ready:
+                return 1
 
     def __dealloc__(self):
         if self.zsock is not None and not self.zsock.closed:
@@ -109,7 +198,7 @@ cdef class Channel:
 
     def call(self, str service, str endpoint, str content_type, body,
              double deadline_at, dict metadata=None, uint64_t trace_hi=0,
-             uint64_t trace_lo=0, uint64_t span_id=0):
+             uint64_t trace_lo=0, uint64_t span_id=0, Keyring ring=None):
         """One request and its reply. Returns the reply body (bytes, or a
         memoryview for large ones); raises RPCError for an error reply,
         UNAVAILABLE if the request could not be sent before the deadline
@@ -123,8 +212,10 @@ cdef class Channel:
         cdef Received r
         cdef zm_header h
         cdef zm_frame_view v
-        cdef int err
+        cdef int err, failure
         cdef bint inline
+        cdef uint8_t nonce[16]
+        cdef MacKey key
         if self.sock == NULL:
             raise _RPCError(_Code.UNAVAILABLE, "channel closed")
         if deadline_at > 0 and monotonic() >= deadline_at:
@@ -135,13 +226,17 @@ cdef class Channel:
         try:
             view_get(body, &bview, &b)
             inline = _inline(&b)
-            write_request(hbuf, &hlen, request_id, deadline_at, service, endpoint,
-                          content_type, metadata, trace_hi, trace_lo, span_id,
-                          ZM_FLAG_BODY_INLINE if inline else 0)
+            key = write_request(hbuf, &hlen, request_id, deadline_at, service, endpoint,
+                                content_type, metadata, trace_hi, trace_lo, span_id,
+                                ZM_FLAG_BODY_INLINE if inline else 0, ring, nonce)
+            check_frame_size(self.max_frame, hlen, &b, inline)
             # Send. Usually there is room at once; otherwise wait for the
             # connection (IMMEDIATE: nothing queues for a peer not connected).
             while True:
-                if inline:
+                if key is not None:
+                    err = send_signed(self.sock, key, ring, hbuf, hlen, body, &b, inline,
+                                      ZM_DONTWAIT)
+                elif inline:
                     err = send_inline(self.sock, hbuf, hlen, &b, ZM_DONTWAIT)
                 else:
                     err = 0
@@ -153,7 +248,7 @@ cdef class Channel:
                         send_body(self.sock, body, &b, 0)
                 if err == 0:
                     break
-                if not wait_until(self.sock, ZM_POLLOUT, deadline_at):
+                if not self._wait_writable(deadline_at):
                     raise _RPCError(_Code.UNAVAILABLE,
                                     f"could not reach {self.address} before the deadline")
         finally:
@@ -162,7 +257,7 @@ cdef class Channel:
         # Wait for the reply to this request id; anything else is stale.
         while True:
             if not recv_until(&r, self.sock, deadline_at):
-                send_cancel(self.sock, request_id)
+                send_cancel(self.sock, request_id, ring)
                 raise _RPCError(_Code.DEADLINE_EXCEEDED,
                                 f"no reply from {self.address} before the deadline")
             try:
@@ -173,6 +268,11 @@ cdef class Channel:
                                                    and h.kind != ZM_KIND_ERROR):
                     self.n_stale += 1
                     continue
+                if ring is not None:
+                    failure = check_reply(ring, &r, &h, &v, self.partition)
+                    if failure != MAC_OK:
+                        self.n_unauthenticated += 1
+                        raise _RPCError(_Code.UNAUTHENTICATED, _reply_refused(self.address))
                 failed, value = reply_value(&r, &h, &v, _RPCError)
             finally:
                 received_close(&r)
@@ -191,10 +291,12 @@ cdef class _Pending:
 cdef class AsyncChannel:
     """An asyncio client's connection to one node, on one event loop."""
 
-    def __init__(self, zsock, str address, loop):
+    def __init__(self, zsock, str address, loop, monitor=None):
         self.zsock = zsock
         self.sock = socket_handle(zsock)
+        self.monitor = monitor
         self.address = address
+        self.partition = address.encode()
         self.loop = loop
         self.pending = {}
         self.timers = []
@@ -202,9 +304,21 @@ cdef class AsyncChannel:
         self.rpc_error = _RPCError
         self.fd = socket_fd(self.sock)
         loop.add_reader(self.fd, self._on_readable)
+        if monitor is not None:
+            loop.add_reader(monitor.getsockopt(14), self._on_monitor)  # ZMQ_FD
+            loop.call_soon(self._on_monitor)
 
-    def close(self):
-        """Fail what is pending with UNAVAILABLE and close the socket."""
+    def _on_monitor(self):
+        # A server that refuses our key fails the calls waiting to be sent
+        # now, and the socket closes so that it stops reconnecting.
+        if self.closed or self.monitor is None:
+            return
+        error = _handshake_error(self.monitor, self.address)
+        if error is not None:
+            self.close(error)
+
+    def close(self, error=None):
+        """Fail what is pending (UNAVAILABLE, or `error`) and close the socket."""
         cdef _Pending p
         if self.closed:
             return
@@ -214,20 +328,33 @@ cdef class AsyncChannel:
             self.timer.cancel()
         for p in list(self.pending.values()):
             if not p.future.done():
-                p.future.set_exception(self.rpc_error(C_UNAVAILABLE, "client closed"))
+                p.future.set_exception(error if error is not None
+                                       else self.rpc_error(C_UNAVAILABLE, "client closed"))
         self.pending.clear()
         self.backlog.clear()
+        if self.monitor is not None:
+            self.loop.remove_reader(self.monitor.getsockopt(14))
+            self.zsock.disable_monitor()
+            self.monitor.close(linger=0)
+            self.monitor = None
         self.zsock.close(linger=0)
         self.sock = NULL
 
+    @property
+    def is_closed(self):
+        return self.closed
+
     def call(self, str service, str endpoint, str content_type, body,
              double deadline_at, decode, dict metadata=None,
-             uint64_t trace_hi=0, uint64_t trace_lo=0, uint64_t span_id=0):
+             uint64_t trace_hi=0, uint64_t trace_lo=0, uint64_t span_id=0,
+             Keyring ring=None):
         """Send now; return a Future of the decoded reply (see Channel.call)."""
         cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
         cdef size_t hlen = 0
         cdef Py_buffer bview
         cdef zm_slice b
+        cdef uint8_t nonce[16]
+        cdef MacKey key
         cdef _Pending p = _Pending.__new__(_Pending)
         fut = CallFuture(loop=self.loop)
         if self.closed:
@@ -241,18 +368,32 @@ cdef class AsyncChannel:
         p.deadline_at = deadline_at
         p.future = fut
         p.decode = decode
+        p.ring = ring
         fut._zm_channel = self
         fut._zm_request_id = p.request_id
         memset(&bview, 0, sizeof(Py_buffer))
         try:
             view_get(body, &bview, &b)
             p.inline = _inline(&b)
-            write_request(hbuf, &hlen, p.request_id, deadline_at, service, endpoint,
-                          content_type, metadata, trace_hi, trace_lo, span_id,
-                          ZM_FLAG_BODY_INLINE if p.inline else 0)
+            key = write_request(hbuf, &hlen, p.request_id, deadline_at, service, endpoint,
+                                content_type, metadata, trace_hi, trace_lo, span_id,
+                                ZM_FLAG_BODY_INLINE if p.inline else 0, ring, nonce)
+            try:
+                check_frame_size(self.max_frame, hlen, &b, p.inline)
+            except Exception as exc:
+                fut.set_exception(exc)
+                return fut
             self.pending[p.request_id] = p
-            if self.backlog or not self._send_now(p, hbuf, hlen, body, &b):
-                if p.inline:  # keep the frame whole: header then body
+            if self.backlog or not self._send_now(p, hbuf, hlen, body, &b, key):
+                if key is not None:  # the frames as they will go, MAC included
+                    head = PyBytes_FromStringAndSize(<char *>hbuf, <Py_ssize_t>hlen)
+                    if p.inline:
+                        p.frames = [head + PyBytes_FromStringAndSize(<const char *>b.ptr,
+                                                                     <Py_ssize_t>b.len)]
+                    else:
+                        p.frames = [head, bytes(body)]
+                    p.frames.append(sign_to_bytes(ring, key, p.frames))
+                elif p.inline:  # keep the frame whole: header then body
                     p.header = (PyBytes_FromStringAndSize(<char *>hbuf, <Py_ssize_t>hlen)
                                 + PyBytes_FromStringAndSize(<const char *>b.ptr,
                                                             <Py_ssize_t>b.len))
@@ -270,10 +411,17 @@ cdef class AsyncChannel:
         return fut
 
     cdef bint _send_now(self, _Pending p, const uint8_t *hbuf, size_t hlen, object body,
-                        const zm_slice *b) except -1:
+                        const zm_slice *b, MacKey key) except -1:
         """Send if libzmq has room (True); False: it must wait for POLLOUT.
-        An inline request goes as one frame: the header then `b`."""
+        An inline request goes as one frame: the header then `b`. With
+        `key`, the header was signed and a MAC frame follows."""
         cdef zm_slice none
+        if key is not None:
+            if send_signed(self.sock, key, p.ring, hbuf, hlen, body, b, p.inline,
+                           ZM_DONTWAIT) == EAGAIN:
+                return False
+            p.sent = True
+            return True
         if p.inline:
             none.ptr = NULL
             none.len = 0
@@ -303,6 +451,7 @@ cdef class AsyncChannel:
             self.backlog.popleft()
             p.header = None
             p.body = None
+            p.frames = None
         return 0
 
     cdef int _schedule_read(self) except -1:
@@ -317,6 +466,18 @@ cdef class AsyncChannel:
     cdef bint _flush_one(self, _Pending p) except -1:
         cdef Py_buffer bview
         cdef zm_slice b
+        cdef Py_ssize_t i, n
+        if p.frames is not None:  # signed: every frame ready, MAC last
+            n = len(p.frames)
+            for i in range(n):
+                frame = p.frames[i]
+                if ZMQ.send(self.sock, PyBytes_AS_STRING(frame), <size_t>PyBytes_GET_SIZE(frame),
+                            (ZM_SNDMORE if i + 1 < n else 0) | (ZM_DONTWAIT if i == 0 else 0)) < 0:
+                    if i == 0 and ZMQ.errno_() == EAGAIN:
+                        return False
+                    raise_errno(ZMQ.errno_())
+            p.sent = True
+            return True
         if p.inline:  # p.header is the whole frame already
             b.ptr = NULL
             b.len = 0
@@ -331,7 +492,7 @@ cdef class AsyncChannel:
         try:
             view_get(p.body, &bview, &b)
             return self._send_now(p, <const uint8_t *>PyBytes_AS_STRING(p.header),
-                                  <size_t>PyBytes_GET_SIZE(p.header), p.body, &b)
+                                  <size_t>PyBytes_GET_SIZE(p.header), p.body, &b, None)
         finally:
             PyBuffer_Release(&bview)
 
@@ -363,6 +524,7 @@ cdef class AsyncChannel:
         cdef zm_frame_view v
         cdef _Pending p
         cdef int err, i
+        cdef bint refused
         for i in range(BATCH):
             r.n = r.extra = 0
             err = recv_parts(&r, self.sock)
@@ -383,7 +545,14 @@ cdef class AsyncChannel:
                     continue
                 if p.future.done():
                     continue
-                failed, value = reply_value(&r, &h, &v, self.rpc_error)
+                refused = (p.ring is not None
+                           and check_reply(p.ring, &r, &h, &v, self.partition) != MAC_OK)
+                if refused:
+                    self.n_unauthenticated += 1
+                    failed, value = True, self.rpc_error(
+                        _Code.UNAUTHENTICATED, _reply_refused(self.address))
+                else:
+                    failed, value = reply_value(&r, &h, &v, self.rpc_error)
             finally:
                 received_close(&r)
             if failed:
@@ -402,10 +571,10 @@ cdef class AsyncChannel:
         # CallFuture.cancel(): forget the call and tell the server.
         cdef _Pending p = self.pending.pop(request_id, None)
         if p is not None and p.sent and not self.closed:
-            self._cancel_remote(request_id)
+            self._cancel_remote(request_id, p.ring)
 
-    cdef int _cancel_remote(self, uint64_t request_id) except -1:
-        send_cancel(self.sock, request_id)
+    cdef int _cancel_remote(self, uint64_t request_id, Keyring ring) except -1:
+        send_cancel(self.sock, request_id, ring)
         self._check_events()
         return 0
 
@@ -426,7 +595,7 @@ cdef class AsyncChannel:
             if p is None or p.future.done():
                 continue
             if p.sent:
-                self._cancel_remote(request_id)
+                self._cancel_remote(request_id, p.ring)
                 p.future.set_exception(self.rpc_error(
                     C_DEADLINE, f"no reply from {self.address} before the deadline"))
             else:
@@ -479,7 +648,8 @@ cdef class ClientCore:
     from the Python client that builds it."""
 
     def __init__(self, dict codecs, str default_content_type, double timeout, *,
-                 refresh, double cache_ttl, make_socket, bint is_async):
+                 refresh, double cache_ttl, make_socket, bint is_async,
+                 keyring_for=None, refresh_keys=None, size_t max_message_size=0):
         self.codecs = codec_entries(codecs)
         if default_content_type not in self.codecs:
             raise ValueError(f"no codec registered for {default_content_type!r}")
@@ -489,6 +659,11 @@ cdef class ClientCore:
         self.cache_ttl = cache_ttl
         self.make_socket = make_socket
         self.is_async = is_async
+        self.keyring_for = keyring_for
+        self.refresh_keys = refresh_keys
+        self.keyrings = {}
+        self.keys_checked = monotonic()
+        self.max_message_size = max_message_size
         self.selectors = {}
         self.expires = {}
         self.local = _threading.local()
@@ -513,41 +688,71 @@ cdef class ClientCore:
             raise _RPCError(_Code.UNAVAILABLE, f"no node of service {service!r} is registered")
         return address
 
-    cdef Channel _sync_channel(self, str address):
+    cdef Keyring _keyring(self, str service):
+        """The MAC keys of `service` (None: unsigned). Rotated keys are
+        picked up within a second: the keyrings are updated in place."""
+        cdef double now
+        if self.keyring_for is None:
+            return None
+        if self.refresh_keys is not None:
+            now = monotonic()
+            if now >= self.keys_checked + 1.0:
+                self.keys_checked = now
+                self.refresh_keys()
+        ring = self.keyrings.get(service, self)  # self: not looked up yet
+        if ring is self:
+            ring = self.keyring_for(service)
+            self.keyrings[service] = ring
+        return <Keyring>ring
+
+    cdef Channel _sync_channel(self, str address, object server_key):
+        key = address if server_key is None else (address, server_key)
         channels = getattr(self.local, "channels", None)
         if channels is None:
             channels = self.local.channels = {}
-        channel = (<dict>channels).get(address)
-        if channel is None:
-            channel = Channel(self.make_socket(address), address)
-            (<dict>channels)[address] = channel
+        channel = (<dict>channels).get(key)
+        if channel is None or (<Channel>channel).sock == NULL:  # refused: try anew
+            zsock, monitor = self.make_socket(address, server_key)
+            channel = Channel(zsock, address, monitor)
+            (<Channel>channel).max_frame = self.max_message_size
+            (<dict>channels)[key] = channel
             self.all_channels.add(channel)
         return <Channel>channel
 
-    cdef AsyncChannel _async_channel(self, str address):
-        channel = self.channels.get(address)
-        if channel is None:
+    cdef AsyncChannel _async_channel(self, str address, object server_key):
+        key = address if server_key is None else (address, server_key)
+        channel = self.channels.get(key)
+        if channel is None or (<AsyncChannel>channel).closed:
             loop = _asyncio.get_running_loop()
             if self.loop is None:
                 self.loop = loop
             elif loop is not self.loop:
                 raise RuntimeError("an AsyncClient belongs to the event loop it was first used on")
-            channel = AsyncChannel(self.make_socket(address), address, loop)
-            self.channels[address] = channel
+            zsock, monitor = self.make_socket(address, server_key)
+            channel = AsyncChannel(zsock, address, loop, monitor)
+            (<AsyncChannel>channel).max_frame = self.max_message_size
+            self.channels[key] = channel
         return <AsyncChannel>channel
 
     def call(self, str service, str endpoint, request=None, *, timeout=None,
              dict metadata=None, str address=None, response_type=None,
-             str content_type=None):
+             str content_type=None, server_key=None):
         """One call (see zmicro.Client.call / zmicro.AsyncClient.call)."""
         cdef CodecEntry entry
         cdef Context parent
         cdef double deadline
+        cdef Keyring ring
         cdef uint64_t trace_hi = 0, trace_lo = 0, span_id = 0
         if self.closed:
             raise _RPCError(_Code.UNAVAILABLE, "client closed")
         entry = self.default_codec if content_type is None else self._codec(content_type)
         body = entry.encode_value(request)
+        if self.max_message_size and len(body) > self.max_message_size:
+            # MAXMSGSIZE is per frame, and a peer that gets a bigger one
+            # drops the connection (every call on it): refuse it here.
+            raise _RPCError(_Code.RESOURCE_EXHAUSTED,
+                            f"the request body is {len(body)} bytes, over the "
+                            f"max_message_size of {self.max_message_size} bytes")
         deadline = monotonic() + (self.timeout if timeout is None else <double>timeout)
         parent = contextvar_get(CURRENT, None)
         if parent is not None:  # inside a handler: inherit deadline and metadata
@@ -559,22 +764,23 @@ cdef class ClientCore:
             trace_hi, trace_lo, span_id = parent.trace_hi, parent.trace_lo, parent.span_id
         if address is None:
             address = self._pick(service)
+        ring = self._keyring(service)
         decode = entry.decoder_for(_Any if response_type is None else response_type)
         if decode is IDENTITY:
             decode = None
         if self.is_async:
-            return self._async_channel(address).call(
+            return self._async_channel(address, server_key).call(
                 service, endpoint, entry.name, body, deadline, decode, metadata,
-                trace_hi, trace_lo, span_id)
+                trace_hi, trace_lo, span_id, ring)
         if parent is not None and parent._blocks_address == address:
             raise _RPCError(
                 _Code.FAILED_PRECONDITION,
                 f"{parent.service}/{parent.endpoint} calls its own service from the thread "
                 f"that serves it: the call could never be answered; make the handler "
                 f"blocking=True, or async with AsyncClient")
-        value = self._sync_channel(address).call(service, endpoint, entry.name, body,
-                                                 deadline, metadata, trace_hi, trace_lo,
-                                                 span_id)
+        value = self._sync_channel(address, server_key).call(
+            service, endpoint, entry.name, body, deadline, metadata, trace_hi, trace_lo,
+            span_id, ring)
         if decode is None:
             return value
         try:

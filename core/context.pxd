@@ -6,8 +6,10 @@ cdef class Context:
     cdef readonly uint64_t request_id  # the caller's id for this request
     cdef readonly bytes peer           # routing id of the caller's socket
     cdef readonly str content_type     # codec of request and reply
-    cdef public object principal       # caller identity (zmicro.auth.Principal),
-                                       # or None; security interceptors refine it
+    cdef readonly str user_id          # the caller's Curve public key (ZAP
+                                       # User-Id, Z85), None in insecure mode
+    cdef object _principal             # zmicro.auth.Principal once resolved
+    cdef object _resolve               # user_id -> Principal, or None
     cdef double deadline_at            # CLOCK_MONOTONIC seconds; 0 = none
     cdef object _metadata              # dict[str, bytes], or None when empty
     cdef bint _cancelled               # the caller cancelled or gave up

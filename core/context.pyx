@@ -52,6 +52,19 @@ cdef class Context:
         return _MappingProxyType(self._metadata)
 
     @property
+    def principal(self):
+        """Who is calling (zmicro.auth.Principal): the caller's key, named
+        and given roles by the allowlist, refined by the service's security
+        interceptors (an end user's token). None in insecure mode."""
+        if self._principal is None and self._resolve is not None:
+            self._principal = self._resolve(self.user_id)
+        return self._principal
+
+    @principal.setter
+    def principal(self, value):
+        self._principal = value
+
+    @property
     def cancelled(self):
         return self._cancelled
 
@@ -73,7 +86,7 @@ cdef class Context:
 
 def _test_context(*, str service="svc", str endpoint="Svc.Call", uint64_t request_id=1,
                   dict metadata=None, principal=None, timeout=None, bytes peer=b"peer",
-                  str content_type="application/msgpack"):
+                  str content_type="application/msgpack", str user_id=None):
     """A Context as a server would make it, for unit tests of interceptors."""
     cdef Context ctx = Context.__new__(Context)
     ctx.service = service
@@ -81,7 +94,8 @@ def _test_context(*, str service="svc", str endpoint="Svc.Call", uint64_t reques
     ctx.request_id = request_id
     ctx.peer = peer
     ctx.content_type = content_type
-    ctx.principal = principal
+    ctx._principal = principal
+    ctx.user_id = user_id
     ctx._metadata = {k: (v.encode() if type(v) is str else v)
                      for k, v in metadata.items()} if metadata else None
     ctx.deadline_at = monotonic() + timeout if timeout is not None else 0.0

@@ -40,6 +40,11 @@ cdef class ServerCore:
     cdef bint stopping                # stop() was called
     cdef bint draining_scheduled      # an asyncio drain is already queued
     cdef object logger
+    cdef Keyring keyring              # MAC keys: None = unsigned (insecure mode)
+    cdef object on_refused            # (reason, user_id, header) -> None: audit
+    cdef object resolve_principal     # user_id -> Principal, or None
+    cdef bytes last_uid               # User-Id of the last request, and its str
+    cdef str last_uid_str
     cdef object rpc_error             # zmicro.errors.RPCError
     # counters (stats())
     cdef uint64_t n_requests          # requests admitted or refused
@@ -48,11 +53,14 @@ cdef class ServerCore:
     cdef uint64_t n_cancels           # cancel frames received
     cdef uint64_t n_replies_dropped   # replies libzmq could not route or queue
     cdef uint64_t n_codes[17]         # replies by status code (0: OK)
+    cdef uint64_t n_unauthenticated   # messages refused by the MAC checks
 
     cdef int _drain(self, int budget) except -1
     cdef int _handle(self, Received *r) except -1
     cdef int _dispatch(self, Received *r, zm_header *h, zm_frame_view *v) except -1
     cdef Endpoint _endpoint(self, zm_slice name)
+    cdef int _authenticate(self, Received *r, zm_header *h, zm_frame_view *v) except -1
+    cdef str _user_id(self, Received *r)
     cdef CodecEntry _ctype(self, zm_slice name)
     cdef object _decoder(self, Endpoint ep, CodecEntry ct)
     cdef int _reply(self, const zm_slice *peer, uint64_t request_id, int kind,

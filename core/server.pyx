@@ -17,6 +17,8 @@ import logging as _logging
 import os as _os
 import threading as _threading
 
+from libc.string cimport strlen
+
 from zmicro.errors import Code as _Code, RPCError as _RPCError
 
 cdef extern from "Python.h":
@@ -38,6 +40,7 @@ cdef int C_RESOURCE_EXHAUSTED = _Code.RESOURCE_EXHAUSTED
 cdef int C_UNIMPLEMENTED = _Code.UNIMPLEMENTED
 cdef int C_INTERNAL = _Code.INTERNAL
 cdef int C_UNAVAILABLE_ = _Code.UNAVAILABLE
+cdef int C_UNAUTHENTICATED = _Code.UNAUTHENTICATED
 
 
 cdef str _clip(str text):
@@ -99,7 +102,8 @@ cdef class ServerCore:
 
     def __init__(self, zsock, str service, endpoints, dict codecs, *,
                  str default_content_type, uint32_t max_in_flight,
-                 executor_factory, logger=None):
+                 executor_factory, logger=None, Keyring keyring=None,
+                 on_refused=None, resolve_principal=None):
         cdef CodecEntry ct
         self.zsock = zsock
         self.sock = socket_handle(zsock)
@@ -134,6 +138,9 @@ cdef class ServerCore:
         self.wake_lock = _threading.Lock()
         self.logger = logger or _logging.getLogger("zmicro.server")
         self.rpc_error = _RPCError
+        self.keyring = keyring
+        self.on_refused = on_refused
+        self.resolve_principal = resolve_principal
 
     def close(self):
         """Release the waker and the thread pool (not the ROUTER)."""
@@ -249,6 +256,8 @@ cdef class ServerCore:
                 self._reply(&r.slices[0], h.request_id, ZM_KIND_ERROR, C_UNIMPLEMENTED,
                             what, "", None)
             return 0
+        if self.keyring is not None and self._authenticate(r, &h, &v):
+            return 0
         if h.kind == ZM_KIND_REQUEST:
             return self._dispatch(r, &h, &v)
         if h.kind == ZM_KIND_CANCEL:
@@ -261,6 +270,44 @@ cdef class ServerCore:
             return self._reply(&r.slices[0], h.request_id, ZM_KIND_PONG, C_OK, None, "", None)
         self.n_unexpected += 1
         return 0
+
+    cdef int _authenticate(self, Received *r, zm_header *h, zm_frame_view *v) except -1:
+        """0 if the message's MAC, timestamp and nonce pass (keyring.pyx);
+        else 1, counted, audited and, for a request or ping, answered
+        UNAUTHENTICATED without saying which check failed."""
+        cdef const char *uid = ZMQ.msg_gets(&r.msgs[v.header], b"User-Id")
+        cdef int failure
+        if uid == NULL:
+            uid = ""
+        failure = self.keyring.check(
+            h, &r.slices[v.header], <size_t>(1 + v.body_count),
+            r.slices[v.mac].ptr if v.mac >= 0 else NULL, uid, strlen(uid))
+        if failure == MAC_OK:
+            return 0
+        self.n_unauthenticated += 1
+        if self.on_refused is not None:
+            try:
+                self.on_refused(MAC_FAILURE_NAMES[failure], self._user_id(r),
+                                _text(h.endpoint))
+            except Exception:
+                self.logger.exception("zmicro: the audit hook failed")
+        if h.kind == ZM_KIND_REQUEST or h.kind == ZM_KIND_PING:
+            self._reply(&r.slices[0], h.request_id, ZM_KIND_ERROR, C_UNAUTHENTICATED,
+                        "unauthenticated", "", None)
+        return 1
+
+    cdef str _user_id(self, Received *r):
+        """The caller's ZAP User-Id (its Z85 key), None without one. The
+        str of the last caller is reused: most messages come from it."""
+        cdef const char *uid = ZMQ.msg_gets(&r.msgs[1], b"User-Id")
+        cdef size_t n
+        if uid == NULL:
+            return None
+        n = strlen(uid)
+        if self.last_uid is None or not _same_text(self.last_uid, uid, n):
+            self.last_uid = PyBytes_FromStringAndSize(uid, <Py_ssize_t>n)
+            self.last_uid_str = self.last_uid.decode("utf-8", "replace")
+        return self.last_uid_str
 
     cdef Endpoint _endpoint(self, zm_slice name):
         for ep in self.endpoints:
@@ -341,6 +388,8 @@ cdef class ServerCore:
         ctx.trace_hi = h.trace_hi
         ctx.trace_lo = h.trace_lo
         ctx.span_id = h.span_id
+        ctx.user_id = self._user_id(r)
+        ctx._resolve = self.resolve_principal
 
         if ep.mode != MODE_BLOCKING:
             # The service's own thread runs this handler: a sync call back
@@ -456,6 +505,8 @@ cdef class ServerCore:
         cdef zm_slice b
         cdef bint inline = False
         cdef int rc
+        cdef uint8_t nonce[16]
+        cdef MacKey key = None
         memset(&h, 0, <size_t>(<char *>&h.metadata - <char *>&h))
         memset(&bview, 0, sizeof(Py_buffer))
         h.version = ZM_WIRE_VERSION
@@ -474,6 +525,8 @@ cdef class ServerCore:
                 inline = b.len < 65536  # small bodies ride in the header frame
                 if inline:
                     h.flags = ZM_FLAG_BODY_INLINE
+            if self.keyring is not None:
+                key = self.keyring.sign_header(&h, nonce)
             rc = zm_wire_write_ex(&h, hbuf, sizeof(hbuf), &hlen, ZM_WIRE_TRUSTED_UTF8)
             if rc != ZM_OK:  # only an absurd error id or detail gets here
                 h.detail.len = h.service.len = 0
@@ -490,7 +543,10 @@ cdef class ServerCore:
                     self.n_replies_dropped += 1
                     return 0
                 raise_errno(rc)
-            if inline:
+            if key is not None:
+                send_signed(self.sock, key, self.keyring, hbuf, hlen,
+                            body if kind == ZM_KIND_REPLY else None, &b, inline, 0)
+            elif inline:
                 send_inline(self.sock, hbuf, hlen, &b, 0)
             elif kind == ZM_KIND_REPLY:
                 if ZMQ.send(self.sock, hbuf, hlen, ZM_SNDMORE) < 0:
@@ -521,4 +577,5 @@ cdef class ServerCore:
             "unexpected": self.n_unexpected,
             "cancels": self.n_cancels,
             "replies_dropped": self.n_replies_dropped,
+            "unauthenticated": self.n_unauthenticated,
         }

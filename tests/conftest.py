@@ -28,6 +28,28 @@ settings.register_profile(
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def zmicro_home(tmp_path_factory):
+    """A fresh key store for the whole session: ``ZMICRO_HOME`` points at a
+    temporary directory, in ``os.environ`` so services started in
+    subprocesses inherit it. Tests never read or write ~/.config; and the
+    developer's own ``ZMICRO_KEY`` / ``ZMICRO_TRUSTED``, which would bypass
+    the store, are unset for the session."""
+    names = ("ZMICRO_HOME", "ZMICRO_KEY", "ZMICRO_TRUSTED")
+    saved = {name: os.environ.get(name) for name in names}
+    home = tmp_path_factory.mktemp("zmicro-home")
+    os.chmod(home, 0o700)
+    for name in names:
+        os.environ.pop(name, None)
+    os.environ["ZMICRO_HOME"] = str(home)
+    yield home
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def zctx():
     """A private zmq Context, terminated (sockets closed) after the test."""

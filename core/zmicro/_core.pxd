@@ -3,7 +3,7 @@
 # module, one .pxd/.pyx pair per concern included here (as uvloop does), so
 # hot calls cross no module boundary.
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from includes.libzmq cimport *
 from includes.src cimport *
@@ -14,5 +14,6 @@ include "context.pxd"
 include "socket.pxd"
 include "frame.pxd"
 include "codecs.pxd"
+include "keyring.pxd"
 include "server.pxd"
 include "client.pxd"

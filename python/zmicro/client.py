@@ -18,7 +18,16 @@ one node directly, without discovery (go-micro's ``WithAddress``).
 Errors are :class:`~zmicro.errors.RPCError`: the server's code for an error
 reply, ``UNAVAILABLE`` when no node could be reached (the request was never
 sent: safe to retry), ``DEADLINE_EXCEEDED`` when the reply did not come in
-time (a cancel frame tells the server).
+time (a cancel frame tells the server), ``UNAUTHENTICATED`` when the server
+refused this client's key or a message failed its MAC.
+
+Security is on unless asked off (``insecure=True`` or ``ZMICRO_INSECURE=1``):
+every socket is a CurveZMQ client with the user's key pair (the key store,
+``keys=``), expecting the server key from a trusted source (an explicit
+``server_key=``, the registry record when the registry is trusted, else the
+user's own key: on one machine, the user's services have it); every request
+is signed with its service's MAC key and every reply checked (see
+:mod:`zmicro.mackeys`).
 
 ``Client`` may be shared by threads (it keeps one socket per node per
 thread). ``AsyncClient`` belongs to one event loop; its ``call()`` sends at
@@ -35,9 +44,11 @@ import zmq
 
 from . import _core
 from .codec import DEFAULT_CONTENT_TYPE, codecs
+from .keys import KeyStore
+from .mackeys import MacSecrets, secrets_path
 from .middleware import Call, ClientInterceptor, chain_client
 from .registry import Registry, default_registry
-from .security import resolve_insecure
+from .security import Security
 
 __all__ = ["AsyncClient", "Client", "DEFAULT_TIMEOUT"]
 
@@ -45,15 +56,34 @@ DEFAULT_TIMEOUT = 5.0
 _STRATEGIES = {"round_robin": _core.SELECT_ROUND_ROBIN, "random": _core.SELECT_RANDOM}
 
 
-def _make_socket(zctx: zmq.Context, address: str, max_message_size: int) -> zmq.Socket:
+_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+def _make_socket(zctx: zmq.Context, address: str, max_message_size: int,
+                 security: Security | None = None,
+                 server_key: str = "") -> tuple[zmq.Socket, zmq.Socket | None]:
+    """A DEALER connected to `address`, and (secure) a monitor of its handshakes."""
     sock = zctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    # Queue nothing for a peer that is not connected: a call either reaches
-    # a node or fails as UNAVAILABLE, never sits in a dead pipe.
-    sock.setsockopt(zmq.IMMEDIATE, 1)
-    sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
-    sock.connect(address)
-    return sock
+    monitor = None
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        # Queue nothing for a peer that is not connected: a call either reaches
+        # a node or fails as UNAVAILABLE, never sits in a dead pipe.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+        if security is not None and not security.insecure:
+            security.configure_client(sock, server_key)
+            # A refused handshake becomes an error at once (the core reads
+            # this while it waits for the connection), not a hang.
+            monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+        sock.connect(address)
+    except BaseException:
+        if monitor is not None:
+            monitor.close(0)
+        sock.close(0)
+        raise
+    return sock, monitor
 
 
 class _Base:
@@ -61,14 +91,19 @@ class _Base:
     asks for (registry lookups, sockets)."""
 
     def __init__(self, *, registry: Registry | None, selector: str, timeout: float,
-                 content_type: str, insecure: bool | None,
+                 content_type: str, insecure: bool | None, keys: str | KeyStore | None,
+                 mac_window: float,
                  interceptors: Sequence[ClientInterceptor], context: zmq.Context | None,
                  cache_ttl: float, max_message_size: int, is_async: bool) -> None:
         if selector not in _STRATEGIES:
             raise ValueError(f"selector is one of {sorted(_STRATEGIES)}, not {selector!r}")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        self.insecure = resolve_insecure(insecure)
+        self._security = Security.resolve(insecure=insecure, keys=keys)
+        self.insecure = self._security.insecure
+        self._secrets = (None if self.insecure else
+                         MacSecrets(secrets_path(self._security.store.path), window=mac_window))
+        self._node_keys: dict[str, str] = {}
         self.timeout = timeout
         self.content_type = content_type
         self._registry = registry
@@ -76,12 +111,22 @@ class _Base:
         self._interceptors = list(interceptors)
         self._zctx = context or zmq.Context.instance()
         self._max_message_size = max_message_size
-        self._core = _core.ClientCore(codecs(), content_type, timeout, refresh=self._refresh,
-                                      cache_ttl=cache_ttl, make_socket=self._make_socket,
-                                      is_async=is_async)
+        secrets = self._secrets
+        self._core = _core.ClientCore(
+            codecs(), content_type, timeout, refresh=self._refresh, cache_ttl=cache_ttl,
+            make_socket=self._make_socket, is_async=is_async,
+            keyring_for=secrets.keyring if secrets else None,
+            refresh_keys=secrets.reload_if_changed if secrets else None,
+            max_message_size=max_message_size)
 
-    def _make_socket(self, address: str) -> zmq.Socket:
-        return _make_socket(self._zctx, address, self._max_message_size)
+    def _make_socket(self, address: str, server_key: str | None):
+        key = ""
+        if not self.insecure:
+            registry = self._registry or default_registry()
+            key = self._security.server_key_for(
+                address, server_key=server_key, registry_key=self._node_keys.get(address, ""),
+                registry_trusted=getattr(registry, "trusted", False))
+        return _make_socket(self._zctx, address, self._max_message_size, self._security, key)
 
     def _refresh(self, service: str, selector: _core.NodeSelector | None) -> _core.NodeSelector:
         """The core's node cache expired: read the service's nodes again."""
@@ -93,6 +138,10 @@ class _Base:
                 return selector
             raise
         nodes = sorted({n.address for r in records for n in r.nodes})
+        for r in records:
+            for n in r.nodes:
+                if n.public_key:
+                    self._node_keys[n.address] = n.public_key
         if selector is None:
             return _core.NodeSelector(nodes, self._strategy)
         selector.update(nodes)  # keep the rotation going
@@ -106,7 +155,7 @@ class _Base:
         return ((call.service, call.endpoint, call.request),
                 {"timeout": call.timeout, "metadata": call.metadata or None,
                  "address": call.address, "response_type": call.response_type,
-                 "content_type": call.content_type})
+                 "content_type": call.content_type, "server_key": call.server_key})
 
 
 class Client(_Base):
@@ -116,9 +165,11 @@ class Client(_Base):
                  timeout: float = DEFAULT_TIMEOUT, content_type: str = DEFAULT_CONTENT_TYPE,
                  insecure: bool | None = None, interceptors: Sequence[ClientInterceptor] = (),
                  context: zmq.Context | None = None, cache_ttl: float = 1.0,
-                 max_message_size: int = 64 * 1024 * 1024) -> None:
+                 max_message_size: int = 64 * 1024 * 1024,
+                 keys: str | KeyStore | None = None, mac_window: float = 30.0) -> None:
         super().__init__(registry=registry, selector=selector, timeout=timeout,
-                         content_type=content_type, insecure=insecure,
+                         content_type=content_type, insecure=insecure, keys=keys,
+                         mac_window=mac_window,
                          interceptors=interceptors, context=context, cache_ttl=cache_ttl,
                          max_message_size=max_message_size, is_async=False)
         if self._interceptors:
@@ -129,10 +180,10 @@ class Client(_Base):
     def call(self, service: str, endpoint: str, request: Any = None, *,
              timeout: float | None = None, metadata: dict[str, Any] | None = None,
              address: str | None = None, response_type: Any = None,
-             content_type: str | None = None) -> Any:
+             content_type: str | None = None, server_key: str | None = None) -> Any:
         """Call ``endpoint`` of ``service`` and return the decoded reply."""
         return self._invoke(Call(service, endpoint, request, dict(metadata or {}), timeout,
-                                 address, content_type, response_type))
+                                 address, content_type, response_type, server_key))
 
     def _invoke_call(self, call: Call) -> Any:
         args, kwargs = self._call_args(call)
@@ -161,9 +212,11 @@ class AsyncClient(_Base):
                  timeout: float = DEFAULT_TIMEOUT, content_type: str = DEFAULT_CONTENT_TYPE,
                  insecure: bool | None = None, interceptors: Sequence[ClientInterceptor] = (),
                  context: zmq.Context | None = None, cache_ttl: float = 1.0,
-                 max_message_size: int = 64 * 1024 * 1024) -> None:
+                 max_message_size: int = 64 * 1024 * 1024,
+                 keys: str | KeyStore | None = None, mac_window: float = 30.0) -> None:
         super().__init__(registry=registry, selector=selector, timeout=timeout,
-                         content_type=content_type, insecure=insecure,
+                         content_type=content_type, insecure=insecure, keys=keys,
+                         mac_window=mac_window,
                          interceptors=interceptors, context=context, cache_ttl=cache_ttl,
                          max_message_size=max_message_size, is_async=True)
         if self._interceptors:
@@ -174,10 +227,10 @@ class AsyncClient(_Base):
     def call(self, service: str, endpoint: str, request: Any = None, *,
              timeout: float | None = None, metadata: dict[str, Any] | None = None,
              address: str | None = None, response_type: Any = None,
-             content_type: str | None = None) -> asyncio.Future:
+             content_type: str | None = None, server_key: str | None = None) -> asyncio.Future:
         """Send the call now; await the result (the decoded reply)."""
         call = Call(service, endpoint, request, dict(metadata or {}), timeout, address,
-                    content_type, response_type)
+                    content_type, response_type, server_key)
         return asyncio.ensure_future(self._intercepted(call))
 
     async def _intercepted(self, call: Call) -> Any:

@@ -45,6 +45,7 @@ class Call:
     address: str | None = None            # a node chosen by the caller
     content_type: str | None = None
     response_type: Any = None
+    server_key: str | None = None         # the node's Curve key, when the caller knows it
 
 
 ClientInterceptor = Callable[[Call, Callable[[Call], Any]], Any]

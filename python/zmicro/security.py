@@ -1,9 +1,20 @@
-"""Transport security settings.
+"""Transport security: CurveZMQ with an enforced client allowlist, on by default.
 
-Today zmicro speaks plaintext only; CurveZMQ with a client allowlist and a
-MAC on every message become the default in the security release, without
-changing call sites: ``Service`` and ``Client`` already take ``insecure=``,
-and ``ZMICRO_INSECURE=1`` already means "plaintext on purpose".
+A :class:`Security` is what a service or client needs to secure its
+sockets: the user's key store and identity (:mod:`zmicro.keys`), and the
+process's ZAP handler (:mod:`zmicro.zap`). Build it with
+:meth:`Security.resolve`; then
+
+- a server socket: :meth:`~Security.configure_server` before ``bind``
+  (Curve server, ZAP domain with ``ZAP_ENFORCE_DOMAIN=1``, the allowlist
+  registered with the context's authenticator), :meth:`~Security.release_server`
+  after ``close``;
+- a client socket: :meth:`~Security.server_key_for` decides which server key
+  to trust, :meth:`~Security.configure_client` before ``connect``;
+- a received message: :meth:`~Security.principal_for` its ``User-Id``.
+
+Plaintext only on request: ``insecure=True`` or ``ZMICRO_INSECURE=1``
+(:func:`resolve_insecure`), and then every method above does nothing.
 """
 
 from __future__ import annotations
@@ -11,30 +22,223 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Mapping
 
-__all__ = ["resolve_insecure"]
+import zmq
+
+from .auth.principal import ANONYMOUS, Principal
+from .errors import Code, Error, RPCError
+from .keys import KeyPair, KeyStore, TrustedKey, check_key, fingerprint, load_public_key
+from .zap import Allowlist, Authenticator, allowlist_from
+
+__all__ = ["MIN_LIBZMQ", "Security", "resolve_insecure"]
 
 log = logging.getLogger("zmicro.security")
-_said = False
-_lock = threading.Lock()
+
+#: Oldest libzmq accepted in secure mode: 4.3.3 fixes CVE-2019-13132 (a
+#: stack overflow before authentication, with CURVE) and CVE-2020-15166
+#: (memory exhaustion by unauthenticated peers).
+MIN_LIBZMQ = (4, 3, 3)
+
+_TRUE = ("1", "true", "yes")
+_FALSE = ("", "0", "false", "no")
+_said: set[str] = set()
+_said_lock = threading.Lock()
 
 
-def resolve_insecure(insecure: bool | None) -> bool:
-    """Whether to run plaintext: the argument, else ``ZMICRO_INSECURE``.
+def _once(message: str, *args: object) -> None:
+    with _said_lock:
+        if message in _said:
+            return
+        _said.add(message)
+    log.warning(message, *args)
 
-    Returns True in this release whatever was asked (there is no secure
-    mode yet) and says so once per process.
+
+def resolve_insecure(insecure: bool | None = None) -> bool:
+    """Whether to run plaintext: ``insecure`` if given, else whether
+    ``ZMICRO_INSECURE`` is ``1``, ``true`` or ``yes`` (any case).
+
+    Any other value of ``ZMICRO_INSECURE`` keeps security on (and says so
+    once). Plaintext is logged once per process as a warning.
     """
-    global _said
     if insecure is None:
-        insecure = os.environ.get("ZMICRO_INSECURE", "") not in ("", "0")
-    with _lock:
-        if not _said:
-            _said = True
-            if insecure:
-                log.warning("zmicro: insecure mode on request: traffic is plaintext "
-                            "and unauthenticated")
-            else:
-                log.warning("zmicro: this release has no transport security yet: "
-                            "traffic is plaintext and unauthenticated")
-    return True
+        value = os.environ.get("ZMICRO_INSECURE", "").strip().lower()
+        insecure = value in _TRUE
+        if value not in _TRUE and value not in _FALSE:
+            _once("zmicro: ZMICRO_INSECURE=%r is not 1/true/yes: security stays on", value)
+    if insecure:
+        _once("zmicro: INSECURE mode on request: traffic is plaintext, peers are not "
+              "authenticated and messages carry no MAC")
+    return bool(insecure)
+
+
+class Security:
+    """The security settings of one service or client.
+
+    Attributes: ``insecure``; ``store`` (the :class:`~zmicro.keys.KeyStore`,
+    None when insecure); ``identity`` (its :class:`~zmicro.keys.KeyPair`,
+    None when insecure); ``public_key`` (``""`` when insecure), the key to
+    publish in a registry :class:`~zmicro.registry.Node`; ``allowlist`` (the
+    trusted keys, as the ZAP handler sees them; None when insecure).
+    """
+
+    def __init__(self, *, insecure: bool, store: KeyStore | None,
+                 identity: KeyPair | None) -> None:
+        """Internal: use :meth:`resolve`."""
+        self.insecure = insecure
+        self.store = store
+        self.identity = identity
+        self.public_key = identity.public if identity is not None else ""
+        self.allowlist: Allowlist | None = allowlist_from(store) if store is not None else None
+        self._principals_source: Mapping[str, TrustedKey] | None = None
+        self._principals: dict[str, Principal] = {}
+
+    def __repr__(self) -> str:
+        if self.insecure:
+            return "<Security insecure>"
+        return f"<Security key={fingerprint(self.public_key)[:8]} store={str(self.store.path)!r}>"
+
+    @classmethod
+    def resolve(cls, *, insecure: bool | None = None,
+                keys: str | os.PathLike[str] | KeyStore | None = None) -> Security:
+        """Security as asked: plaintext when :func:`resolve_insecure` says so,
+        else Curve with the key store ``keys`` (a :class:`KeyStore` or its
+        directory; default: :func:`zmicro.keys.home`), whose identity is
+        created on first use.
+
+        Raises :class:`~zmicro.errors.Error` when libzmq is older than
+        :data:`MIN_LIBZMQ` or built without CURVE, and
+        :class:`~zmicro.keys.KeyStoreError` when the key store is unusable.
+        """
+        if resolve_insecure(insecure):
+            return cls(insecure=True, store=None, identity=None)
+        check_libzmq()
+        store = keys if isinstance(keys, KeyStore) else KeyStore(keys)
+        return cls(insecure=False, store=store, identity=store.identity())
+
+    # -- servers
+
+    def configure_server(self, sock: zmq.Socket, domain: str) -> None:
+        """Make ``sock`` a Curve server answering only clients in the
+        allowlist, under ZAP ``domain`` (one per service). Call before bind.
+
+        Sets ``CURVE_SERVER``, ``CURVE_SECRETKEY``, ``ZAP_DOMAIN`` and
+        ``ZAP_ENFORCE_DOMAIN=1`` (checked by reading it back: without it,
+        libzmq accepts everyone when no ZAP handler answers), and registers
+        ``domain`` with the context's :class:`~zmicro.zap.Authenticator`.
+        """
+        if self.insecure:
+            return
+        auth = Authenticator.for_context(sock.context)
+        auth.add_domain(domain, self.allowlist)
+        try:
+            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+            if sock.getsockopt(zmq.ZAP_ENFORCE_DOMAIN) != 1:
+                raise Error("this libzmq ignores ZAP_ENFORCE_DOMAIN: refusing to serve "
+                            "without an enforced allowlist")
+            sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self.identity.secret.encode("ascii"))
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+        except BaseException:
+            auth.remove_domain(domain)
+            raise
+
+    def release_server(self, sock: zmq.Socket, domain: str) -> None:
+        """Undo the registration of :meth:`configure_server` (after closing
+        ``sock``): its domain is no longer answered once its last socket
+        is released."""
+        if self.insecure:
+            return
+        auth = Authenticator.existing(sock.context)
+        if auth is not None:
+            auth.remove_domain(domain)
+
+    # -- clients
+
+    def configure_client(self, sock: zmq.Socket, server_key: str) -> None:
+        """Make ``sock`` a Curve client of the server whose public key is
+        ``server_key`` (Z85), with this identity. Call before connect.
+
+        Raises ValueError for a malformed ``server_key``.
+        """
+        if self.insecure:
+            return
+        check_key(server_key)
+        sock.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode("ascii"))
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.identity.public.encode("ascii"))
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self.identity.secret.encode("ascii"))
+
+    def server_key_for(self, address: str, *, server_key: str | None = None,
+                       registry_key: str = "", registry_trusted: bool = False) -> str:
+        """The public key to expect from the server at ``address``, from a
+        trusted source only (``""`` when insecure). In order:
+
+        1. ``server_key``, given explicitly (Z85 or a certificate file);
+        2. ``registry_key`` (the node's key in its registry record) when the
+           registry is trusted (``registry_trusted``: the registry class's
+           ``trusted``), or when the key is this user's own or is in the
+           trust store;
+        3. with no ``registry_key``: this user's own public key — on one
+           machine every service of the user has it, and no one else can
+           answer to it without the secret key.
+
+        Raises :class:`~zmicro.errors.RPCError` ``UNAUTHENTICATED`` when no
+        source vouches for a key (a registry key from an untrusted registry
+        that the trust store does not hold), ValueError for a malformed
+        explicit ``server_key``.
+        """
+        if self.insecure:
+            return ""
+        if server_key is not None:
+            return load_public_key(server_key)
+        if registry_key:
+            try:
+                check_key(registry_key)
+            except ValueError:
+                raise RPCError(Code.UNAUTHENTICATED,
+                               f"malformed server key in the registry for {address}") from None
+            if (registry_trusted or registry_key == self.public_key
+                    or registry_key in self.allowlist()):
+                return registry_key
+            raise RPCError(Code.UNAUTHENTICATED,
+                           f"no trusted server key for {address}: its registry key "
+                           f"({fingerprint(registry_key)[:16]}) comes from an untrusted "
+                           "registry and is not in the trust store; pass server_key= or "
+                           "trust the key (zmicro trust) or the registry")
+        if self.identity is not None:
+            return self.identity.public
+        raise RPCError(Code.UNAUTHENTICATED, f"no trusted server key for {address}: pass "
+                       "server_key= or trust the registry")
+
+    # -- principals
+
+    def principal_for(self, user_id: str | None) -> Principal:
+        """The :class:`~zmicro.auth.Principal` of a message whose ZAP
+        ``User-Id`` is ``user_id`` (a Z85 public key): its allowlist name and
+        roles. ``None``, insecure mode, and a key that is no longer in the
+        allowlist (removed after its connection was accepted) give
+        :data:`~zmicro.auth.ANONYMOUS`: revoking a key revokes its rights on
+        open connections too.
+        """
+        if not user_id or self.insecure:
+            return ANONYMOUS
+        source = self.allowlist()
+        if source is not self._principals_source:
+            # Built aside and swapped in whole: readers on other threads see
+            # the old table or the new one.
+            self._principals = {k: Principal(k, t.name, t.roles) for k, t in source.items()}
+            self._principals_source = source
+        return self._principals.get(user_id, ANONYMOUS)
+
+
+def check_libzmq() -> None:
+    """Raise :class:`~zmicro.errors.Error` unless libzmq can run secure:
+    CURVE built in and version :data:`MIN_LIBZMQ` or later."""
+    version = zmq.zmq_version_info()
+    if version < MIN_LIBZMQ:
+        raise Error(f"libzmq {zmq.zmq_version()} is too old for secure mode: "
+                    f"{'.'.join(map(str, MIN_LIBZMQ))} or later fixes CVE-2019-13132 and "
+                    "CVE-2020-15166; upgrade pyzmq")
+    if not zmq.has("curve"):
+        raise Error("this libzmq has no CURVE support; install a pyzmq wheel (it bundles "
+                    "libsodium) or run insecure on purpose (ZMICRO_INSECURE=1)")

@@ -28,6 +28,15 @@ event loop. Both use the same dispatch.
 The service registers itself (with a TTL it keeps refreshing) in the
 registry — the embedded one by default — once bound, and deregisters first
 when it stops: on ``stop()``, SIGINT or SIGTERM.
+
+Security is on unless asked off (``insecure=True`` or ``ZMICRO_INSECURE=1``):
+the socket is a CurveZMQ server that admits only the keys of the trust store's
+allowlist (a ZAP handler with ``ZAP_ENFORCE_DOMAIN``, see :mod:`zmicro.zap`),
+its public key goes into the registry record, every request must carry a
+valid MAC under the service's key (:mod:`zmicro.mackeys`) within the
+``mac_window`` and a nonce not seen before, and every reply is signed.
+``policy=`` (:class:`zmicro.auth.Policy`) adds end-user tokens, rules and
+rate limits in front of the handlers; ``ctx.principal`` names the caller.
 """
 
 from __future__ import annotations
@@ -51,8 +60,13 @@ from .codec import DEFAULT_CONTENT_TYPE, codecs
 from .context import Context
 from .middleware import ServerInterceptor, chain_server, is_async
 from .registry import Endpoint as EndpointRecord
+from .auth import Policy
+from .auth.audit import audit
+from .auth.principal import ANONYMOUS
+from .keys import KeyStore
+from .mackeys import MacSecrets, secrets_path
 from .registry import Node, Registry, ServiceRecord, default_registry
-from .security import resolve_insecure
+from .security import Security
 
 __all__ = ["Service", "blocking"]
 
@@ -125,15 +139,23 @@ class Service:
         content_type: str = DEFAULT_CONTENT_TYPE,
         max_message_size: int = DEFAULT_MAX_MESSAGE,
         context: zmq.Context | None = None,
+        keys: str | KeyStore | None = None,
+        mac_window: float = 30.0,
+        policy: Policy | None = None,
     ) -> None:
-        if not name or "/" in name:
+        if not name or "/" in name or ":" in name:
+            # ':' separates service and endpoint in authorization resources.
             raise ValueError(f"invalid service name {name!r}")
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         self.name = name
         self.version = version
         self.metadata = dict(metadata or {})
-        self.insecure = resolve_insecure(insecure)
+        self._security = Security.resolve(insecure=insecure, keys=keys)
+        self.insecure = self._security.insecure
+        self._secrets = (None if self.insecure else
+                         MacSecrets(secrets_path(self._security.store.path), window=mac_window))
+        self._policy = policy
         self._requested_address = address
         self._registry = registry
         self._max_in_flight = max_in_flight
@@ -274,13 +296,17 @@ class Service:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
         try:
+            self._security.configure_server(sock, self._node_id)
             address = _bind(sock, self._requested_address)
-        except zmq.ZMQError:
+        except BaseException:
             sock.close(0)
+            self._security.release_server(sock, self._node_id)
             raise
         self._sock = sock
+        interceptors = [*(self._policy.interceptors() if self._policy else ()),
+                        *self._interceptors]
         endpoints = [
-            _core.Endpoint(h.name, chain_server(self._interceptors, h.fn) if self._interceptors else h.fn,
+            _core.Endpoint(h.name, chain_server(interceptors, h.fn) if interceptors else h.fn,
                            h.mode, h.request_type)
             for h in self._handlers.values()
         ]
@@ -296,6 +322,9 @@ class Service:
             max_in_flight=self._max_in_flight,
             executor_factory=executor,
             logger=logging.getLogger("zmicro.server"),
+            keyring=self._secrets.keyring(self.name) if self._secrets else None,
+            on_refused=self._refused,
+            resolve_principal=None if self.insecure else self._security.principal_for,
         )
         self._core.local_address = address
         if self._stop_event.is_set():  # stop() came while we were starting
@@ -317,15 +346,32 @@ class Service:
                 EndpointRecord(name=h.name, request=_schema(h.request_type),
                                response=_schema(h.response_type))
                 for h in self._handlers.values()),
-            nodes=(Node(id=self._node_id, address=address),),
+            nodes=(Node(id=self._node_id, address=address,
+                        public_key=self._security.public_key),),
         )
         self._registry.register(self._record, ttl=self._ttl)
         self._heartbeat = threading.Thread(target=self._beat, name=f"zmicro-{self.name}-ttl",
                                            daemon=True)
         self._heartbeat.start()
 
+    def _refused(self, reason: str, user_id: str | None, endpoint: str) -> None:
+        """The core refused a message (its MAC checks): one audit line."""
+        principal = self._security.principal_for(user_id) if user_id else ANONYMOUS
+        audit("deny", f"mac:{reason}", principal=principal, service=self.name,
+              endpoint=endpoint)
+
     def _beat(self) -> None:
-        while not self._stop_event.wait(self._ttl / 3):
+        # Every second: pick up rotated MAC keys; every ttl/3: re-register.
+        tick = min(1.0, self._ttl / 3)
+        next_register = self._ttl / 3
+        elapsed = 0.0
+        while not self._stop_event.wait(tick):
+            elapsed += tick
+            if self._secrets is not None:
+                self._secrets.reload_if_changed()
+            if elapsed + 1e-9 < next_register:
+                continue
+            next_register = elapsed + self._ttl / 3
             try:
                 self._registry.register(self._record, ttl=self._ttl)
             except Exception as exc:  # keep serving; the next beat retries
@@ -345,6 +391,7 @@ class Service:
             self._core.close()
         if self._sock is not None:
             self._sock.close()
+            self._security.release_server(self._sock, self._node_id)
         self._core = self._sock = self._record = self._heartbeat = None
         self._loop = self._async_stop = None
         self.address = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import blake3
 
 import pytest
 import zmq.utils.z85
@@ -31,7 +31,7 @@ def test_name_defaults_to_a_fingerprint_of_the_key():
 
 def test_fingerprint_hashes_the_raw_key():
     key = new_key()
-    assert fingerprint(key) == hashlib.sha256(zmq.utils.z85.decode(key)).hexdigest()
+    assert fingerprint(key) == blake3.blake3(zmq.utils.z85.decode(key)).hexdigest()
     assert Principal(key=key).short_fingerprint == fingerprint(key)[:8]
     assert ANONYMOUS.short_fingerprint == ""
 

@@ -187,7 +187,7 @@ def minimal_server(tmp_path):
 
 
 def test_the_minimal_server_answers_a_zmicro_client(minimal_server):
-    with zmicro.Client(registry=MemoryRegistry(), timeout=30,
+    with zmicro.Client(registry=MemoryRegistry(), timeout=30, insecure=True,
                        content_type=zmicro.codec.JSON) as client:
         def call(endpoint, request):
             return client.call("greeter", endpoint, request, address=minimal_server)
@@ -223,6 +223,7 @@ def test_the_minimal_client_calls_the_minimal_server(minimal_server, tmp_path):
     program.write_text(BLOCKS["client"])
     result = subprocess.run(
         [sys.executable, str(program), minimal_server, str(wire.SCHEMA), "Bo"],
-        capture_output=True, text=True, timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL)
+        capture_output=True, text=True, timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL,
+        env={**os.environ, "ZMICRO_INSECURE": "1"})
     assert result.returncode == 0, result.stderr
     assert result.stdout == "Hello Bo\n"

@@ -12,13 +12,16 @@ interceptors treat ``None`` as :data:`ANONYMOUS`.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 import zmq.utils.z85
+
+# One fingerprint for the whole package (BLAKE3 of the key's 32 raw bytes):
+# the CLI, the key store's file names, the audit log and Principal agree.
+from ..keys import fingerprint
 
 __all__ = ["ANONYMOUS", "AUTHENTICATED", "Principal", "fingerprint", "freeze_claims",
            "roles_from_claim"]
@@ -28,15 +31,6 @@ __all__ = ["ANONYMOUS", "AUTHENTICATED", "Principal", "fingerprint", "freeze_cla
 AUTHENTICATED = "authenticated"
 
 _Z85_ALPHABET = frozenset(zmq.utils.z85.Z85CHARS.decode())
-
-
-def fingerprint(key: str) -> str:
-    """A hex fingerprint of a Z85 Curve public key: SHA-256 of its 32 raw bytes.
-
-    Logs and names show a prefix of it, never the key itself; hashing the
-    raw bytes (not the text) makes it independent of the key's encoding.
-    """
-    return hashlib.sha256(zmq.utils.z85.decode(key)).hexdigest()
 
 
 def freeze_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -47,6 +47,10 @@ class Node(msgspec.Struct, frozen=True, kw_only=True):
     id: str  # unique per running instance, e.g. f"{name}-{uuid4().hex[:12]}"
     address: str  # "tcp://127.0.0.1:5555" or "ipc:///path"
     metadata: dict[str, str] = {}
+    # Z85 Curve public key of the node's server socket; "" in insecure mode.
+    # Clients believe it only from a trusted registry (Registry.trusted) or
+    # when their own trust store holds it (Security.server_key_for).
+    public_key: str = ""
 
 
 class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -136,7 +140,14 @@ class Registry(ABC):
     the field. Backend failures raise :class:`RegistryError`, and so does any
     call after :meth:`close`, which also stops every watcher it created.
     Implementations are thread-safe.
+
+    ``trusted`` says whether clients may believe the public keys in the
+    records (:attr:`Node.public_key`) without their own trust store vouching
+    for them: true only when no one but this user can write the registry.
     """
+
+    #: Whether the records' public keys come from a trusted source.
+    trusted: bool = False
 
     @abstractmethod
     def register(self, record: ServiceRecord, *, ttl: float | None = None) -> None:

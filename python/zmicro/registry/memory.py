@@ -42,6 +42,9 @@ class MemoryRegistry(Registry):
     it and call ``expire()`` (or ``next``) for a deterministic sweep.
     """
 
+    #: In-process: only this program registers, so its keys are trusted.
+    trusted = True
+
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()

@@ -1,0 +1,250 @@
+"""The MAC end to end in the core: signing, and the receiver's checks in
+their order (sizes, key id, MAC, timestamp window, nonce), with keys
+derived from master secrets (zmicro.mackeys)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import blake3
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zmicro import _core, mackeys, wire
+from zmicro.wire import Header
+
+SECRET = bytes(range(32))
+ALGS = [_core.MAC_HMAC_SHA256, _core.MAC_BLAKE2B, _core.MAC_BLAKE3]
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ring(*ids: int, current: int | None = None, alg: int = _core.MAC_HMAC_SHA256,
+         **kw) -> _core.Keyring:
+    ids = ids or (1,)
+    keys = [_core.MacKey(i, alg, bytes([i]) * 32) for i in ids]
+    return _core.Keyring(keys, ids[0] if current is None else current, **kw)
+
+
+def request(**kw) -> Header:
+    return Header(kind=0, request_id=7, service="svc", endpoint="Svc.Call", **kw)
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_sealed_message_opens_once(alg):
+    r = ring(alg=alg)
+    frames = r.seal(request(), [b"body"])
+    assert r.open(frames, b"alice") == "ok"
+    assert r.open(frames, b"alice") == "replay"
+    # Partitions are per principal: another principal's cache is its own
+    # (and the transport, not the MAC, says who a principal is).
+    assert r.open(frames, b"bob") == "ok"
+    stats = r.stats()
+    assert stats["ok"] == 2 and stats["replay"] == 1 and stats["signed"] == 1
+
+
+def test_mac_frame_matches_the_documented_definition():
+    r = ring()
+    frames = r.seal(request(), [b"body"])
+    assert frames[-1] == _core.mac_compute(_core.MAC_HMAC_SHA256, bytes([1]) * 32, frames[:-1])
+    header = wire.decode_header(frames[0])
+    assert header.flags & 1 and header.key_id == 1
+    assert len(header.nonce) == 16 and header.timestamp_us > 0
+
+
+def test_blake3_mac_is_keyed_blake3_of_the_framed_input():
+    key = os.urandom(32)
+    frames = [b"head", b"", b"body"]
+    data = b"zmicro-mac-v1" + (3).to_bytes(4, "little")
+    for f in frames:
+        data += len(f).to_bytes(8, "little") + f
+    assert _core.mac_compute(_core.MAC_BLAKE3, key, frames) == blake3.blake3(data, key=key).digest()
+
+
+@given(body=st.binary(max_size=200), inline=st.booleans(), data=st.data())
+def test_any_changed_byte_is_refused(body, inline, data):
+    r = ring()
+    frames = r.seal(request(metadata={"k": b"v"}), [body], inline=inline)
+    i = data.draw(st.integers(0, len(frames) - 1), label="frame")
+    if not frames[i]:
+        return
+    j = data.draw(st.integers(0, len(frames[i]) - 1), label="byte")
+    bit = data.draw(st.integers(0, 7), label="bit")
+    bad = list(frames)
+    bad[i] = frames[i][:j] + bytes([frames[i][j] ^ (1 << bit)]) + frames[i][j + 1:]
+    try:
+        outcome = r.open(bad, b"p")
+    except Exception:  # the header no longer parses: refused before any check
+        return
+    assert outcome != "ok"
+
+
+@given(body=st.binary(min_size=2, max_size=100), data=st.data())
+def test_bytes_moved_between_frames_are_refused(body, data):
+    r = ring()
+    frames = r.seal(request(), [body, b"tail"])
+    cut = data.draw(st.integers(1, len(body) - 1))
+    moved = [frames[0], body[:cut], body[cut:] + b"tail", frames[-1]]
+    assert r.open(moved, b"p") == "bad_mac"
+
+
+def test_unsigned_and_unknown_key_and_wrong_key():
+    r = ring(1)
+    plain = [request().encode(), b"body"]
+    assert r.open(plain, b"p") == "unsigned"
+    other = ring(2)
+    assert r.open(other.seal(request(), [b"x"]), b"p") == "unknown_key"
+    same_id_other_secret = _core.Keyring([_core.MacKey(1, _core.MAC_HMAC_SHA256, os.urandom(32))], 1)
+    assert r.open(same_id_other_secret.seal(request(), [b"x"]), b"p") == "bad_mac"
+
+
+def test_refusals_do_not_fill_the_nonce_cache():
+    """The cache is inserted into only after the MAC passed: a forged
+    message with a fresh nonce takes no room."""
+    r = ring(replay_max=1)
+    forged = ring(1, alg=_core.MAC_BLAKE2B)  # same id, other key
+    for _ in range(5):
+        assert r.open(forged.seal(request(), [b"x"]), b"p") == "bad_mac"
+    assert r.open(r.seal(request(), [b"x"]), b"p") == "ok"
+
+
+def test_window_uses_the_injected_clock():
+    clock = Clock()
+    r = ring(window=30.0, clock=clock)
+    frames = r.seal(request(), [b"x"])
+    clock.now += 30.5
+    assert r.open(frames, b"p") == "stale"
+    clock.now -= 61.0  # the message is now 30.5 s in our future
+    assert r.open(frames, b"p") == "stale"
+    clock.now += 31.0  # 0.5 s old
+    assert r.open(frames, b"p") == "ok"
+
+
+def test_replay_inside_the_window_is_refused_and_after_it_is_stale():
+    clock = Clock()
+    r = ring(window=10.0, clock=clock)
+    frames = r.seal(request(), [b"x"])
+    assert r.open(frames, b"p") == "ok"
+    for dt in (0.0, 5.0, 4.9):
+        clock.now += dt
+        assert r.open(frames, b"p") == "replay"
+    clock.now += 0.2
+    assert r.open(frames, b"p") == "stale"  # never accepted again
+
+
+def test_full_partition_refuses_its_principal_only():
+    clock = Clock()
+    r = ring(replay_max=3, window=10.0, clock=clock)
+    for _ in range(3):
+        assert r.open(r.seal(request(), [b"x"]), b"noisy") == "ok"
+    assert r.open(r.seal(request(), [b"x"]), b"noisy") == "replay_full"
+    assert r.open(r.seal(request(), [b"x"]), b"quiet") == "ok"
+    # Entries leave with their message's window, never earlier.
+    clock.now += 10.0
+    assert r.open(r.seal(request(), [b"x"]), b"noisy") == "replay_full"
+    clock.now += 2.0
+    assert r.open(r.seal(request(), [b"x"]), b"noisy") == "ok"
+
+
+def test_rotation_accepts_old_and_new_keys():
+    old = ring(1)
+    both = ring(1, 2, current=2)
+    assert both.open(old.seal(request(), [b"x"]), b"p") == "ok"
+    assert both.open(both.seal(request(), [b"x"]), b"p") == "ok"
+    assert wire.decode_header(both.seal(request(), [])[0]).key_id == 2
+    old.update([_core.MacKey(1, _core.MAC_HMAC_SHA256, bytes([1]) * 32),
+                _core.MacKey(2, _core.MAC_HMAC_SHA256, bytes([2]) * 32)], 2)
+    assert both.open(old.seal(request(), [b"x"]), b"p") == "ok"
+    new_only = ring(2)
+    assert new_only.open(ring(1).seal(request(), [b"x"]), b"p") == "unknown_key"
+
+
+def test_keys_never_shown():
+    key = _core.MacKey(1, _core.MAC_HMAC_SHA256, SECRET)
+    assert SECRET.hex() not in repr(key) and "secret" not in repr(key)
+    with pytest.raises(AttributeError):
+        key.secret  # noqa: B018
+
+
+def test_bad_keys_refused():
+    with pytest.raises(ValueError):
+        _core.MacKey(1, _core.MAC_BLAKE3, b"short")
+    with pytest.raises(Exception):
+        _core.MacKey(1, 99, SECRET)
+    with pytest.raises(ValueError):
+        _core.Keyring([_core.MacKey(1, 1, SECRET)], 2)
+    with pytest.raises(ValueError):
+        _core.Keyring([_core.MacKey(1, 1, SECRET), _core.MacKey(1, 2, SECRET)], 1)
+
+
+# -- master secrets and derivation ---------------------------------------------
+
+
+def test_derivation_is_per_service_and_per_id():
+    k = mackeys.derive_key(SECRET, "greeter", 1)
+    assert len(k) == 32
+    assert k != mackeys.derive_key(SECRET, "greeter", 2)
+    assert k != mackeys.derive_key(SECRET, "greeter2", 1)
+    # Length prefixes: ("ab", id) and ("a", ...) cannot collide by shifting.
+    assert mackeys.derive_key(SECRET, "a", 1) != mackeys.derive_key(SECRET, "a\x01", 1)
+    # The documented definition, written out.
+    material = (7).to_bytes(4, "little") + b"greeter" + (1).to_bytes(4, "little") + SECRET
+    assert k == blake3.blake3(material, derive_key_context=mackeys.DERIVE_CONTEXT).digest()
+
+
+def test_secrets_file_created_private_and_shared(tmp_path):
+    path = tmp_path / "home" / "mac.keys"
+    a = mackeys.MacSecrets(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    b = mackeys.MacSecrets(path)  # a second process: same secrets
+    assert a.secrets == b.secrets and a.current == b.current == 1
+    msg = a.keyring("svc").seal(request(), [b"x"])
+    assert b.keyring("svc").open(msg, b"p") == "ok"
+    assert b.keyring("other").open(msg, b"p") == "bad_mac"  # per-service keys
+    assert all(s.secret.hex() not in repr(s) for s in a.secrets)
+
+
+def test_rotation_through_the_file(tmp_path):
+    path = tmp_path / "mac.keys"
+    server = mackeys.MacSecrets(path)
+    client = mackeys.MacSecrets(path)
+    srv, cli = server.keyring("svc"), client.keyring("svc")
+    editor = mackeys.MacSecrets(path)
+    new = editor.add("blake3")
+    assert server.reload_if_changed() and client.reload_if_changed()
+    assert srv.key_ids == [1, 2] and srv.current_id == 1
+    editor.set_current(new)
+    client.reload_if_changed()  # the client switched first: the server still accepts it
+    assert srv.open(cli.seal(request(), [b"x"]), b"p") == "ok"
+    server.reload_if_changed()
+    editor.remove(1)
+    server.reload_if_changed()
+    assert srv.key_ids == [2]
+    with pytest.raises(ValueError):
+        editor.remove(new)  # the current key stays
+
+
+def test_malformed_or_exposed_secrets_file(tmp_path):
+    path = tmp_path / "mac.keys"
+    path.write_text("{not json")
+    path.chmod(0o600)
+    with pytest.raises(mackeys.MacSecretsError) as err:
+        mackeys.MacSecrets(path)
+    assert "not a zmicro MAC secrets file" in str(err.value)
+    good = tmp_path / "good.keys"
+    s = mackeys.MacSecrets(good)
+    good.chmod(0o644)
+    with pytest.raises(mackeys.MacSecretsError):
+        mackeys.MacSecrets(good)
+    # A running process keeps its keys when the file goes bad.
+    good.chmod(0o600)
+    good.write_text("garbage")
+    assert not s.reload_if_changed() and s.keyring("svc").key_ids == [1]
