@@ -357,6 +357,13 @@ class Authenticator:
                 except zmq.ContextTerminated:
                     break
         finally:
+            # Unbind first: it releases the endpoint at once, whereas close()
+            # leaves that to libzmq's reaper thread, and a new handler's bind
+            # (for_context right after stop) would race it (EADDRINUSE).
+            try:
+                sock.unbind(ZAP_ENDPOINT)
+            except zmq.ZMQError:  # ETERM: the context is going away anyway
+                pass
             sock.close(linger=0)
             self._exited()
 

@@ -352,3 +352,13 @@ def test_metadata_decoder_accepts_or_raises_value_error(data):
         decode_metadata(data)
     except ValueError:
         pass
+
+
+def test_stop_and_start_again_many_times(zctx, make_security):
+    """stop() releases the endpoint at once: the next handler can bind."""
+    sec = make_security("s")
+    for _ in range(200):
+        auth = Authenticator.for_context(zctx)
+        auth.add_domain("svc", sec.allowlist)
+        auth.stop()
+    assert Authenticator.for_context(zctx).domains() == []
