@@ -167,8 +167,22 @@ cdef class ServerCore:
         """Serve until stop(), blocking in libzmq with the GIL released. A
         signal handler's exception (KeyboardInterrupt) ends it too."""
         cdef Received r
+        cdef int err
+        # A signal may be delivered to any thread of the process (the
+        # heartbeat's, say): Python runs its handler only when this thread
+        # next runs Python code. So the wait wakes up every 250 ms to let it
+        # (a timeout set once, not per message: no cost per request).
+        set_rcvtimeo(self.sock, 250)
         while not self.stopping:  # a core is used once: stop() is for good
-            recv_until(&r, self.sock, 0.0)
+            r.n = r.extra = 0
+            with nogil:
+                err = recv_parts(&r, self.sock, 0)
+            if err:
+                received_close(&r)
+                if err != EAGAIN and err != EINTR:
+                    raise_errno(err)
+                PyErr_CheckSignals()
+                continue
             try:
                 self._handle(&r)
             except Exception:
