@@ -34,6 +34,7 @@ from . import __version__, codec
 from .client import DEFAULT_TIMEOUT, Client
 from .errors import RPCError, TransportError, WireError
 from .keys import KeyStore, KeyStoreError, fingerprint, load_public_key, write_keypair
+from .mackeys import ALGORITHMS, MacSecrets, MacSecretsError, secrets_path
 from .registry import EmbeddedRegistry, RegistryError, ServiceRecord
 
 __all__ = ["EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_USAGE", "main"]
@@ -139,10 +140,13 @@ def _has_bytes(value: Any) -> bool:
               default=codec.JSON, show_default=True,
               help="Codec on the wire: JSON is sent as given; msgpack is converted "
                    "from the JSON, and the reply back to JSON.")
+@click.option("--server-key", metavar="KEY",
+              help="The node's Curve public key (Z85 or a .key file), with --address "
+                   "[default: the trusted registry's, else this user's own].")
 @_registry_option
 def call(service: str, endpoint: str, body: str | None, address: str | None,
          timeout: float, metadata: tuple[str, ...], content_type: str,
-         registry_dir: str | None) -> None:
+         server_key: str | None, registry_dir: str | None) -> None:
     """Call ENDPOINT of SERVICE with the JSON request BODY (default: stdin).
 
     Prints the reply as indented JSON; bytes in a msgpack reply appear as
@@ -170,7 +174,8 @@ def call(service: str, endpoint: str, body: str | None, address: str | None,
     client = Client(registry=registry, timeout=timeout, content_type=content_type)
     try:
         reply = client.call(service, endpoint, request, metadata=entries or None,
-                            address=address, response_type=response_type)
+                            address=address, response_type=response_type,
+                            server_key=server_key)
     except RPCError as exc:
         raise Failure(f"{exc.code.name}: {exc.detail}", EXIT_FAILED) from None
     except (WireError, ValueError) as exc:  # names or metadata the wire refuses
@@ -421,3 +426,68 @@ def keys(home_dir: str | None) -> None:
     rows += sorted((t.name or "-", ",".join(sorted(t.roles)) or "-",
                     fingerprint(t.key)[:_FINGERPRINT_SHOWN]) for t in trusted.values())
     click.echo(_indent(_table(rows), 2))
+
+
+# -- MAC master secrets ------------------------------------------------------------
+
+
+def _secrets(home_dir: str | None) -> MacSecrets:
+    try:
+        return MacSecrets(secrets_path(_store(home_dir).path))
+    except (OSError, MacSecretsError) as exc:
+        raise Failure(str(exc), EXIT_ENVIRONMENT) from None
+
+
+@main.group()
+def mac() -> None:
+    """The MAC master secrets (mac.keys in the key store), for rotation.
+
+    Rotate without downtime: 'add' (copy mac.keys to every machine: all
+    accept the new id), 'current ID' (copy again: all sign with it), then,
+    after a window, 'remove OLD'. Processes re-read the file within seconds.
+    """
+
+
+@mac.command("list")
+@_home_option
+def mac_list(home_dir: str | None) -> None:
+    """Show the key ids, their algorithms and which one signs (never secrets)."""
+    secrets = _secrets(home_dir)
+    click.echo(f"MAC secrets ({secrets.path}):")
+    rows = [("ID", "ALGORITHM", "")]
+    rows += [(str(k.id), k.alg, "current" if k.id == secrets.current else "")
+             for k in sorted(secrets.secrets)]
+    click.echo(_indent(_table(rows), 2))
+
+
+@mac.command("add")
+@click.option("--alg", type=click.Choice(sorted(ALGORITHMS)), default="hmac-sha256",
+              show_default=True, help="The MAC algorithm of the new key.")
+@_home_option
+def mac_add(alg: str, home_dir: str | None) -> None:
+    """Add a new random master secret, accepted but not signing yet; prints its id."""
+    click.echo(_secrets(home_dir).add(alg))
+
+
+@mac.command("current")
+@click.argument("key_id", type=click.IntRange(min=0))
+@_home_option
+def mac_current(key_id: int, home_dir: str | None) -> None:
+    """Sign with KEY_ID from now on (every id stays accepted)."""
+    try:
+        _secrets(home_dir).set_current(key_id)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="KEY_ID") from None
+    click.echo(f"key {key_id} signs")
+
+
+@mac.command("remove")
+@click.argument("key_id", type=click.IntRange(min=0))
+@_home_option
+def mac_remove(key_id: int, home_dir: str | None) -> None:
+    """Stop accepting KEY_ID (not the current one)."""
+    try:
+        _secrets(home_dir).remove(key_id)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="KEY_ID") from None
+    click.echo(f"key {key_id} removed")

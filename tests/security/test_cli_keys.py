@@ -109,3 +109,29 @@ def test_home_option(tmp_path, home):
     other = tmp_path / "other"
     assert run("keygen", "--home", str(other)).exit_code == 0
     assert (other / "id.key_secret").exists() and not home.exists()
+
+
+def test_mac_rotation_commands(tmp_path):
+    """zmicro mac list|add|current|remove edit mac.keys; secrets never print."""
+    from click.testing import CliRunner
+
+    from zmicro.cli import main
+    from zmicro.mackeys import MacSecrets, secrets_path
+
+    home = str(tmp_path / "home")
+    run = CliRunner().invoke
+    listed = run(main, ["mac", "list", "--home", home])
+    assert listed.exit_code == 0, listed.output
+    assert "1" in listed.output and "current" in listed.output
+    added = run(main, ["mac", "add", "--alg", "blake3", "--home", home])
+    assert added.exit_code == 0 and added.output.strip() == "2"
+    assert run(main, ["mac", "current", "2", "--home", home]).exit_code == 0
+    refused = run(main, ["mac", "remove", "2", "--home", home])
+    assert refused.exit_code != 0 and "current" in refused.output
+    assert run(main, ["mac", "remove", "1", "--home", home]).exit_code == 0
+    secrets = MacSecrets(secrets_path(home))
+    assert [(s.id, s.alg) for s in secrets.secrets] == [(2, "blake3")] and secrets.current == 2
+    output = run(main, ["mac", "list", "--home", home]).output
+    assert secrets.secrets[0].secret.hex() not in output
+    import base64
+    assert base64.b64encode(secrets.secrets[0].secret).decode() not in output
