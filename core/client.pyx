@@ -82,10 +82,25 @@ cdef int send_cancel(void *sock, uint64_t request_id, Keyring ring) except -1:
 
 cdef int check_reply(Keyring ring, Received *r, zm_header *h, zm_frame_view *v,
                      bytes partition) except -1:
-    """MAC_OK or why the reply in `r` fails the MAC checks (keyring.pyx)."""
-    return ring.check(h, &r.slices[v.header], <size_t>(1 + v.body_count),
-                      r.slices[v.mac].ptr if v.mac >= 0 else NULL,
-                      PyBytes_AS_STRING(partition), <size_t>PyBytes_GET_SIZE(partition))
+    """MAC_OK or why the reply in `r` fails the MAC checks (keyring.pyx).
+
+    An error from a node that serves another service than the one called (a
+    stale address) is signed with that service's key, which its `service`
+    field names: it is checked under that key, so that the caller learns
+    UNAVAILABLE from an authenticated answer."""
+    cdef int failure = ring.check(h, &r.slices[v.header], <size_t>(1 + v.body_count),
+                                  r.slices[v.mac].ptr if v.mac >= 0 else NULL,
+                                  PyBytes_AS_STRING(partition), <size_t>PyBytes_GET_SIZE(partition))
+    cdef Keyring other
+    if (failure != MAC_OK and h.kind == ZM_KIND_ERROR and h.service.len
+            and ring.family is not None):
+        other = ring.family(_text(h.service))
+        if other is not ring:
+            failure = other.check(h, &r.slices[v.header], <size_t>(1 + v.body_count),
+                                  r.slices[v.mac].ptr if v.mac >= 0 else NULL,
+                                  PyBytes_AS_STRING(partition),
+                                  <size_t>PyBytes_GET_SIZE(partition))
+    return failure
 
 
 _HANDSHAKE_REFUSED = 0x4000      # ZMQ_EVENT_HANDSHAKE_FAILED_AUTH

@@ -39,6 +39,7 @@ cdef class Keyring:
     cdef bytes last_principal         # cache of the last partition used
     cdef ReplayPartition last_partition
     cdef object clock                 # None (CLOCK_REALTIME) or () -> seconds
+    cdef public object family         # service -> Keyring of the same secrets, or None
     cdef object lock                  # partitions are shared by threads
     cdef uint64_t n_signed
     cdef uint64_t n_checked[MAC_FAILURES]  # by MacFailure (MAC_OK: accepted)

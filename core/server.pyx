@@ -270,7 +270,11 @@ cdef class ServerCore:
                 self._reply(&r.slices[0], h.request_id, ZM_KIND_ERROR, C_UNIMPLEMENTED,
                             what, "", None)
             return 0
-        if self.keyring is not None and self._authenticate(r, &h, &v):
+        if self.keyring is not None and not (
+                h.kind == ZM_KIND_REQUEST and h.service.len
+                and not _same(self.service_key, h.service)) and self._authenticate(r, &h, &v):
+            # (A request for another service is not checked: nothing runs
+            # for it, and _dispatch answers UNAVAILABLE, signed with our key.)
             return 0
         if h.kind == ZM_KIND_REQUEST:
             return self._dispatch(r, &h, &v)

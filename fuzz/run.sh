@@ -186,6 +186,7 @@ run_fuzzer fuzz_header header 8200 "${C_ENV[@]}" -- "$BUILD/fuzz_header"
 run_fuzzer fuzz_frames frames 16384 "${C_ENV[@]}" -- "$BUILD/fuzz_frames"
 run_fuzzer fuzz_replay replay 4096 "${C_ENV[@]}" -- "$BUILD/fuzz_replay"
 run_fuzzer atheris_header header 8200 "${ATHERIS_ENV[@]}" -- "$PY_EXE" "$FUZZ/atheris_header.py"
+run_fuzzer atheris_verify verify 16384 "${ATHERIS_ENV[@]}" -- "$PY_EXE" "$FUZZ/atheris_verify.py"
 
 log "summary"
 printf '%s\n' "${summary[@]}"

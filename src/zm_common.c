@@ -14,12 +14,12 @@ const char *zm_strerror(int code) {
     case ZM_E_TRAVERSAL: return "header pointers exceed the traversal budget";
     case ZM_E_TEXT_NUL: return "text not NUL-terminated, or with a NUL inside";
     case ZM_E_TEXT_UTF8: return "text not valid UTF-8";
-    case ZM_E_TEXT_SIZE: return "text or data field over its size limit";
-    case ZM_E_METADATA_COUNT: return "too many metadata entries";
+    case ZM_E_TEXT_SIZE: return "text or data field over its size limit (names and metadata keys: 255 bytes; metadata values, detail: 4096)";
+    case ZM_E_METADATA_COUNT: return "too many metadata entries (at most 64)";
     case ZM_E_METADATA_KEY: return "empty or duplicate metadata key";
     case ZM_E_BUFFER: return "output buffer too small";
     case ZM_E_NO_HEADER: return "message has no header frame";
-    case ZM_E_FRAME_COUNT: return "message has too many frames";
+    case ZM_E_FRAME_COUNT: return "message has too many frames (at most 16 after the routing id)";
     case ZM_E_VERSION: return "unsupported protocol version";
     case ZM_E_KIND: return "unknown message kind";
     case ZM_E_MAC_FRAME: return "signed message without a 32-byte MAC frame";

@@ -207,6 +207,9 @@ class MacSecrets:
             if ring is None:
                 ring = _core.Keyring(self._keys(service), self.current, window=self.window,
                                      replay_max=self.replay_max, clock=self._clock)
+                # A node serving another service signs its refusal with that
+                # service's key: the client checks it with this.
+                ring.family = self.keyring
                 self._rings[service] = ring
             return ring
 

@@ -35,8 +35,8 @@ class HelloReply(msgspec.Struct):
 def build(kind: str, name: str, address: str, registry_dir: str, downstream: str | None):
     registry = EmbeddedRegistry(registry_dir)
     svc = zmicro.Service(name, version="1.0.0", address=address, registry=registry,
-                         insecure=True, max_in_flight=64, ttl=2.0)
-    client = zmicro.Client(registry=registry, insecure=True)
+                         max_in_flight=64, ttl=2.0)
+    client = zmicro.Client(registry=registry)
     seen_cancelled: list[int] = []
 
     @svc.handler("Greeter.Hello")
@@ -93,7 +93,7 @@ def build(kind: str, name: str, address: str, registry_dir: str, downstream: str
         return client.call(name, "Greeter.Echo", 1)
 
     if kind == "async":
-        aclient = zmicro.AsyncClient(registry=registry, insecure=True)
+        aclient = zmicro.AsyncClient(registry=registry)
 
         @svc.handler("Greeter.Wave")
         async def wave(req: dict, ctx) -> dict:

@@ -1,5 +1,11 @@
 """Fixtures of the RPC tests: services in their own processes, registered
-in a private embedded registry, and clients for them."""
+in a private embedded registry, and clients for them.
+
+Services and clients run with zmicro's defaults: secure (CurveZMQ and the
+MAC), with the test session's key store (ZMICRO_HOME, tests/conftest.py).
+Only the tests that put raw frames on the wire (test_backpressure,
+test_codecs) run insecure services, on purpose.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ class ServiceProcess(_ServiceProcess):
                 str(registry_dir)]
         if downstream:
             argv.append(downstream)
-        super().__init__(argv, env={**os.environ, "ZMICRO_INSECURE": "1"}, name=name)
+        super().__init__(argv, env=dict(os.environ), name=name)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +67,7 @@ def services(registry_dir):
 
 @pytest.fixture
 def client(registry):
-    c = zmicro.Client(registry=registry, insecure=True, timeout=10)
+    c = zmicro.Client(registry=registry, timeout=10)
     yield c
     c.close()
 

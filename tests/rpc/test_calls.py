@@ -16,13 +16,13 @@ SERVERS = ["sync", "async"]
 
 
 def call_sync(registry, service, endpoint, request=None, **kw):
-    with zmicro.Client(registry=registry, insecure=True, timeout=10) as c:
+    with zmicro.Client(registry=registry, timeout=10) as c:
         return c.call(service, endpoint, request, **kw)
 
 
 def call_async(registry, service, endpoint, request=None, **kw):
     async def go():
-        async with zmicro.AsyncClient(registry=registry, insecure=True, timeout=10) as c:
+        async with zmicro.AsyncClient(registry=registry, timeout=10) as c:
             fut = c.call(service, endpoint, request, **kw)
             assert isinstance(fut, asyncio.Future)  # sent at once, not a coroutine
             return await fut
@@ -127,7 +127,7 @@ def test_server_logs_the_traceback(registry_dir):
     from .conftest import ServiceProcess
     proc = ServiceProcess("sync", "logger-check", registry_dir)
     try:
-        with zmicro.Client(insecure=True, timeout=10) as c:
+        with zmicro.Client(timeout=10) as c:
             with pytest.raises(RPCError):
                 c.call("logger-check", "Greeter.Fail", {}, address=proc.address)
     finally:
@@ -141,7 +141,7 @@ def test_ipc_address(tmp_path, registry_dir):
                           address=f"ipc://{tmp_path}/greeter.sock")
     try:
         assert proc.address == f"ipc://{tmp_path}/greeter.sock"
-        with zmicro.Client(insecure=True, timeout=10) as c:
+        with zmicro.Client(timeout=10) as c:
             assert c.call("ipc-greeter", "Greeter.Hello", {"name": "ipc"},
                           address=proc.address) == {"message": "Hello ipc"}
     finally:
@@ -164,7 +164,7 @@ def test_round_robin_rotates_across_calls(services, registry_dir, registry):
     from .conftest import ServiceProcess
     second = ServiceProcess("sync", "greeter-sync", registry_dir, downstream="down")
     try:
-        with zmicro.Client(registry=registry, insecure=True, timeout=10, cache_ttl=60) as c:
+        with zmicro.Client(registry=registry, timeout=10, cache_ttl=60) as c:
             nodes = [c.call("greeter-sync", "Greeter.Stats", None)["node"] for _ in range(6)]
         assert len(set(nodes)) == 2
         assert nodes[0::2] == [nodes[0]] * 3 and nodes[1::2] == [nodes[1]] * 3
@@ -182,7 +182,7 @@ def test_many_threads_share_one_client(services, client):
 
 def test_async_many_in_flight(services, registry):
     async def go():
-        async with zmicro.AsyncClient(registry=registry, insecure=True, timeout=30) as c:
+        async with zmicro.AsyncClient(registry=registry, timeout=30) as c:
             futs = [c.call("greeter-async", "Greeter.Echo", i) for i in range(500)]
             return await asyncio.gather(*futs)
     assert asyncio.run(go()) == list(range(500))

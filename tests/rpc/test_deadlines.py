@@ -69,7 +69,7 @@ def test_late_reply_never_answers_a_later_call(services, client):
 
 def test_async_timeout_cancels_the_task(services, registry):
     async def go():
-        async with zmicro.AsyncClient(registry=registry, insecure=True) as c:
+        async with zmicro.AsyncClient(registry=registry) as c:
             before = await c.call("greeter-async", "Greeter.Cancelled", None)
             with pytest.raises(RPCError) as err:
                 await c.call("greeter-async", "Greeter.AsyncSleep", {"seconds": 30}, timeout=0.2)
@@ -84,7 +84,7 @@ def test_async_timeout_cancels_the_task(services, registry):
 def test_async_future_cancel_sends_cancel(services, registry):
     """Cancelling the Future the AsyncClient returned cancels the server side."""
     async def go():
-        async with zmicro.AsyncClient(registry=registry, insecure=True, timeout=30) as c:
+        async with zmicro.AsyncClient(registry=registry, timeout=30) as c:
             before = await c.call("greeter-async", "Greeter.Cancelled", None)
             fut = c.call("greeter-async", "Greeter.AsyncSleep", {"seconds": 30})
             await asyncio.sleep(0.2)
@@ -118,8 +118,8 @@ def test_handler_calling_its_own_service_fails_fast(services, client):
 
 def test_self_call_error_in_process(memory_registry, serve):
     """The same, in process, where the exact error is visible."""
-    svc = zmicro.Service("selfish", registry=memory_registry, insecure=True)
-    client = zmicro.Client(registry=memory_registry, insecure=True, timeout=5)
+    svc = zmicro.Service("selfish", registry=memory_registry)
+    client = zmicro.Client(registry=memory_registry, timeout=5)
     seen = []
 
     @svc.handler("S.Echo")
@@ -148,7 +148,7 @@ def test_deadline_passed_before_a_blocking_handler_starts(memory_registry, serve
     import threading
     release = threading.Event()
     started = []
-    svc = zmicro.Service("busy", registry=memory_registry, insecure=True, workers=1)
+    svc = zmicro.Service("busy", registry=memory_registry, workers=1)
 
     @svc.handler("B.Hold", blocking=True)
     def hold(req, ctx):
@@ -161,7 +161,7 @@ def test_deadline_passed_before_a_blocking_handler_starts(memory_registry, serve
         return "quick"
 
     serve(svc)
-    c = zmicro.Client(registry=memory_registry, insecure=True)
+    c = zmicro.Client(registry=memory_registry)
     holder = threading.Thread(target=lambda: c.call("busy", "B.Hold", None, timeout=30))
     holder.start()
     time.sleep(0.2)

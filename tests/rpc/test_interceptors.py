@@ -11,7 +11,7 @@ from zmicro import Code, RPCError
 
 
 def _service(registry, interceptors):
-    svc = zmicro.Service("icpt", registry=registry, insecure=True, interceptors=interceptors)
+    svc = zmicro.Service("icpt", registry=registry, interceptors=interceptors)
 
     @svc.handler("I.Echo")
     def echo(req, ctx):
@@ -39,7 +39,7 @@ def test_server_order_metadata_deadline_result(memory_registry, serve):
         return next(request + 1, ctx)  # may change what the handler sees
 
     serve(_service(memory_registry, [outer, inner]))
-    with zmicro.Client(registry=memory_registry, insecure=True) as c:
+    with zmicro.Client(registry=memory_registry) as c:
         assert c.call("icpt", "I.Echo", 1, metadata={"who": "ada"}) == 2
     assert log == [("outer-in", {"who": b"ada"}, True), ("inner-in", 1), ("outer-out", 2)]
 
@@ -51,7 +51,7 @@ def test_server_interceptor_refuses(memory_registry, serve):
         return next(request, ctx)
 
     serve(_service(memory_registry, [auth]))
-    with zmicro.Client(registry=memory_registry, insecure=True) as c:
+    with zmicro.Client(registry=memory_registry) as c:
         with pytest.raises(RPCError) as err:
             c.call("icpt", "I.Echo", 1)
         assert err.value.code == Code.UNAUTHENTICATED
@@ -69,7 +69,7 @@ def test_async_interceptor_sees_async_result(memory_registry, serve):
     serve(_service(memory_registry, [observe]), use_asyncio=True)
 
     async def go():
-        async with zmicro.AsyncClient(registry=memory_registry, insecure=True) as c:
+        async with zmicro.AsyncClient(registry=memory_registry) as c:
             return await c.call("icpt", "I.Async", 3)
 
     assert asyncio.run(go()) == 30
@@ -94,7 +94,7 @@ def test_client_order_and_retry(memory_registry, serve):
         log.append(f"inner:{call.endpoint}:{call.metadata['via']}")
         return next(call)
 
-    with zmicro.Client(registry=memory_registry, insecure=True,
+    with zmicro.Client(registry=memory_registry,
                        interceptors=[outer, inner]) as c:
         assert c.call("icpt", "I.Missing", 5) == 5
     assert log == ["outer", "inner:I.Missing:outer", "retry", "inner:I.Echo:outer"]
@@ -115,7 +115,7 @@ def test_async_client_interceptors(memory_registry, serve):
         return next(call)  # a Future: the async interceptor awaits it
 
     async def go():
-        async with zmicro.AsyncClient(registry=memory_registry, insecure=True,
+        async with zmicro.AsyncClient(registry=memory_registry,
                                       interceptors=[timing, sync_tag]) as c:
             return await c.call("icpt", "I.Echo", 9)
 

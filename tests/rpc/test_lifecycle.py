@@ -25,7 +25,7 @@ def test_signal_deregisters_then_exits(registry_dir, registry, kind, sig):
     name = f"life-{kind}-{sig.name.lower()}"
     proc = ServiceProcess(kind, name, registry_dir)
     assert nodes(registry, name) == [proc.address]
-    with zmicro.Client(registry=registry, insecure=True, timeout=10) as c:
+    with zmicro.Client(registry=registry, timeout=10) as c:
         assert c.call(name, "Greeter.Echo", 1) == 1
     proc.signal(sig)
     assert proc.proc.wait(30) == 0  # a clean exit, not a signal death
@@ -44,7 +44,7 @@ def test_kill_9_expires_after_ttl(registry_dir, registry):
     while nodes(registry, "life-killed"):
         assert time.monotonic() < deadline, "the dead node never expired"
         time.sleep(0.1)
-    with zmicro.Client(registry=registry, insecure=True, timeout=2, cache_ttl=0) as c:
+    with zmicro.Client(registry=registry, timeout=2, cache_ttl=0) as c:
         with pytest.raises(RPCError) as err:
             c.call("life-killed", "Greeter.Echo", 1)
     assert err.value.code == Code.UNAVAILABLE
@@ -79,7 +79,7 @@ import signal, sys, threading, time
 import zmicro
 from zmicro.registry import MemoryRegistry
 
-svc = zmicro.Service("elsewhere", registry=MemoryRegistry(), insecure=True)
+svc = zmicro.Service("elsewhere", registry=MemoryRegistry())
 svc.handler("E.E")(lambda req, ctx: req)
 
 def deliver():
