@@ -313,6 +313,8 @@ cdef class Keyring:
         cdef zm_frame_view fv
         cdef int rc
         cdef bytes p = bytes(principal)
+        if len(frames) > ZM_FRAME_MAX:
+            raise_zm(ZM_E_FRAME_COUNT)
         v.n = 0
         try:
             views_get(&v, frames, ZM_FRAME_MAX)

@@ -248,3 +248,10 @@ def test_malformed_or_exposed_secrets_file(tmp_path):
     good.chmod(0o600)
     good.write_text("garbage")
     assert not s.reload_if_changed() and s.keyring("svc").key_ids == [1]
+
+
+def test_open_refuses_too_many_frames_as_a_wire_error():
+    """Found by fuzz/atheris_verify.py: 17 frames raised ValueError."""
+    from zmicro.errors import WireError
+    with pytest.raises(WireError):
+        ring().open([request().encode()] + [b"x"] * 16, b"p")
