@@ -255,3 +255,22 @@ def test_open_refuses_too_many_frames_as_a_wire_error():
     from zmicro.errors import WireError
     with pytest.raises(WireError):
         ring().open([request().encode()] + [b"x"] * 16, b"p")
+
+
+def test_nonces_are_unique_and_not_shared_with_a_forked_child():
+    r = ring()
+    nonces = {wire.decode_header(r.seal(request(), [])[0]).nonce for _ in range(2000)}
+    assert len(nonces) == 2000  # across several refills of the pool
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child signs with what would be the parent's next nonces
+        os.close(read)
+        os.write(write, wire.decode_header(r.seal(request(), [])[0]).nonce)
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 16)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 16
+    mine = wire.decode_header(r.seal(request(), [])[0]).nonce
+    assert child != mine
