@@ -47,7 +47,7 @@ cdef MacKey write_request(uint8_t *out, size_t *written, uint64_t request_id,
     _slice_text(content_type, &h.content_type)
     fill_metadata(metadata, &h)
     if ring is not None:
-        key = ring.sign_header(&h, nonce)
+        key = ring.sign_header(&h, nonce, (flags & ZM_FLAG_BODY_INLINE) != 0)
     # Every text came from a Python str (valid UTF-8; bytes metadata values
     # are Data, never checked): only sizes and NULs need checking.
     rc = zm_wire_write_ex(&h, out, ZM_WIRE_MAX_HEADER, written, ZM_WIRE_TRUSTED_UTF8)
@@ -69,7 +69,7 @@ cdef int send_cancel(void *sock, uint64_t request_id, Keyring ring) except -1:
     h.kind = ZM_KIND_CANCEL
     h.request_id = request_id
     if ring is not None:
-        key = ring.sign_header(&h, nonce)
+        key = ring.sign_header(&h, nonce, True)
     rc = zm_wire_write(&h, buf, sizeof(buf), &n)
     if rc != ZM_OK:
         raise_zm(rc)
@@ -88,18 +88,15 @@ cdef int check_reply(Keyring ring, Received *r, zm_header *h, zm_frame_view *v,
     stale address) is signed with that service's key, which its `service`
     field names: it is checked under that key, so that the caller learns
     UNAVAILABLE from an authenticated answer."""
-    cdef int failure = ring.check(h, &r.slices[v.header], <size_t>(1 + v.body_count),
-                                  r.slices[v.mac].ptr if v.mac >= 0 else NULL,
-                                  PyBytes_AS_STRING(partition), <size_t>PyBytes_GET_SIZE(partition))
+    cdef int failure = check_view(ring, r.slices, h, v, PyBytes_AS_STRING(partition),
+                                  <size_t>PyBytes_GET_SIZE(partition))
     cdef Keyring other
     if (failure != MAC_OK and h.kind == ZM_KIND_ERROR and h.service.len
             and ring.family is not None):
         other = ring.family(_text(h.service))
         if other is not ring:
-            failure = other.check(h, &r.slices[v.header], <size_t>(1 + v.body_count),
-                                  r.slices[v.mac].ptr if v.mac >= 0 else NULL,
-                                  PyBytes_AS_STRING(partition),
-                                  <size_t>PyBytes_GET_SIZE(partition))
+            failure = check_view(other, r.slices, h, v, PyBytes_AS_STRING(partition),
+                                 <size_t>PyBytes_GET_SIZE(partition))
     return failure
 
 
@@ -402,12 +399,12 @@ cdef class AsyncChannel:
             if self.backlog or not self._send_now(p, hbuf, hlen, body, &b, key):
                 if key is not None:  # the frames as they will go, MAC included
                     head = PyBytes_FromStringAndSize(<char *>hbuf, <Py_ssize_t>hlen)
-                    if p.inline:
-                        p.frames = [head + PyBytes_FromStringAndSize(<const char *>b.ptr,
-                                                                     <Py_ssize_t>b.len)]
+                    if p.inline:  # one frame, the MAC at its end (MAC_TRAILER)
+                        head += PyBytes_FromStringAndSize(<const char *>b.ptr, <Py_ssize_t>b.len)
+                        p.frames = [head + sign_to_bytes(ring, key, [head])]
                     else:
                         p.frames = [head, bytes(body)]
-                    p.frames.append(sign_to_bytes(ring, key, p.frames))
+                        p.frames.append(sign_to_bytes(ring, key, p.frames))
                 elif p.inline:  # keep the frame whole: header then body
                     p.header = (PyBytes_FromStringAndSize(<char *>hbuf, <Py_ssize_t>hlen)
                                 + PyBytes_FromStringAndSize(<const char *>b.ptr,

@@ -42,7 +42,7 @@ def send_message(socket, Header header, bodies=(), *, routing_id=None,
     cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
     cdef size_t hlen = 0
     cdef unsigned char mac[ZM_MAC_OUT]
-    cdef uint32_t flags = header.flags & ~(<uint32_t>ZM_FLAG_SIGNED)
+    cdef uint32_t flags = header.flags & ~(<uint32_t>(ZM_FLAG_SIGNED | ZM_FLAG_MAC_TRAILER))
     cdef bint signed = mac_key is not None
     cdef Views v          # slot 0: the header, then the bodies
     cdef Py_buffer rview, kview
@@ -187,7 +187,9 @@ cdef Message _parse(const zm_slice *slices, int n, bint routed):
         raise_zm(rc)
     m = Message.__new__(Message)
     m.header = Header._from_c(&h)
-    m.raw_header = _frame_bytes(slices[v.header])
+    # As the MAC covers it: without a MAC trailer.
+    m.raw_header = PyBytes_FromStringAndSize(<const char *>slices[v.header].ptr,
+                                             <Py_ssize_t>v.header_len)
     if v.routing >= 0:
         m.routing_id = _frame_bytes(slices[v.routing])
     m.inline = bool(v.inline_body)
@@ -195,8 +197,8 @@ cdef Message _parse(const zm_slice *slices, int n, bint routed):
         m.bodies.append(_frame_bytes(v.body))
     for i in range(v.body_first, v.body_first + v.body_count):
         m.bodies.append(_frame_bytes(slices[i]))
-    if v.mac >= 0:
-        m.mac = _frame_bytes(slices[v.mac])
+    if v.tag != NULL:
+        m.mac = PyBytes_FromStringAndSize(<const char *>v.tag, ZM_MAC_SIZE)
     return m
 
 

@@ -45,7 +45,7 @@ cdef class Keyring:
     cdef uint64_t n_checked[MAC_FAILURES]  # by MacFailure (MAC_OK: accepted)
 
     cdef int64_t now_us(self) except? -1
-    cdef MacKey sign_header(self, zm_header *h, uint8_t *nonce)
+    cdef MacKey sign_header(self, zm_header *h, uint8_t *nonce, bint trailer)
     cdef int mac_frames(self, MacKey key, const zm_slice *frames, size_t n,
                         uint8_t *out) except -1
     cdef int check(self, const zm_header *h, const zm_slice *frames, size_t n,
@@ -58,3 +58,5 @@ cdef int send_signed(void *sock, MacKey key, Keyring ring, const uint8_t *hbuf,
                      size_t hlen, object body, const zm_slice *b, bint inline,
                      int flags) except -1
 cdef bytes sign_to_bytes(Keyring ring, MacKey key, list frames)
+cdef int check_view(Keyring ring, const zm_slice *slices, const zm_header *h,
+                    const zm_frame_view *v, const char *principal, size_t plen) except -1

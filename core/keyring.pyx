@@ -185,13 +185,18 @@ cdef class Keyring:
         clock_gettime(CLOCK_REALTIME, &ts)
         return <int64_t>ts.tv_sec * 1000000 + ts.tv_nsec // 1000
 
-    cdef MacKey sign_header(self, zm_header *h, uint8_t *nonce):
+    cdef MacKey sign_header(self, zm_header *h, uint8_t *nonce, bint trailer):
         """Set *h's key id, timestamp, nonce (written to nonce[0..16), which
-        must outlive *h) and SIGNED flag, before the header is written.
-        Returns the key to compute the MAC with (a rotation may change
-        `current` meanwhile)."""
+        must outlive *h) and SIGNED flag, before the header is written;
+        `trailer`: the MAC will end the header frame (MAC_TRAILER; the
+        message must be that one frame). Returns the key to compute the MAC
+        with (a rotation may change `current` meanwhile)."""
         cdef MacKey key = self.current
         h.flags |= ZM_FLAG_SIGNED
+        if trailer:
+            h.flags |= ZM_FLAG_MAC_TRAILER
+        else:
+            h.flags &= ~(<uint32_t>ZM_FLAG_MAC_TRAILER)
         h.key_id = key.id
         h.timestamp_us = <uint64_t>self.now_us()
         next_nonce(nonce)
@@ -298,10 +303,12 @@ cdef class Keyring:
         out["partitions"] = len(self.partitions)
         return out
 
-    def seal(self, Header header, bodies=(), *, bint inline=False):
+    def seal(self, Header header, bodies=(), *, bint inline=False, bint trailer=False):
         """The frames of `header` + `bodies` signed with the current key:
         [header frame, body frames..., MAC]. Sets the header's key id,
-        timestamp and nonce. `inline`: the one body rides in the header frame."""
+        timestamp and nonce. `inline`: the one body rides in the header
+        frame. `trailer`: the MAC ends the header frame (MAC_TRAILER), which
+        must then be the only frame (no bodies, or one inline)."""
         cdef zm_header h
         cdef uint8_t nonce[16]
         cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
@@ -315,7 +322,9 @@ cdef class Keyring:
             if len(bodies) != 1:
                 raise ValueError("an inline body is exactly one body")
             h.flags |= ZM_FLAG_BODY_INLINE
-        key = self.sign_header(&h, nonce)
+        if trailer and not inline and len(bodies):
+            raise ValueError("a MAC trailer needs a message of one frame")
+        key = self.sign_header(&h, nonce, trailer)
         rc = zm_wire_write(&h, hbuf, sizeof(hbuf), &hlen)
         if rc != ZM_OK:
             raise_zm(rc)
@@ -331,7 +340,10 @@ cdef class Keyring:
             self.mac_frames(key, v.slices, <size_t>v.n, mac)
         finally:
             views_release(&v)
-        frames.append(PyBytes_FromStringAndSize(<char *>mac, ZM_MAC_OUT))
+        tag = PyBytes_FromStringAndSize(<char *>mac, ZM_MAC_OUT)
+        if trailer:
+            return [frames[0] + tag]
+        frames.append(tag)
         return frames
 
     def open(self, frames, principal=b""):
@@ -351,9 +363,8 @@ cdef class Keyring:
             rc = zm_frame_parse(v.slices, v.n, 0, &h, &fv)
             if rc != ZM_OK:
                 raise_zm(rc)
-            rc = self.check(&h, &v.slices[fv.header], <size_t>(1 + fv.body_count),
-                            v.slices[fv.mac].ptr if fv.mac >= 0 else NULL,
-                            PyBytes_AS_STRING(p), <size_t>PyBytes_GET_SIZE(p))
+            rc = check_view(self, v.slices, &h, &fv, PyBytes_AS_STRING(p),
+                            <size_t>PyBytes_GET_SIZE(p))
         finally:
             views_release(&v)
         return MAC_FAILURE_NAMES[rc]
@@ -365,36 +376,41 @@ cdef int send_signed(void *sock, MacKey key, Keyring ring, const uint8_t *hbuf,
                      size_t hlen, object body, const zm_slice *b, bint inline,
                      int flags) except -1:
     """Send a header written after ring.sign_header() returned `key`, its
-    body (`b` over `body`; None: no body frame), then the MAC frame.
-    `inline`: the body rides in the header frame. Returns 0, or EAGAIN when
-    `flags` has ZM_DONTWAIT and there is no room (nothing was sent)."""
+    body (`b` over `body`; None: no body), and the MAC. `inline` (the body
+    rides in the header frame) or no body: one frame ending with the MAC,
+    the header signed with `trailer`; else header, body, MAC frames.
+    Returns 0, or EAGAIN when `flags` has ZM_DONTWAIT and there is no room
+    (nothing was sent)."""
     cdef zmq_msg_t msg
     cdef zm_slice frames[2]
     cdef uint8_t mac[ZM_MAC_OUT]
     cdef uint8_t *data
+    cdef size_t blen = b.len if inline else 0
     cdef int rc, err, n = 1
-    if inline:
-        # One frame: build it, MAC it where it lies, send it.
-        if ZMQ.msg_init_size(&msg, hlen + b.len) < 0:
+    if inline or body is None:
+        # One frame, the header written with MAC_TRAILER: build it, MAC it
+        # where it lies, the MAC at its end (CurveZMQ pays per frame).
+        if ZMQ.msg_init_size(&msg, hlen + blen + ZM_MAC_OUT) < 0:
             raise_errno(ZMQ.errno_())
         data = <uint8_t *>ZMQ.msg_data(&msg)
         memcpy(data, hbuf, hlen)
-        if b.len:
-            memcpy(data + hlen, b.ptr, b.len)
+        if blen:
+            memcpy(data + hlen, b.ptr, blen)
         frames[0].ptr = data
-        frames[0].len = hlen + b.len
+        frames[0].len = hlen + blen
         try:
-            ring.mac_frames(key, frames, 1, mac)
+            ring.mac_frames(key, frames, 1, data + hlen + blen)
         except BaseException:
             ZMQ.msg_close(&msg)
             raise
-        rc = ZMQ.msg_send(&msg, sock, flags | ZM_SNDMORE)
+        rc = ZMQ.msg_send(&msg, sock, flags)
         if rc < 0:
             err = ZMQ.errno_()
             ZMQ.msg_close(&msg)
             if err == EAGAIN and flags & ZM_DONTWAIT:
                 return EAGAIN
             raise_errno(err)
+        return 0
     else:
         frames[0].ptr = hbuf
         frames[0].len = hlen
@@ -425,3 +441,14 @@ cdef bytes sign_to_bytes(Keyring ring, MacKey key, list frames):
         s[i].len = <size_t>PyBytes_GET_SIZE(frames[i])
     ring.mac_frames(key, s, <size_t>n, mac)
     return PyBytes_FromStringAndSize(<char *>mac, ZM_MAC_OUT)
+
+
+cdef int check_view(Keyring ring, const zm_slice *slices, const zm_header *h,
+                    const zm_frame_view *v, const char *principal, size_t plen) except -1:
+    """ring.check() of a message parsed into *v (zm_frame_parse): the MAC
+    covers the header frame (without a MAC trailer) and the body frames."""
+    cdef zm_slice covered[ZM_FRAME_MAX]
+    cdef int n = 1 + v.body_count
+    memcpy(covered, &slices[v.header], <size_t>n * sizeof(zm_slice))
+    covered[0].len = v.header_len
+    return ring.check(h, covered, <size_t>n, v.tag, principal, plen)

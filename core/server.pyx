@@ -297,9 +297,7 @@ cdef class ServerCore:
         cdef int failure
         if uid == NULL:
             uid = ""
-        failure = self.keyring.check(
-            h, &r.slices[v.header], <size_t>(1 + v.body_count),
-            r.slices[v.mac].ptr if v.mac >= 0 else NULL, uid, strlen(uid))
+        failure = check_view(self.keyring, r.slices, h, v, uid, strlen(uid))
         if failure == MAC_OK:
             return 0
         self.n_unauthenticated += 1
@@ -544,7 +542,9 @@ cdef class ServerCore:
                 if inline:
                     h.flags = ZM_FLAG_BODY_INLINE
             if self.keyring is not None:
-                key = self.keyring.sign_header(&h, nonce)
+                # One frame with the MAC at its end, unless a large body
+                # has its own frame.
+                key = self.keyring.sign_header(&h, nonce, inline or kind != ZM_KIND_REPLY)
             rc = zm_wire_write_ex(&h, hbuf, sizeof(hbuf), &hlen, ZM_WIRE_TRUSTED_UTF8)
             if rc != ZM_OK:  # only an absurd error id or detail gets here
                 h.detail.len = h.service.len = 0

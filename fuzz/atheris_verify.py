@@ -78,9 +78,14 @@ def _resigned(frames):
             header = core.decode_header(frames[0][:size])
         except Exception:
             return frames
-    if header.key_id not in SECRETS or len(frames) < 2:
+    if header.key_id not in SECRETS:
         return frames
     alg, secret = SECRETS[header.key_id]
+    if header.flags & 4 and len(frames) == 1 and len(frames[0]) >= 32:  # MAC_TRAILER
+        signed = frames[0][:-32]
+        return [signed + core.mac_compute(alg, secret, [signed])]
+    if len(frames) < 2:
+        return frames
     return [*frames[:-1], core.mac_compute(alg, secret, frames[:-1])]
 
 
@@ -96,13 +101,17 @@ def TestOneInput(data: bytes) -> None:
         return
     if outcome not in OUTCOMES:
         raise AssertionError(f"unexpected outcome {outcome!r}")
-    if outcome == "ok" and not resign and len(frames) >= 2:
+    if outcome == "ok" and not resign:
         # Accepted as given: the MAC must be the right one.
         header_frame = frames[0]
         size = 8 + 8 * int.from_bytes(header_frame[4:8], "little")
-        key_id = core.decode_header(header_frame[:size]).key_id
-        alg, secret = SECRETS[key_id]
-        if core.mac_compute(alg, secret, frames[:-1]) != frames[-1]:
+        header = core.decode_header(header_frame[:size])
+        alg, secret = SECRETS[header.key_id]
+        if header.flags & 4:
+            covered, tag = [header_frame[:-32]], header_frame[-32:]
+        else:
+            covered, tag = frames[:-1], frames[-1]
+        if core.mac_compute(alg, secret, covered) != tag:
             raise AssertionError("accepted a message whose MAC is wrong")
 
 
@@ -117,6 +126,10 @@ def make_seeds(directory: str) -> None:
         seeds[f"request-key{key_id}"] = join(False, b"alice", ring.seal(h, [b"\x81\xa1a\x01"]))
         seeds[f"inline-key{key_id}"] = join(True, b"bob", ring.seal(h, [b"body"], inline=True))
         seeds[f"cancel-key{key_id}"] = join(True, b"", ring.seal(Header(kind=5, request_id=9)))
+        seeds[f"trailer-key{key_id}"] = join(False, b"carol", ring.seal(
+            h, [b"inline"], inline=True, trailer=True))
+        seeds[f"trailer-error-key{key_id}"] = join(True, b"", ring.seal(
+            Header(kind=2, request_id=4, status=16, detail="unauthenticated"), trailer=True))
     ring = _ring()
     seeds["two-bodies"] = join(False, b"p", ring.seal(Header(kind=1, request_id=1), [b"a", b"b"]))
     seeds["unsigned"] = join(False, b"p", [Header(kind=0, request_id=1).encode(), b"x"])

@@ -145,12 +145,23 @@ static void check_view(const zm_slice *frames, int n, int routed,
              v->header, v->body_first, v->body_count);
     if (routed && frames[0].len == 0)
         FAIL("accepted an empty routing id");
-    if (v->body_first + v->body_count + (signed_ ? 1 : 0) != n)
+    int trailer = signed_ && (h->flags & ZM_FLAG_MAC_TRAILER) != 0;
+    if (v->trailer != trailer)
+        FAIL("trailer %d for flags %u", v->trailer, h->flags);
+    if (v->body_first + v->body_count + (signed_ && !trailer ? 1 : 0) != n)
         FAIL("view does not cover the %d frames", n);
-    if (signed_ ? (v->mac != n - 1 || frames[v->mac].len != ZM_MAC_SIZE)
-                : v->mac != -1)
+    if (signed_ && !trailer ? (v->mac != n - 1 || frames[v->mac].len != ZM_MAC_SIZE ||
+                               v->tag != frames[v->mac].ptr)
+                            : v->mac != -1)
         FAIL("mac index %d for a %s message", v->mac,
              signed_ ? "signed" : "unsigned");
+    if (trailer && (v->body_count != 0 || v->header_len + ZM_MAC_SIZE != frames[first].len ||
+                    v->tag != frames[first].ptr + v->header_len))
+        FAIL("trailer view wrong: %zu of %zu bytes", v->header_len, frames[first].len);
+    if (!trailer && v->header_len != frames[first].len)
+        FAIL("header_len %zu without a trailer", v->header_len);
+    if (!signed_ && v->tag != NULL)
+        FAIL("a tag for an unsigned message");
     if (h->version == 0 || h->version > ZM_WIRE_VERSION || h->kind > ZM_KIND_MAX)
         FAIL("accepted version %u kind %u", h->version, h->kind);
     /* BODY_INLINE: the body is exactly the rest of the header frame, and no
@@ -158,10 +169,10 @@ static void check_view(const zm_slice *frames, int n, int routed,
     const zm_slice *hf = &frames[first];
     size_t hsize = 8 + 8 * (size_t)zm_le32(hf->ptr + 4);
     if (h->flags & ZM_FLAG_BODY_INLINE) {
-        if (!v->inline_body || v->body_count != 0 || v->body.len != hf->len - hsize ||
+        if (!v->inline_body || v->body_count != 0 || v->body.len != v->header_len - hsize ||
             (v->body.len && v->body.ptr != hf->ptr + hsize))
             FAIL("inline body not the rest of the header frame");
-    } else if (v->inline_body || hsize != hf->len) {
+    } else if (v->inline_body || hsize != v->header_len) {
         FAIL("bytes after the header accepted without BODY_INLINE");
     }
 }
@@ -169,9 +180,12 @@ static void check_view(const zm_slice *frames, int n, int routed,
 static void check_mac(const zm_slice *frames, const zm_frame_view *v,
                      uint8_t ctl, uint8_t flip) {
     /* The MAC covers the header and body frames, never the routing id. */
-    const zm_slice *covered = &frames[v->header];
+    /* With a trailer, the header frame without its last ZM_MAC_SIZE bytes. */
+    zm_slice covered[ZM_FRAME_MAX];
     size_t ncov = 1 + (size_t)v->body_count;
-    const uint8_t *received = frames[v->mac].ptr;
+    memcpy(covered, &frames[v->header], ncov * sizeof *covered);
+    covered[0].len = v->header_len;
+    const uint8_t *received = v->tag;
     static const int algs[2] = {ZM_MAC_HMAC_SHA256, ZM_MAC_BLAKE2B};
 
     for (int a = 0; a < 2; a++) {

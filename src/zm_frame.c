@@ -24,10 +24,21 @@ int zm_frame_parse(const zm_slice *frames, int n, int routed, zm_header *h,
     v->inline_body = 0;
     v->body.ptr = NULL;
     v->body.len = 0;
-    if (h->flags & ZM_FLAG_SIGNED) {
+    v->trailer = 0;
+    v->header_len = frames[first].len;
+    v->tag = NULL;
+    if ((h->flags & ZM_FLAG_SIGNED) && (h->flags & ZM_FLAG_MAC_TRAILER)) {
+        /* The MAC ends the header frame, the only frame. */
+        if (v->body_count != 0 || frames[first].len < used + ZM_MAC_SIZE)
+            return ZM_E_MAC_FRAME;
+        v->trailer = 1;
+        v->header_len = frames[first].len - ZM_MAC_SIZE;
+        v->tag = frames[first].ptr + v->header_len;
+    } else if (h->flags & ZM_FLAG_SIGNED) {
         if (v->body_count < 1 || frames[n - 1].len != ZM_MAC_SIZE)
             return ZM_E_MAC_FRAME;
         v->mac = n - 1;
+        v->tag = frames[n - 1].ptr;
         v->body_count--;
     }
     if (h->flags & ZM_FLAG_BODY_INLINE) {
@@ -35,8 +46,8 @@ int zm_frame_parse(const zm_slice *frames, int n, int routed, zm_header *h,
             return ZM_E_INLINE_BODY;
         v->inline_body = 1;
         v->body.ptr = frames[first].ptr + used;
-        v->body.len = frames[first].len - used;
-    } else if (used != frames[first].len) {
+        v->body.len = v->header_len - used;
+    } else if (used != v->header_len) {
         return ZM_E_SEGMENT_SIZE; /* bytes after the header, not announced */
     }
     if (h->version == 0 || h->version > ZM_WIRE_VERSION)

@@ -13,7 +13,10 @@
  * the message exactly. Bodies are opaque to the framing layer (the header's
  * contentType names their codec). When the header's flags carry
  * ZM_FLAG_SIGNED the last frame is a ZM_MAC_SIZE-byte MAC over the header
- * frame and body frames (zm_mac.h).
+ * frame and body frames (zm_mac.h); with ZM_FLAG_MAC_TRAILER as well, the
+ * header frame is the only frame and ends with the MAC instead (one frame
+ * less: CurveZMQ encrypts every frame on its own), and the MAC covers the
+ * header frame without those bytes.
  *
  * zm_frame_parse validates that layout over frames already received; it
  * reads only the frames' bytes and does not allocate.
@@ -37,6 +40,10 @@ typedef struct zm_frame_view {
     int mac;          /* index of the MAC frame, or -1 when unsigned */
     int inline_body;  /* 1: the body is `body`, inside the header frame */
     zm_slice body;    /* the inline body (may be empty) */
+    int trailer;      /* 1: the MAC is the header frame's last ZM_MAC_SIZE bytes */
+    size_t header_len; /* bytes of the header frame before any trailer: what
+                        * the MAC covers of it */
+    const uint8_t *tag; /* the received MAC (trailer or MAC frame), or NULL */
 } zm_frame_view;
 
 /* Check the layout of frames[0..n) (routed: frames[0] is a routing id), parse

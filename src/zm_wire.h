@@ -43,6 +43,8 @@ enum {
 /* Header.flags */
 #define ZM_FLAG_SIGNED 0x1u      /* the last frame is a ZM_MAC_SIZE-byte MAC */
 #define ZM_FLAG_BODY_INLINE 0x2u /* the body follows the header in its frame */
+#define ZM_FLAG_MAC_TRAILER 0x4u /* with SIGNED: the MAC is the header frame's
+                                  * last ZM_MAC_SIZE bytes, no MAC frame */
 
 typedef struct zm_meta {
     zm_slice key;   /* UTF-8, non-empty, unique in one header */

@@ -60,6 +60,7 @@ cdef extern from "zm_wire.h" nogil:
         ZM_KIND_PONG
         ZM_KIND_MAX
         ZM_FLAG_SIGNED
+        ZM_FLAG_MAC_TRAILER
         ZM_FLAG_BODY_INLINE
         ZM_WIRE_TRUSTED_UTF8
 
@@ -110,6 +111,9 @@ cdef extern from "zm_frame.h" nogil:
         int mac
         int inline_body
         zm_slice body
+        int trailer
+        size_t header_len
+        const uint8_t *tag
 
     int zm_frame_parse(const zm_slice *frames, int n, int routed, zm_header *h,
                        zm_frame_view *v)

@@ -51,6 +51,19 @@ def test_sealed_message_opens_once(alg):
     assert stats["ok"] == 2 and stats["replay"] == 1 and stats["signed"] == 1
 
 
+@pytest.mark.parametrize("bodies", [[], [b"inline body"]])
+def test_mac_trailer_is_one_frame_and_opens(bodies):
+    r = ring()
+    frames = r.seal(request(), bodies, inline=bool(bodies), trailer=True)
+    assert len(frames) == 1
+    signed, tag = frames[0][:-32], frames[0][-32:]
+    assert tag == _core.mac_compute(_core.MAC_HMAC_SHA256, bytes([1]) * 32, [signed])
+    assert r.open(frames, b"p") == "ok"
+    assert r.open([signed + bytes(32)], b"q") == "bad_mac"
+    with pytest.raises(ValueError):
+        r.seal(request(), [b"a"], trailer=True)  # a body frame: no trailer possible
+
+
 def test_mac_frame_matches_the_documented_definition():
     r = ring()
     frames = r.seal(request(), [b"body"])
@@ -69,10 +82,12 @@ def test_blake3_mac_is_keyed_blake3_of_the_framed_input():
     assert _core.mac_compute(_core.MAC_BLAKE3, key, frames) == blake3.blake3(data, key=key).digest()
 
 
-@given(body=st.binary(max_size=200), inline=st.booleans(), data=st.data())
-def test_any_changed_byte_is_refused(body, inline, data):
+@given(body=st.binary(max_size=200), inline=st.booleans(), trailer=st.booleans(),
+       data=st.data())
+def test_any_changed_byte_is_refused(body, inline, trailer, data):
     r = ring()
-    frames = r.seal(request(metadata={"k": b"v"}), [body], inline=inline)
+    frames = r.seal(request(metadata={"k": b"v"}), [body], inline=inline,
+                    trailer=trailer and inline)
     i = data.draw(st.integers(0, len(frames) - 1), label="frame")
     if not frames[i]:
         return

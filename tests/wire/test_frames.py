@@ -141,3 +141,35 @@ def test_signed_inline_mac_covers_the_whole_frame():
     assert m.bodies == [b"body"] and m.verify(Alg.HMAC_SHA256, KEY)
     tampered = wire.parse_frames([h + b"bodY", tag])
     assert not tampered.verify(Alg.HMAC_SHA256, KEY)
+
+
+# -- MAC_TRAILER: the MAC at the end of the one frame (bit 2 of flags) ----------
+
+F_SIGNED, F_INLINE, F_TRAILER = 1, 2, 4
+
+
+@pytest.mark.parametrize("body", [None, b"", b"payload"])
+def test_mac_trailer_layout(body):
+    inline = body is not None
+    head = zmicro.Header(request_id=3, flags=F_SIGNED | F_TRAILER | (F_INLINE if inline else 0)).encode()
+    tag = bytes(range(32))
+    m = zmicro._core.parse_frames([head + (body or b"") + tag])
+    assert m.mac == tag
+    assert m.raw_header == head + (body or b"")  # what the MAC covers
+    assert m.bodies == ([body] if inline else [])
+
+
+def test_mac_trailer_refusals():
+    head = zmicro.Header(flags=F_SIGNED | F_TRAILER).encode()
+    with pytest.raises(WireError) as err:  # a body frame after a trailer-signed header
+        zmicro._core.parse_frames([head + b"t" * 32, b"body"])
+    assert err.value.code == E.MAC_FRAME
+    with pytest.raises(WireError) as err:  # too short to hold the MAC
+        zmicro._core.parse_frames([head + b"t" * 31])
+    assert err.value.code == E.MAC_FRAME
+    # Without SIGNED the bit means nothing: the frame must be the header.
+    plain = zmicro.Header(flags=F_TRAILER).encode()
+    assert zmicro._core.parse_frames([plain]).mac is None
+    with pytest.raises(WireError) as err:
+        zmicro._core.parse_frames([plain + b"t" * 32])
+    assert err.value.code == E.SEGMENT_SIZE
