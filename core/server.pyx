@@ -404,8 +404,9 @@ cdef class ServerCore:
         ctx.trace_hi = h.trace_hi
         ctx.trace_lo = h.trace_lo
         ctx.span_id = h.span_id
-        ctx.user_id = self._user_id(r)
-        ctx._resolve = self.resolve_principal
+        if self.keyring is not None:  # secure: the ZAP User-Id names the caller
+            ctx.user_id = self._user_id(r)
+            ctx._resolve = self.resolve_principal
 
         if ep.mode != MODE_BLOCKING:
             # The service's own thread runs this handler: a sync call back

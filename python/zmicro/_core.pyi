@@ -13,6 +13,8 @@ MAX_METADATA: int
 FLAG_SIGNED: int
 MAC_HMAC_SHA256: int
 MAC_BLAKE2B: int
+MAC_BLAKE3: int
+MAC_FAILURE_NAMES: tuple[str, ...]
 MAC_SIZE: int
 MAC_KEY_MIN: int
 MAC_KEY_MAX: int
@@ -100,3 +102,26 @@ def have_sodium() -> bool: ...
 def _check_libzmq_version(version: Sequence[int]) -> None: ...
 def _error_codes() -> dict[str, int]: ...
 def _raise_errno(err: int) -> None: ...
+
+class MacKey:
+    """A prepared MAC key (core/keyring.pyx); its secret is not readable."""
+    id: int
+    alg: int
+    def __init__(self, id: int, alg: int, secret: Buffer) -> None: ...
+
+class Keyring:
+    """The MAC keys of one service, its window and nonce caches."""
+    window: float
+    replay_max: int
+    max_partitions: int
+    family: Any
+    current_id: int
+    key_ids: list[int]
+    def __init__(self, keys: Sequence[MacKey], current: int, *, window: float = 30.0,
+                 replay_max: int = 1_500_000, max_partitions: int = 65536,
+                 clock: Any = None) -> None: ...
+    def update(self, keys: Sequence[MacKey], current: int) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+    def seal(self, header: Header, bodies: Sequence[Buffer] = (), *, inline: bool = False,
+             trailer: bool = False) -> list[bytes]: ...
+    def open(self, frames: Sequence[Buffer], principal: Buffer = b"") -> str: ...
