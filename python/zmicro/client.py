@@ -56,6 +56,9 @@ DEFAULT_TIMEOUT = 5.0
 _STRATEGIES = {"round_robin": _core.SELECT_ROUND_ROBIN, "random": _core.SELECT_RANDOM}
 
 
+#: Milliseconds a secure handshake may take (libzmq's default is 30 s).
+HANDSHAKE_TIMEOUT_MS = 5000
+
 _HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
@@ -74,6 +77,10 @@ def _make_socket(zctx: zmq.Context, address: str, max_message_size: int,
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
         if security is not None and not security.insecure:
             security.configure_client(sock, server_key)
+            # A server that never completes the handshake (its ZAP handler
+            # gone: it then answers nobody) fails it after this, which the
+            # monitor reports, instead of holding calls to their deadline.
+            sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
             # A refused handshake becomes an error at once (the core reads
             # this while it waits for the connection), not a hang.
             monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)

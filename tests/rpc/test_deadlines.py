@@ -160,11 +160,20 @@ def test_deadline_passed_before_a_blocking_handler_starts(memory_registry, serve
         started.append(1)
         return "quick"
 
+    @svc.handler("B.Ping")
+    def ping(req, ctx):
+        return "pong"
+
     serve(svc)
     c = zmicro.Client(registry=memory_registry)
+    # Connected (the secure handshake done) before the 0.2 s call below.
+    assert c.call("busy", "B.Ping", None, timeout=30) == "pong"
     holder = threading.Thread(target=lambda: c.call("busy", "B.Hold", None, timeout=30))
     holder.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while svc.stats()["in_flight"] < 1:  # the pool's one worker is taken
+        assert time.monotonic() < deadline, svc.stats()
+        time.sleep(0.01)
     with pytest.raises(RPCError) as err:
         c.call("busy", "B.Quick", None, timeout=0.2)
     assert err.value.code == Code.DEADLINE_EXCEEDED

@@ -343,3 +343,27 @@ def test_insecure_only_on_request(monkeypatch, tmp_path):
     monkeypatch.setenv("ZMICRO_INSECURE", "1")
     assert zmicro.Service("a").insecure
     assert zmicro.Client().insecure
+
+
+def test_a_server_without_its_zap_handler_fails_calls_before_their_deadline(tmp_path):
+    """The authenticator gone, the server admits nobody (it never fails
+    open), and the client says so instead of waiting for a long deadline.
+    (libzmq drops such a handshake at once here; where it leaves it
+    hanging, the client's HANDSHAKE_TIMEOUT_MS bounds the wait.)"""
+    zctx = zmq.Context()
+    store = KeyStore(tmp_path / "home")
+    registry = MemoryRegistry()
+    svc = zmicro.Service("orphan", registry=registry, keys=store, context=zctx)
+    svc.handler("O.Echo")(lambda req, ctx: req)
+    from .conftest import InProcess
+    running = InProcess(svc)
+    try:
+        Authenticator.existing(zctx).stop()
+        with zmicro.Client(registry=registry, keys=store, context=zctx) as client:
+            with pytest.raises(zmicro.RPCError) as err:
+                client.call("orphan", "O.Echo", 1, timeout=WAIT)
+        assert err.value.code == zmicro.Code.UNAUTHENTICATED
+        assert svc.stats()["requests"] == 0
+    finally:
+        running.stop()
+        zctx.destroy(linger=0)
