@@ -56,11 +56,14 @@ cdef class ServerCore:
     cdef uint64_t n_unauthenticated   # messages refused by the MAC checks
 
     cdef int _drain(self, int budget) except -1
+    cdef int _handle_safely(self, Received *r) except -1
     cdef int _handle(self, Received *r) except -1
-    cdef int _dispatch(self, Received *r, zm_header *h, zm_frame_view *v) except -1
+    cdef int _dispatch(self, Received *r, zm_header *h, zm_frame_view *v,
+                       const char *uid) except -1
     cdef Endpoint _endpoint(self, zm_slice name)
-    cdef int _authenticate(self, Received *r, zm_header *h, zm_frame_view *v) except -1
-    cdef str _user_id(self, Received *r)
+    cdef int _authenticate(self, Received *r, zm_header *h, zm_frame_view *v,
+                           const char *uid) except -1
+    cdef str _user_id(self, const char *uid)
     cdef CodecEntry _ctype(self, zm_slice name)
     cdef object _decoder(self, Endpoint ep, CodecEntry ct)
     cdef int _reply(self, const zm_slice *peer, uint64_t request_id, int kind,

@@ -183,12 +183,7 @@ cdef class ServerCore:
                     raise_errno(err)
                 PyErr_CheckSignals()
                 continue
-            try:
-                self._handle(&r)
-            except Exception:
-                self.logger.exception("zmicro: internal error handling a message")
-            finally:
-                received_close(&r)
+            self._handle_safely(&r)
             if self.completions:
                 self._flush_completions()
             release_sent()
@@ -241,14 +236,19 @@ cdef class ServerCore:
                 if err == EAGAIN:
                     break
                 raise_errno(err)
-            try:
-                self._handle(&r)
-            except Exception:
-                # A bug of ours must not stop the service; say so loudly.
-                self.logger.exception("zmicro: internal error handling a message")
-            finally:
-                received_close(&r)
+            self._handle_safely(&r)
         release_sent()
+        return 0
+
+    cdef int _handle_safely(self, Received *r) except -1:
+        """_handle() one message, then close its frames. A bug of ours must
+        not stop the service: it is logged loudly, and serving goes on."""
+        try:
+            self._handle(r)
+        except Exception:
+            self.logger.exception("zmicro: internal error handling a message")
+        finally:
+            received_close(r)
         return 0
 
     cdef int _handle(self, Received *r) except -1:
@@ -256,6 +256,7 @@ cdef class ServerCore:
         cdef zm_frame_view v
         cdef int rc
         cdef Context ctx
+        cdef const char *uid
         if r.extra:
             self.n_malformed += 1
             return 0
@@ -270,14 +271,16 @@ cdef class ServerCore:
                 self._reply(&r.slices[0], h.request_id, ZM_KIND_ERROR, C_UNIMPLEMENTED,
                             what, "", None)
             return 0
+        # The caller's Curve key (ZAP User-Id): secure mode only.
+        uid = ZMQ.msg_gets(&r.msgs[v.header], b"User-Id") if self.keyring is not None else NULL
         if self.keyring is not None and not (
                 h.kind == ZM_KIND_REQUEST and h.service.len
-                and not _same(self.service_key, h.service)) and self._authenticate(r, &h, &v):
+                and not _same(self.service_key, h.service)) and self._authenticate(r, &h, &v, uid):
             # (A request for another service is not checked: nothing runs
             # for it, and _dispatch answers UNAVAILABLE, signed with our key.)
             return 0
         if h.kind == ZM_KIND_REQUEST:
-            return self._dispatch(r, &h, &v)
+            return self._dispatch(r, &h, &v, uid)
         if h.kind == ZM_KIND_CANCEL:
             self.n_cancels += 1
             ctx = self.running.get((_frame_bytes(r.slices[0]), h.request_id))
@@ -289,21 +292,21 @@ cdef class ServerCore:
         self.n_unexpected += 1
         return 0
 
-    cdef int _authenticate(self, Received *r, zm_header *h, zm_frame_view *v) except -1:
+    cdef int _authenticate(self, Received *r, zm_header *h, zm_frame_view *v,
+                           const char *uid) except -1:
         """0 if the message's MAC, timestamp and nonce pass (keyring.pyx);
         else 1, counted, audited and, for a request or ping, answered
-        UNAUTHENTICATED without saying which check failed."""
-        cdef const char *uid = ZMQ.msg_gets(&r.msgs[v.header], b"User-Id")
-        cdef int failure
-        if uid == NULL:
-            uid = ""
-        failure = check_view(self.keyring, r.slices, h, v, uid, strlen(uid))
+        UNAUTHENTICATED without saying which check failed. `uid`: the
+        caller's ZAP User-Id (NULL: none), the nonce partition."""
+        cdef const char *partition = uid if uid != NULL else <const char *>""
+        cdef int failure = check_view(self.keyring, r.slices, h, v, partition,
+                                      strlen(partition))
         if failure == MAC_OK:
             return 0
         self.n_unauthenticated += 1
         if self.on_refused is not None:
             try:
-                self.on_refused(MAC_FAILURE_NAMES[failure], self._user_id(r),
+                self.on_refused(MAC_FAILURE_NAMES[failure], self._user_id(uid),
                                 _text(h.endpoint))
             except Exception:
                 self.logger.exception("zmicro: the audit hook failed")
@@ -312,10 +315,9 @@ cdef class ServerCore:
                         "unauthenticated", "", None)
         return 1
 
-    cdef str _user_id(self, Received *r):
-        """The caller's ZAP User-Id (its Z85 key), None without one. The
+    cdef str _user_id(self, const char *uid):
+        """`uid` (a ZAP User-Id: a Z85 key) as a str, None for NULL. The
         str of the last caller is reused: most messages come from it."""
-        cdef const char *uid = ZMQ.msg_gets(&r.msgs[1], b"User-Id")
         cdef size_t n
         if uid == NULL:
             return None
@@ -344,7 +346,8 @@ cdef class ServerCore:
             ep.decoders[ct.index] = IDENTITY if decode is None else decode
         return ep.decoders[ct.index]
 
-    cdef int _dispatch(self, Received *r, zm_header *h, zm_frame_view *v) except -1:
+    cdef int _dispatch(self, Received *r, zm_header *h, zm_frame_view *v,
+                       const char *uid) except -1:
         cdef const zm_slice *peer = &r.slices[0]
         cdef Endpoint ep
         cdef CodecEntry ct
@@ -404,8 +407,8 @@ cdef class ServerCore:
         ctx.trace_hi = h.trace_hi
         ctx.trace_lo = h.trace_lo
         ctx.span_id = h.span_id
-        if self.keyring is not None:  # secure: the ZAP User-Id names the caller
-            ctx.user_id = self._user_id(r)
+        if uid != NULL:  # secure: the ZAP User-Id names the caller
+            ctx.user_id = self._user_id(uid)
             ctx._resolve = self.resolve_principal
 
         if ep.mode != MODE_BLOCKING:

@@ -1,4 +1,5 @@
-"""Services in their own processes, for tests that need real separation.
+"""Services in their own processes, for tests that need real separation
+(and InProcess: a Service in a thread of the test process).
 
 A service script prints ``READY <address>`` on stdout once it serves
 (``announce_ready`` does that for a zmicro.Service). Its stderr goes to a
@@ -84,3 +85,27 @@ def private_dir(tmp_path_factory, name: str) -> Path:
     path = tmp_path_factory.mktemp(name)
     path.chmod(0o700)
     return path
+
+
+class InProcess:
+    """A Service running in a thread of the test process."""
+
+    def __init__(self, svc, *, use_asyncio: bool = False) -> None:
+        self.svc = svc
+        if use_asyncio:
+            import asyncio
+            target = lambda: asyncio.run(svc.serve())  # noqa: E731
+        else:
+            target = svc.run
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while svc.address is None:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("service did not start")
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self.svc.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive()

@@ -125,6 +125,10 @@ class _Base:
             keyring_for=secrets.keyring if secrets else None,
             refresh_keys=secrets.reload_if_changed if secrets else None,
             max_message_size=max_message_size)
+        if self._interceptors:
+            self._invoke = chain_client(self._interceptors, self._invoke_call)
+        else:
+            self.call = self._core.call  # type: ignore[method-assign]  # no Python frame
 
     def _make_socket(self, address: str, server_key: str | None):
         key = ""
@@ -157,6 +161,12 @@ class _Base:
     def _pick(self, service: str) -> str:
         return self._core.pick(service)
 
+    def _invoke_call(self, call: Call) -> Any:
+        """The innermost link of the interceptor chain: the core's call
+        (a value for Client, a Future for AsyncClient)."""
+        args, kwargs = self._call_args(call)
+        return self._core.call(*args, **kwargs)
+
     @staticmethod
     def _call_args(call: Call) -> tuple[tuple, dict]:
         return ((call.service, call.endpoint, call.request),
@@ -179,10 +189,6 @@ class Client(_Base):
                          mac_window=mac_window,
                          interceptors=interceptors, context=context, cache_ttl=cache_ttl,
                          max_message_size=max_message_size, is_async=False)
-        if self._interceptors:
-            self._invoke = chain_client(self._interceptors, self._invoke_call)
-        else:
-            self.call = self._core.call  # type: ignore[method-assign]  # no Python frame
 
     def call(self, service: str, endpoint: str, request: Any = None, *,
              timeout: float | None = None, metadata: dict[str, Any] | None = None,
@@ -191,10 +197,6 @@ class Client(_Base):
         """Call ``endpoint`` of ``service`` and return the decoded reply."""
         return self._invoke(Call(service, endpoint, request, dict(metadata or {}), timeout,
                                  address, content_type, response_type, server_key))
-
-    def _invoke_call(self, call: Call) -> Any:
-        args, kwargs = self._call_args(call)
-        return self._core.call(*args, **kwargs)
 
     def close(self) -> None:
         """Close every socket (do not use the client from other threads meanwhile)."""
@@ -226,10 +228,6 @@ class AsyncClient(_Base):
                          mac_window=mac_window,
                          interceptors=interceptors, context=context, cache_ttl=cache_ttl,
                          max_message_size=max_message_size, is_async=True)
-        if self._interceptors:
-            self._invoke = chain_client(self._interceptors, self._invoke_call)
-        else:
-            self.call = self._core.call  # type: ignore[method-assign]  # no Python frame
 
     def call(self, service: str, endpoint: str, request: Any = None, *,
              timeout: float | None = None, metadata: dict[str, Any] | None = None,
@@ -245,10 +243,6 @@ class AsyncClient(_Base):
         while hasattr(result, "__await__"):
             result = await result
         return result
-
-    def _invoke_call(self, call: Call) -> asyncio.Future:
-        args, kwargs = self._call_args(call)
-        return self._core.call(*args, **kwargs)
 
     def close(self) -> None:
         """Fail pending calls with UNAVAILABLE and close every socket."""

@@ -109,6 +109,11 @@ def _decode(data: bytes, where: Path) -> tuple[int, list[MasterSecret]]:
     return current, secrets
 
 
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    """What tells one version of the file from the next."""
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 def _write_new(path: Path, data: bytes, *, replace: bool) -> bool:
     """Write `data` to `path` (0600) atomically. Without `replace`, only if
     `path` does not exist yet: False when another process made it first."""
@@ -163,13 +168,13 @@ class MacSecrets:
     # -- reading -----------------------------------------------------------
 
     def _stat(self) -> tuple[int, int, int]:
-        st = self.path.stat()
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return _stamp(self.path.stat())
 
     def _read(self) -> tuple[int, list[MasterSecret]]:
         try:
-            stamp = self._stat()
-            if self.path.stat().st_mode & 0o077:
+            st = self.path.stat()
+            stamp = _stamp(st)
+            if st.st_mode & 0o077:
                 raise MacSecretsError(f"{self.path} is readable by others: chmod 600 it")
             data = self.path.read_bytes()
         except OSError as exc:

@@ -3,8 +3,6 @@ principals, an audit recorder, and in-process services."""
 
 from __future__ import annotations
 
-import threading
-import time
 
 import pytest
 import zmq
@@ -12,6 +10,8 @@ import zmq
 import zmicro
 from zmicro.auth.principal import Principal
 from zmicro.registry import MemoryRegistry
+
+from ..processes import InProcess
 
 
 class FakeClock:
@@ -90,25 +90,6 @@ def make_service(registry, interceptors, *, name: str = "p") -> zmicro.Service:
     return svc
 
 
-class _Running:
-    """A Service serving in a thread of the test process (as tests/rpc)."""
-
-    def __init__(self, svc: zmicro.Service) -> None:
-        self.svc = svc
-        self.thread = threading.Thread(target=svc.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while svc.address is None:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("service did not start")
-            time.sleep(0.005)
-
-    def stop(self) -> None:
-        self.svc.stop()
-        self.thread.join(30)
-        assert not self.thread.is_alive()
-
-
 @pytest.fixture
 def memory_registry() -> MemoryRegistry:
     return MemoryRegistry()
@@ -118,11 +99,11 @@ def memory_registry() -> MemoryRegistry:
 def served(memory_registry):
     """served(interceptors) runs make_service(...) in a thread until the test
     ends and returns a Client for it."""
-    running: list[_Running] = []
+    running: list[InProcess] = []
     clients: list[zmicro.Client] = []
 
     def start(interceptors) -> zmicro.Client:
-        running.append(_Running(make_service(memory_registry, interceptors)))
+        running.append(InProcess(make_service(memory_registry, interceptors)))
         clients.append(zmicro.Client(registry=memory_registry, insecure=True, timeout=30))
         return clients[-1]
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ import zmicro
 from zmicro.registry import EmbeddedRegistry, MemoryRegistry
 
 from ..processes import ServiceProcess as _ServiceProcess
-from ..processes import private_dir
+from ..processes import InProcess, private_dir
 
 APP = Path(__file__).with_name("app.py")
 
@@ -70,30 +68,6 @@ def client(registry):
     c = zmicro.Client(registry=registry, timeout=10)
     yield c
     c.close()
-
-
-class InProcess:
-    """A Service running in a thread of the test process."""
-
-    def __init__(self, svc: zmicro.Service, *, use_asyncio: bool = False) -> None:
-        self.svc = svc
-        if use_asyncio:
-            import asyncio
-            target = lambda: asyncio.run(svc.serve())  # noqa: E731
-        else:
-            target = svc.run
-        self.thread = threading.Thread(target=target, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while svc.address is None:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("service did not start")
-            time.sleep(0.005)
-
-    def stop(self) -> None:
-        self.svc.stop()
-        self.thread.join(30)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture

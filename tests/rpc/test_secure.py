@@ -27,6 +27,8 @@ from zmicro.mackeys import MacSecrets, secrets_path
 from zmicro.registry import MemoryRegistry
 from zmicro.zap import Authenticator
 
+from ..processes import InProcess
+
 WAIT = 60.0  # generous: a refusal must come long before such a deadline
 
 
@@ -224,8 +226,6 @@ def test_bad_messages_are_refused_and_the_server_keeps_serving(greeter, store, r
     with caplog.at_level(logging.WARNING, logger="zmicro.audit"):
         sock.send_multipart(frames)
         header = answer(sock)
-    if case == "header" and header.request_id != 1:
-        pass  # the flipped byte may hit the request id's word: still refused
     assert header.kind == zmicro.Kind.ERROR
     assert header.status == zmicro.Code.UNAUTHENTICATED
     assert header.detail == "unauthenticated"  # never which check failed
@@ -355,7 +355,6 @@ def test_a_server_without_its_zap_handler_fails_calls_before_their_deadline(tmp_
     registry = MemoryRegistry()
     svc = zmicro.Service("orphan", registry=registry, keys=store, context=zctx)
     svc.handler("O.Echo")(lambda req, ctx: req)
-    from .conftest import InProcess
     running = InProcess(svc)
     try:
         Authenticator.existing(zctx).stop()
