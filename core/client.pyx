@@ -16,9 +16,6 @@ from typing import Any as _Any
 SELECT_RANDOM = 0
 SELECT_ROUND_ROBIN = 1
 
-cdef int C_DEADLINE = _Code.DEADLINE_EXCEEDED
-cdef int C_UNAVAILABLE = _Code.UNAVAILABLE
-cdef int C_CANCELLED_ = _Code.CANCELLED
 
 
 cdef MacKey write_request(uint8_t *out, size_t *written, uint64_t request_id,
@@ -373,7 +370,7 @@ cdef class AsyncChannel:
             fut.set_exception(self.rpc_error(C_UNAVAILABLE, "client closed"))
             return fut
         if deadline_at > 0 and monotonic() >= deadline_at:
-            fut.set_exception(self.rpc_error(C_DEADLINE, "deadline passed before the call was sent"))
+            fut.set_exception(self.rpc_error(C_DEADLINE_EXCEEDED, "deadline passed before the call was sent"))
             return fut
         self.next_id += 1
         p.request_id = self.next_id
@@ -609,7 +606,7 @@ cdef class AsyncChannel:
             if p.sent:
                 self._cancel_remote(request_id, p.ring)
                 p.future.set_exception(self.rpc_error(
-                    C_DEADLINE, f"no reply from {self.address} before the deadline"))
+                    C_DEADLINE_EXCEEDED, f"no reply from {self.address} before the deadline"))
             else:
                 p.future.set_exception(self.rpc_error(
                     C_UNAVAILABLE, f"could not reach {self.address} before the deadline"))

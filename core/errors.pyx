@@ -15,6 +15,17 @@ cdef object ContextTerminated = _errors.ContextTerminated
 cdef object SocketClosed = _errors.SocketClosed
 cdef object HostUnreachable = _errors.HostUnreachable
 
+# gRPC status codes as C ints, for the server and client (one set per module).
+cdef int C_OK = _errors.Code.OK
+cdef int C_CANCELLED = _errors.Code.CANCELLED
+cdef int C_INVALID_ARGUMENT = _errors.Code.INVALID_ARGUMENT
+cdef int C_DEADLINE_EXCEEDED = _errors.Code.DEADLINE_EXCEEDED
+cdef int C_RESOURCE_EXHAUSTED = _errors.Code.RESOURCE_EXHAUSTED
+cdef int C_UNIMPLEMENTED = _errors.Code.UNIMPLEMENTED
+cdef int C_INTERNAL = _errors.Code.INTERNAL
+cdef int C_UNAVAILABLE = _errors.Code.UNAVAILABLE
+cdef int C_UNAUTHENTICATED = _errors.Code.UNAUTHENTICATED
+
 
 cdef int raise_zm(int code) except -1:
     """Raise the exception for a src/ zm_err code."""

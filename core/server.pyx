@@ -32,16 +32,6 @@ ASYNC = MODE_ASYNC
 cdef int BATCH = 256           # messages per wake before other work gets a turn
 cdef Py_ssize_t DETAIL_MAX = 1024  # bytes of error detail sent (the wire allows 4096)
 
-cdef int C_OK = _Code.OK
-cdef int C_CANCELLED = _Code.CANCELLED
-cdef int C_INVALID_ARGUMENT = _Code.INVALID_ARGUMENT
-cdef int C_DEADLINE_EXCEEDED = _Code.DEADLINE_EXCEEDED
-cdef int C_RESOURCE_EXHAUSTED = _Code.RESOURCE_EXHAUSTED
-cdef int C_UNIMPLEMENTED = _Code.UNIMPLEMENTED
-cdef int C_INTERNAL = _Code.INTERNAL
-cdef int C_UNAVAILABLE_ = _Code.UNAVAILABLE
-cdef int C_UNAUTHENTICATED = _Code.UNAUTHENTICATED
-
 
 cdef str _clip(str text):
     """`text` cut to DETAIL_MAX bytes of UTF-8, on a character boundary."""
@@ -356,7 +346,7 @@ cdef class ServerCore:
         self.n_requests += 1
         if h.service.len and not _same(self.service_key, h.service):
             # A stale address, now another service's: never run its endpoint.
-            return self._reply(peer, h.request_id, ZM_KIND_ERROR, C_UNAVAILABLE_,
+            return self._reply(peer, h.request_id, ZM_KIND_ERROR, C_UNAVAILABLE,
                                f"this node serves {self.service!r}, not {_text(h.service)!r}",
                                "", None)
         ep = self._endpoint(h.endpoint)
