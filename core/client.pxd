@@ -1,3 +1,7 @@
+cdef class _Call
+cdef class ClientCore
+
+
 cdef class Channel:
     """One DEALER connected to one node, used by one thread (sync client)."""
 
@@ -11,6 +15,7 @@ cdef class Channel:
     cdef readonly uint64_t n_stale    # replies to requests no longer awaited
     cdef readonly uint64_t n_malformed  # frames that were not a valid reply
     cdef readonly uint64_t n_unauthenticated  # replies that failed the MAC checks
+    cdef double last_used             # monotonic: the pool's idle TTL
     cdef object __weakref__           # the client tracks its channels weakly
 
 
@@ -37,6 +42,7 @@ cdef class AsyncChannel:
     cdef readonly uint64_t n_malformed  # frames that were not a valid reply
     cdef readonly uint64_t n_unauthenticated  # replies that failed the MAC checks
     cdef object rpc_error             # zmicro.errors.RPCError
+    cdef double last_used             # monotonic: the pool's idle TTL
 
     cdef bint _send_now(self, _Pending p, const uint8_t *hbuf, size_t hlen,
                         object body, const zm_slice *b, MacKey key) except -1
@@ -47,6 +53,8 @@ cdef class AsyncChannel:
     cdef int _schedule_read(self) except -1
     cdef int _drain(self) except -1
     cdef int _cancel_remote(self, uint64_t request_id, Keyring ring) except -1
+    cdef int _fail(self, _Pending p, exc) except -1
+    cdef int _succeed(self, _Pending p, value) except -1
 
 
 cdef class _Pending:
@@ -60,6 +68,68 @@ cdef class _Pending:
     cdef bint sent
     cdef Keyring ring                 # checks the reply (None: unsigned)
     cdef list frames                  # a signed request's frames, until sent
+    cdef double connect_by            # monotonic: unsent by then -> UNAVAILABLE (0: deadline)
+    cdef _Call owner                  # node accounting and retries, or None
+
+
+cdef class RetryPolicy:
+    """When a failed call goes again, and after how long (gRPC A6)."""
+    cdef readonly int max_attempts
+    cdef readonly double initial_backoff
+    cdef readonly double max_backoff
+    cdef readonly double multiplier
+    cdef readonly double jitter
+    cdef readonly frozenset retryable_codes   # of zmicro.errors.Code
+
+    cdef double backoff(self, int retry, double u) noexcept
+    cdef bint allows(self, exc, int attempts, bint idempotent)
+
+
+cdef class RetryBudget:
+    """A6 retry throttling: tokens per service."""
+    cdef readonly double max_tokens
+    cdef readonly double token_ratio
+    cdef readonly double tokens
+
+    cdef void success(self) noexcept
+    cdef void failure(self) noexcept
+    cdef bint allows(self) noexcept
+
+
+cdef class _Call:
+    cdef ClientCore core
+    cdef object future                # the caller's CallFuture
+    cdef str service, endpoint, content_type
+    cdef object body, decode, server_key, key
+    cdef double deadline, started, delay
+    cdef dict metadata
+    cdef uint64_t trace_hi, trace_lo, span_id
+    cdef Keyring ring
+    cdef Balancer balancer            # None with a fixed address
+    cdef Subset subset
+    cdef NodeState node               # the attempt's node (None: accounted for)
+    cdef set tried                    # nodes tried already
+    cdef str address                  # a fixed address (no balancer)
+    cdef RetryPolicy policy           # None: no retries
+    cdef RetryBudget budget
+    cdef bint idempotent
+    cdef int attempts
+
+    cdef int attempt_failed(self, exc) except -1
+
+
+cdef class ChannelPool:
+    """Channels by (address, server key): LRU bound, idle TTL, counters."""
+    cdef object make                  # (address, server_key) -> channel
+    cdef object entries               # OrderedDict key -> channel, LRU first
+    cdef readonly size_t max_sockets
+    cdef readonly double idle_ttl
+    cdef double next_sweep
+    cdef readonly uint64_t opens, reuses, evictions, idle_closes
+    cdef object __weakref__
+
+    cdef object get(self, key, str address, object server_key, double now)
+    cdef int _evict(self) except -1
 
 
 cdef class ClientCore:
@@ -68,9 +138,9 @@ cdef class ClientCore:
     cdef dict codecs                  # content type -> CodecEntry
     cdef CodecEntry default_codec     # the client's content type
     cdef readonly double timeout      # default seconds per call
-    cdef object refresh               # (service, NodeSelector|None) -> NodeSelector
-    cdef double cache_ttl             # seconds a service's node set is trusted
-    cdef dict selectors               # service -> NodeSelector
+    cdef object refresh               # (service, Balancer|None) -> Balancer
+    cdef double cache_ttl             # seconds a service's Balancer is trusted
+    cdef dict balancers               # service -> Balancer
     cdef dict expires                 # service -> monotonic expiry of its nodes
     cdef object make_socket           # (address, server_key) -> (DEALER, monitor)
     cdef object keyring_for           # service -> Keyring, or None (insecure)
@@ -78,27 +148,27 @@ cdef class ClientCore:
     cdef dict keyrings                # service -> Keyring or None
     cdef double keys_checked          # monotonic time of the last refresh_keys()
     cdef readonly size_t max_message_size  # bytes per frame the peers accept
+    cdef readonly RetryPolicy retry   # the client's policy (None: no retries)
+    cdef tuple budget_args            # RetryBudget(max_tokens, token_ratio)
+    cdef dict budgets                 # service -> RetryBudget
+    cdef readonly double connect_timeout  # s an attempt may wait to connect (0: deadline)
+    cdef size_t max_sockets
+    cdef double idle_ttl
+    cdef uint64_t rng                 # xorshift64* state (jitter)
     cdef bint is_async                # AsyncChannel (one loop) or Channel (per thread)
-    cdef object local                 # threading.local: this thread's Channels
-    cdef dict channels                # async: address -> AsyncChannel
+    cdef object local                 # threading.local: this thread's ChannelPool
+    cdef object pools                 # WeakSet of the sync pools (stats)
+    cdef ChannelPool apool            # async: the loop's pool
     cdef object all_channels          # WeakSet of every sync Channel (close())
     cdef object loop                  # async: the loop it belongs to
     cdef bint closed
 
+    cdef double uniform(self) noexcept
     cdef CodecEntry _codec(self, str content_type)
-    cdef str _pick(self, str service)
+    cdef Balancer _balancer(self, str service, double now)
+    cdef RetryBudget _budget(self, str service)
     cdef Keyring _keyring(self, str service)
-    cdef Channel _sync_channel(self, str address, object server_key)
-    cdef AsyncChannel _async_channel(self, str address, object server_key)
-
-
-cdef class NodeSelector:
-    """Picks one node address per call: random, or a round robin that
-    rotates across calls (its position survives between calls)."""
-
-    cdef tuple _nodes                 # addresses
-    cdef readonly int strategy        # SELECT_RANDOM or SELECT_ROUND_ROBIN
-    cdef uint64_t position            # round-robin position
-    cdef uint64_t rng                 # xorshift64* state
-
-    cpdef str pick(self)
+    cdef ChannelPool _sync_pool(self)
+    cdef Channel _sync_channel(self, str address, object server_key, double now)
+    cdef AsyncChannel _async_channel(self, str address, object server_key, double now)
+    cdef int send_async(self, _Call c) except -1

@@ -9,13 +9,12 @@
 # the answer to a later call: it is counted and dropped.
 
 import asyncio as _asyncio
+import collections as _collections
 import heapq as _heapq
+import threading as _threading
+import time as _time
 import weakref as _weakref
 from typing import Any as _Any
-
-SELECT_RANDOM = 0
-SELECT_ROUND_ROBIN = 1
-
 
 
 cdef MacKey write_request(uint8_t *out, size_t *written, uint64_t request_id,
@@ -100,7 +99,16 @@ cdef int check_reply(Keyring ring, Received *r, zm_header *h, zm_frame_view *v,
 _HANDSHAKE_REFUSED = 0x4000      # ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
 _HANDSHAKE_FAILED = 0x0800 | 0x2000  # ..._NO_DETAIL, ..._PROTOCOL
 _HANDSHAKE_EVENTS = _HANDSHAKE_REFUSED | _HANDSHAKE_FAILED
+_CONNECTED = 0x0001 | 0x1000     # ZMQ_EVENT_CONNECTED, ..._HANDSHAKE_SUCCEEDED
+_DISCONNECTED = 0x0200           # ZMQ_EVENT_DISCONNECTED
+#: What a client socket's monitor reports (client.py subscribes to these).
+MONITOR_EVENTS = _HANDSHAKE_EVENTS | _CONNECTED | _DISCONNECTED
 
+#: The flag of an error reply whose request no handler saw (wire.capnp).
+cdef uint32_t FLAG_NOT_PROCESSED = 0x8
+
+#: Seconds between looks at a sync channel's monitor while a reply is due.
+cdef double LOST_CHECK = 0.1
 
 cdef int check_frame_size(size_t max_frame, size_t hlen, const zm_slice *b,
                           bint inline) except -1:
@@ -119,28 +127,43 @@ cdef str _reply_refused(str address):
             f"share the MAC secrets, mac.keys, and agree on the time?)")
 
 
-cdef object _handshake_error(monitor, str address):
-    """The RPCError a failed handshake in `monitor`'s queue means, or None."""
+cdef object _monitor_events(monitor, str address):
+    """Read `monitor`'s queue: (the RPCError a failed handshake means or
+    None, the connection's state after these events: 1 up, -1 lost, 0 no
+    news). Lost means the connection that carried our requests is gone:
+    their replies will never come."""
     from zmq.utils.monitor import recv_monitor_message
     error = None
+    state = 0
     while monitor.poll(0):
         event = recv_monitor_message(monitor)["event"]
         if event & _HANDSHAKE_REFUSED:
             error = _RPCError(_Code.UNAUTHENTICATED,
                               f"{address} refused this client's key (it is not on the "
-                              f"server's allowlist)")
+                              f"server's allowlist)", processed=False)
         elif event & _HANDSHAKE_FAILED and error is None:
             error = _RPCError(_Code.UNAUTHENTICATED,
                               f"the secure handshake with {address} failed (is the "
-                              f"server key right?)")
-    return error
+                              f"server key right?)", processed=False)
+        elif event & _CONNECTED:
+            state = 1
+        elif event & _DISCONNECTED:
+            state = -1
+    return error, state
+
+
+cdef object _lost(str address):
+    return _RPCError(_Code.UNAVAILABLE,
+                     f"the connection to {address} was lost while the call was in "
+                     f"flight (it may have been processed)", processed=None)
 
 
 cdef object reply_value(Received *r, zm_header *h, zm_frame_view *v, object rpc_error):
     """(is_error, value): the body object, or the RPCError an error reply says."""
     if h.kind == ZM_KIND_ERROR:
         code = h.status if h.status else _Code.UNKNOWN
-        return True, rpc_error(code, _text(h.detail), id=_text(h.service))
+        return True, rpc_error(code, _text(h.detail), id=_text(h.service),
+                               processed=not (h.flags & FLAG_NOT_PROCESSED))
     if v.inline_body:
         return False, inline_body_object(r, v.header, v.body)
     return False, (body_object(r, v.body_first) if v.body_count else b"")
@@ -194,7 +217,7 @@ cdef class Channel:
                 return 0
             ready = dict(poller.poll(max(1, int(left * 1000))))
             if self.monitor in ready:
-                error = _handshake_error(self.monitor, self.address)
+                error, state = _monitor_events(self.monitor, self.address)
                 if error is not None:
                     self.close()
                     raise error
@@ -207,12 +230,15 @@ cdef class Channel:
 
     def call(self, str service, str endpoint, str content_type, body,
              double deadline_at, dict metadata=None, uint64_t trace_hi=0,
-             uint64_t trace_lo=0, uint64_t span_id=0, Keyring ring=None):
+             uint64_t trace_lo=0, uint64_t span_id=0, Keyring ring=None,
+             double connect_by=0):
         """One request and its reply. Returns the reply body (bytes, or a
         memoryview for large ones); raises RPCError for an error reply,
-        UNAVAILABLE if the request could not be sent before the deadline
-        (nothing was processed), DEADLINE_EXCEEDED if the reply did not come
-        in time (a cancel frame is sent)."""
+        UNAVAILABLE if the request could not be sent before the deadline or
+        `connect_by` (nothing was processed) or if the connection was lost
+        while waiting (maybe processed), DEADLINE_EXCEEDED if the reply did
+        not come in time (a cancel frame is sent)."""
+        cdef double wait_until_t, slice_end
         cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
         cdef size_t hlen = 0
         cdef uint64_t request_id
@@ -226,9 +252,13 @@ cdef class Channel:
         cdef uint8_t nonce[16]
         cdef MacKey key
         if self.sock == NULL:
-            raise _RPCError(_Code.UNAVAILABLE, "channel closed")
+            raise _RPCError(_Code.UNAVAILABLE, "channel closed", processed=False)
         if deadline_at > 0 and monotonic() >= deadline_at:
-            raise _RPCError(_Code.DEADLINE_EXCEEDED, "deadline passed before the call was sent")
+            raise _RPCError(_Code.DEADLINE_EXCEEDED, "deadline passed before the call was sent",
+                            processed=False)
+        wait_until_t = deadline_at
+        if connect_by > 0 and (deadline_at <= 0 or connect_by < deadline_at):
+            wait_until_t = connect_by
         self.next_id += 1
         request_id = self.next_id
         memset(&bview, 0, sizeof(Py_buffer))
@@ -257,18 +287,31 @@ cdef class Channel:
                         send_body(self.sock, body, &b, 0)
                 if err == 0:
                     break
-                if not self._wait_writable(deadline_at):
+                if not self._wait_writable(wait_until_t):
                     raise _RPCError(_Code.UNAVAILABLE,
-                                    f"could not reach {self.address} before the deadline")
+                                    f"could not reach {self.address} in time", processed=False)
         finally:
             PyBuffer_Release(&bview)
 
         # Wait for the reply to this request id; anything else is stale.
+        # With a monitor, look at it every LOST_CHECK s of waiting: a peer
+        # gone (killed) ends the call now, not at its deadline.
         while True:
-            if not recv_until(&r, self.sock, deadline_at):
+            slice_end = deadline_at
+            if self.monitor is not None:
+                slice_end = monotonic() + LOST_CHECK
+                if 0 < deadline_at < slice_end:
+                    slice_end = deadline_at
+            if not recv_until(&r, self.sock, slice_end):
+                if slice_end != deadline_at:
+                    error, state = _monitor_events(self.monitor, self.address)
+                    if state < 0:
+                        raise _lost(self.address)
+                    continue
                 send_cancel(self.sock, request_id, ring)
                 raise _RPCError(_Code.DEADLINE_EXCEEDED,
-                                f"no reply from {self.address} before the deadline")
+                                f"no reply from {self.address} before the deadline",
+                                processed=None)
             try:
                 if r.extra or zm_frame_parse(r.slices, r.n, 0, &h, &v) != ZM_OK:
                     self.n_malformed += 1
@@ -281,7 +324,8 @@ cdef class Channel:
                     failure = check_reply(ring, &r, &h, &v, self.partition)
                     if failure != MAC_OK:
                         self.n_unauthenticated += 1
-                        raise _RPCError(_Code.UNAUTHENTICATED, _reply_refused(self.address))
+                        raise _RPCError(_Code.UNAUTHENTICATED, _reply_refused(self.address),
+                                        processed=None)
                 failed, value = reply_value(&r, &h, &v, _RPCError)
             finally:
                 received_close(&r)
@@ -319,12 +363,19 @@ cdef class AsyncChannel:
 
     def _on_monitor(self):
         # A server that refuses our key fails the calls waiting to be sent
-        # now, and the socket closes so that it stops reconnecting.
+        # now, and the socket closes so that it stops reconnecting. A lost
+        # connection fails the calls sent on it: their replies cannot come.
+        cdef _Pending p
         if self.closed or self.monitor is None:
             return
-        error = _handshake_error(self.monitor, self.address)
+        error, state = _monitor_events(self.monitor, self.address)
         if error is not None:
             self.close(error)
+        elif state < 0:
+            for p in [p for p in self.pending.values() if (<_Pending>p).sent]:
+                del self.pending[p.request_id]
+                if not p.future.done():
+                    self._fail(p, _lost(self.address))
 
     def close(self, error=None):
         """Fail what is pending (UNAVAILABLE, or `error`) and close the socket."""
@@ -335,11 +386,13 @@ cdef class AsyncChannel:
         self.loop.remove_reader(self.fd)
         if self.timer is not None:
             self.timer.cancel()
-        for p in list(self.pending.values()):
-            if not p.future.done():
-                p.future.set_exception(error if error is not None
-                                       else self.rpc_error(C_UNAVAILABLE, "client closed"))
+        pending = list(self.pending.values())
         self.pending.clear()
+        for p in pending:
+            if not p.future.done():
+                self._fail(p, error if error is not None else self.rpc_error(
+                    C_UNAVAILABLE, f"the channel to {self.address} closed",
+                    processed=None if p.sent else False))
         self.backlog.clear()
         if self.monitor is not None:
             self.loop.remove_reader(self.monitor.getsockopt(14))
@@ -356,8 +409,10 @@ cdef class AsyncChannel:
     def call(self, str service, str endpoint, str content_type, body,
              double deadline_at, decode, dict metadata=None,
              uint64_t trace_hi=0, uint64_t trace_lo=0, uint64_t span_id=0,
-             Keyring ring=None):
-        """Send now; return a Future of the decoded reply (see Channel.call)."""
+             Keyring ring=None, double connect_by=0, _Call owner=None, fut=None):
+        """Send now; return a Future of the decoded reply (see Channel.call).
+        With `owner`, the outcome goes to it (node accounting, retries) and
+        `fut` is the caller's Future, reused across attempts."""
         cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
         cdef size_t hlen = 0
         cdef Py_buffer bview
@@ -365,17 +420,23 @@ cdef class AsyncChannel:
         cdef uint8_t nonce[16]
         cdef MacKey key
         cdef _Pending p = _Pending.__new__(_Pending)
-        fut = CallFuture(loop=self.loop)
+        if fut is None:
+            fut = CallFuture(loop=self.loop)
+        p.future = fut
+        p.owner = owner
         if self.closed:
-            fut.set_exception(self.rpc_error(C_UNAVAILABLE, "client closed"))
+            self._fail(p, self.rpc_error(C_UNAVAILABLE, "client closed", processed=False))
             return fut
         if deadline_at > 0 and monotonic() >= deadline_at:
-            fut.set_exception(self.rpc_error(C_DEADLINE_EXCEEDED, "deadline passed before the call was sent"))
+            self._fail(p, self.rpc_error(C_DEADLINE_EXCEEDED,
+                                         "deadline passed before the call was sent",
+                                         processed=False))
             return fut
         self.next_id += 1
         p.request_id = self.next_id
         p.deadline_at = deadline_at
-        p.future = fut
+        p.connect_by = connect_by if 0 < connect_by and (
+            deadline_at <= 0 or connect_by < deadline_at) else 0
         p.decode = decode
         p.ring = ring
         fut._zm_channel = self
@@ -390,6 +451,9 @@ cdef class AsyncChannel:
             try:
                 check_frame_size(self.max_frame, hlen, &b, p.inline)
             except Exception as exc:
+                p.owner = None  # not the node's fault, nothing to retry
+                if owner is not None:
+                    owner.abandon()
                 fut.set_exception(exc)
                 return fut
             self.pending[p.request_id] = p
@@ -416,8 +480,26 @@ cdef class AsyncChannel:
             _heapq.heappush(self.timers, (deadline_at, p.request_id))
             if self.timer is None or deadline_at < self.timer_at:
                 self._arm_timer(deadline_at)
+        if p.connect_by > 0 and not p.sent:
+            _heapq.heappush(self.timers, (p.connect_by, p.request_id))
+            if self.timer is None or p.connect_by < self.timer_at:
+                self._arm_timer(p.connect_by)
         self._schedule_read()
         return fut
+
+    cdef int _fail(self, _Pending p, exc) except -1:
+        """End `p` with `exc` (its owner may retry it elsewhere)."""
+        if p.owner is not None:
+            p.owner.failed(exc)
+        else:
+            p.future.set_exception(exc)
+        return 0
+
+    cdef int _succeed(self, _Pending p, value) except -1:
+        if p.owner is not None:
+            p.owner.succeeded()
+        p.future.set_result(value)
+        return 0
 
     cdef bint _send_now(self, _Pending p, const uint8_t *hbuf, size_t hlen, object body,
                         const zm_slice *b, MacKey key) except -1:
@@ -559,21 +641,23 @@ cdef class AsyncChannel:
                 if refused:
                     self.n_unauthenticated += 1
                     failed, value = True, self.rpc_error(
-                        _Code.UNAUTHENTICATED, _reply_refused(self.address))
+                        _Code.UNAUTHENTICATED, _reply_refused(self.address), processed=None)
                 else:
                     failed, value = reply_value(&r, &h, &v, self.rpc_error)
             finally:
                 received_close(&r)
             if failed:
-                p.future.set_exception(value)
+                self._fail(p, value)
                 continue
             if p.decode is not None:
                 try:
                     value = p.decode(value)
                 except Exception as exc:
+                    if p.owner is not None:
+                        p.owner.succeeded()  # the node answered
                     p.future.set_exception(_undecodable(exc))
                     continue
-            p.future.set_result(value)
+            self._succeed(p, value)
         return 0
 
     def _cancelled(self, uint64_t request_id):
@@ -600,21 +684,31 @@ cdef class AsyncChannel:
         self.timer = None
         while self.timers and self.timers[0][0] <= now:
             deadline_at, request_id = _heapq.heappop(self.timers)
-            p = self.pending.pop(request_id, None)
-            if p is None or p.future.done():
+            p = self.pending.get(request_id)
+            if p is None:
+                continue
+            if p.future.done():
+                del self.pending[request_id]
                 continue
             if p.sent:
+                if not (0 < p.deadline_at <= now):
+                    continue  # its connect timer: it was sent in time
+                del self.pending[request_id]
                 self._cancel_remote(request_id, p.ring)
-                p.future.set_exception(self.rpc_error(
-                    C_DEADLINE_EXCEEDED, f"no reply from {self.address} before the deadline"))
+                self._fail(p, self.rpc_error(
+                    C_DEADLINE_EXCEEDED, f"no reply from {self.address} before the deadline",
+                    processed=None))
             else:
-                p.future.set_exception(self.rpc_error(
-                    C_UNAVAILABLE, f"could not reach {self.address} before the deadline"))
+                del self.pending[request_id]
+                self._fail(p, self.rpc_error(
+                    C_UNAVAILABLE, f"could not reach {self.address} in time", processed=False))
         # Entries of answered calls stay in the heap until their deadline;
         # rebuild when they outnumber the live ones, so memory follows load.
         if len(self.timers) > 2 * len(self.pending) + 64:
             self.timers = [(p.deadline_at, rid) for rid, p in self.pending.items()
                            if p.deadline_at > 0]
+            self.timers += [(p.connect_by, rid) for rid, p in self.pending.items()
+                            if p.connect_by > 0 and not p.sent]
             _heapq.heapify(self.timers)
         if self.timers:
             self._arm_timer(self.timers[0][0])
@@ -648,20 +742,304 @@ class CallFuture(_asyncio.Future):
         return True
 
 
+#: Codes that count against a node for outlier ejection: the node (or the
+#: way to it) failed, not the caller's request.
+cdef frozenset NODE_FAILURES = frozenset({_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED,
+                                          _Code.INTERNAL, _Code.UNKNOWN, _Code.DATA_LOSS})
+
+
+cdef inline bint _node_failed(exc):
+    if isinstance(exc, _RPCError):
+        return exc.code in NODE_FAILURES
+    return isinstance(exc, TransportError)
+
+
+@cython.auto_pickle(False)
+cdef class RetryPolicy:
+    """When and how a failed call is tried again (gRPC's A6).
+
+    An attempt that fails with a code in ``retryable_codes`` is retried, up
+    to ``max_attempts`` in all, within the call's one deadline, only if no
+    handler ran it (``RPCError.processed`` is False: never sent, or refused
+    before any handler) or the endpoint is idempotent (the call says so).
+    Before attempt n+1 the client waits ``min(initial_backoff *
+    multiplier**(n-1), max_backoff)``, spread by ``jitter`` (0.2: ±20 %).
+    Each retry goes to a node not tried yet when there is one, signed anew
+    (a fresh nonce). ``max_attempts=1`` never retries.
+    """
+
+    def __init__(self, int max_attempts=3, double initial_backoff=0.01,
+                 double max_backoff=1.0, double multiplier=2.0, double jitter=0.2,
+                 retryable_codes=(_Code.UNAVAILABLE,)):
+        if not 1 <= max_attempts <= 10:
+            raise ValueError(f"max_attempts must be 1..10, not {max_attempts}")
+        if not (initial_backoff > 0 and max_backoff >= initial_backoff):
+            raise ValueError("backoffs must be positive, initial_backoff <= max_backoff")
+        if not multiplier >= 1:
+            raise ValueError(f"multiplier must be >= 1, not {multiplier}")
+        if not 0 <= jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), not {jitter}")
+        self.max_attempts = max_attempts
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.multiplier = multiplier
+        self.jitter = jitter
+        codes = set()
+        for code in retryable_codes:
+            try:
+                codes.add(_Code(code) if not isinstance(code, str) else _Code[code])
+            except (ValueError, KeyError):
+                raise ValueError(f"retryable_codes: {code!r} is not a status code") from None
+        self.retryable_codes = frozenset(codes)
+
+    cdef double backoff(self, int retry, double u) noexcept:
+        """Seconds to wait before retry number `retry` (1-based); u in [0, 1)."""
+        cdef double b = self.initial_backoff
+        cdef int i
+        for i in range(1, retry):
+            b *= self.multiplier
+            if b >= self.max_backoff:
+                b = self.max_backoff
+                break
+        b *= 1.0 + self.jitter * (2.0 * u - 1.0)
+        return b if b < self.max_backoff else self.max_backoff
+
+    def delay(self, int retry, double u=0.5):
+        """backoff() for Python (tests)."""
+        return self.backoff(retry, u)
+
+    cdef bint allows(self, exc, int attempts, bint idempotent):
+        """May a call that failed with `exc` after `attempts` go again?"""
+        if attempts >= self.max_attempts or not isinstance(exc, _RPCError):
+            return False
+        if exc.code not in self.retryable_codes:
+            return False
+        return idempotent or exc.processed is False
+
+    def __repr__(self):
+        return (f"RetryPolicy(max_attempts={self.max_attempts}, "
+                f"initial_backoff={self.initial_backoff}, max_backoff={self.max_backoff}, "
+                f"multiplier={self.multiplier}, jitter={self.jitter}, retryable_codes="
+                f"{sorted(c.name for c in self.retryable_codes)})")
+
+
+@cython.auto_pickle(False)
+cdef class RetryBudget:
+    """Retry throttling per service (gRPC A6): a failed attempt costs a
+    token, a success returns ``token_ratio`` of one (up to
+    ``max_tokens``); retries stop while the tokens are at or below half,
+    so a failing service gets at most its callers' first attempts."""
+
+    def __init__(self, double max_tokens=10.0, double token_ratio=0.1):
+        if not 0 < max_tokens <= 1000:
+            raise ValueError(f"max_tokens must be in (0, 1000], not {max_tokens}")
+        if not 0 < token_ratio <= 1:
+            raise ValueError(f"token_ratio must be in (0, 1], not {token_ratio}")
+        self.max_tokens = max_tokens
+        self.token_ratio = token_ratio
+        self.tokens = max_tokens
+
+    cdef inline void success(self) noexcept:
+        if self.tokens < self.max_tokens:
+            self.tokens += self.token_ratio
+            if self.tokens > self.max_tokens:
+                self.tokens = self.max_tokens
+
+    cdef inline void failure(self) noexcept:
+        self.tokens -= 1.0
+        if self.tokens < 0:
+            self.tokens = 0
+
+    cdef inline bint allows(self) noexcept:
+        return self.tokens > self.max_tokens / 2
+
+    def record(self, bint ok):
+        """Count one attempt's outcome (for tests)."""
+        if ok:
+            self.success()
+        else:
+            self.failure()
+
+    @property
+    def retry_allowed(self):
+        return self.allows()
+
+
+@cython.auto_pickle(False)
+cdef class _Call:
+    """One AsyncClient call across its attempts: node accounting, and the
+    retry decision when an attempt fails (the sync path does the same in
+    ClientCore.call's loop)."""
+
+    cdef int attempt_failed(self, exc) except -1:
+        """Account for a failed attempt; True: it will be retried."""
+        cdef double now = monotonic()
+        if self.node is not None:
+            self.balancer.finish(self.node, now - self.started, _node_failed(exc))
+        if self.policy is None:
+            return 0
+        if isinstance(exc, _RPCError) and exc.code in self.policy.retryable_codes:
+            self.budget.failure()
+        if not self.policy.allows(exc, self.attempts, self.idempotent) or not self.budget.allows():
+            return 0
+        if self.address is not None or self.node is None:
+            return 0
+        self.delay = self.policy.backoff(self.attempts, self.core.uniform())
+        if 0 < self.deadline <= now + self.delay:
+            return 0
+        if self.tried is None:
+            self.tried = set()
+        self.tried.add(self.node)
+        return 1
+
+    def failed(self, exc):
+        if self.attempt_failed(exc):
+            self.future._zm_channel = None  # a cancel now just ends the call
+            self.core.loop.call_later(self.delay, self.retry)
+        elif not self.future.done():
+            self.future.set_exception(exc)
+
+    def abandon(self):
+        if self.node is not None:
+            self.balancer.finish(self.node, monotonic() - self.started, False)
+            self.node = None
+
+    def succeeded(self):
+        if self.node is not None:
+            self.balancer.finish(self.node, monotonic() - self.started, False)
+            self.node = None
+        if self.budget is not None:
+            self.budget.success()
+
+    def retry(self):
+        if self.future.done():  # cancelled while waiting
+            return
+        self.attempts += 1
+        try:
+            self.node = self.balancer.pick(self.subset, self.key, self.tried)
+            if self.node is None:
+                raise _RPCError(_Code.UNAVAILABLE, f"no node of service {self.service!r} "
+                                f"is registered", processed=False)
+            self.core.send_async(self)
+        except BaseException as exc:
+            self.node = None
+            if not self.future.done():
+                self.future.set_exception(exc)
+
+
+@cython.auto_pickle(False)
+cdef class ChannelPool:
+    """The channels of one thread (sync) or one event loop (async), keyed
+    by (node address, server key): at most ``max_sockets`` open, the least
+    recently used one closed to make room (never one with calls in
+    flight), and any idle for ``idle_ttl`` seconds closed."""
+
+    def __init__(self, make, size_t max_sockets=1024, double idle_ttl=300.0):
+        self.make = make
+        self.entries = _collections.OrderedDict()
+        self.max_sockets = max_sockets
+        self.idle_ttl = idle_ttl
+        self.next_sweep = monotonic() + idle_ttl
+
+    cdef object get(self, key, str address, object server_key, double now):
+        """The open channel for `key` (opened, LRU-evicting, when needed)."""
+        channel = self.entries.get(key)
+        if channel is not None and not _channel_closed(channel):
+            self.reuses += 1
+            self.entries.move_to_end(key)
+        else:
+            if channel is not None:
+                del self.entries[key]
+            if <size_t>len(self.entries) >= self.max_sockets:
+                self._evict()
+            channel = self.make(address, server_key)
+            self.entries[key] = channel
+            self.opens += 1
+        _set_used(channel, now)
+        if now >= self.next_sweep:
+            self.sweep(now)
+        return channel
+
+    cdef int _evict(self) except -1:
+        for key, channel in self.entries.items():
+            if _channel_busy(channel):
+                continue
+            del self.entries[key]
+            channel.close()
+            self.evictions += 1
+            return 1
+        return 0
+
+    def sweep(self, double now):
+        """Close the channels idle for idle_ttl (oldest first)."""
+        self.next_sweep = now + self.idle_ttl / 4
+        for key, channel in list(self.entries.items()):
+            if _last_used(channel) + self.idle_ttl > now:
+                break  # LRU order: the rest were used later
+            if _channel_busy(channel):
+                continue
+            del self.entries[key]
+            channel.close()
+            self.idle_closes += 1
+
+    def close(self):
+        for channel in self.entries.values():
+            channel.close()
+        self.entries.clear()
+
+    def stats(self):
+        return {"open": len(self.entries), "opens": self.opens, "reuses": self.reuses,
+                "evictions": self.evictions, "idle_closed": self.idle_closes}
+
+    def __len__(self):
+        return len(self.entries)
+
+
+cdef inline bint _channel_closed(channel):
+    if type(channel) is Channel:
+        return (<Channel>channel).sock == NULL
+    return (<AsyncChannel>channel).closed
+
+
+cdef inline bint _channel_busy(channel):
+    return type(channel) is AsyncChannel and len((<AsyncChannel>channel).pending) > 0
+
+
+cdef inline void _set_used(channel, double now):
+    if type(channel) is Channel:
+        (<Channel>channel).last_used = now
+    else:
+        (<AsyncChannel>channel).last_used = now
+
+
+cdef inline double _last_used(channel):
+    if type(channel) is Channel:
+        return (<Channel>channel).last_used
+    return (<AsyncChannel>channel).last_used
+
+
 @cython.auto_pickle(False)
 cdef class ClientCore:
     """The call path of Client and AsyncClient: codec, deadline and
-    metadata inheritance, node choice, channel, send, reply, decode - in C,
-    calling Python only for the codec and, when the node cache expires,
-    the registry. Policy (which registry, which codecs, defaults) comes
-    from the Python client that builds it."""
+    metadata inheritance, node choice (a Balancer per service), channel
+    pool, send, reply, decode, retries - in C, calling Python only for the
+    codec and, when a service's nodes are first needed, the registry
+    cache. Policy (which registry, which codecs, defaults) comes from the
+    Python client that builds it."""
 
     def __init__(self, dict codecs, str default_content_type, double timeout, *,
                  refresh, double cache_ttl, make_socket, bint is_async,
-                 keyring_for=None, refresh_keys=None, size_t max_message_size=0):
+                 keyring_for=None, refresh_keys=None, size_t max_message_size=0,
+                 RetryPolicy retry=None, budget=(10.0, 0.1), double connect_timeout=1.0,
+                 size_t max_sockets=1024, double idle_ttl=300.0):
         self.codecs = codec_entries(codecs)
         if default_content_type not in self.codecs:
             raise ValueError(f"no codec registered for {default_content_type!r}")
+        if connect_timeout < 0:
+            raise ValueError("connect_timeout must be >= 0 (0: the call's deadline)")
+        if max_sockets < 1 or idle_ttl <= 0:
+            raise ValueError("max_sockets must be >= 1 and idle_ttl > 0")
+        RetryBudget(*budget)  # check it now
         self.default_codec = self.codecs[default_content_type]
         self.timeout = timeout
         self.refresh = refresh
@@ -673,11 +1051,29 @@ cdef class ClientCore:
         self.keyrings = {}
         self.keys_checked = monotonic()
         self.max_message_size = max_message_size
-        self.selectors = {}
+        self.retry = retry
+        self.budget_args = tuple(budget)
+        self.budgets = {}
+        self.connect_timeout = connect_timeout
+        self.max_sockets = max_sockets
+        self.idle_ttl = idle_ttl
+        self.balancers = {}
         self.expires = {}
         self.local = _threading.local()
-        self.channels = {}
+        self.pools = _weakref.WeakSet()
         self.all_channels = _weakref.WeakSet()
+        self.rng = (<uint64_t>(monotonic() * 1e9)) | 1
+        if is_async:
+            self.apool = ChannelPool(self._open_async, max_sockets, idle_ttl)
+
+    cdef double uniform(self) noexcept:
+        """A number in [0, 1) (xorshift64*; for jitter, not secrets)."""
+        cdef uint64_t x = self.rng
+        x ^= x >> 12
+        x ^= x << 25
+        x ^= x >> 27
+        self.rng = x
+        return <double>((x * 2685821657736338717ULL) >> 11) / 9007199254740992.0
 
     cdef CodecEntry _codec(self, str content_type):
         entry = self.codecs.get(content_type)
@@ -685,17 +1081,25 @@ cdef class ClientCore:
             raise ValueError(f"no codec registered for {content_type!r}")
         return <CodecEntry>entry
 
-    cdef str _pick(self, str service):
-        cdef NodeSelector selector = self.selectors.get(service)
-        cdef double now = monotonic()
-        if selector is None or now >= <double>self.expires[service]:
-            selector = self.refresh(service, selector)
-            self.selectors[service] = selector
+    cdef Balancer _balancer(self, str service, double now):
+        balancer = self.balancers.get(service)
+        if balancer is None or now >= <double>self.expires[service]:
+            balancer = self.refresh(service, balancer)
+            self.balancers[service] = balancer
             self.expires[service] = now + self.cache_ttl
-        address = selector.pick()
-        if address is None:
-            raise _RPCError(_Code.UNAVAILABLE, f"no node of service {service!r} is registered")
-        return address
+        return <Balancer>balancer
+
+    def set_balancer(self, str service, Balancer balancer, double ttl=-1):
+        """Use `balancer` for `service` (the client updates it in place when
+        the registry says the nodes changed; ttl < 0: never ask again)."""
+        self.balancers[service] = balancer
+        self.expires[service] = monotonic() + ttl if ttl >= 0 else float("inf")
+
+    cdef RetryBudget _budget(self, str service):
+        budget = self.budgets.get(service)
+        if budget is None:
+            budget = self.budgets[service] = RetryBudget(*self.budget_args)
+        return <RetryBudget>budget
 
     cdef Keyring _keyring(self, str service):
         """The MAC keys of `service` (None: unsigned). Rotated keys are
@@ -714,46 +1118,79 @@ cdef class ClientCore:
             self.keyrings[service] = ring
         return <Keyring>ring
 
-    cdef Channel _sync_channel(self, str address, object server_key):
-        key = address if server_key is None else (address, server_key)
-        channels = getattr(self.local, "channels", None)
-        if channels is None:
-            channels = self.local.channels = {}
-        channel = (<dict>channels).get(key)
-        if channel is None or (<Channel>channel).sock == NULL:  # refused: try anew
-            zsock, monitor = self.make_socket(address, server_key)
-            channel = Channel(zsock, address, monitor)
-            (<Channel>channel).max_frame = self.max_message_size
-            (<dict>channels)[key] = channel
-            self.all_channels.add(channel)
-        return <Channel>channel
+    def _open_sync(self, str address, server_key):
+        zsock, monitor = self.make_socket(address, server_key)
+        channel = Channel(zsock, address, monitor)
+        (<Channel>channel).max_frame = self.max_message_size
+        self.all_channels.add(channel)
+        return channel
 
-    cdef AsyncChannel _async_channel(self, str address, object server_key):
+    def _open_async(self, str address, server_key):
+        loop = _asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = loop
+        elif loop is not self.loop:
+            raise RuntimeError("an AsyncClient belongs to the event loop it was first used on")
+        zsock, monitor = self.make_socket(address, server_key)
+        channel = AsyncChannel(zsock, address, loop, monitor)
+        (<AsyncChannel>channel).max_frame = self.max_message_size
+        return channel
+
+    cdef ChannelPool _sync_pool(self):
+        pool = getattr(self.local, "pool", None)
+        if pool is None:
+            pool = self.local.pool = ChannelPool(self._open_sync, self.max_sockets,
+                                                 self.idle_ttl)
+            self.pools.add(pool)
+        return <ChannelPool>pool
+
+    cdef Channel _sync_channel(self, str address, object server_key, double now):
         key = address if server_key is None else (address, server_key)
-        channel = self.channels.get(key)
-        if channel is None or (<AsyncChannel>channel).closed:
-            loop = _asyncio.get_running_loop()
-            if self.loop is None:
-                self.loop = loop
-            elif loop is not self.loop:
-                raise RuntimeError("an AsyncClient belongs to the event loop it was first used on")
-            zsock, monitor = self.make_socket(address, server_key)
-            channel = AsyncChannel(zsock, address, loop, monitor)
-            (<AsyncChannel>channel).max_frame = self.max_message_size
-            self.channels[key] = channel
-        return <AsyncChannel>channel
+        return <Channel>self._sync_pool().get(key, address, server_key, now)
+
+    cdef AsyncChannel _async_channel(self, str address, object server_key, double now):
+        key = address if server_key is None else (address, server_key)
+        return <AsyncChannel>self.apool.get(key, address, server_key, now)
+
+    cdef int send_async(self, _Call c) except -1:
+        """Send attempt `c.attempts` of an async call to `c.node`."""
+        cdef double now = monotonic()
+        cdef AsyncChannel channel
+        channel = self._async_channel(c.node.address, c.server_key, now)
+        c.started = now
+        c.balancer.start(c.node)
+        channel.call(c.service, c.endpoint, c.content_type, c.body, c.deadline, c.decode,
+                     c.metadata, c.trace_hi, c.trace_lo, c.span_id, c.ring,
+                     now + self.connect_timeout if self.connect_timeout > 0 else 0,
+                     c, c.future)
+        return 0
 
     def call(self, str service, str endpoint, request=None, *, timeout=None,
              dict metadata=None, str address=None, response_type=None,
-             str content_type=None, server_key=None):
+             str content_type=None, server_key=None, retry=None, bint idempotent=False,
+             key=None, str version=None, dict node_filter=None):
         """One call (see zmicro.Client.call / zmicro.AsyncClient.call)."""
         cdef CodecEntry entry
         cdef Context parent
-        cdef double deadline
+        cdef double deadline, now, t0, delay
         cdef Keyring ring
         cdef uint64_t trace_hi = 0, trace_lo = 0, span_id = 0
+        cdef Balancer balancer = None
+        cdef Subset subset = None
+        cdef NodeState node = None
+        cdef RetryPolicy policy
+        cdef RetryBudget budget = None
+        cdef _Call c
+        cdef int attempts = 1
+        cdef set tried = None
         if self.closed:
-            raise _RPCError(_Code.UNAVAILABLE, "client closed")
+            raise _RPCError(_Code.UNAVAILABLE, "client closed", processed=False)
+        if retry is None:
+            policy = self.retry
+        elif retry is False:
+            policy = None
+        else:
+            policy = <RetryPolicy?>retry
         entry = self.default_codec if content_type is None else self._codec(content_type)
         body = entry.encode_value(request)
         if self.max_message_size and len(body) > self.max_message_size:
@@ -762,7 +1199,8 @@ cdef class ClientCore:
             raise _RPCError(_Code.RESOURCE_EXHAUSTED,
                             f"the request body is {len(body)} bytes, over the "
                             f"max_message_size of {self.max_message_size} bytes")
-        deadline = monotonic() + (self.timeout if timeout is None else <double>timeout)
+        now = monotonic()
+        deadline = now + (self.timeout if timeout is None else <double>timeout)
         parent = contextvar_get(CURRENT, None)
         if parent is not None:  # inside a handler: inherit deadline and metadata
             if 0 < parent.deadline_at < deadline:
@@ -772,24 +1210,89 @@ cdef class ClientCore:
                             else dict(parent._metadata))
             trace_hi, trace_lo, span_id = parent.trace_hi, parent.trace_lo, parent.span_id
         if address is None:
-            address = self._pick(service)
+            balancer = self._balancer(service, now)
+            if version is not None or node_filter:
+                subset = balancer.subset(version, node_filter)
+            node = balancer.pick(subset, key, None)
+            if node is None:
+                raise _RPCError(_Code.UNAVAILABLE, _no_node(service, version, node_filter),
+                                processed=False)
+            address = node.address
+        if policy is not None:
+            budget = self._budget(service)
         ring = self._keyring(service)
         decode = entry.decoder_for(_Any if response_type is None else response_type)
         if decode is IDENTITY:
             decode = None
         if self.is_async:
-            return self._async_channel(address, server_key).call(
-                service, endpoint, entry.name, body, deadline, decode, metadata,
-                trace_hi, trace_lo, span_id, ring)
-        if parent is not None and parent._blocks_address == address:
-            raise _RPCError(
-                _Code.FAILED_PRECONDITION,
-                f"{parent.service}/{parent.endpoint} calls its own service from the thread "
-                f"that serves it: the call could never be answered; make the handler "
-                f"blocking=True, or async with AsyncClient")
-        value = self._sync_channel(address, server_key).call(
-            service, endpoint, entry.name, body, deadline, metadata, trace_hi, trace_lo,
-            span_id, ring)
+            if node is None and policy is None:
+                return self._async_channel(address, server_key, now).call(
+                    service, endpoint, entry.name, body, deadline, decode, metadata,
+                    trace_hi, trace_lo, span_id, ring,
+                    now + self.connect_timeout if self.connect_timeout > 0 else 0)
+            c = _Call.__new__(_Call)
+            c.core, c.service, c.endpoint, c.content_type = self, service, endpoint, entry.name
+            c.body, c.deadline, c.decode, c.metadata = body, deadline, decode, metadata
+            c.trace_hi, c.trace_lo, c.span_id, c.ring = trace_hi, trace_lo, span_id, ring
+            c.server_key, c.balancer, c.subset, c.key, c.node = (
+                server_key, balancer, subset, key, node)
+            c.policy, c.budget, c.idempotent, c.attempts = policy, budget, idempotent, 1
+            c.address = address if node is None else None
+            c.future = CallFuture(loop=_asyncio.get_running_loop())
+            if node is None:  # a fixed address: retries go to it again
+                self._async_channel(address, server_key, now).call(
+                    service, endpoint, entry.name, body, deadline, decode, metadata,
+                    trace_hi, trace_lo, span_id, ring,
+                    now + self.connect_timeout if self.connect_timeout > 0 else 0,
+                    c, c.future)
+            else:
+                self.send_async(c)
+            return c.future
+        while True:
+            if parent is not None and parent._blocks_address == address:
+                if node is not None:
+                    balancer.finish(node, 0, False)
+                raise _RPCError(
+                    _Code.FAILED_PRECONDITION,
+                    f"{parent.service}/{parent.endpoint} calls its own service from the thread "
+                    f"that serves it: the call could never be answered; make the handler "
+                    f"blocking=True, or async with AsyncClient")
+            t0 = monotonic()
+            if node is not None:
+                balancer.start(node)
+            try:
+                value = self._sync_channel(address, server_key, t0).call(
+                    service, endpoint, entry.name, body, deadline, metadata, trace_hi, trace_lo,
+                    span_id, ring, t0 + self.connect_timeout if self.connect_timeout > 0 else 0)
+            except BaseException as exc:
+                now = monotonic()
+                if node is not None:
+                    balancer.finish(node, now - t0, _node_failed(exc))
+                if policy is None:
+                    raise
+                if isinstance(exc, _RPCError) and exc.code in policy.retryable_codes:
+                    budget.failure()
+                if not policy.allows(exc, attempts, idempotent) or not budget.allows():
+                    raise
+                delay = policy.backoff(attempts, self.uniform())
+                if now + delay >= deadline:
+                    raise
+                _time.sleep(delay)
+                attempts += 1
+                if node is not None:
+                    if tried is None:
+                        tried = set()
+                    tried.add(node)
+                    node = balancer.pick(subset, key, tried)
+                    if node is None:
+                        raise
+                    address = node.address
+                continue
+            if node is not None:
+                balancer.finish(node, monotonic() - t0, False)
+            if budget is not None:
+                budget.success()
+            break
         if decode is None:
             return value
         try:
@@ -798,51 +1301,38 @@ cdef class ClientCore:
             raise _undecodable(exc) from None
 
     def pick(self, str service):
-        """The node the next call to `service` would go to."""
-        return self._pick(service)
+        """The node the next call to `service` would go to (its address)."""
+        cdef NodeState node = self._balancer(service, monotonic()).pick(None, None, None)
+        return None if node is None else node.address
+
+    def balancer(self, str service):
+        """The Balancer of `service` (its nodes and their state)."""
+        return self._balancer(service, monotonic())
+
+    def pool_stats(self):
+        """Channel counters, summed over every thread's pool (or the loop's)."""
+        total = {"open": 0, "opens": 0, "reuses": 0, "evictions": 0, "idle_closed": 0}
+        pools = [self.apool] if self.is_async else list(self.pools)
+        for pool in pools:
+            if pool is not None:
+                for k, v in pool.stats().items():
+                    total[k] += v
+        return total
+
+    def retry_budget(self, str service):
+        return self._budget(service)
 
     def close(self):
         """Close every channel (sync: of every thread; do not call meanwhile)."""
         self.closed = True
         for channel in list(self.all_channels):
             channel.close()
-        for channel in self.channels.values():
-            (<AsyncChannel>channel).close()
-        self.channels.clear()
+        if self.apool is not None:
+            self.apool.close()
 
 
-@cython.auto_pickle(False)
-cdef class NodeSelector:
-    """Picks a node address per call, in the core: SELECT_RANDOM, or
-    SELECT_ROUND_ROBIN, whose position persists across calls so that load
-    really rotates (go-micro's round robin restarted at every lookup)."""
-
-    def __init__(self, nodes, int strategy=SELECT_ROUND_ROBIN, uint64_t seed=0):
-        if strategy not in (SELECT_RANDOM, SELECT_ROUND_ROBIN):
-            raise ValueError(f"unknown strategy {strategy}")
-        self.strategy = strategy
-        self.rng = seed or (<uint64_t>(monotonic() * 1e9) | 1)
-        self.update(nodes)
-
-    def update(self, nodes):
-        """Replace the node set; the rotation continues where it was."""
-        self._nodes = tuple(nodes)
-
-    @property
-    def nodes(self):
-        return self._nodes
-
-    cpdef str pick(self):
-        cdef Py_ssize_t n = len(self._nodes)
-        cdef uint64_t x
-        if n == 0:
-            return None
-        if self.strategy == SELECT_ROUND_ROBIN:
-            self.position += 1
-            return <str>self._nodes[<Py_ssize_t>(self.position % <uint64_t>n)]
-        x = self.rng  # xorshift64* (Vigna): fast, plenty for spreading load
-        x ^= x >> 12
-        x ^= x << 25
-        x ^= x >> 27
-        self.rng = x
-        return <str>self._nodes[<Py_ssize_t>((x * 2685821657736338717ULL) % <uint64_t>n)]
+cdef str _no_node(str service, str version, dict node_filter):
+    if version is None and not node_filter:
+        return f"no node of service {service!r} is registered"
+    return (f"no node of service {service!r} matches version={version!r} "
+            f"node_filter={node_filter!r}")

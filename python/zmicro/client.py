@@ -12,8 +12,18 @@ Every call has a deadline (``timeout``, or the client's default); its
 remaining budget travels with the request, and a call made inside a handler
 inherits the handler's remaining deadline (the earlier of the two wins) and
 its metadata (trace context included). Nodes come from the registry and are
-picked round robin (rotating across calls) or at random; ``address=`` calls
-one node directly, without discovery (go-micro's ``WithAddress``).
+picked by a balancer in the core: ``round_robin`` (rotating across calls),
+``random``, ``p2c`` (the less busy of two), ``peak_ewma`` (Finagle's
+latency-aware P2C) or ``hash`` (consistent hashing on the call's ``key=``);
+``version=`` and ``node_filter=`` narrow the nodes; ``address=`` calls one
+node directly, without discovery (go-micro's ``WithAddress``). A node that
+keeps failing is ejected for a while (``outlier=``).
+
+A failed call is retried (``retry=``, a :class:`RetryPolicy`; per client and
+per call) when no handler ran it, or when the call says the endpoint is
+``idempotent=True``: within the call's one deadline, on another node, with
+backoff, and only while the service's retry budget allows (a failing
+service is not hammered).
 
 Errors are :class:`~zmicro.errors.RPCError`: the server's code for an error
 reply, ``UNAVAILABLE`` when no node could be reached (the request was never
@@ -50,17 +60,22 @@ from .middleware import Call, ClientInterceptor, chain_client
 from .registry import Registry, default_registry
 from .security import Security
 
-__all__ = ["AsyncClient", "Client", "DEFAULT_TIMEOUT"]
+__all__ = ["AsyncClient", "Client", "DEFAULT_TIMEOUT", "OutlierPolicy", "RetryPolicy"]
 
 DEFAULT_TIMEOUT = 5.0
-_STRATEGIES = {"round_robin": _core.SELECT_ROUND_ROBIN, "random": _core.SELECT_RANDOM}
+_STRATEGIES = {"round_robin": _core.SELECT_ROUND_ROBIN, "random": _core.SELECT_RANDOM,
+               "p2c": _core.SELECT_P2C, "peak_ewma": _core.SELECT_PEAK_EWMA,
+               "hash": _core.SELECT_HASH}
+RetryPolicy = _core.RetryPolicy
+OutlierPolicy = _core.OutlierPolicy
+#: The default: up to 3 attempts, for UNAVAILABLE only (what was not
+#: processed, or an idempotent endpoint's call).
+DEFAULT_RETRY = RetryPolicy()
 
 
 #: Milliseconds a secure handshake may take (libzmq's default is 30 s).
 HANDSHAKE_TIMEOUT_MS = 5000
 
-_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 
 def _make_socket(zctx: zmq.Context, address: str, max_message_size: int,
@@ -81,9 +96,10 @@ def _make_socket(zctx: zmq.Context, address: str, max_message_size: int,
             # gone: it then answers nobody) fails it after this, which the
             # monitor reports, instead of holding calls to their deadline.
             sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
-            # A refused handshake becomes an error at once (the core reads
-            # this while it waits for the connection), not a hang.
-            monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+        # A refused handshake becomes an error at once (the core reads this
+        # while it waits for the connection), not a hang; a connection lost
+        # (the node killed) ends the calls in flight on it.
+        monitor = sock.get_monitor_socket(_core.MONITOR_EVENTS)
         sock.connect(address)
     except BaseException:
         if monitor is not None:
@@ -101,9 +117,16 @@ class _Base:
                  content_type: str, insecure: bool | None, keys: str | KeyStore | None,
                  mac_window: float,
                  interceptors: Sequence[ClientInterceptor], context: zmq.Context | None,
-                 cache_ttl: float, max_message_size: int, is_async: bool) -> None:
+                 cache_ttl: float, max_message_size: int, is_async: bool,
+                 retry: RetryPolicy | None | bool, retry_budget: tuple[float, float],
+                 outlier: OutlierPolicy | None, connect_timeout: float,
+                 max_sockets: int, idle_ttl: float) -> None:
         if selector not in _STRATEGIES:
             raise ValueError(f"selector is one of {sorted(_STRATEGIES)}, not {selector!r}")
+        if retry is True:
+            retry = DEFAULT_RETRY
+        if retry is not None and retry is not False and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry is a RetryPolicy, None or False, not {type(retry).__name__}")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self._security = Security.resolve(insecure=insecure, keys=keys)
@@ -115,6 +138,7 @@ class _Base:
         self.content_type = content_type
         self._registry = registry
         self._strategy = _STRATEGIES[selector]
+        self._outlier = outlier
         self._interceptors = list(interceptors)
         self._zctx = context or zmq.Context.instance()
         self._max_message_size = max_message_size
@@ -124,7 +148,9 @@ class _Base:
             make_socket=self._make_socket, is_async=is_async,
             keyring_for=secrets.keyring if secrets else None,
             refresh_keys=secrets.reload_if_changed if secrets else None,
-            max_message_size=max_message_size)
+            max_message_size=max_message_size,
+            retry=retry or None, budget=retry_budget, connect_timeout=connect_timeout,
+            max_sockets=max_sockets, idle_ttl=idle_ttl)
         if self._interceptors:
             self._invoke = chain_client(self._interceptors, self._invoke_call)
         else:
@@ -139,24 +165,25 @@ class _Base:
                 registry_trusted=getattr(registry, "trusted", False))
         return _make_socket(self._zctx, address, self._max_message_size, self._security, key)
 
-    def _refresh(self, service: str, selector: _core.NodeSelector | None) -> _core.NodeSelector:
+    def _refresh(self, service: str, balancer: _core.Balancer | None) -> _core.Balancer:
         """The core's node cache expired: read the service's nodes again."""
         registry = self._registry or default_registry()
         try:
             records = registry.get(service)
         except Exception:
-            if selector is not None:  # the registry is down: keep the nodes we knew
-                return selector
+            if balancer is not None:  # the registry is down: keep the nodes we knew
+                return balancer
             raise
-        nodes = sorted({n.address for r in records for n in r.nodes})
+        nodes = {}
         for r in records:
             for n in r.nodes:
+                nodes[n.address] = (n.address, r.version, dict(n.metadata), n.public_key)
                 if n.public_key:
                     self._node_keys[n.address] = n.public_key
-        if selector is None:
-            return _core.NodeSelector(nodes, self._strategy)
-        selector.update(nodes)  # keep the rotation going
-        return selector
+        if balancer is None:
+            balancer = _core.Balancer(self._strategy, outlier=self._outlier)
+        balancer.update(nodes[a] for a in sorted(nodes))  # state persists in place
+        return balancer
 
     def _pick(self, service: str) -> str:
         return self._core.pick(service)
@@ -172,7 +199,18 @@ class _Base:
         return ((call.service, call.endpoint, call.request),
                 {"timeout": call.timeout, "metadata": call.metadata or None,
                  "address": call.address, "response_type": call.response_type,
-                 "content_type": call.content_type, "server_key": call.server_key})
+                 "content_type": call.content_type, "server_key": call.server_key,
+                 **call.options})
+
+    def stats(self) -> dict[str, Any]:
+        """The channel pool's counters (open, opens, reuses, evictions,
+        idle_closed), summed over threads."""
+        return self._core.pool_stats()
+
+    def balancer(self, service: str) -> _core.Balancer:
+        """The core's balancer of `service`: its nodes with their in-flight
+        counts, latency and ejection state."""
+        return self._core.balancer(service)
 
 
 class Client(_Base):
@@ -183,20 +221,33 @@ class Client(_Base):
                  insecure: bool | None = None, interceptors: Sequence[ClientInterceptor] = (),
                  context: zmq.Context | None = None, cache_ttl: float = 1.0,
                  max_message_size: int = 64 * 1024 * 1024,
-                 keys: str | KeyStore | None = None, mac_window: float = 30.0) -> None:
+                 keys: str | KeyStore | None = None, mac_window: float = 30.0,
+                 retry: RetryPolicy | None | bool = DEFAULT_RETRY,
+                 retry_budget: tuple[float, float] = (10.0, 0.1),
+                 outlier: OutlierPolicy | None = None, connect_timeout: float = 1.0,
+                 max_sockets: int = 1024, idle_ttl: float = 300.0) -> None:
         super().__init__(registry=registry, selector=selector, timeout=timeout,
                          content_type=content_type, insecure=insecure, keys=keys,
                          mac_window=mac_window,
                          interceptors=interceptors, context=context, cache_ttl=cache_ttl,
-                         max_message_size=max_message_size, is_async=False)
+                         max_message_size=max_message_size, is_async=False, retry=retry,
+                         retry_budget=retry_budget, outlier=outlier,
+                         connect_timeout=connect_timeout, max_sockets=max_sockets,
+                         idle_ttl=idle_ttl)
 
     def call(self, service: str, endpoint: str, request: Any = None, *,
              timeout: float | None = None, metadata: dict[str, Any] | None = None,
              address: str | None = None, response_type: Any = None,
-             content_type: str | None = None, server_key: str | None = None) -> Any:
-        """Call ``endpoint`` of ``service`` and return the decoded reply."""
+             content_type: str | None = None, server_key: str | None = None,
+             **options: Any) -> Any:
+        """Call ``endpoint`` of ``service`` and return the decoded reply.
+
+        ``options``: ``retry`` (a RetryPolicy, or False), ``idempotent``
+        (retrying is safe even if a handler ran), ``key`` (for the hash
+        selector), ``version`` and ``node_filter`` (node metadata that must
+        match)."""
         return self._invoke(Call(service, endpoint, request, dict(metadata or {}), timeout,
-                                 address, content_type, response_type, server_key))
+                                 address, content_type, response_type, server_key, options))
 
     def close(self) -> None:
         """Close every socket (do not use the client from other threads meanwhile)."""
@@ -222,20 +273,29 @@ class AsyncClient(_Base):
                  insecure: bool | None = None, interceptors: Sequence[ClientInterceptor] = (),
                  context: zmq.Context | None = None, cache_ttl: float = 1.0,
                  max_message_size: int = 64 * 1024 * 1024,
-                 keys: str | KeyStore | None = None, mac_window: float = 30.0) -> None:
+                 keys: str | KeyStore | None = None, mac_window: float = 30.0,
+                 retry: RetryPolicy | None | bool = DEFAULT_RETRY,
+                 retry_budget: tuple[float, float] = (10.0, 0.1),
+                 outlier: OutlierPolicy | None = None, connect_timeout: float = 1.0,
+                 max_sockets: int = 1024, idle_ttl: float = 300.0) -> None:
         super().__init__(registry=registry, selector=selector, timeout=timeout,
                          content_type=content_type, insecure=insecure, keys=keys,
                          mac_window=mac_window,
                          interceptors=interceptors, context=context, cache_ttl=cache_ttl,
-                         max_message_size=max_message_size, is_async=True)
+                         max_message_size=max_message_size, is_async=True, retry=retry,
+                         retry_budget=retry_budget, outlier=outlier,
+                         connect_timeout=connect_timeout, max_sockets=max_sockets,
+                         idle_ttl=idle_ttl)
 
     def call(self, service: str, endpoint: str, request: Any = None, *,
              timeout: float | None = None, metadata: dict[str, Any] | None = None,
              address: str | None = None, response_type: Any = None,
-             content_type: str | None = None, server_key: str | None = None) -> asyncio.Future:
-        """Send the call now; await the result (the decoded reply)."""
+             content_type: str | None = None, server_key: str | None = None,
+             **options: Any) -> asyncio.Future:
+        """Send the call now; await the result (the decoded reply). Options
+        as for Client.call."""
         call = Call(service, endpoint, request, dict(metadata or {}), timeout, address,
-                    content_type, response_type, server_key)
+                    content_type, response_type, server_key, options)
         return asyncio.ensure_future(self._intercepted(call))
 
     async def _intercepted(self, call: Call) -> Any:

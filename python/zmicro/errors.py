@@ -149,9 +149,17 @@ class RPCError(Error):
     a client raises it for every error reply and for failures of the call
     itself (``UNAVAILABLE`` when no node could be reached, so nothing was
     processed; ``DEADLINE_EXCEEDED`` when the deadline passed first).
+
+    ``processed`` says whether a handler may have run: ``False`` when it
+    surely did not (the request was never sent, or the server refused it
+    before any handler: the NOT_PROCESSED flag), so retrying it anywhere is
+    safe; ``True`` for an error a handler answered; ``None`` when nobody
+    knows (the reply never came). Clients retry a call that may have been
+    processed only if its endpoint is idempotent.
     """
 
-    def __init__(self, code: Code | int, detail: str = "", *, id: str = "") -> None:
+    def __init__(self, code: Code | int, detail: str = "", *, id: str = "",
+                 processed: bool | None = True) -> None:
         try:
             code = Code(code)
         except ValueError:
@@ -159,6 +167,7 @@ class RPCError(Error):
         self.code: Code = code
         self.detail = detail
         self.id = id
+        self.processed = processed
         super().__init__(code, detail, id)
 
     def __str__(self) -> str:
@@ -166,8 +175,9 @@ class RPCError(Error):
         return f"{self.code.name}: {self.detail}{origin}" if self.detail else f"{self.code.name}{origin}"
 
     def __reduce__(self):
-        return (_rebuild_rpc_error, (int(self.code), self.detail, self.id))
+        return (_rebuild_rpc_error, (int(self.code), self.detail, self.id, self.processed))
 
 
-def _rebuild_rpc_error(code: int, detail: str, id: str) -> RPCError:
-    return RPCError(code, detail, id=id)
+def _rebuild_rpc_error(code: int, detail: str, id: str,
+                       processed: bool | None = True) -> RPCError:
+    return RPCError(code, detail, id=id, processed=processed)

@@ -46,6 +46,9 @@ class Call:
     content_type: str | None = None
     response_type: Any = None
     server_key: str | None = None         # the node's Curve key, when the caller knows it
+    # Balancing and retry options given to call(): retry, idempotent, key,
+    # version, node_filter (only those the caller set).
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 ClientInterceptor = Callable[[Call, Callable[[Call], Any]], Any]
