@@ -118,6 +118,10 @@ cdef class _Call:
     cdef int attempt_failed(self, exc) except -1
 
 
+cdef class PoolCounters:
+    cdef public uint64_t opens, reuses, evictions, idle_closes
+
+
 cdef class ChannelPool:
     """Channels by (address, server key): LRU bound, idle TTL, counters."""
     cdef object make                  # (address, server_key) -> channel
@@ -125,7 +129,7 @@ cdef class ChannelPool:
     cdef readonly size_t max_sockets
     cdef readonly double idle_ttl
     cdef double next_sweep
-    cdef readonly uint64_t opens, reuses, evictions, idle_closes
+    cdef readonly PoolCounters counters
     cdef object __weakref__
 
     cdef object get(self, key, str address, object server_key, double now)
@@ -159,6 +163,7 @@ cdef class ClientCore:
     cdef object local                 # threading.local: this thread's ChannelPool
     cdef object pools                 # WeakSet of the sync pools (stats)
     cdef ChannelPool apool            # async: the loop's pool
+    cdef PoolCounters counters        # of every pool of this client
     cdef object all_channels          # WeakSet of every sync Channel (close())
     cdef object loop                  # async: the loop it belongs to
     cdef bint closed

@@ -928,14 +928,23 @@ cdef class _Call:
 
 
 @cython.auto_pickle(False)
+cdef class PoolCounters:
+    """What the pools of one client did (shared by its threads' pools, so
+    the counts outlive the threads)."""
+    pass
+
+
+@cython.auto_pickle(False)
 cdef class ChannelPool:
     """The channels of one thread (sync) or one event loop (async), keyed
     by (node address, server key): at most ``max_sockets`` open, the least
     recently used one closed to make room (never one with calls in
     flight), and any idle for ``idle_ttl`` seconds closed."""
 
-    def __init__(self, make, size_t max_sockets=1024, double idle_ttl=300.0):
+    def __init__(self, make, size_t max_sockets=1024, double idle_ttl=300.0,
+                 PoolCounters counters=None):
         self.make = make
+        self.counters = counters if counters is not None else PoolCounters()
         self.entries = _collections.OrderedDict()
         self.max_sockets = max_sockets
         self.idle_ttl = idle_ttl
@@ -945,8 +954,10 @@ cdef class ChannelPool:
         """The open channel for `key` (opened, LRU-evicting, when needed)."""
         channel = self.entries.get(key)
         if channel is not None and not _channel_closed(channel):
-            self.reuses += 1
+            self.counters.reuses += 1
             self.entries.move_to_end(key)
+            if <size_t>len(self.entries) > self.max_sockets:  # over while all were busy
+                self._evict()
         else:
             if channel is not None:
                 del self.entries[key]
@@ -954,7 +965,7 @@ cdef class ChannelPool:
                 self._evict()
             channel = self.make(address, server_key)
             self.entries[key] = channel
-            self.opens += 1
+            self.counters.opens += 1
         _set_used(channel, now)
         if now >= self.next_sweep:
             self.sweep(now)
@@ -966,7 +977,7 @@ cdef class ChannelPool:
                 continue
             del self.entries[key]
             channel.close()
-            self.evictions += 1
+            self.counters.evictions += 1
             return 1
         return 0
 
@@ -980,7 +991,7 @@ cdef class ChannelPool:
                 continue
             del self.entries[key]
             channel.close()
-            self.idle_closes += 1
+            self.counters.idle_closes += 1
 
     def close(self):
         for channel in self.entries.values():
@@ -988,8 +999,9 @@ cdef class ChannelPool:
         self.entries.clear()
 
     def stats(self):
-        return {"open": len(self.entries), "opens": self.opens, "reuses": self.reuses,
-                "evictions": self.evictions, "idle_closed": self.idle_closes}
+        c = self.counters
+        return {"open": len(self.entries), "opens": c.opens, "reuses": c.reuses,
+                "evictions": c.evictions, "idle_closed": c.idle_closes}
 
     def __len__(self):
         return len(self.entries)
@@ -1063,8 +1075,9 @@ cdef class ClientCore:
         self.pools = _weakref.WeakSet()
         self.all_channels = _weakref.WeakSet()
         self.rng = (<uint64_t>(monotonic() * 1e9)) | 1
+        self.counters = PoolCounters()
         if is_async:
-            self.apool = ChannelPool(self._open_async, max_sockets, idle_ttl)
+            self.apool = ChannelPool(self._open_async, max_sockets, idle_ttl, self.counters)
 
     cdef double uniform(self) noexcept:
         """A number in [0, 1) (xorshift64*; for jitter, not secrets)."""
@@ -1140,7 +1153,7 @@ cdef class ClientCore:
         pool = getattr(self.local, "pool", None)
         if pool is None:
             pool = self.local.pool = ChannelPool(self._open_sync, self.max_sockets,
-                                                 self.idle_ttl)
+                                                 self.idle_ttl, self.counters)
             self.pools.add(pool)
         return <ChannelPool>pool
 
@@ -1311,13 +1324,10 @@ cdef class ClientCore:
 
     def pool_stats(self):
         """Channel counters, summed over every thread's pool (or the loop's)."""
-        total = {"open": 0, "opens": 0, "reuses": 0, "evictions": 0, "idle_closed": 0}
         pools = [self.apool] if self.is_async else list(self.pools)
-        for pool in pools:
-            if pool is not None:
-                for k, v in pool.stats().items():
-                    total[k] += v
-        return total
+        c = self.counters
+        return {"open": sum(len(p) for p in pools if p is not None), "opens": c.opens,
+                "reuses": c.reuses, "evictions": c.evictions, "idle_closed": c.idle_closes}
 
     def retry_budget(self, str service):
         return self._budget(service)
