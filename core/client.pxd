@@ -16,6 +16,7 @@ cdef class Channel:
     cdef readonly uint64_t n_malformed  # frames that were not a valid reply
     cdef readonly uint64_t n_unauthenticated  # replies that failed the MAC checks
     cdef double last_used             # monotonic: the pool's idle TTL
+    cdef int peer_state               # the monitor's last word: 1 connected, -1 lost, 0 none
     cdef object __weakref__           # the client tracks its channels weakly
 
 
@@ -42,6 +43,7 @@ cdef class AsyncChannel:
     cdef readonly uint64_t n_malformed  # frames that were not a valid reply
     cdef readonly uint64_t n_unauthenticated  # replies that failed the MAC checks
     cdef object rpc_error             # zmicro.errors.RPCError
+    cdef int peer_state               # the monitor's last word: 1 connected, -1 lost, 0 none
     cdef double last_used             # monotonic: the pool's idle TTL
 
     cdef bint _send_now(self, _Pending p, const uint8_t *hbuf, size_t hlen,

@@ -152,6 +152,19 @@ cdef object _monitor_events(monitor, str address):
     return error, state
 
 
+cdef object _unsent(str detail):
+    """UNAVAILABLE for a request that never left this client: safe to
+    retry anywhere, and free for the retry budget (no server saw it)."""
+    exc = _RPCError(_Code.UNAVAILABLE, detail, processed=False)
+    exc._unsent = True
+    return exc
+
+
+cdef inline bint _costs_budget(RetryPolicy policy, exc):
+    return (isinstance(exc, _RPCError) and exc.code in policy.retryable_codes
+            and not getattr(exc, "_unsent", False))
+
+
 cdef object _lost(str address):
     return _RPCError(_Code.UNAVAILABLE,
                      f"the connection to {address} was lost while the call was in "
@@ -204,25 +217,33 @@ cdef class Channel:
         """Wait for room to send (the connection is up), watching the
         handshake: a server that refuses our key is an error now, not at
         the deadline, and the socket is closed so that it stops
-        reconnecting (libzmq's RECONNECT_STOP is a draft API)."""
+        reconnecting (libzmq's RECONNECT_STOP is a draft API). A peer
+        whose connection was lost (and not yet back) fails at once: the
+        call goes elsewhere instead of waiting to connect."""
         if self.monitor is None:
             return wait_until(self.sock, ZM_POLLOUT, deadline_at)
         import zmq
         poller = zmq.Poller()
         poller.register(self.zsock, zmq.POLLOUT)
         poller.register(self.monitor, zmq.POLLIN)
+        first = True
         while True:
             left = deadline_at - monotonic() if deadline_at > 0 else 1.0
             if left <= 0:
                 return 0
-            ready = dict(poller.poll(max(1, int(left * 1000))))
+            ready = dict(poller.poll(0 if first else max(1, int(left * 1000))))
             if self.monitor in ready:
                 error, state = _monitor_events(self.monitor, self.address)
                 if error is not None:
                     self.close()
                     raise error
+                if state:
+                    self.peer_state = state
             if self.zsock in ready:
                 return 1
+            if self.peer_state < 0:
+                return 0
+            first = False
 
     def __dealloc__(self):
         if self.zsock is not None and not self.zsock.closed:
@@ -252,7 +273,7 @@ cdef class Channel:
         cdef uint8_t nonce[16]
         cdef MacKey key
         if self.sock == NULL:
-            raise _RPCError(_Code.UNAVAILABLE, "channel closed", processed=False)
+            raise _unsent("channel closed")
         if deadline_at > 0 and monotonic() >= deadline_at:
             raise _RPCError(_Code.DEADLINE_EXCEEDED, "deadline passed before the call was sent",
                             processed=False)
@@ -288,8 +309,7 @@ cdef class Channel:
                 if err == 0:
                     break
                 if not self._wait_writable(wait_until_t):
-                    raise _RPCError(_Code.UNAVAILABLE,
-                                    f"could not reach {self.address} in time", processed=False)
+                    raise _unsent(f"could not reach {self.address} in time")
         finally:
             PyBuffer_Release(&bview)
 
@@ -305,6 +325,8 @@ cdef class Channel:
             if not recv_until(&r, self.sock, slice_end):
                 if slice_end != deadline_at:
                     error, state = _monitor_events(self.monitor, self.address)
+                    if state:
+                        self.peer_state = state
                     if state < 0:
                         raise _lost(self.address)
                     continue
@@ -369,6 +391,8 @@ cdef class AsyncChannel:
         if self.closed or self.monitor is None:
             return
         error, state = _monitor_events(self.monitor, self.address)
+        if state:
+            self.peer_state = state
         if error is not None:
             self.close(error)
         elif state < 0:
@@ -425,7 +449,7 @@ cdef class AsyncChannel:
         p.future = fut
         p.owner = owner
         if self.closed:
-            self._fail(p, self.rpc_error(C_UNAVAILABLE, "client closed", processed=False))
+            self._fail(p, _unsent("client closed"))
             return fut
         if deadline_at > 0 and monotonic() >= deadline_at:
             self._fail(p, self.rpc_error(C_DEADLINE_EXCEEDED,
@@ -455,6 +479,10 @@ cdef class AsyncChannel:
                 if owner is not None:
                     owner.abandon()
                 fut.set_exception(exc)
+                return fut
+            if self.peer_state < 0 and (self.backlog or socket_events(self.sock) & ZM_POLLOUT == 0):
+                # The connection is lost and not back: go elsewhere now.
+                self._fail(p, _unsent(f"{self.address} is not connected"))
                 return fut
             self.pending[p.request_id] = p
             if self.backlog or not self._send_now(p, hbuf, hlen, body, &b, key):
@@ -700,8 +728,7 @@ cdef class AsyncChannel:
                     processed=None))
             else:
                 del self.pending[request_id]
-                self._fail(p, self.rpc_error(
-                    C_UNAVAILABLE, f"could not reach {self.address} in time", processed=False))
+                self._fail(p, _unsent(f"could not reach {self.address} in time"))
         # Entries of answered calls stay in the heap until their deadline;
         # rebuild when they outnumber the live ones, so memory follows load.
         if len(self.timers) > 2 * len(self.pending) + 64:
@@ -828,7 +855,9 @@ cdef class RetryBudget:
     """Retry throttling per service (gRPC A6): a failed attempt costs a
     token, a success returns ``token_ratio`` of one (up to
     ``max_tokens``); retries stop while the tokens are at or below half,
-    so a failing service gets at most its callers' first attempts."""
+    so a failing service gets at most its callers' first attempts. An
+    attempt that never left the client (its node unreachable) costs
+    nothing: no server saw it (gRPC's transparent retries)."""
 
     def __init__(self, double max_tokens=10.0, double token_ratio=0.1):
         if not 0 < max_tokens <= 1000:
@@ -878,7 +907,7 @@ cdef class _Call:
             self.balancer.finish(self.node, now - self.started, _node_failed(exc))
         if self.policy is None:
             return 0
-        if isinstance(exc, _RPCError) and exc.code in self.policy.retryable_codes:
+        if _costs_budget(self.policy, exc):
             self.budget.failure()
         if not self.policy.allows(exc, self.attempts, self.idempotent) or not self.budget.allows():
             return 0
@@ -1283,7 +1312,7 @@ cdef class ClientCore:
                     balancer.finish(node, now - t0, _node_failed(exc))
                 if policy is None:
                     raise
-                if isinstance(exc, _RPCError) and exc.code in policy.retryable_codes:
+                if _costs_budget(policy, exc):
                     budget.failure()
                 if not policy.allows(exc, attempts, idempotent) or not budget.allows():
                     raise
