@@ -72,6 +72,9 @@ cdef class _Pending:
     cdef list frames                  # a signed request's frames, until sent
     cdef double connect_by            # monotonic: unsent by then -> UNAVAILABLE (0: deadline)
     cdef _Call owner                  # node accounting and retries, or None
+    cdef NodeState node               # the attempt's node (None: accounted for)
+    cdef double started               # monotonic: when the attempt was sent
+    cdef AsyncChannel channel         # with an owner: the channel it went on
 
 
 cdef class RetryPolicy:
@@ -98,8 +101,18 @@ cdef class RetryBudget:
     cdef bint allows(self) noexcept
 
 
+cdef class HedgingPolicy:
+    """Hedged calls for idempotent endpoints (gRPC A6)."""
+    cdef readonly int max_attempts
+    cdef readonly double delay
+    cdef readonly frozenset non_fatal_codes
+
+
 cdef class _Call:
     cdef ClientCore core
+    cdef HedgingPolicy hedge          # None: not hedged
+    cdef int live                     # attempts in flight
+    cdef list attempts_live           # hedged: their _Pending
     cdef object future                # the caller's CallFuture
     cdef str service, endpoint, content_type
     cdef object body, decode, server_key, key
@@ -109,7 +122,7 @@ cdef class _Call:
     cdef Keyring ring
     cdef Balancer balancer            # None with a fixed address
     cdef Subset subset
-    cdef NodeState node               # the attempt's node (None: accounted for)
+    cdef NodeState node               # the latest attempt's node
     cdef set tried                    # nodes tried already
     cdef str address                  # a fixed address (no balancer)
     cdef RetryPolicy policy           # None: no retries
@@ -118,6 +131,9 @@ cdef class _Call:
     cdef int attempts
 
     cdef int attempt_failed(self, exc) except -1
+    cdef void _finish(self, _Pending p, bint failed) noexcept
+    cdef int _cancel_others(self, _Pending winner) except -1
+    cdef bint _send_next(self) except -1
 
 
 cdef class PoolCounters:
@@ -155,6 +171,7 @@ cdef class ClientCore:
     cdef double keys_checked          # monotonic time of the last refresh_keys()
     cdef readonly size_t max_message_size  # bytes per frame the peers accept
     cdef readonly RetryPolicy retry   # the client's policy (None: no retries)
+    cdef readonly HedgingPolicy hedge  # the client's hedging of idempotent calls
     cdef tuple budget_args            # RetryBudget(max_tokens, token_ratio)
     cdef dict budgets                 # service -> RetryBudget
     cdef readonly double connect_timeout  # s an attempt may wait to connect (0: deadline)

@@ -448,6 +448,13 @@ cdef class AsyncChannel:
             fut = CallFuture(loop=self.loop)
         p.future = fut
         p.owner = owner
+        if owner is not None:
+            p.node = owner.node
+            p.started = monotonic()
+            p.channel = self
+            owner.live += 1
+            if owner.hedge is not None:
+                owner.attempts_live.append(p)
         if self.closed:
             self._fail(p, _unsent("client closed"))
             return fut
@@ -477,7 +484,7 @@ cdef class AsyncChannel:
             except Exception as exc:
                 p.owner = None  # not the node's fault, nothing to retry
                 if owner is not None:
-                    owner.abandon()
+                    owner.abandon(p)
                 fut.set_exception(exc)
                 return fut
             if self.peer_state < 0 and (self.backlog or socket_events(self.sock) & ZM_POLLOUT == 0):
@@ -518,15 +525,16 @@ cdef class AsyncChannel:
     cdef int _fail(self, _Pending p, exc) except -1:
         """End `p` with `exc` (its owner may retry it elsewhere)."""
         if p.owner is not None:
-            p.owner.failed(exc)
+            p.owner.failed(p, exc)
         else:
             p.future.set_exception(exc)
         return 0
 
     cdef int _succeed(self, _Pending p, value) except -1:
         if p.owner is not None:
-            p.owner.succeeded()
-        p.future.set_result(value)
+            p.owner.succeeded(p)
+        if not p.future.done():
+            p.future.set_result(value)
         return 0
 
     cdef bint _send_now(self, _Pending p, const uint8_t *hbuf, size_t hlen, object body,
@@ -663,6 +671,8 @@ cdef class AsyncChannel:
                     self.n_stale += 1
                     continue
                 if p.future.done():
+                    if p.owner is not None:  # a hedged attempt that lost the race
+                        p.owner.abandon(p)
                     continue
                 refused = (p.ring is not None
                            and check_reply(p.ring, &r, &h, &v, self.partition) != MAC_OK)
@@ -682,7 +692,7 @@ cdef class AsyncChannel:
                     value = p.decode(value)
                 except Exception as exc:
                     if p.owner is not None:
-                        p.owner.succeeded()  # the node answered
+                        p.owner.succeeded(p)  # the node answered
                     p.future.set_exception(_undecodable(exc))
                     continue
             self._succeed(p, value)
@@ -895,63 +905,136 @@ cdef class RetryBudget:
 
 
 @cython.auto_pickle(False)
+cdef class HedgingPolicy:
+    """Hedged calls (gRPC A6) for idempotent endpoints of an AsyncClient:
+    the first attempt goes out; while no answer has come, another goes to
+    another node every ``delay`` seconds, up to ``max_attempts`` in flight
+    in all; the first reply wins and the others are cancelled. An attempt
+    failing with a code in ``non_fatal_codes`` sends the next one at once;
+    any other code ends the call."""
+
+    def __init__(self, int max_attempts=2, double delay=0.05,
+                 non_fatal_codes=(_Code.UNAVAILABLE,)):
+        if not 2 <= max_attempts <= 5:
+            raise ValueError(f"max_attempts must be 2..5, not {max_attempts}")
+        if not delay >= 0:
+            raise ValueError(f"delay must be >= 0, not {delay}")
+        self.max_attempts = max_attempts
+        self.delay = delay
+        self.non_fatal_codes = RetryPolicy(retryable_codes=non_fatal_codes).retryable_codes
+
+    def __repr__(self):
+        return (f"HedgingPolicy(max_attempts={self.max_attempts}, delay={self.delay}, "
+                f"non_fatal_codes={sorted(c.name for c in self.non_fatal_codes)})")
+
+
+@cython.auto_pickle(False)
 cdef class _Call:
-    """One AsyncClient call across its attempts: node accounting, and the
+    """One AsyncClient call across its attempts: node accounting, the
     retry decision when an attempt fails (the sync path does the same in
-    ClientCore.call's loop)."""
+    ClientCore.call's loop), and hedging."""
+
+    cdef inline void _finish(self, _Pending p, bint failed) noexcept:
+        if p.node is not None:
+            self.balancer.finish(p.node, monotonic() - p.started, failed)
+            p.node = None
 
     cdef int attempt_failed(self, exc) except -1:
-        """Account for a failed attempt; True: it will be retried."""
+        """A failed attempt was accounted for; True: it will be retried."""
         cdef double now = monotonic()
-        if self.node is not None:
-            self.balancer.finish(self.node, now - self.started, _node_failed(exc))
         if self.policy is None:
             return 0
         if _costs_budget(self.policy, exc):
             self.budget.failure()
         if not self.policy.allows(exc, self.attempts, self.idempotent) or not self.budget.allows():
             return 0
-        if self.address is not None or self.node is None:
-            return 0
         self.delay = self.policy.backoff(self.attempts, self.core.uniform())
         if 0 < self.deadline <= now + self.delay:
             return 0
-        if self.tried is None:
-            self.tried = set()
-        self.tried.add(self.node)
         return 1
 
-    def failed(self, exc):
+    def failed(self, _Pending p, exc):
+        self._finish(p, _node_failed(exc))
+        self.live -= 1
+        if self.future.done():
+            return
+        if self.hedge is not None:
+            if not (isinstance(exc, _RPCError) and exc.code in self.hedge.non_fatal_codes):
+                self._cancel_others(None)
+                self.future.set_exception(exc)
+            elif self.attempts < self.hedge.max_attempts and self._send_next():
+                pass
+            elif self.live == 0:
+                self.future.set_exception(exc)
+            return
         if self.attempt_failed(exc):
             self.future._zm_channel = None  # a cancel now just ends the call
             self.core.loop.call_later(self.delay, self.retry)
-        elif not self.future.done():
+        else:
             self.future.set_exception(exc)
 
-    def abandon(self):
-        if self.node is not None:
-            self.balancer.finish(self.node, monotonic() - self.started, False)
-            self.node = None
+    def abandon(self, _Pending p):
+        self._finish(p, False)
+        self.live -= 1
 
-    def succeeded(self):
-        if self.node is not None:
-            self.balancer.finish(self.node, monotonic() - self.started, False)
-            self.node = None
+    def succeeded(self, _Pending p):
+        self._finish(p, False)
+        self.live -= 1
         if self.budget is not None:
             self.budget.success()
+        if self.hedge is not None and not self.future.done():
+            self._cancel_others(p)
+
+    cdef int _cancel_others(self, _Pending winner) except -1:
+        cdef _Pending other
+        for other in self.attempts_live:
+            if other is not winner and other.channel is not None:
+                other.channel._cancelled(other.request_id)
+                self._finish(other, False)
+        self.attempts_live = []
+        return 0
+
+    def _cancelled(self, request_id):
+        # The caller cancelled a hedged call: cancel every attempt.
+        self._cancel_others(None)
+
+    cdef bint _send_next(self) except -1:
+        """Send one more attempt to a node not tried yet (False: none)."""
+        if self.tried is None:
+            self.tried = set()
+        if self.node is not None:
+            self.tried.add(self.node)
+        node = self.balancer.pick(self.subset, self.key, self.tried)
+        if node is None or node in self.tried:
+            return False
+        self.node = node
+        self.attempts += 1
+        self.core.send_async(self)
+        return True
+
+    def hedge_timer(self):
+        if self.future.done() or self.attempts >= self.hedge.max_attempts:
+            return
+        if 0 < self.deadline <= monotonic():
+            return
+        if self._send_next() and self.attempts < self.hedge.max_attempts:
+            self.core.loop.call_later(self.hedge.delay, self.hedge_timer)
 
     def retry(self):
         if self.future.done():  # cancelled while waiting
             return
         self.attempts += 1
         try:
-            self.node = self.balancer.pick(self.subset, self.key, self.tried)
-            if self.node is None:
-                raise _RPCError(_Code.UNAVAILABLE, f"no node of service {self.service!r} "
-                                f"is registered", processed=False)
+            if self.balancer is not None:
+                if self.tried is None:
+                    self.tried = set()
+                self.tried.add(self.node)
+                self.node = self.balancer.pick(self.subset, self.key, self.tried)
+                if self.node is None:
+                    raise _RPCError(_Code.UNAVAILABLE, f"no node of service {self.service!r} "
+                                    f"is registered", processed=False)
             self.core.send_async(self)
         except BaseException as exc:
-            self.node = None
             if not self.future.done():
                 self.future.set_exception(exc)
 
@@ -1072,7 +1155,7 @@ cdef class ClientCore:
                  refresh, double cache_ttl, make_socket, bint is_async,
                  keyring_for=None, refresh_keys=None, size_t max_message_size=0,
                  RetryPolicy retry=None, budget=(10.0, 0.1), double connect_timeout=1.0,
-                 size_t max_sockets=1024, double idle_ttl=300.0):
+                 size_t max_sockets=1024, double idle_ttl=300.0, HedgingPolicy hedge=None):
         self.codecs = codec_entries(codecs)
         if default_content_type not in self.codecs:
             raise ValueError(f"no codec registered for {default_content_type!r}")
@@ -1092,7 +1175,10 @@ cdef class ClientCore:
         self.keyrings = {}
         self.keys_checked = monotonic()
         self.max_message_size = max_message_size
+        if hedge is not None and not is_async:
+            raise ValueError("hedging: hedged calls need an AsyncClient")
         self.retry = retry
+        self.hedge = hedge
         self.budget_args = tuple(budget)
         self.budgets = {}
         self.connect_timeout = connect_timeout
@@ -1198,19 +1284,23 @@ cdef class ClientCore:
         """Send attempt `c.attempts` of an async call to `c.node`."""
         cdef double now = monotonic()
         cdef AsyncChannel channel
-        channel = self._async_channel(c.node.address, c.server_key, now)
-        c.started = now
-        c.balancer.start(c.node)
+        if c.node is None:
+            channel = self._async_channel(c.address, c.server_key, now)
+        else:
+            channel = self._async_channel(c.node.address, c.server_key, now)
+            c.balancer.start(c.node)
         channel.call(c.service, c.endpoint, c.content_type, c.body, c.deadline, c.decode,
                      c.metadata, c.trace_hi, c.trace_lo, c.span_id, c.ring,
                      now + self.connect_timeout if self.connect_timeout > 0 else 0,
                      c, c.future)
+        if c.hedge is not None:
+            c.future._zm_channel = c  # a cancel cancels every attempt
         return 0
 
     def call(self, str service, str endpoint, request=None, *, timeout=None,
              dict metadata=None, str address=None, response_type=None,
              str content_type=None, server_key=None, retry=None, bint idempotent=False,
-             key=None, str version=None, dict node_filter=None):
+             key=None, str version=None, dict node_filter=None, HedgingPolicy hedge=None):
         """One call (see zmicro.Client.call / zmicro.AsyncClient.call)."""
         cdef CodecEntry entry
         cdef Context parent
@@ -1227,6 +1317,13 @@ cdef class ClientCore:
         cdef set tried = None
         if self.closed:
             raise _RPCError(_Code.UNAVAILABLE, "client closed", processed=False)
+        if hedge is None and idempotent:
+            hedge = self.hedge
+        if hedge is not None:
+            if not self.is_async:
+                raise ValueError("hedge: hedged calls need an AsyncClient")
+            if not idempotent:
+                raise ValueError("hedge: only idempotent calls are hedged (idempotent=True)")
         if retry is None:
             policy = self.retry
         elif retry is False:
@@ -1267,7 +1364,7 @@ cdef class ClientCore:
         if decode is IDENTITY:
             decode = None
         if self.is_async:
-            if node is None and policy is None:
+            if node is None and policy is None and hedge is None:
                 return self._async_channel(address, server_key, now).call(
                     service, endpoint, entry.name, body, deadline, decode, metadata,
                     trace_hi, trace_lo, span_id, ring,
@@ -1279,16 +1376,14 @@ cdef class ClientCore:
             c.server_key, c.balancer, c.subset, c.key, c.node = (
                 server_key, balancer, subset, key, node)
             c.policy, c.budget, c.idempotent, c.attempts = policy, budget, idempotent, 1
-            c.address = address if node is None else None
+            c.address = address if node is None else None  # fixed: retries go there again
             c.future = CallFuture(loop=_asyncio.get_running_loop())
-            if node is None:  # a fixed address: retries go to it again
-                self._async_channel(address, server_key, now).call(
-                    service, endpoint, entry.name, body, deadline, decode, metadata,
-                    trace_hi, trace_lo, span_id, ring,
-                    now + self.connect_timeout if self.connect_timeout > 0 else 0,
-                    c, c.future)
-            else:
-                self.send_async(c)
+            if hedge is not None and node is not None:
+                c.hedge = hedge
+                c.attempts_live = []
+            self.send_async(c)
+            if c.hedge is not None and not c.future.done():
+                self.loop.call_later(c.hedge.delay, c.hedge_timer)
             return c.future
         while True:
             if parent is not None and parent._blocks_address == address:

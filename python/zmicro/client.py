@@ -23,7 +23,9 @@ A failed call is retried (``retry=``, a :class:`RetryPolicy`; per client and
 per call) when no handler ran it, or when the call says the endpoint is
 ``idempotent=True``: within the call's one deadline, on another node, with
 backoff, and only while the service's retry budget allows (a failing
-service is not hammered).
+service is not hammered). An AsyncClient can also hedge idempotent calls
+(``hedging=`` or per call ``hedge=``, a :class:`HedgingPolicy`): a second
+attempt goes to another node when the first is slow, the first reply wins.
 
 Errors are :class:`~zmicro.errors.RPCError`: the server's code for an error
 reply, ``UNAVAILABLE`` when no node could be reached (the request was never
@@ -60,13 +62,15 @@ from .middleware import Call, ClientInterceptor, chain_client
 from .registry import Registry, default_registry
 from .security import Security
 
-__all__ = ["AsyncClient", "Client", "DEFAULT_TIMEOUT", "OutlierPolicy", "RetryPolicy"]
+__all__ = ["AsyncClient", "Client", "DEFAULT_TIMEOUT", "HedgingPolicy", "OutlierPolicy",
+           "RetryPolicy"]
 
 DEFAULT_TIMEOUT = 5.0
 _STRATEGIES = {"round_robin": _core.SELECT_ROUND_ROBIN, "random": _core.SELECT_RANDOM,
                "p2c": _core.SELECT_P2C, "peak_ewma": _core.SELECT_PEAK_EWMA,
                "hash": _core.SELECT_HASH}
 RetryPolicy = _core.RetryPolicy
+HedgingPolicy = _core.HedgingPolicy
 OutlierPolicy = _core.OutlierPolicy
 #: The default: up to 3 attempts, for UNAVAILABLE only (what was not
 #: processed, or an idempotent endpoint's call).
@@ -120,7 +124,8 @@ class _Base:
                  cache_ttl: float, max_message_size: int, is_async: bool,
                  retry: RetryPolicy | None | bool, retry_budget: tuple[float, float],
                  outlier: OutlierPolicy | None, connect_timeout: float,
-                 max_sockets: int, idle_ttl: float) -> None:
+                 max_sockets: int, idle_ttl: float,
+                 hedging: HedgingPolicy | None = None) -> None:
         if selector not in _STRATEGIES:
             raise ValueError(f"selector is one of {sorted(_STRATEGIES)}, not {selector!r}")
         if retry is True:
@@ -150,7 +155,7 @@ class _Base:
             refresh_keys=secrets.reload_if_changed if secrets else None,
             max_message_size=max_message_size,
             retry=retry or None, budget=retry_budget, connect_timeout=connect_timeout,
-            max_sockets=max_sockets, idle_ttl=idle_ttl)
+            max_sockets=max_sockets, idle_ttl=idle_ttl, hedge=hedging)
         if self._interceptors:
             self._invoke = chain_client(self._interceptors, self._invoke_call)
         else:
@@ -277,7 +282,8 @@ class AsyncClient(_Base):
                  retry: RetryPolicy | None | bool = DEFAULT_RETRY,
                  retry_budget: tuple[float, float] = (10.0, 0.1),
                  outlier: OutlierPolicy | None = None, connect_timeout: float = 1.0,
-                 max_sockets: int = 1024, idle_ttl: float = 300.0) -> None:
+                 max_sockets: int = 1024, idle_ttl: float = 300.0,
+                 hedging: HedgingPolicy | None = None) -> None:
         super().__init__(registry=registry, selector=selector, timeout=timeout,
                          content_type=content_type, insecure=insecure, keys=keys,
                          mac_window=mac_window,
@@ -285,7 +291,7 @@ class AsyncClient(_Base):
                          max_message_size=max_message_size, is_async=True, retry=retry,
                          retry_budget=retry_budget, outlier=outlier,
                          connect_timeout=connect_timeout, max_sockets=max_sockets,
-                         idle_ttl=idle_ttl)
+                         idle_ttl=idle_ttl, hedging=hedging)
 
     def call(self, service: str, endpoint: str, request: Any = None, *,
              timeout: float | None = None, metadata: dict[str, Any] | None = None,
@@ -293,7 +299,8 @@ class AsyncClient(_Base):
              content_type: str | None = None, server_key: str | None = None,
              **options: Any) -> asyncio.Future:
         """Send the call now; await the result (the decoded reply). Options
-        as for Client.call."""
+        as for Client.call, and ``hedge`` (a HedgingPolicy; idempotent calls
+        only)."""
         call = Call(service, endpoint, request, dict(metadata or {}), timeout, address,
                     content_type, response_type, server_key, options)
         return asyncio.ensure_future(self._intercepted(call))
