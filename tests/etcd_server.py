@@ -134,6 +134,13 @@ class EtcdServer:
         self.stop()
         self.start()
 
+    def wipe(self) -> None:
+        """Stop, delete every key and lease (the data directory), start: a replaced etcd."""
+        self.stop()
+        shutil.rmtree(self.data_dir / "data", ignore_errors=True)
+        self.token = ""
+        self.start()
+
     def cleanup(self) -> None:
         """Kill the server and remove its data directory (if this object made it)."""
         self.kill()
@@ -170,6 +177,15 @@ class EtcdServer:
     def leases(self) -> list[int]:
         return [int(x["ID"]) for x in self.call("lease/leases", {}).get("leases", [])]
 
+    def grant(self, ttl: int) -> int:
+        return int(self.call("lease/grant", {"TTL": ttl, "ID": 0})["ID"])
+
+    def put(self, key: str, value: bytes, lease: int = 0) -> None:
+        body = {"key": _b64(key.encode()), "value": _b64(value)}
+        if lease:
+            body["lease"] = lease
+        self.call("kv/put", body)
+
     def revoke(self, lease: int) -> None:
         self.call("lease/revoke", {"ID": lease})
 
@@ -192,8 +208,8 @@ class EtcdServer:
         self.token = answer["token"]
 
     def disable_auth(self) -> None:
+        """Turn authentication off (the root user stays; enable_auth works once per data dir)."""
         self.call("auth/disable", {})
-        self.call("auth/user/delete", {"name": "root"})
         self.token = ""
 
 
