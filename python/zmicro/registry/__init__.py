@@ -41,6 +41,7 @@ from .base import (
     ServiceRecord,
     Watcher,
 )
+from .cache import RegistryCache
 from .embedded import EmbeddedRegistry
 from .etcd import EtcdRegistry
 from .memory import MemoryRegistry
@@ -55,6 +56,7 @@ __all__ = [
     "MemoryRegistry",
     "Node",
     "Registry",
+    "RegistryCache",
     "RegistryError",
     "ServiceRecord",
     "Watcher",
