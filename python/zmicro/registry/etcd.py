@@ -458,16 +458,29 @@ class EtcdRegistry(Registry):
         """The watch stream (a requests Response) for ``body``; closed on exit."""
         import requests
 
-        index = self._current
-        client = self._clients[index]
+        for attempt in range(2):
+            index = self._current
+            client = self._clients[index]
+            try:
+                resp = client.session.post(client.get_url("watch"), json=body, stream=True,
+                                           timeout=(self._timeout, None))
+            except requests.RequestException as e:
+                with self._io_lock:
+                    if self._current == index:  # let the next attempt try the next endpoint
+                        self._current = (index + 1) % len(self._clients)
+                raise RegistryError(
+                    f"etcd {self._url(index)}: cannot watch: unreachable ({_brief(e)})"
+                ) from None
+            if resp.status_code == 200:
+                break
+            text = resp.text.strip()
+            resp.close()
+            if attempt == 0 and self._username is not None and "invalid auth token" in text:
+                with self._io_lock:
+                    self._authenticate()
+                continue
+            raise RegistryError(f"etcd {self._url(index)}: cannot watch: {text}")
         try:
-            resp = client.session.post(client.get_url("watch"), json=body, stream=True,
-                                       timeout=(self._timeout, None))
-        except requests.RequestException as e:
-            raise RegistryError(f"etcd {self._url(index)}: cannot watch: unreachable ({_brief(e)})") from None
-        try:
-            if resp.status_code != 200:
-                raise RegistryError(f"etcd {self._url(index)}: cannot watch: {resp.text.strip()}")
             yield resp
         finally:
             resp.close()
@@ -554,35 +567,40 @@ class _EtcdWatcher(QueueWatcher):
         with self._resp_lock:
             self._resp = resp
         if self._wake.is_set():
-            stack.close()
+            self._close(stack)
             return None
         lines = _lines(resp)
         try:
             first = next(lines)
         except Exception as e:  # noqa: BLE001 - any break of the stream
-            stack.close()
+            self._close(stack)
             raise RegistryError(f"etcd {self._registry.endpoint}: cannot watch: {_brief(e)}") from None
-        result = first.get("result", {})
-        if not result.get("created"):
-            stack.close()
+        if not first.get("result", {}).get("created"):
+            self._close(stack)
             raise RegistryError(f"etcd {self._registry.endpoint}: cannot watch: {first}")
         return stack, lines
+
+    def _close(self, stack: contextlib.ExitStack) -> None:
+        """Close the stream; under the lock so that _interrupt never touches a reused fd."""
+        with self._resp_lock:
+            self._resp = None
+            stack.close()
 
     def _interrupt(self) -> None:
         """Wake a thread blocked reading the stream (shut its socket down)."""
         with self._resp_lock:
             resp = self._resp
-        if resp is None:
-            return
-        try:
-            fd = resp.raw._fp.fileno()  # the urllib3 response's socket
-            sock = socket.socket(fileno=os.dup(fd))
+            if resp is None:
+                return
             try:
-                sock.shutdown(socket.SHUT_RDWR)
-            finally:
-                sock.close()
-        except (AttributeError, OSError, ValueError):
-            pass
+                fd = resp.raw._fp.fileno()  # the urllib3 response's socket
+                sock = socket.socket(fileno=os.dup(fd))
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                finally:
+                    sock.close()
+            except (AttributeError, OSError, ValueError):
+                pass
 
     def _run(self, first) -> None:
         stream = first
@@ -591,11 +609,12 @@ class _EtcdWatcher(QueueWatcher):
             if stream is not None:
                 stack, lines = stream
                 try:
-                    with stack:
-                        self._consume(lines)
+                    self._consume(lines)
                 except Exception as e:  # noqa: BLE001 - a broken stream, whatever broke it
                     if not self._wake.is_set():
                         log.debug("etcd watch stream broke: %s", e)
+                finally:
+                    self._close(stack)
                 stream = None
             if self._wake.is_set():
                 return
