@@ -258,3 +258,29 @@ def test_range_end():
     assert _range_end(b"/a/") == b"/a0"
     assert _range_end(b"a\xff") == b"b"
     assert _range_end(b"\xff\xff") == b"\0"
+
+
+CRASHING_SERVICE = """
+import os, sys
+from zmicro.registry import EtcdRegistry, Node, ServiceRecord
+reg = EtcdRegistry(sys.argv[1], prefix=sys.argv[2], ttl=2)
+reg.register(ServiceRecord(name="Crash", nodes=(Node(id="doomed", address="tcp://127.0.0.1:1"),)), ttl=2)
+print(reg.lease_id, flush=True)
+os._exit(0)  # no close(): the lease is left to expire, as after kill -9
+"""
+
+
+def test_a_dead_process_nodes_expire_with_its_lease(make, etcd_endpoint, etcd_prefix):
+    import subprocess
+    import sys
+
+    reg = make()
+    with reg.watch("Crash") as watcher:
+        out = subprocess.run([sys.executable, "-c", CRASHING_SERVICE, etcd_endpoint, etcd_prefix],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        created = watcher.next(timeout=WAIT)
+        assert (created.type, created.record.nodes[0].id) == (EventType.CREATE, "doomed")
+        deleted = watcher.next(timeout=WAIT)  # etcd expires the lease ~2 s later
+        assert (deleted.type, deleted.record.nodes[0].id) == (EventType.DELETE, "doomed")
+    assert reg.get("Crash") == []

@@ -62,3 +62,31 @@ def test_default_registry_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setattr(registry_module, "_default", None)
     monkeypatch.setenv("ZMICRO_REGISTRY_DIR", str(tmp_path / "dir"))
     assert registry_module.default_registry().path == str(tmp_path / "dir")
+
+
+# -- property tests of the parsers --------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from zmicro.registry.etcd import parse_endpoints  # noqa: E402
+
+hosts = st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z0-9-]{1,10}){0,3}", fullmatch=True)
+ports = st.integers(1, 65535)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["http", "https", None]), hosts, ports), min_size=1, max_size=4))
+def test_parse_endpoints_round_trips(items):
+    text = ",".join(f"{s}://{h}:{p}" if s else f"{h}:{p}" for s, h, p in items)
+    assert parse_endpoints(text) == [(s or "http", h, p) for s, h, p in items]
+
+
+@given(st.text(max_size=60))
+def test_parse_endpoints_refuses_cleanly(text):
+    try:
+        parsed = parse_endpoints(text)
+    except ValueError as e:
+        assert "endpoints" in str(e)
+    else:
+        assert parsed and all(s in ("http", "https") and h and 0 < p < 65536 for s, h, p in parsed)
+

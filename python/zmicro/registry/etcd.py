@@ -116,10 +116,13 @@ def parse_endpoints(endpoints: str | Sequence[str]) -> list[tuple[str, str, int]
         text = item.strip()
         if "://" not in text:
             text = "http://" + text
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+        except ValueError as e:  # e.g. an unclosed "[" of an IPv6 address
+            raise ValueError(f"endpoints: cannot parse {item!r}: {e}") from None
         if parts.scheme not in ("http", "https"):
             raise ValueError(f"endpoints: scheme must be http or https: {item!r}")
-        if parts.username is not None or parts.password is not None:
+        if "@" in parts.netloc:
             raise ValueError("endpoints: put no credentials in the URL; pass username= and password=")
         try:
             port = parts.port or 2379

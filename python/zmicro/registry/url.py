@@ -30,7 +30,10 @@ def from_url(url: str) -> Registry:
         from .embedded import EmbeddedRegistry
 
         return EmbeddedRegistry(os.path.expanduser(url))
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        raise ValueError(f"registry URL {url!r}: {e}") from None
     scheme = parts.scheme.lower()
     if scheme in ("etcd", "etcds"):
         from .etcd import DEFAULT_PREFIX, DEFAULT_TTL, EtcdRegistry
