@@ -190,13 +190,15 @@ class EtcdServer:
         self.call("lease/revoke", {"ID": lease})
 
     def keys(self, prefix: str = "/") -> dict[str, dict]:
-        """Every key under ``prefix`` with its metadata (lease as an int, 0 for none)."""
+        """Every key under ``prefix`` with its lease (an int, 0 for none) and mod_revision."""
         b = prefix.encode()
         end = b[:-1] + bytes([b[-1] + 1])
         answer = self.call("kv/range", {"key": _b64(b), "range_end": _b64(end)})
         out = {}
         for kv in answer.get("kvs", []):
-            out[base64.b64decode(kv["key"]).decode()] = {"lease": int(kv.get("lease", 0))}
+            out[base64.b64decode(kv["key"]).decode()] = {
+                "lease": int(kv.get("lease", 0)), "mod_revision": int(kv.get("mod_revision", 0)),
+            }
         return out
 
     def enable_auth(self, password: str) -> None:

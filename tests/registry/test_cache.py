@@ -301,14 +301,17 @@ def test_etcd_stopped_serves_stale_then_resyncs(etcd_server, etcd_endpoint, etcd
     try:
         writer.register(rec("Greeter", "a"), ttl=3)
         assert ids(cache.get("Greeter")) == ["a"]
+        assert not cache.is_stale("Greeter")
         etcd_server.stop()
         with pytest.raises(RegistryError, match="unreachable"):
             reader.get("Greeter")
+        eventually(lambda: cache.is_stale("Greeter"), "the cache knows its watch is down")
         for _ in range(10):
             assert ids(cache.get("Greeter")) == ["a"]  # stale-on-error: still served
         etcd_server.start()
         writer.register(rec("Greeter", "b"), ttl=3)
         eventually(lambda: ids(cache.get("Greeter")) == ["a", "b"], "b arrives after the restart")
+        assert not cache.is_stale("Greeter")
         writer.deregister(rec("Greeter", "a"))
         eventually(lambda: ids(cache.get("Greeter")) == ["b"], "a's removal arrives")
         assert proxy.gets == 1  # the etcd watcher re-synced itself; the cache never re-read

@@ -105,6 +105,20 @@ def test_reregisters_after_the_lease_is_revoked(make, etcd_server, etcd_prefix):
     }
 
 
+def test_heartbeats_write_nothing_changes_do(make, etcd_server, etcd_prefix):
+    reg = make(ttl=5)
+    reg.register(rec("A", "a1"), ttl=5)
+    [before] = etcd_server.keys(etcd_prefix).values()
+    for _ in range(3):
+        reg.register(rec("A", "a1"), ttl=5)  # what a service does every ttl/3
+    assert list(etcd_server.keys(etcd_prefix).values()) == [before]
+    reg.register(ServiceRecord(name="A", version="1", metadata={"new": "yes"},
+                               nodes=rec("A", "a1").nodes), ttl=5)
+    [after] = etcd_server.keys(etcd_prefix).values()
+    assert after["mod_revision"] > before["mod_revision"]
+    assert reg.get("A")[0].metadata == {"new": "yes"}
+
+
 def test_refresh_reports_a_lost_lease(make, etcd_server, etcd_prefix):
     reg = make(ttl=600)  # the thread would wait 200 s: refresh() is called here
     reg.register(rec("A", "a1"), ttl=600)

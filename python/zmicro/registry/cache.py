@@ -12,7 +12,8 @@ When the registry fails (a watch ends, ``get`` raises
 (stale-on-error, :meth:`RegistryCache.is_stale` tells) while a thread
 re-syncs the name (a new watch, then a new ``get``) with exponential backoff
 and jitter. A backend whose watcher heals itself (etcd's re-reads and
-re-watches after an outage) needs no re-sync: its events just resume.
+re-watches after an outage) needs no re-sync: its events just resume (and
+``is_stale`` follows its ``connected`` flag meanwhile).
 Only a name never loaded raises (there is nothing to serve yet).
 
 Each watched name has one thread and one registry watcher; ``close()``
@@ -138,9 +139,15 @@ class RegistryCache:
         return self._load(name)
 
     def is_stale(self, name: str) -> bool:
-        """Whether ``name`` is served from its last known records because its watch broke."""
+        """Whether ``name`` is served from its last known records because its watch broke.
+
+        A watcher with a ``connected`` attribute (etcd's, which reconnects by
+        itself) counts as broken while that is false.
+        """
         entry = self._entries.get(name)
-        return entry is not None and entry.stale
+        if entry is None or entry.records is None:
+            return False
+        return entry.stale or not getattr(entry.watcher, "connected", True)
 
     def synced_at(self, name: str) -> float | None:
         """The clock's time of the last full read of ``name`` (None if never)."""

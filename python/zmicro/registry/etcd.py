@@ -16,10 +16,13 @@ lease (granted on first use with the registry's ``ttl``), which one
 keep-alive thread refreshes every ttl/3; so a node lives while its process
 does, and disappears ``ttl`` seconds after the process died. The per-call
 ``ttl`` only says "expire with the process"; its value does not matter (one
-lease serves every registration). When a refresh finds the lease gone (it
-expired while etcd was unreachable, or was revoked), the thread grants a new
-lease and puts every live leased registration again: the registry heals by
-itself after an etcd restart or outage. A registration without ``ttl`` has
+lease serves every registration). A heartbeat (``register`` of what this
+object already registered, unchanged) writes nothing: the keep-alive is
+what keeps it alive (so a node another client deleted stays deleted until
+its content changes or the lease is renewed). When a refresh finds the
+lease gone (it expired while etcd was unreachable, or was revoked), the
+thread grants a new lease and puts every live leased registration again:
+the registry heals by itself after an etcd restart or outage. A registration without ``ttl`` has
 no lease and stays until deregistered. :meth:`EtcdRegistry.close` deregisters
 everything the object registered (revokes its lease, deletes its other keys).
 
@@ -192,7 +195,7 @@ class EtcdRegistry(Registry):
         ]
         self._current = 0
         self._token = ""
-        self._io_lock = threading.Lock()  # endpoint choice and token
+        self._io_lock = threading.RLock()  # endpoint choice and token (_authenticate calls _call)
         self._lock = threading.RLock()  # registrations and lease
         # key -> (encoded value, under the lease?)
         self._regs: dict[bytes, tuple[bytes, bool]] = {}
@@ -240,6 +243,8 @@ class EtcdRegistry(Registry):
                         changed = previous.changed  # a heartbeat: content unchanged
                 value = _encode_value(_Value(view, changed))
                 leased = ttl is not None
+                if old == (value, leased) and (not leased or self._lease is not None):
+                    continue  # a heartbeat: the lease's keep-alive does the work, no write
                 lease_id = self._ensure_lease() if leased else 0
                 self._put(key, value, lease_id)
                 self._regs[key] = (value, leased)
@@ -360,6 +365,8 @@ class EtcdRegistry(Registry):
         """The lease's id, granting it on first use (under self._lock)."""
         if self._lease is None:
             answer = self._call("grant a lease", "lease/grant", {"TTL": max(2, round(self._ttl)), "ID": 0})
+            if not str(answer.get("ID", "")).isdigit():
+                raise RegistryError(f"etcd {self.endpoint}: cannot grant a lease: {answer.get('error', answer)}")
             self._lease = int(answer["ID"])
         return self._lease
 
@@ -422,6 +429,7 @@ class EtcdRegistry(Registry):
 
     def _call(self, action: str, path: str, body: dict, *, auth: bool = True) -> dict:
         """POST to the gateway; errors become RegistryError naming ``action`` (never the password)."""
+        import requests
         from etcd3gw import exceptions as gw
 
         attempts = len(self._clients)
@@ -451,6 +459,8 @@ class EtcdRegistry(Registry):
                 raise RegistryError(f"etcd {self._url(index)}: cannot {action}: {detail}") from None
             except ValueError as e:  # an answer that is not JSON
                 raise RegistryError(f"etcd {self._url(index)}: cannot {action}: bad answer ({e})") from None
+            except requests.RequestException as e:  # anything else the HTTP layer raises
+                raise RegistryError(f"etcd {self._url(index)}: cannot {action}: {_brief(e)}") from None
 
     def _url(self, index: int) -> str:
         scheme, host, port = self._endpoints[index]
@@ -533,6 +543,7 @@ class _EtcdWatcher(QueueWatcher):
         self._wake = threading.Event()
         self._resp = None
         self._resp_lock = threading.Lock()
+        self._connected = False
         revision = self._sync(push=False)
         first = self._open(revision)  # raises RegistryError: watch() fails
         self._thread = threading.Thread(
@@ -581,11 +592,18 @@ class _EtcdWatcher(QueueWatcher):
         if not first.get("result", {}).get("created"):
             self._close(stack)
             raise RegistryError(f"etcd {self._registry.endpoint}: cannot watch: {first}")
+        self._connected = True
         return stack, lines
+
+    @property
+    def connected(self) -> bool:
+        """Whether the stream is up (False while re-connecting after a break, and once stopped)."""
+        return self._connected and not self.stopped
 
     def _close(self, stack: contextlib.ExitStack) -> None:
         """Close the stream; under the lock so that _interrupt never touches a reused fd."""
         with self._resp_lock:
+            self._connected = False
             self._resp = None
             stack.close()
 
