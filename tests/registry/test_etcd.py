@@ -72,14 +72,14 @@ def test_one_lease_shared_by_every_registration(make, etcd_server, etcd_prefix):
 
 
 def test_keep_alive_outlives_the_ttl(make, etcd_server, etcd_prefix):
-    reg = make(ttl=2)
-    reg.register(rec("Kept", "kept"), ttl=2)
-    # The control: a key on a 2 s lease that nobody refreshes, put after ours.
-    lease = etcd_server.grant(2)
+    reg = make(ttl=3)
+    reg.register(rec("Kept", "kept"), ttl=3)
+    # The control: a key on a lease of the same TTL that nobody refreshes, put after ours.
+    lease = etcd_server.grant(3)
     etcd_server.put(etcd_prefix + "control", b"x", lease)
     eventually(lambda: etcd_prefix + "control" not in etcd_server.keys(etcd_prefix),
                "the unrefreshed control key expires")
-    # It expired, so more than 2 s passed since ours was registered: only the
+    # It expired, so more than 3 s passed since ours was registered: only the
     # keep-alive explains that ours is still there.
     assert node_ids(reg, "Kept") == ["kept"]
 
