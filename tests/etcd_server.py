@@ -202,15 +202,27 @@ class EtcdServer:
         return out
 
     def enable_auth(self, password: str) -> None:
-        """Add user root with ``password`` (role root) and turn authentication on."""
-        self.call("auth/user/add", {"name": "root", "password": password})
-        self.call("auth/user/grant", {"user": "root", "role": "root"})
+        """Add user root with ``password`` (role root) and turn authentication on.
+
+        After disable_auth() the user is still there: its password is changed.
+        """
+        try:
+            self.call("auth/user/add", {"name": "root", "password": password})
+        except RuntimeError as e:
+            if "already exists" not in str(e):
+                raise
+            self.call("auth/user/changepw", {"name": "root", "password": password})
+        try:
+            self.call("auth/user/grant", {"user": "root", "role": "root"})
+        except RuntimeError as e:
+            if "already" not in str(e):
+                raise
         self.call("auth/enable", {})
         answer = self.call("auth/authenticate", {"name": "root", "password": password}, token="")
         self.token = answer["token"]
 
     def disable_auth(self) -> None:
-        """Turn authentication off (the root user stays; enable_auth works once per data dir)."""
+        """Turn authentication off (the root user stays)."""
         self.call("auth/disable", {})
         self.token = ""
 
