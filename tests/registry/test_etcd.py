@@ -245,7 +245,8 @@ def test_username_without_auth_on_the_server_is_refused(etcd_endpoint, etcd_pref
 
 @pytest.mark.parametrize("kw, field", [
     (dict(ttl=1), "ttl"), (dict(ttl=0), "ttl"), (dict(timeout=0), "timeout"),
-    (dict(prefix=""), "prefix"), (dict(username="root"), "username"),
+    (dict(prefix=""), "prefix"), (dict(prefix="\ud800"), "prefix"), (dict(username="root"), "username"),
+    (dict(username="", password="x"), "username"), (dict(username="root", password=1), "password"),
 ])
 def test_bad_arguments(kw, field):
     with pytest.raises(ValueError, match=field):

@@ -16,8 +16,9 @@ re-watches after an outage) needs no re-sync: its events just resume (and
 ``is_stale`` follows its ``connected`` flag meanwhile).
 Only a name never loaded raises (there is nothing to serve yet).
 
-Each watched name has one thread and one registry watcher; ``close()``
-stops them all.
+Each watched name has one thread and one registry watcher (for etcd, one
+HTTP stream), kept until ``close()``, which stops them all: a client that
+looks up many short-lived names pays for each.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -139,10 +140,6 @@ def parse_endpoints(endpoints: str | Sequence[str]) -> list[tuple[str, str, int]
     return out
 
 
-class _Unavailable(Exception):
-    """No endpoint answered (connection refused, timeout)."""
-
-
 class EtcdRegistry(Registry):
     """A :class:`Registry` on an etcd v3 cluster (3.4 or later).
 
@@ -177,7 +174,10 @@ class EtcdRegistry(Registry):
             raise ValueError(f"prefix must be a non-empty str without NUL, not {prefix!r}")
         if not prefix.endswith("/"):
             prefix += "/"
-        self._prefix = prefix.encode()
+        try:
+            self._prefix = prefix.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"prefix is not valid UTF-8 (lone surrogate): {prefix!r}") from None
         ttl = check_ttl(ttl)
         if ttl is None or ttl < 2:
             raise ValueError(f"ttl must be at least 2 seconds (etcd's minimum lease), not {ttl!r}")
@@ -187,6 +187,9 @@ class EtcdRegistry(Registry):
         self._timeout = float(timeout)
         if (username is None) != (password is None):
             raise ValueError("username and password go together")
+        if username is not None and not (isinstance(username, str) and username
+                                         and isinstance(password, str)):
+            raise ValueError("username must be a non-empty str and password a str")
         self._username = username
         self._password = password
         self._clients = [
@@ -205,11 +208,16 @@ class EtcdRegistry(Registry):
         self._watchers: list[_EtcdWatcher] = []
         self._closed = False
         self.trusted = False
-        if username is not None:
-            self._authenticate()
-            self.trusted = True
-        else:
-            self._call("reach", "maintenance/status", {})
+        try:
+            if username is not None:
+                self._authenticate()
+                self.trusted = True
+            else:
+                self._call("reach", "maintenance/status", {})
+        except BaseException:
+            for client in self._clients:
+                client.session.close()
+            raise
 
     # -- public API --
 
@@ -364,7 +372,7 @@ class EtcdRegistry(Registry):
     def _ensure_lease(self) -> int:
         """The lease's id, granting it on first use (under self._lock)."""
         if self._lease is None:
-            answer = self._call("grant a lease", "lease/grant", {"TTL": max(2, round(self._ttl)), "ID": 0})
+            answer = self._call("grant a lease", "lease/grant", {"TTL": max(2, math.ceil(self._ttl)), "ID": 0})
             if not str(answer.get("ID", "")).isdigit():
                 raise RegistryError(f"etcd {self.endpoint}: cannot grant a lease: {answer.get('error', answer)}")
             self._lease = int(answer["ID"])
