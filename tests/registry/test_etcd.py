@@ -226,6 +226,16 @@ def test_authentication_makes_it_trusted(etcd_server, etcd_endpoint, etcd_prefix
                 assert watcher.next(timeout=WAIT).record.nodes[0].id == "a2"
             assert node_ids(reg, "A") == ["a1", "a2"]
             assert reg.refresh() is True
+            # A token etcd no longer knows (expired, say) is renewed on the next call.
+            for client in reg._clients:
+                client.session.headers["Authorization"] = "expired.token"
+            assert node_ids(reg, "A") == ["a1", "a2"]
+            assert reg._clients[0].session.headers["Authorization"] != "expired.token"
+            for client in reg._clients:
+                client.session.headers["Authorization"] = "expired.token"
+            with reg.watch("A") as watcher:  # and when a watch opens
+                reg.deregister(rec("A", "a2"))
+                assert watcher.next(timeout=WAIT).type is EventType.DELETE
         finally:
             reg.close()
         with pytest.raises(RegistryError, match="authentication failed") as info:

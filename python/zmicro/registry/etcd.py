@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "/zmicro/registry/"
 #: Seconds a node outlives its process (the lease's TTL); etcd's minimum is 2.
 DEFAULT_TTL = 10.0
+#: What etcd says when a token expired or went stale: authenticate again.
+_TOKEN_REFUSED = ("invalid auth token", "user name is empty", "auth store is old")
 #: Longest wait between two reconnection attempts of a watcher, in seconds.
 BACKOFF_MAX = 2.0
 
@@ -446,7 +448,10 @@ class EtcdRegistry(Registry):
             index = self._current
             client = self._clients[index]
             try:
-                return client.post(client.get_url(path), json=body)
+                if auth:
+                    return client.post(client.get_url(path), json=body)
+                # Without the session's (maybe stale) token: etcd refuses any request with a bad one.
+                return client.post(client.get_url(path), json=body, headers={"Authorization": None})
             except (gw.ConnectionFailedError, gw.ConnectionTimeoutError) as e:
                 attempts -= 1
                 if attempts <= 0:
@@ -459,7 +464,7 @@ class EtcdRegistry(Registry):
             except gw.Etcd3Exception as e:
                 detail = _detail(e)
                 if (auth and self._username is not None and not reauthenticated
-                        and ("invalid auth token" in detail or "user name is empty" in detail)):
+                        and any(sign in detail for sign in _TOKEN_REFUSED)):
                     reauthenticated = True
                     with self._io_lock:
                         self._authenticate()
@@ -496,7 +501,7 @@ class EtcdRegistry(Registry):
                 break
             text = resp.text.strip()
             resp.close()
-            if attempt == 0 and self._username is not None and "invalid auth token" in text:
+            if attempt == 0 and self._username is not None and any(s in text for s in _TOKEN_REFUSED):
                 with self._io_lock:
                     self._authenticate()
                 continue
