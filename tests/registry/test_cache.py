@@ -293,7 +293,8 @@ def test_concurrent_misses_make_one_lookup():
 # -- against a real etcd that stops and comes back ---------------------------------------
 
 
-def test_etcd_stopped_serves_stale_then_resyncs(etcd_server, etcd_endpoint, etcd_prefix):
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_etcd_stopped_serves_stale_then_resyncs(etcd_server, etcd_endpoint, etcd_prefix, how):
     writer = EtcdRegistry(etcd_endpoint, prefix=etcd_prefix, ttl=3)
     reader = EtcdRegistry(etcd_endpoint, prefix=etcd_prefix)
     proxy = Proxy(reader)
@@ -302,7 +303,7 @@ def test_etcd_stopped_serves_stale_then_resyncs(etcd_server, etcd_endpoint, etcd
         writer.register(rec("Greeter", "a"), ttl=3)
         assert ids(cache.get("Greeter")) == ["a"]
         assert not cache.is_stale("Greeter")
-        etcd_server.stop()
+        getattr(etcd_server, how)()  # SIGTERM or SIGKILL
         with pytest.raises(RegistryError, match="unreachable"):
             reader.get("Greeter")
         eventually(lambda: cache.is_stale("Greeter"), "the cache knows its watch is down")
