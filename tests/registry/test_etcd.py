@@ -8,6 +8,7 @@ are bounded polls (WAIT seconds), never a sleep that hopes.
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -309,3 +310,9 @@ def test_a_dead_process_nodes_expire_with_its_lease(make, etcd_endpoint, etcd_pr
         deleted = watcher.next(timeout=WAIT)  # etcd expires the lease ~2 s later
         assert (deleted.type, deleted.record.nodes[0].id) == (EventType.DELETE, "doomed")
     assert reg.get("Crash") == []
+
+
+def test_without_the_client_library_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "etcd3gw", None)  # makes `import etcd3gw` fail
+    with pytest.raises(RegistryError, match=r"zmicro\[etcd\]"):
+        EtcdRegistry("http://127.0.0.1:1")
