@@ -65,3 +65,34 @@ def unused_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory):
+    """A real etcd (tests/etcd_server.py) on free loopback ports for the session.
+
+    Fails (does not skip) when etcd is not installed. Tests that stop, kill
+    or reconfigure it must leave it running and as they found it; each test
+    uses its own key prefix (see ``etcd_prefix``).
+    """
+    from tests.etcd_server import EtcdServer
+
+    server = EtcdServer(tmp_path_factory.mktemp("etcd") / "member")
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def etcd_prefix(request) -> str:
+    """A key prefix of this test's own, so tests sharing the server do not meet."""
+    import uuid
+
+    return f"/zmicro-test/{uuid.uuid4().hex}/"
+
+
+@pytest.fixture
+def etcd_endpoint(etcd_server) -> str:
+    """The running etcd's client URL (restarted if a previous test left it down)."""
+    etcd_server.start()
+    return etcd_server.endpoint

@@ -35,7 +35,7 @@ from .client import DEFAULT_TIMEOUT, Client
 from .errors import RPCError, TransportError, WireError
 from .keys import KeyStore, KeyStoreError, fingerprint, load_public_key, write_keypair
 from .mackeys import ALGORITHMS, MacSecrets, MacSecretsError, secrets_path
-from .registry import EmbeddedRegistry, RegistryError, ServiceRecord
+from .registry import EmbeddedRegistry, Registry, RegistryError, ServiceRecord, from_url
 
 __all__ = ["EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_USAGE", "main"]
 
@@ -58,7 +58,19 @@ class Failure(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+def _remember_registry_url(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        source = ctx.get_parameter_source(param.name)
+        ctx.meta["zmicro.registry_url"] = (value, source is click.core.ParameterSource.COMMANDLINE)
+
+
 def _registry_option(fn):
+    fn = click.option(
+        "--registry", "registry_url", metavar="URL", envvar="ZMICRO_REGISTRY",
+        expose_value=False, callback=_remember_registry_url,
+        help="The registry, as a URL: etcd://host:2379, embedded:///dir, ... "
+             "[default: $ZMICRO_REGISTRY, else the embedded registry].",
+    )(fn)
     return click.option(
         "--registry-dir",
         type=click.Path(exists=True, file_okay=False),
@@ -67,9 +79,17 @@ def _registry_option(fn):
     )(fn)
 
 
-def _registry(registry_dir: str | None) -> EmbeddedRegistry:
+def _registry(registry_dir: str | None) -> Registry:
+    """--registry-dir, else --registry / $ZMICRO_REGISTRY, else the embedded default."""
+    url, explicit = click.get_current_context().meta.get("zmicro.registry_url", (None, False))
+    if registry_dir is not None and explicit:
+        raise click.UsageError("give --registry or --registry-dir, not both")
     try:
+        if registry_dir is None and url:
+            return from_url(url)
         return EmbeddedRegistry(registry_dir)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--registry") from None
     except RegistryError as exc:
         raise Failure(str(exc), EXIT_ENVIRONMENT) from None
 

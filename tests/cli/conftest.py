@@ -33,6 +33,7 @@ class RunningService:
 
 def cli_env(registry_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("ZMICRO_REGISTRY", None)  # the developer's choice would override the dir
     env["ZMICRO_REGISTRY_DIR"] = str(registry_dir)
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from zmicro.registry import EmbeddedRegistry, MemoryRegistry, Registry
+from zmicro.registry import EmbeddedRegistry, EtcdRegistry, MemoryRegistry, Registry
 
 
 class FakeClock:
@@ -45,6 +45,12 @@ IMPLEMENTATIONS: dict[str, Impl] = {
         lambda request, clock: EmbeddedRegistry(
             request.getfixturevalue("tmp_path") / "registry", clock=clock, poll_interval=0.02
         )
+    ),
+    "etcd": Impl(
+        lambda request, clock: EtcdRegistry(
+            request.getfixturevalue("etcd_endpoint"), prefix=request.getfixturevalue("etcd_prefix")
+        ),
+        fake_clock=False,
     ),
 }
 

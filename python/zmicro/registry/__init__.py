@@ -18,9 +18,12 @@ the details):
 
 Implementations: :class:`MemoryRegistry` (in-process, for tests),
 :class:`EmbeddedRegistry` (the default: a private directory shared by the
-user's processes on one machine), etcd for clusters. :func:`default_registry`
-is the process-wide embedded registry that services and clients share when
-given none.
+user's processes on one machine), :class:`EtcdRegistry` for clusters (needs
+the ``etcd`` extra). :func:`from_url` makes one from a URL
+(``etcd://host:2379``, ``embedded:///path``, ``memory:``);
+:func:`default_registry` is the process-wide registry that services and
+clients share when given none: ``$ZMICRO_REGISTRY`` if set, else the
+embedded one. :class:`RegistryCache` is a client's watch-fed view of one.
 """
 
 from __future__ import annotations
@@ -38,37 +41,46 @@ from .base import (
     ServiceRecord,
     Watcher,
 )
+from .cache import RegistryCache
 from .embedded import EmbeddedRegistry
+from .etcd import EtcdRegistry
 from .memory import MemoryRegistry
+from .url import from_url
 
 __all__ = [
     "EmbeddedRegistry",
     "Endpoint",
+    "EtcdRegistry",
     "Event",
     "EventType",
     "MemoryRegistry",
     "Node",
     "Registry",
+    "RegistryCache",
     "RegistryError",
     "ServiceRecord",
     "Watcher",
     "default_registry",
+    "from_url",
 ]
 
-_default: EmbeddedRegistry | None = None
+_default: Registry | None = None
 _default_lock = threading.Lock()
 
 
 def default_registry() -> Registry:
-    """The process-wide :class:`EmbeddedRegistry` (its default directory), made on first use.
+    """The process-wide registry, made on first use: ``from_url($ZMICRO_REGISTRY)``
+    when that is set (e.g. ``etcd://10.0.0.5:2379``), else the
+    :class:`EmbeddedRegistry` of its default directory.
 
     A closed one is replaced by a fresh one; a forked child gets its own
     (the parent's watcher threads do not survive a fork).
     """
     global _default
     with _default_lock:
-        if _default is None or _default.closed:
-            _default = EmbeddedRegistry()
+        if _default is None or getattr(_default, "closed", False):
+            url = os.environ.get("ZMICRO_REGISTRY", "").strip()
+            _default = from_url(url) if url else EmbeddedRegistry()
         return _default
 
 

@@ -1,7 +1,7 @@
 """The registry's interface: record types, :class:`Registry`, :class:`Watcher`.
 
-Everything here is backend-neutral; ``memory``, ``embedded`` (and later
-``etcd``) implement it, and ``tests/registry`` holds the contract they share.
+Everything here is backend-neutral; ``memory``, ``embedded`` and
+``etcd`` implement it, and ``tests/registry`` holds the contract they share.
 """
 
 from __future__ import annotations
