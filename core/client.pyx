@@ -1446,6 +1446,14 @@ cdef class ClientCore:
         """The Balancer of `service` (its nodes and their state)."""
         return self._balancer(service, monotonic())
 
+    def known_balancer(self, str service):
+        """The Balancer of `service` if it has one yet (else None)."""
+        return self.balancers.get(service)
+
+    def event_loop(self):
+        """The loop an async core belongs to (None before its first call)."""
+        return self.loop
+
     def pool_stats(self):
         """Channel counters, summed over every thread's pool (or the loop's)."""
         pools = [self.apool] if self.is_async else list(self.pools)

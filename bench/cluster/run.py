@@ -190,7 +190,7 @@ def bench_peers(tmp: str, counts: tuple[int, ...], calls: int, repeat: int) -> l
         try:
             nodes.start(0, extra=n - 1)
             registry = EmbeddedRegistry(tmp)
-            with zmicro.Client(registry=registry, timeout=30, context=zctx, cache_ttl=3600,
+            with zmicro.Client(registry=registry, timeout=30, context=zctx,
                                max_sockets=n + 8) as c:
                 for _ in range(n):  # open every channel
                     c.call(name, "Bench.Echo", 0)

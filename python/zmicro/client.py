@@ -59,7 +59,9 @@ from .codec import DEFAULT_CONTENT_TYPE, codecs
 from .keys import KeyStore
 from .mackeys import MacSecrets, secrets_path
 from .middleware import Call, ClientInterceptor, chain_client
-from .registry import Registry, default_registry
+from .errors import Code, RPCError
+from .registry import Registry, RegistryError, default_registry
+from .registry.cache import RegistryCache
 from .security import Security
 
 __all__ = ["AsyncClient", "Client", "DEFAULT_TIMEOUT", "HedgingPolicy", "OutlierPolicy",
@@ -121,7 +123,7 @@ class _Base:
                  content_type: str, insecure: bool | None, keys: str | KeyStore | None,
                  mac_window: float,
                  interceptors: Sequence[ClientInterceptor], context: zmq.Context | None,
-                 cache_ttl: float, max_message_size: int, is_async: bool,
+                 max_message_size: int, is_async: bool,
                  retry: RetryPolicy | None | bool, retry_budget: tuple[float, float],
                  outlier: OutlierPolicy | None, connect_timeout: float,
                  max_sockets: int, idle_ttl: float,
@@ -142,6 +144,9 @@ class _Base:
         self.timeout = timeout
         self.content_type = content_type
         self._registry = registry
+        self._cache: RegistryCache | None = None
+        self._unsubscribe = None
+        self._is_async = is_async
         self._strategy = _STRATEGIES[selector]
         self._outlier = outlier
         self._interceptors = list(interceptors)
@@ -149,7 +154,7 @@ class _Base:
         self._max_message_size = max_message_size
         secrets = self._secrets
         self._core = _core.ClientCore(
-            codecs(), content_type, timeout, refresh=self._refresh, cache_ttl=cache_ttl,
+            codecs(), content_type, timeout, refresh=self._refresh, cache_ttl=float("inf"),
             make_socket=self._make_socket, is_async=is_async,
             keyring_for=secrets.keyring if secrets else None,
             refresh_keys=secrets.reload_if_changed if secrets else None,
@@ -170,25 +175,47 @@ class _Base:
                 registry_trusted=getattr(registry, "trusted", False))
         return _make_socket(self._zctx, address, self._max_message_size, self._security, key)
 
+    def _registry_cache(self) -> RegistryCache:
+        if self._cache is None:
+            self._cache = RegistryCache(self._registry or default_registry())
+            self._unsubscribe = self._cache.subscribe(self._on_change)
+        return self._cache
+
     def _refresh(self, service: str, balancer: _core.Balancer | None) -> _core.Balancer:
-        """The core's node cache expired: read the service's nodes again."""
-        registry = self._registry or default_registry()
+        """The core meets `service` for the first time: its nodes from the
+        registry cache, in a new Balancer (the watch updates it later)."""
         try:
-            records = registry.get(service)
-        except Exception:
-            if balancer is not None:  # the registry is down: keep the nodes we knew
-                return balancer
-            raise
+            records = self._registry_cache().get(service)
+        except RegistryError as exc:
+            raise RPCError(Code.UNAVAILABLE, f"the registry could not be read: {exc}",
+                           processed=False) from None
+        if balancer is None:
+            balancer = _core.Balancer(self._strategy, outlier=self._outlier)
+        self._update(balancer, records)
+        return balancer
+
+    def _update(self, balancer: _core.Balancer, records) -> None:
         nodes = {}
         for r in records:
             for n in r.nodes:
                 nodes[n.address] = (n.address, r.version, dict(n.metadata), n.public_key)
                 if n.public_key:
                     self._node_keys[n.address] = n.public_key
-        if balancer is None:
-            balancer = _core.Balancer(self._strategy, outlier=self._outlier)
         balancer.update(nodes[a] for a in sorted(nodes))  # state persists in place
-        return balancer
+
+    def _on_change(self, service: str, records) -> None:
+        """The registry watch says `service` changed (on the cache's thread)."""
+        balancer = self._core.known_balancer(service)
+        if balancer is None:
+            return
+        loop = self._core.event_loop() if self._is_async else None
+        if loop is None:
+            self._update(balancer, records)  # picks hold the GIL: one swap
+            return
+        try:  # the loop's thread owns the balancer
+            loop.call_soon_threadsafe(self._update, balancer, records)
+        except RuntimeError:  # the loop is closed
+            pass
 
     def _pick(self, service: str) -> str:
         return self._core.pick(service)
@@ -207,6 +234,11 @@ class _Base:
                  "content_type": call.content_type, "server_key": call.server_key,
                  **call.options})
 
+    def _close_cache(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
     def stats(self) -> dict[str, Any]:
         """The channel pool's counters (open, opens, reuses, evictions,
         idle_closed), summed over threads."""
@@ -224,7 +256,7 @@ class Client(_Base):
     def __init__(self, *, registry: Registry | None = None, selector: str = "round_robin",
                  timeout: float = DEFAULT_TIMEOUT, content_type: str = DEFAULT_CONTENT_TYPE,
                  insecure: bool | None = None, interceptors: Sequence[ClientInterceptor] = (),
-                 context: zmq.Context | None = None, cache_ttl: float = 1.0,
+                 context: zmq.Context | None = None,
                  max_message_size: int = 64 * 1024 * 1024,
                  keys: str | KeyStore | None = None, mac_window: float = 30.0,
                  retry: RetryPolicy | None | bool = DEFAULT_RETRY,
@@ -234,7 +266,7 @@ class Client(_Base):
         super().__init__(registry=registry, selector=selector, timeout=timeout,
                          content_type=content_type, insecure=insecure, keys=keys,
                          mac_window=mac_window,
-                         interceptors=interceptors, context=context, cache_ttl=cache_ttl,
+                         interceptors=interceptors, context=context,
                          max_message_size=max_message_size, is_async=False, retry=retry,
                          retry_budget=retry_budget, outlier=outlier,
                          connect_timeout=connect_timeout, max_sockets=max_sockets,
@@ -257,6 +289,7 @@ class Client(_Base):
     def close(self) -> None:
         """Close every socket (do not use the client from other threads meanwhile)."""
         self._core.close()
+        self._close_cache()
 
     def __enter__(self) -> Client:
         return self
@@ -276,7 +309,7 @@ class AsyncClient(_Base):
     def __init__(self, *, registry: Registry | None = None, selector: str = "round_robin",
                  timeout: float = DEFAULT_TIMEOUT, content_type: str = DEFAULT_CONTENT_TYPE,
                  insecure: bool | None = None, interceptors: Sequence[ClientInterceptor] = (),
-                 context: zmq.Context | None = None, cache_ttl: float = 1.0,
+                 context: zmq.Context | None = None,
                  max_message_size: int = 64 * 1024 * 1024,
                  keys: str | KeyStore | None = None, mac_window: float = 30.0,
                  retry: RetryPolicy | None | bool = DEFAULT_RETRY,
@@ -287,7 +320,7 @@ class AsyncClient(_Base):
         super().__init__(registry=registry, selector=selector, timeout=timeout,
                          content_type=content_type, insecure=insecure, keys=keys,
                          mac_window=mac_window,
-                         interceptors=interceptors, context=context, cache_ttl=cache_ttl,
+                         interceptors=interceptors, context=context,
                          max_message_size=max_message_size, is_async=True, retry=retry,
                          retry_budget=retry_budget, outlier=outlier,
                          connect_timeout=connect_timeout, max_sockets=max_sockets,
@@ -314,6 +347,7 @@ class AsyncClient(_Base):
     def close(self) -> None:
         """Fail pending calls with UNAVAILABLE and close every socket."""
         self._core.close()
+        self._close_cache()
 
     async def __aenter__(self) -> AsyncClient:
         return self

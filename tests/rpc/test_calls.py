@@ -164,7 +164,7 @@ def test_round_robin_rotates_across_calls(services, registry_dir, registry):
     from .conftest import ServiceProcess
     second = ServiceProcess("sync", "greeter-sync", registry_dir, downstream="down")
     try:
-        with zmicro.Client(registry=registry, timeout=10, cache_ttl=60) as c:
+        with zmicro.Client(registry=registry, timeout=10) as c:
             nodes = [c.call("greeter-sync", "Greeter.Stats", None)["node"] for _ in range(6)]
         assert len(set(nodes)) == 2
         assert nodes[0::2] == [nodes[0]] * 3 and nodes[1::2] == [nodes[1]] * 3

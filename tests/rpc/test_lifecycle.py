@@ -44,7 +44,7 @@ def test_kill_9_expires_after_ttl(registry_dir, registry):
     while nodes(registry, "life-killed"):
         assert time.monotonic() < deadline, "the dead node never expired"
         time.sleep(0.1)
-    with zmicro.Client(registry=registry, timeout=2, cache_ttl=0) as c:
+    with zmicro.Client(registry=registry, timeout=2) as c:
         with pytest.raises(RPCError) as err:
             c.call("life-killed", "Greeter.Echo", 1)
     assert err.value.code == Code.UNAVAILABLE

@@ -1,0 +1,71 @@
+"""A client's nodes come from the watch-fed registry cache: nodes that join
+or leave reach its balancer without any lookup on the call path."""
+
+from __future__ import annotations
+
+import time
+
+import zmicro
+from zmicro.registry import MemoryRegistry
+
+
+class CountingRegistry(MemoryRegistry):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    def get(self, name):
+        self.gets += 1
+        return super().get(name)
+
+
+def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def where(svc):
+    @svc.handler("Svc.Where")
+    def handler(req, ctx):
+        return svc.address
+    return svc
+
+
+def test_nodes_join_and_leave_by_watch(serve):
+    registry = CountingRegistry()
+    first = serve(where(zmicro.Service("disc", registry=registry)))
+    with zmicro.Client(registry=registry, timeout=20) as c:
+        assert c.call("disc", "Svc.Where") == first.svc.address
+        assert registry.gets == 1
+        second = serve(where(zmicro.Service("disc", registry=registry)))
+        balancer = c.balancer("disc")
+        wait_for(lambda: len(balancer.nodes()) == 2, "the second node")
+        seen = {c.call("disc", "Svc.Where") for _ in range(6)}
+        assert seen == {first.svc.address, second.svc.address}
+        second.stop()  # deregisters
+        wait_for(lambda: len(balancer.nodes()) == 1, "the node to leave")
+        assert {c.call("disc", "Svc.Where") for _ in range(4)} == {first.svc.address}
+        assert registry.gets == 1  # every change came by the watch
+
+
+def test_async_client_follows_the_watch(serve):
+    import asyncio
+    registry = CountingRegistry()
+    first = serve(where(zmicro.Service("disc-async", registry=registry)))
+
+    async def main():
+        async with zmicro.AsyncClient(registry=registry, timeout=20) as c:
+            assert await c.call("disc-async", "Svc.Where") == first.svc.address
+            second = serve(where(zmicro.Service("disc-async", registry=registry)))
+            balancer = c.balancer("disc-async")
+            end = time.monotonic() + 30
+            while len(balancer.nodes()) < 2:
+                assert time.monotonic() < end
+                await asyncio.sleep(0.01)
+            return {await c.call("disc-async", "Svc.Where") for _ in range(6)}, second
+
+    seen, second = asyncio.run(main())
+    assert seen == {first.svc.address, second.svc.address}
+    assert registry.gets == 1
