@@ -29,6 +29,13 @@ def embedded_registry(tmp_path_factory) -> str:
 
 
 @pytest.fixture
+def etcd_registry(etcd_server, etcd_endpoint, etcd_prefix) -> str:
+    """An etcd registry URL of its own prefix; leases of 2 s, like the
+    embedded nodes' TTL."""
+    return f"etcd://127.0.0.1:{etcd_server.client_port}{etcd_prefix}?ttl=2"
+
+
+@pytest.fixture
 def nodes():
     """start(name, registry, n=1, ttl=2.0) -> [Node]; all stopped at the end."""
     started: list[Node] = []

@@ -1,13 +1,10 @@
 """The registry a fault-suite process uses, named by one string: a
-directory (embedded) or an etcd URL."""
+directory (embedded) or an etcd URL (zmicro.registry.from_url)."""
 
 from __future__ import annotations
 
-from zmicro.registry import EmbeddedRegistry, Registry
+from zmicro.registry import Registry, from_url
 
 
 def open_registry(where: str) -> Registry:
-    if where.startswith("etcd://"):
-        from zmicro.registry import from_url
-        return from_url(where)
-    return EmbeddedRegistry(where)
+    return from_url(where)

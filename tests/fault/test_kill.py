@@ -15,7 +15,7 @@ from .load import Load
 from .registries import open_registry
 
 
-@pytest.mark.parametrize("where", ["embedded"])
+@pytest.mark.parametrize("where", ["embedded", "etcd"])
 def test_kill_9_one_of_three(request, nodes, where):
     registry_name = request.getfixturevalue(f"{where}_registry")
     name = f"fault-kill-{where}"
