@@ -284,6 +284,10 @@ cdef class Balancer:
                                  f"nodes[{i}].address: a non-empty str, not {type(address).__name__}")
             if address in seen:
                 raise ValueError(f"nodes[{i}].address: {address!r} appears twice")
+            try:
+                PyUnicode_AsUTF8AndSize(address, NULL)
+            except UnicodeEncodeError:
+                raise ValueError(f"nodes[{i}].address: not encodable as UTF-8") from None
             if version is None:
                 version = ""
             elif not isinstance(version, str):
