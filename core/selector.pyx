@@ -373,13 +373,18 @@ cdef class Balancer:
         if not metadata:
             if version is None:
                 return self.all_nodes
+            s = self.subsets.get(version)
             key = version
         else:
             try:
-                key = (version, frozenset(metadata.items()))
+                if len(metadata) == 1:  # the common case, without a frozenset
+                    for k, v in metadata.items():
+                        key = (version, k, v)
+                else:
+                    key = (version, frozenset(metadata.items()))
+                s = self.subsets.get(key)
             except TypeError:
                 raise TypeError("metadata: filter values must be hashable") from None
-        s = self.subsets.get(key)
         if s is not None:
             return s
         s = self._new_subset(version, metadata if metadata else None, key)

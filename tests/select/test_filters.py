@@ -66,7 +66,9 @@ def test_subsets_are_cached_per_filter():
     assert b.subset("1.0", {"zone": "eu"}) is s
     assert b.subset("1.0", dict([("zone", "eu")])) is s
     assert b.subset("1.0") is not s
-    assert b.stats()["subsets"] == 2
+    two = b.subset("1.0", {"zone": "eu", "tier": "gold"})
+    assert b.subset("1.0", {"tier": "gold", "zone": "eu"}) is two  # order does not matter
+    assert b.stats()["subsets"] == 3
 
 
 def test_update_recomputes_subsets_in_place():
@@ -120,6 +122,8 @@ def test_subset_of_another_balancer_is_refused():
 def test_unhashable_metadata_filter_is_a_type_error():
     with pytest.raises(TypeError, match="metadata"):
         make().subset(None, {"zone": ["eu"]})
+    with pytest.raises(TypeError, match="metadata"):
+        make().subset("1.0", {"tier": "gold", "zone": ["eu"]})
 
 
 def test_node_fields_from_the_record():
