@@ -656,3 +656,18 @@ cdef class Balancer:
     def __repr__(self):
         return (f"<Balancer {SELECT_NAMES[self.strategy]} nodes={len(self._nodes)} "
                 f"ejected={len(self.ejected)}>")
+
+
+def _hash64(data):
+    """zm_hash64 of `data` (bytes, or a str as UTF-8): the key hash of
+    SELECT_HASH, exposed for tests."""
+    cdef const char *p
+    cdef Py_ssize_t length
+    if isinstance(data, str):
+        p = PyUnicode_AsUTF8AndSize(data, &length)
+    elif isinstance(data, bytes):
+        p = PyBytes_AS_STRING(data)
+        length = PyBytes_GET_SIZE(data)
+    else:
+        raise TypeError(f"data: str or bytes, not {type(data).__name__}")
+    return zm_hash64(p, <size_t>length)
