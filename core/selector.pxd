@@ -57,8 +57,9 @@ cdef class Subset:
 
     cdef bint matches(self, NodeState n)
     cdef int _recompute(self, list nodes, uint64_t generation, int replicas,
-                        bint with_ring) except -1
+                        Subset source) except -1
     cdef int _build_ring(self, int replicas) except -1
+    cdef int _filter_ring(self, Subset source) except -1
 
 
 cdef class Balancer:

@@ -43,6 +43,7 @@
 
 from libc.math cimport exp, isfinite, INFINITY
 from libc.stdlib cimport malloc, free
+from libc.stdint cimport int32_t
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 
 SELECT_RANDOM = SEL_RANDOM
@@ -168,15 +169,19 @@ cdef class Subset:
         return True
 
     cdef int _recompute(self, list nodes, uint64_t generation, int replicas,
-                        bint with_ring) except -1:
+                        Subset source) except -1:
+        """Members from `nodes`; with SEL_HASH (`source` not None: the
+        balancer's unfiltered subset, already recomputed) the ring too."""
         cdef NodeState n
         self.members = [n for n in nodes if self.matches(n)]
         self.generation = generation
         free(self.ring)
         self.ring = NULL
         self.ring_len = 0
-        if with_ring:
+        if source is self:
             self._build_ring(replicas)
+        elif source is not None:
+            self._filter_ring(source)
         return 0
 
     cdef int _build_ring(self, int replicas) except -1:
@@ -199,8 +204,42 @@ cdef class Subset:
                 self.ring[k].member = <uint32_t>i
                 self.ring[k].replica = r
                 k += 1
-        zm_ring_sort(self.ring, total)
+        if zm_ring_sort(self.ring, total) != 0:
+            free(self.ring)
+            self.ring = NULL
+            raise MemoryError()
         self.ring_len = total
+        return 0
+
+    cdef int _filter_ring(self, Subset source) except -1:
+        """This subset's ring: `source`'s (a superset, in the same order)
+        without the points of nodes not in this subset; no sort needed."""
+        cdef Py_ssize_t count = len(source.members), i, j = 0
+        cdef size_t k, out = 0
+        cdef int32_t *index
+        if source.ring == NULL or not self.members:
+            return 0
+        index = <int32_t *>malloc(<size_t>count * sizeof(int32_t))
+        self.ring = <zm_ring_point *>malloc(
+            source.ring_len / <size_t>count * <size_t>len(self.members) * sizeof(zm_ring_point))
+        if index == NULL or self.ring == NULL:
+            free(index)
+            free(self.ring)
+            self.ring = NULL
+            raise MemoryError()
+        for i in range(count):
+            if j < len(self.members) and self.members[j] is source.members[i]:
+                index[i] = <int32_t>j
+                j += 1
+            else:
+                index[i] = -1
+        for k in range(source.ring_len):
+            if index[source.ring[k].member] >= 0:
+                self.ring[out] = source.ring[k]
+                self.ring[out].member = <uint32_t>index[source.ring[k].member]
+                out += 1
+        free(index)
+        self.ring_len = out
         return 0
 
     def __repr__(self):
@@ -328,10 +367,10 @@ cdef class Balancer:
         self.by_address = by_address
         self._forget_removed()
         self.generation += 1
-        cdef bint ring = self.strategy == SEL_HASH
-        self.all_nodes._recompute(fresh, self.generation, self.replicas, ring)
+        cdef Subset source = self.all_nodes if self.strategy == SEL_HASH else None
+        self.all_nodes._recompute(fresh, self.generation, self.replicas, source)
         for s in self.subsets.values():
-            s._recompute(fresh, self.generation, self.replicas, ring)
+            s._recompute(fresh, self.generation, self.replicas, source)
         return 0
 
     cdef int _forget_removed(self) except -1:
@@ -388,7 +427,8 @@ cdef class Balancer:
         if s is not None:
             return s
         s = self._new_subset(version, metadata if metadata else None, key)
-        s._recompute(self._nodes, self.generation, self.replicas, self.strategy == SEL_HASH)
+        s._recompute(self._nodes, self.generation, self.replicas,
+                     self.all_nodes if self.strategy == SEL_HASH else None)
         if len(self.subsets) >= MAX_SUBSETS:
             del self.subsets[next(iter(self.subsets))]  # still usable: pick() recomputes it
         self.subsets[key] = s
@@ -481,7 +521,7 @@ cdef class Balancer:
             length = PyBytes_GET_SIZE(key)
         else:
             raise TypeError(f"key: a str or bytes for SELECT_HASH, not {type(key).__name__}")
-        if s.ring == NULL:
+        if s.ring == NULL:  # not SEL_HASH: built on first use
             s._build_ring(self.replicas)
         idx = zm_ring_find(s.ring, s.ring_len, zm_hash64(data, <size_t>length))
         node = <NodeState>PyList_GET_ITEM(members, s.ring[idx].member)
@@ -510,7 +550,8 @@ cdef class Balancer:
         if s.owner is not self:
             raise ValueError("subset: made by another Balancer")
         if s.generation != self.generation:  # dropped from the cache since
-            s._recompute(self._nodes, self.generation, self.replicas, self.strategy == SEL_HASH)
+            s._recompute(self._nodes, self.generation, self.replicas,
+                         self.all_nodes if self.strategy == SEL_HASH else None)
         members = s.members
         n = PyList_GET_SIZE(members)
         if n == 0:

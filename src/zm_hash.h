@@ -21,7 +21,7 @@
 typedef struct zm_ring_point {
     uint64_t point;     /* position on the ring */
     uint32_t member;    /* index of the node in the caller's node list */
-    uint32_t replica;   /* which of the node's points (orders equal points) */
+    uint32_t replica;   /* which of the node's points */
 } zm_ring_point;
 
 /* Avalanche of one 64-bit word: every input bit affects every output bit. */
@@ -45,9 +45,9 @@ static inline uint64_t zm_ring_vpoint(uint64_t node_hash, uint32_t replica)
     return zm_hash_mix64(node_hash ^ zm_hash_mix64((uint64_t)replica + 0x9e3779b97f4a7c15ULL));
 }
 
-/* Sort `n` points by (point, replica, member): equal points (vanishingly
- * rare) order the same way every time. */
-void zm_ring_sort(zm_ring_point *points, size_t n);
+/* Sort `n` points by point, in linear time; equal points (vanishingly
+ * rare) keep their order. 0, or -1 when the scratch memory is missing. */
+int zm_ring_sort(zm_ring_point *points, size_t n);
 
 /* Index of the first point >= h in the sorted ring (0 past the end).
  * n must be > 0. */

@@ -181,5 +181,5 @@ cdef extern from "zm_hash.h" nogil:
     uint64_t zm_hash_mix64(uint64_t x)
     uint64_t zm_hash64(const void *data, size_t len)
     uint64_t zm_ring_vpoint(uint64_t node_hash, uint32_t replica)
-    void zm_ring_sort(zm_ring_point *points, size_t n)
+    int zm_ring_sort(zm_ring_point *points, size_t n)
     size_t zm_ring_find(const zm_ring_point *points, size_t n, uint64_t h)

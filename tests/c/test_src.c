@@ -157,9 +157,23 @@ static void test_hash_ring(void) {
             ring[n].replica = r;
         }
     }
-    zm_ring_sort(ring, n);
+    CHECK(zm_ring_sort(ring, n) == 0);
     for (size_t i = 1; i < n; i++)
         CHECK(ring[i - 1].point <= ring[i].point);
+    {
+        /* every bit position matters to the sort: points built to differ
+         * in one byte each, in reverse order, come out ascending, and the
+         * members travel with their points */
+        zm_ring_point small[17];
+        for (uint32_t i = 0; i < 17; i++) {
+            small[i].point = (i == 16) ? 0 : (uint64_t)1 << (60 - 4 * i);
+            small[i].member = i;
+            small[i].replica = 0;
+        }
+        CHECK(zm_ring_sort(small, 17) == 0);
+        for (uint32_t i = 0; i < 17; i++)
+            CHECK(small[i].member == (i == 0 ? 16 : 16 - i));
+    }
     CHECK(zm_ring_find(ring, n, 0) == 0 || ring[0].point == 0);
     CHECK(zm_ring_find(ring, n, ring[5].point) == 5);
     CHECK(zm_ring_find(ring, n, ring[5].point + 1) == 6);

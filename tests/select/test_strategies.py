@@ -314,3 +314,25 @@ def test_single_node(strategy):
     only = b.nodes()[0]
     assert all(b.pick(key=str(i)) is only for i in range(20))
     assert b.pick(avoid={only}) is only  # no other node: the avoided one
+
+
+def test_hash_subset_ring_is_the_ring_of_its_nodes():
+    """A filtered subset's ring (derived from the full ring) sends each key
+    where a balancer holding only the subset's nodes would."""
+    names = addrs(30)
+    b = _core.Balancer(_core.SELECT_HASH)
+    b.update([(a, ("1", "2")[i % 2], {"zone": ("eu", "us", "ap")[i % 3]}, None)
+              for i, a in enumerate(names)])
+    keys = [f"k{i}" for i in range(2000)]
+    for version, meta in (("1", None), ("2", {"zone": "eu"}), (None, {"zone": "ap"})):
+        s = b.subset(version, meta)
+        alone = balancer(_core.SELECT_HASH, [n.address for n in s.nodes()])
+        assert _owners(b, keys, s) == _owners(alone, keys)
+    # after an update that drops some nodes, and for every cached subset
+    kept = names[5:25]
+    b.update([(a, ("1", "2")[i % 2], {"zone": ("eu", "us", "ap")[i % 3]}, None)
+              for i, a in enumerate(names) if a in kept])
+    for version, meta in (("1", None), ("2", {"zone": "eu"}), (None, {"zone": "ap"})):
+        s = b.subset(version, meta)
+        alone = balancer(_core.SELECT_HASH, [n.address for n in s.nodes()])
+        assert _owners(b, keys, s) == _owners(alone, keys)
