@@ -74,6 +74,7 @@ cdef class Balancer:
     cdef readonly int replicas        # ring points per node (SEL_HASH)
     cdef list _nodes                  # NodeState in the registry's order
     cdef dict by_address              # address -> NodeState
+    cdef object update_lock           # threading.Lock: one update() at a time
     cdef Subset all_nodes             # the unfiltered subset
     cdef dict subsets                 # filter key -> Subset (bounded, oldest dropped)
     cdef uint64_t generation          # bumped by every update()
@@ -97,6 +98,7 @@ cdef class Balancer:
     cdef NodeState _pick_hash(self, Subset s, object key, object avoid)
     cdef NodeState _pick_two(self, list members, Py_ssize_t n, double now, object avoid)
     cpdef Subset subset(self, str version=*, dict metadata=*)
+    cpdef NodeState lookup(self, str address)
     cpdef NodeState pick(self, Subset subset=*, object key=*, object avoid=*)
     cdef void start(self, NodeState n) noexcept
     cdef void finish(self, NodeState n, double latency, bint failed) noexcept

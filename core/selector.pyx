@@ -37,14 +37,18 @@
 # healthy avoided one, else an ejected one. The scan is O(n) but only happens
 # when most candidates are unusable.
 #
-# Threads: everything runs with the GIL held and nothing in pick(), start()
-# or finish() releases it (unless a Python `clock` does), so a Balancer may
-# be shared by a client's threads.
+# Threads: a Balancer may be shared by a client's threads. Everything runs
+# with the GIL held, and pick(), start() and finish() call no Python code
+# (but a Python `clock`, read before anything else), so no other thread
+# runs in the middle of one. update() runs one at a time (a lock) and swaps
+# each subset's members and ring together, without calling Python code in
+# between.
 
 from libc.math cimport exp, isfinite, INFINITY
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport int32_t
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+import threading as _threading
 
 SELECT_RANDOM = SEL_RANDOM
 SELECT_ROUND_ROBIN = SEL_ROUND_ROBIN
@@ -240,6 +244,10 @@ cdef class Subset:
                 out += 1
         free(index)
         self.ring_len = out
+        if out != source.ring_len / <size_t>count * <size_t>len(self.members):
+            # `source` was not this node set's (an update() running in
+            # another thread): build the ring from the members instead
+            self._build_ring(<int>(source.ring_len / <size_t>count))
         return 0
 
     def __repr__(self):
@@ -296,6 +304,7 @@ cdef class Balancer:
         self.subsets = {}
         self.ejected = []
         self.next_return = INFINITY
+        self.update_lock = _threading.Lock()
         self.all_nodes = self._new_subset(None, None, None)
 
     # -- node set ---------------------------------------------------------
@@ -308,6 +317,10 @@ cdef class Balancer:
         failures, ejection); round-robin positions persist; every cached
         subset is recomputed. On bad input nothing changes (ValueError or
         TypeError naming the record and field)."""
+        with self.update_lock:  # one update at a time; picks go on meanwhile
+            self._update(nodes)
+
+    def _update(self, nodes):
         cdef list records = []
         cdef dict seen = {}
         cdef Py_ssize_t i = 0
@@ -366,11 +379,16 @@ cdef class Balancer:
         self._nodes = fresh
         self.by_address = by_address
         self._forget_removed()
-        self.generation += 1
+        # Subsets get the new generation before the balancer does, so a pick
+        # in between (another thread, while metadata comparisons run Python
+        # code) does not recompute them too; a subset made meanwhile has the
+        # old one and is recomputed on use.
+        cdef uint64_t generation = self.generation + 1
         cdef Subset source = self.all_nodes if self.strategy == SEL_HASH else None
-        self.all_nodes._recompute(fresh, self.generation, self.replicas, source)
-        for s in self.subsets.values():
-            s._recompute(fresh, self.generation, self.replicas, source)
+        self.all_nodes._recompute(fresh, generation, self.replicas, source)
+        for s in list(self.subsets.values()):
+            s._recompute(fresh, generation, self.replicas, source)
+        self.generation = generation
         return 0
 
     cdef int _forget_removed(self) except -1:
@@ -389,6 +407,11 @@ cdef class Balancer:
     def nodes(self):
         """The nodes (NodeState), in the order update() gave them."""
         return tuple(self._nodes)
+
+    cpdef NodeState lookup(self, str address):
+        """The NodeState of `address`, or None when it is not in the set
+        (for a call made to an explicit address)."""
+        return self.by_address.get(address)
 
     def __len__(self):
         return len(self._nodes)
@@ -521,7 +544,7 @@ cdef class Balancer:
             length = PyBytes_GET_SIZE(key)
         else:
             raise TypeError(f"key: a str or bytes for SELECT_HASH, not {type(key).__name__}")
-        if s.ring == NULL:  # not SEL_HASH: built on first use
+        if s.ring_len == 0:  # not built yet
             s._build_ring(self.replicas)
         idx = zm_ring_find(s.ring, s.ring_len, zm_hash64(data, <size_t>length))
         node = <NodeState>PyList_GET_ITEM(members, s.ring[idx].member)
@@ -549,18 +572,21 @@ cdef class Balancer:
         cdef bint check
         if s.owner is not self:
             raise ValueError("subset: made by another Balancer")
-        if s.generation != self.generation:  # dropped from the cache since
+        avoid = _check_avoid(avoid)
+        # The clock first: a Python clock may let another thread run (and
+        # update() the node set); from here on nothing calls Python code, so
+        # members and ring are read as one consistent pair.
+        if self.strategy == SEL_PEAK_EWMA or self.ejected:
+            now = self.now()
+            if self.ejected and now >= self.next_return:
+                self._expire(now)
+        if s.generation < self.generation:  # dropped from the cache since
             s._recompute(self._nodes, self.generation, self.replicas,
                          self.all_nodes if self.strategy == SEL_HASH else None)
         members = s.members
         n = PyList_GET_SIZE(members)
         if n == 0:
             return None
-        avoid = _check_avoid(avoid)
-        if self.strategy == SEL_PEAK_EWMA or self.ejected:
-            now = self.now()
-            if self.ejected and now >= self.next_return:
-                self._expire(now)
         self.n_picks += 1
         check = avoid is not None or len(self.ejected) > 0
         if self.strategy == SEL_ROUND_ROBIN:

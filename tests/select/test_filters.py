@@ -136,3 +136,14 @@ def test_node_fields_from_the_record():
         0, 0.0, 0, 0, 0.0, False)
     with pytest.raises(AttributeError):
         n.inflight = 3
+
+
+def test_lookup_by_address():
+    b = make()
+    n = b.lookup("tcp://c:1")
+    assert n is b.nodes()[2]
+    assert b.lookup("tcp://nope:1") is None
+    b.update(records("tcp://c:1"))
+    assert b.lookup("tcp://c:1") is n
+    b.update([])
+    assert b.lookup("tcp://c:1") is None
