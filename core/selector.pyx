@@ -615,26 +615,26 @@ cdef class Balancer:
             n.inflight += 1
 
     cdef void finish(self, NodeState n, double latency, bint failed) noexcept:
-        """The call sent to `n` ended after `latency` seconds (negative or
-        NaN counts as 0), `failed` or not. A node no longer in the set only
-        has its in-flight count and EWMA updated."""
+        """The call sent to `n` ended after `latency` seconds, `failed` or
+        not (a failed call's latency feeds the EWMA too; a latency that is
+        negative, NaN or infinite does not). A node no longer in the set
+        only has its in-flight count and EWMA updated."""
         cdef double now, w
         if n is None:
             return
         if n.inflight > 0:
             n.inflight -= 1
-        if not (latency >= 0.0):
-            latency = 0.0
         now = self.now()
-        if not n.has_latency:
-            n.ewma = latency
-            n.has_latency = True
-        elif latency > n.ewma:
-            n.ewma = latency  # peak: jump up at once
-        else:
-            w = exp(-(now - n.ewma_at) / self.decay) if now > n.ewma_at else 1.0
-            n.ewma = n.ewma * w + latency * (1.0 - w)
-        n.ewma_at = now
+        if isfinite(latency) and latency >= 0.0:
+            if not n.has_latency:
+                n.ewma = latency
+                n.has_latency = True
+            elif latency > n.ewma:
+                n.ewma = latency  # peak: jump up at once
+            else:
+                w = exp(-(now - n.ewma_at) / self.decay) if now > n.ewma_at else 1.0
+                n.ewma = n.ewma * w + latency * (1.0 - w)
+            n.ewma_at = now
         if n.slot < 0 or n.slot >= len(self._nodes) or self._nodes[n.slot] is not n:
             return
         if not failed:
