@@ -81,7 +81,7 @@ cdef class NodeState:
     @staticmethod
     cdef NodeState new(str address):
         cdef NodeState n = NodeState.__new__(NodeState)
-        cdef Py_ssize_t length
+        cdef Py_ssize_t length = 0
         cdef const char *utf8 = PyUnicode_AsUTF8AndSize(address, &length)
         n.address = address
         n.key_hash = zm_hash64(utf8, <size_t>length)
@@ -432,6 +432,7 @@ cdef class Balancer:
         condition). Cached per filter and recomputed by update(), so the
         call costs a dict lookup; metadata values must be hashable."""
         cdef Subset s
+        key = None
         if not metadata:
             if version is None:
                 return self.all_nodes
@@ -533,7 +534,7 @@ cdef class Balancer:
 
     cdef NodeState _pick_hash(self, Subset s, object key, object avoid):
         cdef const char *data
-        cdef Py_ssize_t length
+        cdef Py_ssize_t length = 0
         cdef size_t idx, k, walk
         cdef NodeState node
         cdef list members = s.members
@@ -729,7 +730,7 @@ def _hash64(data):
     """zm_hash64 of `data` (bytes, or a str as UTF-8): the key hash of
     SELECT_HASH, exposed for tests."""
     cdef const char *p
-    cdef Py_ssize_t length
+    cdef Py_ssize_t length = 0
     if isinstance(data, str):
         p = PyUnicode_AsUTF8AndSize(data, &length)
     elif isinstance(data, bytes):
