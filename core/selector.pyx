@@ -313,9 +313,10 @@ cdef class Balancer:
         """Replace the node set with `nodes`, an iterable of (address,
         version, metadata, public_key): address a non-empty str, version a
         str or None, metadata a dict or None, public_key a str or None.
-        Addresses that stay keep their NodeState (in-flight counts, EWMA,
-        failures, ejection); round-robin positions persist; every cached
-        subset is recomputed. On bad input nothing changes (ValueError or
+        An address listed twice is one node, with the later record's fields
+        at the earlier one's place. Addresses that stay keep their NodeState
+        (in-flight counts, EWMA, failures, ejection); round-robin positions
+        persist; every cached subset is recomputed. On bad input nothing changes (ValueError or
         TypeError naming the record and field)."""
         with self.update_lock:  # one update at a time; picks go on meanwhile
             self._update(nodes)
@@ -334,8 +335,6 @@ cdef class Balancer:
                 raise ValueError(f"nodes[{i}].address: a non-empty str, got {address!r}"
                                  if isinstance(address, str) else
                                  f"nodes[{i}].address: a non-empty str, not {type(address).__name__}")
-            if address in seen:
-                raise ValueError(f"nodes[{i}].address: {address!r} appears twice")
             try:
                 PyUnicode_AsUTF8AndSize(address, NULL)
             except UnicodeEncodeError:
@@ -353,8 +352,13 @@ cdef class Balancer:
             if public_key is not None and not isinstance(public_key, str):
                 raise TypeError(f"nodes[{i}].public_key: a str or None, "
                                 f"not {type(public_key).__name__}")
-            seen[address] = None
-            records.append((address, version, metadata, public_key))
+            record = (address, version, metadata, public_key)
+            at = seen.get(address)
+            if at is None:
+                seen[address] = len(records)
+                records.append(record)
+            else:  # the same node listed twice (re-registered): the later one wins
+                records[<Py_ssize_t>at] = record
             i += 1
         self._apply(records)
 

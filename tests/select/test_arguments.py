@@ -58,7 +58,6 @@ def test_outlier_policy_is_keyword_only():
     ([("tcp://x:1", 1, {}, None)], TypeError, r"nodes\[1\]\.version"),
     ([("tcp://x:1", "1", [("k", "v")], None)], TypeError, r"nodes\[1\]\.metadata"),
     ([("tcp://x:1", "1", {}, b"key")], TypeError, r"nodes\[1\]\.public_key"),
-    ([("tcp://b:1", "1", {}, None)], ValueError, "twice"),
     ([("tcp://\udc80:1", "1", {}, None)], ValueError, r"nodes\[1\]\.address"),
 ])
 def test_bad_update_changes_nothing(bad, error, field):
@@ -68,6 +67,15 @@ def test_bad_update_changes_nothing(bad, error, field):
     with pytest.raises(error, match=field):
         b.update(records("tcp://b:1") + bad)
     assert b.nodes() == before and len(sub) == 1
+
+
+def test_an_address_listed_twice_is_one_node_with_the_later_record():
+    b = _core.Balancer()
+    b.update([("tcp://a:1", "1", {"gen": "old"}, "k1"), ("tcp://b:1", "1", {}, None),
+              ("tcp://a:1", "2", {"gen": "new"}, "k2")])
+    assert [n.address for n in b.nodes()] == ["tcp://a:1", "tcp://b:1"]
+    a = b.nodes()[0]
+    assert (a.version, a.metadata, a.public_key) == ("2", {"gen": "new"}, "k2")
 
 
 def test_update_needs_an_iterable():
