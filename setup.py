@@ -38,6 +38,7 @@ SOURCES = [
     "src/zm_frame.c",
     "src/zm_mac.c",
     "src/zm_replay.c",
+    "src/zm_hash.c",
 ]
 DEPENDS = [
     os.path.join(d, f)

@@ -81,6 +81,11 @@ OPS = [
     for what in ("compute", "verify")
     for alg in ("hmac-sha256", "blake2b")
     for size in (64, 4096)
+] + [
+    f"select.{name}.{n}{suffix}"
+    for name in ("random", "round_robin", "p2c", "peak_ewma", "hash")
+    for n in (10, 1000, 10000)
+    for suffix in ("", ".filter")
 ]
 C_ONLY_LABELS = {
     "header.size.typical":

@@ -170,3 +170,16 @@ cdef extern from "zm_replay.h" nogil:
     void zm_replay_init(zm_replay *r, size_t max)
     void zm_replay_free(zm_replay *r)
     int zm_replay_insert(zm_replay *r, const uint8_t *nonce, uint32_t expires, uint32_t now)
+
+
+cdef extern from "zm_hash.h" nogil:
+    ctypedef struct zm_ring_point:
+        uint64_t point
+        uint32_t member
+        uint32_t replica
+
+    uint64_t zm_hash_mix64(uint64_t x)
+    uint64_t zm_hash64(const void *data, size_t len)
+    uint64_t zm_ring_vpoint(uint64_t node_hash, uint32_t replica)
+    int zm_ring_sort(zm_ring_point *points, size_t n)
+    size_t zm_ring_find(const zm_ring_point *points, size_t n, uint64_t h)

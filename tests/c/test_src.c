@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "zm_frame.h"
+#include "zm_hash.h"
 #include "zm_wire.h"
 
 static int failures;
@@ -141,11 +142,53 @@ static void test_strerror(void) {
     CHECK(strcmp(zm_strerror(999), "unknown error") == 0);
 }
 
+static void test_hash_ring(void) {
+    zm_ring_point ring[64];
+    size_t n = 0;
+    CHECK(zm_hash64("node-a", 6) == zm_hash64("node-a", 6));
+    CHECK(zm_hash64("node-a", 6) != zm_hash64("node-b", 6));
+    CHECK(zm_hash64("", 0) != zm_hash64("\0", 1));
+    CHECK(zm_hash64(NULL, 0) == zm_hash64("", 0));
+    for (uint32_t m = 0; m < 4; m++) {
+        uint64_t h = zm_hash64(&m, sizeof m);
+        for (uint32_t r = 0; r < 16; r++, n++) {
+            ring[n].point = zm_ring_vpoint(h, r);
+            ring[n].member = m;
+            ring[n].replica = r;
+        }
+    }
+    CHECK(zm_ring_sort(ring, n) == 0);
+    for (size_t i = 1; i < n; i++)
+        CHECK(ring[i - 1].point <= ring[i].point);
+    {
+        /* every bit position matters to the sort: points built to differ
+         * in one byte each, in reverse order, come out ascending, and the
+         * members travel with their points */
+        zm_ring_point small[17];
+        for (uint32_t i = 0; i < 17; i++) {
+            small[i].point = (i == 16) ? 0 : (uint64_t)1 << (60 - 4 * i);
+            small[i].member = i;
+            small[i].replica = 0;
+        }
+        CHECK(zm_ring_sort(small, 17) == 0);
+        for (uint32_t i = 0; i < 17; i++)
+            CHECK(small[i].member == (i == 0 ? 16 : 16 - i));
+    }
+    CHECK(zm_ring_find(ring, n, 0) == 0 || ring[0].point == 0);
+    CHECK(zm_ring_find(ring, n, ring[5].point) == 5);
+    CHECK(zm_ring_find(ring, n, ring[5].point + 1) == 6);
+    CHECK(zm_ring_find(ring, n, ring[n - 1].point) == n - 1);
+    if (ring[n - 1].point != UINT64_MAX)
+        CHECK(zm_ring_find(ring, n, ring[n - 1].point + 1) == 0);  /* wraps */
+    CHECK(zm_ring_find(ring, 1, ring[0].point + 1) == 0);
+}
+
 int main(void) {
     test_roundtrip();
     test_writer_limits();
     test_frames();
     test_strerror();
+    test_hash_ring();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
