@@ -79,3 +79,19 @@ class Load:
                                      f"{len(self.outcomes)} calls, "
                                      f"{len(self.failures())} failed")
             time.sleep(0.05)
+
+
+def two_loads(client, service: str, nodes) -> tuple[Load, Load]:
+    """Idempotent calls from two threads and plain ones from a third,
+    started, once each of them has reached every node in `nodes`."""
+    idempotent = Load(client, service, threads=2, options={"idempotent": True}).start()
+    plain = Load(client, service, threads=1).start()
+    try:
+        for load in (idempotent, plain):
+            for node in nodes:
+                load.wait_for(lambda: load.served_by(node.pid) >= 5, f"traffic on {node.pid}")
+    except BaseException:
+        idempotent.stop()
+        plain.stop()
+        raise
+    return idempotent, plain

@@ -7,7 +7,7 @@ import time
 
 import zmicro
 
-from .load import Load
+from .load import two_loads
 from .registries import open_registry
 
 
@@ -16,12 +16,8 @@ def test_restart_etcd_under_load(nodes, etcd_server, etcd_registry):
     a, b, c = nodes(name, etcd_registry, n=3)
     registry = open_registry(etcd_registry)
     client = zmicro.Client(registry=registry, timeout=10)
-    idempotent = Load(client, name, threads=2, options={"idempotent": True}).start()
-    plain = Load(client, name, threads=1).start()
+    idempotent, plain = two_loads(client, name, (a, b, c))
     try:
-        for load in (idempotent, plain):
-            for node in (a, b, c):
-                load.wait_for(lambda: load.served_by(node.pid) >= 5, f"traffic on {node.pid}")
         etcd_server.stop()
         stopped_at = time.monotonic()
         for load in (idempotent, plain):

@@ -11,7 +11,7 @@ import pytest
 import zmicro
 from zmicro import Code
 
-from .load import Load
+from .load import two_loads
 from .registries import open_registry
 
 
@@ -22,12 +22,8 @@ def test_kill_9_one_of_three(request, nodes, where):
     a, b, c = nodes(name, registry_name, n=3)
     registry = open_registry(registry_name)
     client = zmicro.Client(registry=registry, timeout=10)
-    idempotent = Load(client, name, threads=2, options={"idempotent": True}).start()
-    plain = Load(client, name, threads=1).start()
+    idempotent, plain = two_loads(client, name, (a, b, c))
     try:
-        for load in (idempotent, plain):
-            for node in (a, b, c):
-                load.wait_for(lambda: load.served_by(node.pid) >= 5, f"traffic on {node.pid}")
         b.proc.kill()
         b.proc.wait(30)
         killed_at = time.monotonic()
