@@ -29,6 +29,11 @@ INLINE = MODE_INLINE
 BLOCKING = MODE_BLOCKING
 ASYNC = MODE_ASYNC
 
+# A drained service keeps its socket this long after its last reply: a
+# client's DEALER with ZMQ_IMMEDIATE drops the messages it has received but
+# not read yet when the connection goes, so closing at once could lose the
+# replies just sent.
+cdef double CLOSE_DELAY = 0.5
 cdef int BATCH = 256           # messages per wake before other work gets a turn
 cdef Py_ssize_t DETAIL_MAX = 1024  # bytes of error detail sent (the wire allows 4096)
 
@@ -137,6 +142,7 @@ cdef class ServerCore:
         self.logger = logger or _logging.getLogger("zmicro.server")
         self.rpc_error = _RPCError
         self.keyring = keyring
+        self.close_delay = CLOSE_DELAY
         self.on_refused = on_refused
         self.resolve_principal = resolve_principal
 
@@ -199,11 +205,13 @@ cdef class ServerCore:
         """Begin a graceful stop (from any thread or a signal handler): new
         requests are refused at once with UNAVAILABLE and the NOT_PROCESSED
         flag (builtin endpoints still answer), requests in flight go on and
-        are answered, and run_blocking() returns when none is left or
-        `grace` seconds have passed. A second call keeps the first
-        deadline."""
+        are answered, and run_blocking() returns when none is left (and no
+        reply went out for `close_delay` seconds, so that clients read the
+        last ones before the socket closes) or when `grace` seconds have
+        passed. A second call keeps the first deadline."""
         if not self.draining:
             self.drain_until = monotonic() + (grace if grace > 0 else 0.0)
+            self.last_reply_at = 0.0
             self.draining = True
         if self.loop is None:
             self._wake()
@@ -215,7 +223,10 @@ cdef class ServerCore:
         return self.draining and self._drained()
 
     cdef bint _drained(self):
-        return self.in_flight == 0 or monotonic() >= self.drain_until
+        cdef double now = monotonic()
+        if now >= self.drain_until:
+            return True
+        return self.in_flight == 0 and now >= self.last_reply_at + self.close_delay
 
     def attach(self, loop):
         """Serve on `loop` (asyncio) from now on, until detach()."""
@@ -614,6 +625,8 @@ cdef class ServerCore:
         finally:
             PyBuffer_Release(&bview)
         self.n_codes[status if status <= 16 else 2] += 1
+        if self.draining:
+            self.last_reply_at = monotonic()
         return 0
 
     # -- reporting -------------------------------------------------------

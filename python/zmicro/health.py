@@ -19,7 +19,8 @@ Both run under the service's transport security (CurveZMQ and the MAC) like
 any endpoint, but without its interceptors (a policy's tokens and rules):
 they reveal only the status. ``Check`` runs inline; each ``Watch`` holds a
 thread of a pool of its own (at most ``max_watchers`` at once, beyond which
-it is refused ``RESOURCE_EXHAUSTED``) and counts as in flight. A draining
+it is refused ``RESOURCE_EXHAUSTED``; the pool has one thread more, for
+those refusals) and counts as in flight. A draining
 service answers both (``NOT_SERVING``, final: watchers are released at once).
 """
 
@@ -107,6 +108,11 @@ class Health:
     @property
     def draining(self) -> bool:
         return self._draining
+
+    @property
+    def watchers(self) -> int:
+        """Watches waiting now."""
+        return self._watchers
 
     def status(self, service: str = "") -> str:
         """The status of ``service`` ("": this one) as the endpoints say it."""

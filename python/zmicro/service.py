@@ -320,8 +320,9 @@ class Service:
 
     def stats(self) -> dict[str, Any]:
         """Counters: requests, replies by status code, errors, malformed
-        frames dropped, requests in flight."""
-        base = {"service": self.name, "node": self._node_id, "address": self.address}
+        frames dropped, requests in flight, health watches waiting."""
+        base = {"service": self.name, "node": self._node_id, "address": self.address,
+                "watchers": self._health.watchers}
         if self._core is None:
             return base | {"requests": 0, "in_flight": 0, "replies": {}, "errors": 0,
                            "malformed": 0, "unexpected": 0, "cancels": 0, "replies_dropped": 0}
@@ -366,7 +367,7 @@ class Service:
         # Health: no interceptors; watches wait in a pool of their own, so
         # they never hold the blocking handlers' threads.
         self._watch_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self._health.max_watchers,
+            max_workers=self._health.max_watchers + 1,  # +1: refusals never queue
             thread_name_prefix=f"zmicro-{self.name}-health")
         endpoints += [
             _core.Endpoint(health.CHECK, self._health.check, _core.INLINE,

@@ -72,6 +72,7 @@ def test_in_flight_call_completes_new_calls_are_refused(memory_registry, use_asy
     address = svc.address
     client = zmicro.Client(registry=memory_registry, insecure=True, timeout=WAIT)
     results: list = []
+    caller = threading.Thread()
     try:
         caller = start_call(client, "graceful", "G.Slow", address, results)
         until(lambda: svc.stats()["in_flight"] == 1, "the slow call to start")
@@ -95,6 +96,7 @@ def test_in_flight_call_completes_new_calls_are_refused(memory_registry, use_asy
         assert svc.address is None
     finally:
         release.set()
+        caller.join(WAIT)  # before the client closes under it
         client.close()
         running.stop()
 
@@ -113,6 +115,7 @@ def test_async_handler_in_flight_completes(memory_registry):
     address = svc.address
     client = zmicro.Client(registry=memory_registry, timeout=WAIT)
     results: list = []
+    caller = threading.Thread()
     try:
         caller = start_call(client, "graceful-async", "G.AsyncSlow", address, results)
         until(lambda: svc.stats()["in_flight"] == 1, "the async call to start")
@@ -129,6 +132,7 @@ def test_async_handler_in_flight_completes(memory_registry):
         assert not running.thread.is_alive()
     finally:
         release.set()
+        caller.join(WAIT)  # before the client closes under it
         client.close()
         running.stop()
 
@@ -165,6 +169,7 @@ def test_stop_is_idempotent_and_a_second_stop_keeps_draining(memory_registry):
     running = InProcess(svc)
     client = zmicro.Client(registry=memory_registry, insecure=True, timeout=WAIT)
     results: list = []
+    caller = threading.Thread()
     try:
         caller = start_call(client, "twice", "G.Slow", svc.address, results)
         until(lambda: svc.stats()["in_flight"] == 1, "the slow call to start")
@@ -177,6 +182,7 @@ def test_stop_is_idempotent_and_a_second_stop_keeps_draining(memory_registry):
         assert results == ["slow done"]
     finally:
         release.set()
+        caller.join(WAIT)  # before the client closes under it
         client.close()
         running.stop()
 
