@@ -710,6 +710,9 @@ def run_(target: str, workers: int, address: str | None) -> None:
             _serve(target, address, os.getcwd())
         except RuntimeError as exc:  # e.g. a service without handlers
             raise Failure(str(exc), EXIT_FAILED) from None
+        except zmq.ZMQError as exc:  # e.g. the address is in use
+            raise Failure(f"cannot serve at {address or 'the default address'}: {exc}",
+                          EXIT_ENVIRONMENT) from None
         return
     code = _run_workers(target, address, workers)
     if code:
