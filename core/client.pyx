@@ -104,9 +104,6 @@ _DISCONNECTED = 0x0200           # ZMQ_EVENT_DISCONNECTED
 #: What a client socket's monitor reports (client.py subscribes to these).
 MONITOR_EVENTS = _HANDSHAKE_EVENTS | _CONNECTED | _DISCONNECTED
 
-#: The flag of an error reply whose request no handler saw (wire.capnp).
-cdef uint32_t FLAG_NOT_PROCESSED = 0x8
-
 #: Seconds between looks at a sync channel's monitor while a reply is due.
 cdef double LOST_CHECK = 0.1
 
@@ -176,7 +173,7 @@ cdef object reply_value(Received *r, zm_header *h, zm_frame_view *v, object rpc_
     if h.kind == ZM_KIND_ERROR:
         code = h.status if h.status else _Code.UNKNOWN
         return True, rpc_error(code, _text(h.detail), id=_text(h.service),
-                               processed=not (h.flags & FLAG_NOT_PROCESSED))
+                               processed=not (h.flags & ZM_FLAG_NOT_PROCESSED))
     if v.inline_body:
         return False, inline_body_object(r, v.header, v.body)
     return False, (body_object(r, v.body_first) if v.body_count else b"")

@@ -14,6 +14,10 @@ cdef class Endpoint:
     cdef readonly object request_type # what the decoders produce (Any: untyped)
     cdef list decoders                # per content type index: decode fn,
                                       # IDENTITY, or None (not built yet)
+    cdef readonly bint builtin        # zmicro's own (health): still answered
+                                      # while draining
+    cdef readonly object executor     # blocking mode: its own pool (None:
+                                      # the service's)
 
 
 cdef class ServerCore:
@@ -38,6 +42,10 @@ cdef class ServerCore:
     cdef object waker                 # inproc DEALER: wakes the blocking wait
     cdef object wake_lock             # the waker is used from many threads
     cdef bint stopping                # stop() was called
+    cdef readonly bint draining       # drain() was called: new requests refused
+    cdef double drain_until           # monotonic(): run_blocking returns then
+    cdef double last_reply_at         # monotonic() of the last reply while draining
+    cdef public double close_delay    # seconds the socket stays open after it
     cdef bint draining_scheduled      # an asyncio drain is already queued
     cdef object logger
     cdef Keyring keyring              # MAC keys: None = unsigned (insecure mode)
@@ -68,8 +76,12 @@ cdef class ServerCore:
     cdef object _decoder(self, Endpoint ep, CodecEntry ct)
     cdef int _reply(self, const zm_slice *peer, uint64_t request_id, int kind,
                     int status, object detail, str content_type, object body,
-                    str error_id=*) except -1
+                    str error_id=*, uint32_t flags=*) except -1
+    cdef int _refuse(self, const zm_slice *peer, uint64_t request_id, int status,
+                     object detail) except -1
     cdef int _answer(self, Context ctx, object result, object exc) except -1
-    cdef int _error_reply(self, const zm_slice *peer, uint64_t request_id, object exc) except -1
+    cdef int _error_reply(self, const zm_slice *peer, uint64_t request_id, object exc,
+                          uint32_t flags=*) except -1
+    cdef bint _drained(self)
     cdef int _flush_completions(self) except -1
     cdef int _after_send(self) except -1

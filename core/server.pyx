@@ -29,6 +29,11 @@ INLINE = MODE_INLINE
 BLOCKING = MODE_BLOCKING
 ASYNC = MODE_ASYNC
 
+# A drained service keeps its socket this long after its last reply: a
+# client's DEALER with ZMQ_IMMEDIATE drops the messages it has received but
+# not read yet when the connection goes, so closing at once could lose the
+# replies just sent.
+cdef double CLOSE_DELAY = 0.5
 cdef int BATCH = 256           # messages per wake before other work gets a turn
 cdef Py_ssize_t DETAIL_MAX = 1024  # bytes of error detail sent (the wire allows 4096)
 
@@ -51,17 +56,25 @@ cdef bint _same(bytes key, zm_slice s) noexcept:
 @cython.auto_pickle(False)
 cdef class Endpoint:
     """One handler as the loop sees it: `handler(request, ctx)` with the
-    service's interceptors already applied, how to run it, what to decode."""
+    service's interceptors already applied, how to run it, what to decode.
+    `builtin`: zmicro's own endpoint (health), still served while the
+    service drains. `executor`: for a blocking handler, the pool to run it
+    in instead of the service's (the caller owns and shuts it down)."""
 
-    def __init__(self, str name, handler, int mode, request_type):
+    def __init__(self, str name, handler, int mode, request_type, *,
+                 bint builtin=False, executor=None):
         if mode not in (MODE_INLINE, MODE_BLOCKING, MODE_ASYNC):
             raise ValueError(f"unknown handler mode {mode}")
+        if executor is not None and mode != MODE_BLOCKING:
+            raise ValueError("only a blocking endpoint takes an executor")
         self.name = name
         self.key = name.encode()
         self.handler = handler
         self.mode = mode
         self.request_type = request_type
         self.decoders = []
+        self.builtin = builtin
+        self.executor = executor
 
 
 def _run_blocking(handler, request, Context ctx):
@@ -129,6 +142,7 @@ cdef class ServerCore:
         self.logger = logger or _logging.getLogger("zmicro.server")
         self.rpc_error = _RPCError
         self.keyring = keyring
+        self.close_delay = CLOSE_DELAY
         self.on_refused = on_refused
         self.resolve_principal = resolve_principal
 
@@ -154,8 +168,10 @@ cdef class ServerCore:
     # -- waiting ---------------------------------------------------------
 
     def run_blocking(self):
-        """Serve until stop(), blocking in libzmq with the GIL released. A
-        signal handler's exception (KeyboardInterrupt) ends it too."""
+        """Serve until stop(), or after drain() until no request is in
+        flight or the grace period is over; blocks in libzmq with the GIL
+        released. A signal handler's exception (KeyboardInterrupt) ends it
+        too."""
         cdef Received r
         cdef int err
         # A signal may be delivered to any thread of the process (the
@@ -163,7 +179,8 @@ cdef class ServerCore:
         # next runs Python code. So the wait wakes up every 250 ms to let it
         # (a timeout set once, not per message: no cost per request).
         set_rcvtimeo(self.sock, 250)
-        while not self.stopping:  # a core is used once: stop() is for good
+        # A core is used once: stop() and drain() are for good.
+        while not self.stopping and not (self.draining and self._drained()):
             r.n = r.extra = 0
             with nogil:
                 err = recv_parts(&r, self.sock, 0)
@@ -183,6 +200,33 @@ cdef class ServerCore:
         self.stopping = True
         if self.loop is None:
             self._wake()
+
+    def drain(self, double grace):
+        """Begin a graceful stop (from any thread or a signal handler): new
+        requests are refused at once with UNAVAILABLE and the NOT_PROCESSED
+        flag (builtin endpoints still answer), requests in flight go on and
+        are answered, and run_blocking() returns when none is left (and no
+        reply went out for `close_delay` seconds, so that clients read the
+        last ones before the socket closes) or when `grace` seconds have
+        passed. A second call keeps the first deadline."""
+        if not self.draining:
+            self.drain_until = monotonic() + (grace if grace > 0 else 0.0)
+            self.last_reply_at = 0.0
+            self.draining = True
+        if self.loop is None:
+            self._wake()
+
+    @property
+    def drained(self):
+        """True once draining and no request is in flight, or the grace
+        period is over (what the asyncio path waits for)."""
+        return self.draining and self._drained()
+
+    cdef bint _drained(self):
+        cdef double now = monotonic()
+        if now >= self.drain_until:
+            return True
+        return self.in_flight == 0 and now >= self.last_reply_at + self.close_delay
 
     def attach(self, loop):
         """Serve on `loop` (asyncio) from now on, until detach()."""
@@ -258,8 +302,7 @@ cdef class ServerCore:
             if (rc == ZM_E_VERSION or rc == ZM_E_KIND) and h.kind != ZM_KIND_CANCEL:
                 what = (f"unsupported protocol version {h.version} (this server speaks {ZM_WIRE_VERSION})"
                         if rc == ZM_E_VERSION else f"unknown message kind {h.kind}")
-                self._reply(&r.slices[0], h.request_id, ZM_KIND_ERROR, C_UNIMPLEMENTED,
-                            what, "", None)
+                self._refuse(&r.slices[0], h.request_id, C_UNIMPLEMENTED, what)
             return 0
         # The caller's Curve key (ZAP User-Id): secure mode only.
         uid = ZMQ.msg_gets(&r.msgs[v.header], b"User-Id") if self.keyring is not None else NULL
@@ -301,8 +344,7 @@ cdef class ServerCore:
             except Exception:
                 self.logger.exception("zmicro: the audit hook failed")
         if h.kind == ZM_KIND_REQUEST or h.kind == ZM_KIND_PING:
-            self._reply(&r.slices[0], h.request_id, ZM_KIND_ERROR, C_UNAUTHENTICATED,
-                        "unauthenticated", "", None)
+            self._refuse(&r.slices[0], h.request_id, C_UNAUTHENTICATED, "unauthenticated")
         return 1
 
     cdef str _user_id(self, const char *uid):
@@ -344,26 +386,29 @@ cdef class ServerCore:
         cdef Context ctx
         cdef uint32_t i
         self.n_requests += 1
+        # Every refusal before a handler runs carries NOT_PROCESSED: the
+        # caller may retry it on any node, idempotent endpoint or not.
         if h.service.len and not _same(self.service_key, h.service):
             # A stale address, now another service's: never run its endpoint.
-            return self._reply(peer, h.request_id, ZM_KIND_ERROR, C_UNAVAILABLE,
-                               f"this node serves {self.service!r}, not {_text(h.service)!r}",
-                               "", None)
+            return self._refuse(peer, h.request_id, C_UNAVAILABLE,
+                                f"this node serves {self.service!r}, not {_text(h.service)!r}")
         ep = self._endpoint(h.endpoint)
+        if self.draining and (ep is None or not ep.builtin):
+            return self._refuse(peer, h.request_id, C_UNAVAILABLE,
+                                f"{self.service} is shutting down")
         if ep is None:
-            return self._reply(peer, h.request_id, ZM_KIND_ERROR, C_UNIMPLEMENTED,
-                               f"{self.service} has no endpoint {_text(h.endpoint)!r}", "", None)
+            return self._refuse(peer, h.request_id, C_UNIMPLEMENTED,
+                                f"{self.service} has no endpoint {_text(h.endpoint)!r}")
         ct = self._ctype(h.content_type) if h.content_type.len else self.default_ctype
         if ct is None:
-            return self._reply(peer, h.request_id, ZM_KIND_ERROR, C_INVALID_ARGUMENT,
-                               f"unsupported content type {_text(h.content_type)!r}", "", None)
+            return self._refuse(peer, h.request_id, C_INVALID_ARGUMENT,
+                                f"unsupported content type {_text(h.content_type)!r}")
         if v.body_count > 1:
-            return self._reply(peer, h.request_id, ZM_KIND_ERROR, C_INVALID_ARGUMENT,
-                               "a request carries at most one body frame", "", None)
+            return self._refuse(peer, h.request_id, C_INVALID_ARGUMENT,
+                                "a request carries at most one body frame")
         if self.in_flight >= self.max_in_flight:
-            return self._reply(peer, h.request_id, ZM_KIND_ERROR, C_RESOURCE_EXHAUSTED,
-                               f"{self.service} is busy ({self.in_flight} requests in flight)",
-                               "", None)
+            return self._refuse(peer, h.request_id, C_RESOURCE_EXHAUSTED,
+                                f"{self.service} is busy ({self.in_flight} requests in flight)")
 
         if v.inline_body:
             body = inline_body_object(r, v.header, v.body)
@@ -381,7 +426,7 @@ cdef class ServerCore:
                 elif not isinstance(exc, self.rpc_error):
                     exc = self.rpc_error(C_INVALID_ARGUMENT,
                                          f"request does not decode as {ct.name}: {exc}")
-                return self._error_reply(peer, h.request_id, exc)
+                return self._error_reply(peer, h.request_id, exc, ZM_FLAG_NOT_PROCESSED)
 
         ctx = Context.__new__(Context)
         ctx.service = self.service
@@ -421,9 +466,12 @@ cdef class ServerCore:
         self.running[(ctx.peer, ctx.request_id)] = ctx
         try:
             if ep.mode == MODE_BLOCKING:
-                if self.executor is None:
-                    self.executor = self.executor_factory()
-                fut = self.executor.submit(_contextvars.copy_context().run,
+                executor = ep.executor
+                if executor is None:
+                    if self.executor is None:
+                        self.executor = self.executor_factory()
+                    executor = self.executor
+                fut = executor.submit(_contextvars.copy_context().run,
                                            _run_blocking, ep.handler, request, ctx)
                 fut.add_done_callback(_functools.partial(self._pool_done, ctx))
             else:
@@ -495,19 +543,26 @@ cdef class ServerCore:
                                    ct.name, body)
         return self._error_reply(&peer, ctx.request_id, exc)
 
-    cdef int _error_reply(self, const zm_slice *peer, uint64_t request_id, object exc) except -1:
+    cdef int _error_reply(self, const zm_slice *peer, uint64_t request_id, object exc,
+                          uint32_t flags=0) except -1:
         if isinstance(exc, self.rpc_error):
             return self._reply(peer, request_id, ZM_KIND_ERROR, int(exc.code), exc.detail,
-                               "", None, exc.id or self.service)
+                               "", None, exc.id or self.service, flags)
         if type(exc).__name__ == "CancelledError":
             return self._reply(peer, request_id, ZM_KIND_ERROR, C_CANCELLED, "cancelled", "", None)
         # Logged here with its traceback; the caller learns only that it failed.
         self.logger.error("zmicro: handler of %s failed", self.service, exc_info=exc)
         return self._reply(peer, request_id, ZM_KIND_ERROR, C_INTERNAL, "internal error", "", None)
 
+    cdef int _refuse(self, const zm_slice *peer, uint64_t request_id, int status,
+                     object detail) except -1:
+        """An error reply for a request no handler ran for (NOT_PROCESSED)."""
+        return self._reply(peer, request_id, ZM_KIND_ERROR, status, detail, "", None, "",
+                           ZM_FLAG_NOT_PROCESSED)
+
     cdef int _reply(self, const zm_slice *peer, uint64_t request_id, int kind,
                     int status, object detail, str content_type, object body,
-                    str error_id="") except -1:
+                    str error_id="", uint32_t flags=0) except -1:
         cdef zm_header h
         cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
         cdef size_t hlen = 0
@@ -523,6 +578,7 @@ cdef class ServerCore:
         h.kind = <uint16_t>kind
         h.request_id = request_id
         h.status = <uint16_t>status
+        h.flags = flags
         _slice_text(content_type, &h.content_type)
         if detail:
             detail = _clip(str(detail))
@@ -534,7 +590,7 @@ cdef class ServerCore:
                 view_get(body, &bview, &b)
                 inline = b.len < 65536  # small bodies ride in the header frame
                 if inline:
-                    h.flags = ZM_FLAG_BODY_INLINE
+                    h.flags |= ZM_FLAG_BODY_INLINE
             if self.keyring is not None:
                 # One frame with the MAC at its end, unless a large body
                 # has its own frame.
@@ -569,6 +625,8 @@ cdef class ServerCore:
         finally:
             PyBuffer_Release(&bview)
         self.n_codes[status if status <= 16 else 2] += 1
+        if self.draining:
+            self.last_reply_at = monotonic()
         return 0
 
     # -- reporting -------------------------------------------------------

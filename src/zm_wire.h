@@ -45,6 +45,8 @@ enum {
 #define ZM_FLAG_BODY_INLINE 0x2u /* the body follows the header in its frame */
 #define ZM_FLAG_MAC_TRAILER 0x4u /* with SIGNED: the MAC is the header frame's
                                   * last ZM_MAC_SIZE bytes, no MAC frame */
+#define ZM_FLAG_NOT_PROCESSED 0x8u /* on an ERROR: no handler ran for this
+                                    * request, so any node may be retried */
 
 typedef struct zm_meta {
     zm_slice key;   /* UTF-8, non-empty, unique in one header */

@@ -62,6 +62,7 @@ cdef extern from "zm_wire.h" nogil:
         ZM_FLAG_SIGNED
         ZM_FLAG_MAC_TRAILER
         ZM_FLAG_BODY_INLINE
+        ZM_FLAG_NOT_PROCESSED
         ZM_WIRE_TRUSTED_UTF8
 
     ctypedef struct zm_meta:

@@ -195,12 +195,16 @@ class _Base:
         return balancer
 
     def _update(self, balancer: _core.Balancer, records) -> None:
-        nodes = {}
+        nodes, resting = {}, {}
         for r in records:
             for n in r.nodes:
-                nodes[n.address] = (n.address, r.version, dict(n.metadata), n.public_key)
+                # A node that says it is not serving (Service.set_serving(False))
+                # gets calls only when no other node is left.
+                into = resting if n.metadata.get("health") == "not_serving" else nodes
+                into[n.address] = (n.address, r.version, dict(n.metadata), n.public_key)
                 if n.public_key:
                     self._node_keys[n.address] = n.public_key
+        nodes = nodes or resting
         balancer.update(nodes[a] for a in sorted(nodes))  # state persists in place
 
     def _on_change(self, service: str, records) -> None:

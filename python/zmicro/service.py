@@ -26,8 +26,19 @@ with async handlers, or with ``serve()``, the service waits through the
 event loop. Both use the same dispatch.
 
 The service registers itself (with a TTL it keeps refreshing) in the
-registry — the embedded one by default — once bound, and deregisters first
-when it stops: on ``stop()``, SIGINT or SIGTERM.
+registry — the embedded one by default — once bound. Its node's metadata
+carries ``health=serving`` or ``health=not_serving`` (:meth:`set_serving`),
+re-registered when it changes; every service also answers the built-in
+``zmicro.Health.Check`` and ``zmicro.Health.Watch`` endpoints
+(:mod:`zmicro.health`; the ``zmicro.`` prefix is reserved).
+
+Stopping is graceful: on ``stop()``, SIGINT or SIGTERM the service
+deregisters (on its heartbeat thread) and at once answers new calls with
+``UNAVAILABLE`` and the wire's ``NOT_PROCESSED`` flag (callers retry
+another node), while the calls already in flight — inline, blocking or
+async — go on and are answered. When none is left, or after ``grace``
+seconds (default 10), it closes: never before it is deregistered. A second
+signal changes nothing; the grace period bounds the wait.
 
 Security is on unless asked off (``insecure=True`` or ``ZMICRO_INSECURE=1``):
 the socket is a CurveZMQ server that admits only the keys of the trust store's
@@ -47,6 +58,7 @@ import inspect
 import logging
 import signal
 import threading
+import time
 import typing
 import uuid
 from collections.abc import Callable, Sequence
@@ -55,7 +67,7 @@ from typing import Any
 import msgspec
 import zmq
 
-from . import _core
+from . import _core, health
 from .codec import DEFAULT_CONTENT_TYPE, codecs
 from .context import Context
 from .middleware import ServerInterceptor, chain_server, is_async
@@ -120,7 +132,9 @@ class Service:
     and after). ``max_in_flight`` caps requests
     being handled at once: beyond it callers get ``RESOURCE_EXHAUSTED`` at
     once instead of a growing queue. ``workers`` sizes the thread pool of
-    blocking handlers.
+    blocking handlers. ``grace``: seconds a stopping service waits for the
+    calls in flight before it closes. ``max_watchers``: health watches
+    (``zmicro.Health.Watch``) at once.
     """
 
     def __init__(
@@ -142,12 +156,16 @@ class Service:
         keys: str | KeyStore | None = None,
         mac_window: float = 30.0,
         policy: Policy | None = None,
+        grace: float = 10.0,
+        max_watchers: int = 64,
     ) -> None:
         if not name or "/" in name or ":" in name:
             # ':' separates service and endpoint in authorization resources.
             raise ValueError(f"invalid service name {name!r}")
         if ttl <= 0:
             raise ValueError("ttl must be positive")
+        if not grace >= 0:  # (NaN too)
+            raise ValueError("grace must be a number of seconds >= 0")
         self.name = name
         self.version = version
         self.metadata = dict(metadata or {})
@@ -161,6 +179,10 @@ class Service:
         self._max_in_flight = max_in_flight
         self._workers = workers
         self._ttl = ttl
+        self._grace = float(grace)
+        self._health = health.Health(name, max_watchers=max_watchers,
+                                     on_change=self._health_changed)
+        self._watch_pool: concurrent.futures.Executor | None = None
         self._interceptors = list(interceptors)
         self._content_type = content_type
         self._max_message_size = max_message_size
@@ -172,6 +194,8 @@ class Service:
         self._record: ServiceRecord | None = None
         self._heartbeat: threading.Thread | None = None
         self._stop_event = threading.Event()
+        self._beat_wake = threading.Event()  # stop, or a health change
+        self._deregistered = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_stop: asyncio.Event | None = None
         self.address: str | None = None
@@ -201,6 +225,9 @@ class Service:
     def _add(self, name: str, fn: Callable, blocking_: bool) -> None:
         if self._core is not None:
             raise RuntimeError("add handlers before the service starts")
+        if name.startswith(health.RESERVED_PREFIX):
+            raise ValueError(f"endpoint {name!r}: names starting with "
+                             f"{health.RESERVED_PREFIX!r} are zmicro's own")
         if name in self._handlers:
             raise ValueError(f"endpoint {name!r} is already registered")
         if len(name.encode()) > 255:
@@ -232,7 +259,7 @@ class Service:
         restore = self._install_signals()
         try:
             self._start()
-            self._core.run_blocking()
+            self._core.run_blocking()  # until drained (or the grace is over)
         except KeyboardInterrupt:
             pass
         finally:
@@ -250,6 +277,10 @@ class Service:
             self._core.attach(self._loop)
             if not self._stop_event.is_set():
                 await self._async_stop.wait()
+            while not self._core.drained:  # in-flight calls, within the grace
+                await asyncio.sleep(0.02)
+            # Closing waits for the deregistration: not on the loop.
+            await self._loop.run_in_executor(None, self._await_deregistered)
         finally:
             restore()
             if self._core is not None:
@@ -257,20 +288,41 @@ class Service:
             self._shutdown()
 
     def stop(self) -> None:
-        """Stop serving (thread-safe; also from a signal handler)."""
+        """Stop serving, gracefully (thread-safe; also from a signal
+        handler): deregister, refuse new calls (``UNAVAILABLE``,
+        ``NOT_PROCESSED``), finish the calls in flight within ``grace``
+        seconds, close. Returns at once; ``run()``/``serve()`` return when
+        it is done."""
         self._stop_event.set()
+        self._beat_wake.set()
+        self._health.drain()
         if self._core is not None:
-            self._core.stop()
+            self._core.drain(self._grace)
         if self._loop is not None and self._async_stop is not None:
             try:
                 self._loop.call_soon_threadsafe(self._async_stop.set)
             except RuntimeError:  # loop already closed
                 pass
 
+    def set_serving(self, serving: bool) -> None:
+        """Report this service as serving or not (``zmicro.Health.*``, and
+        the registry's ``health`` node metadata, re-registered within a
+        second). Thread-safe. A stopping service stays ``NOT_SERVING``."""
+        self._health.set_serving(serving)
+
+    @property
+    def serving(self) -> bool:
+        """What the health endpoints say: serving, not stopping."""
+        return self._health.serving
+
+    def _health_changed(self, serving: bool) -> None:
+        self._beat_wake.set()  # the heartbeat re-registers
+
     def stats(self) -> dict[str, Any]:
         """Counters: requests, replies by status code, errors, malformed
-        frames dropped, requests in flight."""
-        base = {"service": self.name, "node": self._node_id, "address": self.address}
+        frames dropped, requests in flight, health watches waiting."""
+        base = {"service": self.name, "node": self._node_id, "address": self.address,
+                "watchers": self._health.watchers}
         if self._core is None:
             return base | {"requests": 0, "in_flight": 0, "replies": {}, "errors": 0,
                            "malformed": 0, "unexpected": 0, "cancels": 0, "replies_dropped": 0}
@@ -290,6 +342,8 @@ class Service:
         if not self._handlers:
             raise RuntimeError(f"service {self.name!r} has no handlers")
         self._stop_event.clear()
+        self._beat_wake.clear()
+        self._health.reset()
         zctx = self._zctx or zmq.Context.instance()
         sock = zctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 200)
@@ -310,6 +364,18 @@ class Service:
                            h.mode, h.request_type)
             for h in self._handlers.values()
         ]
+        # Health: no interceptors; watches wait in a pool of their own, so
+        # they never hold the blocking handlers' threads.
+        self._watch_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._health.max_watchers + 1,  # +1: refusals never queue
+            thread_name_prefix=f"zmicro-{self.name}-health")
+        endpoints += [
+            _core.Endpoint(health.CHECK, self._health.check, _core.INLINE,
+                           health.CheckRequest | None, builtin=True),
+            _core.Endpoint(health.WATCH, self._health.watch, _core.BLOCKING,
+                           health.WatchRequest | None, builtin=True,
+                           executor=self._watch_pool),
+        ]
         workers = self._workers
 
         def executor() -> concurrent.futures.Executor:
@@ -328,7 +394,7 @@ class Service:
         )
         self._core.local_address = address
         if self._stop_event.is_set():  # stop() came while we were starting
-            self._core.stop()
+            self._core.drain(self._grace)
         self._register(address)
         # Last: a service with an address is bound, dispatching and registered.
         self.address = address
@@ -338,7 +404,15 @@ class Service:
     def _register(self, address: str) -> None:
         if self._registry is None:
             self._registry = default_registry()
-        self._record = ServiceRecord(
+        self._deregistered.clear()
+        self._record = self._make_record(address, self._health.serving)
+        self._registry.register(self._record, ttl=self._ttl)
+        self._heartbeat = threading.Thread(target=self._beat, name=f"zmicro-{self.name}-ttl",
+                                           daemon=True)
+        self._heartbeat.start()
+
+    def _make_record(self, address: str, serving: bool) -> ServiceRecord:
+        return ServiceRecord(
             name=self.name,
             version=self.version,
             metadata=self.metadata,
@@ -347,12 +421,9 @@ class Service:
                                response=_schema(h.response_type))
                 for h in self._handlers.values()),
             nodes=(Node(id=self._node_id, address=address,
+                        metadata={"health": "serving" if serving else "not_serving"},
                         public_key=self._security.public_key),),
         )
-        self._registry.register(self._record, ttl=self._ttl)
-        self._heartbeat = threading.Thread(target=self._beat, name=f"zmicro-{self.name}-ttl",
-                                           daemon=True)
-        self._heartbeat.start()
 
     def _refused(self, reason: str, user_id: str | None, endpoint: str) -> None:
         """The core refused a message (its MAC checks): one audit line."""
@@ -361,34 +432,62 @@ class Service:
               endpoint=endpoint)
 
     def _beat(self) -> None:
-        # Every second: pick up rotated MAC keys; every ttl/3: re-register.
+        # The registry's thread. Every second: pick up rotated MAC keys;
+        # every ttl/3, or at once when the health changes: re-register; on
+        # stop: deregister (while the service still answers its calls).
         tick = min(1.0, self._ttl / 3)
-        next_register = self._ttl / 3
-        elapsed = 0.0
-        while not self._stop_event.wait(tick):
-            elapsed += tick
+        period = self._ttl / 3
+        next_register = time.monotonic() + period
+        published = self._health.serving
+        while not self._stop_event.is_set():
+            if self._beat_wake.wait(tick):
+                self._beat_wake.clear()
+            if self._stop_event.is_set():
+                break
             if self._secrets is not None:
                 self._secrets.reload_if_changed()
-            if elapsed + 1e-9 < next_register:
+            serving = self._health.serving
+            if serving == published and time.monotonic() < next_register:
                 continue
-            next_register = elapsed + self._ttl / 3
+            next_register = time.monotonic() + period
             try:
-                self._registry.register(self._record, ttl=self._ttl)
+                record = self._make_record(self._record.nodes[0].address, serving)
+                self._registry.register(record, ttl=self._ttl)
+                self._record, published = record, serving
             except Exception as exc:  # keep serving; the next beat retries
                 log.warning("zmicro: could not refresh %s in the registry: %s", self.name, exc)
+        self._deregister()
 
-    def _shutdown(self) -> None:
-        # Deregister first, so the registry never hands out a closing node.
-        self._stop_event.set()
-        if self._record is not None:
+    def _deregister(self) -> None:
+        if self._record is not None and not self._deregistered.is_set():
             try:
                 self._registry.deregister(self._record)
             except Exception as exc:
                 log.warning("zmicro: could not deregister %s: %s", self.name, exc)
+        self._deregistered.set()
+
+    def _await_deregistered(self) -> None:
+        """Until the heartbeat thread has deregistered (bounded)."""
+        self._stop_event.set()
+        self._beat_wake.set()
         if self._heartbeat is not None:
-            self._heartbeat.join(timeout=5)
+            self._heartbeat.join(timeout=30)
+            if self._heartbeat.is_alive():
+                log.warning("zmicro: %s: the registry did not answer in 30 s", self.name)
+
+    def _shutdown(self) -> None:
+        # Deregistered before the socket closes: the registry never hands
+        # out a closed node.
+        self._stop_event.set()
+        self._health.drain()
+        self._await_deregistered()
+        if self._heartbeat is None or not self._heartbeat.is_alive():
+            self._deregister()  # stopped before the heartbeat started
         if self._core is not None:
             self._core.close()
+        if self._watch_pool is not None:
+            self._watch_pool.shutdown(wait=False, cancel_futures=True)
+            self._watch_pool = None
         if self._sock is not None:
             self._sock.close()
             self._security.release_server(self._sock, self._node_id)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from ._core import (
     FLAG_BODY_INLINE,
+    FLAG_MAC_TRAILER,
+    FLAG_NOT_PROCESSED,
     FLAG_SIGNED,
     MAX_HEADER,
     MAX_METADATA,
@@ -30,6 +32,8 @@ from ._core import (
 
 __all__ = [
     "FLAG_BODY_INLINE",
+    "FLAG_MAC_TRAILER",
+    "FLAG_NOT_PROCESSED",
     "FLAG_SIGNED",
     "MAX_HEADER",
     "MAX_METADATA",
@@ -64,7 +68,14 @@ class Kind(enum.IntEnum):
 
 
 class Flags(enum.IntFlag):
-    """``Header.flags`` bits."""
+    """``Header.flags`` bits (``docs/protocol.md`` section 3.2).
+
+    ``NOT_PROCESSED`` on an ``error`` means no handler ran for the request
+    (a refusal: wrong service, draining, busy, unknown endpoint, bad
+    request, MAC check...): the caller may retry it on any node, even for a
+    non-idempotent endpoint."""
 
     SIGNED = FLAG_SIGNED
     BODY_INLINE = FLAG_BODY_INLINE
+    MAC_TRAILER = FLAG_MAC_TRAILER
+    NOT_PROCESSED = FLAG_NOT_PROCESSED

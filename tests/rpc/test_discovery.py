@@ -69,3 +69,22 @@ def test_async_client_follows_the_watch(serve):
     seen, second = asyncio.run(main())
     assert seen == {first.svc.address, second.svc.address}
     assert registry.gets == 1
+
+
+def test_nodes_not_serving_get_calls_only_when_alone(serve):
+    registry = MemoryRegistry()
+    a = serve(where(zmicro.Service("disc-health", registry=registry)))
+    b = serve(where(zmicro.Service("disc-health", registry=registry)))
+    with zmicro.Client(registry=registry, timeout=20) as c:
+        assert {c.call("disc-health", "Svc.Where") for _ in range(4)} == {a.svc.address,
+                                                                          b.svc.address}
+        balancer = c.balancer("disc-health")
+        b.svc.set_serving(False)
+        wait_for(lambda: [n.address for n in balancer.nodes()] == [a.svc.address],
+                 "the not-serving node to leave the balancer")
+        assert {c.call("disc-health", "Svc.Where") for _ in range(4)} == {a.svc.address}
+        a.svc.set_serving(False)  # none serves: both take calls again
+        wait_for(lambda: len(balancer.nodes()) == 2, "both nodes back")
+        b.svc.set_serving(True)
+        wait_for(lambda: [n.address for n in balancer.nodes()] == [b.svc.address],
+                 "the serving node alone")

@@ -17,7 +17,9 @@ import pytest
 
 import zmicro
 from zmicro import Code, RPCError
-from zmicro.client import RetryPolicy
+from zmicro.client import OutlierPolicy, RetryPolicy
+
+NO_EJECTION = OutlierPolicy(max_ejected_share=0)
 from zmicro.registry import MemoryRegistry, Node, ServiceRecord
 
 
@@ -63,6 +65,7 @@ def registry():
 def client(registry, **kw) -> zmicro.Client:
     kw.setdefault("timeout", 20)
     kw.setdefault("retry_budget", (1000, 0.1))  # but in the budget's own test
+    kw.setdefault("outlier", NO_EJECTION)  # the failing nodes stay in play
     return zmicro.Client(registry=registry, **kw)
 
 
@@ -248,7 +251,7 @@ def test_async_retries(registry, serve):
 
     async def main():
         async with zmicro.AsyncClient(registry=registry, timeout=20, connect_timeout=0.2,
-                                      retry_budget=(1000, 0.1)) as c:
+                                      retry_budget=(1000, 0.1), outlier=NO_EJECTION) as c:
             ok = [await c.call("svc-async", "Svc.Call", i, idempotent=True) for i in range(6)]
             failures = 0
             for i in range(6):  # not idempotent: the bad node's answers stand

@@ -173,3 +173,23 @@ def test_mac_trailer_refusals():
     with pytest.raises(WireError) as err:
         zmicro._core.parse_frames([plain + b"t" * 32])
     assert err.value.code == E.SEGMENT_SIZE
+
+
+@given(flags=st.sampled_from([0, F_SIGNED, F_SIGNED | F_TRAILER]),
+       body=st.binary(max_size=64), status=st.integers(0, 16))
+def test_not_processed_is_read_in_any_layout(flags, body, status):
+    """NOT_PROCESSED (bit 3, on errors) changes no layout rule: the frames
+    parse as without it and the flag reads back."""
+    np = wire.FLAG_NOT_PROCESSED
+    head = zmicro.Header(kind=wire.Kind.ERROR, request_id=9, status=status,
+                         flags=flags | np).encode()
+    if flags & F_TRAILER:
+        frames = [head + b"t" * 32]
+    elif flags & F_SIGNED:
+        frames = [head, body, b"t" * 32]
+    else:
+        frames = [head, body]
+    m = wire.parse_frames(frames)
+    assert m.header.flags & np and m.header.status == status
+    assert wire.Flags(m.header.flags) & wire.Flags.NOT_PROCESSED
+    assert m.bodies == ([] if flags & F_TRAILER else [body])
