@@ -132,6 +132,7 @@ cdef class _Call:
 
     cdef int attempt_failed(self, exc) except -1
     cdef void _finish(self, _Pending p, bint failed) noexcept
+    cdef int _failed_on(self, _Pending p, exc) except -1
     cdef int _cancel_others(self, _Pending winner) except -1
     cdef bint _send_next(self) except -1
 

@@ -782,6 +782,13 @@ cdef frozenset NODE_FAILURES = frozenset({_Code.UNAVAILABLE, _Code.DEADLINE_EXCE
                                           _Code.INTERNAL, _Code.UNKNOWN, _Code.DATA_LOSS})
 
 
+cdef inline bint _retiring(exc):
+    """A node's refusal saying it will not process calls (draining, or a
+    stale address): UNAVAILABLE flagged NOT_PROCESSED by the server."""
+    return (isinstance(exc, _RPCError) and exc.code == _Code.UNAVAILABLE
+            and exc.processed is False and not getattr(exc, "_unsent", False))
+
+
 cdef inline bint _node_failed(exc):
     if isinstance(exc, _RPCError):
         return exc.code in NODE_FAILURES
@@ -936,6 +943,12 @@ cdef class _Call:
             self.balancer.finish(p.node, monotonic() - p.started, failed)
             p.node = None
 
+    cdef int _failed_on(self, _Pending p, exc) except -1:
+        if p.node is not None and _retiring(exc):
+            self.balancer.retire(p.node)
+        self._finish(p, _node_failed(exc))
+        return 0
+
     cdef int attempt_failed(self, exc) except -1:
         """A failed attempt was accounted for; True: it will be retried."""
         cdef double now = monotonic()
@@ -951,7 +964,7 @@ cdef class _Call:
         return 1
 
     def failed(self, _Pending p, exc):
-        self._finish(p, _node_failed(exc))
+        self._failed_on(p, exc)
         self.live -= 1
         if self.future.done():
             return
@@ -1401,6 +1414,8 @@ cdef class ClientCore:
             except BaseException as exc:
                 now = monotonic()
                 if node is not None:
+                    if _retiring(exc):
+                        balancer.retire(node)
                     balancer.finish(node, now - t0, _node_failed(exc))
                 if policy is None:
                     raise

@@ -93,6 +93,7 @@ cdef class Balancer:
     cdef Subset _new_subset(self, str version, dict metadata, object key)
     cdef int _expire(self, double now) except -1
     cdef int _eject(self, NodeState n, double now) except -1
+    cpdef int retire(self, NodeState n) except -1
     cdef int _score(self, NodeState n, object avoid) except -1
     cdef NodeState _scan(self, list members, Py_ssize_t start, object avoid)
     cdef NodeState _pick_hash(self, Subset s, object key, object avoid)

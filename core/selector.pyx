@@ -692,6 +692,16 @@ cdef class Balancer:
         self.n_ejections += 1
         return 0
 
+    cpdef int retire(self, NodeState n) except -1:
+        """`n` said it is going away (it refused a call as not processed:
+        draining, or no longer this service): eject it now, within
+        max_ejected_share, instead of after consecutive failures."""
+        if n is None or n.ejected_until != 0.0:
+            return 0
+        if n.slot < 0 or n.slot >= len(self._nodes) or self._nodes[n.slot] is not n:
+            return 0
+        return self._eject(n, self.now())
+
     # -- Python wrappers and introspection ----------------------------------
 
     def begin(self, NodeState n not None):

@@ -211,7 +211,9 @@ cdef class ServerCore:
         passed. A second call keeps the first deadline."""
         if not self.draining:
             self.drain_until = monotonic() + (grace if grace > 0 else 0.0)
-            self.last_reply_at = 0.0
+            # The quiet period starts now: calls already on their way get
+            # their refusal before the socket closes.
+            self.last_reply_at = monotonic()
             self.draining = True
         if self.loop is None:
             self._wake()

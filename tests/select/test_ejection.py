@@ -221,3 +221,23 @@ def test_default_clock_is_monotonic_seconds():
     fail(b, n)
     t1 = time.monotonic()
     assert t0 + 30.0 <= n.ejected_until <= t1 + 30.0
+
+
+def test_retire_ejects_at_once_within_the_share(clock):
+    """A node refusing calls as not processed (draining) is ejected on the
+    first refusal, not the fifth; the share bound still holds."""
+    b = balancer(_core.SELECT_ROUND_ROBIN, addrs(4), clock=clock)
+    first, second, third = b.nodes()[:3]
+    b.retire(first)
+    assert first.ejected and first.ejections == 1
+    b.retire(first)  # already out: nothing more
+    assert first.ejections == 1
+    b.retire(second)
+    assert second.ejected
+    b.retire(third)  # a third of four would pass the 50 % share
+    assert not third.ejected
+    assert {b.pick().address for _ in range(8)} == {n.address for n in b.nodes()[2:]}
+    gone = b.nodes()[3]
+    b.update(records(*[n.address for n in b.nodes()[:3]]))
+    b.retire(gone)  # no longer a member: ignored
+    assert not gone.ejected
