@@ -212,8 +212,9 @@ cdef class ServerCore:
         if not self.draining:
             self.drain_until = monotonic() + (grace if grace > 0 else 0.0)
             # The quiet period starts now: calls already on their way get
-            # their refusal before the socket closes.
-            self.last_reply_at = monotonic()
+            # their refusal before the socket closes (a node nobody ever
+            # called has nobody to wait for).
+            self.last_reply_at = monotonic() if self.n_requests else 0.0
             self.draining = True
         if self.loop is None:
             self._wake()
