@@ -213,3 +213,43 @@ class Balancer:
     def nodes(self) -> tuple[NodeState, ...]: ...
     def stats(self) -> dict[str, Any]: ...
     def __len__(self) -> int: ...
+
+
+# -- client.pyx: retries, hedging, the channel pool -------------------------------
+
+MONITOR_EVENTS: int
+
+class RetryPolicy:
+    max_attempts: int
+    initial_backoff: float
+    max_backoff: float
+    multiplier: float
+    jitter: float
+    retryable_codes: frozenset[Any]
+    def __init__(self, max_attempts: int = 3, initial_backoff: float = 0.01,
+                 max_backoff: float = 1.0, multiplier: float = 2.0, jitter: float = 0.2,
+                 retryable_codes: Iterable[Any] = ...) -> None: ...
+    def delay(self, retry: int, u: float = 0.5) -> float: ...
+
+class RetryBudget:
+    max_tokens: float
+    token_ratio: float
+    tokens: float
+    retry_allowed: bool
+    def __init__(self, max_tokens: float = 10.0, token_ratio: float = 0.1) -> None: ...
+    def record(self, ok: bool) -> None: ...
+
+class HedgingPolicy:
+    max_attempts: int
+    delay: float
+    non_fatal_codes: frozenset[Any]
+    def __init__(self, max_attempts: int = 2, delay: float = 0.05,
+                 non_fatal_codes: Iterable[Any] = ...) -> None: ...
+
+class ChannelPool:
+    max_sockets: int
+    idle_ttl: float
+    def sweep(self, now: float) -> None: ...
+    def close(self) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+    def __len__(self) -> int: ...
