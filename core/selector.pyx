@@ -542,13 +542,7 @@ cdef class Balancer:
         cdef size_t idx, k, walk
         cdef NodeState node
         cdef list members = s.members
-        if isinstance(key, str):
-            data = PyUnicode_AsUTF8AndSize(key, &length)
-        elif isinstance(key, bytes):
-            data = PyBytes_AS_STRING(key)
-            length = PyBytes_GET_SIZE(key)
-        else:
-            raise TypeError(f"key: a str or bytes for SELECT_HASH, not {type(key).__name__}")
+        _key_bytes(key, &data, &length, "key: a str or bytes for SELECT_HASH")
         if s.ring_len == 0:  # not built yet
             s._build_ring(self.replicas)
         idx = zm_ring_find(s.ring, s.ring_len, zm_hash64(data, <size_t>length))
@@ -745,11 +739,18 @@ def _hash64(data):
     SELECT_HASH, exposed for tests."""
     cdef const char *p
     cdef Py_ssize_t length = 0
-    if isinstance(data, str):
-        p = PyUnicode_AsUTF8AndSize(data, &length)
-    elif isinstance(data, bytes):
-        p = PyBytes_AS_STRING(data)
-        length = PyBytes_GET_SIZE(data)
-    else:
-        raise TypeError(f"data: str or bytes, not {type(data).__name__}")
+    _key_bytes(data, &p, &length, "data: str or bytes")
     return zm_hash64(p, <size_t>length)
+
+
+cdef int _key_bytes(object key, const char **data, Py_ssize_t *length,
+                    str what) except -1:
+    """Point *data at the bytes of `key` (a str as UTF-8, or bytes)."""
+    if isinstance(key, str):
+        data[0] = PyUnicode_AsUTF8AndSize(key, length)
+    elif isinstance(key, bytes):
+        data[0] = PyBytes_AS_STRING(key)
+        length[0] = PyBytes_GET_SIZE(key)
+    else:
+        raise TypeError(f"{what}, not {type(key).__name__}")
+    return 0
