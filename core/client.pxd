@@ -161,10 +161,8 @@ cdef class ClientCore:
     cdef dict codecs                  # content type -> CodecEntry
     cdef CodecEntry default_codec     # the client's content type
     cdef readonly double timeout      # default seconds per call
-    cdef object refresh               # (service, Balancer|None) -> Balancer
-    cdef double cache_ttl             # seconds a service's Balancer is trusted
+    cdef object refresh               # service -> a new Balancer of its nodes
     cdef dict balancers               # service -> Balancer
-    cdef dict expires                 # service -> monotonic expiry of its nodes
     cdef object make_socket           # (address, server_key) -> (DEALER, monitor)
     cdef object keyring_for           # service -> Keyring, or None (insecure)
     cdef object refresh_keys          # () -> None: reload rotated MAC keys
@@ -190,7 +188,7 @@ cdef class ClientCore:
 
     cdef double uniform(self) noexcept
     cdef CodecEntry _codec(self, str content_type)
-    cdef Balancer _balancer(self, str service, double now)
+    cdef Balancer _balancer(self, str service)
     cdef RetryBudget _budget(self, str service)
     cdef Keyring _keyring(self, str service)
     cdef ChannelPool _sync_pool(self)

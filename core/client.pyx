@@ -1162,7 +1162,7 @@ cdef class ClientCore:
     Python client that builds it."""
 
     def __init__(self, dict codecs, str default_content_type, double timeout, *,
-                 refresh, double cache_ttl, make_socket, bint is_async,
+                 refresh, make_socket, bint is_async,
                  keyring_for=None, refresh_keys=None, size_t max_message_size=0,
                  RetryPolicy retry=None, budget=(10.0, 0.1), double connect_timeout=1.0,
                  size_t max_sockets=1024, double idle_ttl=300.0, HedgingPolicy hedge=None):
@@ -1177,7 +1177,6 @@ cdef class ClientCore:
         self.default_codec = self.codecs[default_content_type]
         self.timeout = timeout
         self.refresh = refresh
-        self.cache_ttl = cache_ttl
         self.make_socket = make_socket
         self.is_async = is_async
         self.keyring_for = keyring_for
@@ -1195,7 +1194,6 @@ cdef class ClientCore:
         self.max_sockets = max_sockets
         self.idle_ttl = idle_ttl
         self.balancers = {}
-        self.expires = {}
         self.local = _threading.local()
         self.pools = _weakref.WeakSet()
         self.all_channels = _weakref.WeakSet()
@@ -1219,19 +1217,14 @@ cdef class ClientCore:
             raise ValueError(f"no codec registered for {content_type!r}")
         return <CodecEntry>entry
 
-    cdef Balancer _balancer(self, str service, double now):
+    cdef Balancer _balancer(self, str service):
+        """The Balancer of `service`, made (from the registry cache) at its
+        first call; the client updates it in place when the watch says the
+        nodes changed."""
         balancer = self.balancers.get(service)
-        if balancer is None or now >= <double>self.expires[service]:
-            balancer = self.refresh(service, balancer)
-            self.balancers[service] = balancer
-            self.expires[service] = now + self.cache_ttl
+        if balancer is None:
+            balancer = self.balancers[service] = self.refresh(service)
         return <Balancer>balancer
-
-    def set_balancer(self, str service, Balancer balancer, double ttl=-1):
-        """Use `balancer` for `service` (the client updates it in place when
-        the registry says the nodes changed; ttl < 0: never ask again)."""
-        self.balancers[service] = balancer
-        self.expires[service] = monotonic() + ttl if ttl >= 0 else float("inf")
 
     cdef RetryBudget _budget(self, str service):
         budget = self.budgets.get(service)
@@ -1359,7 +1352,7 @@ cdef class ClientCore:
                             else dict(parent._metadata))
             trace_hi, trace_lo, span_id = parent.trace_hi, parent.trace_lo, parent.span_id
         if address is None:
-            balancer = self._balancer(service, now)
+            balancer = self._balancer(service)
             if version is not None or node_filter:
                 subset = balancer.subset(version, node_filter)
             node = balancer.pick(subset, key, None)
@@ -1451,12 +1444,12 @@ cdef class ClientCore:
 
     def pick(self, str service):
         """The node the next call to `service` would go to (its address)."""
-        cdef NodeState node = self._balancer(service, monotonic()).pick(None, None, None)
+        cdef NodeState node = self._balancer(service).pick(None, None, None)
         return None if node is None else node.address
 
     def balancer(self, str service):
         """The Balancer of `service` (its nodes and their state)."""
-        return self._balancer(service, monotonic())
+        return self._balancer(service)
 
     def known_balancer(self, str service):
         """The Balancer of `service` if it has one yet (else None)."""

@@ -154,7 +154,7 @@ class _Base:
         self._max_message_size = max_message_size
         secrets = self._secrets
         self._core = _core.ClientCore(
-            codecs(), content_type, timeout, refresh=self._refresh, cache_ttl=float("inf"),
+            codecs(), content_type, timeout, refresh=self._refresh,
             make_socket=self._make_socket, is_async=is_async,
             keyring_for=secrets.keyring if secrets else None,
             refresh_keys=secrets.reload_if_changed if secrets else None,
@@ -181,7 +181,7 @@ class _Base:
             self._unsubscribe = self._cache.subscribe(self._on_change)
         return self._cache
 
-    def _refresh(self, service: str, balancer: _core.Balancer | None) -> _core.Balancer:
+    def _refresh(self, service: str) -> _core.Balancer:
         """The core meets `service` for the first time: its nodes from the
         registry cache, in a new Balancer (the watch updates it later)."""
         try:
@@ -189,8 +189,7 @@ class _Base:
         except RegistryError as exc:
             raise RPCError(Code.UNAVAILABLE, f"the registry could not be read: {exc}",
                            processed=False) from None
-        if balancer is None:
-            balancer = _core.Balancer(self._strategy, outlier=self._outlier)
+        balancer = _core.Balancer(self._strategy, outlier=self._outlier)
         self._update(balancer, records)
         return balancer
 
