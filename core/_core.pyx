@@ -1,7 +1,11 @@
 # cython: language_level=3
 #
-# The zmicro._core extension. Order matters: native.pyx resolves libzmq and
-# libsodium at import, before anything can call them.
+# The zmicro._core extension: one .pxd/.pyx pair per concern, included here
+# (as uvloop does) so hot calls cross no module boundary. Each file says at
+# its top what it uses; the .pxd files (core/zmicro/_core.pxd) declare every
+# class and the functions other files call, so the order below matters only
+# for module-level statements: native.pyx resolves libzmq and libsodium at
+# import, before anything can call them.
 
 cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -16,16 +20,20 @@ from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING,
 from includes.libzmq cimport *
 from includes.src cimport *
 
-include "native.pyx"
-include "errors.pyx"
-include "buffers.pyx"
-include "wire.pyx"
-include "context.pyx"
-include "socket.pyx"
-include "mac.pyx"
-include "codecs.pyx"
-include "frame.pyx"
-include "keyring.pyx"
-include "server.pyx"
-include "selector.pyx"
-include "client.pyx"
+include "native.pyx"     # libzmq, libsodium, OpenSSL found through pyzmq and Python
+include "errors.pyx"     # native codes -> exceptions; the error types and codes
+include "buffers.pyx"    # Python buffers as zm_slices
+include "wire.pyx"       # Header objects <-> wire bytes
+include "context.pyx"    # the per-request Context, monotonic()
+include "socket.pyx"     # waiting and receiving on libzmq sockets
+include "mac.pyx"        # MACs and random bytes for Python
+include "keyring.pyx"    # MAC keys, signing and checking, nonce sets
+include "codecs.pyx"     # codecs as the core uses them
+include "message.pyx"    # the message layer: build, sign, send, receive, check
+include "frame.pyx"      # messages as Python objects (send_message, recv_message)
+include "server.pyx"     # a service's receive loop and dispatch
+include "selector.pyx"   # balancers: node choice, ejection
+include "retry.pyx"      # retry policy, budget, hedging, the retry decision
+include "channel.pyx"    # a client's connection to one node (sync and async)
+include "pool.pyx"       # a client's channels, bounded
+include "client.pyx"     # the client call path

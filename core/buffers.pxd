@@ -9,3 +9,4 @@ cdef struct Views:
 cdef int view_get(object obj, Py_buffer *view, zm_slice *out) except -1
 cdef int views_get(Views *v, object objs, int limit) except -1
 cdef void views_release(Views *v) noexcept
+cdef bint same_bytes(bytes b, const void *p, size_t n) noexcept

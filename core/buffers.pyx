@@ -2,6 +2,8 @@
 # allocating: bytes are read in place, anything else through the buffer
 # protocol. (Cython typed memoryviews cost ~120 ns each here, a heap object
 # holding the views more: bench/RESULTS.md, micro section.)
+#
+# Uses: CPython's buffer protocol only.
 
 
 cdef int view_get(object obj, Py_buffer *view, zm_slice *out) except -1:
@@ -36,3 +38,9 @@ cdef void views_release(Views *v) noexcept:
     while v.n > 0:
         v.n -= 1
         PyBuffer_Release(&v.views[v.n])
+
+
+cdef bint same_bytes(bytes b, const void *p, size_t n) noexcept:
+    """True if `b` holds exactly the n bytes at p."""
+    return (<size_t>PyBytes_GET_SIZE(b) == n
+            and memcmp(PyBytes_AS_STRING(b), p, n) == 0)

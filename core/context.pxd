@@ -20,6 +20,8 @@ cdef class Context:
     cdef readonly uint64_t trace_hi    # W3C trace id, high half
     cdef readonly uint64_t trace_lo    # W3C trace id, low half
     cdef readonly uint64_t span_id     # the caller's span id
+    cdef uint8_t nonce[ZM_NONCE_SIZE]  # the request's nonce: its answer's binding
+    cdef bint signed                   # the request was signed (secure mode)
 
     cdef void _cancel(self)
 

@@ -1,5 +1,7 @@
 # context.pyx - the per-request Context, and the context variable through
 # which calls made inside a handler inherit its deadline and metadata.
+#
+# Uses: nothing of the core's (CLOCK_MONOTONIC through posix.time).
 
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 import contextvars as _contextvars
@@ -17,6 +19,7 @@ cdef double monotonic() noexcept nogil:
     return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
 
 
+@cython.freelist(64)
 cdef class Context:
     """The request a handler serves: who called what, until when.
 

@@ -1,7 +1,13 @@
-# errors.pyx - the one place where native error codes become exceptions.
+# errors.pyx - the one place where native error codes become exceptions,
+# and the owner of the error types and status codes the core raises.
+#
+# Uses: native.pyx (ZMQ.strerror), src/ (zm_strerror); zmicro.errors, which
+# imports nothing from the core.
 #
 # libzmq reports errno values (zmq_errno); src/ reports zm_err codes. Every
-# core function that fails calls one of the two raisers below.
+# core function that fails calls one of the two raisers below. Errors that
+# cross the wire are RPCError with a gRPC status code: the C ints below are
+# read from zmicro.errors.Code once, so the two never disagree.
 
 from libc.errno cimport EAGAIN, EINTR, EHOSTUNREACH, ENOTSOCK
 
@@ -14,17 +20,22 @@ cdef object WouldBlock = _errors.WouldBlock
 cdef object ContextTerminated = _errors.ContextTerminated
 cdef object SocketClosed = _errors.SocketClosed
 cdef object HostUnreachable = _errors.HostUnreachable
+cdef object _RPCError = _errors.RPCError
+cdef object _Code = _errors.Code
 
-# gRPC status codes as C ints, for the server and client (one set per module).
-cdef int C_OK = _errors.Code.OK
-cdef int C_CANCELLED = _errors.Code.CANCELLED
-cdef int C_INVALID_ARGUMENT = _errors.Code.INVALID_ARGUMENT
-cdef int C_DEADLINE_EXCEEDED = _errors.Code.DEADLINE_EXCEEDED
-cdef int C_RESOURCE_EXHAUSTED = _errors.Code.RESOURCE_EXHAUSTED
-cdef int C_UNIMPLEMENTED = _errors.Code.UNIMPLEMENTED
-cdef int C_INTERNAL = _errors.Code.INTERNAL
-cdef int C_UNAVAILABLE = _errors.Code.UNAVAILABLE
-cdef int C_UNAUTHENTICATED = _errors.Code.UNAUTHENTICATED
+# gRPC status codes as C ints (zmicro.errors.Code).
+cdef int C_OK = _Code.OK
+cdef int C_CANCELLED = _Code.CANCELLED
+cdef int C_UNKNOWN = _Code.UNKNOWN
+cdef int C_INVALID_ARGUMENT = _Code.INVALID_ARGUMENT
+cdef int C_DEADLINE_EXCEEDED = _Code.DEADLINE_EXCEEDED
+cdef int C_RESOURCE_EXHAUSTED = _Code.RESOURCE_EXHAUSTED
+cdef int C_FAILED_PRECONDITION = _Code.FAILED_PRECONDITION
+cdef int C_UNIMPLEMENTED = _Code.UNIMPLEMENTED
+cdef int C_INTERNAL = _Code.INTERNAL
+cdef int C_UNAVAILABLE = _Code.UNAVAILABLE
+cdef int C_UNAUTHENTICATED = _Code.UNAUTHENTICATED
+cdef int C_CODES = 17          # codes 0..16; anything else is counted as UNKNOWN
 
 
 cdef int raise_zm(int code) except -1:
@@ -54,6 +65,45 @@ cdef int check_zmq(int rc) except -1:
     if rc < 0:
         raise_errno(ZMQ.errno_())
     return rc
+
+
+# -- the RPCErrors the core makes itself ---------------------------------------
+
+
+cdef object unsent(str detail):
+    """UNAVAILABLE for a request that never left this client: safe to
+    retry anywhere, and free for the retry budget (no server saw it)."""
+    exc = _RPCError(C_UNAVAILABLE, detail, processed=False)
+    exc._unsent = True
+    return exc
+
+
+cdef inline bint is_unsent(exc):
+    return getattr(exc, "_unsent", False)
+
+
+cdef object lost(str address):
+    """The connection that carried a request went away: its answer will
+    never come, and the request may have run."""
+    return _RPCError(C_UNAVAILABLE,
+                     f"the connection to {address} was lost while the call was in "
+                     f"flight (it may have been processed)", processed=None)
+
+
+cdef object undecodable(exc):
+    """A reply that does not decode: the server sent what the caller did not
+    expect (gRPC calls this INTERNAL too)."""
+    if isinstance(exc, _RPCError):
+        return exc
+    return _RPCError(C_INTERNAL, f"the reply does not decode: {exc}")
+
+
+cdef object answer_refused(str address):
+    """An answer that failed the MAC checks (section 7 of protocol.md)."""
+    return _RPCError(C_UNAUTHENTICATED,
+                     f"the reply from {address} failed authentication (do client and "
+                     f"server share the MAC secrets, mac.keys, and agree on the time?)",
+                     processed=None)
 
 
 def _error_codes():

@@ -8,4 +8,3 @@ cdef class Message:
     cdef readonly object mac          # the 32-byte MAC frame, or None
     cdef readonly object user_id      # ZAP User-Id of the sender, or None
     cdef readonly bint inline         # the body came inside the header frame
-

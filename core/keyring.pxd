@@ -5,9 +5,16 @@ cdef enum MacFailure:
     MAC_UNKNOWN_KEY = 2   # keyId names no key of the ring
     MAC_BAD = 3           # the MAC does not verify
     MAC_STALE = 4         # timestamp outside the window
-    MAC_REPLAY = 5        # nonce already seen within the window
-    MAC_FULL = 6          # the principal's nonce partition is full
+    MAC_REPLAY = 5        # nonce already accepted by this service within the window
+    MAC_FULL = 6          # the principal's nonce quota is full (or too many principals)
     MAC_FAILURES = 7      # number of the above, MAC_OK included
+
+
+cdef enum:
+    # Owner slots of a Keyring's nonce set: >= 0 a principal's; and
+    OWNER_NONE = -1       # check(): no nonce to remember (answers, messages no handler runs for)
+    OWNER_FULL = -2       # owner_of(): max_principals are tracked already
+    OWNER_ERROR = -3      # owner_of() raised
 
 
 cdef class MacKey:
@@ -19,44 +26,47 @@ cdef class MacKey:
     cdef bint in_c                    # computed by src/zm_mac.c (else Python)
     cdef bytes secret                 # kept only when Python computes the MAC
 
-
-cdef class ReplayPartition:
-    """The nonces one principal used, until they expire (zm_replay.h)."""
-
-    cdef zm_replay r
+    cdef int mac(self, const zm_slice *items, size_t n, uint8_t *out) except -1
 
 
 cdef class Keyring:
-    """The MAC keys of one service, the window and the nonce caches."""
+    """The MAC keys of one service, its window and its nonce set."""
 
     cdef MacKey current               # signs; None: nothing to sign with
     cdef dict keys                    # key id -> MacKey, current included
     cdef readonly double window       # seconds a timestamp may be off
     cdef int64_t window_us
-    cdef readonly size_t replay_max   # nonces per principal partition
-    cdef readonly size_t max_partitions  # principals tracked at once
-    cdef dict partitions              # principal (bytes) -> ReplayPartition
-    cdef bytes last_principal         # cache of the last partition used
-    cdef ReplayPartition last_partition
+    cdef readonly size_t replay_quota     # live nonces one principal may hold
+    cdef readonly size_t max_principals   # principals tracked at once
+    cdef zm_replay replay             # every nonce the service accepted (zm_replay.h)
+    cdef dict owners                  # principal (bytes) -> its owner slot in `replay`
+    cdef bytes last_principal         # cache of the last owner looked up
+    cdef int last_owner
     cdef object clock                 # None (CLOCK_REALTIME) or () -> seconds
-    cdef public object family         # service -> Keyring of the same secrets, or None
-    cdef object lock                  # partitions are shared by threads
     cdef uint64_t n_signed
     cdef uint64_t n_checked[MAC_FAILURES]  # by MacFailure (MAC_OK: accepted)
 
     cdef int64_t now_us(self) except? -1
-    cdef MacKey sign_header(self, zm_header *h, uint8_t *nonce, bint trailer)
-    cdef int mac_frames(self, MacKey key, const zm_slice *frames, size_t n,
-                        uint8_t *out) except -1
-    cdef int check(self, const zm_header *h, const zm_slice *frames, size_t n,
-                   const uint8_t *tag, const char *principal, size_t plen) except -1
+    cdef MacKey stamp(self, zm_header *h, uint8_t *nonce)
+    cdef int check(self, const zm_header *h, const zm_slice *items, size_t n,
+                   const uint8_t *tag, int owner) except -1
+    cdef int owner_of(self, const char *principal, size_t plen) except OWNER_ERROR
     cdef int _count(self, int failure) noexcept
-    cdef ReplayPartition _partition(self, const char *principal, size_t plen)
 
 
-cdef int send_signed(void *sock, MacKey key, Keyring ring, const uint8_t *hbuf,
-                     size_t hlen, object body, const zm_slice *b, bint inline,
-                     int flags) except -1
-cdef bytes sign_to_bytes(Keyring ring, MacKey key, list frames)
-cdef int check_view(Keyring ring, const zm_slice *slices, const zm_header *h,
-                    const zm_frame_view *v, const char *principal, size_t plen) except -1
+cdef class KeySource:
+    """Where a core gets the keyrings of the services it talks to, and how
+    it picks up rotated keys (the same way on both sides)."""
+
+    cdef object secrets               # zmicro.security MacSecrets
+    cdef readonly Keyring own         # server: its service's ring (None: client)
+    cdef dict rings                   # service -> Keyring, asked for so far
+    cdef size_t max_rings             # bound of `rings` (0: unbounded)
+    cdef double next_check            # monotonic: look at the secrets file then
+
+    cdef Keyring ring(self, str service, double now)
+    cdef Keyring ring_slice(self, zm_slice service, double now)
+    cdef int tick(self, double now) except -1
+
+
+cdef int next_nonce(uint8_t *out) except -1

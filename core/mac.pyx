@@ -1,14 +1,23 @@
-# mac.pyx - MACs over frames (src/zm_mac.c) and random bytes, computed in C
+# mac.pyx - MACs (src/zm_mac.c) and random bytes for Python, computed in C
 # with the GIL released: SHA-256 from OpenSSL's libcrypto or libsodium, keyed
 # BLAKE2b from libsodium (native.pyx finds them). An algorithm neither
 # provides runs in zmicro._mac_fallback (hashlib/hmac: same results), said
 # once.
+#
+# Uses: native.pyx (CRYPTO, C_HMAC, C_BLAKE2B, RANDOMBYTES, mac_backends),
+# buffers.pyx (Views), errors.pyx (raise_zm), keyring.pyx (_blake3_compute).
 
 import logging as _logging
 
 MAC_HMAC_SHA256 = ZM_MAC_HMAC_SHA256
 MAC_BLAKE2B = ZM_MAC_BLAKE2B
-MAC_SIZE = ZM_MAC_OUT
+# BLAKE3 (keyed) is computed by the `blake3` package, not by src/: it has
+# no id in zm_mac.h.
+MAC_BLAKE3 = 3
+cdef int ALG_BLAKE3 = MAC_BLAKE3
+MAC_SIZE = ZM_MAC_SIZE
+#: The first bytes of every MAC input (docs/protocol.md §7).
+MAC_DOMAIN = (<bytes>ZM_MAC_DOMAIN)[:ZM_MAC_DOMAIN_LEN]
 MAC_KEY_MIN = ZM_MAC_KEY_MIN
 MAC_KEY_MAX = ZM_MAC_KEY_MAX
 FRAME_MAX = ZM_FRAME_MAX
@@ -39,18 +48,19 @@ cdef inline bint python_mac(int alg) noexcept:
 
 
 def mac_compute(int alg, key, frames):
-    """The MAC (32 bytes) of `frames` under `key` (docs/protocol.md).
+    """The MAC (32 bytes) of `frames` under `key` (docs/protocol.md §7).
 
     `alg` is MAC_HMAC_SHA256 or MAC_BLAKE2B (`key` 16 to 64 bytes) or
-    MAC_BLAKE3 (`key` 32 bytes); `frames`
-    up to FRAME_MAX bytes-like objects (the header frame, then the bodies).
+    MAC_BLAKE3 (`key` 32 bytes); `frames` up to FRAME_MAX bytes-like
+    objects: the MAC input's items, the binding first (b"" for a request),
+    then the header frame and the body frames.
     """
     cdef Py_buffer kview
     cdef zm_slice k
     cdef Views f
-    cdef unsigned char out[ZM_MAC_OUT]
+    cdef unsigned char out[ZM_MAC_SIZE]
     cdef int rc
-    if alg == 3:  # MAC_BLAKE3 (keyring.pyx): the blake3 package computes it
+    if alg == ALG_BLAKE3:  # the blake3 package computes it (keyring.pyx)
         if len(frames) > ZM_FRAME_MAX:
             raise ValueError(f"at most {ZM_FRAME_MAX} frames, got {len(frames)}")
         return _blake3_compute(key, frames)
@@ -68,7 +78,7 @@ def mac_compute(int alg, key, frames):
         PyBuffer_Release(&kview)
     if rc != ZM_OK:
         raise_zm(rc)
-    return PyBytes_FromStringAndSize(<char *>out, ZM_MAC_OUT)
+    return PyBytes_FromStringAndSize(<char *>out, ZM_MAC_SIZE)
 
 
 def mac_verify(int alg, key, frames, tag):
@@ -77,7 +87,7 @@ def mac_verify(int alg, key, frames, tag):
     cdef zm_slice k, t
     cdef Views f
     cdef int rc
-    if alg == 3:
+    if alg == ALG_BLAKE3:
         import hmac
         return hmac.compare_digest(mac_compute(alg, key, frames), bytes(tag))
     if python_mac(alg):
@@ -89,7 +99,7 @@ def mac_verify(int alg, key, frames, tag):
         view_get(key, &kview, &k)
         view_get(tag, &tview, &t)
         views_get(&f, frames, ZM_FRAME_MAX)
-        if t.len != ZM_MAC_OUT:  # same errors as a full check, then no
+        if t.len != ZM_MAC_SIZE:  # same errors as a full check, then no
             if not ZM_MAC_KEY_MIN <= k.len <= ZM_MAC_KEY_MAX:
                 raise_zm(ZM_E_MAC_KEY)
             if alg != ZM_MAC_HMAC_SHA256 and alg != ZM_MAC_BLAKE2B:

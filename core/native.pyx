@@ -7,6 +7,8 @@
 # its dependencies too, so we find exactly the libzmq that pyzmq uses and
 # never link or load a second one (auditwheel shows no libzmq in our NEEDED).
 # The same trick on Python's _hashlib finds the libcrypto it loaded.
+#
+# Uses: includes/native.h (the pointer tables and dlsym helpers) only.
 
 import os as _os
 

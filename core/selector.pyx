@@ -43,6 +43,8 @@
 # runs in the middle of one. update() runs one at a time (a lock) and swaps
 # each subset's members and ring together, without calling Python code in
 # between.
+#
+# Uses: context.pyx (monotonic), src/zm_hash.h (the hash ring).
 
 from libc.math cimport exp, isfinite, INFINITY
 from libc.stdlib cimport malloc, free

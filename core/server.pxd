@@ -12,8 +12,6 @@ cdef class Endpoint:
     cdef readonly object handler      # callable(request, ctx), interceptors applied
     cdef readonly int mode            # HandlerMode
     cdef readonly object request_type # what the decoders produce (Any: untyped)
-    cdef list decoders                # per content type index: decode fn,
-                                      # IDENTITY, or None (not built yet)
     cdef readonly bint builtin        # zmicro's own (health): still answered
                                       # while draining
     cdef readonly object executor     # blocking mode: its own pool (None:
@@ -48,11 +46,15 @@ cdef class ServerCore:
     cdef public double close_delay    # seconds the socket stays open after it
     cdef bint draining_scheduled      # an asyncio drain is already queued
     cdef object logger
-    cdef Keyring keyring              # MAC keys: None = unsigned (insecure mode)
-    cdef object on_refused            # (reason, user_id, header) -> None: audit
+    cdef KeySource keys               # MAC keyrings: None = unsigned (insecure mode)
+    cdef object allowlist             # () -> Mapping of the Curve keys allowed now
+    cdef object allowed               # the mapping looked at last
+    cdef double allow_next            # monotonic(): call allowlist() again then
+    cdef object on_refused            # (reason, user_id, endpoint) -> None: audit
     cdef object resolve_principal     # user_id -> Principal, or None
-    cdef bytes last_uid               # User-Id of the last request, and its str
-    cdef str last_uid_str
+    cdef bytes last_uid               # User-Id of the last caller, as received,
+    cdef str last_uid_str             # as a str,
+    cdef bint last_uid_ok             # and whether `allowed` holds it
     cdef object rpc_error             # zmicro.errors.RPCError
     # counters (stats())
     cdef uint64_t n_requests          # requests admitted or refused
@@ -61,27 +63,28 @@ cdef class ServerCore:
     cdef uint64_t n_cancels           # cancel frames received
     cdef uint64_t n_replies_dropped   # replies libzmq could not route or queue
     cdef uint64_t n_codes[17]         # replies by status code (0: OK)
-    cdef uint64_t n_unauthenticated   # messages refused by the MAC checks
+    cdef uint64_t n_unauthenticated   # messages refused: MAC checks, revoked keys
 
     cdef int _drain(self, int budget) except -1
-    cdef int _handle_safely(self, Received *r) except -1
-    cdef int _handle(self, Received *r) except -1
-    cdef int _dispatch(self, Received *r, zm_header *h, zm_frame_view *v,
-                       const char *uid) except -1
+    cdef int _handle_safely(self, Incoming *m) except -1
+    cdef int _handle(self, Incoming *m) except -1
+    cdef int _dispatch(self, Incoming *m, Keyring ring, const char *uid,
+                       double now) except -1
+    cdef bint _caller_allowed(self, const char *uid, double now) except -1
+    cdef int _refused_caller(self, Incoming *m, Keyring ring, str reason,
+                             const char *uid) except -1
     cdef Endpoint _endpoint(self, zm_slice name)
-    cdef int _authenticate(self, Received *r, zm_header *h, zm_frame_view *v,
-                           const char *uid) except -1
     cdef str _user_id(self, const char *uid)
     cdef CodecEntry _ctype(self, zm_slice name)
-    cdef object _decoder(self, Endpoint ep, CodecEntry ct)
-    cdef int _reply(self, const zm_slice *peer, uint64_t request_id, int kind,
-                    int status, object detail, str content_type, object body,
-                    str error_id=*, uint32_t flags=*) except -1
-    cdef int _refuse(self, const zm_slice *peer, uint64_t request_id, int status,
-                     object detail) except -1
+    cdef int _send(self, const zm_slice *peer, zm_header *h, object body,
+                   Keyring ring, const zm_slice *bind) except -1
+    cdef int _refuse(self, Incoming *m, Keyring ring, int status, object detail) except -1
+    cdef int _refuse_version(self, Incoming *m) except -1
+    cdef int _pong(self, Incoming *m, Keyring ring) except -1
+    cdef str _not_ours(self, Incoming *m)
     cdef int _answer(self, Context ctx, object result, object exc) except -1
-    cdef int _error_reply(self, const zm_slice *peer, uint64_t request_id, object exc,
-                          uint32_t flags=*) except -1
+    cdef int _error(self, const zm_slice *peer, uint64_t request_id, object exc,
+                    Keyring ring, const zm_slice *bind, uint32_t flags) except -1
     cdef bint _drained(self)
     cdef int _flush_completions(self) except -1
     cdef int _after_send(self) except -1

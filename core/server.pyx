@@ -1,14 +1,47 @@
 # server.pyx - the server side of the path of one call (design.md): receive
-# on a ROUTER, check in C, dispatch to handlers, send replies.
+# on a ROUTER, check in the protocol's order, dispatch to handlers, answer.
+#
+# Uses: message.pyx (Incoming, in_parse, in_verify, in_body, out_build,
+# out_send: every message in and out), keyring.pyx (KeySource, Keyring,
+# MAC_FAILURE_NAMES), context.pyx (Context, CURRENT, monotonic), codecs.pyx
+# (CodecEntry), socket.pyx (recv_parts, set_rcvtimeo, socket_events,
+# socket_fd, release_sent), wire.pyx (_text, _data, _slice_text),
+# buffers.pyx (same_bytes), errors.pyx (status codes, raise_errno).
 #
 # Two wait strategies over one dispatch path:
-# - run_blocking() waits in libzmq with the GIL released (zmq_poll on the
-#   ROUTER and a wake pipe): the fast path, for services whose handlers are
-#   all sync;
+# - run_blocking() waits in libzmq with the GIL released (a blocking
+#   receive on the ROUTER, woken by a private inproc peer): the fast path,
+#   for services whose handlers are all sync;
 # - attach(loop) waits through asyncio (add_reader on the edge-triggered
 #   ZMQ_FD): async handlers run as tasks on that loop.
 # Blocking handlers run in a thread pool either way; their results come back
 # to the socket's own thread (the ROUTER is never touched from the pool).
+#
+# What a message goes through, in docs/protocol.md §4.2's order (the
+# numbers are the document's):
+#
+#   1 frame    layout and header readable, else dropped (malformed)
+#   2 version  another version or an unknown kind: UNIMPLEMENTED, unsigned;
+#              kinds a server does not take: dropped (unexpected)
+#   3 caller   secure: its Curve key still on the allowlist (a key removed
+#              loses access on its next message), else UNAUTHENTICATED
+#   4 service  the service the message names (empty: this one) picks the
+#              MAC key: the answer is signed with it too
+#   5 sizes    SIGNED, a 32-byte MAC, a 16-byte nonce      } UNAUTHENTICATED
+#   6 MAC      key id, MAC (constant time), window         }
+#   7 replay   nonce new to this service (its own requests only)
+#   8 kind     cancel: acted on, never answered; ping: pong
+#   9 target   a request for another service: UNAVAILABLE
+#  10 deadline the budget becomes an absolute deadline, now
+#  11 endpoint draining: UNAVAILABLE; unknown: UNIMPLEMENTED
+#  12 body     content type known, at most one body, else INVALID_ARGUMENT
+#  13 capacity max_in_flight, else RESOURCE_EXHAUSTED
+#  14 decode   into the handler's type, else INVALID_ARGUMENT
+#  15 handler  (the policy's interceptors first)
+#
+# Refusals up to 14 carry NOT_PROCESSED. Every answer of a secure server is
+# signed with the key of the service the request named and bound to the
+# request's nonce.
 
 import collections as _collections
 import contextvars as _contextvars
@@ -18,8 +51,6 @@ import os as _os
 import threading as _threading
 
 from libc.string cimport strlen
-
-from zmicro.errors import Code as _Code, RPCError as _RPCError
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals() except -1
@@ -34,23 +65,36 @@ ASYNC = MODE_ASYNC
 # not read yet when the connection goes, so closing at once could lose the
 # replies just sent.
 cdef double CLOSE_DELAY = 0.5
-cdef int BATCH = 256           # messages per wake before other work gets a turn
-cdef Py_ssize_t DETAIL_MAX = 1024  # bytes of error detail sent (the wire allows 4096)
+# Seconds between looks at the allowlist: a key removed from it loses access
+# within this and the allowlist's own re-read interval.
+cdef double ALLOWLIST_RECHECK = 0.25
+# Rings of other services a server keeps (to answer requests that named
+# them: a stale address), dropped beyond this.
+cdef size_t OTHER_RINGS = 16
+
+#: The keys of ServerCore.stats(), in order (what a service reports before
+#: its core exists, too: empty_stats()).
+STATS_KEYS = ("requests", "in_flight", "replies", "errors", "malformed", "unexpected",
+              "cancels", "replies_dropped", "unauthenticated")
+
+
+def empty_stats():
+    """ServerCore.stats() of a server that received nothing."""
+    return {key: ({} if key == "replies" else 0) for key in STATS_KEYS}
 
 
 cdef str _clip(str text):
-    """`text` cut to DETAIL_MAX bytes of UTF-8, on a character boundary."""
-    if len(text) * 4 <= DETAIL_MAX:
+    """`text` cut to ZM_DETAIL_MAX bytes of UTF-8, on a character boundary."""
+    if len(text) * 4 <= ZM_DETAIL_MAX:
         return text
     data = text.encode()
-    if len(data) <= DETAIL_MAX:
+    if len(data) <= ZM_DETAIL_MAX:
         return text
-    return data[:DETAIL_MAX - 3].decode("utf-8", "ignore") + "…"
+    return data[:ZM_DETAIL_MAX - 3].decode("utf-8", "ignore") + "…"
 
 
-cdef bint _same(bytes key, zm_slice s) noexcept:
-    return (<size_t>PyBytes_GET_SIZE(key) == s.len
-            and memcmp(PyBytes_AS_STRING(key), s.ptr, s.len) == 0)
+cdef inline bint _same(bytes key, zm_slice s) noexcept:
+    return same_bytes(key, s.ptr, s.len)
 
 
 @cython.auto_pickle(False)
@@ -72,7 +116,6 @@ cdef class Endpoint:
         self.handler = handler
         self.mode = mode
         self.request_type = request_type
-        self.decoders = []
         self.builtin = builtin
         self.executor = executor
 
@@ -101,11 +144,16 @@ async def _run_async(handler, request, Context ctx):
 @cython.auto_pickle(False)
 cdef class ServerCore:
     """Receives requests on `zsock` (a bound pyzmq ROUTER), runs endpoints,
-    answers. Used by zmicro.Service; one thread (or event loop) drives it."""
+    answers. Used by zmicro.Service; one thread (or event loop) drives it.
+
+    Secure: `secrets` (a zmicro.security MacSecrets) gives the MAC keys,
+    `allowlist` (() -> Mapping whose keys are the Curve keys allowed now,
+    Z85) is looked at again every ALLOWLIST_RECHECK s, `on_refused` audits
+    refusals, `resolve_principal` names callers."""
 
     def __init__(self, zsock, str service, endpoints, dict codecs, *,
                  str default_content_type, uint32_t max_in_flight,
-                 executor_factory, logger=None, Keyring keyring=None,
+                 executor_factory, logger=None, secrets=None, allowlist=None,
                  on_refused=None, resolve_principal=None):
         cdef CodecEntry ct
         self.zsock = zsock
@@ -119,8 +167,6 @@ cdef class ServerCore:
                 self.default_ctype = ct
         if self.default_ctype is None:
             raise ValueError(f"no codec for the default content type {default_content_type}")
-        for ep in self.endpoints:
-            (<Endpoint>ep).decoders = [None] * len(self.ctypes)
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self.max_in_flight = max_in_flight
@@ -134,14 +180,16 @@ cdef class ServerCore:
         self.wake_id = _os.urandom(16)
         wake_address = f"inproc://zmicro-wake-{self.wake_id.hex()}"
         zsock.bind(wake_address)
-        self.waker = zsock.context.socket(5)  # DEALER
-        self.waker.setsockopt(5, self.wake_id)  # ZMQ_ROUTING_ID
-        self.waker.setsockopt(17, 0)  # ZMQ_LINGER
+        self.waker = zsock.context.socket(ZM_SOCK_DEALER)
+        self.waker.setsockopt(ZM_OPT_ROUTING_ID, self.wake_id)
+        self.waker.setsockopt(ZM_OPT_LINGER, 0)
         self.waker.connect(wake_address)
         self.wake_lock = _threading.Lock()
         self.logger = logger or _logging.getLogger("zmicro.server")
         self.rpc_error = _RPCError
-        self.keyring = keyring
+        if secrets is not None:
+            self.keys = KeySource(secrets, service=service, max_rings=OTHER_RINGS)
+        self.allowlist = allowlist
         self.close_delay = CLOSE_DELAY
         self.on_refused = on_refused
         self.resolve_principal = resolve_principal
@@ -172,7 +220,7 @@ cdef class ServerCore:
         flight or the grace period is over; blocks in libzmq with the GIL
         released. A signal handler's exception (KeyboardInterrupt) ends it
         too."""
-        cdef Received r
+        cdef Incoming m
         cdef int err
         # A signal may be delivered to any thread of the process (the
         # heartbeat's, say): Python runs its handler only when this thread
@@ -181,16 +229,16 @@ cdef class ServerCore:
         set_rcvtimeo(self.sock, 250)
         # A core is used once: stop() and drain() are for good.
         while not self.stopping and not (self.draining and self._drained()):
-            r.n = r.extra = 0
+            m.r.n = m.r.extra = 0
             with nogil:
-                err = recv_parts(&r, self.sock, 0)
+                err = recv_parts(&m.r, self.sock, 0)
             if err:
-                received_close(&r)
+                in_close(&m)
                 if err != EAGAIN and err != EINTR:
                     raise_errno(err)
                 PyErr_CheckSignals()
                 continue
-            self._handle_safely(&r)
+            self._handle_safely(&m)
             if self.completions:
                 self._flush_completions()
             release_sent()
@@ -260,107 +308,136 @@ cdef class ServerCore:
                 self.loop.call_soon(self._on_readable)
         return 0
 
-    # -- receiving and dispatch ------------------------------------------
+    # -- receiving and checking (the numbers are protocol.md §4.2's) --------
 
     cdef int _drain(self, int budget) except -1:
-        cdef Received r
+        cdef Incoming m
         cdef int err, i
         for i in range(budget):
-            r.n = r.extra = 0
-            err = recv_parts(&r, self.sock)  # DONTWAIT: never blocks
+            m.r.n = m.r.extra = 0
+            err = recv_parts(&m.r, self.sock)  # DONTWAIT: never blocks
             if err:
-                received_close(&r)
+                in_close(&m)
                 if err == EAGAIN:
                     break
                 raise_errno(err)
-            self._handle_safely(&r)
+            self._handle_safely(&m)
         release_sent()
         return 0
 
-    cdef int _handle_safely(self, Received *r) except -1:
+    cdef int _handle_safely(self, Incoming *m) except -1:
         """_handle() one message, then close its frames. A bug of ours must
         not stop the service: it is logged loudly, and serving goes on."""
         try:
-            self._handle(r)
+            self._handle(m)
         except Exception:
             self.logger.exception("zmicro: internal error handling a message")
         finally:
-            received_close(r)
+            in_close(m)
         return 0
 
-    cdef int _handle(self, Received *r) except -1:
-        cdef zm_header h
-        cdef zm_frame_view v
-        cdef int rc
+    cdef int _handle(self, Incoming *m) except -1:
+        cdef Keyring ring = None
+        cdef const char *uid = NULL
+        cdef int failure, owner = OWNER_NONE
+        cdef uint16_t kind
+        cdef double now
         cdef Context ctx
-        cdef const char *uid
-        if r.extra:
-            self.n_malformed += 1
-            return 0
-        if r.n == 2 and _same(self.wake_id, r.slices[0]):
+        if m.r.n == 2 and not m.r.extra and _same(self.wake_id, m.r.slices[0]):
             return 0  # a wake-up: the loop looks at its flags and queues
-        rc = zm_frame_parse(r.slices, r.n, 1, &h, &v)
-        if rc != ZM_OK:
+        # 1. frame
+        if in_parse(m, True) != ZM_OK:
             self.n_malformed += 1
-            if (rc == ZM_E_VERSION or rc == ZM_E_KIND) and h.kind != ZM_KIND_CANCEL:
-                what = (f"unsupported protocol version {h.version} (this server speaks {ZM_WIRE_VERSION})"
-                        if rc == ZM_E_VERSION else f"unknown message kind {h.kind}")
-                self._refuse(&r.slices[0], h.request_id, C_UNIMPLEMENTED, what)
+            # 2. version, kind: the header was read, so the caller hears why
+            if (m.rc == ZM_E_VERSION or m.rc == ZM_E_KIND) and m.h.kind != ZM_KIND_CANCEL:
+                self._refuse_version(m)
             return 0
-        # The caller's Curve key (ZAP User-Id): secure mode only.
-        uid = ZMQ.msg_gets(&r.msgs[v.header], b"User-Id") if self.keyring is not None else NULL
-        if self.keyring is not None and not (
-                h.kind == ZM_KIND_REQUEST and h.service.len
-                and not _same(self.service_key, h.service)) and self._authenticate(r, &h, &v, uid):
-            # (A request for another service is not checked: nothing runs
-            # for it, and _dispatch answers UNAVAILABLE, signed with our key.)
+        kind = m.h.kind
+        if kind != ZM_KIND_REQUEST and kind != ZM_KIND_CANCEL and kind != ZM_KIND_PING:
+            self.n_unexpected += 1
             return 0
-        if h.kind == ZM_KIND_REQUEST:
-            return self._dispatch(r, &h, &v, uid)
-        if h.kind == ZM_KIND_CANCEL:
+        now = monotonic()
+        if self.keys is not None:
+            uid = ZMQ.msg_gets(&m.r.msgs[m.v.header], b"User-Id")
+            # 4. service: its key checks this message and signs the answer
+            if m.h.service.len == 0 or _same(self.service_key, m.h.service):
+                self.keys.tick(now)
+                ring = self.keys.own
+            else:
+                ring = self.keys.ring_slice(m.h.service, now)
+            # 3. caller
+            if not self._caller_allowed(uid, now):
+                return self._refused_caller(m, ring, "revoked", uid)
+            # 5, 6, 7. sizes, MAC, window; the nonce only where a handler may run
+            if ring is self.keys.own:
+                owner = ring.owner_of(uid if uid != NULL else <const char *>"",
+                                      strlen(uid) if uid != NULL else 0)
+            failure = in_verify(m, ring, NULL, owner)
+            if failure != MAC_OK:
+                return self._refused_caller(m, ring, MAC_FAILURE_NAMES[failure], uid)
+        # 8. kind
+        if kind == ZM_KIND_CANCEL:
             self.n_cancels += 1
-            ctx = self.running.get((_frame_bytes(r.slices[0]), h.request_id))
+            ctx = self.running.get((_data(m.r.slices[0]), m.h.request_id))
             if ctx is not None:
                 ctx._cancel()
             return 0
-        if h.kind == ZM_KIND_PING:
-            return self._reply(&r.slices[0], h.request_id, ZM_KIND_PONG, C_OK, None, "", None)
-        self.n_unexpected += 1
-        return 0
+        if kind == ZM_KIND_PING:
+            if m.h.service.len and not _same(self.service_key, m.h.service):
+                return self._refuse(m, ring, C_UNAVAILABLE, self._not_ours(m))
+            return self._pong(m, ring)
+        return self._dispatch(m, ring, uid, now)
 
-    cdef int _authenticate(self, Received *r, zm_header *h, zm_frame_view *v,
-                           const char *uid) except -1:
-        """0 if the message's MAC, timestamp and nonce pass (keyring.pyx);
-        else 1, counted, audited and, for a request or ping, answered
-        UNAUTHENTICATED without saying which check failed. `uid`: the
-        caller's ZAP User-Id (NULL: none), the nonce partition."""
-        cdef const char *partition = uid if uid != NULL else <const char *>""
-        cdef int failure = check_view(self.keyring, r.slices, h, v, partition,
-                                      strlen(partition))
-        if failure == MAC_OK:
-            return 0
-        self.n_unauthenticated += 1
-        if self.on_refused is not None:
-            try:
-                self.on_refused(MAC_FAILURE_NAMES[failure], self._user_id(uid),
-                                _text(h.endpoint))
-            except Exception:
-                self.logger.exception("zmicro: the audit hook failed")
-        if h.kind == ZM_KIND_REQUEST or h.kind == ZM_KIND_PING:
-            self._refuse(&r.slices[0], h.request_id, C_UNAUTHENTICATED, "unauthenticated")
-        return 1
+    cdef bint _caller_allowed(self, const char *uid, double now) except -1:
+        """Is the Curve key `uid` (the message's ZAP User-Id) on the
+        allowlist now? ZAP asked at the handshake; this asks again, so that
+        a key removed loses access on its next message, not its next
+        connection."""
+        cdef size_t n
+        if self.allowlist is None:
+            return True
+        if uid == NULL:
+            return False
+        if now >= self.allow_next:
+            self.allow_next = now + ALLOWLIST_RECHECK
+            current = self.allowlist()
+            if current is not self.allowed:
+                self.allowed = current
+                self.last_uid = None  # look every caller up again
+        self._user_id(uid)
+        return self.last_uid_ok
 
     cdef str _user_id(self, const char *uid):
         """`uid` (a ZAP User-Id: a Z85 key) as a str, None for NULL. The
-        str of the last caller is reused: most messages come from it."""
+        str of the last caller is reused (most messages come from it), with
+        whether the allowlist holds it."""
         cdef size_t n
         if uid == NULL:
             return None
         n = strlen(uid)
-        if self.last_uid is None or not _same_text(self.last_uid, uid, n):
+        if self.last_uid is None or not same_bytes(self.last_uid, uid, n):
             self.last_uid = PyBytes_FromStringAndSize(uid, <Py_ssize_t>n)
             self.last_uid_str = self.last_uid.decode("utf-8", "replace")
+            self.last_uid_ok = self.allowed is not None and self.last_uid_str in self.allowed
         return self.last_uid_str
+
+    cdef int _refused_caller(self, Incoming *m, Keyring ring, str reason,
+                             const char *uid) except -1:
+        """A message refused at checks 3 to 7: counted, audited with the
+        reason, and, for a request or a ping, answered UNAUTHENTICATED
+        without saying which check failed."""
+        self.n_unauthenticated += 1
+        if self.on_refused is not None:
+            try:
+                self.on_refused(reason, self._user_id(uid), _text(m.h.endpoint))
+            except Exception:
+                self.logger.exception("zmicro: the audit hook failed")
+        if m.h.kind == ZM_KIND_REQUEST or m.h.kind == ZM_KIND_PING:
+            self._refuse(m, ring, C_UNAUTHENTICATED, "unauthenticated")
+        return 1
+
+    cdef str _not_ours(self, Incoming *m):
+        return f"this node serves {self.service!r}, not {_text(m.h.service)!r}"
 
     cdef Endpoint _endpoint(self, zm_slice name):
         for ep in self.endpoints:
@@ -374,16 +451,9 @@ cdef class ServerCore:
                 return <CodecEntry>ct
         return None
 
-    cdef object _decoder(self, Endpoint ep, CodecEntry ct):
-        decode = ep.decoders[ct.index]
-        if decode is None:
-            decode = ct.codec.decoder(ep.request_type)
-            ep.decoders[ct.index] = IDENTITY if decode is None else decode
-        return ep.decoders[ct.index]
-
-    cdef int _dispatch(self, Received *r, zm_header *h, zm_frame_view *v,
-                       const char *uid) except -1:
-        cdef const zm_slice *peer = &r.slices[0]
+    cdef int _dispatch(self, Incoming *m, Keyring ring, const char *uid,
+                       double now) except -1:
+        cdef zm_header *h = &m.h
         cdef Endpoint ep
         cdef CodecEntry ct
         cdef Context ctx
@@ -391,33 +461,31 @@ cdef class ServerCore:
         self.n_requests += 1
         # Every refusal before a handler runs carries NOT_PROCESSED: the
         # caller may retry it on any node, idempotent endpoint or not.
+        # 9. target: a stale address, now another service's node
         if h.service.len and not _same(self.service_key, h.service):
-            # A stale address, now another service's: never run its endpoint.
-            return self._refuse(peer, h.request_id, C_UNAVAILABLE,
-                                f"this node serves {self.service!r}, not {_text(h.service)!r}")
+            return self._refuse(m, ring, C_UNAVAILABLE, self._not_ours(m))
+        # 11. endpoint
         ep = self._endpoint(h.endpoint)
         if self.draining and (ep is None or not ep.builtin):
-            return self._refuse(peer, h.request_id, C_UNAVAILABLE,
-                                f"{self.service} is shutting down")
+            return self._refuse(m, ring, C_UNAVAILABLE, f"{self.service} is shutting down")
         if ep is None:
-            return self._refuse(peer, h.request_id, C_UNIMPLEMENTED,
+            return self._refuse(m, ring, C_UNIMPLEMENTED,
                                 f"{self.service} has no endpoint {_text(h.endpoint)!r}")
+        # 12. body
         ct = self._ctype(h.content_type) if h.content_type.len else self.default_ctype
         if ct is None:
-            return self._refuse(peer, h.request_id, C_INVALID_ARGUMENT,
+            return self._refuse(m, ring, C_INVALID_ARGUMENT,
                                 f"unsupported content type {_text(h.content_type)!r}")
-        if v.body_count > 1:
-            return self._refuse(peer, h.request_id, C_INVALID_ARGUMENT,
+        if m.v.body_count > 1:
+            return self._refuse(m, ring, C_INVALID_ARGUMENT,
                                 "a request carries at most one body frame")
+        # 13. capacity
         if self.in_flight >= self.max_in_flight:
-            return self._refuse(peer, h.request_id, C_RESOURCE_EXHAUSTED,
+            return self._refuse(m, ring, C_RESOURCE_EXHAUSTED,
                                 f"{self.service} is busy ({self.in_flight} requests in flight)")
-
-        if v.inline_body:
-            body = inline_body_object(r, v.header, v.body)
-        else:
-            body = body_object(r, v.body_first) if v.body_count else b""
-        decode = self._decoder(ep, ct)
+        # 14. decode
+        body = in_body(m)
+        decode = ct.decoder_for(ep.request_type)
         if decode is IDENTITY:
             request = body
         else:
@@ -425,30 +493,37 @@ cdef class ServerCore:
                 request = decode(body)
             except Exception as exc:
                 if isinstance(exc, ct.invalid):  # the codec's words name the field
-                    exc = self.rpc_error(C_INVALID_ARGUMENT, str(exc))
-                elif not isinstance(exc, self.rpc_error):
-                    exc = self.rpc_error(C_INVALID_ARGUMENT,
-                                         f"request does not decode as {ct.name}: {exc}")
-                return self._error_reply(peer, h.request_id, exc, ZM_FLAG_NOT_PROCESSED)
+                    detail = str(exc)
+                elif isinstance(exc, self.rpc_error):
+                    return self._error(&m.r.slices[0], h.request_id, exc, ring, &h.nonce,
+                                       ZM_FLAG_NOT_PROCESSED)
+                else:
+                    detail = f"request does not decode as {ct.name}: {exc}"
+                return self._refuse(m, ring, C_INVALID_ARGUMENT, detail)
 
         ctx = Context.__new__(Context)
         ctx.service = self.service
         ctx.endpoint = ep.name
         ctx.request_id = h.request_id
-        ctx.peer = _frame_bytes(peer[0])
+        ctx.peer = _data(m.r.slices[0])
         ctx.content_type = ct.name
         ctx._ctype = ct
-        ctx.deadline_at = monotonic() + <double>h.deadline_us * 1e-6 if h.deadline_us else 0.0
+        # 10. deadline: the budget counts from receipt (protocol.md §5.1)
+        ctx.deadline_at = now + <double>h.deadline_us * 1e-6 if h.deadline_us else 0.0
         if h.n_metadata:
             ctx._metadata = {_text(h.metadata[i].key): _data(h.metadata[i].value)
                              for i in range(h.n_metadata)}
         ctx.trace_hi = h.trace_hi
         ctx.trace_lo = h.trace_lo
         ctx.span_id = h.span_id
+        if ring is not None:  # secure: the answer is bound to this nonce
+            memcpy(ctx.nonce, h.nonce.ptr, ZM_NONCE_SIZE)
+            ctx.signed = True
         if uid != NULL:  # secure: the ZAP User-Id names the caller
             ctx.user_id = self._user_id(uid)
             ctx._resolve = self.resolve_principal
 
+        # 15. handler
         if ep.mode != MODE_BLOCKING:
             # The service's own thread runs this handler: a sync call back
             # into this service from it could never be answered.
@@ -475,7 +550,7 @@ cdef class ServerCore:
                         self.executor = self.executor_factory()
                     executor = self.executor
                 fut = executor.submit(_contextvars.copy_context().run,
-                                           _run_blocking, ep.handler, request, ctx)
+                                      _run_blocking, ep.handler, request, ctx)
                 fut.add_done_callback(_functools.partial(self._pool_done, ctx))
             else:
                 if self.loop is None:
@@ -528,12 +603,16 @@ cdef class ServerCore:
         self._after_send()
 
     cdef int _answer(self, Context ctx, object result, object exc) except -1:
-        cdef zm_slice peer
+        cdef zm_slice peer, bind
+        cdef zm_header h
         cdef CodecEntry ct = <CodecEntry>ctx._ctype
+        cdef Keyring ring = self.keys.own if ctx.signed else None
         if ctx._cancelled:
             return 0  # the caller gave up: nobody is waiting for this
         peer.ptr = <const uint8_t *>PyBytes_AS_STRING(ctx.peer)
         peer.len = <size_t>PyBytes_GET_SIZE(ctx.peer)
+        bind.ptr = ctx.nonce
+        bind.len = ZM_NONCE_SIZE if ctx.signed else 0
         if exc is None:
             try:
                 body = ct.encode_value(result)
@@ -542,92 +621,108 @@ cdef class ServerCore:
                                   self.service, ctx.endpoint, ct.name, e)
                 exc = self.rpc_error(C_INTERNAL, "internal error")
             else:
-                return self._reply(&peer, ctx.request_id, ZM_KIND_REPLY, C_OK, None,
-                                   ct.name, body)
-        return self._error_reply(&peer, ctx.request_id, exc)
+                header_init(&h, ZM_KIND_REPLY, ctx.request_id)
+                _slice_text(ct.name, &h.content_type)
+                return self._send(&peer, &h, body, ring, &bind)
+        return self._error(&peer, ctx.request_id, exc, ring, &bind, 0)
 
-    cdef int _error_reply(self, const zm_slice *peer, uint64_t request_id, object exc,
-                          uint32_t flags=0) except -1:
-        if isinstance(exc, self.rpc_error):
-            return self._reply(peer, request_id, ZM_KIND_ERROR, int(exc.code), exc.detail,
-                               "", None, exc.id or self.service, flags)
-        if type(exc).__name__ == "CancelledError":
-            return self._reply(peer, request_id, ZM_KIND_ERROR, C_CANCELLED, "cancelled", "", None)
-        # Logged here with its traceback; the caller learns only that it failed.
-        self.logger.error("zmicro: handler of %s failed", self.service, exc_info=exc)
-        return self._reply(peer, request_id, ZM_KIND_ERROR, C_INTERNAL, "internal error", "", None)
-
-    cdef int _refuse(self, const zm_slice *peer, uint64_t request_id, int status,
-                     object detail) except -1:
-        """An error reply for a request no handler ran for (NOT_PROCESSED)."""
-        return self._reply(peer, request_id, ZM_KIND_ERROR, status, detail, "", None, "",
-                           ZM_FLAG_NOT_PROCESSED)
-
-    cdef int _reply(self, const zm_slice *peer, uint64_t request_id, int kind,
-                    int status, object detail, str content_type, object body,
-                    str error_id="", uint32_t flags=0) except -1:
+    cdef int _error(self, const zm_slice *peer, uint64_t request_id, object exc,
+                    Keyring ring, const zm_slice *bind, uint32_t flags) except -1:
+        """The error answer for a handler's exception: an RPCError's code,
+        detail and id; anything else INTERNAL, logged here with its
+        traceback (the caller learns only that it failed)."""
         cdef zm_header h
-        cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
-        cdef size_t hlen = 0
-        cdef Py_buffer bview
-        cdef zm_slice b
-        cdef bint inline = False
-        cdef int rc
-        cdef uint8_t nonce[16]
-        cdef MacKey key = None
-        memset(&h, 0, <size_t>(<char *>&h.metadata - <char *>&h))
-        memset(&bview, 0, sizeof(Py_buffer))
-        h.version = ZM_WIRE_VERSION
-        h.kind = <uint16_t>kind
-        h.request_id = request_id
+        cdef int status
+        cdef str detail, error_id = self.service
+        if isinstance(exc, self.rpc_error):
+            status, detail, error_id = int(exc.code), exc.detail, exc.id or self.service
+        elif type(exc).__name__ == "CancelledError":
+            status, detail = C_CANCELLED, "cancelled"
+        else:
+            self.logger.error("zmicro: handler of %s failed", self.service, exc_info=exc)
+            status, detail = C_INTERNAL, "internal error"
+        header_init(&h, ZM_KIND_ERROR, request_id)
         h.status = <uint16_t>status
         h.flags = flags
-        _slice_text(content_type, &h.content_type)
         if detail:
-            detail = _clip(str(detail))
+            detail = _clip(detail)
             _slice_text(detail, &h.detail)
-        if kind == ZM_KIND_ERROR:  # every error names where it comes from
-            _slice_text(error_id or self.service, &h.service)
+        _slice_text(error_id, &h.service)  # every error names where it comes from
+        return self._send(peer, &h, None, ring, bind)
+
+    cdef int _refuse(self, Incoming *m, Keyring ring, int status, object detail) except -1:
+        """An error answer to *m, no handler having run (NOT_PROCESSED):
+        signed with `ring` (the key of the service *m named), bound to its
+        nonce."""
+        cdef zm_header h
+        cdef str text = _clip(str(detail))
+        header_init(&h, ZM_KIND_ERROR, m.h.request_id)
+        h.status = <uint16_t>status
+        h.flags = ZM_FLAG_NOT_PROCESSED
+        _slice_text(text, &h.detail)
+        _slice_text(self.service, &h.service)
+        return self._send(&m.r.slices[0], &h, None, ring, &m.h.nonce)
+
+    cdef int _pong(self, Incoming *m, Keyring ring) except -1:
+        cdef zm_header h
+        header_init(&h, ZM_KIND_PONG, m.h.request_id)
+        return self._send(&m.r.slices[0], &h, None, ring, &m.h.nonce)
+
+    cdef int _refuse_version(self, Incoming *m) except -1:
+        """UNIMPLEMENTED for a message of another protocol version or an
+        unknown kind (check 2), unsigned: no key can be trusted to mean
+        the same there. A peer of an older version gets it in its own
+        version's layout (every version keeps requestId where version 1
+        had it)."""
+        cdef zm_header h
+        cdef str what
+        if m.rc == ZM_E_VERSION:
+            what = (f"unsupported protocol version {m.h.version} "
+                    f"(this server speaks {ZM_WIRE_VERSION})")
+        else:
+            what = f"unknown message kind {m.h.kind}"
+        header_init(&h, ZM_KIND_ERROR, m.h.request_id)
+        if m.rc == ZM_E_VERSION and 0 < m.h.version < ZM_WIRE_VERSION:
+            h.version = m.h.version
+        h.status = <uint16_t>C_UNIMPLEMENTED
+        h.flags = ZM_FLAG_NOT_PROCESSED
+        _slice_text(what, &h.detail)
+        _slice_text(self.service, &h.service)
+        return self._send(&m.r.slices[0], &h, None, None, NULL)
+
+    cdef int _send(self, const zm_slice *peer, zm_header *h, object body,
+                   Keyring ring, const zm_slice *bind) except -1:
+        """Build and send one answer to `peer` through the message layer.
+        ROUTER_MANDATORY + DONTWAIT: a caller that is gone (EHOSTUNREACH) or
+        not reading (EAGAIN: its queue is full) loses it, counted."""
+        cdef Outgoing o
+        cdef Py_buffer bview
+        cdef zm_slice b
+        cdef uint8_t nonce[ZM_NONCE_SIZE]
+        cdef int err
+        cdef uint16_t status = h.status
+        o.n = 0
+        memset(&bview, 0, sizeof(Py_buffer))
         try:
-            if kind == ZM_KIND_REPLY:
+            if body is not None:
                 view_get(body, &bview, &b)
-                inline = b.len < 65536  # small bodies ride in the header frame
-                if inline:
-                    h.flags |= ZM_FLAG_BODY_INLINE
-            if self.keyring is not None:
-                # One frame with the MAC at its end, unless a large body
-                # has its own frame.
-                key = self.keyring.sign_header(&h, nonce, inline or kind != ZM_KIND_REPLY)
-            rc = zm_wire_write_ex(&h, hbuf, sizeof(hbuf), &hlen, ZM_WIRE_TRUSTED_UTF8)
-            if rc != ZM_OK:  # only an absurd error id or detail gets here
+            try:
+                out_build(&o, h, body, &b if body is not None else NULL, ring, nonce, bind)
+            except WireError:
+                if h.kind != ZM_KIND_ERROR:
+                    raise
+                # Only an absurd error id gets here (details are clipped).
+                out_close(&o)
                 h.detail.len = h.service.len = 0
-                rc = zm_wire_write_ex(&h, hbuf, sizeof(hbuf), &hlen, ZM_WIRE_TRUSTED_UTF8)
-                if rc != ZM_OK:
-                    raise_zm(rc)
-            # ROUTER_MANDATORY + DONTWAIT: a caller that is gone (EHOSTUNREACH)
-            # or not reading (EAGAIN: its queue is full) loses this reply,
-            # counted.
-            rc = ZMQ.send(self.sock, peer.ptr, peer.len, ZM_SNDMORE | ZM_DONTWAIT)
-            if rc < 0:
-                rc = ZMQ.errno_()
-                if rc == EHOSTUNREACH or rc == EAGAIN:
-                    self.n_replies_dropped += 1
-                    return 0
-                raise_errno(rc)
-            if key is not None:
-                send_signed(self.sock, key, self.keyring, hbuf, hlen,
-                            body if kind == ZM_KIND_REPLY else None, &b, inline, 0)
-            elif inline:
-                send_inline(self.sock, hbuf, hlen, &b, 0)
-            elif kind == ZM_KIND_REPLY:
-                if ZMQ.send(self.sock, hbuf, hlen, ZM_SNDMORE) < 0:
-                    raise_errno(ZMQ.errno_())
-                send_body(self.sock, body, &b, 0)
-            elif ZMQ.send(self.sock, hbuf, hlen, 0) < 0:
-                raise_errno(ZMQ.errno_())
+                out_build(&o, h, None, NULL, ring, nonce, bind)
+            err = out_send(&o, self.sock, peer, 0)
         finally:
+            out_close(&o)
             PyBuffer_Release(&bview)
-        self.n_codes[status if status <= 16 else 2] += 1
+        if err:
+            self.n_replies_dropped += 1
+            return 0
+        self.n_codes[status if status < C_CODES else C_UNKNOWN] += 1
         if self.draining:
             self.last_reply_at = monotonic()
         return 0
@@ -635,20 +730,16 @@ cdef class ServerCore:
     # -- reporting -------------------------------------------------------
 
     def stats(self):
-        """Counters since start: requests, replies by status code, frames
-        dropped as malformed, requests in flight."""
+        """Counters since start (STATS_KEYS): requests, replies by status
+        code, errors, frames dropped as malformed, messages of kinds a
+        server ignores, cancels, replies dropped, messages refused by the
+        MAC checks or a revoked key; requests in flight."""
         codes = {}
-        for i in range(17):
+        for i in range(C_CODES):
             if self.n_codes[i]:
                 codes[_Code(i).name] = self.n_codes[i]
-        return {
-            "requests": self.n_requests,
-            "in_flight": self.in_flight,
-            "replies": codes,
-            "errors": sum(n for name, n in codes.items() if name != "OK"),
-            "malformed": self.n_malformed,
-            "unexpected": self.n_unexpected,
-            "cancels": self.n_cancels,
-            "replies_dropped": self.n_replies_dropped,
-            "unauthenticated": self.n_unauthenticated,
-        }
+        values = (self.n_requests, self.in_flight, codes,
+                  sum(n for name, n in codes.items() if name != "OK"),
+                  self.n_malformed, self.n_unexpected, self.n_cancels,
+                  self.n_replies_dropped, self.n_unauthenticated)
+        return dict(zip(STATS_KEYS, values))

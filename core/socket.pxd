@@ -26,7 +26,4 @@ cdef int recv_until(Received *r, void *sock, double deadline_at) except -1
 cdef void received_close(Received *r) noexcept nogil
 cdef object body_object(Received *r, int index)
 cdef object inline_body_object(Received *r, int index, zm_slice body)
-cdef int send_inline(void *sock, const uint8_t *hbuf, size_t hlen,
-                     const zm_slice *body, int flags) except -1
-cdef int send_body(void *sock, object obj, const zm_slice *s, int flags) except -1
 cdef void release_sent() noexcept

@@ -1,5 +1,10 @@
 # socket.pyx - libzmq I/O on sockets pyzmq created: waiting with the GIL
-# released, receiving whole multipart messages, zero-copy large bodies.
+# released, receiving whole multipart messages, received frames as Python
+# objects without a copy, and the references zero-copy sends hand libzmq.
+# (Building and sending messages is message.pyx's.)
+#
+# Uses: native.pyx (ZMQ, zm_graveyard_take), context.pyx (monotonic),
+# errors.pyx (raise_errno).
 #
 # A socket is used by one thread at a time (libzmq sockets are not
 # thread-safe); nothing here adds locking.
@@ -14,8 +19,10 @@ cdef extern from "Python.h":
     int PyBuffer_FillInfo(Py_buffer *view, object obj, void *buf,
                           Py_ssize_t len, int readonly, int flags) except -1
 
-ZERO_COPY_MIN = 65536   # codec.ZERO_COPY_MIN: bodies this large are not copied
-cdef Py_ssize_t _ZERO_COPY_MIN = ZERO_COPY_MIN
+cdef Py_ssize_t _ZERO_COPY_MIN = ZM_ZERO_COPY_MIN
+# Messages read per wake-up before other work gets a turn (a server's loop,
+# an async channel's reader).
+cdef int BATCH = 256
 
 
 cdef void *socket_handle(object socket) except NULL:
@@ -209,61 +216,6 @@ cdef object inline_body_object(Received *r, int index, zm_slice body):
         return PyBytes_FromStringAndSize(<const char *>body.ptr, <Py_ssize_t>body.len)
     offset = <size_t>(body.ptr - r.slices[index].ptr)
     return memoryview(Frame.take(&r.msgs[index]))[offset:]
-
-
-cdef int send_inline(void *sock, const uint8_t *hbuf, size_t hlen,
-                     const zm_slice *body, int flags) except -1:
-    """One frame: the header (written with ZM_FLAG_BODY_INLINE), then the
-    body. Returns 0, or EAGAIN when `flags` has ZM_DONTWAIT and there is no
-    room (nothing sent); raises for other errors."""
-    cdef zmq_msg_t msg
-    cdef uint8_t *data
-    cdef int rc, err
-    if ZMQ.msg_init_size(&msg, hlen + body.len) < 0:
-        raise_errno(ZMQ.errno_())
-    data = <uint8_t *>ZMQ.msg_data(&msg)
-    memcpy(data, hbuf, hlen)
-    if body.len:
-        memcpy(data + hlen, body.ptr, body.len)
-    rc = ZMQ.msg_send(&msg, sock, flags)
-    if rc >= 0:
-        return 0
-    err = ZMQ.errno_()
-    ZMQ.msg_close(&msg)
-    if err == EAGAIN and flags & ZM_DONTWAIT:
-        return EAGAIN
-    raise_errno(err)
-
-
-cdef int send_body(void *sock, object obj, const zm_slice *s, int flags) except -1:
-    """Send one frame holding `s` (the bytes of `obj`). A bytes object of
-    ZERO_COPY_MIN bytes or more goes without a copy: libzmq keeps a
-    reference until it is done (released later by release_sent)."""
-    cdef zmq_msg_t msg
-    cdef int rc, err
-    if type(obj) is not bytes or <Py_ssize_t>s.len < _ZERO_COPY_MIN:
-        if s.len < 65536:  # a copy this small costs less than a GIL round trip
-            rc = ZMQ.send(sock, s.ptr, s.len, flags)
-        else:
-            with nogil:
-                rc = ZMQ.send(sock, s.ptr, s.len, flags)
-        if rc < 0:
-            raise_errno(ZMQ.errno_())
-        return 0
-    release_sent()
-    Py_INCREF(obj)  # bytes are immutable: their buffer lives as long as they do
-    if ZMQ.msg_init_data(&msg, <void *>s.ptr, s.len, zm_graveyard_free,
-                         <void *>obj) < 0:
-        Py_XDECREF(<PyObject *>obj)
-        raise_errno(ZMQ.errno_())
-    with nogil:
-        rc = ZMQ.msg_send(&msg, sock, flags)
-        if rc < 0:
-            err = ZMQ.errno_()
-            ZMQ.msg_close(&msg)  # parks the reference like a send would
-    if rc < 0:
-        raise_errno(err)
-    return 0
 
 
 cdef void release_sent() noexcept:

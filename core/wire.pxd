@@ -25,6 +25,4 @@ cdef class Header:
     cdef int _to_c(self, zm_header *h) except -1
 
 
-cdef int header_write(Header header, uint32_t flags, uint8_t *out, size_t cap,
-                      size_t *written) except -1
 cdef int fill_metadata(dict metadata, zm_header *h) except -1

@@ -1,4 +1,7 @@
-# wire.pyx - Header objects <-> wire bytes, through src/zm_wire.c.
+# wire.pyx - Header objects <-> wire bytes, through src/zm_wire.c, and the
+# text helpers every file uses to point a zm_header at Python strings.
+#
+# Uses: errors.pyx (raise_zm), src/zm_wire.h, src/zm_limits.h.
 #
 # The C reader and writer do all parsing and validation; this file only moves
 # values between a zm_header on the stack and a Header object. The Python
@@ -213,18 +216,6 @@ cdef class Header:
                  "principal", "detail")
         parts = [f"{n}={v!r}" for n, v in zip(names, self._fields()) if v]
         return f"Header({', '.join(parts)})"
-
-
-cdef int header_write(Header header, uint32_t flags, uint8_t *out, size_t cap,
-                      size_t *written) except -1:
-    """Write `header` with `flags` in place of its own into out[0..cap)."""
-    cdef zm_header h
-    header._to_c(&h)
-    h.flags = flags
-    rc = zm_wire_write(&h, out, cap, written)
-    if rc != ZM_OK:
-        raise_zm(rc)
-    return 0
 
 
 def decode_header(data):

@@ -190,29 +190,29 @@ static void check_mac(const zm_slice *frames, const zm_frame_view *v,
 
     for (int a = 0; a < 2; a++) {
         int alg = algs[a];
-        uint8_t tag[ZM_MAC_OUT], ref[ZM_MAC_OUT];
+        uint8_t tag[ZM_MAC_SIZE], ref[ZM_MAC_SIZE];
         int rc = zm_mac_compute(&SODIUM, alg, KEY, sizeof KEY, covered, ncov, tag);
         if (rc != ZM_OK)
             FAIL("zm_mac_compute alg %d: %d", alg, rc);
         /* A prepared key (states absorbed once, copied per message) gives
          * the same MAC, and keeps giving it. */
         zm_mac_key prepared;
-        uint8_t again[ZM_MAC_OUT];
+        uint8_t again[ZM_MAC_SIZE];
         if (zm_mac_key_init(&SODIUM, &prepared, 7, alg, KEY, sizeof KEY) != ZM_OK)
             FAIL("zm_mac_key_init alg %d", alg);
         for (int round = 0; round < 2; round++) {
             if (zm_mac_sign(&SODIUM, &prepared, covered, ncov, again) != ZM_OK ||
-                memcmp(again, tag, ZM_MAC_OUT) != 0)
+                memcmp(again, tag, ZM_MAC_SIZE) != 0)
                 FAIL("alg %d: prepared key differs (round %d)", alg, round);
         }
         if (zm_mac_check(&SODIUM, &prepared, covered, ncov, tag) != ZM_OK)
             FAIL("alg %d: zm_mac_check refused its own MAC", alg);
         ref_mac(alg, KEY, sizeof KEY, covered, ncov, ref);
-        if (memcmp(tag, ref, ZM_MAC_OUT) != 0)
+        if (memcmp(tag, ref, ZM_MAC_SIZE) != 0)
             FAIL("alg %d: zm_mac_compute differs from the reference", alg);
 
         rc = zm_mac_verify(&SODIUM, alg, KEY, sizeof KEY, covered, ncov, received);
-        int expect = memcmp(received, tag, ZM_MAC_OUT) == 0 ? ZM_OK
+        int expect = memcmp(received, tag, ZM_MAC_SIZE) == 0 ? ZM_OK
                                                             : ZM_E_MAC_MISMATCH;
         if (rc != expect)
             FAIL("alg %d: received tag verifies as %d, expected %d", alg, rc,
@@ -220,7 +220,7 @@ static void check_mac(const zm_slice *frames, const zm_frame_view *v,
 
         if ((rc = zm_mac_verify(&SODIUM, alg, KEY, sizeof KEY, covered, ncov, tag)))
             FAIL("alg %d: computed tag does not verify: %d", alg, rc);
-        tag[flip % ZM_MAC_OUT] ^= (uint8_t)(1u << (flip / ZM_MAC_OUT % 8));
+        tag[flip % ZM_MAC_SIZE] ^= (uint8_t)(1u << (flip / ZM_MAC_SIZE % 8));
         if ((rc = zm_mac_verify(&SODIUM, alg, KEY, sizeof KEY, covered, ncov,
                                 tag)) != ZM_E_MAC_MISMATCH)
             FAIL("alg %d: tag with a flipped bit gives %d", alg, rc);
@@ -238,12 +238,12 @@ static void check_mac(const zm_slice *frames, const zm_frame_view *v,
             if (rc != ZM_OK)
                 FAIL("alg %d: key of %zu bytes gives %d", alg, keylen, rc);
             ref_mac(alg, long_key, keylen, covered, ncov, ref);
-            if (memcmp(tag, ref, ZM_MAC_OUT) != 0)
+            if (memcmp(tag, ref, ZM_MAC_SIZE) != 0)
                 FAIL("alg %d, %zu-byte key: differs from the reference", alg,
                      keylen);
         }
     }
-    uint8_t tag[ZM_MAC_OUT];
+    uint8_t tag[ZM_MAC_SIZE];
     if (zm_mac_compute(&SODIUM, ctl & 1 ? 0 : 3, KEY, sizeof KEY, covered,
                        ncov, tag) != ZM_E_MAC_ALG)
         FAIL("unknown algorithm accepted");

@@ -1,12 +1,13 @@
-/* fuzz_replay.c - libFuzzer harness over the replay cache (src/zm_replay.c).
+/* fuzz_replay.c - libFuzzer harness over the replay set (src/zm_replay.c).
  *
- * The input is a script of operations on one cache: insert a nonce (one of
- * a small alphabet, so repeats happen) with an expiry, or move the clock.
- * A brute-force model (a plain array of live entries) decides what every
- * insert must answer: ZM_E_REPLAY iff the nonce is live in the model;
- * ZM_E_REPLAY_FULL iff the model holds `max` live entries; else ZM_OK. The
- * cache may never forget a live nonce (that would reopen a replay) nor
- * refuse while it has room.
+ * The input is a script of operations on one set: insert a nonce (one of a
+ * small alphabet, so repeats happen) from one of a few owners with an
+ * expiry, or move the clock. A brute-force model (a plain array of live
+ * entries) decides what every insert must answer: ZM_E_REPLAY iff the nonce
+ * is live in the model, whoever inserted it; ZM_E_REPLAY_FULL iff the
+ * inserting owner holds `quota` live entries; else ZM_OK. The set may never
+ * forget a live nonce (that would reopen a replay), nor refuse an owner
+ * below its quota, and its per-owner counts never fall below the model's.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -24,17 +25,20 @@
 
 #define MAX_MODEL 4096
 
+#define OWNERS 5
+
 typedef struct {
     uint8_t nonce[16];
     uint32_t expires;
+    uint32_t owner;
 } entry;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1)
         return 0;
-    size_t max = 1 + data[0] % 200; /* small, so "full" is reached */
+    size_t quota = 1 + data[0] % 100; /* small, so "full" is reached */
     zm_replay r;
-    zm_replay_init(&r, max);
+    zm_replay_init(&r, quota);
     static entry model[MAX_MODEL];
     size_t live = 0;
     uint32_t now = 1000;
@@ -51,31 +55,39 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         nonce[0] = a;
         nonce[1] = 0xA5;
         uint32_t expires = now + (uint32_t)(b % 40);
+        uint32_t owner = (uint32_t)(op % OWNERS);
 
         /* the model: drop what expired, then decide */
-        size_t k = 0;
+        size_t k = 0, held[OWNERS] = {0};
         int seen = 0;
         for (size_t j = 0; j < live; j++) {
             if (model[j].expires < now)
                 continue;
             if (memcmp(model[j].nonce, nonce, 16) == 0)
                 seen = 1;
+            held[model[j].owner]++;
             model[k++] = model[j];
         }
         live = k;
-        int want = seen ? ZM_E_REPLAY : (live >= max ? ZM_E_REPLAY_FULL : ZM_OK);
+        int want = seen ? ZM_E_REPLAY : (held[owner] >= quota ? ZM_E_REPLAY_FULL : ZM_OK);
 
-        int rc = zm_replay_insert(&r, nonce, expires, now);
+        int rc = zm_replay_insert(&r, nonce, owner, expires, now);
         if (rc != want)
-            FAIL("insert nonce %u at %u (expires %u, %zu live, max %zu): got %d, want %d",
-                 a, now, expires, live, max, rc, want);
+            FAIL("insert nonce %u from %u at %u (expires %u, %zu live, %zu held, quota %zu): "
+                 "got %d, want %d", a, owner, now, expires, live, held[owner], quota, rc, want);
         if (rc == ZM_OK) {
             memcpy(model[live].nonce, nonce, 16);
             model[live].expires = expires;
+            model[live].owner = owner;
             live++;
+            held[owner]++;
         }
         if (r.count < live)
-            FAIL("the cache holds %zu entries, %zu are live", r.count, live);
+            FAIL("the set holds %zu entries, %zu are live", r.count, live);
+        for (uint32_t o = 0; o < OWNERS; o++)
+            if (zm_replay_held(&r, o) < held[o])
+                FAIL("owner %u: the set counts %zu, %zu are live", o,
+                     zm_replay_held(&r, o), held[o]);
     }
     zm_replay_free(&r);
     return 0;

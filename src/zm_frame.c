@@ -50,7 +50,7 @@ int zm_frame_parse(const zm_slice *frames, int n, int routed, zm_header *h,
     } else if (used != v->header_len) {
         return ZM_E_SEGMENT_SIZE; /* bytes after the header, not announced */
     }
-    if (h->version == 0 || h->version > ZM_WIRE_VERSION)
+    if (h->version != ZM_WIRE_VERSION)
         return ZM_E_VERSION;
     if (h->kind > ZM_KIND_MAX)
         return ZM_E_KIND;

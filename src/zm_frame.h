@@ -27,8 +27,7 @@
 #include "zm_common.h"
 #include "zm_wire.h"
 
-#define ZM_FRAME_MAX 16 /* header + bodies + mac, routing id not counted */
-#define ZM_MAC_SIZE 32
+/* ZM_FRAME_MAX and ZM_MAC_SIZE: zm_limits.h */
 
 /* Where the parts of one received message are, as indexes into the frame
  * array given to zm_frame_parse. */

@@ -48,7 +48,7 @@ int zm_mac_key_init(const zm_crypto *c, zm_mac_key *k, uint32_t id, int alg,
     k->id = id;
     k->alg = alg;
     if (alg == ZM_MAC_BLAKE2B) {
-        if (c->generichash_init(k->inner, key, keylen, ZM_MAC_OUT) != 0)
+        if (c->generichash_init(k->inner, key, keylen, ZM_MAC_SIZE) != 0)
             return ZM_E_MAC_API;
         return ZM_OK;
     }
@@ -89,22 +89,22 @@ int zm_mac_key_init(const zm_crypto *c, zm_mac_key *k, uint32_t id, int alg,
     } while (0)
 
 int zm_mac_sign(const zm_crypto *c, const zm_mac_key *k, const zm_slice *frames,
-                size_t n, uint8_t out[ZM_MAC_OUT]) {
+                size_t n, uint8_t out[ZM_MAC_SIZE]) {
     _Alignas(64) unsigned char state[ZM_MAC_CTX_MAX];
     if (k->alg == ZM_MAC_BLAKE2B) {
         size_t size = c->generichash_statebytes();
         memcpy(state, k->inner, size);
         FEED(c->generichash_update, state, unsigned long long);
-        return c->generichash_final(state, out, ZM_MAC_OUT) == 0 ? ZM_OK : ZM_E_MAC_API;
+        return c->generichash_final(state, out, ZM_MAC_SIZE) == 0 ? ZM_OK : ZM_E_MAC_API;
     }
     if (k->alg != ZM_MAC_HMAC_SHA256)
         return ZM_E_MAC_ALG;
-    uint8_t inner_hash[ZM_MAC_OUT];
+    uint8_t inner_hash[ZM_MAC_SIZE];
     memcpy(state, k->inner, c->sha256_ctx_size);
     FEED(c->sha256_update, state, size_t);
     sha_final(c, state, inner_hash);
     memcpy(state, k->outer, c->sha256_ctx_size);
-    c->sha256_update(state, inner_hash, ZM_MAC_OUT);
+    c->sha256_update(state, inner_hash, ZM_MAC_SIZE);
     sha_final(c, state, out);
     return ZM_OK;
 }
@@ -118,8 +118,8 @@ int zm_equal32(const uint8_t *a, const uint8_t *b) {
 }
 
 int zm_mac_check(const zm_crypto *c, const zm_mac_key *k, const zm_slice *frames,
-                 size_t n, const uint8_t tag[ZM_MAC_OUT]) {
-    uint8_t mac[ZM_MAC_OUT];
+                 size_t n, const uint8_t tag[ZM_MAC_SIZE]) {
+    uint8_t mac[ZM_MAC_SIZE];
     int rc = zm_mac_sign(c, k, frames, n, mac);
     if (rc)
         return rc;
@@ -127,7 +127,7 @@ int zm_mac_check(const zm_crypto *c, const zm_mac_key *k, const zm_slice *frames
 }
 
 int zm_mac_compute(const zm_crypto *c, int alg, const uint8_t *key, size_t keylen,
-                   const zm_slice *frames, size_t n, uint8_t out[ZM_MAC_OUT]) {
+                   const zm_slice *frames, size_t n, uint8_t out[ZM_MAC_SIZE]) {
     zm_mac_key k;
     int rc = zm_mac_key_init(c, &k, 0, alg, key, keylen);
     if (rc)
@@ -136,7 +136,7 @@ int zm_mac_compute(const zm_crypto *c, int alg, const uint8_t *key, size_t keyle
 }
 
 int zm_mac_verify(const zm_crypto *c, int alg, const uint8_t *key, size_t keylen,
-                  const zm_slice *frames, size_t n, const uint8_t tag[ZM_MAC_OUT]) {
+                  const zm_slice *frames, size_t n, const uint8_t tag[ZM_MAC_SIZE]) {
     zm_mac_key k;
     int rc = zm_mac_key_init(c, &k, 0, alg, key, keylen);
     if (rc)

@@ -1,13 +1,19 @@
 /* zm_mac.h - message authentication over zmicro's frames.
  *
- * The MAC covers the header frame and every body frame, each prefixed by its
- * length, so bytes cannot move from one frame to the next without changing
- * it (docs/protocol.md gives the same definition for other languages):
+ * The MAC covers a list of byte strings: first the message's *binding*
+ * (what ties it to an exchange: for an answer, the nonce of the request it
+ * answers; empty for a request, a cancel or a ping), then the header frame
+ * and every body frame. Each is prefixed by its length, so bytes cannot
+ * move from one to the next without changing the MAC (docs/protocol.md §7
+ * gives the same definition for other languages):
  *
- *     input = "zmicro-mac-v1" || u32le(frame count)
- *             || for each frame: u64le(length) || bytes
+ *     input = "zmicro-mac-v2" || u32le(count)
+ *             || for each: u64le(length) || bytes
  *     mac   = HMAC-SHA256(key, input)               (ZM_MAC_HMAC_SHA256)
  *           | BLAKE2b-256 keyed with key, of input   (ZM_MAC_BLAKE2B)
+ *
+ * The functions below take that list as `frames` (binding first); they do
+ * not know what the strings mean.
  *
  * src/ links no crypto library: the primitives come through the zm_crypto
  * table below. SHA-256 may come from libsodium (portable C) or from OpenSSL's
@@ -20,16 +26,17 @@
 #define ZM_MAC_H
 
 #include "zm_common.h"
+#include "zm_limits.h"
 
 #define ZM_MAC_HMAC_SHA256 1
 #define ZM_MAC_BLAKE2B 2
 
 #define ZM_MAC_KEY_MIN 16
 #define ZM_MAC_KEY_MAX 64
-#define ZM_MAC_OUT 32
+/* ZM_MAC_SIZE (32): zm_limits.h */
 #define ZM_MAC_CTX_MAX 448 /* libsodium BLAKE2b state 384; SHA-256 contexts ~112 */
 
-#define ZM_MAC_DOMAIN "zmicro-mac-v1"
+#define ZM_MAC_DOMAIN "zmicro-mac-v2"
 #define ZM_MAC_DOMAIN_LEN 13
 
 /* Which SHA-256 API the table holds (their final() differ in argument order). */
@@ -66,20 +73,20 @@ int zm_mac_supports(const zm_crypto *c, int alg);
 int zm_mac_key_init(const zm_crypto *c, zm_mac_key *k, uint32_t id, int alg,
                     const uint8_t *key, size_t keylen);
 
-/* MAC of frames[0..n) under the prepared key into out[ZM_MAC_OUT]. */
+/* MAC of frames[0..n) under the prepared key into out[ZM_MAC_SIZE]. */
 int zm_mac_sign(const zm_crypto *c, const zm_mac_key *k, const zm_slice *frames,
-                size_t n, uint8_t out[ZM_MAC_OUT]);
+                size_t n, uint8_t out[ZM_MAC_SIZE]);
 
 /* ZM_OK if tag is the MAC of frames[0..n) under k (constant-time compare),
  * ZM_E_MAC_MISMATCH if not. */
 int zm_mac_check(const zm_crypto *c, const zm_mac_key *k, const zm_slice *frames,
-                 size_t n, const uint8_t tag[ZM_MAC_OUT]);
+                 size_t n, const uint8_t tag[ZM_MAC_SIZE]);
 
 /* One-shot forms: prepare a key on the stack, then sign / check. */
 int zm_mac_compute(const zm_crypto *c, int alg, const uint8_t *key, size_t keylen,
-                   const zm_slice *frames, size_t n, uint8_t out[ZM_MAC_OUT]);
+                   const zm_slice *frames, size_t n, uint8_t out[ZM_MAC_SIZE]);
 int zm_mac_verify(const zm_crypto *c, int alg, const uint8_t *key, size_t keylen,
-                  const zm_slice *frames, size_t n, const uint8_t tag[ZM_MAC_OUT]);
+                  const zm_slice *frames, size_t n, const uint8_t tag[ZM_MAC_SIZE]);
 
 /* 1 if a[0..32) == b[0..32), in time independent of the bytes. */
 int zm_equal32(const uint8_t *a, const uint8_t *b);

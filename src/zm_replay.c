@@ -1,9 +1,11 @@
-/* zm_replay.c - the nonces one principal has used (see zm_replay.h).
+/* zm_replay.c - the nonces a service has accepted (see zm_replay.h).
  *
  * Open addressing with linear probing, at most half full. Expired entries
  * are not deleted one by one (deletion under linear probing needs care);
- * when the table reaches its load limit it is rebuilt with only the live
- * entries, doubling if they still need the room: amortised O(1) per insert.
+ * when the table reaches its load limit, or an owner its quota, it is
+ * rebuilt with only the live entries (doubling if they still need the
+ * room): amortised O(1) per insert. Per-owner counts are recomputed by each
+ * rebuild, so they never drift.
  */
 #include "zm_replay.h"
 
@@ -11,19 +13,17 @@
 
 #define MIN_CAP 64
 
-void zm_replay_init(zm_replay *r, size_t max) {
-    r->fp = NULL;
-    r->expires = NULL;
-    r->cap = 0;
-    r->count = 0;
-    r->max = max;
-    r->oldest = 0;
+void zm_replay_init(zm_replay *r, size_t quota) {
+    memset(r, 0, sizeof *r);
+    r->quota = quota;
 }
 
 void zm_replay_free(zm_replay *r) {
     free(r->fp);
     free(r->expires);
-    zm_replay_init(r, r->max);
+    free(r->owner);
+    free(r->held);
+    zm_replay_init(r, r->quota);
 }
 
 ZM_INLINE uint64_t fingerprint(const uint8_t nonce[16]) {
@@ -39,72 +39,112 @@ ZM_INLINE size_t slot_of(uint64_t fp, size_t cap) {
     return (size_t)((fp * 0x9E3779B97F4A7C15ull) >> 11) & (cap - 1);
 }
 
-static void put(uint64_t *fp, uint32_t *expires, size_t cap, uint64_t f, uint32_t e) {
-    size_t i = slot_of(f, cap);
-    while (fp[i])
-        i = (i + 1) & (cap - 1);
-    fp[i] = f;
-    expires[i] = e;
+size_t zm_replay_held(const zm_replay *r, uint32_t owner) {
+    return owner < r->owners ? r->held[owner] : 0;
+}
+
+/* held[] long enough for `owner`. */
+static int reserve_owner(zm_replay *r, uint32_t owner) {
+    if (owner < r->owners)
+        return ZM_OK;
+    size_t n = r->owners ? r->owners : 16;
+    while (n <= owner)
+        n *= 2;
+    uint32_t *held = realloc(r->held, n * sizeof *held);
+    if (!held)
+        return ZM_E_NOMEM;
+    memset(held + r->owners, 0, (n - r->owners) * sizeof *held);
+    r->held = held;
+    r->owners = n;
+    return ZM_OK;
+}
+
+static void put(zm_replay *r, uint64_t f, uint32_t e, uint32_t o) {
+    size_t i = slot_of(f, r->cap);
+    while (r->fp[i])
+        i = (i + 1) & (r->cap - 1);
+    r->fp[i] = f;
+    r->expires[i] = e;
+    r->owner[i] = o;
 }
 
 /* Rebuild with the live entries in a table of `cap` slots. */
 static int rebuild(zm_replay *r, size_t cap, uint32_t now) {
-    uint64_t *fp = calloc(cap, sizeof *fp);
-    uint32_t *expires = calloc(cap, sizeof *expires);
-    if (!fp || !expires) {
-        free(fp);
-        free(expires);
+    zm_replay old = *r;
+    r->fp = calloc(cap, sizeof *r->fp);
+    r->expires = calloc(cap, sizeof *r->expires);
+    r->owner = calloc(cap, sizeof *r->owner);
+    if (!r->fp || !r->expires || !r->owner) {
+        free(r->fp);
+        free(r->expires);
+        free(r->owner);
+        *r = old;
         return ZM_E_NOMEM;
     }
-    size_t live = 0;
+    r->cap = cap;
+    r->count = 0;
+    if (r->held)
+        memset(r->held, 0, r->owners * sizeof *r->held);
     uint32_t oldest = UINT32_MAX;
-    for (size_t i = 0; i < r->cap; i++) {
-        if (r->fp[i] && r->expires[i] >= now) {
-            put(fp, expires, cap, r->fp[i], r->expires[i]);
-            live++;
-            if (r->expires[i] < oldest)
-                oldest = r->expires[i];
+    for (size_t i = 0; i < old.cap; i++) {
+        if (old.fp[i] && old.expires[i] >= now) {
+            put(r, old.fp[i], old.expires[i], old.owner[i]);
+            r->count++;
+            r->held[old.owner[i]]++; /* owners were reserved on insert */
+            if (old.expires[i] < oldest)
+                oldest = old.expires[i];
         }
     }
-    free(r->fp);
-    free(r->expires);
-    r->fp = fp;
-    r->expires = expires;
-    r->cap = cap;
-    r->count = live;
-    r->oldest = live ? oldest : 0;
+    free(old.fp);
+    free(old.expires);
+    free(old.owner);
+    r->oldest = r->count ? oldest : 0;
     return ZM_OK;
 }
 
-int zm_replay_insert(zm_replay *r, const uint8_t nonce[16], uint32_t expires, uint32_t now) {
+int zm_replay_insert(zm_replay *r, const uint8_t nonce[16], uint32_t owner,
+                     uint32_t expires, uint32_t now) {
     uint64_t f = fingerprint(nonce);
     int rc;
+    if ((rc = reserve_owner(r, owner)))
+        return rc;
     if (r->cap) {
         size_t i = slot_of(f, r->cap);
         while (r->fp[i]) {
             if (r->fp[i] == f) {
                 if (r->expires[i] >= now)
                     return ZM_E_REPLAY;
-                r->expires[i] = expires; /* expired: the slot is reused */
+                /* Expired: the slot is reused, and changes hands. */
+                if (r->owner[i] != owner && r->held[owner] >= r->quota)
+                    break; /* let the quota logic below decide */
+                r->held[r->owner[i]]--;
+                r->held[owner]++;
+                r->owner[i] = owner;
+                r->expires[i] = expires;
                 return ZM_OK;
             }
             i = (i + 1) & (r->cap - 1);
         }
     }
-    /* Full, or the table too loaded: drop what expired, if anything did. */
-    if ((r->count >= r->max || 2 * (r->count + 1) > r->cap) && r->cap && now > r->oldest) {
+    /* The owner at its quota, or the table too loaded: drop what expired,
+     * if anything did. */
+    if ((r->held[owner] >= r->quota || 2 * (r->count + 1) > r->cap) && r->cap &&
+        now > r->oldest) {
         if ((rc = rebuild(r, r->cap, now)))
             return rc;
     }
-    if (r->count >= r->max)
+    if (r->held[owner] >= r->quota)
         return ZM_E_REPLAY_FULL;
     if (2 * (r->count + 1) > r->cap) { /* at most half full: grow */
         if ((rc = rebuild(r, r->cap ? 2 * r->cap : MIN_CAP, now)))
             return rc;
     }
-    put(r->fp, r->expires, r->cap, f, expires);
+    /* After a rebuild the nonce may have expired out of the table: put()
+     * then adds it anew, which is what an expired nonce deserves. */
+    put(r, f, expires, owner);
     if (r->count == 0 || expires < r->oldest)
         r->oldest = expires;
     r->count++;
+    r->held[owner]++;
     return ZM_OK;
 }

@@ -1,18 +1,23 @@
-/* zm_replay.h - the nonces one principal has used, until they expire.
+/* zm_replay.h - the nonces a service has accepted, until they expire.
  *
  * A signed message carries a random 16-byte nonce and its sender's
  * timestamp; a receiver accepts it only within a window around its own
- * clock, and only once. This set remembers the nonces of one principal (the
- * caller: partitions keep one noisy principal from filling anyone else's)
- * until their message's window has passed, never earlier: a nonce forgotten
- * early could be replayed. It grows up to `max` entries; full with nothing
- * expired, it refuses new nonces (ZM_E_REPLAY_FULL) rather than evicting
- * live ones, which would reopen them to replay. Callers insert only after
- * the MAC verified, so only a key holder can fill a partition.
+ * clock, and only once. This set remembers every nonce one service accepted,
+ * whoever sent it, until the message's window has passed, never earlier (a
+ * nonce forgotten early could be replayed): a request captured and resent
+ * under another caller's key is a replay too.
+ *
+ * Each entry has an owner (a small integer naming the principal that sent
+ * it, chosen by the caller). An owner may hold at most `quota` live entries:
+ * a principal that reaches its quota has its new nonces refused
+ * (ZM_E_REPLAY_FULL) rather than any live entry evicted, which would reopen
+ * it to replay; the others go on. Callers insert only after the MAC
+ * verified, so only a key holder can fill its own quota.
  *
  * Entries keep a 64-bit fingerprint of the nonce (nonces are random: a
  * chance collision between live ones is ~n^2 / 2^65, a rare false
- * "replay") and an expiry in whole seconds of the caller's clock, rounded up.
+ * "replay"), an expiry in whole seconds of the caller's clock, rounded up,
+ * and the owner.
  */
 #ifndef ZM_REPLAY_H
 #define ZM_REPLAY_H
@@ -22,20 +27,30 @@
 typedef struct zm_replay {
     uint64_t *fp;      /* nonce fingerprints; 0 marks an empty slot */
     uint32_t *expires; /* seconds: the entry may go once now > expires */
+    uint32_t *owner;   /* who sent it */
     size_t cap;        /* slots, a power of two (0: nothing allocated yet) */
-    size_t count;      /* live entries */
-    size_t max;        /* most entries ever held */
+    size_t count;      /* live entries (and expired ones not purged yet) */
+    size_t quota;      /* most entries one owner may hold */
+    uint32_t *held;    /* entries per owner, indexes 0 .. owners-1 */
+    size_t owners;     /* length of held[] */
     uint32_t oldest;   /* no entry expires before this: rebuilding to purge
                         * is pointless (and never done) while now <= oldest */
 } zm_replay;
 
-/* An empty set that will hold at most `max` nonces. Allocates nothing. */
-void zm_replay_init(zm_replay *r, size_t max);
+/* An empty set whose owners may each hold at most `quota` nonces.
+ * Allocates nothing. */
+void zm_replay_init(zm_replay *r, size_t quota);
 void zm_replay_free(zm_replay *r);
 
-/* Record `nonce` (16 bytes) as used until `expires`; `now` in the same
- * seconds. ZM_OK: new, recorded. ZM_E_REPLAY: seen and not expired.
- * ZM_E_REPLAY_FULL: full of live entries. ZM_E_NOMEM. */
-int zm_replay_insert(zm_replay *r, const uint8_t nonce[16], uint32_t expires, uint32_t now);
+/* Record `nonce` (16 bytes) from `owner` as used until `expires`; `now` in
+ * the same seconds. ZM_OK: new, recorded. ZM_E_REPLAY: seen (from any
+ * owner) and not expired. ZM_E_REPLAY_FULL: `owner` holds `quota` live
+ * entries. ZM_E_NOMEM. */
+int zm_replay_insert(zm_replay *r, const uint8_t nonce[16], uint32_t owner,
+                     uint32_t expires, uint32_t now);
+
+/* Live entries `owner` holds (0 for an owner never seen). Counts may
+ * include entries that expired but were not purged yet. */
+size_t zm_replay_held(const zm_replay *r, uint32_t owner);
 
 #endif /* ZM_REPLAY_H */

@@ -18,14 +18,13 @@
 
 #include "zm_common.h"
 
-#define ZM_WIRE_VERSION 1
+#include "zm_limits.h"
 
-/* Limits every writer must respect and every reader enforces. Texts are
+/* Version 2 binds answers to their request in the MAC (docs/protocol.md
+ * §3.7 says what a peer of another version gets). The limits every writer
+ * must respect and every reader enforces are in zm_limits.h; texts are
  * UTF-8 without NUL bytes (but for the terminator). */
-#define ZM_WIRE_MAX_HEADER 8192   /* whole frame, segment table included */
-#define ZM_WIRE_MAX_NAME 255      /* contentType, service, endpoint, principal, keys */
-#define ZM_WIRE_MAX_VALUE 4096    /* detail, metadata values, nonce */
-#define ZM_WIRE_MAX_METADATA 64   /* metadata entries */
+#define ZM_WIRE_VERSION 2
 
 /* Header.kind */
 enum {

@@ -238,7 +238,7 @@ typedef struct ctx {
     uint8_t out[ZM_WIRE_MAX_HEADER];
     int alg;
     zm_slice frames[2];
-    uint8_t tag[ZM_MAC_OUT];
+    uint8_t tag[ZM_MAC_SIZE];
 } ctx;
 
 typedef int (*op_fn)(ctx *c);
@@ -264,7 +264,7 @@ static int op_read(ctx *c) {
 }
 
 static int op_mac_compute(ctx *c) {
-    uint8_t mac[ZM_MAC_OUT];
+    uint8_t mac[ZM_MAC_SIZE];
     int rc = zm_mac_compute(&g_api, c->alg, g_key, sizeof g_key, c->frames, 2,
                             mac);
     g_sink = mac[0];
@@ -551,7 +551,7 @@ int main(int argc, char **argv) {
     for (int a = 0; a < 2 && json; a++)
         for (int z = 0; z < 2; z++) {
             zm_slice fr[2] = {{enc[0], enc_len[0]}, {g_body, sizes[z]}};
-            uint8_t mac[ZM_MAC_OUT];
+            uint8_t mac[ZM_MAC_SIZE];
             if (zm_mac_compute(&g_api, algs[a].id, g_key, sizeof g_key, fr, 2,
                                mac) != ZM_OK)
                 return 1;

@@ -40,10 +40,21 @@ typedef struct zmq_pollitem_t {
 #define ZM_ETERM (ZMQ_HAUSNUMERO + 53)
 #define ZM_EMTHREAD (ZMQ_HAUSNUMERO + 54)
 
-/* zmq.h socket options */
+/* zmq.h socket types and options */
+#define ZM_SOCK_DEALER 5
+#define ZM_OPT_ROUTING_ID 5
 #define ZM_OPT_FD 14
 #define ZM_OPT_EVENTS 15
+#define ZM_OPT_LINGER 17
 #define ZM_OPT_RCVTIMEO 27
+
+/* zmq.h socket monitor events */
+#define ZM_EVENT_CONNECTED 0x0001
+#define ZM_EVENT_DISCONNECTED 0x0200
+#define ZM_EVENT_HANDSHAKE_FAILED_NO_DETAIL 0x0800
+#define ZM_EVENT_HANDSHAKE_SUCCEEDED 0x1000
+#define ZM_EVENT_HANDSHAKE_FAILED_PROTOCOL 0x2000
+#define ZM_EVENT_HANDSHAKE_FAILED_AUTH 0x4000
 
 #define ZM_DONTWAIT 1
 #define ZM_SNDMORE 2
@@ -171,18 +182,27 @@ static void zm_graveyard_free(void *data, void *hint) {
         zm_graves.items = items;
         zm_graves.cap = cap;
     }
-    zm_graves.items[zm_graves.n++] = hint;
+    zm_graves.items[zm_graves.n] = hint;
+    __atomic_store_n(&zm_graves.n, zm_graves.n + 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&zm_graves.lock);
 }
 
 /* Take the parked objects: returns their count; *out is malloc'd (or NULL). */
 static size_t zm_graveyard_take(void ***out) {
     size_t n;
+    /* Unlocked look first: called after every send, and almost always
+     * empty. A racy read is a hint only: an object parked meanwhile is
+     * taken next time. */
+    if (__atomic_load_n(&zm_graves.n, __ATOMIC_RELAXED) == 0) {
+        *out = NULL;
+        return 0;
+    }
     pthread_mutex_lock(&zm_graves.lock);
     *out = zm_graves.items;
     n = zm_graves.n;
     zm_graves.items = NULL;
-    zm_graves.n = zm_graves.cap = 0;
+    __atomic_store_n(&zm_graves.n, 0, __ATOMIC_RELAXED);
+    zm_graves.cap = 0;
     pthread_mutex_unlock(&zm_graves.lock);
     return n;
 }

@@ -1,5 +1,6 @@
-# Declarations of the plain C in src/ (zm_common.h, zm_wire.h, zm_frame.h,
-# zm_mac.h). Those headers are the contract; this file only mirrors them.
+# Declarations of the plain C in src/ (zm_common.h, zm_limits.h, zm_wire.h,
+# zm_frame.h, zm_mac.h, zm_replay.h, zm_hash.h). Those headers are the
+# contract; this file only mirrors them.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -43,13 +44,24 @@ cdef extern from "zm_common.h" nogil:
     const char *zm_strerror(int code)
 
 
-cdef extern from "zm_wire.h" nogil:
+cdef extern from "zm_limits.h" nogil:
     enum:
-        ZM_WIRE_VERSION
         ZM_WIRE_MAX_HEADER
         ZM_WIRE_MAX_NAME
         ZM_WIRE_MAX_VALUE
         ZM_WIRE_MAX_METADATA
+        ZM_FRAME_MAX
+        ZM_MAC_SIZE
+        ZM_NONCE_SIZE
+        ZM_INLINE_MAX
+        ZM_ZERO_COPY_MIN
+        ZM_DETAIL_MAX
+        ZM_MESSAGE_MAX_DEFAULT
+
+
+cdef extern from "zm_wire.h" nogil:
+    enum:
+        ZM_WIRE_VERSION
         ZM_KIND_REQUEST
         ZM_KIND_REPLY
         ZM_KIND_ERROR
@@ -100,10 +112,6 @@ cdef extern from "zm_wire.h" nogil:
 
 
 cdef extern from "zm_frame.h" nogil:
-    enum:
-        ZM_FRAME_MAX
-        ZM_MAC_SIZE
-
     ctypedef struct zm_frame_view:
         int routing
         int header
@@ -126,7 +134,9 @@ cdef extern from "zm_mac.h" nogil:
         ZM_MAC_BLAKE2B
         ZM_MAC_KEY_MIN
         ZM_MAC_KEY_MAX
-        ZM_MAC_OUT
+        ZM_MAC_DOMAIN_LEN
+
+    const char *ZM_MAC_DOMAIN         # the MAC input's first bytes (zm_mac.h)
 
     ctypedef struct zm_crypto:
         int sha256_kind
@@ -165,12 +175,14 @@ cdef extern from "zm_mac.h" nogil:
 cdef extern from "zm_replay.h" nogil:
     ctypedef struct zm_replay:
         size_t count
-        size_t max
+        size_t quota
         size_t cap
 
-    void zm_replay_init(zm_replay *r, size_t max)
+    void zm_replay_init(zm_replay *r, size_t quota)
     void zm_replay_free(zm_replay *r)
-    int zm_replay_insert(zm_replay *r, const uint8_t *nonce, uint32_t expires, uint32_t now)
+    int zm_replay_insert(zm_replay *r, const uint8_t *nonce, uint32_t owner,
+                         uint32_t expires, uint32_t now)
+    size_t zm_replay_held(const zm_replay *r, uint32_t owner)
 
 
 cdef extern from "zm_hash.h" nogil:

@@ -1,8 +1,9 @@
-"""MACs over frames with Python's hmac/hashlib, for when pyzmq's libsodium
-cannot be found. Same algorithms and framing as ``src/zm_mac.c``:
+"""MACs with Python's hmac/hashlib, for when pyzmq's libsodium cannot be
+found. Same algorithms and input as ``src/zm_mac.c`` (``frames`` is the
+binding, then the message's frames: docs/protocol.md §7):
 
-    input = b"zmicro-mac-v1" || u32le(frame count)
-            || for each frame: u64le(length) || bytes
+    input = MAC_DOMAIN || u32le(count)
+            || for each: u64le(length) || bytes
 
 The core calls this module only when ``zmicro._core.have_sodium()`` is False.
 """
@@ -13,14 +14,10 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
+from ._core import FRAME_MAX, MAC_BLAKE2B as BLAKE2B, MAC_DOMAIN as DOMAIN
+from ._core import MAC_HMAC_SHA256 as HMAC_SHA256, MAC_KEY_MAX as KEY_MAX
+from ._core import MAC_KEY_MIN as KEY_MIN, MAC_SIZE as SIZE
 from .errors import MacError, WireErrorCode
-
-DOMAIN = b"zmicro-mac-v1"
-HMAC_SHA256 = 1
-BLAKE2B = 2
-KEY_MIN, KEY_MAX = 16, 64
-FRAME_MAX = 16
-SIZE = 32
 
 
 def _hasher(alg: int, key: bytes):

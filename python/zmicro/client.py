@@ -119,15 +119,32 @@ class _Base:
     """What both clients share: the core's call path and the policy it
     asks for (registry lookups, sockets)."""
 
-    def __init__(self, *, registry: Registry | None, selector: str, timeout: float,
-                 content_type: str, insecure: bool | None, keys: str | KeyStore | None,
-                 mac_window: float,
-                 interceptors: Sequence[ClientInterceptor], context: zmq.Context | None,
-                 max_message_size: int, is_async: bool,
-                 retry: RetryPolicy | None | bool, retry_budget: tuple[float, float],
-                 outlier: OutlierPolicy | None, connect_timeout: float,
-                 max_sockets: int, idle_ttl: float,
+    #: AsyncChannel on one event loop (AsyncClient) or Channel per thread (Client).
+    _is_async = False
+
+    def __init__(self, *, registry: Registry | None = None, selector: str = "round_robin",
+                 timeout: float = DEFAULT_TIMEOUT, content_type: str = DEFAULT_CONTENT_TYPE,
+                 insecure: bool | None = None, interceptors: Sequence[ClientInterceptor] = (),
+                 context: zmq.Context | None = None,
+                 max_message_size: int = _core.MESSAGE_MAX_DEFAULT,
+                 keys: str | KeyStore | None = None, mac_window: float = 30.0,
+                 retry: RetryPolicy | None | bool = DEFAULT_RETRY,
+                 retry_budget: tuple[float, float] = (10.0, 0.1),
+                 outlier: OutlierPolicy | None = None, connect_timeout: float = 1.0,
+                 max_sockets: int = 1024, idle_ttl: float = 300.0,
                  hedging: HedgingPolicy | None = None) -> None:
+        """Options, keyword-only, the same for both clients: ``registry``
+        (default: the embedded one), ``selector`` (a strategy name),
+        ``timeout`` (seconds per call unless the call says), ``content_type``,
+        ``insecure`` / ``keys`` / ``mac_window`` (security), ``interceptors``,
+        ``context`` (a zmq.Context), ``max_message_size`` (bytes per frame
+        the servers accept: larger requests are refused before sending),
+        ``retry`` / ``retry_budget`` / ``hedging`` (AsyncClient only) /
+        ``outlier`` (failures), ``connect_timeout``, ``max_sockets`` /
+        ``idle_ttl`` (the socket pool)."""
+        is_async = self._is_async
+        if hedging is not None and not is_async:
+            raise TypeError("hedging: only an AsyncClient hedges calls")
         if selector not in _STRATEGIES:
             raise ValueError(f"selector is one of {sorted(_STRATEGIES)}, not {selector!r}")
         if retry is True:
@@ -146,7 +163,6 @@ class _Base:
         self._registry = registry
         self._cache: RegistryCache | None = None
         self._unsubscribe = None
-        self._is_async = is_async
         self._strategy = _STRATEGIES[selector]
         self._outlier = outlier
         self._interceptors = list(interceptors)
@@ -156,8 +172,7 @@ class _Base:
         self._core = _core.ClientCore(
             codecs(), content_type, timeout, refresh=self._refresh,
             make_socket=self._make_socket, is_async=is_async,
-            keyring_for=secrets.keyring if secrets else None,
-            refresh_keys=secrets.reload_if_changed if secrets else None,
+            secrets=secrets,
             max_message_size=max_message_size,
             retry=retry or None, budget=retry_budget, connect_timeout=connect_timeout,
             max_sockets=max_sockets, idle_ttl=idle_ttl, hedge=hedging)
@@ -254,26 +269,8 @@ class _Base:
 
 
 class Client(_Base):
-    """A blocking client; safe to share between threads."""
-
-    def __init__(self, *, registry: Registry | None = None, selector: str = "round_robin",
-                 timeout: float = DEFAULT_TIMEOUT, content_type: str = DEFAULT_CONTENT_TYPE,
-                 insecure: bool | None = None, interceptors: Sequence[ClientInterceptor] = (),
-                 context: zmq.Context | None = None,
-                 max_message_size: int = 64 * 1024 * 1024,
-                 keys: str | KeyStore | None = None, mac_window: float = 30.0,
-                 retry: RetryPolicy | None | bool = DEFAULT_RETRY,
-                 retry_budget: tuple[float, float] = (10.0, 0.1),
-                 outlier: OutlierPolicy | None = None, connect_timeout: float = 1.0,
-                 max_sockets: int = 1024, idle_ttl: float = 300.0) -> None:
-        super().__init__(registry=registry, selector=selector, timeout=timeout,
-                         content_type=content_type, insecure=insecure, keys=keys,
-                         mac_window=mac_window,
-                         interceptors=interceptors, context=context,
-                         max_message_size=max_message_size, is_async=False, retry=retry,
-                         retry_budget=retry_budget, outlier=outlier,
-                         connect_timeout=connect_timeout, max_sockets=max_sockets,
-                         idle_ttl=idle_ttl)
+    """A blocking client; safe to share between threads. Options: see
+    ``_Base.__init__`` (the same for both clients)."""
 
     def call(self, service: str, endpoint: str, request: Any = None, *,
              timeout: float | None = None, metadata: dict[str, Any] | None = None,
@@ -309,25 +306,7 @@ class AsyncClient(_Base):
     interceptors, it returns a Task running them.
     """
 
-    def __init__(self, *, registry: Registry | None = None, selector: str = "round_robin",
-                 timeout: float = DEFAULT_TIMEOUT, content_type: str = DEFAULT_CONTENT_TYPE,
-                 insecure: bool | None = None, interceptors: Sequence[ClientInterceptor] = (),
-                 context: zmq.Context | None = None,
-                 max_message_size: int = 64 * 1024 * 1024,
-                 keys: str | KeyStore | None = None, mac_window: float = 30.0,
-                 retry: RetryPolicy | None | bool = DEFAULT_RETRY,
-                 retry_budget: tuple[float, float] = (10.0, 0.1),
-                 outlier: OutlierPolicy | None = None, connect_timeout: float = 1.0,
-                 max_sockets: int = 1024, idle_ttl: float = 300.0,
-                 hedging: HedgingPolicy | None = None) -> None:
-        super().__init__(registry=registry, selector=selector, timeout=timeout,
-                         content_type=content_type, insecure=insecure, keys=keys,
-                         mac_window=mac_window,
-                         interceptors=interceptors, context=context,
-                         max_message_size=max_message_size, is_async=True, retry=retry,
-                         retry_budget=retry_budget, outlier=outlier,
-                         connect_timeout=connect_timeout, max_sockets=max_sockets,
-                         idle_ttl=idle_ttl, hedging=hedging)
+    _is_async = True
 
     def call(self, service: str, endpoint: str, request: Any = None, *,
              timeout: float | None = None, metadata: dict[str, Any] | None = None,

@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
+from . import _core
 from .errors import Code, RPCError
 
 __all__ = [
@@ -49,8 +50,9 @@ OCTET_STREAM = "application/octet-stream"
 CAPNP = "application/capnp"
 DEFAULT_CONTENT_TYPE = MSGPACK
 
-#: Bodies at least this large go to and from libzmq without a copy.
-ZERO_COPY_MIN = 64 * 1024
+#: Bodies at least this large go to and from libzmq without a copy
+#: (src/zm_limits.h).
+ZERO_COPY_MIN = _core.ZERO_COPY_MIN
 
 Decode = Callable[[Any], Any]
 

@@ -151,11 +151,11 @@ class MacSecrets:
     """
 
     def __init__(self, path: str | os.PathLike, *, create: bool = True,
-                 window: float = 30.0, replay_max: int = 1_500_000,
+                 window: float = 30.0, replay_quota: int = 1_500_000,
                  clock: Callable[[], float] | None = None) -> None:
         self.path = Path(path)
         self.window = window
-        self.replay_max = replay_max
+        self.replay_quota = replay_quota
         self._clock = clock
         self._lock = threading.Lock()
         self._rings: dict[str, _core.Keyring] = {}
@@ -206,16 +206,18 @@ class MacSecrets:
         return [_core.MacKey(s.id, ALGORITHMS[s.alg], derive_key(s.secret, service, s.id))
                 for s in self.secrets]
 
-    def keyring(self, service: str) -> _core.Keyring:
+    def keyring(self, service: str, *, cache: bool = True) -> _core.Keyring:
+        """The keyring of `service`. Cached ones are made once and updated
+        in place when the secrets rotate; ``cache=False`` makes a new one
+        the caller keeps (a server answering a request that named another
+        service: names that come from the network must not fill a cache)."""
         with self._lock:
-            ring = self._rings.get(service)
+            ring = self._rings.get(service) if cache else None
             if ring is None:
                 ring = _core.Keyring(self._keys(service), self.current, window=self.window,
-                                     replay_max=self.replay_max, clock=self._clock)
-                # A node serving another service signs its refusal with that
-                # service's key: the client checks it with this.
-                ring.family = self.keyring
-                self._rings[service] = ring
+                                     replay_quota=self.replay_quota, clock=self._clock)
+                if cache:
+                    self._rings[service] = ring
             return ring
 
     # -- editing (zmicro mac ...) ------------------------------------------

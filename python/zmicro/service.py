@@ -85,7 +85,9 @@ __all__ = ["Service", "blocking"]
 log = logging.getLogger("zmicro.service")
 
 _BLOCKING_ATTR = "__zmicro_blocking__"
-DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
+#: Largest frame a peer may send (libzmq's MAXMSGSIZE): gRPC's default
+#: receive limit (src/zm_limits.h). Larger payloads belong to streams.
+DEFAULT_MAX_MESSAGE = _core.MESSAGE_MAX_DEFAULT
 
 
 def blocking(fn: Callable) -> Callable:
@@ -324,8 +326,7 @@ class Service:
         base = {"service": self.name, "node": self._node_id, "address": self.address,
                 "watchers": self._health.watchers}
         if self._core is None:
-            return base | {"requests": 0, "in_flight": 0, "replies": {}, "errors": 0,
-                           "malformed": 0, "unexpected": 0, "cancels": 0, "replies_dropped": 0}
+            return base | _core.empty_stats()
         return base | self._core.stats()
 
     def __enter__(self) -> Service:
@@ -388,7 +389,8 @@ class Service:
             max_in_flight=self._max_in_flight,
             executor_factory=executor,
             logger=logging.getLogger("zmicro.server"),
-            keyring=self._secrets.keyring(self.name) if self._secrets else None,
+            secrets=self._secrets,
+            allowlist=None if self.insecure else self._security.allowlist,
             on_refused=self._refused,
             resolve_principal=None if self.insecure else self._security.principal_for,
         )
@@ -426,15 +428,16 @@ class Service:
         )
 
     def _refused(self, reason: str, user_id: str | None, endpoint: str) -> None:
-        """The core refused a message (its MAC checks): one audit line."""
+        """The core refused a message (a key no longer allowed, or the MAC
+        checks): one audit line."""
         principal = self._security.principal_for(user_id) if user_id else ANONYMOUS
-        audit("deny", f"mac:{reason}", principal=principal, service=self.name,
-              endpoint=endpoint)
+        audit("deny", "key-revoked" if reason == "revoked" else f"mac:{reason}",
+              principal=principal, service=self.name, endpoint=endpoint)
 
     def _beat(self) -> None:
-        # The registry's thread. Every second: pick up rotated MAC keys;
-        # every ttl/3, or at once when the health changes: re-register; on
-        # stop: deregister (while the service still answers its calls).
+        # The registry's thread. Every ttl/3, or at once when the health
+        # changes: re-register; on stop: deregister (while the service still
+        # answers its calls). (Rotated MAC keys are the core's to pick up.)
         tick = min(1.0, self._ttl / 3)
         period = self._ttl / 3
         next_register = time.monotonic() + period
@@ -444,8 +447,6 @@ class Service:
                 self._beat_wake.clear()
             if self._stop_event.is_set():
                 break
-            if self._secrets is not None:
-                self._secrets.reload_if_changed()
             serving = self._health.serving
             if serving == published and time.monotonic() < next_register:
                 continue

@@ -1,6 +1,7 @@
 """The MAC end to end in the core: signing, and the receiver's checks in
-their order (sizes, key id, MAC, timestamp window, nonce), with keys
-derived from master secrets (zmicro.mackeys)."""
+their order (sizes, key id, MAC, timestamp window, nonce), answers bound to
+their request's nonce, one nonce set per service with a quota per
+principal, with keys derived from master secrets (zmicro.mackeys)."""
 
 from __future__ import annotations
 
@@ -38,56 +39,76 @@ def request(**kw) -> Header:
     return Header(kind=0, request_id=7, service="svc", endpoint="Svc.Call", **kw)
 
 
+def header_of(frames) -> Header:
+    return wire.parse_frames(frames).header
+
+
 @pytest.mark.parametrize("alg", ALGS)
-def test_sealed_message_opens_once(alg):
+def test_sealed_message_opens_once_for_any_principal(alg):
     r = ring(alg=alg)
     frames = r.seal(request(), [b"body"])
     assert r.open(frames, b"alice") == "ok"
     assert r.open(frames, b"alice") == "replay"
-    # Partitions are per principal: another principal's cache is its own
-    # (and the transport, not the MAC, says who a principal is).
-    assert r.open(frames, b"bob") == "ok"
+    # One nonce set per service: a request captured (say by a proxy that
+    # ends Curve) and resent under another caller's key is a replay too.
+    assert r.open(frames, b"bob") == "replay"
     stats = r.stats()
-    assert stats["ok"] == 2 and stats["replay"] == 1 and stats["signed"] == 1
+    assert stats["ok"] == 1 and stats["replay"] == 2 and stats["signed"] == 1
+    assert r.held(b"alice") == 1 and r.held(b"bob") == 0
 
 
 @pytest.mark.parametrize("bodies", [[], [b"inline body"]])
-def test_mac_trailer_is_one_frame_and_opens(bodies):
+def test_one_frame_messages_carry_the_mac_as_a_trailer(bodies):
     r = ring()
-    frames = r.seal(request(), bodies, inline=bool(bodies), trailer=True)
+    frames = r.seal(request(), bodies, inline=bool(bodies))
     assert len(frames) == 1
     signed, tag = frames[0][:-32], frames[0][-32:]
-    assert tag == _core.mac_compute(_core.MAC_HMAC_SHA256, bytes([1]) * 32, [signed])
+    assert tag == _core.mac_compute(_core.MAC_HMAC_SHA256, bytes([1]) * 32, [b"", signed])
+    assert header_of(frames).flags & wire.FLAG_MAC_TRAILER
     assert r.open(frames, b"p") == "ok"
     assert r.open([signed + bytes(32)], b"q") == "bad_mac"
-    with pytest.raises(ValueError):
-        r.seal(request(), [b"a"], trailer=True)  # a body frame: no trailer possible
 
 
 def test_mac_frame_matches_the_documented_definition():
     r = ring()
     frames = r.seal(request(), [b"body"])
-    assert frames[-1] == _core.mac_compute(_core.MAC_HMAC_SHA256, bytes([1]) * 32, frames[:-1])
+    assert len(frames) == 3  # header, body, MAC
+    assert frames[-1] == _core.mac_compute(_core.MAC_HMAC_SHA256, bytes([1]) * 32,
+                                           [b"", *frames[:-1]])
     header = wire.decode_header(frames[0])
     assert header.flags & 1 and header.key_id == 1
     assert len(header.nonce) == 16 and header.timestamp_us > 0
 
 
+@pytest.mark.parametrize("alg", ALGS)
+def test_an_answer_opens_only_bound_to_its_request_nonce(alg):
+    """Answers carry the request's nonce in their MAC (protocol.md §7): a
+    captured reply is refused by every other call and every other client;
+    the binding makes a nonce set on the client needless (remember=False)."""
+    r = ring(alg=alg)
+    asked, other = os.urandom(16), os.urandom(16)
+    reply = r.seal(Header(kind=wire.Kind.REPLY, request_id=7), [b"yes"], bind=asked,
+                   inline=True)
+    assert r.open(reply, bind=asked, remember=False) == "ok"
+    assert r.open(reply, bind=asked, remember=False) == "ok"  # (the call ends at once)
+    assert r.open(reply, bind=other, remember=False) == "bad_mac"
+    assert r.open(reply, remember=False) == "bad_mac"       # unbound
+    assert r.stats()["nonces"] == 0
+
+
 def test_blake3_mac_is_keyed_blake3_of_the_framed_input():
     key = os.urandom(32)
     frames = [b"head", b"", b"body"]
-    data = b"zmicro-mac-v1" + (3).to_bytes(4, "little")
+    data = b"zmicro-mac-v2" + (3).to_bytes(4, "little")
     for f in frames:
         data += len(f).to_bytes(8, "little") + f
     assert _core.mac_compute(_core.MAC_BLAKE3, key, frames) == blake3.blake3(data, key=key).digest()
 
 
-@given(body=st.binary(max_size=200), inline=st.booleans(), trailer=st.booleans(),
-       data=st.data())
-def test_any_changed_byte_is_refused(body, inline, trailer, data):
+@given(body=st.binary(max_size=200), inline=st.booleans(), data=st.data())
+def test_any_changed_byte_is_refused(body, inline, data):
     r = ring()
-    frames = r.seal(request(metadata={"k": b"v"}), [body], inline=inline,
-                    trailer=trailer and inline)
+    frames = r.seal(request(metadata={"k": b"v"}), [body], inline=inline)
     i = data.draw(st.integers(0, len(frames) - 1), label="frame")
     if not frames[i]:
         return
@@ -124,7 +145,7 @@ def test_unsigned_and_unknown_key_and_wrong_key():
 def test_refusals_do_not_fill_the_nonce_cache():
     """The cache is inserted into only after the MAC passed: a forged
     message with a fresh nonce takes no room."""
-    r = ring(replay_max=1)
+    r = ring(replay_quota=1)
     forged = ring(1, alg=_core.MAC_BLAKE2B)  # same id, other key
     for _ in range(5):
         assert r.open(forged.seal(request(), [b"x"]), b"p") == "bad_mac"
@@ -155,9 +176,9 @@ def test_replay_inside_the_window_is_refused_and_after_it_is_stale():
     assert r.open(frames, b"p") == "stale"  # never accepted again
 
 
-def test_full_partition_refuses_its_principal_only():
+def test_full_quota_refuses_its_principal_only():
     clock = Clock()
-    r = ring(replay_max=3, window=10.0, clock=clock)
+    r = ring(replay_quota=3, window=10.0, clock=clock)
     for _ in range(3):
         assert r.open(r.seal(request(), [b"x"]), b"noisy") == "ok"
     assert r.open(r.seal(request(), [b"x"]), b"noisy") == "replay_full"
@@ -169,12 +190,21 @@ def test_full_partition_refuses_its_principal_only():
     assert r.open(r.seal(request(), [b"x"]), b"noisy") == "ok"
 
 
+def test_too_many_principals_are_refused_not_tracked():
+    r = ring(max_principals=2)
+    assert r.open(r.seal(request(), [b"x"]), b"a") == "ok"
+    assert r.open(r.seal(request(), [b"x"]), b"b") == "ok"
+    assert r.open(r.seal(request(), [b"x"]), b"c") == "replay_full"
+    assert r.open(r.seal(request(), [b"x"]), b"a") == "ok"
+    assert r.stats()["principals"] == 2
+
+
 def test_rotation_accepts_old_and_new_keys():
     old = ring(1)
     both = ring(1, 2, current=2)
     assert both.open(old.seal(request(), [b"x"]), b"p") == "ok"
     assert both.open(both.seal(request(), [b"x"]), b"p") == "ok"
-    assert wire.decode_header(both.seal(request(), [])[0]).key_id == 2
+    assert header_of(both.seal(request(), [])).key_id == 2
     old.update([_core.MacKey(1, _core.MAC_HMAC_SHA256, bytes([1]) * 32),
                 _core.MacKey(2, _core.MAC_HMAC_SHA256, bytes([2]) * 32)], 2)
     assert both.open(old.seal(request(), [b"x"]), b"p") == "ok"
@@ -274,18 +304,18 @@ def test_open_refuses_too_many_frames_as_a_wire_error():
 
 def test_nonces_are_unique_and_not_shared_with_a_forked_child():
     r = ring()
-    nonces = {wire.decode_header(r.seal(request(), [])[0]).nonce for _ in range(2000)}
+    nonces = {header_of(r.seal(request(), [])).nonce for _ in range(2000)}
     assert len(nonces) == 2000  # across several refills of the pool
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child signs with what would be the parent's next nonces
         os.close(read)
-        os.write(write, wire.decode_header(r.seal(request(), [])[0]).nonce)
+        os.write(write, header_of(r.seal(request(), [])).nonce)
         os._exit(0)
     os.close(write)
     child = os.read(read, 16)
     os.close(read)
     os.waitpid(pid, 0)
     assert len(child) == 16
-    mine = wire.decode_header(r.seal(request(), [])[0]).nonce
+    mine = header_of(r.seal(request(), [])).nonce
     assert child != mine

@@ -23,8 +23,9 @@ algs = st.sampled_from(list(Alg))
 
 
 def reference(alg: Alg, key: bytes, frames: list[bytes]) -> bytes:
-    """docs/protocol.md's definition, written out independently."""
-    data = b"zmicro-mac-v1" + len(frames).to_bytes(4, "little")
+    """docs/protocol.md's definition, written out independently (`frames`
+    are the MAC input's items: the binding, then the message's frames)."""
+    data = b"zmicro-mac-v2" + len(frames).to_bytes(4, "little")
     for f in frames:
         data += len(f).to_bytes(8, "little") + f
     if alg == Alg.HMAC_SHA256:
@@ -112,7 +113,7 @@ def test_random_bytes():
 def test_signed_message_mac_covers_header_and_bodies():
     h = zmicro.Header(request_id=1, flags=wire.FLAG_SIGNED)
     data = h.encode()
-    tag = mac.compute(Alg.BLAKE2B, b"k" * 16, [data, b"body"])
+    tag = mac.compute(Alg.BLAKE2B, b"k" * 16, [b"", data, b"body"])
     m = wire.parse_frames([data, b"body", tag])
     assert m.verify(Alg.BLAKE2B, b"k" * 16)
     assert not wire.parse_frames([data, b"bodY", tag]).verify(Alg.BLAKE2B, b"k" * 16)

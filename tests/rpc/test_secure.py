@@ -178,13 +178,17 @@ def ring(store):
 def test_signed_raw_request_is_served(greeter, store, ring, zctx):
     svc, _ = greeter
     sock = raw_client(svc, store, zctx)
-    sock.send_multipart(ring.seal(request_header(1), [b"ping"]))
+    header = request_header(1)
+    sock.send_multipart(ring.seal(header, [b"ping"]))
     assert sock.poll(WAIT * 1000)
     frames = sock.recv_multipart()
     reply = _core.parse_frames(frames)
     assert reply.header.status == 0 and reply.bodies == [b"ping"]
-    # Replies are signed too, with the service's key.
-    assert reply.header.flags & 1 and ring.open(frames, b"server") == "ok"
+    # Replies are signed too, with the service's key, and bound to the
+    # request's nonce: no other call could take this one for its answer.
+    assert reply.header.flags & 1
+    assert ring.open(frames, bind=header.nonce, remember=False) == "ok"
+    assert ring.open(frames, bind=bytes(16), remember=False) == "bad_mac"
 
 
 def tamper(frames: list[bytes], index: int, offset: int) -> list[bytes]:

@@ -48,7 +48,7 @@ PTR_NONCE, PTR_PRINCIPAL, PTR_DETAIL = 4, 5, 6
 TEXT_ELEM, COMPOSITE_ELEM = 2, 7
 
 
-def header_with_pointers(pointers: dict[int, int], tail: list[int], version: int = 1) -> bytes:
+def header_with_pointers(pointers: dict[int, int], tail: list[int], version: int = 2) -> bytes:
     """A root Header with one data word (version) and 7 pointer slots.
 
     `pointers` maps slot -> pointer word whose offset is counted from the

@@ -33,12 +33,22 @@ def test_reply_layout_without_bodies():
 
 
 def test_signed_layout():
-    tag = zmicro.mac.compute(Alg.HMAC_SHA256, KEY, [SIGNED, b"body"])
+    # The MAC input: the binding (empty for a request), then the frames.
+    tag = zmicro.mac.compute(Alg.HMAC_SHA256, KEY, [b"", SIGNED, b"body"])
     m = wire.parse_frames([SIGNED, b"body", tag])
     assert m.bodies == [b"body"] and m.mac == tag
     assert m.verify(Alg.HMAC_SHA256, KEY)
     assert not m.verify(Alg.HMAC_SHA256, bytes(32))
     assert not m.verify(Alg.BLAKE2B, KEY)
+
+
+def test_signed_answer_is_bound_to_its_request_nonce():
+    nonce = bytes(range(100, 116))
+    tag = zmicro.mac.compute(Alg.HMAC_SHA256, KEY, [nonce, SIGNED, b"body"])
+    m = wire.parse_frames([SIGNED, b"body", tag])
+    assert m.verify(Alg.HMAC_SHA256, KEY, nonce)
+    assert not m.verify(Alg.HMAC_SHA256, KEY)              # unbound
+    assert not m.verify(Alg.HMAC_SHA256, KEY, bytes(16))   # another request's
 
 
 def test_unsigned_message_does_not_verify():
@@ -58,7 +68,7 @@ def test_frame_count(routed):
     assert code_of(ok + [b"b"] * 50, routed) == E.FRAME_COUNT
 
 
-@pytest.mark.parametrize("version", [0, 2, 65535])
+@pytest.mark.parametrize("version", [0, 1, 3, 65535])
 def test_version(version):
     data = zmicro.Header(version=version).encode()
     assert code_of([data]) == E.VERSION
@@ -136,7 +146,7 @@ def test_inline_header_claiming_more_than_the_frame():
 def test_signed_inline_mac_covers_the_whole_frame():
     h = zmicro.Header(request_id=3, flags=wire.FLAG_BODY_INLINE | wire.FLAG_SIGNED).encode()
     frame = h + b"body"
-    tag = zmicro.mac.compute(Alg.HMAC_SHA256, KEY, [frame])
+    tag = zmicro.mac.compute(Alg.HMAC_SHA256, KEY, [b"", frame])
     m = wire.parse_frames([frame, tag])
     assert m.bodies == [b"body"] and m.verify(Alg.HMAC_SHA256, KEY)
     tampered = wire.parse_frames([h + b"bodY", tag])

@@ -1,0 +1,91 @@
+cdef class _Call
+
+
+cdef class Request:
+    """One call as each of its attempts sends it (made once per call)."""
+
+    cdef str service                  # the service called: names the MAC key
+    cdef str endpoint
+    cdef str content_type             # the codec's name
+    cdef object body                  # the encoded request (bytes-like)
+    cdef double deadline              # monotonic; 0: none
+    cdef dict metadata                # str -> bytes | str, or None
+    cdef uint64_t trace_hi, trace_lo  # W3C trace id
+    cdef uint64_t span_id             # the caller's span
+    cdef Keyring ring                 # signs it, checks its answer (None: insecure)
+    cdef object decode                # reply body -> value (None: the body is the value)
+
+
+cdef class ChannelBase:
+    """One DEALER connected to one node: what the sync and the async
+    channel share (building a request, reading its answer, cancelling)."""
+
+    cdef object zsock                 # pyzmq DEALER, kept alive
+    cdef void *sock                   # its libzmq socket (NULL once closed)
+    cdef object monitor               # PAIR receiving its handshake events, or None
+    cdef readonly str address         # the node's endpoint
+    cdef public size_t max_frame      # largest frame the peer accepts (0: no limit)
+    cdef uint64_t next_id             # request ids, unique on this socket
+    cdef readonly uint64_t n_stale    # answers to requests no longer awaited
+    cdef readonly uint64_t n_malformed  # frames that were not a valid answer
+    cdef readonly uint64_t n_unauthenticated  # answers that failed the MAC checks
+    cdef double last_used             # monotonic: the pool's idle TTL
+    cdef int peer_state               # the monitor's last word: 1 connected, -1 lost, 0 none
+    cdef object __weakref__           # the client tracks its channels weakly
+
+    cdef int build(self, Outgoing *o, Request rq, uint64_t request_id,
+                   uint8_t *nonce) except -1
+    cdef bint accept(self, Incoming *m) except -1
+    cdef object answer(self, Incoming *m, Request rq, const uint8_t *nonce,
+                       bint *failed)
+    cdef int send_cancel(self, uint64_t request_id, Request rq) except -1
+    cdef bint is_closed(self) noexcept
+    cdef bint is_busy(self) noexcept
+
+
+cdef class Channel(ChannelBase):
+    """A sync client's connection to one node (one thread uses it)."""
+
+    cdef object call(self, Request rq, double connect_by)
+
+
+cdef class _Pending:
+    """One attempt of an async call, from send to answer."""
+
+    cdef uint64_t request_id
+    cdef Request rq
+    cdef double deadline_at           # monotonic; 0 = none
+    cdef double connect_by            # monotonic: unsent by then -> UNAVAILABLE (0: deadline)
+    cdef object future
+    cdef bint sent
+    cdef uint8_t nonce[ZM_NONCE_SIZE] # the request's nonce: its answer's binding
+    cdef Parked parked                # built, waiting for room (None: sent)
+    cdef _Call owner                  # node accounting and retries, or None
+    cdef NodeState node               # the attempt's node (None: accounted for)
+    cdef double started               # monotonic: when the attempt was sent
+    cdef AsyncChannel channel         # with an owner: the channel it went on
+
+
+cdef class AsyncChannel(ChannelBase):
+    """One DEALER connected to one node, owned by one asyncio loop."""
+
+    cdef object loop                  # the event loop that owns it
+    cdef int fd                       # ZMQ_FD, watched with add_reader
+    cdef dict pending                 # request id -> _Pending
+    cdef list timers                  # heap of (deadline_at, request id)
+    cdef object timer                 # loop handle firing at timers[0]
+    cdef double timer_at              # when `timer` fires (monotonic)
+    cdef object backlog               # deque of _Pending not yet sent (no room)
+    cdef bint read_scheduled          # a drain is queued with call_soon
+    cdef bint closed
+    cdef object rpc_error             # zmicro.errors.RPCError
+
+    cdef object send(self, Request rq, double connect_by, _Call owner, object fut)
+    cdef int _flush_backlog(self) except -1
+    cdef int _arm_timer(self, double deadline_at) except -1
+    cdef int _check_events(self) except -1
+    cdef int _schedule_read(self) except -1
+    cdef int _drain(self) except -1
+    cdef int _cancel_remote(self, _Pending p) except -1
+    cdef int _fail(self, _Pending p, exc) except -1
+    cdef int _succeed(self, _Pending p, value) except -1

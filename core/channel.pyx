@@ -1,0 +1,616 @@
+# channel.pyx - a client's connection to one node: one DEALER, the requests
+# sent on it and the answers read from it (design.md, the path of one
+# call).
+#
+# Uses: message.pyx (Outgoing, Incoming, out_build, out_send, in_parse,
+# in_verify, in_body, Parked: every message in and out), keyring.pyx
+# (Keyring, MAC_OK), wire.pyx (_slice_text, fill_metadata, _text),
+# socket.pyx (recv_until, recv_parts, socket_events, socket_fd,
+# wait_until, release_sent, BATCH), buffers.pyx (view_get), context.pyx
+# (monotonic), errors.pyx (status codes, unsent, lost, undecodable,
+# answer_refused, raise_errno), selector.pyx (NodeState), client.pyx (_Call:
+# an async attempt reports to it).
+#
+# Channel serves the blocking Client (one per node per thread): call()
+# sends and waits with the GIL released. AsyncChannel serves the
+# AsyncClient (one per node per event loop): send() returns a Future that
+# the reader callback resolves, many answers per wake. Request ids are
+# unique per socket and every answer is bound to its request's nonce, so a
+# late or replayed answer can never be taken for another call's: it is
+# counted and dropped.
+
+import asyncio as _asyncio
+import collections as _collections
+import heapq as _heapq
+
+#: What a client socket's monitor reports (client.py subscribes to these).
+MONITOR_EVENTS = (ZM_EVENT_HANDSHAKE_FAILED_AUTH | ZM_EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                  | ZM_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZM_EVENT_CONNECTED
+                  | ZM_EVENT_HANDSHAKE_SUCCEEDED | ZM_EVENT_DISCONNECTED)
+
+#: Seconds between looks at a sync channel's monitor while a reply is due.
+cdef double LOST_CHECK = 0.1
+
+
+cdef object _monitor_events(monitor, str address):
+    """Read `monitor`'s queue: (the RPCError a failed handshake means or
+    None, the connection's state after these events: 1 up, -1 lost, 0 no
+    news). Lost means the connection that carried our requests is gone:
+    their replies will never come. (docs/protocol.md §1 says how any client
+    tells a refused key from an absent server with these events.)"""
+    from zmq.utils.monitor import recv_monitor_message
+    error = None
+    state = 0
+    while monitor.poll(0):
+        event = recv_monitor_message(monitor)["event"]
+        if event & ZM_EVENT_HANDSHAKE_FAILED_AUTH:
+            error = _RPCError(C_UNAUTHENTICATED,
+                              f"{address} refused this client's key (it is not on the "
+                              f"server's allowlist)", processed=False)
+        elif (event & (ZM_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZM_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+              and error is None):
+            error = _RPCError(C_UNAUTHENTICATED,
+                              f"the secure handshake with {address} failed (is the "
+                              f"server key right?)", processed=False)
+        elif event & (ZM_EVENT_CONNECTED | ZM_EVENT_HANDSHAKE_SUCCEEDED):
+            state = 1
+        elif event & ZM_EVENT_DISCONNECTED:
+            state = -1
+    return error, state
+
+
+cdef object _other_version(Incoming *m, str address):
+    """An answer in another protocol version (unsigned: its keys may mean
+    something else there). It can only say no: the call fails, never
+    processed by this node's rules."""
+    detail = _text(m.h.detail) if m.h.kind == ZM_KIND_ERROR else "an answer"
+    return _RPCError(C_UNIMPLEMENTED,
+                     f"{address} speaks wire protocol version {m.h.version}, this client "
+                     f"{ZM_WIRE_VERSION} ({detail})", processed=False)
+
+
+@cython.freelist(64)
+@cython.auto_pickle(False)
+cdef class Request:
+    """Made by ClientCore.call; not constructible from Python."""
+
+    def __init__(self):
+        raise TypeError("Request objects are made by the client core")
+
+
+@cython.auto_pickle(False)
+cdef class ChannelBase:
+
+    def __init__(self, zsock, str address, monitor=None):
+        self.zsock = zsock
+        self.sock = socket_handle(zsock)
+        self.monitor = monitor
+        self.address = address
+
+    cdef bint is_closed(self) noexcept:
+        return self.sock == NULL
+
+    cdef bint is_busy(self) noexcept:
+        return False
+
+    @property
+    def closed(self):
+        return self.is_closed()
+
+    cdef int build(self, Outgoing *o, Request rq, uint64_t request_id,
+                   uint8_t *nonce) except -1:
+        """Build request `request_id` of `rq` into *o (signed with rq.ring:
+        its nonce to nonce[0..16)), refusing one whose largest frame the
+        peer would drop: MAXMSGSIZE is per frame and drops the connection,
+        with every call on it. out_close(o) must follow."""
+        cdef zm_header h
+        cdef Py_buffer bview
+        cdef zm_slice b
+        cdef double budget
+        header_init(&h, ZM_KIND_REQUEST, request_id)
+        if rq.deadline > 0:
+            budget = (rq.deadline - monotonic()) * 1e6
+            h.deadline_us = <uint64_t>budget if budget >= 1 else 1
+        h.trace_hi = rq.trace_hi
+        h.trace_lo = rq.trace_lo
+        h.span_id = rq.span_id
+        _slice_text(rq.service, &h.service)
+        _slice_text(rq.endpoint, &h.endpoint)
+        _slice_text(rq.content_type, &h.content_type)
+        fill_metadata(rq.metadata, &h)
+        view_get(rq.body, &bview, &b)
+        try:
+            out_build(o, &h, rq.body, &b, rq.ring, nonce, NULL)
+        finally:
+            PyBuffer_Release(&bview)
+        if self.max_frame and o.largest > self.max_frame:
+            raise _RPCError(C_RESOURCE_EXHAUSTED,
+                            f"the request is {o.largest} bytes in one frame (header and "
+                            f"body), over the max_message_size of {self.max_frame} bytes")
+        return 0
+
+    cdef bint accept(self, Incoming *m) except -1:
+        """Parse the received *m: True if it is a reply or an error (or one
+        in another protocol version); else it is counted (malformed, or a
+        kind never the answer to a call, such as a pong) and False."""
+        if in_parse(m, False) != ZM_OK and m.rc != ZM_E_VERSION:
+            self.n_malformed += 1
+            return False
+        if m.h.kind != ZM_KIND_REPLY and m.h.kind != ZM_KIND_ERROR:
+            self.n_stale += 1
+            return False
+        return True
+
+    cdef object answer(self, Incoming *m, Request rq, const uint8_t *nonce, bint *failed):
+        """The outcome of a parsed reply or error *m to `rq` (its request id
+        matched): the body, or (failed[0] set) the RPCError it says, or
+        UNAUTHENTICATED when it fails the MAC checks bound to the
+        request's `nonce`."""
+        cdef zm_slice bind
+        failed[0] = True
+        if m.rc != ZM_OK:
+            return _other_version(m, self.address)
+        if rq.ring is not None:
+            bind.ptr = nonce
+            bind.len = ZM_NONCE_SIZE
+            if in_verify(m, rq.ring, &bind, OWNER_NONE) != MAC_OK:
+                self.n_unauthenticated += 1
+                return answer_refused(self.address)
+        if m.h.kind == ZM_KIND_ERROR:
+            return _RPCError(m.h.status if m.h.status else C_UNKNOWN, _text(m.h.detail),
+                             id=_text(m.h.service),
+                             processed=not (m.h.flags & ZM_FLAG_NOT_PROCESSED))
+        failed[0] = False
+        return in_body(m)
+
+    cdef int send_cancel(self, uint64_t request_id, Request rq) except -1:
+        """Tell the server the caller gave up (best effort: never blocks).
+        It names the service called, whose key signs it (a secure server
+        ignores an unsigned cancel)."""
+        cdef zm_header h
+        cdef Outgoing o
+        cdef uint8_t nonce[ZM_NONCE_SIZE]
+        header_init(&h, ZM_KIND_CANCEL, request_id)
+        _slice_text(rq.service, &h.service)
+        o.n = 0
+        try:
+            out_build(&o, &h, None, NULL, rq.ring, nonce, NULL)
+            out_send(&o, self.sock, NULL, ZM_DONTWAIT)
+        finally:
+            out_close(&o)
+        return 0
+
+
+@cython.auto_pickle(False)
+cdef class Channel(ChannelBase):
+
+    def close(self):
+        if self.zsock is not None:
+            if self.monitor is not None:
+                self.zsock.disable_monitor()
+                self.monitor.close(linger=0)
+                self.monitor = None
+            self.zsock.close(linger=0)
+            self.zsock = None
+            self.sock = NULL
+
+    def _wait_writable(self, double deadline_at):
+        """Wait for room to send (the connection is up), watching the
+        handshake: a server that refuses our key is an error now, not at
+        the deadline, and the socket is closed so that it stops
+        reconnecting (libzmq's RECONNECT_STOP is a draft API). A peer
+        whose connection was lost (and not yet back) fails at once: the
+        call goes elsewhere instead of waiting to connect."""
+        if self.monitor is None:
+            return wait_until(self.sock, ZM_POLLOUT, deadline_at)
+        import zmq
+        poller = zmq.Poller()
+        poller.register(self.zsock, zmq.POLLOUT)
+        poller.register(self.monitor, zmq.POLLIN)
+        first = True
+        while True:
+            left = deadline_at - monotonic() if deadline_at > 0 else 1.0
+            if left <= 0:
+                return 0
+            ready = dict(poller.poll(0 if first else max(1, int(left * 1000))))
+            if self.monitor in ready:
+                error, state = _monitor_events(self.monitor, self.address)
+                if error is not None:
+                    self.close()
+                    raise error
+                if state:
+                    self.peer_state = state
+            if self.zsock in ready:
+                return 1
+            if self.peer_state < 0:
+                return 0
+            first = False
+
+    def __dealloc__(self):
+        if self.zsock is not None and not self.zsock.closed:
+            self.zsock.close(linger=0)
+
+    cdef object call(self, Request rq, double connect_by):
+        """One attempt of `rq`: its reply body (bytes, or a memoryview for
+        large ones). Raises RPCError for an error reply; UNAVAILABLE if the
+        request could not be sent before the deadline or `connect_by`
+        (nothing was processed) or if the connection was lost while waiting
+        (maybe processed); DEADLINE_EXCEEDED if the reply did not come in
+        time (a cancel tells the server)."""
+        cdef double wait_until_t, slice_end
+        cdef uint64_t request_id
+        cdef uint8_t nonce[ZM_NONCE_SIZE]
+        cdef Outgoing o
+        cdef Incoming m
+        cdef int err
+        cdef bint failed
+        if self.sock == NULL:
+            raise unsent("channel closed")
+        if rq.deadline > 0 and monotonic() >= rq.deadline:
+            raise _RPCError(C_DEADLINE_EXCEEDED, "deadline passed before the call was sent",
+                            processed=False)
+        wait_until_t = rq.deadline
+        if connect_by > 0 and (rq.deadline <= 0 or connect_by < rq.deadline):
+            wait_until_t = connect_by
+        self.next_id += 1
+        request_id = self.next_id
+        o.n = 0
+        try:
+            self.build(&o, rq, request_id, nonce)
+            # Usually there is room at once; otherwise wait for the
+            # connection (IMMEDIATE: nothing queues for a peer not
+            # connected) and send the same message: built and signed once.
+            while out_send(&o, self.sock, NULL, ZM_DONTWAIT) == EAGAIN:
+                if not self._wait_writable(wait_until_t):
+                    raise unsent(f"could not reach {self.address} in time")
+        finally:
+            out_close(&o)
+
+        # Wait for the answer to this request id; anything else is stale.
+        # With a monitor, look at it every LOST_CHECK s of waiting: a peer
+        # gone (killed) ends the call now, not at its deadline.
+        while True:
+            slice_end = rq.deadline
+            if self.monitor is not None:
+                slice_end = monotonic() + LOST_CHECK
+                if 0 < rq.deadline < slice_end:
+                    slice_end = rq.deadline
+            if not recv_until(&m.r, self.sock, slice_end):
+                if slice_end != rq.deadline:
+                    error, state = _monitor_events(self.monitor, self.address)
+                    if state:
+                        self.peer_state = state
+                    if state < 0:
+                        raise lost(self.address)
+                    continue
+                self.send_cancel(request_id, rq)
+                raise _RPCError(C_DEADLINE_EXCEEDED,
+                                f"no reply from {self.address} before the deadline",
+                                processed=None)
+            try:
+                if not self.accept(&m):
+                    continue
+                if m.h.request_id != request_id:
+                    self.n_stale += 1
+                    continue
+                value = self.answer(&m, rq, nonce, &failed)
+            finally:
+                in_close(&m)
+            release_sent()
+            if failed:
+                raise value
+            return value
+
+
+@cython.freelist(64)
+@cython.auto_pickle(False)
+cdef class _Pending:
+    pass
+
+
+@cython.auto_pickle(False)
+cdef class AsyncChannel(ChannelBase):
+
+    def __init__(self, zsock, str address, loop, monitor=None):
+        ChannelBase.__init__(self, zsock, address, monitor)
+        self.loop = loop
+        self.pending = {}
+        self.timers = []
+        self.backlog = _collections.deque()
+        self.rpc_error = _RPCError
+        self.fd = socket_fd(self.sock)
+        loop.add_reader(self.fd, self._on_readable)
+        if monitor is not None:
+            loop.add_reader(monitor.getsockopt(ZM_OPT_FD), self._on_monitor)
+            loop.call_soon(self._on_monitor)
+
+    cdef bint is_closed(self) noexcept:
+        return self.closed
+
+    cdef bint is_busy(self) noexcept:
+        return len(self.pending) > 0
+
+    def _on_monitor(self):
+        # A server that refuses our key fails the calls waiting to be sent
+        # now, and the socket closes so that it stops reconnecting. A lost
+        # connection fails the calls sent on it: their replies cannot come.
+        cdef _Pending p
+        if self.closed or self.monitor is None:
+            return
+        error, state = _monitor_events(self.monitor, self.address)
+        if state:
+            self.peer_state = state
+        if error is not None:
+            self.close(error)
+        elif state < 0:
+            for p in [p for p in self.pending.values() if (<_Pending>p).sent]:
+                del self.pending[p.request_id]
+                if not p.future.done():
+                    self._fail(p, lost(self.address))
+
+    def close(self, error=None):
+        """Fail what is pending (UNAVAILABLE, or `error`) and close the socket."""
+        cdef _Pending p
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.fd)
+        if self.timer is not None:
+            self.timer.cancel()
+        pending = list(self.pending.values())
+        self.pending.clear()
+        for p in pending:
+            if not p.future.done():
+                self._fail(p, error if error is not None else self.rpc_error(
+                    C_UNAVAILABLE, f"the channel to {self.address} closed",
+                    processed=None if p.sent else False))
+        self.backlog.clear()
+        if self.monitor is not None:
+            self.loop.remove_reader(self.monitor.getsockopt(ZM_OPT_FD))
+            self.zsock.disable_monitor()
+            self.monitor.close(linger=0)
+            self.monitor = None
+        self.zsock.close(linger=0)
+        self.sock = NULL
+
+    cdef object send(self, Request rq, double connect_by, _Call owner, object fut):
+        """Send an attempt of `rq` now; return a Future of its decoded
+        reply (see Channel.call). With `owner`, the outcome goes to it
+        (node accounting, retries) and `fut` is the caller's Future,
+        reused across attempts."""
+        cdef Outgoing o
+        cdef _Pending p = _Pending.__new__(_Pending)
+        cdef int err
+        if fut is None:
+            fut = CallFuture(loop=self.loop)
+        p.future = fut
+        p.rq = rq
+        p.owner = owner
+        if owner is not None:
+            p.node = owner.node
+            p.started = monotonic()
+            p.channel = self
+            owner.live += 1
+            if owner.hedge is not None:
+                owner.attempts_live.append(p)
+        if self.closed:
+            self._fail(p, unsent("client closed"))
+            return fut
+        if rq.deadline > 0 and monotonic() >= rq.deadline:
+            self._fail(p, self.rpc_error(C_DEADLINE_EXCEEDED,
+                                         "deadline passed before the call was sent",
+                                         processed=False))
+            return fut
+        self.next_id += 1
+        p.request_id = self.next_id
+        p.deadline_at = rq.deadline
+        p.connect_by = connect_by if 0 < connect_by and (
+            rq.deadline <= 0 or connect_by < rq.deadline) else 0
+        fut._zm_channel = self
+        fut._zm_request_id = p.request_id
+        o.n = 0
+        try:
+            try:
+                self.build(&o, rq, p.request_id, p.nonce)
+            except _RPCError as exc:  # too large: not the node's fault, nothing to retry
+                p.owner = None
+                if owner is not None:
+                    owner.abandon(p)
+                fut.set_exception(exc)
+                return fut
+            if self.peer_state < 0 and (self.backlog or socket_events(self.sock) & ZM_POLLOUT == 0):
+                # The connection is lost and not back: go elsewhere now.
+                self._fail(p, unsent(f"{self.address} is not connected"))
+                return fut
+            self.pending[p.request_id] = p
+            if self.backlog or out_send(&o, self.sock, NULL, ZM_DONTWAIT) == EAGAIN:
+                p.parked = Parked.take(&o)  # sent as built, when there is room
+                self.backlog.append(p)
+            else:
+                p.sent = True
+        finally:
+            out_close(&o)
+        if rq.deadline > 0:
+            _heapq.heappush(self.timers, (rq.deadline, p.request_id))
+            if self.timer is None or rq.deadline < self.timer_at:
+                self._arm_timer(rq.deadline)
+        if p.connect_by > 0 and not p.sent:
+            _heapq.heappush(self.timers, (p.connect_by, p.request_id))
+            if self.timer is None or p.connect_by < self.timer_at:
+                self._arm_timer(p.connect_by)
+        self._schedule_read()
+        return fut
+
+    def call(self, Request rq, double connect_by=0):
+        """send() for Python (tests)."""
+        return self.send(rq, connect_by, None, None)
+
+    cdef int _fail(self, _Pending p, exc) except -1:
+        """End `p` with `exc` (its owner may retry it elsewhere)."""
+        if p.owner is not None:
+            p.owner.failed(p, exc)
+        else:
+            p.future.set_exception(exc)
+        return 0
+
+    cdef int _succeed(self, _Pending p, value) except -1:
+        if p.owner is not None:
+            p.owner.succeeded(p)
+        if not p.future.done():
+            p.future.set_result(value)
+        return 0
+
+    cdef int _flush_backlog(self) except -1:
+        cdef _Pending p
+        while self.backlog:
+            p = <_Pending>self.backlog[0]
+            if not p.future.done():  # (else timed out or cancelled while waiting)
+                if out_send(&p.parked.o, self.sock, NULL, ZM_DONTWAIT) == EAGAIN:
+                    break
+                p.sent = True
+            self.backlog.popleft()
+            p.parked = None
+        return 0
+
+    cdef int _schedule_read(self) except -1:
+        # Once per loop iteration, however many calls it makes: looking at
+        # ZMQ_EVENTS costs libzmq a round of command processing (and a
+        # getpid() syscall), too much to pay per call.
+        if not self.read_scheduled and not self.closed:
+            self.read_scheduled = True
+            self.loop.call_soon(self._on_readable)
+        return 0
+
+    cdef int _check_events(self) except -1:
+        # The FD is edge-triggered: after every send, look at ZMQ_EVENTS
+        # ourselves, or a reply already queued would wait for the next edge.
+        if not self.read_scheduled and not self.closed:
+            if socket_events(self.sock) & ZM_POLLIN or (
+                    self.backlog and socket_events(self.sock) & ZM_POLLOUT):
+                self.read_scheduled = True
+                self.loop.call_soon(self._on_readable)
+        return 0
+
+    def _on_readable(self):
+        self.read_scheduled = False
+        if self.closed:
+            return
+        events = socket_events(self.sock)
+        if self.backlog and events & ZM_POLLOUT:
+            self._flush_backlog()
+        if events & ZM_POLLIN:
+            self._drain()
+        release_sent()
+        self._check_events()
+
+    cdef int _drain(self) except -1:
+        cdef Incoming m
+        cdef _Pending p
+        cdef int err, i
+        cdef bint failed
+        for i in range(BATCH):
+            m.r.n = m.r.extra = 0
+            err = recv_parts(&m.r, self.sock)
+            try:
+                if err:
+                    if err == EAGAIN:
+                        break
+                    raise_errno(err)
+                if not self.accept(&m):
+                    continue
+                p = self.pending.pop(m.h.request_id, None)
+                if p is None:
+                    self.n_stale += 1
+                    continue
+                if p.future.done():
+                    if p.owner is not None:  # a hedged attempt that lost the race
+                        p.owner.abandon(p)
+                    continue
+                value = self.answer(&m, p.rq, p.nonce, &failed)
+            finally:
+                in_close(&m)
+            if failed:
+                self._fail(p, value)
+                continue
+            if p.rq.decode is not None:
+                try:
+                    value = p.rq.decode(value)
+                except Exception as exc:
+                    if p.owner is not None:
+                        p.owner.succeeded(p)  # the node answered
+                    p.future.set_exception(undecodable(exc))
+                    continue
+            self._succeed(p, value)
+        return 0
+
+    def _cancelled(self, uint64_t request_id):
+        # CallFuture.cancel(): forget the call and tell the server.
+        cdef _Pending p = self.pending.pop(request_id, None)
+        if p is not None and p.sent and not self.closed:
+            self._cancel_remote(p)
+
+    cdef int _cancel_remote(self, _Pending p) except -1:
+        self.send_cancel(p.request_id, p.rq)
+        self._check_events()
+        return 0
+
+    cdef int _arm_timer(self, double deadline_at) except -1:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = deadline_at
+        self.timer = self.loop.call_later(max(0.0, deadline_at - monotonic()), self._on_timer)
+        return 0
+
+    def _on_timer(self):
+        cdef _Pending p
+        cdef double now = monotonic()
+        self.timer = None
+        while self.timers and self.timers[0][0] <= now:
+            deadline_at, request_id = _heapq.heappop(self.timers)
+            p = self.pending.get(request_id)
+            if p is None:
+                continue
+            if p.future.done():
+                del self.pending[request_id]
+                continue
+            if p.sent:
+                if not (0 < p.deadline_at <= now):
+                    continue  # its connect timer: it was sent in time
+                del self.pending[request_id]
+                self._cancel_remote(p)
+                self._fail(p, self.rpc_error(
+                    C_DEADLINE_EXCEEDED, f"no reply from {self.address} before the deadline",
+                    processed=None))
+            else:
+                del self.pending[request_id]
+                self._fail(p, unsent(f"could not reach {self.address} in time"))
+        # Entries of answered calls stay in the heap until their deadline;
+        # rebuild when they outnumber the live ones, so memory follows load.
+        if len(self.timers) > 2 * len(self.pending) + 64:
+            self.timers = [(p.deadline_at, rid) for rid, p in self.pending.items()
+                           if p.deadline_at > 0]
+            self.timers += [(p.connect_by, rid) for rid, p in self.pending.items()
+                            if p.connect_by > 0 and not p.sent]
+            _heapq.heapify(self.timers)
+        if self.timers:
+            self._arm_timer(self.timers[0][0])
+
+    @property
+    def in_flight(self):
+        return len(self.pending)
+
+
+class CallFuture(_asyncio.Future):
+    """The Future of one AsyncClient call: cancelling it cancels the call
+    (a cancel frame tells the server). Without a done-callback per call."""
+
+    __slots__ = ("_zm_channel", "_zm_request_id")
+
+    def cancel(self, msg=None):
+        if not _asyncio.Future.cancel(self, msg):
+            return False
+        channel = self._zm_channel
+        if channel is not None:
+            self._zm_channel = None
+            channel._cancelled(self._zm_request_id)
+        return True
