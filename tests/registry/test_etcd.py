@@ -14,7 +14,7 @@ import time
 import pytest
 
 from zmicro.registry import EtcdRegistry, EventType, Node, RegistryError, ServiceRecord
-from zmicro.registry.etcd import _range_end, parse_endpoints
+from zmicro.registry._etcd_client import parse_endpoints, range_end
 
 WAIT = 30.0
 
@@ -228,11 +228,11 @@ def test_authentication_makes_it_trusted(etcd_server, etcd_endpoint, etcd_prefix
             assert node_ids(reg, "A") == ["a1", "a2"]
             assert reg.refresh() is True
             # A token etcd no longer knows (expired, say) is renewed on the next call.
-            for client in reg._clients:
+            for client in reg._client._clients:
                 client.session.headers["Authorization"] = "expired.token"
             assert node_ids(reg, "A") == ["a1", "a2"]
-            assert reg._clients[0].session.headers["Authorization"] != "expired.token"
-            for client in reg._clients:
+            assert reg._client._clients[0].session.headers["Authorization"] != "expired.token"
+            for client in reg._client._clients:
                 client.session.headers["Authorization"] = "expired.token"
             with reg.watch("A") as watcher:  # and when a watch opens
                 reg.deregister(rec("A", "a2"))
@@ -280,10 +280,10 @@ def test_credentials_in_an_endpoint_are_not_echoed():
     assert "hunter2" not in str(info.value)
 
 
-def test_range_end():
-    assert _range_end(b"/a/") == b"/a0"
-    assert _range_end(b"a\xff") == b"b"
-    assert _range_end(b"\xff\xff") == b"\0"
+def testrange_end():
+    assert range_end(b"/a/") == b"/a0"
+    assert range_end(b"a\xff") == b"b"
+    assert range_end(b"\xff\xff") == b"\0"
 
 
 CRASHING_SERVICE = """
