@@ -9,30 +9,18 @@ are bounded polls (WAIT seconds), never a sleep that hopes.
 from __future__ import annotations
 
 import sys
-import time
 
 import pytest
 
 from zmicro.registry import EtcdRegistry, EventType, Node, RegistryError, ServiceRecord
 from zmicro.registry._etcd_client import parse_endpoints, range_end
 
-WAIT = 30.0
+from ..helpers import WAIT, eventually
 
 
 def rec(name: str, *node_ids: str, version: str = "1") -> ServiceRecord:
     nodes = tuple(Node(id=i, address=f"tcp://127.0.0.1:{6000 + len(i)}") for i in node_ids)
     return ServiceRecord(name=name, version=version, nodes=nodes)
-
-
-def eventually(predicate, what: str, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
