@@ -12,7 +12,7 @@ import zmicro
 from zmicro import Code, RPCError, health
 from zmicro.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING
 
-from ..helpers import WAIT, eventually
+from ..helpers import WAIT, FakeClock, eventually
 from ..processes import InProcess
 
 
@@ -176,12 +176,7 @@ def test_the_zmicro_prefix_is_reserved(name):
 
 
 def test_watch_times_its_wait_with_the_injected_clock():
-    now = [0.0]
-
-    def clock():
-        now[0] += 100.0  # every look at the clock: 100 s later
-        return now[0]
-
+    clock = FakeClock(0.0, step=100.0)  # every look at the clock: 100 s later
     h = health.Health("svc", clock=clock)
     # wait=60: expired at the first look, whatever the real time.
     assert h.watch(health.WatchRequest(last=SERVING, wait=60), None).status == SERVING
