@@ -17,7 +17,7 @@ from zmicro import WireError, WireErrorCode, wire
 from .strategies import canonical_size, headers
 
 SCHEMAS = Path(__file__).with_name("schemas")
-current = capnp.load(str(wire.SCHEMA))
+current = wire.load_schema()
 old = capnp.load(str(SCHEMAS / "wire_old.capnp"))
 new = capnp.load(str(SCHEMAS / "wire_new.capnp"))
 
@@ -131,6 +131,18 @@ def test_schema_shipped_in_package():
     assert wire.SCHEMA.is_file()
     fields = [f.name for f in current.Header.schema.node.struct.fields]
     assert fields[:3] == ["version", "kind", "flags"]
+
+
+def test_the_schema_constants_are_zmicro_flags():
+    """wire.capnp has every Header.flags bit as a constant (flagSigned for
+    SIGNED...), so other languages need not copy them from the doc."""
+    constants = {node.name: getattr(current, node.name)
+                 for node in current.schema.get_proto().nestedNodes
+                 if node.name.startswith("flag")}
+    camel = {"flag" + "".join(w.capitalize() for w in f.name.split("_")): f.value
+             for f in wire.Flags}
+    assert constants == camel
+    assert constants["flagSigned"] == wire.FLAG_SIGNED == 1
 
 
 def test_layout_matches_compiled_schema():
