@@ -5,8 +5,8 @@ Seeds are small, committed inputs that start the fuzzers off inside the
 format instead of at random bytes:
 
 - valid headers of many shapes, from two encoders: pycapnp (the reference
-  Cap'n Proto implementation, loading python/zmicro/wire.capnp, whose layouts
-  are legal but not zmicro's canonical one) and zmicro's own writer;
+  Cap'n Proto implementation, loading wire.capnp with zmicro.wire.load_schema;
+  its layouts are legal but not zmicro's canonical one) and zmicro's own writer;
 - headers from an older and a newer schema (a prefix of wire.capnp's fields,
   or extra fields appended), so smaller and larger sections are covered;
 - hand-made invalid headers, one per reader refusal (far pointer, several
@@ -38,18 +38,16 @@ import tempfile
 from pathlib import Path
 
 import capnp
-from zmicro import Header, WireError, decode_header
+from zmicro import Header, WireError, decode_header, wire as zwire
 from zmicro.errors import WireErrorCode as E
 
-ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = ROOT / "python" / "zmicro" / "wire.capnp"
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
 # fuzz_frames.c signs with the same key.
 FRAMES_KEY = b"zmicro-fuzz-key-0123456789abcdef"
 assert len(FRAMES_KEY) == 32
 
-wire = capnp.load(str(SCHEMA))
+wire = zwire.load_schema()
 
 # ---------------------------------------------------------------------------
 # Schemas older and newer than wire.capnp. Cap'n Proto lays fields out by

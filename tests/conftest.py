@@ -13,6 +13,8 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, settings
 
+from tests.helpers import FakeClock
+
 settings.register_profile(
     "dev",
     deadline=None,
@@ -48,6 +50,12 @@ def zmicro_home(tmp_path_factory):
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture
+def clock():
+    """A fake clock (tests/helpers.py) at its default start: a monotonic reading."""
+    return FakeClock()
 
 
 @pytest.fixture

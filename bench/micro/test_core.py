@@ -42,7 +42,7 @@ def _tag(benchmark, group, op, impl, label):
 def schema():
     if capnp is None:
         pytest.skip("pycapnp not installed (baseline rows only)")
-    return capnp.load(str(zmicro.wire.SCHEMA))
+    return zmicro.wire.load_schema()
 
 
 def _header_bytes(kind):

@@ -18,6 +18,12 @@
 
 @0xbe981f6f7bfe0fc1;
 
+# C++ code goes to namespace zmicro::wire (at the top level, Kind would clash
+# with capnp::Kind). `capnp compile` finds /capnp/c++.capnp by itself;
+# pycapnp's capnp.load needs imports= (docs/protocol.md section 3.8).
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("zmicro::wire");
+
 enum Kind {
   request @0;
   reply @1;
@@ -37,7 +43,7 @@ struct Entry {
 struct Header {
   version @0 :UInt16;        # protocol version; this schema is 1
   kind @1 :Kind;
-  flags @2 :UInt32;          # bit 0: signed (the last frame is a 32-byte MAC)
+  flags @2 :UInt32;          # flag* bits below; readers ignore unknown bits
   requestId @3 :UInt64;      # chosen by the caller, echoed in every answer
   deadline @4 :UInt64;       # remaining budget in microseconds; 0 = none
   status @5 :UInt16;         # gRPC canonical status code (error kind)
@@ -55,3 +61,12 @@ struct Header {
   principal @16 :Text;       # caller identity asserted by a trusted hop
   detail @17 :Text;          # error detail (error kind)
 }
+
+# Header.flags bits. A new flag must be safe to ignore: readers ignore bits
+# they do not know.
+const flagSigned :UInt32 = 0x1;        # the last frame is a 32-byte MAC
+const flagBodyInline :UInt32 = 0x2;    # the body follows the header message in its frame
+const flagMacTrailer :UInt32 = 0x4;    # with flagSigned: the MAC is the header frame's
+                                       # last 32 bytes, and there is no MAC frame
+const flagNotProcessed :UInt32 = 0x8;  # on an error: no handler ran for the request,
+                                       # so any node may be retried

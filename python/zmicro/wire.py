@@ -3,13 +3,15 @@
 A message is ZeroMQ frames ``[routing id] header body* [mac]``; the header is
 a single-segment Cap'n Proto message of ``wire.capnp``'s ``Header``, which
 with the ``BODY_INLINE`` flag carries a small body after it in its frame
-(``SCHEMA`` is its path in the installed package). The compiled core reads
-and writes it; ``docs/protocol.md`` specifies it for other languages.
+(``SCHEMA`` is its path in the installed package; ``load_schema()`` loads
+it with pycapnp). The compiled core reads and writes it;
+``docs/protocol.md`` specifies it for other languages.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 from pathlib import Path
 
 from ._core import (
@@ -46,12 +48,27 @@ __all__ = [
     "Kind",
     "Message",
     "decode_header",
+    "load_schema",
     "parse_frames",
     "recv_message",
     "send_message",
 ]
 
 SCHEMA = Path(__file__).with_name("wire.capnp")
+
+
+def load_schema():
+    """``wire.capnp`` loaded with pycapnp (not a dependency of zmicro:
+    ``pip install pycapnp``), as ``capnp.load`` returns it.
+
+    The schema imports ``/capnp/c++.capnp`` for its C++ namespace, and
+    ``capnp.load`` searches only the directories it is given: pycapnp ships
+    that file in its ``capnp`` package, so the package's parent directory is
+    the one (``docs/protocol.md`` section 3.8). Every load in a process must
+    find the same file: two files with one id are a "Duplicate ID" error."""
+    import capnp
+
+    return capnp.load(str(SCHEMA), imports=[os.path.dirname(capnp.__path__[0])])
 
 
 class Kind(enum.IntEnum):

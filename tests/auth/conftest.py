@@ -1,5 +1,6 @@
-"""Fixtures of the security-policy tests: a fake clock, Curve keys,
-principals, an audit recorder, and in-process services."""
+"""Fixtures of the security-policy tests: Curve keys, principals, an
+audit recorder, and in-process services (the ``clock`` fixture is
+tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -12,24 +13,6 @@ from zmicro.auth.principal import Principal
 from zmicro.registry import MemoryRegistry
 
 from ..processes import InProcess
-
-
-class FakeClock:
-    """A clock that moves only when told to; callable like time.monotonic."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def new_key() -> str:

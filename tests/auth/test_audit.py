@@ -18,7 +18,8 @@ from zmicro.auth.principal import Principal, fingerprint
 from zmicro.auth.ratelimit import Rate, RateLimiter
 from zmicro.auth.rules import Rule, authorizer
 
-from .conftest import FakeClock, as_principal, new_key
+from ..helpers import FakeClock
+from .conftest import as_principal, new_key
 
 SECRET = b"k" * 32
 

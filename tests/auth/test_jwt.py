@@ -19,7 +19,8 @@ from zmicro.auth.jwt import MAX_TOKEN, JWTVerifier, TokenError, bearer_token
 from zmicro.auth.principal import Principal, freeze_claims
 from zmicro.auth.rules import Rule, authorizer
 
-from .conftest import FakeClock, as_principal, new_key
+from ..helpers import FakeClock
+from .conftest import as_principal, new_key
 
 NOW = 1_700_000_000.0
 SECRET = b"0123456789abcdef0123456789abcdef"  # 32 bytes: the least HS256 takes

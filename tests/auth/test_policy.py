@@ -26,7 +26,8 @@ from zmicro.auth import (
 )
 from zmicro.middleware import chain_server
 
-from .conftest import FakeClock, as_principal, new_key
+from ..helpers import FakeClock
+from .conftest import as_principal, new_key
 
 NOW = 1_700_000_000.0
 SECRET = b"policy-test-secret-0123456789abc"  # 32 bytes: the least HS256 takes

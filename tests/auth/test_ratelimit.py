@@ -10,7 +10,8 @@ from zmicro import Code, RPCError, _core
 from zmicro.auth.principal import Principal
 from zmicro.auth.ratelimit import Rate, RateLimiter, TokenBucket, rate_limiter
 
-from .conftest import FakeClock, as_principal
+from ..helpers import FakeClock
+from .conftest import as_principal
 
 
 def takes(take, n: int) -> list[bool]:

@@ -62,7 +62,7 @@ def example_header(flags: int = 0) -> bytes:
 
 def test_every_marked_block_is_tested():
     assert set(BLOCKS) == {"schema", "mac", "mac-vector", "status-codes", "wire-error-codes",
-                           "header-fields", "header-hex", "client", "server"}
+                           "header-fields", "header-hex", "client", "server", "cxx-reader"}
 
 
 # -- the header ----------------------------------------------------------------
@@ -72,8 +72,16 @@ def test_the_quoted_schema_is_wire_capnp():
     assert BLOCKS["schema"] == wire.SCHEMA.read_text()
 
 
+def test_the_cxx_reader_is_the_one_tests_wire_runs():
+    """3.8's C++ is a region of tests/wire/cxx/read_header.c++, which
+    tests/wire/test_cxx.py compiles against libcapnp and checks."""
+    source = (DOC.parents[1] / "tests" / "wire" / "cxx" / "read_header.c++").read_text()
+    region = re.search(r"// doc-begin: cxx-reader\n(.*?)// doc-end: cxx-reader\n", source, re.S)
+    assert BLOCKS["cxx-reader"] == region.group(1)
+
+
 def test_the_field_table_gives_the_compiled_layout():
-    compiled = capnp.load(str(wire.SCHEMA)).Header.schema.node.struct
+    compiled = wire.load_schema().Header.schema.node.struct
     sizes = {"uint16": 2, "enum": 2, "uint32": 4, "uint64": 8}
     expected = {}
     for field in compiled.fields:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from zmicro import RPCError
 
+from ..helpers import eventually
+
 
 @dataclass
 class Outcome:
@@ -71,14 +73,12 @@ class Load:
         return sum(1 for o in self.since(since) if o.pid == pid)
 
     def wait_for(self, predicate, what: str, timeout: float = 60.0) -> None:
-        """Wait (generously) until predicate() holds."""
-        end = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > end:
-                raise AssertionError(f"timed out waiting for {what}; "
-                                     f"{len(self.outcomes)} calls, "
-                                     f"{len(self.failures())} failed")
-            time.sleep(0.05)
+        """Wait (generously) until predicate() holds; a timeout says how the load went."""
+        try:
+            # Every 0.05 s: the predicates scan all outcomes, under the lock the callers need.
+            eventually(predicate, what, timeout=timeout, interval=0.05)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; {len(self.outcomes)} calls, {len(self.failures())} failed") from e
 
 
 def two_loads(client, service: str, nodes) -> tuple[Load, Load]:

@@ -16,16 +16,10 @@ from hypothesis import strategies as st
 from zmicro import _core, mackeys, wire
 from zmicro.wire import Header
 
+from ..helpers import UNIX_START, FakeClock
+
 SECRET = bytes(range(32))
 ALGS = [_core.MAC_HMAC_SHA256, _core.MAC_BLAKE2B, _core.MAC_BLAKE3]
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def ring(*ids: int, current: int | None = None, alg: int = _core.MAC_HMAC_SHA256,
@@ -153,40 +147,40 @@ def test_refusals_do_not_fill_the_nonce_cache():
 
 
 def test_window_uses_the_injected_clock():
-    clock = Clock()
+    clock = FakeClock(UNIX_START)
     r = ring(window=30.0, clock=clock)
     frames = r.seal(request(), [b"x"])
-    clock.now += 30.5
+    clock.advance(30.5)
     assert r.open(frames, b"p") == "stale"
-    clock.now -= 61.0  # the message is now 30.5 s in our future
+    clock.advance(-61.0)  # the message is now 30.5 s in our future
     assert r.open(frames, b"p") == "stale"
-    clock.now += 31.0  # 0.5 s old
+    clock.advance(31.0)  # 0.5 s old
     assert r.open(frames, b"p") == "ok"
 
 
 def test_replay_inside_the_window_is_refused_and_after_it_is_stale():
-    clock = Clock()
+    clock = FakeClock(UNIX_START)
     r = ring(window=10.0, clock=clock)
     frames = r.seal(request(), [b"x"])
     assert r.open(frames, b"p") == "ok"
     for dt in (0.0, 5.0, 4.9):
-        clock.now += dt
+        clock.advance(dt)
         assert r.open(frames, b"p") == "replay"
-    clock.now += 0.2
+    clock.advance(0.2)
     assert r.open(frames, b"p") == "stale"  # never accepted again
 
 
 def test_full_quota_refuses_its_principal_only():
-    clock = Clock()
+    clock = FakeClock(UNIX_START)
     r = ring(replay_quota=3, window=10.0, clock=clock)
     for _ in range(3):
         assert r.open(r.seal(request(), [b"x"]), b"noisy") == "ok"
     assert r.open(r.seal(request(), [b"x"]), b"noisy") == "replay_full"
     assert r.open(r.seal(request(), [b"x"]), b"quiet") == "ok"
     # Entries leave with their message's window, never earlier.
-    clock.now += 10.0
+    clock.advance(10.0)
     assert r.open(r.seal(request(), [b"x"]), b"noisy") == "replay_full"
-    clock.now += 2.0
+    clock.advance(2.0)
     assert r.open(r.seal(request(), [b"x"]), b"noisy") == "ok"
 
 

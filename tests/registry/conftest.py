@@ -7,7 +7,6 @@ e.g. ``request.getfixturevalue("etcd_endpoint")``) and the fake clock.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,21 +14,7 @@ import pytest
 
 from zmicro.registry import EmbeddedRegistry, EtcdRegistry, MemoryRegistry, Registry
 
-
-class FakeClock:
-    """A clock that moves only when told (epoch seconds, so wall-clock backends accept it)."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self._now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds
+from ..helpers import UNIX_START, FakeClock
 
 
 @dataclass(frozen=True)
@@ -57,7 +42,8 @@ IMPLEMENTATIONS: dict[str, Impl] = {
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    """Unix seconds: the embedded registry's clock is a wall clock (expiry times it writes are epoch seconds)."""
+    return FakeClock(UNIX_START)
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))

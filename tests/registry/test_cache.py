@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 
 import pytest
 
@@ -25,7 +24,8 @@ from zmicro.registry import (
 )
 from zmicro.registry.cache import Backoff
 
-WAIT = 30.0
+from ..helpers import WAIT, eventually
+
 
 
 def rec(name: str, *node_ids: str, version: str = "1", **metadata: str) -> ServiceRecord:
@@ -35,17 +35,6 @@ def rec(name: str, *node_ids: str, version: str = "1", **metadata: str) -> Servi
 
 def ids(records: list[ServiceRecord]) -> list[str]:
     return sorted(n.id for r in records for n in r.nodes)
-
-
-def eventually(predicate, what: str, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.01)
 
 
 class Proxy(Registry):

@@ -22,7 +22,6 @@ from zmicro.registry import (
 from zmicro.registry import _files, embedded
 from zmicro.registry._paths import encode
 
-from .conftest import FakeClock
 
 WAIT = 10.0
 
@@ -39,11 +38,6 @@ def node_file(base: Path, name: str, version: str, node_id: str) -> Path:
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
 
 
 @pytest.fixture

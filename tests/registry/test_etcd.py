@@ -9,30 +9,18 @@ are bounded polls (WAIT seconds), never a sleep that hopes.
 from __future__ import annotations
 
 import sys
-import time
 
 import pytest
 
 from zmicro.registry import EtcdRegistry, EventType, Node, RegistryError, ServiceRecord
-from zmicro.registry.etcd import _range_end, parse_endpoints
+from zmicro.registry._etcd_client import parse_endpoints, range_end
 
-WAIT = 30.0
+from ..helpers import WAIT, eventually
 
 
 def rec(name: str, *node_ids: str, version: str = "1") -> ServiceRecord:
     nodes = tuple(Node(id=i, address=f"tcp://127.0.0.1:{6000 + len(i)}") for i in node_ids)
     return ServiceRecord(name=name, version=version, nodes=nodes)
-
-
-def eventually(predicate, what: str, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -228,11 +216,11 @@ def test_authentication_makes_it_trusted(etcd_server, etcd_endpoint, etcd_prefix
             assert node_ids(reg, "A") == ["a1", "a2"]
             assert reg.refresh() is True
             # A token etcd no longer knows (expired, say) is renewed on the next call.
-            for client in reg._clients:
+            for client in reg._client._clients:
                 client.session.headers["Authorization"] = "expired.token"
             assert node_ids(reg, "A") == ["a1", "a2"]
-            assert reg._clients[0].session.headers["Authorization"] != "expired.token"
-            for client in reg._clients:
+            assert reg._client._clients[0].session.headers["Authorization"] != "expired.token"
+            for client in reg._client._clients:
                 client.session.headers["Authorization"] = "expired.token"
             with reg.watch("A") as watcher:  # and when a watch opens
                 reg.deregister(rec("A", "a2"))
@@ -280,10 +268,10 @@ def test_credentials_in_an_endpoint_are_not_echoed():
     assert "hunter2" not in str(info.value)
 
 
-def test_range_end():
-    assert _range_end(b"/a/") == b"/a0"
-    assert _range_end(b"a\xff") == b"b"
-    assert _range_end(b"\xff\xff") == b"\0"
+def testrange_end():
+    assert range_end(b"/a/") == b"/a0"
+    assert range_end(b"a\xff") == b"b"
+    assert range_end(b"\xff\xff") == b"\0"
 
 
 CRASHING_SERVICE = """

@@ -7,7 +7,7 @@ import time
 
 from zmicro.registry import EventType, MemoryRegistry, Node, ServiceRecord
 
-from .conftest import FakeClock
+from ..helpers import FakeClock
 
 WAIT = 10.0
 

@@ -23,7 +23,7 @@ def test_etcd(etcd_endpoint, etcd_prefix, monkeypatch):
     try:
         assert isinstance(reg, EtcdRegistry)
         assert reg.endpoint == etcd_endpoint and reg.trusted is False
-        assert reg._prefix == etcd_prefix.encode() and reg._ttl == 4.0 and reg._timeout == 3.0
+        assert reg._prefix == etcd_prefix.encode() and reg._lease._ttl == 4.0 and reg._client._timeout == 3.0
     finally:
         reg.close()
 

@@ -11,6 +11,8 @@ import zmq
 import zmicro
 from zmicro import Code, RPCError
 
+from ..helpers import eventually
+
 
 def test_in_flight_cap_answers_resource_exhausted(memory_registry, serve):
     release = threading.Event()
@@ -29,10 +31,7 @@ def test_in_flight_cap_answers_resource_exhausted(memory_registry, serve):
                for _ in range(2)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 20
-    while svc.stats()["in_flight"] < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    eventually(lambda: svc.stats()["in_flight"] >= 2, "both calls in flight")
     t0 = time.monotonic()
     with pytest.raises(RPCError) as err:
         c.call("capped", "C.Hold", None)
@@ -115,10 +114,7 @@ def test_garbage_flood_is_counted_and_service_keeps_answering(memory_registry, s
                 raw.send_multipart(frames)
                 sent += 1
             assert c.call("sturdy", "S.Echo", round_) == round_
-        deadline = time.monotonic() + 20
-        while svc.stats()["malformed"] < sent:
-            assert time.monotonic() < deadline, svc.stats()
-            time.sleep(0.01)
+        eventually(lambda: svc.stats()["malformed"] >= sent, f"{sent} malformed messages counted")
     stats = svc.stats()
     assert stats["malformed"] == sent
     assert stats["replies"]["OK"] == 50

@@ -3,10 +3,11 @@ or leave reach its balancer without any lookup on the call path."""
 
 from __future__ import annotations
 
-import time
 
 import zmicro
 from zmicro.registry import MemoryRegistry
+
+from ..helpers import eventually, eventually_async
 
 
 class CountingRegistry(MemoryRegistry):
@@ -17,13 +18,6 @@ class CountingRegistry(MemoryRegistry):
     def get(self, name):
         self.gets += 1
         return super().get(name)
-
-
-def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def where(svc):
@@ -41,11 +35,11 @@ def test_nodes_join_and_leave_by_watch(serve):
         assert registry.gets == 1
         second = serve(where(zmicro.Service("disc", registry=registry)))
         balancer = c.balancer("disc")
-        wait_for(lambda: len(balancer.nodes()) == 2, "the second node")
+        eventually(lambda: len(balancer.nodes()) == 2, "the second node")
         seen = {c.call("disc", "Svc.Where") for _ in range(6)}
         assert seen == {first.svc.address, second.svc.address}
         second.stop()  # deregisters
-        wait_for(lambda: len(balancer.nodes()) == 1, "the node to leave")
+        eventually(lambda: len(balancer.nodes()) == 1, "the node to leave")
         assert {c.call("disc", "Svc.Where") for _ in range(4)} == {first.svc.address}
         assert registry.gets == 1  # every change came by the watch
 
@@ -60,10 +54,7 @@ def test_async_client_follows_the_watch(serve):
             assert await c.call("disc-async", "Svc.Where") == first.svc.address
             second = serve(where(zmicro.Service("disc-async", registry=registry)))
             balancer = c.balancer("disc-async")
-            end = time.monotonic() + 30
-            while len(balancer.nodes()) < 2:
-                assert time.monotonic() < end
-                await asyncio.sleep(0.01)
+            await eventually_async(lambda: len(balancer.nodes()) >= 2, "the second node")
             return {await c.call("disc-async", "Svc.Where") for _ in range(6)}, second
 
     seen, second = asyncio.run(main())
@@ -80,11 +71,11 @@ def test_nodes_not_serving_get_calls_only_when_alone(serve):
                                                                           b.svc.address}
         balancer = c.balancer("disc-health")
         b.svc.set_serving(False)
-        wait_for(lambda: [n.address for n in balancer.nodes()] == [a.svc.address],
+        eventually(lambda: [n.address for n in balancer.nodes()] == [a.svc.address],
                  "the not-serving node to leave the balancer")
         assert {c.call("disc-health", "Svc.Where") for _ in range(4)} == {a.svc.address}
         a.svc.set_serving(False)  # none serves: both take calls again
-        wait_for(lambda: len(balancer.nodes()) == 2, "both nodes back")
+        eventually(lambda: len(balancer.nodes()) == 2, "both nodes back")
         b.svc.set_serving(True)
-        wait_for(lambda: [n.address for n in balancer.nodes()] == [b.svc.address],
+        eventually(lambda: [n.address for n in balancer.nodes()] == [b.svc.address],
                  "the serving node alone")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-import time
 
 import pytest
 import zmq
@@ -19,18 +18,10 @@ import zmq
 import zmicro
 from zmicro import Code, RPCError, wire
 
+from ..helpers import WAIT, eventually
 from ..processes import InProcess
 from .conftest import ServiceProcess
 from .test_refusals import raw_call
-
-WAIT = 30.0  # seconds: generous bound of every wait below
-
-
-def until(predicate, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        assert time.monotonic() < deadline, f"gave up waiting: {what}"
-        time.sleep(0.01)
 
 
 def listed(registry, name) -> list[str]:
@@ -75,11 +66,11 @@ def test_in_flight_call_completes_new_calls_are_refused(memory_registry, use_asy
     caller = threading.Thread()
     try:
         caller = start_call(client, "graceful", "G.Slow", address, results)
-        until(lambda: svc.stats()["in_flight"] == 1, "the slow call to start")
+        eventually(lambda: svc.stats()["in_flight"] == 1, "the slow call to start")
 
         svc.stop()
         # Deregistered while the service still serves its call in flight.
-        until(lambda: listed(memory_registry, "graceful") == [], "deregistration")
+        eventually(lambda: listed(memory_registry, "graceful") == [], "deregistration")
         assert running.thread.is_alive() and not results
         # A new call is refused at once, flagged safe to retry elsewhere.
         header = zmicro.Header(kind=wire.Kind.REQUEST, request_id=3, service="graceful",
@@ -118,9 +109,9 @@ def test_async_handler_in_flight_completes(memory_registry):
     caller = threading.Thread()
     try:
         caller = start_call(client, "graceful-async", "G.AsyncSlow", address, results)
-        until(lambda: svc.stats()["in_flight"] == 1, "the async call to start")
+        eventually(lambda: svc.stats()["in_flight"] == 1, "the async call to start")
         svc.stop()
-        until(lambda: listed(memory_registry, "graceful-async") == [], "deregistration")
+        eventually(lambda: listed(memory_registry, "graceful-async") == [], "deregistration")
         with pytest.raises(RPCError) as err:  # through the secure client
             client.call("graceful-async", "G.AsyncSlow", None, address=address)
         assert err.value.code == Code.UNAVAILABLE
@@ -151,7 +142,7 @@ def test_grace_period_bounds_the_wait(memory_registry, use_asyncio):
         zmicro.send_message(sock, zmicro.Header(kind=wire.Kind.REQUEST, request_id=1,
                                                 service="graceless", endpoint="G.Slow"),
                             [b"\xc0"], timeout=WAIT)
-        until(lambda: svc.stats()["in_flight"] == 1, "the slow call to start")
+        eventually(lambda: svc.stats()["in_flight"] == 1, "the slow call to start")
         svc.stop()
         running.thread.join(WAIT)
         assert not running.thread.is_alive()  # closed with the handler still blocked
@@ -172,10 +163,10 @@ def test_stop_is_idempotent_and_a_second_stop_keeps_draining(memory_registry):
     caller = threading.Thread()
     try:
         caller = start_call(client, "twice", "G.Slow", svc.address, results)
-        until(lambda: svc.stats()["in_flight"] == 1, "the slow call to start")
+        eventually(lambda: svc.stats()["in_flight"] == 1, "the slow call to start")
         svc.stop()
         svc.stop()
-        until(lambda: listed(memory_registry, "twice") == [], "deregistration")
+        eventually(lambda: listed(memory_registry, "twice") == [], "deregistration")
         assert running.thread.is_alive()
         release.set()
         caller.join(WAIT)
@@ -206,7 +197,7 @@ def test_sigterm_with_a_call_in_flight(registry_dir, registry, kind):
             daemon=True)
         caller.start()
         # Greeter.Stats is inline: it sees the Sleep in flight, and itself.
-        until(lambda: client.call(name, "Greeter.Stats", None)["in_flight"] >= 2,
+        eventually(lambda: client.call(name, "Greeter.Stats", None)["in_flight"] >= 2,
               "the sleeping call to start")
         proc.signal(signal.SIGTERM)
         caller.join(WAIT)

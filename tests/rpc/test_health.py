@@ -5,7 +5,6 @@ the default security (CurveZMQ + MAC) unless a test says otherwise."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -13,16 +12,8 @@ import zmicro
 from zmicro import Code, RPCError, health
 from zmicro.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING
 
+from ..helpers import WAIT, FakeClock, eventually
 from ..processes import InProcess
-
-WAIT = 30.0
-
-
-def until(predicate, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        assert time.monotonic() < deadline, f"gave up waiting: {what}"
-        time.sleep(0.01)
 
 
 def node_health(registry, name) -> list[str]:
@@ -69,11 +60,11 @@ def test_check_and_set_serving(healthy, memory_registry):
     svc.set_serving(False)
     assert not svc.serving
     assert check(client) == NOT_SERVING
-    until(lambda: node_health(memory_registry, "healthy") == ["not_serving"],
+    eventually(lambda: node_health(memory_registry, "healthy") == ["not_serving"],
           "the registry to say not_serving")
     svc.set_serving(True)
     assert check(client) == SERVING
-    until(lambda: node_health(memory_registry, "healthy") == ["serving"],
+    eventually(lambda: node_health(memory_registry, "healthy") == ["serving"],
           "the registry to say serving again")
 
 
@@ -90,7 +81,7 @@ def test_watch_returns_on_change(healthy):
     t = threading.Thread(target=lambda: results.append(watch(client, last=SERVING, wait=60)),
                          daemon=True)
     t.start()
-    until(lambda: svc.stats()["watchers"] == 1, "the watch to wait")
+    eventually(lambda: svc.stats()["watchers"] == 1, "the watch to wait")
     assert not results
     svc.set_serving(False)
     t.join(WAIT)
@@ -118,7 +109,7 @@ def test_watchers_are_bounded(healthy):
                for _ in range(2)]
     for t in threads:
         t.start()
-    until(lambda: svc.stats()["watchers"] == 2, "two watches to wait")
+    eventually(lambda: svc.stats()["watchers"] == 2, "two watches to wait")
     with pytest.raises(RPCError) as err:
         watch(client, last=SERVING, wait=60)
     assert err.value.code == Code.RESOURCE_EXHAUSTED
@@ -140,7 +131,7 @@ def test_draining_says_not_serving_and_releases_watchers(healthy, memory_registr
         client.call("healthy", health.WATCH, {"last": SERVING, "wait": 60}, address=address)),
         daemon=True)
     watcher.start()
-    until(lambda: svc.stats()["in_flight"] == 2 and svc.stats()["watchers"] == 1,
+    eventually(lambda: svc.stats()["in_flight"] == 2 and svc.stats()["watchers"] == 1,
           "the slow call and the watch")
     svc.stop()
     watcher.join(WAIT)
@@ -185,12 +176,7 @@ def test_the_zmicro_prefix_is_reserved(name):
 
 
 def test_watch_times_its_wait_with_the_injected_clock():
-    now = [0.0]
-
-    def clock():
-        now[0] += 100.0  # every look at the clock: 100 s later
-        return now[0]
-
+    clock = FakeClock(0.0, step=100.0)  # every look at the clock: 100 s later
     h = health.Health("svc", clock=clock)
     # wait=60: expired at the first look, whatever the real time.
     assert h.watch(health.WatchRequest(last=SERVING, wait=60), None).status == SERVING

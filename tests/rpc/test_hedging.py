@@ -13,6 +13,8 @@ from zmicro import Code, RPCError
 from zmicro.client import HedgingPolicy
 from zmicro.registry import MemoryRegistry
 
+from ..helpers import eventually
+
 
 def node(registry, name: str, delay: float, log: list, *, fail: bool = False):
     svc = zmicro.Service(name, registry=registry)
@@ -30,14 +32,6 @@ def node(registry, name: str, delay: float, log: list, *, fail: bool = False):
         return delay
 
     return svc
-
-
-def _wait(predicate, timeout: float = 30.0) -> None:
-    import time
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -60,7 +54,8 @@ def test_the_fast_node_answers(registry, serve):
     # Calls that began on the slow node were hedged, and cancelled there
     # when the fast one answered.
     assert 1 <= slow_log.count("start") <= 4 and fast_log.count("start") == 4
-    _wait(lambda: slow_log.count("cancelled") == slow_log.count("start"))
+    eventually(lambda: slow_log.count("cancelled") == slow_log.count("start"),
+               "every hedged-away attempt is cancelled")
 
 
 def test_client_default_hedges_idempotent_calls(registry, serve):

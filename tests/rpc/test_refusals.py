@@ -8,7 +8,6 @@ Most of these put raw frames on the wire, so they use insecure services
 from __future__ import annotations
 
 import threading
-import time
 
 import msgspec
 import pytest
@@ -17,6 +16,8 @@ import zmq
 import zmicro
 from zmicro import Code, wire
 from zmicro.security import Security
+
+from ..helpers import eventually
 
 NP = wire.FLAG_NOT_PROCESSED
 
@@ -110,10 +111,7 @@ def test_busy_is_flagged(refusals):
     holder = threading.Thread(target=raw_call, args=(svc.address, request("R.Hold"), [b"1"]),
                               daemon=True)
     holder.start()
-    deadline = time.monotonic() + 30
-    while svc.stats()["in_flight"] < 1:
-        assert time.monotonic() < deadline, "the held call never started"
-        time.sleep(0.01)
+    eventually(lambda: svc.stats()["in_flight"] >= 1, "the held call starts")
     busy = raw_call(svc.address, request(), [b"1"])
     assert busy.status == Code.RESOURCE_EXHAUSTED and busy.flags & NP
     release.set()

@@ -22,6 +22,8 @@ from zmicro.client import OutlierPolicy, RetryPolicy
 NO_EJECTION = OutlierPolicy(max_ejected_share=0)
 from zmicro.registry import MemoryRegistry, Node, ServiceRecord
 
+from ..helpers import eventually_async
+
 
 class Counter:
     def __init__(self) -> None:
@@ -278,8 +280,7 @@ def test_async_cancel_during_backoff(registry, serve):
     async def main():
         async with zmicro.AsyncClient(registry=registry, timeout=60, retry=policy) as c:
             fut = c.call("svc-acancel", "Svc.Call", 1, idempotent=True)
-            while bad.n < 1:
-                await asyncio.sleep(0.01)
+            await eventually_async(lambda: bad.n >= 1, "the first attempt reaches the bad node")
             await asyncio.sleep(0.1)
             fut.cancel()
             with pytest.raises(asyncio.CancelledError):

@@ -20,15 +20,6 @@ from zmicro.security import Security
 WAIT = 10.0  # seconds: an upper bound for things that take milliseconds
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
-
-
 @pytest.fixture
 def make_security(tmp_path) -> Callable[[str], Security]:
     """A secure Security over a fresh key store ``tmp_path/<name>``."""

@@ -14,7 +14,7 @@ from zmicro.errors import Code, Error, RPCError
 from zmicro.keys import KeyStore, write_keypair
 from zmicro.security import Security, resolve_insecure
 
-from .conftest import wait_until
+from ..helpers import eventually
 
 
 @pytest.fixture
@@ -160,7 +160,7 @@ def test_registry_key_from_an_untrusted_registry_needs_the_trust_store(make_secu
     assert info.value.code == Code.UNAUTHENTICATED
     assert ADDRESS in info.value.detail and remote not in info.value.detail
     sec.store.trust(remote, name="remote")
-    assert wait_until(lambda: remote in sec.allowlist())
+    eventually(lambda: remote in sec.allowlist(), "the new key in the allowlist")
     assert sec.server_key_for(ADDRESS, registry_key=remote) == remote
     # our own key is always acceptable: only we hold its secret
     assert sec.server_key_for(ADDRESS, registry_key=sec.public_key) == sec.public_key
@@ -192,7 +192,7 @@ def test_principal_for_maps_keys_to_names_and_roles(make_security):
     sec = make_security("s")
     friend = make_security("friend").public_key
     sec.store.trust(friend, name="friend", roles=["reader"])
-    assert wait_until(lambda: friend in sec.allowlist())
+    eventually(lambda: friend in sec.allowlist(), "the friend in the allowlist")
     p = sec.principal_for(friend)
     assert (p.key, p.name, p.roles, p.authenticated) == (friend, "friend",
                                                          frozenset({"reader"}), True)
@@ -204,4 +204,4 @@ def test_principal_for_maps_keys_to_names_and_roles(make_security):
     assert sec.principal_for(make_security("stranger").public_key) is ANONYMOUS
 
     sec.store.trust(friend, name="friend", roles=["writer"])
-    assert wait_until(lambda: sec.principal_for(friend).roles == frozenset({"writer"}))
+    eventually(lambda: sec.principal_for(friend).roles == frozenset({"writer"}), "the new role")

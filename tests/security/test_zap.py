@@ -32,7 +32,8 @@ from zmicro.errors import Error
 from zmicro.keys import TrustedKey, fingerprint
 from zmicro.zap import Authenticator, decode_metadata, encode_metadata
 
-from .conftest import WAIT, Monitor, wait_until
+from ..helpers import eventually
+from .conftest import WAIT, Monitor
 
 AUTH = "HANDSHAKE_FAILED_AUTH"
 NO_DETAIL = "HANDSHAKE_FAILED_NO_DETAIL"
@@ -102,7 +103,7 @@ def test_a_key_trusted_after_start_is_accepted_without_restart(
     assert refused.monitor.wait_for(AUTH, SUCCEEDED) == (AUTH, 400)
 
     server_sec.store.trust(late.public_key, name="late")  # what `zmicro trust` does
-    assert wait_until(lambda: late.public_key in server_sec.allowlist())
+    eventually(lambda: late.public_key in server_sec.allowlist(), "the late key in the allowlist")
     client = clients(late, server)
     client.socket.send(b"now?")
     frames = server.receive()
@@ -119,7 +120,7 @@ def test_a_removed_key_is_refused_for_new_connections(make_security, servers, cl
     user_id = frames[-1].get("User-Id")
 
     assert server_sec.store.untrust(client_sec.public_key)
-    assert wait_until(lambda: client_sec.public_key not in server_sec.allowlist())
+    eventually(lambda: client_sec.public_key not in server_sec.allowlist(), "the key out of the allowlist")
     second = clients(client_sec, server)
     assert second.monitor.wait_for(AUTH, SUCCEEDED) == (AUTH, 400)
     # The open connection stays (ZAP runs at handshake), but its rights go.
@@ -261,7 +262,7 @@ def test_terminating_the_context_stops_the_authenticator():
     ctx = zmq.Context()
     auth = Authenticator.for_context(ctx)
     ctx.destroy(linger=0)  # returns: the handler closed its socket on ETERM
-    assert wait_until(lambda: not auth.running)
+    eventually(lambda: not auth.running, "the authenticator stops")
     assert Authenticator.existing(ctx) is None
     with pytest.raises(Error, match="terminated"):
         Authenticator.for_context(ctx)

@@ -2,24 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
 from zmicro import _core
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand; counts its reads."""
-
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-        self.reads = 0
-
-    def __call__(self) -> float:
-        self.reads += 1
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def records(*addresses, version="1.0", metadata=None, public_key=None):
@@ -35,11 +18,6 @@ def balancer(strategy, addresses, **kw):
     b = _core.Balancer(strategy, **kw)
     b.update(records(*addresses))
     return b
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
 
 
 STRATEGIES = [

@@ -10,7 +10,8 @@ import pytest
 
 from zmicro import _core
 
-from .conftest import STRATEGIES, FakeClock, addrs, balancer, records
+from ..helpers import FakeClock
+from .conftest import STRATEGIES, addrs, balancer, records
 
 
 def fail(b, n, times=1, latency=0.01):
@@ -42,7 +43,7 @@ def test_n_consecutive_failures_eject(clock):
     assert bad.failures == 4 and not bad.ejected
     fail(b, bad)
     assert bad.ejected and bad.ejections == 1
-    assert bad.ejected_until == pytest.approx(clock.t + 30.0)
+    assert bad.ejected_until == pytest.approx(clock.now + 30.0)
     assert all(b.pick() is not bad for _ in range(100))
     assert b.stats()["ejected"] == 1
 
@@ -71,7 +72,7 @@ def test_return_on_probation_then_longer_ejection(clock):
     assert b.stats()["returns"] == 1 and b.stats()["probation"] == 1
     fail(b, bad)  # one failure on probation ejects again, for longer
     assert bad.ejected and bad.ejections == 2
-    assert bad.ejected_until == pytest.approx(clock.t + 20.0)
+    assert bad.ejected_until == pytest.approx(clock.now + 20.0)
     clock.advance(20.0)
     b.pick()
     assert bad.probation
@@ -80,7 +81,7 @@ def test_return_on_probation_then_longer_ejection(clock):
     fail(b, bad, 2)
     assert not bad.ejected  # back to needing 3 in a row
     fail(b, bad)
-    assert bad.ejected and bad.ejected_until == pytest.approx(clock.t + 30.0)
+    assert bad.ejected and bad.ejected_until == pytest.approx(clock.now + 30.0)
 
 
 def test_ejection_time_grows_and_is_capped(clock):
@@ -91,7 +92,7 @@ def test_ejection_time_grows_and_is_capped(clock):
     for _ in range(6):
         fail(b, bad)
         assert bad.ejected
-        seen.append(bad.ejected_until - clock.t)
+        seen.append(bad.ejected_until - clock.now)
         clock.advance(seen[-1])
         b.pick()  # notices the time is up
         assert bad.probation

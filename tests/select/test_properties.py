@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from zmicro import _core
 
-from .conftest import FakeClock, records
+from ..helpers import FakeClock
+from .conftest import records
 
 address = st.text(min_size=1, max_size=24)
 address_sets = st.lists(address, min_size=0, max_size=40, unique=True)

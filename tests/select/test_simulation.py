@@ -12,7 +12,8 @@ import pytest
 
 from zmicro import _core
 
-from .conftest import FakeClock, addrs, balancer
+from ..helpers import FakeClock
+from .conftest import addrs, balancer
 
 CALLS = 3000
 
@@ -27,9 +28,9 @@ def slow_share(strategy, seed, gap=0.001, fast=0.002, slow=0.020):
         t = i * gap
         while pending and pending[0][0] <= t:
             end, _, n, latency = heapq.heappop(pending)
-            clock.t = end
+            clock.set(end)
             b.end(n, latency)
-        clock.t = t
+        clock.set(t)
         n = b.pick()
         b.begin(n)
         latency = slow if n.address == names[0] else fast

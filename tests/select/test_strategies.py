@@ -11,7 +11,8 @@ import pytest
 
 from zmicro import _core
 
-from .conftest import STRATEGIES, FakeClock, addrs, balancer, records
+from ..helpers import FakeClock
+from .conftest import STRATEGIES, addrs, balancer, records
 
 # chi-square critical values at p = 0.001 (tables), by degrees of freedom
 CHI2_999 = {4: 18.467, 9: 27.877, 19: 43.820}

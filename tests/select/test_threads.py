@@ -12,7 +12,8 @@ import pytest
 
 from zmicro import _core
 
-from .conftest import STRATEGIES, FakeClock, addrs
+from ..helpers import FakeClock
+from .conftest import STRATEGIES, addrs
 
 
 def _sets():

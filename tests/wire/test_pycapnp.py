@@ -17,7 +17,7 @@ from zmicro import WireError, WireErrorCode, wire
 from .strategies import canonical_size, headers
 
 SCHEMAS = Path(__file__).with_name("schemas")
-current = capnp.load(str(wire.SCHEMA))
+current = wire.load_schema()
 old = capnp.load(str(SCHEMAS / "wire_old.capnp"))
 new = capnp.load(str(SCHEMAS / "wire_new.capnp"))
 
@@ -51,8 +51,11 @@ def from_capnp(r) -> zmicro.Header:
     return zmicro.Header(**fields)
 
 
-def read_with(schema, data: bytes):
-    with schema.Header.from_bytes(data) as r:
+def read_with(schema, data: bytes, *, limit: int | None = None):
+    """Every field of `data` read once, with the traversal limit of
+    docs/protocol.md 3.5 (header bytes / 8 words) unless `limit` is given."""
+    words = len(data) // 8 if limit is None else limit
+    with schema.Header.from_bytes(data, traversal_limit_in_words=words) as r:
         return r.to_dict() if schema is not current else from_capnp(r)
 
 
@@ -60,7 +63,11 @@ def read_with(schema, data: bytes):
 def test_pycapnp_reads_our_bytes(h):
     if canonical_size(h) > wire.MAX_HEADER:
         return
-    assert read_with(current, h.encode()) == h
+    data = h.encode()
+    assert read_with(current, data) == h
+    # The doc's limit is the smallest: zmicro's encoding has no gaps.
+    with pytest.raises(capnp.KjException, match="traversal limit"):
+        read_with(current, data, limit=len(data) // 8 - 1)
 
 
 @given(headers(kinds=known_kinds))
@@ -131,6 +138,18 @@ def test_schema_shipped_in_package():
     assert wire.SCHEMA.is_file()
     fields = [f.name for f in current.Header.schema.node.struct.fields]
     assert fields[:3] == ["version", "kind", "flags"]
+
+
+def test_the_schema_constants_are_zmicro_flags():
+    """wire.capnp has every Header.flags bit as a constant (flagSigned for
+    SIGNED...), so other languages need not copy them from the doc."""
+    constants = {node.name: getattr(current, node.name)
+                 for node in current.schema.get_proto().nestedNodes
+                 if node.name.startswith("flag")}
+    camel = {"flag" + "".join(w.capitalize() for w in f.name.split("_")): f.value
+             for f in wire.Flags}
+    assert constants == camel
+    assert constants["flagSigned"] == wire.FLAG_SIGNED == 1
 
 
 def test_layout_matches_compiled_schema():

@@ -17,7 +17,7 @@ from .capnp_words import (
 )
 from .strategies import headers
 
-current = capnp.load(str(wire.SCHEMA))
+current = wire.load_schema()
 
 
 def code_of(data: bytes) -> E:
