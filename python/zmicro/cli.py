@@ -43,10 +43,19 @@ import zmq
 from . import __version__, codec, health as _health
 from .client import DEFAULT_TIMEOUT, Client
 from .errors import RPCError, TransportError, WireError
-from .keys import KeyStore, KeyStoreError, fingerprint, load_public_key, write_keypair
-from .mackeys import ALGORITHMS, MacSecrets, MacSecretsError, secrets_path
 from .registry import EmbeddedRegistry, Registry, RegistryError, ServiceRecord, from_url
-from .security import Security
+from .security import (
+    ALGORITHMS,
+    KeyStore,
+    KeyStoreError,
+    MacSecrets,
+    MacSecretsError,
+    Security,
+    fingerprint,
+    load_public_key,
+    secrets_path,
+    write_keypair,
+)
 
 __all__ = ["EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_USAGE", "main"]
 

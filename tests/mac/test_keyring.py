@@ -1,6 +1,6 @@
 """The MAC end to end in the core: signing, and the receiver's checks in
 their order (sizes, key id, MAC, timestamp window, nonce), with keys
-derived from master secrets (zmicro.mackeys)."""
+derived from master secrets (zmicro.security.mackeys)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zmicro import _core, mackeys, wire
+from zmicro import _core, wire
+from zmicro.security import mackeys
 from zmicro.wire import Header
 
 SECRET = bytes(range(32))

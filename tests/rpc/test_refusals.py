@@ -16,7 +16,7 @@ import zmq
 
 import zmicro
 from zmicro import Code, wire
-from zmicro.security import Security
+from zmicro.security.transport import Security
 
 NP = wire.FLAG_NOT_PROCESSED
 

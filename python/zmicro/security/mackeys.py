@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -35,11 +36,13 @@ from typing import NamedTuple
 
 import blake3
 
-from . import _core
-from .errors import Error
+from .. import _core
+from ..errors import Error
 
 __all__ = ["ALGORITHMS", "DERIVE_CONTEXT", "MacSecrets", "MacSecretsError", "MasterSecret",
            "derive_key", "secrets_path"]
+
+log = logging.getLogger(__name__)
 
 #: BLAKE3 derive-key context: fixed, globally unique, never reused elsewhere.
 DERIVE_CONTEXT = "zmicro 2026-11-23 per-service message MAC key v1"
@@ -190,9 +193,7 @@ class MacSecrets:
                 return False
             current, secrets = self._read()
         except (OSError, MacSecretsError) as exc:
-            import logging
-            logging.getLogger("zmicro.security").warning(
-                "zmicro: keeping the MAC keys in use: %s", exc)
+            log.warning("zmicro: keeping the MAC keys in use: %s", exc)
             return False
         with self._lock:
             self.current, self.secrets = current, secrets

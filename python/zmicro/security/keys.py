@@ -7,14 +7,15 @@ The key store is one private directory (:func:`home`)::
         id.key                   0644   its public half, to copy to other machines
         trusted/                 0700   the allowlist: one public certificate per key
             alice-3f2a9c0d1b7e.key
-        mac.keys                        MAC master secrets (zmicro.mac)
+        mac.keys                        MAC master secrets (zmicro.security.mackeys)
 
 Files use pyzmq's certificate format (``zmq.auth.create_certificates``,
 ZPL text, RFC 4): what pyzmq and czmq write can be read here and the other
 way round. A trusted key's certificate carries its ``name`` and ``roles``
 (space-separated) in the metadata section; the authenticator
-(:mod:`zmicro.zap`) hands them to the server as the connection's ``X-Name``
-and ``X-Roles``, and :class:`~zmicro.auth.Principal` is built from them.
+(:mod:`zmicro.security.zap`) hands them to the server as the connection's
+``X-Name`` and ``X-Roles``, and :class:`~zmicro.auth.Principal` is built
+from them.
 
 The first use creates the identity and trusts it, so every service and
 client of one user on one machine accept each other with no setup; keys of
@@ -45,7 +46,7 @@ import zmq
 import zmq.auth
 import zmq.utils.z85
 
-from .errors import Error
+from ..errors import Error
 
 __all__ = [
     "KeyPair",
@@ -59,7 +60,7 @@ __all__ = [
     "write_keypair",
 ]
 
-log = logging.getLogger("zmicro.keys")
+log = logging.getLogger(__name__)
 
 KEY_LENGTH = 40          # a Z85 Curve key: 32 bytes as 40 characters
 _CERT_MAX = 64 * 1024    # a certificate is a few hundred bytes; never read more
@@ -387,7 +388,8 @@ class KeyStore:
 
     @property
     def mac_secrets_path(self) -> Path:
-        """Where the MAC master secrets live (``zmicro.mac`` reads them)."""
+        """Where the MAC master secrets live (read by
+        :mod:`zmicro.security.mackeys`)."""
         return self.path / "mac.keys"
 
     # -- identity
