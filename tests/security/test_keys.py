@@ -164,7 +164,9 @@ def test_identity_created_by_two_processes_at_once_is_one(tmp_path):
     store = KeyStore(tmp_path / "s")
     assert store.identity().public == outputs[0]
     assert list(store.trusted()) == [outputs[0]]
-    assert not [n for n in os.listdir(store.path) if n.startswith(".tmp")]
+    # No temporary file left (they are the only names with a leading dot).
+    assert not [n for n in os.listdir(store.path) if n.startswith(".")]
+    assert not [n for n in os.listdir(store.trusted_dir) if n.startswith(".")]
 
 
 def test_an_open_identity_file_of_ours_is_tightened(tmp_path):
