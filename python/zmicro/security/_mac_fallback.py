@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
-from .errors import MacError, WireErrorCode
+from ..errors import MacError, WireErrorCode
 
 DOMAIN = b"zmicro-mac-v1"
 HMAC_SHA256 = 1
