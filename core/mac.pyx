@@ -28,7 +28,7 @@ cdef object _fallback = None
 cdef object _fallback_module():
     global _fallback
     if _fallback is None:
-        from zmicro import _mac_fallback
+        from zmicro.security import _mac_fallback
         _fallback = _mac_fallback
         slow = [name for name, who in mac_backends().items() if who == "python"]
         _logging.getLogger("zmicro").warning(

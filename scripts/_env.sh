@@ -14,6 +14,17 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY="$ROOT/.venv/bin/python"
 "$VPY" -m pip install -q --disable-pip-version-check "setuptools>=68" "Cython>=3.0.10,<4" wheel
+# setuptools copies python/ into build/<mode>/lib*/ and never deletes there:
+# a module moved or removed in python/ would still be installed from its old
+# copy (and imports of its old path keep working here, nowhere else).
+"$VPY" - <<'EOF'
+from pathlib import Path
+source = Path("python/zmicro")
+for lib in Path("build").glob("*/lib*/zmicro"):
+    for copy in [*lib.rglob("*.py"), *lib.rglob("*.pyi")]:
+        if not (source / copy.relative_to(lib)).exists():
+            copy.unlink()
+EOF
 # No build isolation: reuses build/ between runs, so a rebuild compiles
 # only what changed.
 "$VPY" -m pip install -q --disable-pip-version-check --no-build-isolation ".[${ZMICRO_EXTRAS:-test}]"

@@ -34,7 +34,7 @@ def test_package_data_installed():
 def test_public_names():
     for name in zmicro.__all__:
         assert hasattr(zmicro, name), name
-    for mod in (zmicro.wire, zmicro.mac, zmicro.errors, zmicro_auth):
+    for mod in (zmicro.wire, zmicro.mac, zmicro.errors, zmicro_auth, zmicro.security):
         for name in mod.__all__:
             assert hasattr(mod, name), (mod.__name__, name)
 
@@ -58,3 +58,13 @@ def test_every_subpackage_is_installed():
         if "__pycache__" in module.parts:
             continue
         assert (module.parent / "__init__.py").is_file(), module.parent
+
+
+def test_no_module_is_installed_without_its_source():
+    """A module moved or removed in python/ must not stay installed from an
+    old build (setuptools never cleans build/lib): its old import path would
+    keep working here and fail everywhere else."""
+    source = Path(__file__).resolve().parents[1] / "python" / "zmicro"
+    installed = Path(zmicro.__file__).parent
+    for module in [*installed.rglob("*.py"), *installed.rglob("*.pyi")]:
+        assert (source / module.relative_to(installed)).is_file(), module

@@ -8,7 +8,8 @@ header, MACs and every libzmq call; this package is the Python API over it.
 
 from __future__ import annotations
 
-from . import codec, errors, mac, middleware, registry, wire
+from . import codec, errors, middleware, registry, security, wire
+from .security import mac
 from .client import AsyncClient, Client
 from .context import Context, current_context
 from .errors import (
@@ -53,6 +54,7 @@ __all__ = [
     "middleware",
     "recv_message",
     "registry",
+    "security",
     "send_message",
     "wire",
 ]

@@ -39,7 +39,7 @@ every socket is a CurveZMQ client with the user's key pair (the key store,
 ``server_key=``, the registry record when the registry is trusted, else the
 user's own key: on one machine, the user's services have it); every request
 is signed with its service's MAC key and every reply checked (see
-:mod:`zmicro.mackeys`).
+:mod:`zmicro.security.mackeys`).
 
 ``Client`` may be shared by threads (it keeps one socket per node per
 thread). ``AsyncClient`` belongs to one event loop; its ``call()`` sends at
@@ -56,13 +56,11 @@ import zmq
 
 from . import _core
 from .codec import DEFAULT_CONTENT_TYPE, codecs
-from .keys import KeyStore
-from .mackeys import MacSecrets, secrets_path
 from .middleware import Call, ClientInterceptor, chain_client
 from .errors import Code, RPCError
 from .registry import Registry, RegistryError, default_registry
 from .registry.cache import RegistryCache
-from .security import Security
+from .security import KeyStore, MacSecrets, Security, secrets_path
 
 __all__ = ["AsyncClient", "Client", "DEFAULT_TIMEOUT", "HedgingPolicy", "OutlierPolicy",
            "RetryPolicy"]

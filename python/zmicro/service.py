@@ -42,10 +42,11 @@ signal changes nothing; the grace period bounds the wait.
 
 Security is on unless asked off (``insecure=True`` or ``ZMICRO_INSECURE=1``):
 the socket is a CurveZMQ server that admits only the keys of the trust store's
-allowlist (a ZAP handler with ``ZAP_ENFORCE_DOMAIN``, see :mod:`zmicro.zap`),
-its public key goes into the registry record, every request must carry a
-valid MAC under the service's key (:mod:`zmicro.mackeys`) within the
-``mac_window`` and a nonce not seen before, and every reply is signed.
+allowlist (a ZAP handler with ``ZAP_ENFORCE_DOMAIN``, see
+:mod:`zmicro.security.zap`), its public key goes into the registry record,
+every request must carry a valid MAC under the service's key
+(:mod:`zmicro.security.mackeys`) within the ``mac_window`` and a nonce not
+seen before, and every reply is signed.
 ``policy=`` (:class:`zmicro.auth.Policy`) adds end-user tokens, rules and
 rate limits in front of the handlers; ``ctx.principal`` names the caller.
 """
@@ -75,10 +76,8 @@ from .registry import Endpoint as EndpointRecord
 from .auth import Policy
 from .auth.audit import audit
 from .auth.principal import ANONYMOUS
-from .keys import KeyStore
-from .mackeys import MacSecrets, secrets_path
 from .registry import Node, Registry, ServiceRecord, default_registry
-from .security import Security
+from .security import KeyStore, MacSecrets, Security, secrets_path
 
 __all__ = ["Service", "blocking"]
 

@@ -1,19 +1,21 @@
 """The MAC end to end in the core: signing, and the receiver's checks in
 their order (sizes, key id, MAC, timestamp window, nonce), answers bound to
 their request's nonce, one nonce set per service with a quota per
-principal, with keys derived from master secrets (zmicro.mackeys)."""
+principal, with keys derived from master secrets (zmicro.security.mackeys)."""
 
 from __future__ import annotations
 
 import os
 import stat
+import threading
 
 import blake3
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zmicro import _core, mackeys, wire
+from zmicro import _core, wire
+from zmicro.security import mackeys
 from zmicro.wire import Header
 
 from ..helpers import UNIX_START, FakeClock
@@ -249,6 +251,31 @@ def test_secrets_file_created_private_and_shared(tmp_path):
     assert b.keyring("svc").open(msg, b"p") == "ok"
     assert b.keyring("other").open(msg, b"p") == "bad_mac"  # per-service keys
     assert all(s.secret.hex() not in repr(s) for s in a.secrets)
+    assert os.listdir(path.parent) == ["mac.keys"]  # no temporary file left
+
+
+def test_secrets_file_created_at_once_is_one(tmp_path):
+    """Instances made at the same moment (processes sharing a home) all
+    end up with the secrets of the one file that won: none clobbers it."""
+    path = tmp_path / "home" / "mac.keys"
+    for _ in range(10):
+        path.unlink(missing_ok=True)
+        start = threading.Barrier(8)
+        made = []
+
+        def make() -> None:
+            start.wait()
+            made.append(mackeys.MacSecrets(path))
+
+        threads = [threading.Thread(target=make) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(made) == 8
+        assert all(s.secrets == made[0].secrets for s in made)
+        assert mackeys.MacSecrets(path).secrets == made[0].secrets
+        assert os.listdir(path.parent) == ["mac.keys"]
 
 
 def test_rotation_through_the_file(tmp_path):
@@ -269,6 +296,7 @@ def test_rotation_through_the_file(tmp_path):
     assert srv.key_ids == [2]
     with pytest.raises(ValueError):
         editor.remove(new)  # the current key stays
+    assert os.listdir(tmp_path) == ["mac.keys"]
 
 
 def test_malformed_or_exposed_secrets_file(tmp_path):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import zmicro
 from zmicro import MacError, WireErrorCode, mac, wire
-from zmicro.mac import Alg
+from zmicro.security.mac import Alg
 
 keys = st.binary(min_size=mac.KEY_MIN, max_size=mac.KEY_MAX)
 frame_lists = st.lists(st.binary(max_size=300), max_size=mac.FRAME_MAX)

@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 import zmicro
-from zmicro.keys import KeyStore
-from zmicro.mackeys import MacSecrets, secrets_path
+from zmicro.security.keys import KeyStore
+from zmicro.security.mackeys import MacSecrets, secrets_path
 from zmicro.registry import EtcdRegistry
 
 from ..processes import InProcess

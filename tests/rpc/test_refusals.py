@@ -15,7 +15,7 @@ import zmq
 
 import zmicro
 from zmicro import Code, wire
-from zmicro.security import Security
+from zmicro.security.transport import Security
 
 from ..helpers import eventually
 

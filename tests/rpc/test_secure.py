@@ -22,10 +22,10 @@ import zmq
 import zmicro
 from zmicro import _core, wire
 from zmicro.auth import Access, Policy, Rule
-from zmicro.keys import KeyStore
-from zmicro.mackeys import MacSecrets, secrets_path
+from zmicro.security.keys import KeyStore
+from zmicro.security.mackeys import MacSecrets, secrets_path
 from zmicro.registry import MemoryRegistry
-from zmicro.zap import Authenticator
+from zmicro.security.zap import Authenticator
 
 from ..processes import InProcess
 

@@ -14,8 +14,8 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from zmicro.keys import KeyStore
-from zmicro.security import Security
+from zmicro.security.keys import KeyStore
+from zmicro.security.transport import Security
 
 WAIT = 10.0  # seconds: an upper bound for things that take milliseconds
 

@@ -12,7 +12,7 @@ import zmq.auth
 from click.testing import CliRunner
 
 from zmicro.cli import EXIT_FAILED, EXIT_USAGE, main
-from zmicro.keys import KeyStore, fingerprint
+from zmicro.security.keys import KeyStore, fingerprint
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_mac_rotation_commands(tmp_path):
     from click.testing import CliRunner
 
     from zmicro.cli import main
-    from zmicro.mackeys import MacSecrets, secrets_path
+    from zmicro.security.mackeys import MacSecrets, secrets_path
 
     home = str(tmp_path / "home")
     run = CliRunner().invoke

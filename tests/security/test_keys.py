@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 import zmicro.auth
 from zmicro.errors import Error
-from zmicro.keys import (KeyPair, KeyStore, KeyStoreError, TrustedKey, check_key, fingerprint,
-                         home, load_public_key, write_keypair)
-from zmicro.zap import allowlist_from
+from zmicro.security.keys import (KeyPair, KeyStore, KeyStoreError, TrustedKey, check_key,
+                                  fingerprint, home, load_public_key, write_keypair)
+from zmicro.security.zap import allowlist_from
 
 
 def mode(path) -> int:
@@ -71,7 +71,7 @@ def test_an_open_home_of_ours_is_tightened(tmp_path, caplog):
     path = tmp_path / "store"
     path.mkdir(mode=0o755)
     os.chmod(path, 0o755)
-    with caplog.at_level(logging.WARNING, logger="zmicro.keys"):
+    with caplog.at_level(logging.WARNING, logger="zmicro.security.keys"):
         home(path)
     assert mode(path) == 0o700 and "now 0700" in caplog.text
 
@@ -145,7 +145,7 @@ def test_identity_created_by_many_threads_at_once_is_one(tmp_path):
 
 _CREATE = """
 import os, sys, time
-from zmicro.keys import KeyStore
+from zmicro.security.keys import KeyStore
 while not os.path.exists(sys.argv[2]):
     time.sleep(0.001)
 print(KeyStore(sys.argv[1]).identity().public)
@@ -164,7 +164,9 @@ def test_identity_created_by_two_processes_at_once_is_one(tmp_path):
     store = KeyStore(tmp_path / "s")
     assert store.identity().public == outputs[0]
     assert list(store.trusted()) == [outputs[0]]
-    assert not [n for n in os.listdir(store.path) if n.startswith(".tmp")]
+    # No temporary file left (they are the only names with a leading dot).
+    assert not [n for n in os.listdir(store.path) if n.startswith(".")]
+    assert not [n for n in os.listdir(store.trusted_dir) if n.startswith(".")]
 
 
 def test_an_open_identity_file_of_ours_is_tightened(tmp_path):
@@ -307,7 +309,7 @@ def test_malformed_files_are_skipped_with_one_warning_each(tmp_path, caplog):
                                     f'    public-key = "{new_key()}"\n')
     (d / "ignored.key_secret").write_text("whatever")
     (d / "notes.txt").write_text("whatever")
-    with caplog.at_level(logging.WARNING, logger="zmicro.keys"):
+    with caplog.at_level(logging.WARNING, logger="zmicro.security.keys"):
         assert list(store.trusted()) == [good]
         assert list(store.trusted()) == [good]
     warned = [r.getMessage() for r in caplog.records]
@@ -330,7 +332,7 @@ def test_a_directory_others_can_write_trusts_nobody(tmp_path, caplog):
     store = KeyStore(tmp_path / "s")
     store.trust(new_key())
     os.chmod(store.trusted_dir, 0o777)
-    with caplog.at_level(logging.WARNING, logger="zmicro.keys"):
+    with caplog.at_level(logging.WARNING, logger="zmicro.security.keys"):
         assert store.trusted() == {}
     assert "other users can write" in caplog.text
 

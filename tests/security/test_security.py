@@ -8,11 +8,11 @@ import logging
 import pytest
 import zmq
 
-import zmicro.security as security
+import zmicro.security.transport as transport
 from zmicro.auth import ANONYMOUS
 from zmicro.errors import Code, Error, RPCError
-from zmicro.keys import KeyStore, write_keypair
-from zmicro.security import Security, resolve_insecure
+from zmicro.security.keys import KeyStore, write_keypair
+from zmicro.security.transport import Security, resolve_insecure
 
 from ..helpers import eventually
 
@@ -20,7 +20,7 @@ from ..helpers import eventually
 @pytest.fixture
 def fresh_warnings(monkeypatch):
     """Forget which once-per-process warnings were given."""
-    monkeypatch.setattr(security, "_said", set())
+    monkeypatch.setattr(transport, "_said", set())
 
 
 # -- resolve_insecure ----------------------------------------------------------
@@ -103,7 +103,7 @@ def test_configure_server_sets_curve_and_an_enforced_domain(zctx, make_security)
     assert sock.getsockopt(zmq.CURVE_SERVER) == 1
     assert sock.getsockopt(zmq.ZAP_DOMAIN) == b"greeter"
     assert sock.getsockopt(zmq.ZAP_ENFORCE_DOMAIN) == 1
-    from zmicro.zap import Authenticator
+    from zmicro.security.zap import Authenticator
     auth = Authenticator.for_context(zctx)
     assert auth.domains() == ["greeter"]
     sec.release_server(sock, "greeter")

@@ -29,8 +29,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zmicro.errors import Error
-from zmicro.keys import TrustedKey, fingerprint
-from zmicro.zap import Authenticator, decode_metadata, encode_metadata
+from zmicro.security.keys import TrustedKey, fingerprint
+from zmicro.security.zap import Authenticator, decode_metadata, encode_metadata
 
 from ..helpers import eventually
 from .conftest import WAIT, Monitor

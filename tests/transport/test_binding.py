@@ -13,7 +13,7 @@ import zmq.auth.thread
 
 import zmicro
 from zmicro import _core, errors, wire
-from zmicro.mac import Alg
+from zmicro.security.mac import Alg
 
 KEY = b"0123456789abcdef0123456789abcdef"
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import zmicro
 from zmicro import WireError, WireErrorCode as E, wire
-from zmicro.mac import Alg
+from zmicro.security.mac import Alg
 
 HEADER = zmicro.Header(request_id=5, service="svc", endpoint="Svc.Call").encode()
 SIGNED = zmicro.Header(request_id=5, flags=wire.FLAG_SIGNED).encode()

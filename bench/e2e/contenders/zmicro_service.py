@@ -106,7 +106,7 @@ class _Said(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-# What zmicro says when it runs plaintext (python/zmicro/security.py).
+# What zmicro says when it runs plaintext (python/zmicro/security/transport.py).
 _PLAINTEXT_SAYS = ("no transport security", "insecure mode")
 # Why zmicro's defaults are plaintext in this process (empty: they are not).
 PLAINTEXT_DEFAULTS: list[str] = []

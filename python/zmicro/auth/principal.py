@@ -21,7 +21,7 @@ import zmq.utils.z85
 
 # One fingerprint for the whole package (BLAKE3 of the key's 32 raw bytes):
 # the CLI, the key store's file names, the audit log and Principal agree.
-from ..keys import fingerprint
+from ..security.keys import fingerprint
 
 __all__ = ["ANONYMOUS", "AUTHENTICATED", "Principal", "fingerprint", "freeze_claims",
            "roles_from_claim"]

@@ -1,8 +1,8 @@
 """Transport security: CurveZMQ with an enforced client allowlist, on by default.
 
 A :class:`Security` is what a service or client needs to secure its
-sockets: the user's key store and identity (:mod:`zmicro.keys`), and the
-process's ZAP handler (:mod:`zmicro.zap`). Build it with
+sockets: the user's key store and identity (:mod:`zmicro.security.keys`),
+and the process's ZAP handler (:mod:`zmicro.security.zap`). Build it with
 :meth:`Security.resolve`; then
 
 - a server socket: :meth:`~Security.configure_server` before ``bind``
@@ -26,14 +26,14 @@ from collections.abc import Mapping
 
 import zmq
 
-from .auth.principal import ANONYMOUS, Principal
-from .errors import Code, Error, RPCError
+from ..auth.principal import ANONYMOUS, Principal
+from ..errors import Code, Error, RPCError
 from .keys import KeyPair, KeyStore, TrustedKey, check_key, fingerprint, load_public_key
 from .zap import Allowlist, Authenticator, allowlist_from
 
-__all__ = ["MIN_LIBZMQ", "Security", "resolve_insecure"]
+__all__ = ["MIN_LIBZMQ", "Security", "check_libzmq", "resolve_insecure"]
 
-log = logging.getLogger("zmicro.security")
+log = logging.getLogger(__name__)
 
 #: Oldest libzmq accepted in secure mode: 4.3.3 fixes CVE-2019-13132 (a
 #: stack overflow before authentication, with CURVE) and CVE-2020-15166
@@ -75,11 +75,12 @@ def resolve_insecure(insecure: bool | None = None) -> bool:
 class Security:
     """The security settings of one service or client.
 
-    Attributes: ``insecure``; ``store`` (the :class:`~zmicro.keys.KeyStore`,
-    None when insecure); ``identity`` (its :class:`~zmicro.keys.KeyPair`,
-    None when insecure); ``public_key`` (``""`` when insecure), the key to
-    publish in a registry :class:`~zmicro.registry.Node`; ``allowlist`` (the
-    trusted keys, as the ZAP handler sees them; None when insecure).
+    Attributes: ``insecure``; ``store`` (the
+    :class:`~zmicro.security.keys.KeyStore`, None when insecure); ``identity``
+    (its :class:`~zmicro.security.keys.KeyPair`, None when insecure);
+    ``public_key`` (``""`` when insecure), the key to publish in a registry
+    :class:`~zmicro.registry.Node`; ``allowlist`` (the trusted keys, as the
+    ZAP handler sees them; None when insecure).
     """
 
     def __init__(self, *, insecure: bool, store: KeyStore | None,
@@ -103,12 +104,13 @@ class Security:
                 keys: str | os.PathLike[str] | KeyStore | None = None) -> Security:
         """Security as asked: plaintext when :func:`resolve_insecure` says so,
         else Curve with the key store ``keys`` (a :class:`KeyStore` or its
-        directory; default: :func:`zmicro.keys.home`), whose identity is
-        created on first use.
+        directory; default: :func:`zmicro.security.keys.home`), whose
+        identity is created on first use.
 
         Raises :class:`~zmicro.errors.Error` when libzmq is older than
         :data:`MIN_LIBZMQ` or built without CURVE, and
-        :class:`~zmicro.keys.KeyStoreError` when the key store is unusable.
+        :class:`~zmicro.security.keys.KeyStoreError` when the key store is
+        unusable.
         """
         if resolve_insecure(insecure):
             return cls(insecure=True, store=None, identity=None)
@@ -125,7 +127,7 @@ class Security:
         Sets ``CURVE_SERVER``, ``CURVE_SECRETKEY``, ``ZAP_DOMAIN`` and
         ``ZAP_ENFORCE_DOMAIN=1`` (checked by reading it back: without it,
         libzmq accepts everyone when no ZAP handler answers), and registers
-        ``domain`` with the context's :class:`~zmicro.zap.Authenticator`.
+        ``domain`` with the context's :class:`~zmicro.security.zap.Authenticator`.
         """
         if self.insecure:
             return

@@ -7,14 +7,15 @@ The key store is one private directory (:func:`home`)::
         id.key                   0644   its public half, to copy to other machines
         trusted/                 0700   the allowlist: one public certificate per key
             alice-3f2a9c0d1b7e.key
-        mac.keys                        MAC master secrets (zmicro.mac)
+        mac.keys                        MAC master secrets (zmicro.security.mackeys)
 
 Files use pyzmq's certificate format (``zmq.auth.create_certificates``,
 ZPL text, RFC 4): what pyzmq and czmq write can be read here and the other
 way round. A trusted key's certificate carries its ``name`` and ``roles``
 (space-separated) in the metadata section; the authenticator
-(:mod:`zmicro.zap`) hands them to the server as the connection's ``X-Name``
-and ``X-Roles``, and :class:`~zmicro.auth.Principal` is built from them.
+(:mod:`zmicro.security.zap`) hands them to the server as the connection's
+``X-Name`` and ``X-Roles``, and :class:`~zmicro.auth.Principal` is built
+from them.
 
 The first use creates the identity and trusts it, so every service and
 client of one user on one machine accept each other with no setup; keys of
@@ -33,7 +34,6 @@ import getpass
 import logging
 import os
 import re
-import secrets
 import stat
 import threading
 from collections.abc import Iterable
@@ -45,7 +45,8 @@ import zmq
 import zmq.auth
 import zmq.utils.z85
 
-from .errors import Error
+from ..errors import Error
+from ._files import write_atomic
 
 __all__ = [
     "KeyPair",
@@ -59,7 +60,7 @@ __all__ = [
     "write_keypair",
 ]
 
-log = logging.getLogger("zmicro.keys")
+log = logging.getLogger(__name__)
 
 KEY_LENGTH = 40          # a Z85 Curve key: 32 bytes as 40 characters
 _CERT_MAX = 64 * 1024    # a certificate is a few hundred bytes; never read more
@@ -215,7 +216,7 @@ def _quote(value: str) -> str:
     return f'"{value}"'
 
 
-def _certificate_text(public: str, secret: str | None, metadata: dict[str, str]) -> str:
+def _certificate(public: str, secret: str | None, metadata: dict[str, str]) -> bytes:
     # pyzmq's layout (zmq.auth.certs._write_key_file), so pyzmq, czmq and
     # zmq.auth.load_certificate read what we write.
     now = datetime.datetime.now().isoformat(timespec="seconds")
@@ -229,45 +230,7 @@ def _certificate_text(public: str, secret: str | None, metadata: dict[str, str])
     lines += ["curve", f'    public-key = "{public}"']
     if secret:
         lines.append(f'    secret-key = "{secret}"')
-    return "\n".join(lines) + "\n"
-
-
-def _write_new(path: Path, text: str, mode: int) -> None:
-    """Write ``path``, which must not exist, with ``mode`` from the start
-    (a secret is never readable by others, not even for a moment)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)  # O_CREAT's mode went through the umask
-        data = text.encode()
-        while data:
-            data = data[os.write(fd, data):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _temporary(directory: Path) -> Path:
-    # A leading dot and no ".key" suffix: readers of the directory skip it.
-    return directory / f".tmp-{os.getpid()}-{secrets.token_hex(6)}"
-
-
-def _publish(directory: Path, name: str, text: str, mode: int, *, replace: bool) -> bool:
-    """Write ``directory/name`` whole or not at all: through a temporary file,
-    then ``rename`` (``replace``) or ``link`` (never over an existing file).
-    Returns False when ``replace`` is false and the file already exists."""
-    tmp = _temporary(directory)
-    _write_new(tmp, text, mode)
-    try:
-        if replace:
-            os.replace(tmp, directory / name)
-            return True
-        try:
-            os.link(tmp, directory / name)
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
+    return ("\n".join(lines) + "\n").encode()
 
 
 def _parse_metadata(data: bytes) -> dict[str, str]:
@@ -340,10 +303,12 @@ def write_keypair(directory: str | os.PathLike[str], name: str, *,
     if not target.exists():
         _private_dir(target, "key directory")
     public, secret = (k.decode("ascii") for k in zmq.curve_keypair())
-    if not _publish(target, f"{name}.key_secret", _certificate_text(public, secret, {}),
-                    0o600, replace=overwrite):
-        raise FileExistsError(f"{target / (name + '.key_secret')} exists")
-    _publish(target, f"{name}.key", _certificate_text(public, None, {}), 0o644, replace=True)
+    secret_path = target / f"{name}.key_secret"
+    if not write_atomic(secret_path, _certificate(public, secret, {}),
+                        mode=0o600, replace=overwrite):
+        raise FileExistsError(f"{secret_path} exists")
+    write_atomic(target / f"{name}.key", _certificate(public, None, {}),
+                 mode=0o644, replace=True)
     return KeyPair(public, secret)
 
 
@@ -387,7 +352,8 @@ class KeyStore:
 
     @property
     def mac_secrets_path(self) -> Path:
-        """Where the MAC master secrets live (``zmicro.mac`` reads them)."""
+        """Where the MAC master secrets live (read by
+        :mod:`zmicro.security.mackeys`)."""
         return self.path / "mac.keys"
 
     # -- identity
@@ -439,17 +405,16 @@ class KeyStore:
     def _create_identity(self, *, name: str, replace: bool) -> KeyPair:
         with _create_lock:
             public, secret = (k.decode("ascii") for k in zmq.curve_keypair())
-            text = _certificate_text(public, secret, {})
             try:
-                won = _publish(self.path, self.identity_path.name, text, 0o600,
-                               replace=replace)
+                won = write_atomic(self.identity_path, _certificate(public, secret, {}),
+                                   mode=0o600, replace=replace)
             except OSError as exc:
                 raise KeyStoreError(f"cannot write {self.identity_path}: {exc.strerror}"
                                     ) from None
             if not won:  # another process created it first: use theirs
                 return self._load_identity()
-            _publish(self.path, "id.key", _certificate_text(public, None, {}), 0o644,
-                     replace=True)
+            write_atomic(self.path / "id.key", _certificate(public, None, {}),
+                         mode=0o644, replace=True)
             self.trust(public, name=name or _user(), roles={"self"})
             log.info("zmicro: created the identity %s (fingerprint %s)",
                      self.identity_path, fingerprint(public)[:16])
@@ -499,8 +464,8 @@ class KeyStore:
         metadata = {"name": name} if name else {}
         if role_set:
             metadata["roles"] = " ".join(sorted(role_set))
-        _publish(self.trusted_dir, file_name, _certificate_text(key, None, metadata), 0o644,
-                 replace=True)
+        write_atomic(self.trusted_dir / file_name,
+                     _certificate(key, None, metadata), mode=0o644, replace=True)
         for path in self._files_holding(key):
             if path.name != file_name:
                 path.unlink(missing_ok=True)

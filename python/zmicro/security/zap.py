@@ -6,8 +6,9 @@ connection of a server socket; :class:`Authenticator` is that handler. It
 serves several domains, one per service (``ZAP_DOMAIN``), each with its own
 allowlist: a callable returning ``{z85 key: TrustedKey}`` that it calls for
 every handshake, so an allowlist that changes (:func:`allowlist_from` over a
-:class:`~zmicro.keys.KeyStore`) takes effect for the next connection, no
-restart needed. Connections already established stay until they close.
+:class:`~zmicro.security.keys.KeyStore`) takes effect for the next
+connection, no restart needed. Connections already established stay until
+they close.
 
 The answer to a request is ``200`` only for the CURVE mechanism, a
 registered domain and a key in that domain's allowlist; the reply's
@@ -38,15 +39,15 @@ from types import MappingProxyType
 import zmq
 import zmq.utils.z85
 
-from .auth.audit import audit
-from .auth.principal import Principal
-from .errors import Error
+from ..auth.audit import audit
+from ..auth.principal import Principal
+from ..errors import Error
 from .keys import KeyStore, TrustedKey
 
 __all__ = ["ZAP_ENDPOINT", "Allowlist", "Authenticator", "allowlist_from", "encode_metadata",
            "decode_metadata"]
 
-log = logging.getLogger("zmicro.zap")
+log = logging.getLogger(__name__)
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by RFC 27
 _ZAP_VERSION = b"1.0"

@@ -14,10 +14,10 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
-from ._core import FRAME_MAX, MAC_BLAKE2B as BLAKE2B, MAC_DOMAIN as DOMAIN
-from ._core import MAC_HMAC_SHA256 as HMAC_SHA256, MAC_KEY_MAX as KEY_MAX
-from ._core import MAC_KEY_MIN as KEY_MIN, MAC_SIZE as SIZE
-from .errors import MacError, WireErrorCode
+from .._core import FRAME_MAX, MAC_BLAKE2B as BLAKE2B, MAC_DOMAIN as DOMAIN
+from .._core import MAC_HMAC_SHA256 as HMAC_SHA256, MAC_KEY_MAX as KEY_MAX
+from .._core import MAC_KEY_MIN as KEY_MIN, MAC_SIZE as SIZE
+from ..errors import MacError, WireErrorCode
 
 
 def _hasher(alg: int, key: bytes):

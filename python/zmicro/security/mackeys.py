@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -35,11 +35,14 @@ from typing import NamedTuple
 
 import blake3
 
-from . import _core
-from .errors import Error
+from .. import _core
+from ..errors import Error
+from ._files import write_atomic
 
 __all__ = ["ALGORITHMS", "DERIVE_CONTEXT", "MacSecrets", "MacSecretsError", "MasterSecret",
            "derive_key", "secrets_path"]
+
+log = logging.getLogger(__name__)
 
 #: BLAKE3 derive-key context: fixed, globally unique, never reused elsewhere.
 DERIVE_CONTEXT = "zmicro 2026-11-23 per-service message MAC key v1"
@@ -114,30 +117,12 @@ def _stamp(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _write_new(path: Path, data: bytes, *, replace: bool) -> bool:
-    """Write `data` to `path` (0600) atomically. Without `replace`, only if
-    `path` does not exist yet: False when another process made it first."""
+def _write(path: Path, data: bytes, *, replace: bool) -> bool:
+    """Write `data` to `path` (0600) atomically, making its directory if
+    needed. Without `replace`, only if `path` does not exist yet: False when
+    another process made it first."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".mac.keys.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-            return True
-        try:
-            os.link(tmp, path)  # fails if it exists: no clobbering a racing creator
-            return True
-        except FileExistsError:
-            return False
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    return write_atomic(path, data, replace=replace)
 
 
 class MacSecrets:
@@ -162,7 +147,7 @@ class MacSecrets:
         self._stamp: tuple[int, int, int] | None = None
         if create and not self.path.exists():
             secret = MasterSecret(1, "hmac-sha256", os.urandom(SECRET_SIZE))
-            _write_new(self.path, _encode(1, [secret]), replace=False)
+            _write(self.path, _encode(1, [secret]), replace=False)
         self.current, self.secrets = self._read()
 
     # -- reading -----------------------------------------------------------
@@ -190,9 +175,7 @@ class MacSecrets:
                 return False
             current, secrets = self._read()
         except (OSError, MacSecretsError) as exc:
-            import logging
-            logging.getLogger("zmicro.security").warning(
-                "zmicro: keeping the MAC keys in use: %s", exc)
+            log.warning("zmicro: keeping the MAC keys in use: %s", exc)
             return False
         with self._lock:
             self.current, self.secrets = current, secrets
@@ -223,7 +206,7 @@ class MacSecrets:
     # -- editing (zmicro mac ...) ------------------------------------------
 
     def _save(self, current: int, secrets: list[MasterSecret]) -> None:
-        _write_new(self.path, _encode(current, secrets), replace=True)
+        _write(self.path, _encode(current, secrets), replace=True)
         self.reload_if_changed()
 
     def add(self, alg: str = "hmac-sha256") -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 
-from ._core import (
+from .._core import (
     FRAME_MAX,
     MAC_KEY_MAX,
     MAC_KEY_MIN,
