@@ -1,4 +1,5 @@
 cdef class _Call
+cdef class ClientCore
 
 
 cdef class Request:
@@ -14,6 +15,11 @@ cdef class Request:
     cdef uint64_t span_id             # the caller's span
     cdef Keyring ring                 # signs it, checks its answer (None: insecure)
     cdef object decode                # reply body -> value (None: the body is the value)
+    cdef ClientCore core              # the client that makes it
+    cdef object server_key            # the server key asked for (None: the trust rules')
+    cdef RetryPolicy policy           # None: no retries
+    cdef RetryBudget budget           # the service's (None without a policy)
+    cdef bint idempotent              # retrying is safe even if a handler ran
 
 
 cdef class ChannelBase:
@@ -60,10 +66,12 @@ cdef class _Pending:
     cdef bint sent
     cdef uint8_t nonce[ZM_NONCE_SIZE] # the request's nonce: its answer's binding
     cdef Parked parked                # built, waiting for room (None: sent)
-    cdef _Call owner                  # node accounting and retries, or None
+    cdef _Call owner                  # node accounting, retries, hedging; None: a
+                                      # first attempt to a fixed address (a _Call is
+                                      # made only if it fails and may be retried)
     cdef NodeState node               # the attempt's node (None: accounted for)
     cdef double started               # monotonic: when the attempt was sent
-    cdef AsyncChannel channel         # with an owner: the channel it went on
+    cdef AsyncChannel channel         # the channel it went on
 
 
 cdef class AsyncChannel(ChannelBase):
@@ -88,4 +96,5 @@ cdef class AsyncChannel(ChannelBase):
     cdef int _drain(self) except -1
     cdef int _cancel_remote(self, _Pending p) except -1
     cdef int _fail(self, _Pending p, exc) except -1
+    cdef int _answered(self, _Pending p) except -1
     cdef int _succeed(self, _Pending p, value) except -1

@@ -21,7 +21,7 @@
 
 import asyncio as _asyncio
 import collections as _collections
-import heapq as _heapq
+from heapq import heapify as _heapify, heappop as _heappop, heappush as _heappush
 
 #: What a client socket's monitor reports (client.py subscribes to these).
 MONITOR_EVENTS = (ZM_EVENT_HANDSHAKE_FAILED_AUTH | ZM_EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -69,7 +69,7 @@ cdef object _other_version(Incoming *m, str address):
                      f"{ZM_WIRE_VERSION} ({detail})", processed=False)
 
 
-@cython.freelist(64)
+@cython.freelist(256)
 @cython.auto_pickle(False)
 cdef class Request:
     """Made by ClientCore.call; not constructible from Python."""
@@ -302,7 +302,7 @@ cdef class Channel(ChannelBase):
             return value
 
 
-@cython.freelist(64)
+@cython.freelist(256)
 @cython.auto_pickle(False)
 cdef class _Pending:
     pass
@@ -386,10 +386,10 @@ cdef class AsyncChannel(ChannelBase):
         p.future = fut
         p.rq = rq
         p.owner = owner
+        p.channel = self
         if owner is not None:
             p.node = owner.node
             p.started = monotonic()
-            p.channel = self
             owner.live += 1
             if owner.hedge is not None:
                 owner.attempts_live.append(p)
@@ -403,11 +403,16 @@ cdef class AsyncChannel(ChannelBase):
             return fut
         self.next_id += 1
         p.request_id = self.next_id
+        rid = p.request_id  # boxed once: dict key, timers, the Future
         p.deadline_at = rq.deadline
         p.connect_by = connect_by if 0 < connect_by and (
             rq.deadline <= 0 or connect_by < rq.deadline) else 0
-        fut._zm_channel = self
-        fut._zm_request_id = p.request_id
+        if owner is None or owner.hedge is None:
+            # (A hedged call's Future cancels every attempt.) Not the
+            # _Pending itself: it holds the Future, and a cycle would keep
+            # both alive until the garbage collector ran.
+            fut._zm_channel = self
+            fut._zm_request_id = rid
         o.n = 0
         try:
             try:
@@ -422,7 +427,7 @@ cdef class AsyncChannel(ChannelBase):
                 # The connection is lost and not back: go elsewhere now.
                 self._fail(p, unsent(f"{self.address} is not connected"))
                 return fut
-            self.pending[p.request_id] = p
+            self.pending[rid] = p
             if self.backlog or out_send(&o, self.sock, NULL, ZM_DONTWAIT) == EAGAIN:
                 p.parked = Parked.take(&o)  # sent as built, when there is room
                 self.backlog.append(p)
@@ -431,32 +436,39 @@ cdef class AsyncChannel(ChannelBase):
         finally:
             out_close(&o)
         if rq.deadline > 0:
-            _heapq.heappush(self.timers, (rq.deadline, p.request_id))
+            _heappush(self.timers, (rq.deadline, rid))
             if self.timer is None or rq.deadline < self.timer_at:
                 self._arm_timer(rq.deadline)
         if p.connect_by > 0 and not p.sent:
-            _heapq.heappush(self.timers, (p.connect_by, p.request_id))
+            _heappush(self.timers, (p.connect_by, rid))
             if self.timer is None or p.connect_by < self.timer_at:
                 self._arm_timer(p.connect_by)
         self._schedule_read()
         return fut
 
-    def call(self, Request rq, double connect_by=0):
-        """send() for Python (tests)."""
-        return self.send(rq, connect_by, None, None)
-
     cdef int _fail(self, _Pending p, exc) except -1:
-        """End `p` with `exc` (its owner may retry it elsewhere)."""
+        """End `p` with `exc` (its call may retry it elsewhere)."""
         if p.owner is not None:
             p.owner.failed(p, exc)
+        elif p.rq.policy is not None and not p.future.done():
+            _Call.after_first(p).failed(p, exc)
         else:
             p.future.set_exception(exc)
         return 0
 
-    cdef int _succeed(self, _Pending p, value) except -1:
+    cdef int _answered(self, _Pending p) except -1:
+        """The node answered `p` (whatever the answer means to the caller)."""
         if p.owner is not None:
             p.owner.succeeded(p)
-        if not p.future.done():
+        elif p.rq.budget is not None:
+            p.rq.budget.success()
+        return 0
+
+    cdef int _succeed(self, _Pending p, value) except -1:
+        self._answered(p)
+        # (A Future with no owner is never done while its call is pending:
+        # cancelling it takes the call out of `pending`.)
+        if p.owner is None or not p.future.done():
             p.future.set_result(value)
         return 0
 
@@ -522,9 +534,8 @@ cdef class AsyncChannel(ChannelBase):
                 if p is None:
                     self.n_stale += 1
                     continue
-                if p.future.done():
-                    if p.owner is not None:  # a hedged attempt that lost the race
-                        p.owner.abandon(p)
+                if p.owner is not None and p.future.done():
+                    p.owner.abandon(p)  # a hedged attempt that lost the race
                     continue
                 value = self.answer(&m, p.rq, p.nonce, &failed)
             finally:
@@ -536,8 +547,7 @@ cdef class AsyncChannel(ChannelBase):
                 try:
                     value = p.rq.decode(value)
                 except Exception as exc:
-                    if p.owner is not None:
-                        p.owner.succeeded(p)  # the node answered
+                    self._answered(p)
                     p.future.set_exception(undecodable(exc))
                     continue
             self._succeed(p, value)
@@ -566,7 +576,7 @@ cdef class AsyncChannel(ChannelBase):
         cdef double now = monotonic()
         self.timer = None
         while self.timers and self.timers[0][0] <= now:
-            deadline_at, request_id = _heapq.heappop(self.timers)
+            deadline_at, request_id = _heappop(self.timers)
             p = self.pending.get(request_id)
             if p is None:
                 continue
@@ -591,7 +601,7 @@ cdef class AsyncChannel(ChannelBase):
                            if p.deadline_at > 0]
             self.timers += [(p.connect_by, rid) for rid, p in self.pending.items()
                             if p.connect_by > 0 and not p.sent]
-            _heapq.heapify(self.timers)
+            _heapify(self.timers)
         if self.timers:
             self._arm_timer(self.timers[0][0])
 
@@ -604,6 +614,8 @@ class CallFuture(_asyncio.Future):
     """The Future of one AsyncClient call: cancelling it cancels the call
     (a cancel frame tells the server). Without a done-callback per call."""
 
+    # The channel of its one attempt and the attempt's request id, or the
+    # _Call of a hedged call (any request id).
     __slots__ = ("_zm_channel", "_zm_request_id")
 
     def cancel(self, msg=None):

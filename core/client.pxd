@@ -6,19 +6,21 @@ cdef class _Call:
     cdef int live                     # attempts in flight
     cdef list attempts_live           # hedged: their _Pending
     cdef object future                # the caller's CallFuture
-    cdef object server_key, key
+    cdef object key                   # the hash selector's key
     cdef Balancer balancer            # None with a fixed address
     cdef Subset subset
     cdef NodeState node               # the latest attempt's node
     cdef set tried                    # nodes tried already
     cdef str address                  # a fixed address (no balancer)
-    cdef RetryPolicy policy           # None: no retries
-    cdef RetryBudget budget
-    cdef bint idempotent
     cdef int attempts
     cdef double delay                 # before the next retry
 
+    @staticmethod
+    cdef _Call after_first(_Pending p)
     cdef void _finish(self, _Pending p, object exc) noexcept
+    cdef int failed(self, _Pending p, exc) except -1
+    cdef int succeeded(self, _Pending p) except -1
+    cdef int abandon(self, _Pending p) except -1
     cdef int _cancel_others(self, _Pending winner) except -1
     cdef bint _send_next(self) except -1
 

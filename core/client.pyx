@@ -20,7 +20,21 @@ from typing import Any as _Any
 cdef class _Call:
     """One AsyncClient call across its attempts: node accounting, the
     retry decision when an attempt fails (retry_after, as the sync path in
-    ClientCore.call), and hedging."""
+    ClientCore.call), and hedging. A call to a fixed address gets one only
+    when its first attempt failed and may be retried (after_first)."""
+
+    @staticmethod
+    cdef _Call after_first(_Pending p):
+        """The _Call of a call whose first attempt `p`, to a fixed address
+        with no owner, failed."""
+        cdef _Call c = _Call.__new__(_Call)
+        c.core = p.rq.core
+        c.rq = p.rq
+        c.future = p.future
+        c.address = p.channel.address
+        c.attempts = 1
+        c.live = 1
+        return c
 
     cdef void _finish(self, _Pending p, object exc) noexcept:
         if p.node is not None:
@@ -30,11 +44,11 @@ cdef class _Call:
                 pass
             p.node = None
 
-    def failed(self, _Pending p, exc):
+    cdef int failed(self, _Pending p, exc) except -1:
         self._finish(p, exc)
         self.live -= 1
         if self.future.done():
-            return
+            return 0
         if self.hedge is not None:
             if not (isinstance(exc, _RPCError) and exc.code in self.hedge.non_fatal_codes):
                 self._cancel_others(None)
@@ -43,27 +57,30 @@ cdef class _Call:
                 pass
             elif self.live == 0:
                 self.future.set_exception(exc)
-            return
-        self.delay = retry_after(self.policy, self.budget, exc, self.attempts,
-                                 self.idempotent, self.rq.deadline, monotonic(),
+            return 0
+        self.delay = retry_after(self.rq.policy, self.rq.budget, exc, self.attempts,
+                                 self.rq.idempotent, self.rq.deadline, monotonic(),
                                  self.core.uniform())
         if self.delay >= 0:
             self.future._zm_channel = None  # a cancel now just ends the call
             self.core.loop.call_later(self.delay, self.retry)
         else:
             self.future.set_exception(exc)
+        return 0
 
-    def abandon(self, _Pending p):
+    cdef int abandon(self, _Pending p) except -1:
         self._finish(p, None)
         self.live -= 1
+        return 0
 
-    def succeeded(self, _Pending p):
+    cdef int succeeded(self, _Pending p) except -1:
         self._finish(p, None)
         self.live -= 1
-        if self.budget is not None:
-            self.budget.success()
+        if self.rq.budget is not None:
+            self.rq.budget.success()
         if self.hedge is not None and not self.future.done():
             self._cancel_others(p)
+        return 0
 
     cdef int _cancel_others(self, _Pending winner) except -1:
         cdef _Pending other
@@ -240,9 +257,9 @@ cdef class ClientCore:
         cdef double now = monotonic()
         cdef AsyncChannel channel
         if c.node is None:
-            channel = self._async_channel(c.address, c.server_key, now)
+            channel = self._async_channel(c.address, c.rq.server_key, now)
         else:
-            channel = self._async_channel(c.node.address, c.server_key, now)
+            channel = self._async_channel(c.node.address, c.rq.server_key, now)
             c.balancer.start(c.node)
         channel.send(c.rq, self._connect_by(now), c, c.future)
         if c.hedge is not None:
@@ -313,25 +330,26 @@ cdef class ClientCore:
                 raise _RPCError(C_UNAVAILABLE, _no_node(service, version, node_filter),
                                 processed=False)
             address = node.address
+        rq.core = self
+        rq.server_key = server_key
+        rq.idempotent = idempotent
         if policy is not None:
-            budget = self._budget(service)
+            rq.policy = policy
+            rq.budget = budget = self._budget(service)
         if self.keys is not None:
             rq.ring = self.keys.ring(service, now)
         rq.decode = entry.decoder_for(_Any if response_type is None else response_type)
         if rq.decode is IDENTITY:
             rq.decode = None
         if self.is_async:
-            if node is None and policy is None and hedge is None:
+            if node is None:  # a fixed address: a _Call only if a retry comes
                 return self._async_channel(address, server_key, now).send(
                     rq, self._connect_by(now), None, None)
             c = _Call.__new__(_Call)
             c.core, c.rq = self, rq
-            c.server_key, c.balancer, c.subset, c.key, c.node = (
-                server_key, balancer, subset, key, node)
-            c.policy, c.budget, c.idempotent, c.attempts = policy, budget, idempotent, 1
-            c.address = address if node is None else None  # fixed: retries go there again
+            c.balancer, c.subset, c.key, c.node, c.attempts = balancer, subset, key, node, 1
             c.future = CallFuture(loop=_asyncio.get_running_loop())
-            if hedge is not None and node is not None:
+            if hedge is not None:
                 c.hedge = hedge
                 c.attempts_live = []
             self.send_async(c)

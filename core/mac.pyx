@@ -1,7 +1,7 @@
 # mac.pyx - MACs (src/zm_mac.c) and random bytes for Python, computed in C
 # with the GIL released: SHA-256 from OpenSSL's libcrypto or libsodium, keyed
 # BLAKE2b from libsodium (native.pyx finds them). An algorithm neither
-# provides runs in zmicro._mac_fallback (hashlib/hmac: same results), said
+# provides runs in zmicro.security._mac_fallback (hashlib/hmac: same results), said
 # once.
 #
 # Uses: native.pyx (CRYPTO, C_HMAC, C_BLAKE2B, RANDOMBYTES, mac_backends),

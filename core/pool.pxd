@@ -10,6 +10,8 @@ cdef class ChannelPool:
     cdef readonly double idle_ttl
     cdef double next_sweep
     cdef readonly PoolCounters counters
+    cdef object last_key              # the key get() returned last, and its
+    cdef ChannelBase last             # channel: the most recently used
     cdef object __weakref__
 
     cdef ChannelBase get(self, key, str address, object server_key, double now)

@@ -32,7 +32,15 @@ cdef class ChannelPool:
 
     cdef ChannelBase get(self, key, str address, object server_key, double now):
         """The open channel for `key` (opened, LRU-evicting, when needed)."""
-        cdef ChannelBase channel = self.entries.get(key)
+        cdef ChannelBase channel = self.last
+        if (channel is not None and (key is self.last_key or key == self.last_key)
+                and not channel.is_closed() and now < self.next_sweep
+                and <size_t>len(self.entries) <= self.max_sockets):
+            # The channel asked for last time: still the most recently used.
+            self.counters.reuses += 1
+            channel.last_used = now
+            return channel
+        channel = self.entries.get(key)
         if channel is not None and not channel.is_closed():
             self.counters.reuses += 1
             self.entries.move_to_end(key)
@@ -49,6 +57,8 @@ cdef class ChannelPool:
         channel.last_used = now
         if now >= self.next_sweep:
             self.sweep(now)
+        self.last_key = key
+        self.last = channel
         return channel
 
     cdef int _evict(self) except -1:
@@ -79,6 +89,7 @@ cdef class ChannelPool:
         for channel in self.entries.values():
             channel.close()
         self.entries.clear()
+        self.last = self.last_key = None
 
     def stats(self):
         c = self.counters
