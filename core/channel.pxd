@@ -78,10 +78,13 @@ cdef class AsyncChannel(ChannelBase):
     """One DEALER connected to one node, owned by one asyncio loop."""
 
     cdef object loop                  # the event loop that owns it
+    cdef dict future_kw               # {"loop": loop}: CallFuture's arguments
     cdef int fd                       # ZMQ_FD, watched with add_reader
     cdef dict pending                 # request id -> _Pending
-    cdef list timers                  # heap of (deadline_at, request id)
-    cdef object timer                 # loop handle firing at timers[0]
+    cdef list timers                  # heap of (deadline, request id): deadlines
+                                      # out of sending order, connect deadlines
+    cdef double last_deadline         # the latest deadline sent in order
+    cdef object timer                 # loop handle firing at the earliest deadline
     cdef double timer_at              # when `timer` fires (monotonic)
     cdef object backlog               # deque of _Pending not yet sent (no room)
     cdef bint read_scheduled          # a drain is queued with call_soon

@@ -20,6 +20,8 @@
 # counted and dropped.
 
 import asyncio as _asyncio
+
+from cpython.object cimport PyObject_Call
 import collections as _collections
 from heapq import heapify as _heapify, heappop as _heappop, heappush as _heappush
 
@@ -314,6 +316,7 @@ cdef class AsyncChannel(ChannelBase):
     def __init__(self, zsock, str address, loop, monitor=None):
         ChannelBase.__init__(self, zsock, address, monitor)
         self.loop = loop
+        self.future_kw = {"loop": loop}
         self.pending = {}
         self.timers = []
         self.backlog = _collections.deque()
@@ -382,7 +385,9 @@ cdef class AsyncChannel(ChannelBase):
         cdef _Pending p = _Pending.__new__(_Pending)
         cdef int err
         if fut is None:
-            fut = CallFuture(loop=self.loop)
+            # PyObject_Call with a kwargs dict made once: calling with
+            # loop=... would build that dict for every call.
+            fut = PyObject_Call(CallFuture, (), self.future_kw)
         p.future = fut
         p.rq = rq
         p.owner = owner
@@ -436,7 +441,13 @@ cdef class AsyncChannel(ChannelBase):
         finally:
             out_close(&o)
         if rq.deadline > 0:
-            _heappush(self.timers, (rq.deadline, rid))
+            # Deadlines usually come in the order of `pending` (one timeout
+            # for every call): those need no timer entry of their own; a
+            # call due before one sent earlier goes into the heap.
+            if rq.deadline >= self.last_deadline:
+                self.last_deadline = rq.deadline
+            else:
+                _heappush(self.timers, (rq.deadline, rid))
             if self.timer is None or rq.deadline < self.timer_at:
                 self._arm_timer(rq.deadline)
         if p.connect_by > 0 and not p.sent:
@@ -572,38 +583,55 @@ cdef class AsyncChannel(ChannelBase):
         return 0
 
     def _on_timer(self):
+        """End the calls whose deadline (or connect deadline) passed. The
+        timer fires at the earliest of: the first pending call's deadline
+        (`pending` keeps sending order, and deadlines that came in order
+        have no other entry), and the heap's first entry (deadlines out of
+        order, connect deadlines)."""
         cdef _Pending p
         cdef double now = monotonic()
+        cdef double next_at = 0
         self.timer = None
+        due = []
+        for p in self.pending.values():
+            if p.deadline_at > now:
+                break  # (one due sooner, sent later, is in the heap)
+            if p.deadline_at > 0:
+                due.append(p)
         while self.timers and self.timers[0][0] <= now:
             deadline_at, request_id = _heappop(self.timers)
             p = self.pending.get(request_id)
-            if p is None:
+            if p is not None and (0 < p.deadline_at <= now or not p.sent):
+                due.append(p)  # (a connect timer of a call sent in time: nothing)
+        for p in due:
+            if self.pending.get(p.request_id) is not p:
+                continue  # ended meanwhile (listed twice, or failed by another)
+            del self.pending[p.request_id]
+            if p.owner is not None and p.future.done():
                 continue
-            if p.future.done():
-                del self.pending[request_id]
-                continue
-            if p.sent:
-                if not (0 < p.deadline_at <= now):
-                    continue  # its connect timer: it was sent in time
-                del self.pending[request_id]
+            if not p.sent:
+                self._fail(p, unsent(f"could not reach {self.address} in time"))
+            else:
                 self._cancel_remote(p)
                 self._fail(p, self.rpc_error(
                     C_DEADLINE_EXCEEDED, f"no reply from {self.address} before the deadline",
                     processed=None))
-            else:
-                del self.pending[request_id]
-                self._fail(p, unsent(f"could not reach {self.address} in time"))
-        # Entries of answered calls stay in the heap until their deadline;
-        # rebuild when they outnumber the live ones, so memory follows load.
+        # Entries of calls answered meanwhile stay in the heap until their
+        # deadline; rebuild when they outnumber the live ones.
         if len(self.timers) > 2 * len(self.pending) + 64:
             self.timers = [(p.deadline_at, rid) for rid, p in self.pending.items()
                            if p.deadline_at > 0]
             self.timers += [(p.connect_by, rid) for rid, p in self.pending.items()
                             if p.connect_by > 0 and not p.sent]
             _heapify(self.timers)
-        if self.timers:
-            self._arm_timer(self.timers[0][0])
+        for p in self.pending.values():
+            if p.deadline_at > 0:
+                next_at = p.deadline_at
+                break
+        if self.timers and (next_at <= 0 or self.timers[0][0] < next_at):
+            next_at = self.timers[0][0]
+        if next_at > 0:
+            self._arm_timer(next_at)
 
     @property
     def in_flight(self):

@@ -78,6 +78,31 @@ def test_async_timeout_cancels_the_task(services, registry):
     asyncio.run(go())
 
 
+def test_async_deadlines_out_of_sending_order(services, registry):
+    """A call with a short timeout sent after calls with long ones ends at
+    its own deadline, not theirs (the async channel keeps deadlines that
+    come in sending order without a timer entry each), and the long calls
+    still end at theirs."""
+    async def go():
+        async with zmicro.AsyncClient(registry=registry) as c:
+            sleep = {"seconds": 30}
+            long = [c.call("greeter-async", "Greeter.AsyncSleep", sleep, timeout=t)
+                    for t in (20.0, 25.0)]
+            short = c.call("greeter-async", "Greeter.AsyncSleep", sleep, timeout=0.3)
+            later = c.call("greeter-async", "Greeter.AsyncSleep", sleep, timeout=1.0)
+            done, _ = await asyncio.wait([*long, short, later], timeout=15,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            assert done == {short}  # long before the long calls' deadlines
+            assert short.exception().code == Code.DEADLINE_EXCEEDED
+            with pytest.raises(RPCError) as err:
+                await later
+            assert err.value.code == Code.DEADLINE_EXCEEDED
+            assert not any(f.done() for f in long)
+            for f in long:
+                f.cancel()
+    asyncio.run(go())
+
+
 async def cancelled_since(c, before: int) -> bool:
     """Whether the async handlers saw a cancel since their count was ``before``."""
     return await c.call("greeter-async", "Greeter.Cancelled", None) != before
