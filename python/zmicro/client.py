@@ -60,7 +60,7 @@ from .middleware import Call, ClientInterceptor, chain_client
 from .errors import Code, RPCError
 from .registry import Registry, RegistryError, default_registry
 from .registry.cache import RegistryCache
-from .security import KeyStore, MacSecrets, Security, secrets_path
+from .security import KeyStore, Security
 
 __all__ = ["AsyncClient", "Client", "DEFAULT_TIMEOUT", "HedgingPolicy", "OutlierPolicy",
            "RetryPolicy"]
@@ -151,10 +151,9 @@ class _Base:
             raise TypeError(f"retry is a RetryPolicy, None or False, not {type(retry).__name__}")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        self._security = Security.resolve(insecure=insecure, keys=keys)
+        self._security = Security.resolve(insecure=insecure, keys=keys, mac_window=mac_window)
         self.insecure = self._security.insecure
-        self._secrets = (None if self.insecure else
-                         MacSecrets(secrets_path(self._security.store.path), window=mac_window))
+        self._secrets = self._security.secrets
         self._node_keys: dict[str, str] = {}
         self.timeout = timeout
         self.content_type = content_type

@@ -77,7 +77,7 @@ from .auth import Policy
 from .auth.audit import audit
 from .auth.principal import ANONYMOUS
 from .registry import Node, Registry, ServiceRecord, default_registry
-from .security import KeyStore, MacSecrets, Security, secrets_path
+from .security import KeyStore, Security
 
 __all__ = ["Service", "blocking"]
 
@@ -170,10 +170,9 @@ class Service:
         self.name = name
         self.version = version
         self.metadata = dict(metadata or {})
-        self._security = Security.resolve(insecure=insecure, keys=keys)
+        self._security = Security.resolve(insecure=insecure, keys=keys, mac_window=mac_window)
         self.insecure = self._security.insecure
-        self._secrets = (None if self.insecure else
-                         MacSecrets(secrets_path(self._security.store.path), window=mac_window))
+        self._secrets = self._security.secrets
         self._policy = policy
         self._requested_address = address
         self._registry = registry
@@ -231,8 +230,8 @@ class Service:
                              f"{health.RESERVED_PREFIX!r} are zmicro's own")
         if name in self._handlers:
             raise ValueError(f"endpoint {name!r} is already registered")
-        if len(name.encode()) > 255:
-            raise ValueError("endpoint names are at most 255 bytes")
+        if len(name.encode()) > _core.MAX_NAME:
+            raise ValueError(f"endpoint names are at most {_core.MAX_NAME} bytes")
         if is_async(fn):
             if blocking_:
                 raise ValueError(f"{name}: an async handler cannot be blocking")

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 
 import msgspec
 
+from .._core import MAX_NAME
 from ..errors import Error
 
 __all__ = [
@@ -29,8 +30,9 @@ __all__ = [
     "check_ttl",
 ]
 
-#: Longest service name, version, endpoint name or node id, in bytes of UTF-8.
-NAME_MAX = 255
+#: Longest service name, version, endpoint name or node id, in bytes of
+#: UTF-8: what a wire header carries (src/zm_limits.h).
+NAME_MAX = MAX_NAME
 
 
 class RegistryError(Error):

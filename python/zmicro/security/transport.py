@@ -29,6 +29,7 @@ import zmq
 from ..auth.principal import ANONYMOUS, Principal
 from ..errors import Code, Error, RPCError
 from .keys import KeyPair, KeyStore, TrustedKey, check_key, fingerprint, load_public_key
+from .mackeys import MacSecrets, secrets_path
 from .zap import Allowlist, Authenticator, allowlist_from
 
 __all__ = ["MIN_LIBZMQ", "Security", "check_libzmq", "resolve_insecure"]
@@ -80,15 +81,18 @@ class Security:
     (its :class:`~zmicro.security.keys.KeyPair`, None when insecure);
     ``public_key`` (``""`` when insecure), the key to publish in a registry
     :class:`~zmicro.registry.Node`; ``allowlist`` (the trusted keys, as the
-    ZAP handler sees them; None when insecure).
+    ZAP handler sees them; None when insecure); ``secrets`` (the
+    :class:`~zmicro.security.mackeys.MacSecrets` every message is signed
+    with, None when insecure).
     """
 
     def __init__(self, *, insecure: bool, store: KeyStore | None,
-                 identity: KeyPair | None) -> None:
+                 identity: KeyPair | None, secrets: MacSecrets | None = None) -> None:
         """Internal: use :meth:`resolve`."""
         self.insecure = insecure
         self.store = store
         self.identity = identity
+        self.secrets = secrets
         self.public_key = identity.public if identity is not None else ""
         self.allowlist: Allowlist | None = allowlist_from(store) if store is not None else None
         self._principals_source: Mapping[str, TrustedKey] | None = None
@@ -101,11 +105,15 @@ class Security:
 
     @classmethod
     def resolve(cls, *, insecure: bool | None = None,
-                keys: str | os.PathLike[str] | KeyStore | None = None) -> Security:
+                keys: str | os.PathLike[str] | KeyStore | None = None,
+                mac_window: float = 30.0) -> Security:
         """Security as asked: plaintext when :func:`resolve_insecure` says so,
         else Curve with the key store ``keys`` (a :class:`KeyStore` or its
         directory; default: :func:`zmicro.security.keys.home`), whose
-        identity is created on first use.
+        identity is created on first use, and the MAC secrets of that store
+        (:func:`~zmicro.security.mackeys.secrets_path`) with a timestamp
+        window of ``mac_window`` seconds. The one setup of services and
+        clients alike.
 
         Raises :class:`~zmicro.errors.Error` when libzmq is older than
         :data:`MIN_LIBZMQ` or built without CURVE, and
@@ -116,7 +124,9 @@ class Security:
             return cls(insecure=True, store=None, identity=None)
         check_libzmq()
         store = keys if isinstance(keys, KeyStore) else KeyStore(keys)
-        return cls(insecure=False, store=store, identity=store.identity())
+        identity = store.identity()
+        return cls(insecure=False, store=store, identity=identity,
+                   secrets=MacSecrets(secrets_path(store.path), window=mac_window))
 
     # -- servers
 
