@@ -20,6 +20,7 @@ cdef double monotonic() noexcept nogil:
 
 
 @cython.freelist(64)
+@cython.auto_pickle(False)
 cdef class Context:
     """The request a handler serves: who called what, until when.
 

@@ -378,7 +378,3 @@ cdef class KeySource:
     cdef Keyring ring_slice(self, zm_slice service, double now):
         """ring() of a service named by wire bytes (UTF-8, checked by the reader)."""
         return self.ring(_text(service), now)
-
-    def keyring(self, str service):
-        """ring() for Python (tests, tools)."""
-        return self.ring(service, monotonic())

@@ -68,6 +68,7 @@ cdef double PENALTY = 1.0e9        # PEAK_EWMA: cost of a node with no sample, b
 cdef object _MISSING = object()
 
 
+@cython.auto_pickle(False)
 cdef class NodeState:
     """One node of a Balancer and the balancer's view of it.
 
