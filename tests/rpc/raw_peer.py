@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
@@ -47,11 +48,16 @@ def cancel(request_id: int, service: str = SERVICE) -> wire.Header:
     return wire.Header(kind=wire.Kind.CANCEL, request_id=request_id, service=service)
 
 
+class Named(msgspec.Struct):
+    name: str
+
+
 @dataclass
 class Node:
     """A secure greeter in a thread: Greeter.Echo (bytes) records each
-    body it ran for in ``ran``; Greeter.Hold (blocking) waits for
-    ``release`` or its cancellation, recorded in ``cancelled``."""
+    body it ran for in ``ran``; Greeter.Typed takes a Named; Greeter.Hold
+    (blocking) waits for ``release`` or its cancellation, recorded in
+    ``cancelled``."""
 
     svc: zmicro.Service
     store: KeyStore
@@ -88,6 +94,11 @@ def secure_node(serve, home: Path, *, name: str = SERVICE, **options) -> Node:
     def echo(req: bytes, ctx: zmicro.Context) -> bytes:
         node.ran.append(bytes(req))
         return req
+
+    @svc.handler("Greeter.Typed")
+    def typed(req: Named, ctx: zmicro.Context) -> str:
+        node.ran.append(req.name)
+        return req.name
 
     @svc.handler("Greeter.Hold", blocking=True)
     def hold(req: bytes, ctx: zmicro.Context) -> bytes:
