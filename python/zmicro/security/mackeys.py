@@ -94,6 +94,9 @@ def _encode(current: int, secrets: list[MasterSecret]) -> bytes:
 def _decode(data: bytes, where: Path) -> tuple[int, list[MasterSecret]]:
     try:
         doc = json.loads(data)
+        if doc["format"] != _FORMAT:  # a later format may mean other things by the same fields
+            raise MacSecretsError(f"{where} has format {doc['format']!r}; this zmicro reads "
+                                  f"format {_FORMAT}")
         current = doc["current"]
         secrets = [MasterSecret(int(k["id"]), str(k["alg"]), base64.b64decode(k["secret"],
                                                                               validate=True))
