@@ -133,9 +133,11 @@ class MacSecrets:
 
     ``keyring(service)`` gives the core's :class:`zmicro._core.Keyring` for
     one service (made once, then updated in place); ``reload_if_changed()``
-    (one ``stat``; clients call it once a second, services from their
-    heartbeat) re-reads the file when it changed and updates every keyring
-    made so far: new ids are accepted, the new current one signs.
+    (one ``stat``; the core calls it at most once a second, on both sides,
+    before it signs or checks a message: KeySource.tick) re-reads the file
+    when it changed and updates every keyring made so far: new ids are
+    accepted, the new current one signs. The file's format:
+    docs/protocol.md §7.6.
     """
 
     def __init__(self, path: str | os.PathLike, *, create: bool = True,
