@@ -97,19 +97,27 @@ def test_a_wrong_server_key_is_a_handshake_failure_without_auth(secure, zctx, tm
     # word: no ZAP answer (so not AUTH), and libzmq retries it.
     assert "CONNECTED" in names(events)
     assert events[-1][0] in ("HANDSHAKE_FAILED_NO_DETAIL", "HANDSHAKE_FAILED_PROTOCOL")
-    assert names(events_until(monitor, "CONNECT_RETRIED"))[0] == "DISCONNECTED"
+    assert "DISCONNECTED" in names(events_until(monitor, "CONNECT_RETRIED"))
 
 
-def test_a_plaintext_server_is_a_mechanism_mismatch(zctx, tmp_path):
+def test_a_plaintext_server_fails_the_handshake_without_auth(zctx, tmp_path):
+    """libzmq reports the mechanism mismatch when the client reads the
+    server's greeting before the server hangs up, NO_DETAIL otherwise
+    (about a third of the time here): either way never AUTH."""
     running = service(None)
+    ends = set()
     try:
         me = KeyStore(tmp_path / "me").identity()
-        sock, monitor = connect(zctx, running.svc.address, me, me.public)
-        events = events_until(monitor, *HANDSHAKE_ENDS)
+        for _ in range(5):
+            sock, monitor = connect(zctx, running.svc.address, me, me.public)
+            name, value = events_until(monitor, *HANDSHAKE_ENDS)[-1]
+            ends.add(name if name == "HANDSHAKE_FAILED_NO_DETAIL" else (name, value))
+            sock.disable_monitor()
+            sock.close(0)
     finally:
         running.stop()
-    assert events[-1] == ("HANDSHAKE_FAILED_PROTOCOL",
-                          zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+    assert ends <= {"HANDSHAKE_FAILED_NO_DETAIL",
+                    ("HANDSHAKE_FAILED_PROTOCOL", zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)}
 
 
 def test_nobody_listening_never_connects(zctx, tmp_path):
