@@ -30,7 +30,8 @@
 #   5 sizes    SIGNED, a 32-byte MAC, a 16-byte nonce      } UNAUTHENTICATED
 #   6 MAC      key id, MAC (constant time), window         }
 #   7 replay   nonce new to this service (its own requests only)
-#   8 kind     cancel: acted on, never answered; ping: pong
+#   8 kind     cancel: acted on if it names this service, never answered;
+#              ping: pong (UNAVAILABLE if it names another service)
 #   9 target   a request for another service: UNAVAILABLE
 #  10 deadline the budget becomes an absolute deadline, now
 #  11 endpoint draining: UNAVAILABLE; unknown: UNIMPLEMENTED
@@ -377,6 +378,9 @@ cdef class ServerCore:
                 return self._refused_caller(m, ring, MAC_FAILURE_NAMES[failure], uid)
         # 8. kind
         if kind == ZM_KIND_CANCEL:
+            # A cancel for another service names none of this node's requests.
+            if m.h.service.len and not _same(self.service_key, m.h.service):
+                return 0
             self.n_cancels += 1
             ctx = self.running.get((_data(m.r.slices[0]), m.h.request_id))
             if ctx is not None:

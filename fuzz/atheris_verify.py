@@ -1,23 +1,36 @@
-"""Atheris harness for the MAC-verify path of received messages.
+"""Atheris harness for the checks of received signed messages.
 
-What a secure server does with the frames of a request before any handler:
-zmicro._core.Keyring.open parses the frame layout and the header (src/),
-then checks, in order, the sizes, the key id, the MAC, the timestamp window
-and the nonce cache (core/keyring.pyx over src/zm_mac.c, src/zm_replay.c).
+What a secure zmicro core does with the frames of a message before anything
+else: zmicro._core.Keyring.open parses the frame layout and the header
+(src/), then checks, in order, the sizes, the key id, the MAC bound to the
+message's exchange, the timestamp window and, for a message a server
+remembers, the service's nonce set with its quota per principal
+(core/keyring.pyx over src/zm_mac.c, src/zm_replay.c; docs/protocol.md §7).
 
 Input format (so that seeds can be real signed messages):
 
-    byte 0        mode: even = frames as given; odd = the harness re-signs
-                  them (replaces the last frame by the right MAC, when the
-                  header names a key it holds), so that inputs get past the
-                  MAC to the window and nonce checks
-    byte 1        principal length p (mod 48), then p bytes of principal
-    then frames   u16le length + bytes, until the input ends
+    byte 0        the ring of this input: quota per principal 1 + (b & 3),
+                  principals tracked 1 + (b >> 2 & 3)
+    then up to 8 messages, each:
+      byte        mode: bit 0 re-sign (replace the MAC by the right one, when
+                  the header names a key the ring holds, so that inputs get
+                  past the MAC to the window and nonce checks); bit 1 an
+                  answer (opened bound to the binding below, remembered
+                  nowhere), else a request (binding empty, its nonce
+                  remembered under its principal); bits 2-3 the principal
+                  (one of four)
+      byte        binding length (mod 33), then that many bytes
+      byte        frame count (mod 18), then each frame: u16le length +
+                  bytes (a length past the end takes what is left)
 
-Every input must either raise WireError (a layout or header the frame layer
-refuses) or return one of the outcome names; anything else is a finding.
-The clock is fixed, the nonce partitions small, their number bounded, so
-that state carried between inputs stays small.
+Each input gets a ring of its own (clock fixed), so inputs do not depend on
+each other. Every message must either raise WireError (a layout or header
+the frame layer refuses) or return an outcome name, and the outcome must be
+the one a model predicts: an answer never touches the nonce set; a request
+that passes the MAC and the window is "replay_full" if its principal found
+no slot (the ring tracks its maximum of principals already), "replay" if
+any principal had that nonce accepted, "replay_full" if its principal holds
+its quota, else "ok" (and remembered). Accepting a wrong MAC is a finding too.
 
     python fuzz/atheris_verify.py --make-seeds fuzz/corpus/verify   # seeds
 """
@@ -36,103 +49,158 @@ NOW = 1_800_000_000.0
 SECRETS = {1: (core.MAC_HMAC_SHA256, b"\x01" * 32), 2: (core.MAC_BLAKE2B, b"\x02" * 32),
            3: (core.MAC_BLAKE3, b"\x03" * 32)}
 OUTCOMES = set(core.MAC_FAILURE_NAMES)
+PRINCIPALS = (b"", b"alice", b"bob", b"k" * 40)
+MAX_MESSAGES = 8
 
 
-def _ring(**kw):
+def ring(config: int = 0, current: int = 1) -> core.Keyring:
     keys = [core.MacKey(i, alg, secret) for i, (alg, secret) in SECRETS.items()]
-    return core.Keyring(keys, 1, window=30.0, clock=lambda: NOW, **kw)
-
-
-RING = _ring(replay_max=64, max_partitions=256)
+    return core.Keyring(keys, current, window=30.0, clock=lambda: NOW,
+                        replay_quota=1 + (config & 3), max_principals=1 + (config >> 2 & 3))
 
 
 def split(data: bytes):
-    """(resign, principal, frames) from an input."""
-    if len(data) < 2:
-        return False, b"", [data]
-    resign = bool(data[0] & 1)
-    p = data[1] % 48
-    principal, rest = data[2:2 + p], data[2 + p:]
-    frames = []
-    while rest:
-        n = int.from_bytes(rest[:2], "little")
-        frames.append(rest[2:2 + n])
-        rest = rest[2 + n:]
-    return resign, principal, frames
+    """(ring config, [(mode, binding, frames)...]) from an input."""
+    if not data:
+        return 0, []
+    config, rest, messages = data[0], data[1:], []
+    while len(rest) >= 3 and len(messages) < MAX_MESSAGES:
+        mode, blen = rest[0], rest[1] % 33
+        binding, rest = rest[2:2 + blen], rest[2 + blen:]
+        if not rest:
+            break
+        count, rest = rest[0] % 18, rest[1:]
+        frames = []
+        for _ in range(count):
+            n = int.from_bytes(rest[:2], "little")
+            frames.append(rest[2:2 + n])
+            rest = rest[2 + n:]
+        messages.append((mode, binding, frames))
+    return config, messages
 
 
-def join(resign: bool, principal: bytes, frames) -> bytes:
-    out = bytes([1 if resign else 0, len(principal)]) + principal
-    for f in frames:
-        out += len(f).to_bytes(2, "little") + f
+def join(config: int, messages) -> bytes:
+    out = bytes([config])
+    for mode, binding, frames in messages:
+        out += bytes([mode, len(binding)]) + binding + bytes([len(frames)])
+        for f in frames:
+            out += len(f).to_bytes(2, "little") + f
     return out
 
 
-def _resigned(frames):
+def _header(frames):
+    """The header of a message, and (covered frames, tag) as the MAC sees them."""
+    head = frames[0]
+    size = 8 + 8 * int.from_bytes(head[4:8], "little")
+    header = core.decode_header(head[:size])
+    if header.flags & 4:  # MAC_TRAILER: the MAC ends the one frame
+        return header, [head[:-32]], head[-32:]
+    return header, frames[:-1], frames[-1]
+
+
+def _resigned(frames, binding):
     try:
-        header = core.decode_header(frames[0])
+        header, covered, _ = _header(frames)
     except (WireError, IndexError):
-        # An inline body follows the header in its frame: read the prefix.
-        try:
-            size = 8 + 8 * int.from_bytes(frames[0][4:8], "little")
-            header = core.decode_header(frames[0][:size])
-        except Exception:
-            return frames
-    if header.key_id not in SECRETS:
+        return frames
+    if header.key_id not in SECRETS or (header.flags & 4 and len(frames[0]) < 32) \
+            or (not header.flags & 4 and len(frames) < 2):
         return frames
     alg, secret = SECRETS[header.key_id]
-    if header.flags & 4 and len(frames) == 1 and len(frames[0]) >= 32:  # MAC_TRAILER
-        signed = frames[0][:-32]
-        return [signed + core.mac_compute(alg, secret, [signed])]
-    if len(frames) < 2:
-        return frames
-    return [*frames[:-1], core.mac_compute(alg, secret, frames[:-1])]
+    tag = core.mac_compute(alg, secret, [binding, *covered])
+    if header.flags & 4:
+        return [covered[0] + tag]
+    return [*covered, tag]
 
 
 def TestOneInput(data: bytes) -> None:
-    resign, principal, frames = split(data)
-    if not frames or len(frames) > 17:
+    config, messages = split(data)
+    if not messages:
         return
-    if resign:
-        frames = _resigned(frames)
-    try:
-        outcome = RING.open(frames, principal)
-    except WireError:
-        return
-    if outcome not in OUTCOMES:
-        raise AssertionError(f"unexpected outcome {outcome!r}")
-    if outcome == "ok" and not resign:
-        # Accepted as given: the MAC must be the right one.
-        header_frame = frames[0]
-        size = 8 + 8 * int.from_bytes(header_frame[4:8], "little")
-        header = core.decode_header(header_frame[:size])
-        alg, secret = SECRETS[header.key_id]
-        if header.flags & 4:
-            covered, tag = [header_frame[:-32]], header_frame[-32:]
+    r = ring(config)
+    quota, most = 1 + (config & 3), 1 + (config >> 2 & 3)
+    seen: set[bytes] = set()
+    held: dict[bytes, int] = {}
+    for mode, binding, frames in messages:
+        answer = bool(mode & 2)
+        principal = PRINCIPALS[mode >> 2 & 3]
+        binding = binding if answer else b""
+        if not frames or len(frames) > 17:
+            continue
+        if mode & 1:
+            frames = _resigned(frames, binding)
+        try:
+            # What the MAC and the window say, the nonce set left alone.
+            alone = r.open(frames, bind=binding, remember=False)
+            outcome = alone if answer else r.open(frames, principal)
+        except WireError:
+            continue
+        if outcome not in OUTCOMES:
+            raise AssertionError(f"unexpected outcome {outcome!r}")
+        if alone in ("replay", "replay_full"):
+            raise AssertionError(f"{alone} without the nonce set")
+        if alone == "ok" and not mode & 1:
+            # Accepted as given: the MAC must be the right one.
+            header, covered, tag = _header(frames)
+            alg, secret = SECRETS[header.key_id]
+            if core.mac_compute(alg, secret, [binding, *covered]) != tag:
+                raise AssertionError("accepted a message whose MAC is wrong")
+        if answer:
+            continue
+        # The model of the nonce set (zm_replay.h, Keyring.check): a
+        # principal gets its slot when its message is read, before the MAC.
+        has_slot = principal in held or len(held) < most
+        if has_slot:
+            held.setdefault(principal, 0)
+        if alone != "ok":
+            expected = alone
+        elif not has_slot:
+            expected = "replay_full"
         else:
-            covered, tag = frames[:-1], frames[-1]
-        if core.mac_compute(alg, secret, covered) != tag:
-            raise AssertionError("accepted a message whose MAC is wrong")
+            nonce = _header(frames)[0].nonce
+            if nonce in seen:
+                expected = "replay"  # whoever had it accepted
+            elif held[principal] >= quota:
+                expected = "replay_full"
+            else:
+                expected = "ok"
+                seen.add(nonce)
+                held[principal] += 1
+        if outcome != expected:
+            raise AssertionError(f"the nonce set said {outcome!r}, the model {expected!r} "
+                                 f"(principal {principal!r}, quota {quota}, most {most})")
 
 
 def make_seeds(directory: str) -> None:
     os.makedirs(directory, exist_ok=True)
     seeds = {}
+    request = Header(kind=0, request_id=7, service="svc", endpoint="Svc.Call",
+                     content_type="application/msgpack", metadata={"k": b"v"})
+    bind = bytes(range(16, 32))  # "the request's nonce" of the answers
     for key_id in SECRETS:
-        ring = core.Keyring([core.MacKey(i, a, s) for i, (a, s) in SECRETS.items()], key_id,
-                            window=30.0, clock=lambda: NOW)
-        h = Header(kind=0, request_id=7, service="svc", endpoint="Svc.Call",
-                   content_type="application/msgpack", metadata={"k": b"v"})
-        seeds[f"request-key{key_id}"] = join(False, b"alice", ring.seal(h, [b"\x81\xa1a\x01"]))
-        seeds[f"inline-key{key_id}"] = join(True, b"bob", ring.seal(h, [b"body"], inline=True))
-        seeds[f"cancel-key{key_id}"] = join(True, b"", ring.seal(Header(kind=5, request_id=9)))
-        seeds[f"trailer-key{key_id}"] = join(False, b"carol", ring.seal(
-            h, [b"inline"], inline=True, trailer=True))
-        seeds[f"trailer-error-key{key_id}"] = join(True, b"", ring.seal(
-            Header(kind=2, request_id=4, status=16, detail="unauthenticated"), trailer=True))
-    ring = _ring()
-    seeds["two-bodies"] = join(False, b"p", ring.seal(Header(kind=1, request_id=1), [b"a", b"b"]))
-    seeds["unsigned"] = join(False, b"p", [Header(kind=0, request_id=1).encode(), b"x"])
+        rk = ring(current=key_id)
+        msg = rk.seal(request, [b"\x81\xa1a\x01"])
+        inline = rk.seal(request, [b"body"], inline=True)  # one frame: a MAC trailer
+        reply = rk.seal(Header(kind=1, request_id=7, content_type="application/msgpack"),
+                        [b"\xc3"], bind=bind)
+        refusal = rk.seal(Header(kind=2, request_id=4, status=16, detail="unauthenticated",
+                                 flags=8), bind=bind)
+        # a request, the same one under another principal (a replay across
+        # keys), a new one from that principal (quota 2, 2 principals)
+        seeds[f"request-replayed-across-keys-key{key_id}"] = join(0b0101, [
+            (0b0100, b"", msg), (0b1000, b"", msg), (0b1001, b"", inline)])
+        # quota 1: a principal's second request; 1 principal: another's first
+        seeds[f"quota-key{key_id}"] = join(0, [(0b0100, b"", msg), (0b0101, b"", inline),
+                                               (0b1001, b"", inline)])
+        seeds[f"answers-key{key_id}"] = join(0, [
+            (0b10, bind, reply), (0b10, bytes(16), reply), (0b11, bind, refusal)])
+        seeds[f"cancel-ping-key{key_id}"] = join(5, [
+            (0b1101, b"", rk.seal(Header(kind=5, request_id=9, service="svc"))),
+            (0b0001, b"", rk.seal(Header(kind=6, request_id=10)))])
+    r = ring()
+    seeds["two-bodies"] = join(0, [(0, b"", r.seal(Header(kind=0, request_id=1),
+                                                   [b"a", b"b"]))])
+    seeds["unsigned"] = join(0, [(0, b"", [Header(kind=0, request_id=1).encode(), b"x"])])
     for name, data in seeds.items():
         with open(os.path.join(directory, name), "wb") as f:
             f.write(data)

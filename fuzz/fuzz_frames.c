@@ -11,11 +11,18 @@
  *                 routing id + one too many, to reach ZM_E_FRAME_COUNT)
  *
  * Each input is parsed both unrouted and routed (frames[0] as routing id).
- * When zm_frame_parse accepts a signed message, the MAC over the header and
- * body frames is checked for both algorithms against libsodium called
- * directly on the framing that zm_mac.h defines, the received tag is
- * verified (it matches only when make_seeds.py signed the seed), and a
- * computed tag must verify while the same tag with one bit flipped must not.
+ * When zm_frame_parse accepts a signed message, the MAC input of protocol
+ * version 2 (zm_mac.h: the binding, then the header frame without a MAC
+ * trailer, then the body frames) is checked for both algorithms against
+ * libsodium called directly on that framing, the received tag is verified
+ * (it matches only when make_seeds.py signed the seed), a computed tag must
+ * verify while the same tag with one bit flipped, or under the other
+ * binding, must not.
+ *
+ * The binding is what the receiver knows of the exchange: empty for a
+ * message that opens one (request, cancel, ping); for an answer, the nonce
+ * of the request it answers, here always BIND (make_seeds.py signs its
+ * answer seeds bound to the same bytes).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +45,22 @@
 
 /* The fixed MAC key; make_seeds.py signs its seeds with the same bytes. */
 static const uint8_t KEY[32] = "zmicro-fuzz-key-0123456789abcdef";
+
+/* The nonce of "the request" every answer answers (the bytes 16 to 31). */
+static const uint8_t BIND[16] = {16, 17, 18, 19, 20, 21, 22, 23,
+                                 24, 25, 26, 27, 28, 29, 30, 31};
+
+/* The binding of a message of kind `kind`, and the other one (to show
+ * that the binding is covered). */
+static zm_slice binding_of(uint16_t kind, int other) {
+    int opens = kind == ZM_KIND_REQUEST || kind == ZM_KIND_CANCEL || kind == ZM_KIND_PING;
+    zm_slice b = {NULL, 0};
+    if (opens == (other != 0)) {
+        b.ptr = BIND;
+        b.len = sizeof BIND;
+    }
+    return b;
+}
 
 /* ------------------------------------------------------------------------
  * zm_crypto table from Debian's libsodium. Wrappers with the table's exact
@@ -162,7 +185,7 @@ static void check_view(const zm_slice *frames, int n, int routed,
         FAIL("header_len %zu without a trailer", v->header_len);
     if (!signed_ && v->tag != NULL)
         FAIL("a tag for an unsigned message");
-    if (h->version == 0 || h->version > ZM_WIRE_VERSION || h->kind > ZM_KIND_MAX)
+    if (h->version != ZM_WIRE_VERSION || h->kind > ZM_KIND_MAX)
         FAIL("accepted version %u kind %u", h->version, h->kind);
     /* BODY_INLINE: the body is exactly the rest of the header frame, and no
      * body frame follows; without it the frame is the header exactly. */
@@ -178,13 +201,18 @@ static void check_view(const zm_slice *frames, int n, int routed,
 }
 
 static void check_mac(const zm_slice *frames, const zm_frame_view *v,
-                     uint8_t ctl, uint8_t flip) {
-    /* The MAC covers the header and body frames, never the routing id. */
-    /* With a trailer, the header frame without its last ZM_MAC_SIZE bytes. */
-    zm_slice covered[ZM_FRAME_MAX];
-    size_t ncov = 1 + (size_t)v->body_count;
-    memcpy(covered, &frames[v->header], ncov * sizeof *covered);
-    covered[0].len = v->header_len;
+                      const zm_header *h, uint8_t ctl, uint8_t flip) {
+    /* The MAC covers the binding, the header and body frames, never the
+     * routing id; with a trailer, the header frame without its last
+     * ZM_MAC_SIZE bytes. */
+    zm_slice covered[ZM_FRAME_MAX + 1];
+    size_t ncov = 2 + (size_t)v->body_count;
+    covered[0] = binding_of(h->kind, 0);
+    memcpy(&covered[1], &frames[v->header], (ncov - 1) * sizeof *covered);
+    covered[1].len = v->header_len;
+    zm_slice rebound[ZM_FRAME_MAX + 1];
+    memcpy(rebound, covered, ncov * sizeof *covered);
+    rebound[0] = binding_of(h->kind, 1);
     const uint8_t *received = v->tag;
     static const int algs[2] = {ZM_MAC_HMAC_SHA256, ZM_MAC_BLAKE2B};
 
@@ -220,6 +248,10 @@ static void check_mac(const zm_slice *frames, const zm_frame_view *v,
 
         if ((rc = zm_mac_verify(&SODIUM, alg, KEY, sizeof KEY, covered, ncov, tag)))
             FAIL("alg %d: computed tag does not verify: %d", alg, rc);
+        /* Bound to another exchange, the same tag is refused. */
+        if ((rc = zm_mac_verify(&SODIUM, alg, KEY, sizeof KEY, rebound, ncov,
+                                tag)) != ZM_E_MAC_MISMATCH)
+            FAIL("alg %d: the tag verifies under another binding: %d", alg, rc);
         tag[flip % ZM_MAC_SIZE] ^= (uint8_t)(1u << (flip / ZM_MAC_SIZE % 8));
         if ((rc = zm_mac_verify(&SODIUM, alg, KEY, sizeof KEY, covered, ncov,
                                 tag)) != ZM_E_MAC_MISMATCH)
@@ -276,7 +308,7 @@ static void parse(const zm_slice *frames, int n, int routed, uint8_t ctl,
         return;
     check_view(frames, n, routed, &h, &v);
     if (h.flags & ZM_FLAG_SIGNED)
-        check_mac(frames, &v, ctl, flip);
+        check_mac(frames, &v, &h, ctl, flip);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -49,6 +49,14 @@ assert len(FRAMES_KEY) == 32
 
 wire = zwire.load_schema()
 
+# Seeds are headers of the protocol version the readers accept (the frame
+# layer refuses others before it looks at a MAC); a few are of others.
+V = zwire.WIRE_VERSION
+
+# fuzz_frames.c binds the MAC of an answer to the same "request nonce";
+# requests, cancels and pings have an empty binding (zm_mac.h).
+FRAMES_BIND = bytes(range(16, 32))
+
 # ---------------------------------------------------------------------------
 # Schemas older and newer than wire.capnp. Cap'n Proto lays fields out by
 # ordinal, so a prefix of the ordinals is exactly what an older sender
@@ -154,7 +162,7 @@ def patch(frame: bytes, at: int, word: int) -> bytes:
 # Header seeds
 # ---------------------------------------------------------------------------
 TYPICAL = dict(
-    version=1, kind=0, request_id=0x0123456789ABCDEF, deadline_us=2_500_000,
+    version=V, kind=0, request_id=0x0123456789ABCDEF, deadline_us=2_500_000,
     timestamp_us=1_767_225_600_000_000, trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
     span_id=0x00F067AA0BA902B7, content_type="application/msgpack",
     service="users", endpoint="get_user",
@@ -210,46 +218,46 @@ def header_seeds(tmp: Path):
       request_id=2**64 - 1, deadline_us=2**64 - 1, status=0xFFFF,
       key_id=0xFFFFFFFF, timestamp_us=2**64 - 1, trace_id=2**128 - 1,
       span_id=2**64 - 1)
-    z("z-sparse-data", version=1, span_id=5)  # zeros inside, last word set
+    z("z-sparse-data", version=V, span_id=5)  # zeros inside, last word set
     z("z-principal-only", principal="spiffe://acme/ns/default/sa/web")
-    bad("h-nul-in-text", capnp_header(wire, version=1, detail="a\0b\0"), E.TEXT_NUL)
-    z("z-metadata-keys-only", version=1,
+    bad("h-nul-in-text", capnp_header(wire, version=V, detail="a\0b\0"), E.TEXT_NUL)
+    z("z-metadata-keys-only", version=V,
       metadata={f"k{i}": b"" for i in range(5)})  # one pointer per entry
-    z("z-metadata-64", version=1,
+    z("z-metadata-64", version=V,
       metadata={f"key-{i:02d}": bytes([i]) * (i % 9) for i in range(64)})
-    z("z-max-names", version=1, kind=2, content_type="c" * 255,
+    z("z-max-names", version=V, kind=2, content_type="c" * 255,
       service="é" * 127 + "s", endpoint="🙂" * 63 + "eee",
       principal="p" * 255, detail="d" * 4096)
     # exactly at the 8192-byte limit: 1 + 8 + 7 + 513 + 494 = 1023 words
-    z("z-limit-8192", version=1, kind=2, request_id=1, span_id=1,
+    z("z-limit-8192", version=V, kind=2, request_id=1, span_id=1,
       detail="x" * 4096, nonce=b"\xa5" * 3952)
 
     # pycapnp: legal, non-canonical layouts (full sections, set order)
     c("c-empty", Header(version=0))
-    c("c-request", Header(**TYPICAL), version=1, kind="request",
+    c("c-request", Header(**TYPICAL), version=V, kind="request",
       requestId=TYPICAL["request_id"], deadline=TYPICAL["deadline_us"],
       timestamp=TYPICAL["timestamp_us"], traceIdHigh=TYPICAL["trace_id"] >> 64,
       traceIdLow=TYPICAL["trace_id"] & (2**64 - 1), spanId=TYPICAL["span_id"],
       contentType=TYPICAL["content_type"], service=TYPICAL["service"],
       endpoint=TYPICAL["endpoint"],
       metadata=list(TYPICAL["metadata"].items()))
-    c("c-reverse-order", Header(version=1, service="s", endpoint="e",
+    c("c-reverse-order", Header(version=V, service="s", endpoint="e",
                                 detail="d", content_type="t"),
-      detail="d", endpoint="e", service="s", contentType="t", version=1)
-    c("c-empty-texts", Header(version=1), version=1, contentType="",
+      detail="d", endpoint="e", service="s", contentType="t", version=V)
+    c("c-empty-texts", Header(version=V), version=V, contentType="",
       service="", detail="", nonce=b"")  # non-null pointers to empty blobs
-    c("c-error", Header(version=1, kind=2, status=13, detail="internal"),
-      version=1, kind="error", status=13, detail="internal")
-    c("c-metadata", Header(version=1, metadata={"a": b"", "bb": b"2"}),
-      version=1, metadata=[("a", None), ("bb", b"2")])
-    c("c-old-tiny", Header(version=1, kind=1, flags=0, request_id=77),
-      old_tiny, version=1, kind="reply", requestId=77)
-    c("c-old-names", Header(version=1, span_id=3, content_type="a/b",
+    c("c-error", Header(version=V, kind=2, status=13, detail="internal"),
+      version=V, kind="error", status=13, detail="internal")
+    c("c-metadata", Header(version=V, metadata={"a": b"", "bb": b"2"}),
+      version=V, metadata=[("a", None), ("bb", b"2")])
+    c("c-old-tiny", Header(version=V, kind=1, flags=0, request_id=77),
+      old_tiny, version=V, kind="reply", requestId=77)
+    c("c-old-names", Header(version=V, span_id=3, content_type="a/b",
                             service="svc", endpoint="ep"),
-      old_names, version=1, spanId=3, contentType="a/b", service="svc",
+      old_names, version=V, spanId=3, contentType="a/b", service="svc",
       endpoint="ep")
     newer_msg = newer.Header.new_message(
-        version=1, kind="ping", requestId=5, priority=0xBEEF, budget=99,
+        version=V, kind="ping", requestId=5, priority=0xBEEF, budget=99,
         principal="svc-a")
     newer_msg.init("route", 2)
     newer_msg.route[0] = "hop-1"
@@ -257,9 +265,9 @@ def header_seeds(tmp: Path):
     entries = newer_msg.init("metadata", 1)
     entries[0].key, entries[0].value, entries[0].extra = "k", b"v", 12345
     out.append(("c-newer-schema", newer_msg.to_bytes(),
-                Header(version=1, kind=6, request_id=5, principal="svc-a",
+                Header(version=V, kind=6, request_id=5, principal="svc-a",
                        metadata={"k": b"v"})))
-    c("c-over-limit", E.TOO_BIG, version=1, detail="y" * 4096,
+    c("c-over-limit", E.TOO_BIG, version=V, detail="y" * 4096,
       nonce=b"\x5a" * 4096)
 
     # hand-made: the smallest legal headers
@@ -294,19 +302,19 @@ def header_seeds(tmp: Path):
         E.POINTER_KIND)
     bad("h-text-out-of-bounds", patch(req, ptrs + 1,
                                       list_ptr(ptrs + 1, 60, 2, 4000)), E.BOUNDS)
-    no_nul = bytearray(Header(version=1, service="abcdefg").encode())
+    no_nul = bytearray(Header(version=V, service="abcdefg").encode())
     no_nul[-1] = ord("h")
     bad("h-text-no-nul", bytes(no_nul), E.TEXT_NUL)
-    bad("h-text-empty-list", patch(Header(version=1, service="a").encode(),
+    bad("h-text-empty-list", patch(Header(version=V, service="a").encode(),
                                    3, list_ptr(3, 4, 2, 0)), E.TEXT_NUL)
     for label, raw in (("overlong", b"\xc0\xaf"), ("surrogate", b"\xed\xa0\x80"),
                        ("above-max", b"\xf4\x90\x80\x80"),
                        ("truncated", b"ab\xe2\x82"), ("lone-cont", b"\x80abc")):
-        frame = bytearray(Header(version=1, endpoint="_" * len(raw)).encode())
+        frame = bytearray(Header(version=V, endpoint="_" * len(raw)).encode())
         start = len(frame) - 8 * ((len(raw) + 8) // 8)
         frame[start:start + len(raw)] = raw
         bad(f"h-utf8-{label}", bytes(frame), E.TEXT_UTF8)
-    long_name = bytearray(Header(version=1, service="s" * 255).encode())
+    long_name = bytearray(Header(version=V, service="s" * 255).encode())
     long_name += b"\0" * 8
     long_name[4:8] = struct.pack("<I", len(long_name) // 8 - 1)
     w = words_of(bytes(long_name))
@@ -315,9 +323,9 @@ def header_seeds(tmp: Path):
     bad("h-name-256", text_256, E.TEXT_SIZE)
     bad("h-metadata-byte-list",
         patch(req, ptrs + 3, list_ptr(ptrs + 3, 0, 2, 8)), E.POINTER_KIND)
-    meta = Header(version=1, metadata={"a": b"1", "b": b"2"}).encode()
+    meta = Header(version=V, metadata={"a": b"1", "b": b"2"}).encode()
     mw = words_of(meta)
-    # version=1 alone: dw=1; pointers start at word 2, metadata is pointer 3
+    # a version alone: dw=1; pointers start at word 2, metadata is pointer 3
     mp = 2 + 3
     tag_at = mp + 1 + (mw[mp] >> 2 & 0x3FFFFFFF)
     bad("h-metadata-tag-list", patch(meta, tag_at, mw[tag_at] | 1),
@@ -328,9 +336,9 @@ def header_seeds(tmp: Path):
     dup[dup.rindex(b"b\0")] = ord("a")
     bad("h-metadata-dup-key", bytes(dup), E.METADATA_KEY)
     bad("h-metadata-empty-key",
-        capnp_header(wire, version=1, metadata=[("", b"x")]), E.METADATA_KEY)
+        capnp_header(wire, version=V, metadata=[("", b"x")]), E.METADATA_KEY)
     bad("h-metadata-65",
-        capnp_header(wire, version=1, metadata=[(f"{i}", None) for i in range(65)]),
+        capnp_header(wire, version=V, metadata=[(f"{i}", None) for i in range(65)]),
         E.METADATA_COUNT)
     # aliasing: 64 entries whose values all point at one 4000-byte blob, so
     # a 5.5 KB frame would make the reader traverse 256 KB
@@ -353,12 +361,13 @@ def header_seeds(tmp: Path):
 # ---------------------------------------------------------------------------
 # Frame seeds, in fuzz_frames.c's format
 # ---------------------------------------------------------------------------
-def mac(alg: int, key: bytes, frames: list[bytes]) -> bytes:
-    """zm_mac.h's definition, independent of zmicro's code."""
+def mac(alg: int, key: bytes, binding: bytes, frames: list[bytes]) -> bytes:
+    """zm_mac.h's definition (version 2), independent of zmicro's code."""
+    items = [binding, *frames]
     h = (hmac.new(key, digestmod=hashlib.sha256) if alg == 1
          else hashlib.blake2b(key=key, digest_size=32))
-    h.update(b"zmicro-mac-v1" + struct.pack("<I", len(frames)))
-    for f in frames:
+    h.update(b"zmicro-mac-v2" + struct.pack("<I", len(items)))
+    for f in items:
         h.update(struct.pack("<Q", len(f)) + f)
     return h.digest()
 
@@ -377,6 +386,9 @@ def frame_seeds():
     req = Header(**TYPICAL).encode()
     signed = Header(**{**TYPICAL, "flags": 1, "key_id": 1,
                        "nonce": bytes(range(16))}).encode()
+    signed_reply = Header(version=V, kind=1, flags=1, request_id=7, key_id=1,
+                          timestamp_us=TYPICAL["timestamp_us"], nonce=bytes(range(32, 48)),
+                          content_type="application/msgpack").encode()
     body = b"\x82\xa2id\x2a\xa4name\xa5alice"  # msgpack {"id": 42, "name": "alice"}
     rid = b"\x00\x6b\x8b\x45\x67"  # libzmq's 5-byte generated identity
     out = []
@@ -390,16 +402,21 @@ def frame_seeds():
     add("reply-3-bodies", [Header(kind=1, request_id=1).encode(), body, b"", body])
     add("routed-request", [rid, req, body])
     for alg, name in ((1, "hmac"), (2, "blake2b")):
-        add(f"signed-{name}", [signed, body, mac(alg, FRAMES_KEY, [signed, body])])
-        add(f"signed-{name}-no-body", [signed, mac(alg, FRAMES_KEY, [signed])])
+        add(f"signed-{name}", [signed, body, mac(alg, FRAMES_KEY, b"", [signed, body])])
+        add(f"signed-{name}-no-body", [signed, mac(alg, FRAMES_KEY, b"", [signed])])
         add(f"routed-signed-{name}",
-            [rid, signed, body, body, mac(alg, FRAMES_KEY, [signed, body, body])])
+            [rid, signed, body, body, mac(alg, FRAMES_KEY, b"", [signed, body, body])])
+        add(f"signed-reply-{name}",
+            [signed_reply, body, mac(alg, FRAMES_KEY, FRAMES_BIND, [signed_reply, body])])
     bodies = [bytes([i]) * i for i in range(14)]
     add("signed-16-frames",
-        [signed, *bodies, mac(1, FRAMES_KEY, [signed, *bodies])], ctl=16)
-    add("signed-key-64", [signed, body, mac(2, FRAMES_KEY, [signed, body])], ctl=64)
-    add("signed-key-15", [signed, body, mac(1, FRAMES_KEY, [signed, body])], ctl=15)
-    add("signed-key-65", [signed, body, mac(1, FRAMES_KEY, [signed, body])], ctl=65)
+        [signed, *bodies, mac(1, FRAMES_KEY, b"", [signed, *bodies])], ctl=16)
+    add("signed-key-64", [signed, body, mac(2, FRAMES_KEY, b"", [signed, body])], ctl=64)
+    add("signed-key-15", [signed, body, mac(1, FRAMES_KEY, b"", [signed, body])], ctl=15)
+    add("signed-key-65", [signed, body, mac(1, FRAMES_KEY, b"", [signed, body])], ctl=65)
+    # bound to the wrong exchange: an answer signed as if it opened one
+    add("signed-reply-unbound",
+        [signed_reply, body, mac(1, FRAMES_KEY, b"", [signed_reply, body])])
     add("signed-wrong-mac", [signed, body, b"\0" * 32])
     add("signed-no-mac", [signed])
     add("signed-mac-31", [signed, body, b"m" * 31])
@@ -416,9 +433,14 @@ def frame_seeds():
     add("trailing-without-flag", [req + body])
     signed_inline = Header(**{**TYPICAL, "flags": 3}).encode()
     add("signed-inline", [signed_inline + body,
-                          mac(1, FRAMES_KEY, [signed_inline + body])])
+                          mac(1, FRAMES_KEY, b"", [signed_inline + body])])
+    trailer = Header(**{**TYPICAL, "flags": 1 | 2 | 4}).encode() + body
+    add("signed-trailer", [trailer + mac(2, FRAMES_KEY, b"", [trailer])])
+    pong = Header(version=V, kind=7, flags=1 | 4, request_id=5).encode()
+    add("signed-pong-trailer", [pong + mac(1, FRAMES_KEY, FRAMES_BIND, [pong])])
     add("version-0", [Header(version=0, request_id=3).encode()])
-    add("version-2", [Header(version=2, request_id=3).encode(), body])
+    add("version-1", [Header(version=1, request_id=3).encode(), body])
+    add("version-3", [Header(version=3, request_id=3).encode(), body])
     add("kind-8", [Header(kind=8, request_id=3).encode()])
     add("empty", [])
     add("bad-header", [b"\x01\x00\x00\x00" + req[4:]])
@@ -444,8 +466,10 @@ def check_mac_helper() -> None:
     from zmicro import mac as zmac
     frames = [b"header", b"", b"body"]
     for alg in (1, 2):
-        if zmac.compute(alg, FRAMES_KEY, frames) != mac(alg, FRAMES_KEY, frames):
-            sys.exit(f"make_seeds.mac disagrees with zmicro.mac for alg {alg}")
+        for binding in (b"", FRAMES_BIND):
+            if zmac.compute(alg, FRAMES_KEY, [binding, *frames]) != \
+                    mac(alg, FRAMES_KEY, binding, frames):
+                sys.exit(f"make_seeds.mac disagrees with zmicro.mac for alg {alg}")
 
 
 def build() -> dict[str, dict[str, bytes]]:

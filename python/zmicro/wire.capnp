@@ -1,4 +1,4 @@
-# zmicro wire header, protocol version 1.
+# zmicro wire header, protocol version 2.
 #
 # Every zmicro message is a list of ZeroMQ frames; the first frame after the
 # routing id is one Cap'n Proto message whose root is `Header`. docs/protocol.md
@@ -41,7 +41,7 @@ struct Entry {
 }
 
 struct Header {
-  version @0 :UInt16;        # protocol version; this schema is 1
+  version @0 :UInt16;        # protocol version; this schema is 2
   kind @1 :Kind;
   flags @2 :UInt32;          # flag* bits below; readers ignore unknown bits
   requestId @3 :UInt64;      # chosen by the caller, echoed in every answer

@@ -8,6 +8,8 @@ block, or a Markdown table.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import random
 import re
@@ -19,7 +21,8 @@ from pathlib import Path
 import pytest
 
 import zmicro
-from zmicro import mac, wire
+from zmicro import _core, mac, wire
+from zmicro.security import mackeys
 from zmicro.registry import MemoryRegistry
 
 from .conftest import CLI_TIMEOUT, START_TIMEOUT, stop_process
@@ -62,7 +65,9 @@ def example_header(flags: int = 0) -> bytes:
 
 def test_every_marked_block_is_tested():
     assert set(BLOCKS) == {"schema", "mac", "mac-vector", "status-codes", "wire-error-codes",
-                           "header-fields", "header-hex", "client", "server", "cxx-reader"}
+                           "header-fields", "header-hex", "client", "server", "cxx-reader",
+                           "answer-header-fields", "answer-header-hex", "answer-vector",
+                           "kdf", "kdf-vector", "mac-keys"}
 
 
 # -- the header ----------------------------------------------------------------
@@ -109,7 +114,8 @@ def test_the_example_header_bytes():
 
 def test_the_example_header_reads_back():
     h = zmicro.decode_header(example_header())
-    assert (h.version, h.kind, h.request_id, h.deadline_us) == (1, 0, 1, 5_000_000)
+    assert (h.version, h.kind, h.request_id, h.deadline_us) == (2, 0, 1, 5_000_000)
+    assert h.version == wire.WIRE_VERSION
     assert (h.content_type, h.service, h.endpoint) == ("application/json", "greeter",
                                                        "Greeter.Hello")
     assert h.metadata == {"user": b"ada"}
@@ -130,33 +136,110 @@ def test_the_wire_error_table_is_wire_error_code():
 
 # -- MAC -----------------------------------------------------------------------
 
+ALGS = {"HMAC-SHA256": mac.Alg.HMAC_SHA256, "BLAKE2b-256": mac.Alg.BLAKE2B,
+        "BLAKE3": _core.MAC_BLAKE3}
+VECTOR_KEY = bytes(range(32))
+
+
+def run_block(name: str, function: str):
+    namespace: dict = {}
+    exec(BLOCKS[name], namespace)  # noqa: S102
+    return namespace[function]
+
 
 def reference_mac():
-    namespace: dict = {}
-    exec(BLOCKS["mac"], namespace)  # noqa: S102
-    return namespace["zmicro_mac"]
+    return run_block("mac", "zmicro_mac")
 
 
-@pytest.mark.parametrize("alg", list(mac.Alg))
+def vector(name: str) -> dict[str, str]:
+    return dict(line.split() for line in BLOCKS[name].splitlines())
+
+
+@pytest.mark.parametrize("alg", ALGS.values(), ids=ALGS.keys())
 def test_the_reference_mac_is_the_core_mac(alg):
     zmicro_mac = reference_mac()
     rng = random.Random(alg)
     for _ in range(50):
-        key = rng.randbytes(rng.randint(mac.KEY_MIN, mac.KEY_MAX))
+        size = 32 if alg == _core.MAC_BLAKE3 else rng.randint(mac.KEY_MIN, mac.KEY_MAX)
+        key = rng.randbytes(size)
+        binding = rng.choice([b"", rng.randbytes(16)])
         frames = [rng.randbytes(rng.choice([0, 1, 7, 8, 100, 70_000]))
-                  for _ in range(rng.randint(1, mac.FRAME_MAX))]
-        assert zmicro_mac(alg, key, frames) == mac.compute(alg, key, frames)
+                  for _ in range(rng.randint(1, mac.FRAME_MAX - 1))]
+        assert zmicro_mac(alg, key, binding, frames) == mac.compute(alg, key, [binding, *frames])
 
 
-def test_the_mac_vector():
+def test_the_request_vector():
     zmicro_mac = reference_mac()
-    vector = dict(line.split() for line in BLOCKS["mac-vector"].splitlines())
-    key = bytes(range(32))
     frames = [example_header(flags=wire.FLAG_SIGNED), b'{"name":"Ada"}']
     assert frames[0][20] == 1 and example_header()[20] == 0  # "byte 20 becomes 01"
-    for name, alg in (("HMAC-SHA256", mac.Alg.HMAC_SHA256), ("BLAKE2b-256", mac.Alg.BLAKE2B)):
-        assert mac.compute(alg, key, frames).hex() == vector[name]
-        assert zmicro_mac(alg, key, frames).hex() == vector[name]
+    documented = vector("mac-vector")
+    assert documented.keys() == ALGS.keys()
+    for name, alg in ALGS.items():
+        assert mac.compute(alg, VECTOR_KEY, [b"", *frames]).hex() == documented[name]
+        assert zmicro_mac(alg, VECTOR_KEY, b"", frames).hex() == documented[name]
+
+
+def test_the_answer_vector():
+    zmicro_mac = reference_mac()
+    documented_hex = "".join(BLOCKS["answer-header-hex"].split())
+    assert eval(BLOCKS["answer-header-fields"], {"zmicro": zmicro}) == documented_hex  # noqa: S307
+    header = bytes.fromhex(documented_hex)
+    assert len(header) == 136
+    reply = zmicro.decode_header(header)
+    assert (reply.kind, reply.flags, reply.version) == (zmicro.Kind.REPLY, wire.FLAG_SIGNED, 2)
+    body = b'{"message":"Hello Ada"}'
+    binding = bytes(range(16, 32))  # the request's nonce
+    documented = vector("answer-vector")
+    assert documented.keys() == ALGS.keys()
+    for name, alg in ALGS.items():
+        assert mac.compute(alg, VECTOR_KEY, [binding, header, body]).hex() == documented[name]
+        assert zmicro_mac(alg, VECTOR_KEY, binding, [header, body]).hex() == documented[name]
+        # and the core's keyring checks it, bound to that nonce only
+        ring = _core.Keyring([_core.MacKey(1, alg, VECTOR_KEY)], 1,
+                             clock=lambda: reply.timestamp_us / 1e6)
+        frames = [header, body, bytes.fromhex(documented[name])]
+        assert ring.open(frames, bind=binding, remember=False) == "ok"
+        assert ring.open(frames, bind=bytes(16), remember=False) == "bad_mac"
+
+
+def test_the_reference_key_derivation_is_zmicros():
+    zmicro_service_key = run_block("kdf", "zmicro_service_key")
+    rng = random.Random(7)
+    for service in ["greeter", "a", "grüße-dienst", "x" * 255, "服务"]:
+        master = rng.randbytes(rng.choice([16, 32, 64]))
+        key_id = rng.choice([0, 1, 2**32 - 1, rng.randrange(2**32)])
+        assert zmicro_service_key(master, service, key_id) == \
+            mackeys.derive_key(master, service, key_id)
+
+
+def test_the_key_derivation_vectors():
+    zmicro_service_key = run_block("kdf", "zmicro_service_key")
+    rows = table_rows("kdf-vector")
+    assert len(rows) >= 4 and any(not row[1].strip("`").isascii() for row in rows)
+    for master, service, key_id, derived in rows:
+        master, service, derived = (bytes.fromhex(master.strip("`")), service.strip("`"),
+                                    derived.strip("`"))
+        assert mackeys.derive_key(master, service, int(key_id)).hex() == derived
+        assert zmicro_service_key(master, service, int(key_id)).hex() == derived
+
+
+def test_the_mac_keys_example_is_read_by_zmicro(tmp_path):
+    path = tmp_path / "mac.keys"
+    path.write_text(BLOCKS["mac-keys"])
+    path.chmod(0o600)
+    secrets = mackeys.MacSecrets(path, create=False)
+    doc = json.loads(BLOCKS["mac-keys"])
+    assert secrets.current == doc["current"] == 2
+    assert {s.alg for s in secrets.secrets} == {"hmac-sha256", "blake3"}
+    # A message zmicro signs under it is what the document computes: the
+    # current id's secret, derived for the service, its algorithm.
+    header = zmicro.Header(kind=zmicro.Kind.PING, request_id=1, service="greeter")
+    frames = secrets.keyring("greeter").seal(header)
+    assert header.key_id == 2
+    master = next(base64.b64decode(k["secret"]) for k in doc["keys"] if k["id"] == 2)
+    key = run_block("kdf", "zmicro_service_key")(master, "greeter", 2)
+    (one,) = frames  # a one-frame message: the MAC is its trailer
+    assert reference_mac()(_core.MAC_BLAKE3, key, b"", [one[:-32]]) == one[-32:]
 
 
 # -- the example programs ------------------------------------------------------
@@ -216,14 +299,22 @@ def test_the_minimal_server_answers_ping_and_unknown_versions(minimal_server, zc
     sock.connect(minimal_server)
     for header, kind, status in [
         (zmicro.Header(kind=zmicro.Kind.PING, request_id=7), zmicro.Kind.PONG, 0),
-        (zmicro.Header(version=2, request_id=8), zmicro.Kind.ERROR, zmicro.Code.UNIMPLEMENTED),
-        (zmicro.Header(kind=9, request_id=9), zmicro.Kind.ERROR, zmicro.Code.UNIMPLEMENTED),
+        (zmicro.Header(kind=zmicro.Kind.PING, request_id=8, service="other"),
+         zmicro.Kind.ERROR, zmicro.Code.UNAVAILABLE),
+        (zmicro.Header(version=1, request_id=9), zmicro.Kind.ERROR, zmicro.Code.UNIMPLEMENTED),
+        (zmicro.Header(version=3, request_id=10), zmicro.Kind.ERROR, zmicro.Code.UNIMPLEMENTED),
+        (zmicro.Header(kind=9, request_id=11), zmicro.Kind.ERROR, zmicro.Code.UNIMPLEMENTED),
     ]:
         zmicro.send_message(sock, header, timeout=CLI_TIMEOUT)
-        answer = zmicro.recv_message(sock, timeout=CLI_TIMEOUT)
-        assert (answer.header.kind, answer.header.request_id, answer.header.status) == \
+        assert sock.poll(CLI_TIMEOUT * 1000)
+        (frame,) = sock.recv_multipart()  # a header, nothing else
+        answer = zmicro.decode_header(frame)
+        assert (answer.kind, answer.request_id, answer.status) == \
             (kind, header.request_id, status)
-        assert answer.bodies == []
+        # The version rules (3.7): a refusal speaks the caller's version when
+        # it is older, this one's otherwise; every refusal is NOT_PROCESSED.
+        assert answer.version == (1 if header.version == 1 else 2)
+        assert answer.flags == (wire.FLAG_NOT_PROCESSED if kind == zmicro.Kind.ERROR else 0)
 
 
 def test_the_minimal_client_calls_the_minimal_server(minimal_server, tmp_path):

@@ -5,6 +5,8 @@ principal, with keys derived from master secrets (zmicro.security.mackeys)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import stat
 import threading
@@ -315,6 +317,36 @@ def test_malformed_or_exposed_secrets_file(tmp_path):
     good.chmod(0o600)
     good.write_text("garbage")
     assert not s.reload_if_changed() and s.keyring("svc").key_ids == [1]
+
+
+def test_the_documented_file_format(tmp_path):
+    """protocol.md §7.5: a mac.keys written by another tool from the
+    document is read; another format, or a current id not among the keys,
+    is refused."""
+    def write(doc) -> mackeys.MacSecrets:
+        path = tmp_path / "mac.keys"
+        path.write_text(json.dumps(doc))
+        path.chmod(0o600)
+        return mackeys.MacSecrets(path, create=False)
+
+    keys = [{"id": 7, "alg": "blake3", "secret": base64.b64encode(SECRET).decode()},
+            {"id": 4294967295, "alg": "hmac-sha256", "secret": base64.b64encode(b"s" * 16).decode()},
+            {"id": 0, "alg": "blake2b", "secret": base64.b64encode(b"t" * 64).decode()}]
+    secrets = write({"format": 1, "current": 7, "keys": keys, "comment": "ignored"})
+    assert secrets.current == 7
+    assert [(s.id, s.alg) for s in secrets.secrets] == [(7, "blake3"), (4294967295, "hmac-sha256"),
+                                                       (0, "blake2b")]
+    ring7 = secrets.keyring("greeter")
+    assert (ring7.current_id, ring7.key_ids) == (7, [0, 7, 4294967295])
+    for bad in ({"format": 2, "current": 7, "keys": keys},
+                {"current": 7, "keys": keys},
+                {"format": 1, "current": 8, "keys": keys},
+                {"format": 1, "current": 7, "keys": keys + keys[:1]},
+                {"format": 1, "current": 7, "keys": [{**keys[0], "alg": "sha1"}]},
+                {"format": 1, "current": 7, "keys": [{**keys[0], "secret": "c2hvcnQ="}]},
+                {"format": 1, "current": 7, "keys": [{**keys[0], "secret": "not base64!"}]}):
+        with pytest.raises(mackeys.MacSecretsError):
+            write(bad)
 
 
 def test_open_refuses_too_many_frames_as_a_wire_error():

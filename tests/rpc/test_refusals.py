@@ -87,7 +87,8 @@ def test_the_flag_value_is_the_protocol_docs():
     (request(), [b"1", b"2"], Code.INVALID_ARGUMENT),
     (request("R.Typed"), [b'{"name": 1}'], Code.INVALID_ARGUMENT),
     (request("R.Typed"), [b"{not json"], Code.INVALID_ARGUMENT),
-    (zmicro.Header(version=2, kind=wire.Kind.REQUEST, request_id=7), [], Code.UNIMPLEMENTED),
+    (zmicro.Header(version=wire.WIRE_VERSION + 1, kind=wire.Kind.REQUEST, request_id=7), [],
+     Code.UNIMPLEMENTED),
 ], ids=["wrong-service", "unknown-endpoint", "content-type", "two-bodies", "bad-field",
         "undecodable", "version"])
 def test_refusals_are_flagged_not_processed(refusals, header, bodies, code):

@@ -1,8 +1,9 @@
 """Message authentication codes over zmicro frames.
 
-``compute(alg, key, frames)`` is the MAC of the length-prefixed frames (the
-header frame, then the body frames) that a signed message carries as its last
-frame; ``verify`` checks one in constant time. Both run in C with the GIL
+``compute(alg, key, items)`` is the MAC of length-prefixed items that a
+signed message carries (docs/protocol.md §7.1): first the binding (b"" for a
+request, a cancel or a ping; for an answer, its request's nonce), then the
+header frame and the body frames; ``verify`` checks one in constant time. Both run in C with the GIL
 released, using the libsodium that pyzmq loaded, or Python's hmac/hashlib
 (same results) when that is missing. Using MACs end to end (key ids,
 timestamps, nonces, replay protection) belongs to ``zmicro.auth``.

@@ -94,6 +94,9 @@ def _encode(current: int, secrets: list[MasterSecret]) -> bytes:
 def _decode(data: bytes, where: Path) -> tuple[int, list[MasterSecret]]:
     try:
         doc = json.loads(data)
+        if doc["format"] != _FORMAT:  # a later format may mean other things by the same fields
+            raise MacSecretsError(f"{where} has format {doc['format']!r}; this zmicro reads "
+                                  f"format {_FORMAT}")
         current = doc["current"]
         secrets = [MasterSecret(int(k["id"]), str(k["alg"]), base64.b64decode(k["secret"],
                                                                               validate=True))
@@ -130,9 +133,11 @@ class MacSecrets:
 
     ``keyring(service)`` gives the core's :class:`zmicro._core.Keyring` for
     one service (made once, then updated in place); ``reload_if_changed()``
-    (one ``stat``; clients call it once a second, services from their
-    heartbeat) re-reads the file when it changed and updates every keyring
-    made so far: new ids are accepted, the new current one signs.
+    (one ``stat``; the core calls it at most once a second, on both sides,
+    before it signs or checks a message: KeySource.tick) re-reads the file
+    when it changed and updates every keyring made so far: new ids are
+    accepted, the new current one signs. The file's format:
+    docs/protocol.md §7.6.
     """
 
     def __init__(self, path: str | os.PathLike, *, create: bool = True,

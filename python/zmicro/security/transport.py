@@ -11,6 +11,9 @@ and the process's ZAP handler (:mod:`zmicro.security.zap`). Build it with
   after ``close``;
 - a client socket: :meth:`~Security.server_key_for` decides which server key
   to trust, :meth:`~Security.configure_client` before ``connect``;
+- both: a ``MAXMSGSIZE`` set before ``configure_*`` bounds the frames as
+  sent (libzmq applies it to the encrypted frame: it is raised by
+  :data:`CURVE_FRAME_OVERHEAD`);
 - a received message: :meth:`~Security.principal_for` its ``User-Id``.
 
 Plaintext only on request: ``insecure=True`` or ``ZMICRO_INSECURE=1``
@@ -32,7 +35,8 @@ from .keys import KeyPair, KeyStore, TrustedKey, check_key, fingerprint, load_pu
 from .mackeys import MacSecrets, secrets_path
 from .zap import Allowlist, Authenticator, allowlist_from
 
-__all__ = ["MIN_LIBZMQ", "Security", "check_libzmq", "resolve_insecure"]
+__all__ = ["CURVE_FRAME_OVERHEAD", "MIN_LIBZMQ", "Security", "check_libzmq",
+           "resolve_insecure"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,11 @@ log = logging.getLogger(__name__)
 #: stack overflow before authentication, with CURVE) and CVE-2020-15166
 #: (memory exhaustion by unauthenticated peers).
 MIN_LIBZMQ = (4, 3, 3)
+
+#: Bytes CurveZMQ adds to each frame (RFC 26, the MESSAGE command: its name
+#: 8, the short nonce 8, the Poly1305 tag 16, the flags byte 1). libzmq
+#: checks MAXMSGSIZE against the frame as it arrives, encrypted.
+CURVE_FRAME_OVERHEAD = 33
 
 _TRUE = ("1", "true", "yes")
 _FALSE = ("", "0", "false", "no")
@@ -138,6 +147,7 @@ class Security:
         ``ZAP_ENFORCE_DOMAIN=1`` (checked by reading it back: without it,
         libzmq accepts everyone when no ZAP handler answers), and registers
         ``domain`` with the context's :class:`~zmicro.security.zap.Authenticator`.
+        A ``MAXMSGSIZE`` already set is raised by :data:`CURVE_FRAME_OVERHEAD`.
         """
         if self.insecure:
             return
@@ -151,6 +161,7 @@ class Security:
             sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
             sock.setsockopt(zmq.CURVE_SECRETKEY, self.identity.secret.encode("ascii"))
             sock.setsockopt(zmq.CURVE_SERVER, 1)
+            _frame_limit_as_sent(sock)
         except BaseException:
             auth.remove_domain(domain)
             raise
@@ -169,7 +180,8 @@ class Security:
 
     def configure_client(self, sock: zmq.Socket, server_key: str) -> None:
         """Make ``sock`` a Curve client of the server whose public key is
-        ``server_key`` (Z85), with this identity. Call before connect.
+        ``server_key`` (Z85), with this identity. Call before connect. A
+        ``MAXMSGSIZE`` already set is raised by :data:`CURVE_FRAME_OVERHEAD`.
 
         Raises ValueError for a malformed ``server_key``.
         """
@@ -179,6 +191,7 @@ class Security:
         sock.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode("ascii"))
         sock.setsockopt(zmq.CURVE_PUBLICKEY, self.identity.public.encode("ascii"))
         sock.setsockopt(zmq.CURVE_SECRETKEY, self.identity.secret.encode("ascii"))
+        _frame_limit_as_sent(sock)
 
     def server_key_for(self, address: str, *, server_key: str | None = None,
                        registry_key: str = "", registry_trusted: bool = False) -> str:
@@ -241,6 +254,15 @@ class Security:
             self._principals = {k: Principal(k, t.name, t.roles) for k, t in source.items()}
             self._principals_source = source
         return self._principals.get(user_id, ANONYMOUS)
+
+
+def _frame_limit_as_sent(sock: zmq.Socket) -> None:
+    """Raise `sock`'s MAXMSGSIZE, if set, by the Curve overhead: zmicro's
+    max_message_size counts a frame's bytes as the sender hands them over
+    (a peer's client checks its requests against it before sending)."""
+    limit = sock.getsockopt(zmq.MAXMSGSIZE)
+    if limit >= 0:
+        sock.setsockopt(zmq.MAXMSGSIZE, limit + CURVE_FRAME_OVERHEAD)
 
 
 def check_libzmq() -> None:

@@ -1,0 +1,97 @@
+"""The largest frame (docs/protocol.md §1, docs/security.md §7): 4 MiB by
+default on both sides (gRPC's default receive limit), ``max_message_size=``
+to change it.
+
+A client refuses a larger request before sending it (MAXMSGSIZE would drop
+the connection and every call on it); a peer that sends a larger frame
+anyway loses its connection, in libzmq, before any zmicro check runs, and
+the service goes on serving the others. Under Curve the limit counts the
+frame as sent, not its 33 bytes of encryption: a 4 MiB body goes through.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import zmicro
+from zmicro import _core, wire
+from zmicro.registry import MemoryRegistry
+
+from ..helpers import eventually
+from .raw_peer import OCTETS, SERVICE, WAIT, RawPeer, request, secure_node
+
+MiB = 1024 * 1024
+
+
+def test_the_default_is_4_mib():
+    assert _core.MESSAGE_MAX_DEFAULT == 4 * MiB
+    assert zmicro.service.DEFAULT_MAX_MESSAGE == 4 * MiB
+
+
+@pytest.fixture
+def node(serve, tmp_path):
+    return secure_node(serve, tmp_path / "home")
+
+
+def echo(client, body: bytes) -> bytes:
+    return client.call(SERVICE, "Greeter.Echo", body, content_type=OCTETS, timeout=WAIT)
+
+
+@pytest.mark.parametrize("secure", [True, False], ids=["secure", "insecure"])
+def test_4_mib_is_served_and_a_byte_more_refused_before_sending(serve, tmp_path, secure):
+    if secure:
+        node = secure_node(serve, tmp_path / "home")
+        svc, options = node.svc, dict(keys=node.store)
+    else:
+        svc = zmicro.Service(SERVICE, registry=MemoryRegistry(), insecure=True)
+        svc.handler("Greeter.Echo")(lambda req, ctx: req)
+        serve(svc)
+        options = dict(insecure=True)
+    with zmicro.Client(registry=svc._registry, **options) as client:
+        body = bytes(range(256)) * (4 * MiB // 256)
+        assert echo(client, body) == body  # the request and the reply, 4 MiB each
+        with pytest.raises(zmicro.RPCError) as err:
+            echo(client, body + b"!")
+        assert err.value.code == zmicro.Code.RESOURCE_EXHAUSTED
+        assert "max_message_size" in err.value.detail and str(4 * MiB + 1) in err.value.detail
+        # Nothing was sent: the connection and its next calls are intact.
+        assert echo(client, b"after") == b"after"
+    assert svc.stats()["requests"] == 2
+
+
+def test_a_larger_frame_drops_the_senders_connection_only(node, zctx):
+    ring = node.ring()
+    big = RawPeer(zctx, node.address, node.server_key, node.store.identity())
+    try:
+        # Exactly the limit passes (the Curve overhead is not counted)...
+        header = request(1)
+        big.send(ring.seal(header, [b"x" * (4 * MiB)]))
+        _, reply = big.answer()
+        assert reply.kind == wire.Kind.REPLY
+        assert "DISCONNECTED" not in big.connection_events()
+        # ... one byte more is dropped by libzmq with the connection (no
+        # answer, no zmicro check ran: nothing is counted).
+        big.send(ring.seal(request(2), [b"x" * (4 * MiB + 1)]))
+        eventually(lambda: "DISCONNECTED" in big.connection_events(),
+                   "the server dropped the connection")
+        stats = node.svc.stats()
+        assert (stats["requests"], stats["malformed"], stats["unauthenticated"]) == (1, 0, 0)
+    finally:
+        big.close()
+    # Everyone else is served.
+    with zmicro.Client(registry=node.svc._registry, keys=node.store) as client:
+        assert echo(client, b"still here") == b"still here"
+
+
+def test_max_message_size_raises_the_limit_on_both_sides(serve, tmp_path):
+    node = secure_node(serve, tmp_path / "home", max_message_size=8 * MiB)
+    body = b"y" * (6 * MiB)
+    with zmicro.Client(registry=node.svc._registry, keys=node.store,
+                       max_message_size=8 * MiB) as client:
+        assert echo(client, body) == body
+    # A client left at the default refuses it itself.
+    with zmicro.Client(registry=node.svc._registry, keys=node.store) as client:
+        with pytest.raises(zmicro.RPCError) as err:
+            echo(client, body)
+        assert err.value.code == zmicro.Code.RESOURCE_EXHAUSTED
+    assert node.ran == [body]
