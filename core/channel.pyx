@@ -126,9 +126,7 @@ cdef class ChannelBase:
         finally:
             PyBuffer_Release(&bview)
         if self.max_frame and o.largest > self.max_frame:
-            raise _RPCError(C_RESOURCE_EXHAUSTED,
-                            f"the request is {o.largest} bytes in one frame (header and "
-                            f"body), over the max_message_size of {self.max_frame} bytes")
+            raise too_large("request", o.largest, self.max_frame, False)
         return 0
 
     cdef bint accept(self, Incoming *m) except -1:

@@ -304,12 +304,8 @@ cdef class ClientCore:
         rq.endpoint = endpoint
         rq.content_type = entry.name
         rq.body = entry.encode_value(request)
-        if self.max_message_size and len(rq.body) > self.max_message_size:
-            # MAXMSGSIZE is per frame, and a peer that gets a bigger one
-            # drops the connection (every call on it): refuse it here.
-            raise _RPCError(C_RESOURCE_EXHAUSTED,
-                            f"the request body is {len(rq.body)} bytes, over the "
-                            f"max_message_size of {self.max_message_size} bytes")
+        if self.max_message_size and <size_t>len(rq.body) > self.max_message_size:
+            raise too_large("request body", len(rq.body), self.max_message_size, False)
         now = monotonic()
         rq.deadline = now + (self.timeout if timeout is None else <double>timeout)
         rq.metadata = metadata

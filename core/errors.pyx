@@ -98,6 +98,15 @@ cdef object undecodable(exc):
     return _RPCError(C_INTERNAL, f"the reply does not decode: {exc}")
 
 
+cdef object too_large(str what, size_t size, size_t limit, bint processed):
+    """RESOURCE_EXHAUSTED for a message that would break a peer's
+    max_message_size. libzmq's MAXMSGSIZE is per frame and drops the whole
+    connection, with every call on it: the sender refuses it instead."""
+    return _RPCError(C_RESOURCE_EXHAUSTED,
+                     f"the {what} is {size} bytes in one frame, over the "
+                     f"max_message_size of {limit} bytes", processed=processed)
+
+
 cdef object answer_refused(str address):
     """An answer that failed the MAC checks (section 7 of protocol.md)."""
     return _RPCError(C_UNAUTHENTICATED,

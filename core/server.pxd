@@ -30,6 +30,7 @@ cdef class ServerCore:
     cdef list ctypes                  # CodecEntry, known content types
     cdef CodecEntry default_ctype     # for requests that name none
     cdef readonly uint32_t max_in_flight
+    cdef readonly size_t max_frame    # largest frame an answer may have (0: no limit)
     cdef readonly uint32_t in_flight  # requests admitted, not yet answered
     cdef dict running                 # (peer, request id) -> Context (pool, tasks)
     cdef object executor_factory      # () -> Executor for blocking handlers

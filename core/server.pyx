@@ -150,12 +150,13 @@ cdef class ServerCore:
     Secure: `secrets` (a zmicro.security MacSecrets) gives the MAC keys,
     `allowlist` (() -> Mapping whose keys are the Curve keys allowed now,
     Z85) is looked at again every ALLOWLIST_RECHECK s, `on_refused` audits
-    refusals, `resolve_principal` names callers."""
+    refusals, `resolve_principal` names callers. `max_message_size`: the
+    largest frame an answer may have (0: no limit), as the clients' own."""
 
     def __init__(self, zsock, str service, endpoints, dict codecs, *,
                  str default_content_type, uint32_t max_in_flight,
                  executor_factory, logger=None, secrets=None, allowlist=None,
-                 on_refused=None, resolve_principal=None):
+                 on_refused=None, resolve_principal=None, size_t max_message_size=0):
         cdef CodecEntry ct
         self.zsock = zsock
         self.sock = socket_handle(zsock)
@@ -171,6 +172,7 @@ cdef class ServerCore:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self.max_in_flight = max_in_flight
+        self.max_frame = max_message_size
         self.running = {}
         self.executor_factory = executor_factory
         self.completions = _collections.deque()
@@ -698,13 +700,18 @@ cdef class ServerCore:
                    Keyring ring, const zm_slice *bind) except -1:
         """Build and send one answer to `peer` through the message layer.
         ROUTER_MANDATORY + DONTWAIT: a caller that is gone (EHOSTUNREACH) or
-        not reading (EAGAIN: its queue is full) loses it, counted."""
+        not reading (EAGAIN: its queue is full) loses it, counted. A reply
+        with a frame over max_message_size would make the caller's libzmq
+        drop the connection and every call on it: it is answered
+        RESOURCE_EXHAUSTED instead (the handler ran), and logged."""
         cdef Outgoing o
         cdef Py_buffer bview
         cdef zm_slice b
+        cdef zm_header e
         cdef uint8_t nonce[ZM_NONCE_SIZE]
         cdef int err
         cdef uint16_t status = h.status
+        cdef str detail
         o.n = 0
         memset(&bview, 0, sizeof(Py_buffer))
         try:
@@ -719,6 +726,15 @@ cdef class ServerCore:
                 out_close(&o)
                 h.detail.len = h.service.len = 0
                 out_build(&o, h, None, NULL, ring, nonce, bind)
+            if self.max_frame and o.largest > self.max_frame:
+                detail = too_large("reply", o.largest, self.max_frame, True).detail
+                self.logger.error("zmicro: %s: %s", self.service, detail)
+                out_close(&o)
+                header_init(&e, ZM_KIND_ERROR, h.request_id)
+                status = e.status = <uint16_t>C_RESOURCE_EXHAUSTED
+                _slice_text(detail, &e.detail)
+                _slice_text(self.service, &e.service)
+                out_build(&o, &e, None, NULL, ring, nonce, bind)
             err = out_send(&o, self.sock, peer, 0)
         finally:
             out_close(&o)

@@ -391,6 +391,7 @@ class Service:
             allowlist=None if self.insecure else self._security.allowlist,
             on_refused=self._refused,
             resolve_principal=None if self.insecure else self._security.principal_for,
+            max_message_size=self._max_message_size,
         )
         self._core.local_address = address
         if self._stop_event.is_set():  # stop() came while we were starting

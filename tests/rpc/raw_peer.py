@@ -95,6 +95,10 @@ def secure_node(serve, home: Path, *, name: str = SERVICE, **options) -> Node:
         node.ran.append(bytes(req))
         return req
 
+    @svc.handler("Greeter.Double")
+    def double(req: bytes, ctx: zmicro.Context) -> bytes:
+        return bytes(req) * 2
+
     @svc.handler("Greeter.Typed")
     def typed(req: Named, ctx: zmicro.Context) -> str:
         node.ran.append(req.name)

@@ -54,6 +54,7 @@ def test_4_mib_is_served_and_a_byte_more_refused_before_sending(serve, tmp_path,
             echo(client, body + b"!")
         assert err.value.code == zmicro.Code.RESOURCE_EXHAUSTED
         assert "max_message_size" in err.value.detail and str(4 * MiB + 1) in err.value.detail
+        assert err.value.processed is False  # it never left the client
         # Nothing was sent: the connection and its next calls are intact.
         assert echo(client, b"after") == b"after"
     assert svc.stats()["requests"] == 2
@@ -95,3 +96,21 @@ def test_max_message_size_raises_the_limit_on_both_sides(serve, tmp_path):
             echo(client, body)
         assert err.value.code == zmicro.Code.RESOURCE_EXHAUSTED
     assert node.ran == [body]
+
+
+def test_a_reply_over_the_limit_is_refused_by_the_server(serve, tmp_path, caplog):
+    """A handler whose reply would break the limit gets its caller
+    RESOURCE_EXHAUSTED (the handler ran), not a dropped connection that
+    fails every call on it; the service logs it."""
+    node = secure_node(serve, tmp_path / "home")
+    with zmicro.Client(registry=node.svc._registry, keys=node.store) as client:
+        body = b"z" * (4 * MiB - 100)  # the request fits...
+        with pytest.raises(zmicro.RPCError) as err:
+            client.call(SERVICE, "Greeter.Double", body, content_type=OCTETS,
+                        timeout=WAIT)  # ... its reply (twice as long) does not
+        assert err.value.code == zmicro.Code.RESOURCE_EXHAUSTED
+        assert "reply" in err.value.detail and "max_message_size" in err.value.detail
+        assert err.value.processed is True
+        assert echo(client, b"same connection") == b"same connection"
+    assert node.svc.stats()["replies"]["RESOURCE_EXHAUSTED"] == 1
+    assert any("max_message_size" in r.getMessage() for r in caplog.records)
