@@ -126,7 +126,7 @@ cdef class ChannelBase:
         finally:
             PyBuffer_Release(&bview)
         if self.max_frame and o.largest > self.max_frame:
-            raise too_large("request", o.largest, self.max_frame, False)
+            raise too_large("request (header and body)", o.largest, self.max_frame, False)
         return 0
 
     cdef bint accept(self, Incoming *m) except -1:
