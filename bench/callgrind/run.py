@@ -494,7 +494,8 @@ def table(results: list[Result], size: int,
         delta = ""
         if prev_col:
             p = previous.get((r.case.name, size))
-            delta = (f" {r.total - p[1]:+,.0f} ({p[0]}) |" if p else " — |")
+            delta = (f" {round(r.total) - round(p[1]):+,} ({p[0]}) |" if p
+                     else " — |")
         spread = (f"{fmt_n(min(r.totals))}–{fmt_n(max(r.totals))}"
                   if len(r.totals) > 1 else "—")
         out.append(f"| {name} | {fmt_n(r.client['main'])} "
@@ -613,7 +614,7 @@ def history_block(rows: list[HistRow], order: list[str]) -> str:
     # Grouped by case and size, records in order: before and after of one
     # case sit on adjacent lines.
     ordered = sorted(enumerate(rows), key=lambda ir: (
-        rank.get(ir[1].case, len(rank)), ir[1].size, ir[0]))
+        rank.get(ir[1].case, len(rank)), parse_size(ir[1].size), ir[0]))
     return "\n".join([HIST_BEGIN, *HIST_HEADER,
                       *(r.line() for _, r in ordered), HIST_END])
 
