@@ -412,7 +412,7 @@ def measure(case: Case, contender, env: Env, size: int, args,
 
 
 def fmt_n(x: float) -> str:
-    return f"{x:,.0f}"
+    return f"{round(x):,}"  # round() first: -0.3 is "0", not "-0"
 
 
 def fmt_size(n: int) -> str:
