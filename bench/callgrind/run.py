@@ -4,13 +4,14 @@
 one call at a time and with 64 in flight) beside C libzmq's own.
 
     python bench/callgrind/run.py --smoke    # CI: < 60 s, checks the harness
-    python bench/callgrind/run.py            # every case, about 20 minutes
+    python bench/callgrind/run.py            # every case, about 15 minutes
     python bench/callgrind/run.py --record   # then update bench/RESULTS.md
 
 Why: timings on the shared hosts move by tens of percent from run to run;
 callgrind counts the instructions a round trip executes, which do not depend
 on the load, so "this change adds no instructions" can be checked to within
-a few instructions per call.
+the spread of repeated measurements (tens of instructions per call for most
+one-at-a-time cases, a few hundred with calls in flight).
 
 Method (the difference method): for each case, two fresh server + client
 pairs run, every process under ``valgrind --tool=callgrind
@@ -18,10 +19,15 @@ pairs run, every process under ``valgrind --tool=callgrind
 the client exits; callgrind writes its counts at exit), the client making
 ``N1`` then ``N2`` calls after the same warm-up. Per call =
 (I(N2) - I(N1)) / (N2 - N1) for each thread class of each process, so
-start-up, imports, the handshake and shutdown cancel out. Thread classes:
-the main thread; libzmq's threads (its I/O thread, plus the reaper, which
-does nothing per call); other threads (zmicro's registry heartbeat, ...),
-which run on a clock, not per call, and are shown apart.
+start-up, imports, the handshake and shutdown cancel out. The Python
+processes start uninstrumented (``--instr-atstart=no``, some ten times
+faster) and switch counting on at a fixed point (``cg_start.c``); see
+``workload.py``. Each case is measured ``--repeat`` times; a row is the
+repeat with the median total, beside the range. Thread classes: the main
+thread; libzmq's threads (its I/O thread, plus the reaper, which does
+nothing per call); other threads (zmicro's registry heartbeat, ZAP
+handler), which run on a clock or per connection, not per call, and are
+shown apart.
 
 Cases: ``c-reqrep`` (``bench/c/zmq_pingpong.c``, REQ/REP, one call at a
 time: the floor under ``zmicro-sync``), ``c-dealer`` (DEALER/ROUTER,
