@@ -714,9 +714,8 @@ def implied_bounds(family: str, mode: str, sizes: list[int],
                 base = _ok(rows, t.num)
                 if base and t.op == ">=":
                     v = base.value(t.metric) / t.bound
-                    op = "≤" if t.metric == "p50" else "≥"
                     parts.setdefault(t.den, []).append(
-                        (v, f"{op} {t.num} / {t.bound:g} = {fmt(v)} {unit}"))
+                        (v, f"≤ {t.num} / {t.bound:g} = {fmt(v)} {unit}"))
         for name, got in parts.items():
             what = "p50" if mode == "latency" else "calls/s"
             line = (f"- {fmt_size(size)}: {name} {what} must be "
