@@ -37,8 +37,9 @@ flight), the plaintext ones with ``insecure=True``, and each over CURVE /
 with zmicro's secure defaults (``-curve``, ``zmicro-secure-*``); the servers
 are the e2e benchmark's (``bench/e2e/contenders``), octet-stream echo.
 
-Caveats (also in the report): under valgrind OpenSSL cannot use the CPU's
-SHA instructions, so the secure zmicro counts include a portable SHA-256 per
+Caveats (also in the report): callgrind counts user-space instructions,
+not the kernel's work for system calls (most of libzmq's I/O threads' CPU
+time); under valgrind OpenSSL cannot use the CPU's SHA instructions, so the secure zmicro counts include a portable SHA-256 per
 MAC (what the CPU runs is far less at 4 KiB); with calls in flight, how
 messages batch depends on thread scheduling, which valgrind changes (it runs
 one thread of a process at a time), so the ``-async``/``c-dealer`` counts are
@@ -551,11 +552,16 @@ def section(args, results: list[Result], libzmq: str | None,
         "(C); servers: the e2e benchmark's. Raw counts per thread: "
         "`bench/build/callgrind/results.json`.",
         "",
-        "Caveats: under valgrind OpenSSL cannot use the CPU's SHA "
-        "instructions, so the secure zmicro rows count a portable SHA-256 "
-        "per MAC (two MACs per message each way at 4 KiB: most of the "
-        "secure 4 KiB main-thread counts; on the CPU a 4 KiB MAC takes ~3 "
-        "µs, see the micro section). With calls in flight, how messages "
+        "Caveats: callgrind counts user-space instructions only: system "
+        "calls and the kernel's work for them (TCP send and receive, "
+        "eventfd wake-ups, epoll, context switches: by `perf`, two thirds "
+        "of libzmq's I/O threads' CPU time and an eighth of the main "
+        "threads') are not in the counts, so fewer wake-ups or syscalls per "
+        "call do not show here. Under valgrind OpenSSL cannot use the CPU's "
+        "SHA instructions, so the secure zmicro rows count a portable "
+        "SHA-256 per MAC (two MACs per message each way at 4 KiB: most of "
+        "the secure 4 KiB main-thread counts; on the CPU a 4 KiB MAC takes "
+        "~3 µs, see the micro section). With calls in flight, how messages "
         "batch (per wake-up, per TCP read) depends on thread scheduling, "
         "which valgrind changes (it runs one thread of a process at a time): "
         f"the {args.window}-in-flight rows are less exact than the "
