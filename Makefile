@@ -19,13 +19,16 @@ sanitize:        ## ASan/UBSan build of the extension, then the tests
 fuzz:            ## every fuzzer, 60 s each (needs clang, libclang-rt-14-dev, libsodium-dev)
 	PYTHON=$(CURDIR)/.venv/bin/python bash fuzz/run.sh 60
 
-bench:           ## micro and end-to-end benchmarks, recorded into bench/RESULTS.md
+bench:           ## micro, end-to-end and callgrind benchmarks, recorded into bench/RESULTS.md
 	.venv/bin/python bench/run_micro.py --record
 	.venv/bin/python bench/e2e/run.py --record
+	.venv/bin/python bench/callgrind/run.py --record
 
-bench-smoke:
+bench-smoke:     ## every benchmark harness for a few calls (what CI runs)
 	.venv/bin/python bench/run_micro.py --smoke
 	.venv/bin/python bench/e2e/run.py --smoke
+	.venv/bin/python bench/cluster/run.py --smoke
+	.venv/bin/python bench/callgrind/run.py --smoke
 
 ci:              ## what CI runs
 	bash .ci/run

@@ -41,7 +41,11 @@
  *               call to its reply) is a sample;
  *   ping        one call, waiting up to --timeout-ms: the health check
  *               (and, without --curve against a --curve server, the check
- *               that the server refuses plaintext).
+ *               that the server refuses plaintext);
+ *   count       --warmup + --iterations calls, none timed (with --pattern
+ *               dealer, --window in flight): the workload that
+ *               bench/callgrind/run.py counts instructions of, where a clock
+ *               read per call would be part of the count.
  *
  * Samples go to --out as raw native int64 nanoseconds; stdout gets one JSON
  * object (library, mode, size, calls, elapsed ns, info: mechanism). Every
@@ -242,7 +246,7 @@ typedef struct pp_opts {
     const char *pattern; /* rep | router | req | dealer */
     const char *bind;
     const char *connect;
-    const char *mode; /* latency | throughput | ping */
+    const char *mode; /* latency | throughput | ping | count */
     const char *out;
     int curve;
     long size;
@@ -391,14 +395,22 @@ static void *pp_client_socket(void *ctx, const pp_opts *o, int type) {
     return s;
 }
 
-/* REQ: one call at a time, each timed. */
+/* REQ: one call at a time, each timed (but in count mode). */
 static int pp_client_req(void *s, const pp_opts *o, unsigned char *body,
                          unsigned char *reply) {
     long total = strcmp(o->mode, "ping") == 0 ? 1 : o->warmup + o->iterations;
     long skip = strcmp(o->mode, "ping") == 0 ? 1 : o->warmup;
+    int timed = strcmp(o->mode, "count") != 0;
     pp_samples samples = {0};
     int64_t start = 0;
     for (long i = 0; i < total; i++) {
+        if (!timed) {
+            if (Z.send(s, body, (size_t)o->size, 0) < 0)
+                pp_die("zmq_send");
+            pp_recv_exact(s, reply, (size_t)o->size + 1, (size_t)o->size,
+                          "reply");
+            continue;
+        }
         if (i == skip)
             start = pp_now();
         int64_t t0 = pp_now();
@@ -410,18 +422,21 @@ static int pp_client_req(void *s, const pp_opts *o, unsigned char *body,
             pp_samples_add(&samples, t1 - t0);
     }
     pp_samples_write(&samples, o->out);
-    pp_report(o, s, 1, samples.n, start ? pp_now() - start : 0);
+    pp_report(o, s, 1, timed ? samples.n : (size_t)total,
+              start ? pp_now() - start : 0);
     free(samples.v);
     return 0;
 }
 
 /* DEALER: [seq, body] with up to `window` in flight. In latency mode the
- * window is 1 (sequential, like REQ but over the DEALER/ROUTER pair). */
+ * window is 1 (sequential, like REQ but over the DEALER/ROUTER pair); count
+ * mode keeps `window` in flight and reads no clock. */
 static int pp_client_dealer(void *s, const pp_opts *o, unsigned char *body,
                             unsigned char *reply) {
     int ping = strcmp(o->mode, "ping") == 0;
     int thr = strcmp(o->mode, "throughput") == 0;
-    long window = thr ? o->window : 1;
+    int count = strcmp(o->mode, "count") == 0;
+    long window = thr || count ? o->window : 1;
     /* Send times by sequence number modulo a ring much larger than the
      * window; replies come back in order on one DEALER/ROUTER pair, and the
      * check below catches anything else. */
@@ -448,13 +463,14 @@ static int pp_client_dealer(void *s, const pp_opts *o, unsigned char *body,
     for (;;) {
         /* Fill the window. */
         while (sending && (long)(next - expect) < window) {
-            if (!thr && (long)next == skip)
+            if (!thr && !count && (long)next == skip)
                 start = pp_now();
             if (!thr && (long)next >= total) {
                 sending = 0;
                 break;
             }
-            sent_at[next % RING] = pp_now();
+            if (!count)
+                sent_at[next % RING] = pp_now();
             if (Z.send(s, &next, sizeof next, PP_ZMQ_SNDMORE) < 0 ||
                 Z.send(s, body, (size_t)o->size, 0) < 0)
                 pp_die("zmq_send");
@@ -465,13 +481,15 @@ static int pp_client_dealer(void *s, const pp_opts *o, unsigned char *body,
         uint64_t seq;
         pp_recv_exact(s, &seq, sizeof seq, sizeof seq, "sequence frame");
         pp_recv_exact(s, reply, (size_t)o->size + 1, (size_t)o->size, "reply");
-        int64_t t1 = pp_now();
+        int64_t t1 = count ? 0 : pp_now();
         if (seq != expect) {
             fprintf(stderr, "zmq_pingpong: reply %llu, expected %llu\n",
                     (unsigned long long)seq, (unsigned long long)expect);
             return 1;
         }
         expect++;
+        if (count)
+            continue;
         int64_t lat = t1 - sent_at[seq % RING];
         if (thr) {
             if (t1 >= t_begin && t1 < t_end) {
@@ -486,7 +504,8 @@ static int pp_client_dealer(void *s, const pp_opts *o, unsigned char *body,
     }
     int64_t elapsed = thr ? t_end - t_begin : (start ? pp_now() - start : 0);
     pp_samples_write(&samples, o->out);
-    pp_report(o, s, window, thr ? counted : samples.n, elapsed);
+    pp_report(o, s, window, thr ? counted : count ? (size_t)total : samples.n,
+              elapsed);
     free(samples.v);
     free(sent_at);
     return 0;
@@ -499,8 +518,8 @@ static int pp_client(const pp_opts *o) {
         return 2;
     }
     if (strcmp(o->mode, "latency") && strcmp(o->mode, "throughput") &&
-        strcmp(o->mode, "ping")) {
-        fprintf(stderr, "zmq_pingpong: --mode latency|throughput|ping\n");
+        strcmp(o->mode, "ping") && strcmp(o->mode, "count")) {
+        fprintf(stderr, "zmq_pingpong: --mode latency|throughput|ping|count\n");
         return 2;
     }
     if (!dealer && strcmp(o->mode, "throughput") == 0) {
@@ -542,7 +561,8 @@ static void pp_usage(void) {
             "--bind ADDR [--curve]\n"
             "       zmq_pingpong --lib LIBZMQ client --pattern req|dealer "
             "--connect ADDR [--curve]\n"
-            "           --mode latency|throughput|ping --size N [--iterations N]"
+            "           --mode latency|throughput|ping|count --size N "
+            "[--iterations N]"
             " [--warmup N]\n"
             "           [--window N] [--seconds S] [--warmup-seconds S] "
             "[--timeout-ms N] [--out FILE]\n"

@@ -233,7 +233,7 @@ class CContender(Contender):
 
 
 # In report order. The first latency contender is the ratio base of the
-# latency tables (c-reqrep); "pyzmq" is the base of the throughput tables.
+# latency tables (c-reqrep); "c-dealer" is the base of the throughput tables.
 CONTENDERS: list[Contender] = [
     CContender("c-reqrep", "plaintext", ("latency",),
                "C, libzmq REQ/REP ping-pong (`bench/c/zmq_pingpong.c`): the "
@@ -291,7 +291,9 @@ CONTENDERS: list[Contender] = [
 ]
 
 LATENCY_BASE = "c-reqrep"
-THROUGHPUT_BASE = "pyzmq"
+# The transport's ceiling, as the throughput targets are stated (issue 9);
+# the plain pyzmq loop is a row like the others.
+THROUGHPUT_BASE = "c-dealer"
 # family -> (latency base, throughput base)
 BASES = {"plaintext": (LATENCY_BASE, THROUGHPUT_BASE),
          "secure": ("c-reqrep-curve", "c-dealer-curve")}
