@@ -86,6 +86,7 @@ cdef class AsyncChannel(ChannelBase):
     cdef double last_deadline         # the latest deadline sent in order
     cdef object timer                 # loop handle firing at the earliest deadline
     cdef double timer_at              # when `timer` fires (monotonic)
+    cdef list outbox                  # _Pending built this loop iteration, sent at its end
     cdef object backlog               # deque of _Pending not yet sent (no room)
     cdef bint read_scheduled          # a drain is queued with call_soon
     cdef bint closed
@@ -93,6 +94,8 @@ cdef class AsyncChannel(ChannelBase):
 
     cdef object send(self, Request rq, double connect_by, _Call owner, object fut)
     cdef int _flush_backlog(self) except -1
+    cdef int _flush_outbox(self) except -1
+    cdef int _connect_timer(self, _Pending p) except -1
     cdef int _arm_timer(self, double deadline_at) except -1
     cdef int _check_events(self) except -1
     cdef int _schedule_read(self) except -1

@@ -317,6 +317,7 @@ cdef class AsyncChannel(ChannelBase):
         self.future_kw = {"loop": loop}
         self.pending = {}
         self.timers = []
+        self.outbox = []
         self.backlog = _collections.deque()
         self.rpc_error = _RPCError
         self.fd = socket_fd(self.sock)
@@ -365,6 +366,7 @@ cdef class AsyncChannel(ChannelBase):
                 self._fail(p, error if error is not None else self.rpc_error(
                     C_UNAVAILABLE, f"the channel to {self.address} closed",
                     processed=None if p.sent else False))
+        self.outbox.clear()
         self.backlog.clear()
         if self.monitor is not None:
             self.loop.remove_reader(self.monitor.getsockopt(ZM_OPT_FD))
@@ -431,7 +433,14 @@ cdef class AsyncChannel(ChannelBase):
                 self._fail(p, unsent(f"{self.address} is not connected"))
                 return fut
             self.pending[rid] = p
-            if self.backlog or out_send(&o, self.sock, NULL, ZM_DONTWAIT) == EAGAIN:
+            if self.read_scheduled and not self.backlog:
+                # A burst: this loop iteration sent already, and its reader
+                # runs at the iteration's end: send there, together. libzmq
+                # wakes its I/O thread once for back-to-back messages, not
+                # once for each message sent between other work.
+                p.parked = Parked.take(&o)
+                self.outbox.append(p)
+            elif self.backlog or out_send(&o, self.sock, NULL, ZM_DONTWAIT) == EAGAIN:
                 p.parked = Parked.take(&o)  # sent as built, when there is room
                 self.backlog.append(p)
             else:
@@ -448,12 +457,37 @@ cdef class AsyncChannel(ChannelBase):
                 _heappush(self.timers, (rq.deadline, rid))
             if self.timer is None or rq.deadline < self.timer_at:
                 self._arm_timer(rq.deadline)
-        if p.connect_by > 0 and not p.sent:
-            _heappush(self.timers, (p.connect_by, rid))
-            if self.timer is None or p.connect_by < self.timer_at:
-                self._arm_timer(p.connect_by)
+        if p.connect_by > 0 and not p.sent and self.backlog:
+            self._connect_timer(p)
         self._schedule_read()
         return fut
+
+    cdef int _connect_timer(self, _Pending p) except -1:
+        """A timer for `p` waiting for room: unsent at connect_by, it fails."""
+        _heappush(self.timers, (p.connect_by, p.request_id))
+        if self.timer is None or p.connect_by < self.timer_at:
+            self._arm_timer(p.connect_by)
+        return 0
+
+    cdef int _flush_outbox(self) except -1:
+        """Send the burst queued by this loop iteration's calls; what finds
+        no room waits in the backlog (with its connect deadline)."""
+        cdef _Pending p
+        cdef bint full = False
+        for p in self.outbox:
+            if p.parked is None:
+                continue  # cancelled or failed while queued
+            if not full and not self.backlog:
+                if out_send(&p.parked.o, self.sock, NULL, ZM_DONTWAIT) != EAGAIN:
+                    p.sent = True
+                    p.parked = None
+                    continue
+                full = True
+            self.backlog.append(p)
+            if p.connect_by > 0:
+                self._connect_timer(p)
+        self.outbox.clear()
+        return 0
 
     cdef int _fail(self, _Pending p, exc) except -1:
         """End `p` with `exc` (its call may retry it elsewhere)."""
@@ -485,7 +519,7 @@ cdef class AsyncChannel(ChannelBase):
         cdef _Pending p
         while self.backlog:
             p = <_Pending>self.backlog[0]
-            if not p.future.done():  # (else timed out or cancelled while waiting)
+            if p.parked is not None:  # (else timed out or cancelled while waiting)
                 if out_send(&p.parked.o, self.sock, NULL, ZM_DONTWAIT) == EAGAIN:
                     break
                 p.sent = True
@@ -516,6 +550,8 @@ cdef class AsyncChannel(ChannelBase):
         self.read_scheduled = False
         if self.closed:
             return
+        if self.outbox:
+            self._flush_outbox()
         events = socket_events(self.sock)
         if self.backlog and events & ZM_POLLOUT:
             self._flush_backlog()
@@ -563,9 +599,13 @@ cdef class AsyncChannel(ChannelBase):
         return 0
 
     def _cancelled(self, uint64_t request_id):
-        # CallFuture.cancel(): forget the call and tell the server.
+        # CallFuture.cancel(): forget the call and tell the server (or
+        # never send it).
         cdef _Pending p = self.pending.pop(request_id, None)
-        if p is not None and p.sent and not self.closed:
+        if p is None:
+            return
+        p.parked = None
+        if p.sent and not self.closed:
             self._cancel_remote(p)
 
     cdef int _cancel_remote(self, _Pending p) except -1:
@@ -605,6 +645,7 @@ cdef class AsyncChannel(ChannelBase):
             if self.pending.get(p.request_id) is not p:
                 continue  # ended meanwhile (listed twice, or failed by another)
             del self.pending[p.request_id]
+            p.parked = None  # (queued, never to be sent)
             if p.owner is not None and p.future.done():
                 continue
             if not p.sent:

@@ -72,6 +72,8 @@ cdef int _out_part(Outgoing *o, const zm_slice *b, object owner) except -1:
     bytes or more is handed to libzmq without a copy: it keeps a reference
     until it is done (released later by release_sent)."""
     cdef zmq_msg_t *part = &o.parts[o.n]
+    if b.len > o.largest:
+        o.largest = b.len
     if type(owner) is bytes and b.len >= ZM_ZERO_COPY_MIN:
         Py_INCREF(owner)  # bytes are immutable: their buffer lives as long as they do
         if ZMQ.msg_init_data(part, <void *>b.ptr, b.len, zm_graveyard_free,
@@ -101,7 +103,7 @@ cdef int out_assemble(Outgoing *o, zm_header *h, const zm_slice *bodies, int nbo
     (CurveZMQ pays per frame), others as a last frame."""
     cdef uint8_t hbuf[ZM_WIRE_MAX_HEADER]
     cdef zm_slice items[ZM_FRAME_MAX + 1]
-    cdef size_t hlen = 0, first, size
+    cdef size_t hlen = 0, first
     cdef uint8_t *data
     cdef bint trailer = key is not None and (inline or nbodies == 0)
     cdef int i, rc
@@ -122,7 +124,8 @@ cdef int out_assemble(Outgoing *o, zm_header *h, const zm_slice *bodies, int nbo
     if rc != ZM_OK:
         raise_zm(rc)
     first = hlen + (bodies[0].len if inline else 0)
-    if ZMQ.msg_init_size(&o.parts[0], first + (ZM_MAC_SIZE if trailer else 0)) < 0:
+    o.largest = first + (ZM_MAC_SIZE if trailer else 0)
+    if ZMQ.msg_init_size(&o.parts[0], o.largest) < 0:
         raise_errno(ZMQ.errno_())
     o.n = 1
     data = <uint8_t *>ZMQ.msg_data(&o.parts[0])
@@ -146,10 +149,6 @@ cdef int out_assemble(Outgoing *o, zm_header *h, const zm_slice *bodies, int nbo
                 raise_errno(ZMQ.errno_())
             o.n += 1
             key.mac(items, <size_t>o.n, <uint8_t *>ZMQ.msg_data(&o.parts[o.n - 1]))
-    for i in range(o.n):
-        size = ZMQ.msg_size(&o.parts[i])
-        if size > o.largest:
-            o.largest = size
     return 0
 
 

@@ -16,6 +16,8 @@ cdef class Endpoint:
                                       # while draining
     cdef readonly object executor     # blocking mode: its own pool (None:
                                       # the service's)
+    cdef CodecEntry last_ct           # the codec of its last request, and
+    cdef object last_decode           # its decoder (from the codec's cache)
 
 
 cdef class ServerCore:

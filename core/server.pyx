@@ -491,7 +491,11 @@ cdef class ServerCore:
                                 f"{self.service} is busy ({self.in_flight} requests in flight)")
         # 14. decode
         body = in_body(m)
-        decode = ct.decoder_for(ep.request_type)
+        if ct is ep.last_ct:  # (most requests use the endpoint's usual codec)
+            decode = ep.last_decode
+        else:
+            decode = ep.last_decode = ct.decoder_for(ep.request_type)
+            ep.last_ct = ct
         if decode is IDENTITY:
             request = body
         else:
