@@ -260,6 +260,10 @@ CONTENDERS: list[Contender] = [
                     "zmicro `AsyncClient.call` (a Future), octet-stream echo, "
                     "`insecure=True`, server `svc.run()`",
                     module="zmicro_async"),
+    ZmicroContender("zmicro-async-uvloop", "plaintext", ("throughput",),
+                    "`zmicro-async` on uvloop's event loop (the same client "
+                    "code; `uvloop.run`)",
+                    module="zmicro_async_uvloop"),
     # Secure: the first latency contender is the base of the secure latency
     # tables (c-reqrep-curve); c-dealer-curve of the secure throughput tables.
     CContender("c-reqrep-curve", "secure", ("latency",),
@@ -288,6 +292,9 @@ CONTENDERS: list[Contender] = [
                     "`zmicro-async` with zmicro's defaults, as "
                     "`zmicro-secure-sync`",
                     plain="zmicro-async", module="zmicro_secure_async"),
+    ZmicroContender("zmicro-secure-async-uvloop", "secure", ("throughput",),
+                    "`zmicro-secure-async` on uvloop's event loop",
+                    plain="zmicro-async-uvloop", module="zmicro_secure_async_uvloop"),
 ]
 
 LATENCY_BASE = "c-reqrep"
