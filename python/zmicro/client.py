@@ -42,8 +42,11 @@ is signed with its service's MAC key and every reply checked (see
 :mod:`zmicro.security.mackeys`).
 
 ``Client`` may be shared by threads (it keeps one socket per node per
-thread). ``AsyncClient`` belongs to one event loop; its ``call()`` sends at
-once and returns an awaitable Future, not a coroutine: no Task per call.
+thread). ``AsyncClient`` belongs to one event loop (asyncio's or uvloop's);
+its ``call()`` returns an awaitable Future, not a coroutine: no Task per
+call. The first call of a loop iteration is sent at once; the calls that
+follow it in the same iteration leave together at its end, so that libzmq
+wakes its I/O thread once for the lot.
 """
 
 from __future__ import annotations
@@ -298,9 +301,10 @@ class Client(_Base):
 class AsyncClient(_Base):
     """An asyncio client for the event loop it is first used on.
 
-    ``call()`` returns an ``asyncio.Future``: the request is already on its
-    way when it returns; cancelling the Future cancels the call. With
-    interceptors, it returns a Task running them.
+    ``call()`` returns an ``asyncio.Future``: the request leaves at once, or
+    with the other calls of this loop iteration at its end; cancelling the
+    Future cancels the call. With interceptors, it returns a Task running
+    them.
     """
 
     _is_async = True
@@ -310,7 +314,8 @@ class AsyncClient(_Base):
              address: str | None = None, response_type: Any = None,
              content_type: str | None = None, server_key: str | None = None,
              **options: Any) -> asyncio.Future:
-        """Send the call now; await the result (the decoded reply). Options
+        """Send the call (now, or at the end of this loop iteration with the
+        others made in it); await the result (the decoded reply). Options
         as for Client.call, and ``hedge`` (a HedgingPolicy; idempotent calls
         only)."""
         call = Call(service, endpoint, request, dict(metadata or {}), timeout, address,
