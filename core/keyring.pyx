@@ -4,7 +4,8 @@
 #
 #     sizes -> key id -> MAC (constant time) -> timestamp window -> nonce
 #
-# Uses: native.pyx (CRYPTO, RANDOMBYTES), mac.pyx (c_mac, _fallback_module),
+# Uses: native.pyx (CRYPTO, RANDOMBYTES), mac.pyx (c_mac, _python_module,
+# _fallback_module),
 # buffers.pyx (view_get), context.pyx (monotonic), errors.pyx (raise_zm),
 # src/zm_mac.h, src/zm_replay.h.
 #
@@ -26,8 +27,6 @@ MAC_FAILURE_NAMES = ("ok", "unsigned", "unknown_key", "bad_mac", "stale", "repla
 #: Seconds between looks at the MAC secrets file (KeySource.tick).
 KEYS_RELOAD_INTERVAL = 1.0
 cdef double _RELOAD = KEYS_RELOAD_INTERVAL
-
-cdef object _blake3 = None
 
 # Nonces: 16 bytes each from the OS CSPRNG (libsodium's randombytes_buf, or
 # os.urandom), drawn 4 KiB at a time: one getrandom() call costs ~0.5 µs
@@ -61,26 +60,6 @@ def _forget_nonces():
 
 
 _os.register_at_fork(after_in_child=_forget_nonces)
-
-
-def _blake3_compute(key, items):
-    """BLAKE3 keyed with `key` (32 bytes) over the MAC input of `items`
-    (binding, then frames: zm_mac.h)."""
-    global _blake3
-    if _blake3 is None:
-        import blake3
-        _blake3 = blake3.blake3
-    key = bytes(key)
-    if len(key) != 32:
-        raise_zm(ZM_E_MAC_KEY)
-    h = _blake3(key=key)
-    h.update(MAC_DOMAIN)
-    h.update(len(items).to_bytes(4, "little"))
-    for item in items:
-        view = memoryview(item).cast("B")
-        h.update(len(view).to_bytes(8, "little"))
-        h.update(view)
-    return h.digest(32)
 
 
 @cython.auto_pickle(False)
@@ -131,7 +110,7 @@ cdef class MacKey:
         objs = [PyBytes_FromStringAndSize(<const char *>items[i].ptr, <Py_ssize_t>items[i].len)
                 for i in range(n)]
         if self.alg == ALG_BLAKE3:
-            tag = _blake3_compute(self.secret, objs)
+            tag = _python_module().compute(self.alg, self.secret, objs)
         else:
             tag = _fallback_module().compute(self.alg, self.secret, objs)
         memcpy(out, PyBytes_AS_STRING(tag), ZM_MAC_SIZE)

@@ -5,7 +5,7 @@
 # once.
 #
 # Uses: native.pyx (CRYPTO, C_HMAC, C_BLAKE2B, RANDOMBYTES, mac_backends),
-# buffers.pyx (Views), errors.pyx (raise_zm), keyring.pyx (_blake3_compute).
+# buffers.pyx (Views), errors.pyx (raise_zm); zmicro.security._mac_fallback.
 
 import logging as _logging
 
@@ -22,20 +22,31 @@ MAC_KEY_MIN = ZM_MAC_KEY_MIN
 MAC_KEY_MAX = ZM_MAC_KEY_MAX
 FRAME_MAX = ZM_FRAME_MAX
 
-cdef object _fallback = None
+cdef object _python_macs = None
+cdef bint _fallback_said = False
+
+
+cdef object _python_module():
+    """zmicro.security._mac_fallback: the MACs Python computes (BLAKE3
+    always, through the blake3 package; the others when C cannot)."""
+    global _python_macs
+    if _python_macs is None:
+        from zmicro.security import _mac_fallback
+        _python_macs = _mac_fallback
+    return _python_macs
 
 
 cdef object _fallback_module():
-    global _fallback
-    if _fallback is None:
-        from zmicro.security import _mac_fallback
-        _fallback = _mac_fallback
+    """_python_module(), for an algorithm C should have computed: says so once."""
+    global _fallback_said
+    if not _fallback_said:
+        _fallback_said = True
         slow = [name for name, who in mac_backends().items() if who == "python"]
         _logging.getLogger("zmicro").warning(
             "libsodium / OpenSSL's SHA-256 were not found: %s MACs are computed "
             "by Python's hmac/hashlib (same results, slower, GIL held)",
             " and ".join(slow))
-    return _fallback
+    return _python_module()
 
 
 cdef inline bint c_mac(int alg) noexcept:
@@ -63,7 +74,7 @@ def mac_compute(int alg, key, frames):
     if alg == ALG_BLAKE3:  # the blake3 package computes it (keyring.pyx)
         if len(frames) > ZM_FRAME_MAX:
             raise ValueError(f"at most {ZM_FRAME_MAX} frames, got {len(frames)}")
-        return _blake3_compute(key, frames)
+        return _python_module().compute(alg, key, frames)
     if python_mac(alg):
         return _fallback_module().compute(alg, key, frames)
     f.n = 0

@@ -185,7 +185,6 @@ MAC_FAILURE_NAMES: tuple[str, ...]
 KEYS_RELOAD_INTERVAL: float
 
 def _forget_nonces() -> None: ...
-def _blake3_compute(key: Buffer, items: Sequence[Buffer]) -> bytes: ...
 
 @disjoint_base
 class MacKey:

@@ -1,11 +1,11 @@
-"""MACs with Python's hmac/hashlib, for when pyzmq's libsodium cannot be
-found. Same algorithms and input as ``src/zm_mac.c`` (``frames`` is the
-binding, then the message's frames: docs/protocol.md §7):
+"""The MACs Python computes: keyed BLAKE3 always (the ``blake3`` package
+has no C API), HMAC-SHA256 and keyed BLAKE2b with hmac/hashlib when the
+core finds neither libsodium nor OpenSSL's SHA-256 (the same results as
+``src/zm_mac.c``). The same input for all (``frames`` is the binding, then
+the message's frames: docs/protocol.md §7):
 
     input = MAC_DOMAIN || u32le(count)
             || for each: u64le(length) || bytes
-
-The core calls this module only when ``zmicro._core.have_sodium()`` is False.
 """
 
 from __future__ import annotations
@@ -16,12 +16,17 @@ from collections.abc import Sequence
 
 from .._core import FRAME_MAX, MAC_BLAKE2B as BLAKE2B, MAC_DOMAIN as DOMAIN
 from .._core import MAC_HMAC_SHA256 as HMAC_SHA256, MAC_KEY_MAX as KEY_MAX
-from .._core import MAC_KEY_MIN as KEY_MIN, MAC_SIZE as SIZE
+from .._core import MAC_BLAKE3 as BLAKE3, MAC_KEY_MIN as KEY_MIN, MAC_SIZE as SIZE
 from ..errors import MacError, WireErrorCode
 
 
 def _hasher(alg: int, key: bytes):
     key = bytes(key)
+    if alg == BLAKE3:
+        if len(key) != 32:
+            raise MacError(WireErrorCode.MAC_KEY, "BLAKE3 MAC keys are 32 bytes")
+        import blake3
+        return blake3.blake3(key=key)
     if not KEY_MIN <= len(key) <= KEY_MAX:
         raise MacError(WireErrorCode.MAC_KEY, "MAC key must be 16 to 64 bytes")
     if alg == HMAC_SHA256:
@@ -41,7 +46,7 @@ def compute(alg: int, key: bytes, frames: Sequence) -> bytes:
         view = memoryview(frame).cast("B")
         h.update(len(view).to_bytes(8, "little"))
         h.update(view)
-    return h.digest()
+    return h.digest()[:SIZE]
 
 
 def verify(alg: int, key: bytes, frames: Sequence, tag: bytes) -> bool:
