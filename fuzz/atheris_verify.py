@@ -104,8 +104,8 @@ def _resigned(frames, binding):
     except (WireError, IndexError):
         return frames
     if header.key_id not in SECRETS or (header.flags & 4 and len(frames[0]) < 32) \
-            or (not header.flags & 4 and len(frames) < 2):
-        return frames
+            or (not header.flags & 4 and len(frames) < 2) or len(frames) > core.FRAME_MAX:
+        return frames  # (more frames than a message may have: open() refuses it)
     alg, secret = SECRETS[header.key_id]
     tag = core.mac_compute(alg, secret, [binding, *covered])
     if header.flags & 4:
