@@ -153,7 +153,7 @@ cdef class ChannelBase:
         if rq.ring is not None:
             bind.ptr = nonce
             bind.len = ZM_NONCE_SIZE
-            if in_verify(m, rq.ring, &bind, OWNER_NONE) != MAC_OK:
+            if in_verify(m, rq.ring, &bind, NULL) != MAC_OK:
                 self.n_unauthenticated += 1
                 return answer_refused(self.address)
         if m.h.kind == ZM_KIND_ERROR:

@@ -11,10 +11,9 @@ cdef enum MacFailure:
 
 
 cdef enum:
-    # Owner slots of a Keyring's nonce set: >= 0 a principal's; and
-    OWNER_NONE = -1       # check(): no nonce to remember (answers, messages no handler runs for)
-    OWNER_FULL = -2       # owner_of(): max_principals are tracked already
-    OWNER_ERROR = -3      # owner_of() raised
+    # What owner_of() returns besides a principal's slot (>= 0):
+    OWNER_FULL = -2       # max_principals are tracked already
+    OWNER_ERROR = -3      # it raised
 
 
 cdef class MacKey:
@@ -49,7 +48,7 @@ cdef class Keyring:
     cdef int64_t now_us(self) except? -1
     cdef MacKey stamp(self, zm_header *h, uint8_t *nonce)
     cdef int check(self, const zm_header *h, const zm_slice *items, size_t n,
-                   const uint8_t *tag, int owner) except -1
+                   const uint8_t *tag, const zm_slice *principal) except -1
     cdef int owner_of(self, const char *principal, size_t plen) except OWNER_ERROR
     cdef int _count(self, int failure) noexcept
 

@@ -204,14 +204,15 @@ cdef class Keyring:
         return key
 
     cdef int check(self, const zm_header *h, const zm_slice *items, size_t n,
-                   const uint8_t *tag, int owner) except -1:
+                   const uint8_t *tag, const zm_slice *principal) except -1:
         """MAC_OK, or the MacFailure that refuses the message whose header
         is *h, whose MAC input is items[0..n) (binding, then frames: see
-        message.pyx) and whose MAC is `tag` (NULL: unsigned). `owner`: the
-        sender's slot (owner_of) to remember the nonce under, OWNER_NONE to
-        skip the nonce check (answers, bound to their request instead;
-        messages no handler runs for), OWNER_FULL when the sender has no
-        slot (MAC_FULL)."""
+        message.pyx) and whose MAC is `tag` (NULL: unsigned). `principal`:
+        who sent it (its Curve key), whose quota the nonce is remembered
+        under; NULL: no nonce check (answers, bound to their request
+        instead; messages no handler runs for). A principal gets its slot
+        only once its message passed the MAC and the window."""
+        cdef int owner
         cdef MacKey key
         cdef uint8_t mac[ZM_MAC_SIZE]
         cdef int64_t now, ts, skew
@@ -237,9 +238,10 @@ cdef class Keyring:
         if ts < 0 or skew > self.window_us:
             return self._count(MAC_STALE)
         # 5. nonce not accepted before: remembered until the message's window has passed
-        if owner == OWNER_NONE:
+        if principal == NULL:
             return self._count(MAC_OK)
-        if owner < 0:
+        owner = self.owner_of(<const char *>principal.ptr, principal.len)
+        if owner == OWNER_FULL:
             return self._count(MAC_FULL)
         expires = <uint32_t>((ts + self.window_us + 999999) // 1000000)
         rc = zm_replay_insert(&self.replay, h.nonce.ptr, <uint32_t>owner, expires,

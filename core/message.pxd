@@ -38,7 +38,8 @@ cdef void out_close(Outgoing *o) noexcept nogil
 # -- receiving and checking ----------------------------------------------------
 
 cdef int in_parse(Incoming *m, bint routed) noexcept nogil
-cdef int in_verify(Incoming *m, Keyring ring, const zm_slice *bind, int owner) except -1
+cdef int in_verify(Incoming *m, Keyring ring, const zm_slice *bind,
+                   const zm_slice *principal) except -1
 cdef object in_body(Incoming *m)
 cdef void in_close(Incoming *m) noexcept nogil
 

@@ -225,7 +225,8 @@ cdef int in_parse(Incoming *m, bint routed) noexcept nogil:
 
 
 cdef int _verify(Keyring ring, const zm_header *h, const zm_frame_view *v,
-                 const zm_slice *slices, const zm_slice *bind, int owner) except -1:
+                 const zm_slice *slices, const zm_slice *bind,
+                 const zm_slice *principal) except -1:
     """ring.check() of a parsed message: the MAC input is the binding, the
     header frame without a MAC trailer, the body frames."""
     cdef zm_slice items[ZM_FRAME_MAX + 1]
@@ -235,13 +236,14 @@ cdef int _verify(Keyring ring, const zm_header *h, const zm_frame_view *v,
     items[1].len = v.header_len
     for i in range(v.body_count):
         items[2 + i] = slices[v.body_first + i]
-    return ring.check(h, items, <size_t>(2 + v.body_count), v.tag, owner)
+    return ring.check(h, items, <size_t>(2 + v.body_count), v.tag, principal)
 
 
-cdef int in_verify(Incoming *m, Keyring ring, const zm_slice *bind, int owner) except -1:
+cdef int in_verify(Incoming *m, Keyring ring, const zm_slice *bind,
+                   const zm_slice *principal) except -1:
     """MAC_OK, or the MacFailure that refuses *m (keyring.pyx): bound to
-    `bind`; `owner` as for Keyring.check()."""
-    return _verify(ring, &m.h, &m.v, m.r.slices, bind, owner)
+    `bind`; its nonce remembered under `principal` (NULL: not looked at)."""
+    return _verify(ring, &m.h, &m.v, m.r.slices, bind, principal)
 
 
 cdef object in_body(Incoming *m):
@@ -303,7 +305,8 @@ cdef str open_frames(Keyring ring, frames, principal, bind, bint remember):
     cdef zm_frame_view fv
     cdef Py_buffer bview
     cdef zm_slice b
-    cdef int rc, owner = OWNER_NONE
+    cdef int rc
+    cdef zm_slice who
     cdef bytes p = bytes(principal)
     if len(frames) > ZM_FRAME_MAX:
         raise_zm(ZM_E_FRAME_COUNT)
@@ -314,9 +317,9 @@ cdef str open_frames(Keyring ring, frames, principal, bind, bint remember):
         rc = zm_frame_parse(v.slices, v.n, 0, &h, &fv)
         if rc != ZM_OK:
             raise_zm(rc)
-        if remember:
-            owner = ring.owner_of(PyBytes_AS_STRING(p), <size_t>PyBytes_GET_SIZE(p))
-        rc = _verify(ring, &h, &fv, v.slices, &b, owner)
+        who.ptr = <const uint8_t *>PyBytes_AS_STRING(p)
+        who.len = <size_t>PyBytes_GET_SIZE(p)
+        rc = _verify(ring, &h, &fv, v.slices, &b, &who if remember else NULL)
     finally:
         views_release(&v)
         PyBuffer_Release(&bview)

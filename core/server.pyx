@@ -342,7 +342,8 @@ cdef class ServerCore:
     cdef int _handle(self, Incoming *m) except -1:
         cdef Keyring ring = None
         cdef const char *uid = NULL
-        cdef int failure, owner = OWNER_NONE
+        cdef int failure
+        cdef zm_slice caller
         cdef uint16_t kind
         cdef double now
         cdef Context ctx
@@ -372,10 +373,9 @@ cdef class ServerCore:
             if not self._caller_allowed(uid, now):
                 return self._refused_caller(m, ring, "revoked", uid)
             # 5, 6, 7. sizes, MAC, window; the nonce only where a handler may run
-            if ring is self.keys.own:
-                owner = ring.owner_of(uid if uid != NULL else <const char *>"",
-                                      strlen(uid) if uid != NULL else 0)
-            failure = in_verify(m, ring, NULL, owner)
+            caller.ptr = <const uint8_t *>(uid if uid != NULL else <const char *>"")
+            caller.len = strlen(<const char *>caller.ptr)
+            failure = in_verify(m, ring, NULL, &caller if ring is self.keys.own else NULL)
             if failure != MAC_OK:
                 return self._refused_caller(m, ring, MAC_FAILURE_NAMES[failure], uid)
         # 8. kind

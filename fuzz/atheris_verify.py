@@ -148,15 +148,14 @@ def TestOneInput(data: bytes) -> None:
         if answer:
             continue
         # The model of the nonce set (zm_replay.h, Keyring.check): a
-        # principal gets its slot when its message is read, before the MAC.
-        has_slot = principal in held or len(held) < most
-        if has_slot:
-            held.setdefault(principal, 0)
+        # principal gets its slot once a message of its passed the MAC and
+        # the window (a forged message takes no slot).
         if alone != "ok":
             expected = alone
-        elif not has_slot:
+        elif principal not in held and len(held) >= most:
             expected = "replay_full"
         else:
+            held.setdefault(principal, 0)
             nonce = _header(frames)[0].nonce
             if nonce in seen:
                 expected = "replay"  # whoever had it accepted

@@ -188,6 +188,19 @@ def test_full_quota_refuses_its_principal_only():
     assert r.open(r.seal(request(), [b"x"]), b"noisy") == "ok"
 
 
+def test_a_forged_message_takes_no_principal_slot():
+    """A principal gets its place in the nonce set only once a message of
+    its passed the MAC and the window: forgeries from new keys cannot use
+    up max_principals."""
+    r = ring(max_principals=1)
+    forged = ring(1, alg=_core.MAC_BLAKE2B)  # same id, other key
+    for who in (b"x", b"y", b"z"):
+        assert r.open(forged.seal(request(), [b"x"]), who) == "bad_mac"
+    assert r.stats()["principals"] == 0
+    assert r.open(r.seal(request(), [b"x"]), b"real") == "ok"
+    assert r.open(r.seal(request(), [b"x"]), b"other") == "replay_full"
+
+
 def test_too_many_principals_are_refused_not_tracked():
     r = ring(max_principals=2)
     assert r.open(r.seal(request(), [b"x"]), b"a") == "ok"
