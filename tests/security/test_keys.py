@@ -76,15 +76,103 @@ def test_an_open_home_of_ours_is_tightened(tmp_path, caplog):
     assert mode(path) == 0o700 and "now 0700" in caplog.text
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory away")
-def test_an_open_home_of_someone_else_is_refused(tmp_path):
+# -- another user's files (issue 10.2): refused, root included -------------------
+#
+# The tests run as root here: files are given to another uid (65534). Run as
+# another user, they pretend to be a uid the files do not belong to instead.
+
+OTHER_UID = 65534
+
+
+@pytest.fixture
+def give_away(monkeypatch):
+    """give_away(path): make `path` belong to someone else than the
+    effective uid (chown as root, else a pretended euid)."""
+    def give(path) -> None:
+        if os.geteuid() == 0:
+            os.chown(path, OTHER_UID, OTHER_UID, follow_symlinks=False)
+        else:
+            uid = os.geteuid()
+            monkeypatch.setattr(os, "geteuid", lambda: uid + 1)
+    return give
+
+
+def owner_named(path) -> str:
+    """What the refusal must say: the path and the owner's uid."""
+    return rf"{path}.*belongs to uid {os.stat(path).st_uid}"
+
+
+def test_a_home_of_someone_else_is_refused(tmp_path, give_away):
+    path = tmp_path / "theirs"
+    path.mkdir(mode=0o700)
+    give_away(path)
+    with pytest.raises(KeyStoreError, match=owner_named(path)):
+        home(path)
+    with pytest.raises(KeyStoreError, match="not to you"):
+        KeyStore(path)
+    assert isinstance(KeyStoreError("x"), Error)
+
+
+def test_an_open_home_of_someone_else_is_refused_not_tightened(tmp_path, give_away):
     path = tmp_path / "theirs"
     path.mkdir()
     os.chmod(path, 0o755)
-    os.chown(path, 12345, 12345)
-    with pytest.raises(KeyStoreError, match="not yours to fix"):
+    give_away(path)
+    with pytest.raises(KeyStoreError, match=owner_named(path)):
         home(path)
-    assert isinstance(KeyStoreError("x"), Error)
+    assert mode(path) == 0o755  # theirs: not ours to fix either
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="names the owner of a chowned file (root)")
+def test_the_refusal_names_the_owner(tmp_path):
+    import pwd
+    path = tmp_path / "theirs"
+    path.mkdir(mode=0o700)
+    os.chown(path, OTHER_UID, OTHER_UID)
+    with pytest.raises(KeyStoreError) as err:
+        home(path)
+    assert f"uid {OTHER_UID} ({pwd.getpwuid(OTHER_UID).pw_name})" in str(err.value)
+    assert "not to you (uid 0" in str(err.value)
+
+
+def test_an_identity_of_someone_else_is_refused(tmp_path, give_away):
+    store = KeyStore(tmp_path / "s")
+    store.identity()
+    give_away(store.identity_path)
+    with pytest.raises(KeyStoreError, match=owner_named(store.identity_path)):
+        KeyStore(tmp_path / "s").identity()
+
+
+def test_a_zmicro_key_of_someone_else_is_refused(tmp_path, clean_env, give_away):
+    KeyStore(tmp_path / "theirs").identity()
+    key = tmp_path / "theirs" / "id.key_secret"
+    clean_env.setenv("ZMICRO_KEY", str(key))
+    store = KeyStore(tmp_path / "mine")
+    give_away(key)
+    with pytest.raises(KeyStoreError, match=owner_named(key)):
+        store.identity()
+
+
+def test_mac_secrets_of_someone_else_are_refused(tmp_path, give_away):
+    from zmicro.security.mackeys import MacSecrets, MacSecretsError
+    path = tmp_path / "mac.keys"
+    MacSecrets(path)
+    give_away(path)
+    with pytest.raises(MacSecretsError, match=owner_named(path)):
+        MacSecrets(path)
+
+
+def test_mac_secrets_given_away_while_running_keep_the_keys_in_use(tmp_path, give_away,
+                                                                   caplog):
+    from zmicro.security.mackeys import MacSecrets
+    secrets = MacSecrets(tmp_path / "mac.keys")
+    before = secrets.secrets
+    new = MacSecrets(tmp_path / "other.keys")  # another file, swapped in
+    os.replace(new.path, secrets.path)
+    give_away(secrets.path)
+    with caplog.at_level(logging.WARNING, logger="zmicro.security.mackeys"):
+        assert secrets.reload_if_changed() is False
+    assert secrets.secrets == before and "belongs to uid" in caplog.text
 
 
 def test_home_that_is_a_file_is_refused(tmp_path):

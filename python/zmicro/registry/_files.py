@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import msgspec
 
+from ..security._files import foreign_owner
 from ._paths import FINAL, MORE, SUFFIX, decode, encode
 from .base import ServiceRecord
 
@@ -164,11 +165,12 @@ class _Unusable(Exception):
         self.deletable = deletable
 
 
-def _parse(fd: int, st: os.stat_result, key: tuple[str, str, str] | None) -> NodeFile:
+def _parse(fd: int, st: os.stat_result, fname: str, key: tuple[str, str, str] | None) -> NodeFile:
     if not stat.S_ISREG(st.st_mode):
         raise _Unusable("not a regular file", deletable=False)
-    if st.st_uid != os.geteuid():
-        raise _Unusable(f"owned by uid {st.st_uid}", deletable=False)
+    problem = foreign_owner(st, fname, "registry file")
+    if problem is not None:
+        raise _Unusable(problem, deletable=False)
     chunks, size = [], 0
     while size <= _FILE_MAX:
         chunk = os.read(fd, _FILE_MAX + 1 - size)
@@ -212,7 +214,7 @@ def load(
     try:
         st = os.fstat(fd)
         try:
-            entry = _parse(fd, st, key)
+            entry = _parse(fd, st, fname, key)
         except _Unusable as e:
             log.debug("registry file %s ignored: %s", fname, e)
             if reap_at is not None and e.deletable:

@@ -46,7 +46,7 @@ import zmq.auth
 import zmq.utils.z85
 
 from ..errors import Error
-from ._files import write_atomic
+from ._files import foreign_owner, write_atomic
 
 __all__ = [
     "KeyPair",
@@ -161,6 +161,14 @@ def _owned(st: os.stat_result) -> bool:
     return st.st_uid == os.geteuid()
 
 
+def _check_owner(st: os.stat_result, path: Path, what: str, advice: str) -> None:
+    """Refuse what the effective uid does not own, root included: another
+    user's store would hand us their identity (security._files)."""
+    problem = foreign_owner(st, path, what)
+    if problem is not None:
+        raise KeyStoreError(f"{problem}; {advice}")
+
+
 def _private_dir(path: Path, what: str) -> None:
     """Make ``path`` a directory only its owner can use (0700), or refuse."""
     try:
@@ -176,13 +184,8 @@ def _private_dir(path: Path, what: str) -> None:
         raise KeyStoreError(f"cannot use the {what} {path}: {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise KeyStoreError(f"the {what} {path} is not a directory")
-    if not _owned(st) and os.geteuid() != 0:
-        raise KeyStoreError(f"the {what} {path} belongs to uid {st.st_uid}, not to you; "
-                            "point ZMICRO_HOME at a directory of your own")
+    _check_owner(st, path, what, "point ZMICRO_HOME at a directory of your own")
     if st.st_mode & 0o077:
-        if not _owned(st):
-            raise KeyStoreError(f"the {what} {path} is accessible to other users "
-                                f"(mode {stat.S_IMODE(st.st_mode):04o}) and not yours to fix")
         os.chmod(path, 0o700)
         log.warning("zmicro: %s %s was accessible to other users (mode %04o); now 0700",
                     what, path, stat.S_IMODE(st.st_mode))
@@ -424,10 +427,11 @@ class KeyStore:
         path = self.identity_path
         try:
             st = os.stat(path)
+            # Whose secret this is comes first: another user's (mode aside)
+            # is theirs to use, not ours, even for root.
+            _check_owner(st, path, "identity", "use a key file of your own (ZMICRO_KEY, "
+                         "ZMICRO_HOME)")
             if st.st_mode & 0o077:
-                if not _owned(st):
-                    raise KeyStoreError(f"{path} is readable by other users and not yours "
-                                        "to fix: its secret key may be known")
                 os.chmod(path, 0o600)
                 log.warning("zmicro: %s was accessible to other users (mode %04o); now 0600",
                             path, stat.S_IMODE(st.st_mode))

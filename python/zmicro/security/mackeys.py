@@ -37,7 +37,7 @@ import blake3
 
 from .. import _core
 from ..errors import Error
-from ._files import write_atomic
+from ._files import foreign_owner, write_atomic
 
 __all__ = ["ALGORITHMS", "DERIVE_CONTEXT", "MacSecrets", "MacSecretsError", "MasterSecret",
            "derive_key", "secrets_path"]
@@ -162,11 +162,20 @@ class MacSecrets:
 
     def _read(self) -> tuple[int, list[MasterSecret]]:
         try:
-            st = self.path.stat()
+            # Checked and read through one descriptor: the file judged is
+            # the file read.
+            with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                # Another user's secrets are not ours, even for root: they
+                # could forge every message we would accept.
+                problem = foreign_owner(st, self.path, "MAC secrets file")
+                if problem is not None:
+                    raise MacSecretsError(f"{problem}; use a file of your own "
+                                          "(ZMICRO_MAC_KEYS, ZMICRO_HOME)")
+                if st.st_mode & 0o077:
+                    raise MacSecretsError(f"{self.path} is readable by others: chmod 600 it")
+                data = f.read()
             stamp = _stamp(st)
-            if st.st_mode & 0o077:
-                raise MacSecretsError(f"{self.path} is readable by others: chmod 600 it")
-            data = self.path.read_bytes()
         except OSError as exc:
             raise MacSecretsError(f"cannot read MAC secrets {self.path}: {exc.strerror}") from None
         self._stamp = stamp
