@@ -21,6 +21,9 @@ from zmicro.registry import (
 )
 from zmicro.registry import _files, embedded
 from zmicro.registry._paths import encode
+from zmicro.registry.cache import RegistryCache
+
+from ..helpers import eventually
 
 
 WAIT = 10.0
@@ -119,15 +122,76 @@ def test_directory_may_be_a_symlink_to_a_private_one(tmp_path):
     assert node_file(real, "Greeter", "1.0", "a").exists()
 
 
-def test_recreated_when_removed(reg, base):
-    reg.register(rec(node_id="a"))
+def remove_tree(base: Path) -> None:
     for path in sorted(base.rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
     base.rmdir()
-    assert reg.get("Greeter") == []
+
+
+def test_a_deleted_directory_is_an_error_until_a_node_registers(reg, base):
+    """Deleted under running services, the directory must not read as "no
+    nodes" (issue 10.11): a read raises, and a client's cache keeps what it
+    knew; the services' next heartbeat makes it again."""
+    reg.register(rec(node_id="a"))
+    remove_tree(base)
+    with pytest.raises(RegistryError, match="missing"):
+        reg.get("Greeter")
+    with pytest.raises(RegistryError, match="missing"):
+        reg.list()
+    with pytest.raises(RegistryError, match="missing"):
+        reg.watch("Greeter")
+    reg.deregister(rec(node_id="a"))  # nothing to remove: no error, no directory made
+    assert not base.exists()
     reg.register(rec(node_id="b"))
     assert mode(base) == 0o700
     assert [n.id for n in reg.get("Greeter")[0].nodes] == ["b"]
+
+
+def test_a_watcher_keeps_its_nodes_while_the_directory_is_gone(reg, base):
+    reg.register(rec(node_id="a"), ttl=30)
+    with reg.watch("Greeter") as watcher:
+        remove_tree(base)
+        eventually(lambda: not watcher.connected, "the watcher notices", timeout=WAIT)
+        assert watcher.next(timeout=0.2) is None  # no DELETE: stale, not empty
+        reg.register(rec(node_id="a"), ttl=30)  # the heartbeat brings it back
+        eventually(lambda: watcher.connected, "the watcher reads again", timeout=WAIT)
+        assert watcher.next(timeout=0.2) is None  # the same node: nothing changed
+
+
+def test_a_refilling_directory_drops_no_live_node(reg, base, clock):
+    """Deleted, then made again by one node's heartbeat: the nodes not yet
+    written again are kept until they expire (their services write them
+    within their heartbeat period), not dropped at once."""
+    reg.register(rec(node_id="a"), ttl=30)
+    reg.register(rec(node_id="b"), ttl=30)
+    with reg.watch("Greeter") as watcher:
+        remove_tree(base)
+        eventually(lambda: not watcher.connected, "the watcher notices", timeout=WAIT)
+        reg.register(rec(node_id="a"), ttl=30)  # a's heartbeat comes first
+        eventually(lambda: watcher.connected, "the watcher reads again", timeout=WAIT)
+        assert watcher.next(timeout=0.2) is None  # b is kept
+        clock.advance(31)  # b never came back: it expires as a killed node does
+        reg.register(rec(node_id="a"), ttl=30)
+        event = watcher.next(timeout=WAIT)
+        assert event is not None and event.type is EventType.DELETE
+        assert [n.id for n in event.record.nodes] == ["b"]
+        reg.deregister(rec(node_id="a"))  # a deregistration is seen as ever
+        event = watcher.next(timeout=WAIT)
+        assert event is not None and event.type is EventType.DELETE
+        assert [n.id for n in event.record.nodes] == ["a"]
+
+
+def test_a_cache_serves_the_last_view_while_the_directory_is_gone(reg, base):
+    reg.register(rec(node_id="a"), ttl=30)
+    with RegistryCache(reg) as cache:
+        assert [n.id for n in cache.get("Greeter")[0].nodes] == ["a"]
+        remove_tree(base)
+        eventually(lambda: cache.is_stale("Greeter"), "the cache knows it is stale",
+                   timeout=WAIT)
+        assert [n.id for n in cache.get("Greeter")[0].nodes] == ["a"]
+        reg.register(rec(node_id="a"), ttl=30)
+        eventually(lambda: not cache.is_stale("Greeter"), "fresh again", timeout=WAIT)
+        assert [n.id for n in cache.get("Greeter")[0].nodes] == ["a"]
 
 
 # -- the files ---------------------------------------------------------------------

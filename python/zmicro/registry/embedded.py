@@ -18,6 +18,16 @@ Trust: the directory is created 0700 and refused unless it belongs to the
 current user and is closed to group and others — clients will trust the
 public keys found here. Inside it nothing is followed through a symlink:
 every open is relative to a directory fd, with ``O_NOFOLLOW``.
+
+A lost directory is an error, never "no nodes": it is created when the
+registry is made and when a node registers (so the services' heartbeats
+bring a deleted directory back), but a read (``get``, ``list``, a watcher's
+poll) that finds it missing raises :class:`RegistryError`, and a client's
+cache keeps serving what it knew (stale-on-error). A watcher that finds
+the directory replaced (deleted, then made again by a heartbeat) keeps each
+node it knew until that node's file comes back or its ``expires`` passes:
+its service will write it again within its heartbeat period, so a
+directory refilling itself never makes clients drop live nodes.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from ..security._files import foreign_owner
 from . import _files
 from ._shared import QueueWatcher, diff, merge
 from .base import (
@@ -99,7 +110,7 @@ class EmbeddedRegistry(Registry):
         self._lock = threading.Lock()
         self._watchers: list[_PollingWatcher] = []
         self._closed = False
-        with self._opened_base():
+        with self._opened_base(create=True):
             pass
 
     @property
@@ -113,13 +124,18 @@ class EmbeddedRegistry(Registry):
     def register(self, record: ServiceRecord, *, ttl: float | None = None) -> None:
         record = check_record(record, for_register=True)
         ttl = check_ttl(ttl)
-        with self._base("register") as base:
+        # The one operation that makes a lost directory again: the services'
+        # heartbeats bring it (and themselves) back.
+        with self._base("register", create=True) as base:
             expires = None if ttl is None else self._clock() + ttl
             for node in record.nodes:
                 _files.write_node(base, msgspec.structs.replace(record, nodes=(node,)), expires)
 
     def deregister(self, record: ServiceRecord) -> None:
         record = check_record(record, for_register=False)
+        if not os.path.lexists(self._path):
+            self._check_open()
+            return  # the directory is gone, and the node's file with it
         with self._base("deregister") as base:
             for node in record.nodes:
                 _files.remove_node(base, record.name, record.version, node.id)
@@ -179,14 +195,17 @@ class EmbeddedRegistry(Registry):
             raise RegistryError(f"registry {self._path}: cannot {action}: {e}") from e
 
     @contextlib.contextmanager
-    def _base(self, action: str) -> Iterator[int]:
+    def _base(self, action: str, *, create: bool = False) -> Iterator[int]:
         """The checked registry directory as an fd, for one operation."""
         self._check_open()
-        with self._errors(action), self._opened_base() as fd:
+        with self._errors(action), self._opened_base(create=create) as fd:
             yield fd
 
     @contextlib.contextmanager
-    def _opened_base(self) -> Iterator[int]:
+    def _opened_base(self, *, create: bool) -> Iterator[int]:
+        """The registry directory as an fd, checked; made first if missing
+        and ``create``, else a missing one raises RegistryError: a deleted
+        directory must not read as a registry without nodes."""
         # Opened (and checked) per operation rather than once: each call sees
         # the directory as it is now, and no fd outlives close().
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # the directory itself may be a symlink
@@ -194,6 +213,10 @@ class EmbeddedRegistry(Registry):
             try:
                 fd = os.open(self._path, flags)
             except FileNotFoundError:
+                if not create:
+                    raise RegistryError(
+                        f"the registry directory {self._path} is missing (deleted?); "
+                        f"it comes back when a service registers") from None
                 _make_private_dirs(self._path)
                 fd = os.open(self._path, flags)
         except OSError as e:
@@ -229,11 +252,10 @@ def _make_private_dirs(path: str) -> None:
 
 def _check_private(fd: int, path: str) -> None:
     st = os.fstat(fd)
-    uid = os.geteuid()
-    if st.st_uid != uid:
+    problem = foreign_owner(st, path, "registry directory")
+    if problem is not None:
         raise RegistryError(
-            f"refusing the registry directory {path}: it belongs to uid {st.st_uid}, not to "
-            f"you (uid {uid}), so its records could come from another user; use a directory "
+            f"{problem}, so its records could come from another user; use a directory "
             f"of your own (ZMICRO_REGISTRY_DIR)"
         )
     if st.st_mode & 0o077:
@@ -254,6 +276,9 @@ class _Seen:
     settled: bool  # read long enough after its mtime that a change must show in sig
 
 
+_LOST = (-1, -1)  # a watcher's directory identity once it was seen missing
+
+
 def _sig(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
@@ -267,6 +292,13 @@ class _PollingWatcher(QueueWatcher):
         self._name = name
         self._seen: dict[tuple[str, str, str], _Seen] = {}
         self._live: dict[tuple[str, str, str], ServiceRecord] = {}
+        # Nodes known from a directory since replaced, not yet written into
+        # the new one, kept until they expire (the module docstring).
+        self._carried: dict[tuple[str, str, str], _files.NodeFile] = {}
+        self._dir: tuple[int, int] | None = None  # (st_dev, st_ino) of the directory read
+        #: False while the directory cannot be read (a lookup cache then
+        #: reports its records as stale, as for etcd's watcher).
+        self.connected = True
         self._wake = threading.Event()
         # The baseline, taken before watch() returns: whatever happens after
         # that is a change this watcher reports.
@@ -288,18 +320,33 @@ class _PollingWatcher(QueueWatcher):
             try:
                 events = self._scan()
             except (RegistryError, OSError) as e:
+                # No events: what was known stays known (stale-on-error). A
+                # directory seen missing counts as replaced when it is back,
+                # even if it got its old inode number again.
+                if not os.path.lexists(self._registry.path):
+                    self._dir = _LOST
                 if not failing:  # once per outage, not every poll
                     log.warning("registry watcher cannot read %s: %s", self._registry.path, e)
                 failing = True
+                self.connected = False
                 continue
+            if failing:
+                log.info("registry watcher reads %s again", self._registry.path)
             failing = False
+            self.connected = True
             for event in events:
                 self.push(event)
 
     def _scan(self) -> list[Event]:
         registry = self._registry
         seen_now: dict[tuple[str, str, str], _Seen] = {}
-        with registry._opened_base() as base:
+        with registry._opened_base(create=False) as base:
+            st = os.fstat(base)
+            replaced = self._dir is not None and self._dir != (st.st_dev, st.st_ino)
+            # (A directory deleted and made again between two polls with the
+            # same inode number goes unnoticed: its missing nodes are dropped
+            # until their services write them again.)
+            self._dir = (st.st_dev, st.st_ino)
             now = registry._clock()
             started = time.time_ns()
             for key, dir_fd, fname in _files.node_files(base, self._name, clean=False):
@@ -314,11 +361,22 @@ class _PollingWatcher(QueueWatcher):
                         continue
                     seen = _Seen(_sig(st), entry, st.st_mtime_ns + _RACY_NS < started)
                 seen_now[key] = seen
-        live = {
-            key: seen.entry.record
+        carried = self._carried
+        if replaced:
+            # Files the new directory lacks were lost, not deregistered.
+            carried = carried | {key: seen.entry for key, seen in self._seen.items()
+                                 if seen.entry is not None and key in self._live}
+        # Until its node writes it again, or it expires (no TTL: nobody
+        # writes it again, so it is not kept).
+        self._carried = {key: entry for key, entry in carried.items()
+                         if key not in seen_now and entry.expires is not None
+                         and entry.expires > now}
+        live = {key: entry.record for key, entry in self._carried.items()}
+        live.update(
+            (key, seen.entry.record)
             for key, seen in seen_now.items()
             if seen.entry is not None and (seen.entry.expires is None or seen.entry.expires > now)
-        }
+        )
         events = diff(self._live, live)
         self._seen, self._live = seen_now, live
         return events
