@@ -16,8 +16,12 @@ user's own ``Health.Check`` never clashes):
   ``last``.
 
 Both run under the service's transport security (CurveZMQ and the MAC) like
-any endpoint, but without its interceptors (a policy's tokens and rules):
-they reveal only the status. ``Check`` runs inline; each ``Watch`` holds a
+any endpoint. By default (``Service(health_public=True)``) they skip its
+interceptors, a policy's tokens, rules and rate limits included: probes
+(orchestrators, load balancers, ``zmicro health``) carry no end-user token,
+and the status is all they reveal. With ``health_public=False`` they go
+through the interceptors like any other endpoint (a rule on
+``zmicro.Health.*`` then decides who may ask). ``Check`` runs inline; each ``Watch`` holds a
 thread of a pool of its own (at most ``max_watchers`` at once, beyond which
 it is refused ``RESOURCE_EXHAUSTED``; the pool has one thread more, for
 those refusals) and counts as in flight. A draining

@@ -57,6 +57,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import resource
 import signal
 import threading
 import time
@@ -87,6 +88,13 @@ _BLOCKING_ATTR = "__zmicro_blocking__"
 #: Largest frame a peer may send (libzmq's MAXMSGSIZE): gRPC's default
 #: receive limit (src/zm_limits.h). Larger payloads belong to streams.
 DEFAULT_MAX_MESSAGE = _core.MESSAGE_MAX_DEFAULT
+#: Seconds a connection may take to finish its handshake (libzmq's
+#: HANDSHAKE_IVL; its default, 30 s, lets idle connections hold a
+#: descriptor each for that long: docs/operations.md).
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0
+#: Below this many open files a service warns that a flood can starve it.
+_NOFILE_LOW = 4096
+_nofile_checked = False
 
 
 def blocking(fn: Callable) -> Callable:
@@ -135,7 +143,18 @@ class Service:
     once instead of a growing queue. ``workers`` sizes the thread pool of
     blocking handlers. ``grace``: seconds a stopping service waits for the
     calls in flight before it closes. ``max_watchers``: health watches
-    (``zmicro.Health.Watch``) at once.
+    (``zmicro.Health.Watch``) at once. ``handshake_timeout``: seconds a
+    connection may take to finish its (Curve) handshake before the service
+    drops it (libzmq's ``HANDSHAKE_IVL``), which bounds how long idle
+    connections hold descriptors (docs/operations.md). ``health_public``:
+    the health endpoints skip the interceptors, the policy's tokens and
+    rules included (the default: probes carry no token, and the status is
+    all they reveal; the transport's key and MAC checks still apply);
+    False puts them behind the interceptors like any endpoint.
+
+    Starting raises the process's soft limit of open files to its hard
+    limit (logged once), so connections are not refused for want of
+    descriptors long before the system's limit.
     """
 
     def __init__(
@@ -159,6 +178,8 @@ class Service:
         policy: Policy | None = None,
         grace: float = 10.0,
         max_watchers: int = 64,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        health_public: bool = True,
     ) -> None:
         if not name or "/" in name or ":" in name:
             # ':' separates service and endpoint in authorization resources.
@@ -167,6 +188,8 @@ class Service:
             raise ValueError("ttl must be positive")
         if not grace >= 0:  # (NaN too)
             raise ValueError("grace must be a number of seconds >= 0")
+        if not 0 < handshake_timeout <= 3600:
+            raise ValueError("handshake_timeout must be a number of seconds in (0, 3600]")
         self.name = name
         self.version = version
         self.metadata = dict(metadata or {})
@@ -180,6 +203,8 @@ class Service:
         self._workers = workers
         self._ttl = ttl
         self._grace = float(grace)
+        self._handshake_ms = max(1, round(handshake_timeout * 1000))
+        self._health_public = bool(health_public)
         self._health = health.Health(name, max_watchers=max_watchers,
                                      on_change=self._health_changed)
         self._watch_pool: concurrent.futures.Executor | None = None
@@ -343,9 +368,13 @@ class Service:
         self._stop_event.clear()
         self._beat_wake.clear()
         self._health.reset()
+        _raise_nofile_limit()
         zctx = self._zctx or zmq.Context.instance()
         sock = zctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 200)
+        # A connection that never finishes its handshake (a flood of idle
+        # TCP connections) gives its descriptor back this soon.
+        sock.setsockopt(zmq.HANDSHAKE_IVL, self._handshake_ms)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
         try:
@@ -363,15 +392,20 @@ class Service:
                            h.mode, h.request_type)
             for h in self._handlers.values()
         ]
-        # Health: no interceptors; watches wait in a pool of their own, so
-        # they never hold the blocking handlers' threads.
+        # Health: public by default (health_public), so probes carrying no
+        # token pass the policy; else it goes through the interceptors like
+        # any endpoint. Watches wait in a pool of their own, so they never
+        # hold the blocking handlers' threads.
+        around_health = [] if self._health_public else interceptors
+        check, watch = ((chain_server(around_health, h) if around_health else h)
+                        for h in (self._health.check, self._health.watch))
         self._watch_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._health.max_watchers + 1,  # +1: refusals never queue
             thread_name_prefix=f"zmicro-{self.name}-health")
         endpoints += [
-            _core.Endpoint(health.CHECK, self._health.check, _core.INLINE,
+            _core.Endpoint(health.CHECK, check, _core.INLINE,
                            health.CheckRequest | None, builtin=True),
-            _core.Endpoint(health.WATCH, self._health.watch, _core.BLOCKING,
+            _core.Endpoint(health.WATCH, watch, _core.BLOCKING,
                            health.WatchRequest | None, builtin=True,
                            executor=self._watch_pool),
         ]
@@ -441,6 +475,7 @@ class Service:
         period = self._ttl / 3
         next_register = time.monotonic() + period
         published = self._health.serving
+        failing = False
         while not self._stop_event.is_set():
             if self._beat_wake.wait(tick):
                 self._beat_wake.clear()
@@ -449,13 +484,23 @@ class Service:
             serving = self._health.serving
             if serving == published and time.monotonic() < next_register:
                 continue
-            next_register = time.monotonic() + period
             try:
                 record = self._make_record(self._record.nodes[0].address, serving)
                 self._registry.register(record, ttl=self._ttl)
                 self._record, published = record, serving
-            except Exception as exc:  # keep serving; the next beat retries
-                log.warning("zmicro: could not refresh %s in the registry: %s", self.name, exc)
+            except Exception as exc:
+                # Keep serving, and try again every tick, not every period:
+                # a failure that passes (descriptors short under a
+                # connection flood, EMFILE) must not let the node expire.
+                if not failing:  # once per outage
+                    log.warning("zmicro: could not refresh %s in the registry (retrying): %s",
+                                self.name, exc)
+                failing = True
+                continue
+            if failing:
+                log.info("zmicro: %s refreshed in the registry again", self.name)
+            failing = False
+            next_register = time.monotonic() + period
         self._deregister()
 
     def _deregister(self) -> None:
@@ -527,6 +572,35 @@ class Service:
                 loop.remove_signal_handler(sig)
 
         return restore
+
+
+def _raise_nofile_limit() -> None:
+    """Raise the soft limit of open files to the hard limit, once per
+    process (logged): libzmq needs a descriptor per connection, and a soft
+    limit of 1024 is exhausted by a thousand idle connections, after which
+    its accept loop spins and the registry cannot be reached. Warns when
+    even the hard limit is low."""
+    global _nofile_checked
+    if _nofile_checked:
+        return
+    _nofile_checked = True
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return
+    if hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("zmicro: could not raise the open files limit from %d to %d: %s",
+                        soft, hard, exc)
+        else:
+            log.info("zmicro: raised the open files limit (RLIMIT_NOFILE) from %d to %d",
+                     soft, hard)
+            soft = hard
+    if soft != resource.RLIM_INFINITY and soft < _NOFILE_LOW:
+        log.warning("zmicro: the open files limit is %d (hard limit %d): a flood of "
+                    "connections can use them all; raise it (docs/operations.md)", soft, hard)
 
 
 def _bind(sock: zmq.Socket, address: str | None) -> str:

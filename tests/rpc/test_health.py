@@ -197,3 +197,51 @@ def test_on_change_reports_changes_only():
 def test_max_watchers_is_validated():
     with pytest.raises(ValueError, match="max_watchers"):
         health.Health("svc", max_watchers=0)
+
+
+# -- health behind the policy, or not (issue 10.3) --------------------------------
+
+
+@pytest.mark.parametrize("public", [True, False])
+def test_health_public_decides_whether_the_policy_applies(memory_registry, public):
+    """A policy that grants nobody anything: with health_public (the
+    default) the health endpoints still answer, the others are refused;
+    without, health is refused like any endpoint, and a rule can grant it."""
+    from zmicro.auth import Policy, Rule, Rules
+    deny_all = Policy(rules=Rules([]))  # default DENY
+    svc = zmicro.Service(f"policed-{public}", registry=memory_registry, policy=deny_all,
+                         health_public=public)
+    svc.handler("P.Work")(lambda req, ctx: "worked")
+    running = InProcess(svc)
+    try:
+        with zmicro.Client(registry=memory_registry, timeout=WAIT) as client:
+            with pytest.raises(RPCError) as err:
+                client.call(svc.name, "P.Work", None)
+            assert err.value.code == Code.PERMISSION_DENIED
+            for endpoint, request in ((health.CHECK, {}),
+                                      (health.WATCH, {"last": "", "wait": 1})):
+                if public:
+                    assert client.call(svc.name, endpoint, request) == {"status": SERVING}
+                else:
+                    with pytest.raises(RPCError) as err:
+                        client.call(svc.name, endpoint, request)
+                    assert err.value.code == Code.PERMISSION_DENIED
+    finally:
+        running.stop()
+
+
+def test_a_rule_can_grant_health_behind_the_policy(memory_registry):
+    from zmicro.auth import Policy, Rule, Rules
+    policy = Policy(rules=Rules([Rule("*:zmicro.Health.Check", "*")]))
+    svc = zmicro.Service("policed-granted", registry=memory_registry, policy=policy,
+                         health_public=False)
+    svc.handler("P.Work")(lambda req, ctx: "worked")
+    running = InProcess(svc)
+    try:
+        with zmicro.Client(registry=memory_registry, timeout=WAIT) as client:
+            assert client.call(svc.name, health.CHECK, {}) == {"status": SERVING}
+            with pytest.raises(RPCError) as err:
+                client.call(svc.name, health.WATCH, {"last": "", "wait": 1})
+            assert err.value.code == Code.PERMISSION_DENIED
+    finally:
+        running.stop()
