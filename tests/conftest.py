@@ -21,6 +21,9 @@ from hypothesis import HealthCheck, settings
 
 from tests.helpers import FakeClock
 
+# zmicro's own pytest fixtures (zmicro_keys, zmicro_serve), as a user adds them.
+pytest_plugins = ["zmicro.testing"]
+
 settings.register_profile(
     "dev",
     deadline=None,
