@@ -3,6 +3,12 @@
 Hypothesis runs without deadlines everywhere (a loaded 2-core CI machine
 makes per-example timings meaningless); the "ci" profile, chosen when CI is
 set, also prints the reproduction blob of any failure.
+
+Every test that needs a real etcd carries the ``etcd`` marker, put on it
+here at collection (``pytest -m "not etcd"`` then runs without etcd
+installed): a test that uses an etcd fixture, or is a parametrisation
+named "etcd" (the registry contract suite, the fault suite). A test that
+reaches etcd another way without the marker fails, saying so.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ import zmq
 from hypothesis import HealthCheck, settings
 
 from tests.helpers import FakeClock
+
+# zmicro's own pytest fixtures (zmicro_keys, zmicro_serve), as a user adds them.
+pytest_plugins = ["zmicro.testing"]
 
 settings.register_profile(
     "dev",
@@ -28,6 +37,33 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+#: The fixtures that start or talk to etcd (here and in tests/fault/conftest.py).
+ETCD_FIXTURES = frozenset({"etcd_server", "etcd_endpoint", "etcd_prefix", "etcd_registry"})
+
+
+def _needs_etcd(item: pytest.Item) -> bool:
+    if ETCD_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    # Suites that pick a backend by parameter get etcd's fixtures through
+    # request.getfixturevalue, which collection cannot see.
+    return callspec is not None and any(
+        isinstance(v, str) and v == "etcd" for v in callspec.params.values())
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _needs_etcd(item):
+            item.add_marker(pytest.mark.etcd)
+
+
+def _require_etcd_marker(request) -> None:
+    if request.node.get_closest_marker("etcd") is None:
+        pytest.fail(f"{request.node.nodeid} uses etcd but has no etcd marker, so "
+                    "-m 'not etcd' would still start etcd: mark it (pytest.mark.etcd) "
+                    "or use an etcd fixture directly", pytrace=False)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -96,11 +132,14 @@ def etcd_prefix(request) -> str:
     """A key prefix of this test's own, so tests sharing the server do not meet."""
     import uuid
 
+    _require_etcd_marker(request)
+
     return f"/zmicro-test/{uuid.uuid4().hex}/"
 
 
 @pytest.fixture
-def etcd_endpoint(etcd_server) -> str:
+def etcd_endpoint(request, etcd_server) -> str:
     """The running etcd's client URL (restarted if a previous test left it down)."""
+    _require_etcd_marker(request)
     etcd_server.start()
     return etcd_server.endpoint

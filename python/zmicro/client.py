@@ -41,6 +41,16 @@ user's own key: on one machine, the user's services have it); every request
 is signed with its service's MAC key and every reply checked (see
 :mod:`zmicro.security.mackeys`).
 
+After ``os.fork()`` a client goes on working in the child: the child's
+first call opens a new zmq context (``zmq.Context.instance()`` of the child,
+also for a client given ``context=``), new sockets and a new registry
+watch. libzmq contexts must not be used across a fork, so the parent's
+sockets and watch threads are left alone in the child, neither used nor
+closed; the parent's client is unaffected. (A fork that bypasses
+``os.register_at_fork``, e.g. from C, is not seen: make clients after it.)
+At interpreter exit every client still open is closed (its registry watch
+threads stopped), so that nothing is printed at exit.
+
 ``Client`` may be shared by threads (it keeps one socket per node per
 thread). ``AsyncClient`` belongs to one event loop (asyncio's or uvloop's);
 its ``call()`` returns an awaitable Future, not a coroutine: no Task per
@@ -52,6 +62,10 @@ wakes its I/O thread once for the lot.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
+import os
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -166,20 +180,38 @@ class _Base:
         self._strategy = _STRATEGIES[selector]
         self._outlier = outlier
         self._interceptors = list(interceptors)
-        self._zctx = context or zmq.Context.instance()
+        self._zctx: zmq.Context | None = context or zmq.Context.instance()
         self._max_message_size = max_message_size
-        secrets = self._secrets
-        self._core = _core.ClientCore(
-            codecs(), content_type, timeout, refresh=self._refresh,
-            make_socket=self._make_socket, is_async=is_async,
-            secrets=secrets,
-            max_message_size=max_message_size,
+        self._closed = False
+        self._core_options = dict(
+            refresh=self._refresh, make_socket=self._make_socket, is_async=is_async,
+            secrets=self._secrets, max_message_size=max_message_size,
             retry=retry or None, budget=retry_budget, connect_timeout=connect_timeout,
             max_sockets=max_sockets, idle_ttl=idle_ttl, hedge=hedging)
+        self._open_core()
         if self._interceptors:
             self._invoke = chain_client(self._interceptors, self._invoke_call)
-        else:
+        _open_clients.add(self)
+
+    def _open_core(self) -> None:
+        self._core = _core.ClientCore(codecs(), self.content_type, self.timeout,
+                                      **self._core_options)
+        if not self._interceptors:
             self.call = self._core.call  # type: ignore[method-assign]  # no Python frame
+
+    def _reopen_in_child(self) -> None:
+        """After a fork, in the child: a new core (no sockets yet), no
+        registry cache, no context until the first socket needs one. The
+        parent's core and cache are dropped, not closed: pyzmq does not
+        close a parent's socket in a child, and their threads are not here.
+        (Kept until exit instead, they would be finalized while modules are
+        torn down, and print.)"""
+        if self._closed:
+            return
+        self._cache = None
+        self._unsubscribe = None
+        self._zctx = None
+        self._open_core()
 
     def _make_socket(self, address: str, server_key: str | None):
         key = ""
@@ -188,6 +220,8 @@ class _Base:
             key = self._security.server_key_for(
                 address, server_key=server_key, registry_key=self._node_keys.get(address, ""),
                 registry_trusted=getattr(registry, "trusted", False))
+        if self._zctx is None:  # reopened in a forked child: this process's own
+            self._zctx = zmq.Context.instance()
         return _make_socket(self._zctx, address, self._max_message_size, self._security, key)
 
     def _registry_cache(self) -> RegistryCache:
@@ -288,6 +322,7 @@ class Client(_Base):
 
     def close(self) -> None:
         """Close every socket (do not use the client from other threads meanwhile)."""
+        self._closed = True
         self._core.close()
         self._close_cache()
 
@@ -330,6 +365,7 @@ class AsyncClient(_Base):
 
     def close(self) -> None:
         """Fail pending calls with UNAVAILABLE and close every socket."""
+        self._closed = True
         self._core.close()
         self._close_cache()
 
@@ -338,3 +374,33 @@ class AsyncClient(_Base):
 
     async def __aexit__(self, *exc) -> None:
         self.close()
+
+
+# -- every client of the process: closed at exit, reopened in a forked child ----
+
+log = logging.getLogger("zmicro.client")
+_open_clients: weakref.WeakSet[_Base] = weakref.WeakSet()
+
+
+def _close_at_exit() -> None:
+    # Before the interpreter finalizes: a client's registry watch threads
+    # (daemons) still running while modules are torn down print "Error in
+    # sys.excepthook" at exit. Nothing may be printed at exit: a failure
+    # here is only logged at DEBUG.
+    for client in list(_open_clients):
+        if not client._closed:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - e.g. an AsyncClient whose loop is gone
+                log.debug("closing a client at exit failed", exc_info=True)
+
+
+def _reopen_after_fork() -> None:
+    for client in list(_open_clients):
+        client._reopen_in_child()
+
+
+# pyzmq registered its own exit hook when imported (before this module):
+# atexit runs hooks last-in first-out, so clients close while pyzmq is whole.
+atexit.register(_close_at_exit)
+os.register_at_fork(after_in_child=_reopen_after_fork)

@@ -57,10 +57,10 @@ def test_a_line_is_one_json_object_with_the_fields(everything):
     assert key not in everything.text
 
 
-def test_allows_are_info_denials_warning(everything):
+def test_allows_are_debug_denials_warning(everything):
     audit("allow", "default", principal=None, service="s", endpoint="E")
     audit("deny", "default", principal=None, service="s", endpoint="E")
-    assert [r.levelno for r in everything.records] == [logging.INFO, logging.WARNING]
+    assert [r.levelno for r in everything.records] == [logging.DEBUG, logging.WARNING]
     first = lines(everything)[0]
     assert (first["principal"], first["key"]) == ("anonymous", "")
 
@@ -69,6 +69,15 @@ def test_at_the_default_level_allows_are_not_emitted(caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
     audit("allow", "rule:x", principal=None, service="s", endpoint="E")
     audit("deny", "rule:x", principal=None, service="s", endpoint="E")
+    assert [line["decision"] for line in lines(caplog)] == ["deny"]
+
+
+def test_at_info_allows_are_not_emitted(caplog):
+    # A service logging at INFO (zmicro run, the examples) writes no line
+    # per connection or call; its denials still show.
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+    audit("allow", "handshake", principal=None, service="s", endpoint="")
+    audit("deny", "handshake:key-not-allowed", principal=None, service="s", endpoint="")
     assert [line["decision"] for line in lines(caplog)] == ["deny"]
 
 

@@ -124,7 +124,7 @@ def test_mac_rotation_commands(tmp_path):
     assert listed.exit_code == 0, listed.output
     assert "1" in listed.output and "current" in listed.output
     added = run(main, ["mac", "add", "--alg", "blake3", "--home", home])
-    assert added.exit_code == 0 and added.output.strip() == "2"
+    assert added.exit_code == 0 and "added MAC key 2 (blake3)" in added.output
     assert run(main, ["mac", "current", "2", "--home", home]).exit_code == 0
     refused = run(main, ["mac", "remove", "2", "--home", home])
     assert refused.exit_code != 0 and "current" in refused.output

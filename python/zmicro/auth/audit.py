@@ -3,8 +3,9 @@
 Every decision of zmicro's security interceptors (authorization, rate
 limits, token checks; the transport's handshake and MAC checks) goes through
 :func:`audit` to the logger ``"zmicro.audit"``: denials at WARNING, allows at
-INFO, so that under Python's default WARNING level an allowed call costs one
-level check and nothing else. Route the logger to a file or a collector to
+DEBUG (a service logging at INFO, as ``zmicro run`` does, would otherwise
+write a line per connection and per call), so that an allowed call costs one
+level check and nothing else unless DEBUG is on. Route the logger to a file or a collector to
 keep the trail; each message is one JSON object::
 
     {"time": "2025-01-31T12:00:00.123Z", "decision": "deny",
@@ -36,7 +37,7 @@ __all__ = ["LOGGER_NAME", "audit", "log"]
 LOGGER_NAME = "zmicro.audit"
 log = logging.getLogger(LOGGER_NAME)
 
-_DECISIONS = {"allow": logging.INFO, "deny": logging.WARNING}
+_DECISIONS = {"allow": logging.DEBUG, "deny": logging.WARNING}
 _FIXED = ("time", "decision", "reason", "principal", "key", "service", "endpoint")
 
 # Field names that announce a secret. Matched as substrings, case-insensitive,
@@ -56,7 +57,7 @@ def audit(decision: str, reason: str, *, principal: Principal | None, service: s
           endpoint: str, **fields: Any) -> None:
     """Log one security decision as a JSON line on ``"zmicro.audit"``.
 
-    ``decision`` is ``"allow"`` (logged at INFO) or ``"deny"`` (WARNING);
+    ``decision`` is ``"allow"`` (logged at DEBUG) or ``"deny"`` (WARNING);
     ``reason`` a short code such as ``"rule:<id>"``, ``"default"``,
     ``"rate-limit"``, ``"invalid-token"``, ``"mac"``, ``"handshake"``.
     ``principal`` (None: anonymous) appears as its subject and key

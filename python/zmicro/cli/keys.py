@@ -4,6 +4,7 @@ the keys it trusts."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -19,6 +20,7 @@ from ._shared import (
 )
 
 _FINGERPRINT_SHOWN = 16  # hex digits: 64 bits, plenty to tell keys apart by eye
+_KEY_SUFFIXES = (".key", ".key_secret")
 
 
 def _show_key(label: str, public: str) -> None:
@@ -97,7 +99,7 @@ def trust(key: str, name: str, roles: tuple[str, ...], remove: bool,
     try:
         public = load_public_key(key)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="KEY") from None
+        raise click.BadParameter(_key_problem(key, exc), param_hint="KEY") from None
     store = _store(home_dir)
     short = fingerprint(public)[:_FINGERPRINT_SHOWN]
     if remove:
@@ -118,6 +120,20 @@ def trust(key: str, name: str, roles: tuple[str, ...], remove: bool,
     except (OSError, KeyStoreError) as exc:
         raise Failure(str(exc), EXIT_ENVIRONMENT) from None
     click.echo(f"trusted {name or short} ({short}) in {path}")
+
+
+def _key_problem(key: str, exc: ValueError) -> str:
+    """What is wrong with KEY, for the user: a path that names no file says
+    so (load_public_key's message lists what a KEY may be, which hides it)."""
+    shown = os.path.expanduser(key)  # as given: Path() would drop a leading "./"
+    path = Path(shown)
+    looks_like_a_path = os.sep in key or key.startswith("~") or path.suffix in _KEY_SUFFIXES
+    if looks_like_a_path and not path.exists():
+        return (f"file not found: {shown} (KEY is a Z85 Curve public key, 40 characters, "
+                "or the path of a .key / .key_secret file)")
+    if path.is_dir():
+        return f"{shown} is a directory, not a .key / .key_secret file"
+    return str(exc)
 
 
 @click.command()

@@ -42,8 +42,12 @@ def mac_list(home_dir: str | None) -> None:
               show_default=True, help="The MAC algorithm of the new key.")
 @_home_option
 def mac_add(alg: str, home_dir: str | None) -> None:
-    """Add a new random master secret, accepted but not signing yet; prints its id."""
-    click.echo(_secrets(home_dir).add(alg))
+    """Add a new random master secret, accepted but not signing yet; says its id."""
+    secrets = _secrets(home_dir)
+    key_id = secrets.add(alg)
+    click.echo(f"added MAC key {key_id} ({alg}) to {secrets.path}: accepted from now on, "
+               f"not signing yet; copy the file to every node, then run "
+               f"'zmicro mac current {key_id}'")
 
 
 @mac.command("current")

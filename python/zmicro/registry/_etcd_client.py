@@ -197,7 +197,7 @@ class GatewayClient:
                     if self._current == index:  # let the next attempt try the next endpoint
                         self._current = (index + 1) % len(self._clients)
                 raise RegistryError(
-                    f"etcd {self._url(index)}: cannot watch: unreachable ({_brief(e)})"
+                    f"etcd {self._url(index)}: cannot watch: unreachable ({_cause(e)})"
                 ) from None
             if resp.status_code == 200:
                 return WatchStream(self, resp)
@@ -231,7 +231,7 @@ class GatewayClient:
                 attempts -= 1
                 if attempts <= 0:
                     raise RegistryError(
-                        f"etcd {self._url(index)}: cannot {action}: unreachable ({_brief(e)})"
+                        f"etcd {self._url(index)}: cannot {action}: unreachable ({_cause(e)})"
                     ) from None
                 with self._lock:
                     if self._current == index:
@@ -428,7 +428,7 @@ def _key_event(event: dict) -> KeyEvent:
 
 
 def _detail(e: Exception) -> str:
-    text = getattr(e, "detail_text", None) or ""
+    text = getattr(e, "detail_text", None) or str(e)
     try:
         text = json.loads(text).get("message", text)
     except (ValueError, AttributeError):
@@ -436,9 +436,38 @@ def _detail(e: Exception) -> str:
     return str(text).strip() or type(e).__name__
 
 
-def _brief(e: Exception) -> str:
+def _brief(e: Exception | str) -> str:
     text = str(e)
     return text if len(text) < 200 else text[:200] + "..."
+
+
+def _cause(e: BaseException) -> str:
+    """Why a request reached no etcd, in the OS's words when it said any
+    ("[Errno 111] Connection refused", "[Errno -2] Name or service not
+    known"). etcd3gw raises its own exception with no arguments (its text
+    is in ``detail_text``) from requests' one, which wraps urllib3's, which
+    wraps the socket's error: the root cause is at the end of that chain."""
+    chain: list[BaseException] = []
+    todo: list[BaseException] = [e]
+    while todo and len(chain) < 16:  # bounded: chains can loop
+        cur = todo.pop(0)
+        if any(cur is seen for seen in chain):
+            continue
+        chain.append(cur)
+        reason = getattr(cur, "reason", None)  # urllib3's MaxRetryError keeps it here
+        todo += [x for x in (cur.__cause__, cur.__context__, reason, *cur.args)
+                 if isinstance(x, BaseException)]
+    for cur in reversed(chain):
+        if isinstance(cur, OSError) and cur.strerror:
+            return f"[Errno {cur.errno}] {cur.strerror}" if cur.errno is not None else cur.strerror
+    for cur in chain:
+        if isinstance(cur, TimeoutError) or "timeout" in type(cur).__name__.lower():
+            return "no answer in time"
+    for cur in chain:
+        text = str(cur) or str(getattr(cur, "detail_text", "") or "")
+        if text:
+            return _brief(text)
+    return type(e).__name__
 
 
 def _lines(resp) -> Iterator[dict]:
