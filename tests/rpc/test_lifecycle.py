@@ -5,6 +5,7 @@ when killed outright."""
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
@@ -104,3 +105,36 @@ def test_a_signal_delivered_to_another_thread_stops_a_blocking_service(tmp_path)
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "stopped\n"
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_idle_service_stops_without_waiting_on_a_timer(tmp_path, kind):
+    """Issue 10.15: stopping an idle service waits for no timer but the
+    0.5 s quiet period (docs/operations.md): not the grace (30 s here), not
+    a heartbeat tick (TTL 60 s: a beat every 20 s), not a poll interval.
+    The bound is far under every one of those and far over the quiet
+    period, so a loaded machine does not make it flaky."""
+    from zmicro.registry import MemoryRegistry
+
+    registry = MemoryRegistry()
+    svc = zmicro.Service(f"stop-{kind}", registry=registry, insecure=True, ttl=60.0, grace=30.0)
+    if kind == "sync":
+        @svc.handler("Echo.Call")
+        def echo(req: int, ctx: zmicro.Context) -> int:
+            return req
+    else:
+        @svc.handler("Echo.Call")
+        async def echo_async(req: int, ctx: zmicro.Context) -> int:
+            return req
+    runner = threading.Thread(target=svc.run, daemon=True)
+    runner.start()
+    eventually(lambda: registry.get(svc.name), "the service registers")
+    with zmicro.Client(registry=registry, insecure=True, timeout=10) as c:
+        assert c.call(svc.name, "Echo.Call", 7) == 7
+    started = time.monotonic()
+    svc.stop()
+    runner.join(30)
+    took = time.monotonic() - started
+    assert not runner.is_alive()
+    assert registry.get(svc.name) == []
+    assert took < 10.0, f"an idle service took {took:.1f} s to stop"
