@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 import msgspec
 
@@ -86,13 +86,14 @@ class Codec(Protocol):
 class _MsgspecCodec:
     _module: Any
     # msgspec's messages name the path ("Expected `str`, got `int` - at `$.name`").
-    invalid = (msgspec.ValidationError, msgspec.DecodeError)
+    invalid: tuple[type[BaseException], ...] = (msgspec.ValidationError, msgspec.DecodeError)
 
     def __init__(self) -> None:
-        self.encode = self._module.Encoder().encode
+        self.encode: Callable[[Any], bytes] = self._module.Encoder().encode
 
     def decoder(self, type: Any = Any) -> Decode:
-        return self._module.Decoder(type).decode  # msgspec's own: no wrapper
+        decode: Decode = self._module.Decoder(type).decode  # msgspec's own: no wrapper
+        return decode
 
 
 class MsgpackCodec(_MsgspecCodec):
@@ -120,7 +121,7 @@ class OctetStreamCodec:
     """
 
     content_type = OCTET_STREAM
-    invalid = ()
+    invalid: tuple[type[BaseException], ...] = ()
     passthrough = True
 
     @staticmethod
@@ -134,7 +135,7 @@ class OctetStreamCodec:
             return None  # the body is the value
         name = getattr(type, "__name__", repr(type))
 
-        def refuse(data):
+        def refuse(data: Any) -> NoReturn:
             raise RPCError(Code.INVALID_ARGUMENT,
                            f"{OCTET_STREAM} carries bytes; this endpoint takes {name}")
 
@@ -149,12 +150,13 @@ class CapnpCodec:
     """
 
     content_type = CAPNP
-    invalid = ()
+    invalid: tuple[type[BaseException], ...] = ()
 
     @staticmethod
     def encode(value: Any) -> bytes:
         try:
-            return value.to_bytes()
+            data: bytes = value.to_bytes()
+            return data
         except AttributeError:
             raise TypeError(f"{CAPNP} carries pycapnp structs, not {type(value).__name__}") from None
 
@@ -162,13 +164,13 @@ class CapnpCodec:
         if type in _BYTES_TYPES or not hasattr(type, "from_bytes"):
             name = getattr(type, "__name__", repr(type))
 
-            def refuse(data):
+            def refuse(data: Any) -> NoReturn:
                 raise RPCError(Code.INVALID_ARGUMENT,
                                f"{CAPNP} needs a pycapnp struct type; this endpoint takes {name}")
 
             return refuse
 
-        def decode(data):
+        def decode(data: Any) -> Any:
             try:
                 with type.from_bytes(bytes(data)) as reader:
                     return reader.as_builder()
@@ -190,7 +192,7 @@ def register_codec(codec: Codec) -> None:
             and callable(getattr(codec, "decoder", None))):
         raise TypeError("a codec has content_type, encode() and decoder()")
     if not hasattr(codec, "invalid"):
-        codec.invalid = ()  # type: ignore[misc]
+        codec.invalid = ()
     with _lock:
         _codecs[codec.content_type] = codec
 

@@ -15,6 +15,7 @@ from, go-micro's error id).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 __all__ = [
     "Code",
@@ -41,6 +42,8 @@ class WireErrorCode(enum.IntEnum):
     The values are part of the protocol documentation and never change;
     ``tests/transport/test_binding.py`` checks them against the C enum.
     """
+
+    __str__ = enum.Enum.__str__  # "WireErrorCode.BOUNDS", not "7"
 
     SHORT = 1
     TOO_BIG = 2
@@ -119,7 +122,15 @@ class HostUnreachable(TransportError):
 
 class Code(enum.IntEnum):
     """gRPC's canonical status codes (grpc/doc/statuscodes.md), the ``status``
-    of an error reply."""
+    of an error reply.
+
+    A code is an int (``Code.NOT_FOUND == 5``, ``int(code)`` is the wire
+    value) that prints as its name: ``str()`` and f-strings give
+    ``Code.NOT_FOUND``, ``.name`` gives ``NOT_FOUND``."""
+
+    # IntEnum's str() is the number ("5" for a NOT_FOUND: issue 10); an
+    # RPCError's code is for people to read, the number is for the wire.
+    __str__ = enum.Enum.__str__
 
     OK = 0
     CANCELLED = 1
@@ -174,7 +185,7 @@ class RPCError(Error):
         origin = f" [{self.id}]" if self.id else ""
         return f"{self.code.name}: {self.detail}{origin}" if self.detail else f"{self.code.name}{origin}"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., RPCError], tuple[int, str, str, bool | None]]:
         return (_rebuild_rpc_error, (int(self.code), self.detail, self.id, self.processed))
 
 

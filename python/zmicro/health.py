@@ -33,11 +33,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
 from .errors import Code, RPCError
+
+if TYPE_CHECKING:
+    from ._core import Context
 
 __all__ = [
     "CHECK",
@@ -154,10 +157,10 @@ class Health:
 
     # -- the endpoints -------------------------------------------------------
 
-    def check(self, req: CheckRequest | None, ctx) -> HealthReply:
+    def check(self, req: CheckRequest | None, ctx: Context | None) -> HealthReply:
         return HealthReply(status=self.status(req.service if req is not None else ""))
 
-    def watch(self, req: WatchRequest | None, ctx) -> HealthReply:
+    def watch(self, req: WatchRequest | None, ctx: Context | None) -> HealthReply:
         req = req if req is not None else WatchRequest()
         with self._cond:
             if self._watchers >= self.max_watchers:
@@ -170,7 +173,7 @@ class Health:
             with self._cond:
                 self._watchers -= 1
 
-    def _wait_for_change(self, req: WatchRequest, ctx) -> str:
+    def _wait_for_change(self, req: WatchRequest, ctx: Context | None) -> str:
         until = self._clock() + req.wait
         remaining = ctx.time_remaining() if ctx is not None else None
         if remaining is not None:  # answer a little before the caller gives up

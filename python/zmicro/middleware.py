@@ -63,7 +63,7 @@ def chain_server(interceptors: Sequence[ServerInterceptor], handler: Handler) ->
 
 
 def _server_link(interceptor: ServerInterceptor, inner: Handler) -> Handler:
-    def link(request, ctx):
+    def link(request: Any, ctx: Any) -> Any:
         return interceptor(request, ctx, inner)
 
     link.__wrapped__ = inner  # type: ignore[attr-defined]
@@ -79,8 +79,9 @@ def chain_client(interceptors: Sequence[ClientInterceptor],
     return wrapped
 
 
-def _client_link(interceptor: ClientInterceptor, inner: Callable[[Call], Any]):
-    def link(call: Call):
+def _client_link(interceptor: ClientInterceptor,
+                 inner: Callable[[Call], Any]) -> Callable[[Call], Any]:
+    def link(call: Call) -> Any:
         return interceptor(call, inner)
 
     return link

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
+from typing import Any
 
 from ._core import (
     FLAG_BODY_INLINE,
@@ -57,7 +58,7 @@ __all__ = [
 SCHEMA = Path(__file__).with_name("wire.capnp")
 
 
-def load_schema():
+def load_schema() -> Any:
     """``wire.capnp`` loaded with pycapnp (not a dependency of zmicro:
     ``pip install pycapnp``), as ``capnp.load`` returns it.
 

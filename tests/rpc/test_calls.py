@@ -108,6 +108,8 @@ def test_rpc_error_crosses_the_wire(services, call, server):
         call(services[server].name, "Greeter.Refuse", {})
     assert (err.value.code, err.value.detail, err.value.id) == (
         Code.PERMISSION_DENIED, "not you", "gatekeeper")
+    # the status arrives as the enum, whose str() names it (issue 10, point 16)
+    assert type(err.value.code) is Code and str(err.value.code) == "Code.PERMISSION_DENIED"
 
 
 def test_no_such_service_is_unavailable(services, call):
