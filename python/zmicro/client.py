@@ -66,7 +66,7 @@ import atexit
 import logging
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import zmq
@@ -75,7 +75,7 @@ from . import _core
 from .codec import DEFAULT_CONTENT_TYPE, codecs
 from .middleware import Call, ClientInterceptor, chain_client
 from .errors import Code, RPCError
-from .registry import Registry, RegistryError, default_registry
+from .registry import Registry, RegistryError, ServiceRecord, default_registry
 from .registry.cache import RegistryCache
 from .security import KeyStore, Security
 
@@ -99,9 +99,9 @@ HANDSHAKE_TIMEOUT_MS = 5000
 
 
 
-def _make_socket(zctx: zmq.Context, address: str, max_message_size: int,
+def _make_socket(zctx: zmq.Context[Any], address: str, max_message_size: int,
                  security: Security | None = None,
-                 server_key: str = "") -> tuple[zmq.Socket, zmq.Socket | None]:
+                 server_key: str = "") -> tuple[zmq.Socket[Any], zmq.Socket[Any] | None]:
     """A DEALER connected to `address`, and (secure) a monitor of its handshakes."""
     sock = zctx.socket(zmq.DEALER)
     monitor = None
@@ -140,7 +140,7 @@ class _Base:
     def __init__(self, *, registry: Registry | None = None, selector: str = "round_robin",
                  timeout: float = DEFAULT_TIMEOUT, content_type: str = DEFAULT_CONTENT_TYPE,
                  insecure: bool | None = None, interceptors: Sequence[ClientInterceptor] = (),
-                 context: zmq.Context | None = None,
+                 context: zmq.Context[Any] | None = None,
                  max_message_size: int = _core.MESSAGE_MAX_DEFAULT,
                  keys: str | KeyStore | None = None, mac_window: float = 30.0,
                  retry: RetryPolicy | None | bool = DEFAULT_RETRY,
@@ -176,14 +176,14 @@ class _Base:
         self.content_type = content_type
         self._registry = registry
         self._cache: RegistryCache | None = None
-        self._unsubscribe = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._strategy = _STRATEGIES[selector]
         self._outlier = outlier
         self._interceptors = list(interceptors)
-        self._zctx: zmq.Context | None = context or zmq.Context.instance()
+        self._zctx: zmq.Context[Any] | None = context or zmq.Context.instance()
         self._max_message_size = max_message_size
         self._closed = False
-        self._core_options = dict(
+        self._core_options: dict[str, Any] = dict(
             refresh=self._refresh, make_socket=self._make_socket, is_async=is_async,
             secrets=self._secrets, max_message_size=max_message_size,
             retry=retry or None, budget=retry_budget, connect_timeout=connect_timeout,
@@ -197,7 +197,7 @@ class _Base:
         self._core = _core.ClientCore(codecs(), self.content_type, self.timeout,
                                       **self._core_options)
         if not self._interceptors:
-            self.call = self._core.call  # type: ignore[method-assign]  # no Python frame
+            self.call = self._core.call  # no Python frame
 
     def _reopen_in_child(self) -> None:
         """After a fork, in the child: a new core (no sockets yet), no
@@ -213,7 +213,8 @@ class _Base:
         self._zctx = None
         self._open_core()
 
-    def _make_socket(self, address: str, server_key: str | None):
+    def _make_socket(self, address: str,
+                     server_key: str | None) -> tuple[zmq.Socket[Any], zmq.Socket[Any] | None]:
         key = ""
         if not self.insecure:
             registry = self._registry or default_registry()
@@ -242,8 +243,10 @@ class _Base:
         self._update(balancer, records)
         return balancer
 
-    def _update(self, balancer: _core.Balancer, records) -> None:
-        nodes, resting = {}, {}
+    def _update(self, balancer: _core.Balancer, records: Iterable[ServiceRecord]) -> None:
+        # address -> Balancer.update's node: (address, version, metadata, key)
+        nodes: dict[str, tuple[str, str, dict[str, str], str]] = {}
+        resting: dict[str, tuple[str, str, dict[str, str], str]] = {}
         for r in records:
             for n in r.nodes:
                 # A node that says it is not serving (Service.set_serving(False))
@@ -255,7 +258,7 @@ class _Base:
         nodes = nodes or resting
         balancer.update(nodes[a] for a in sorted(nodes))  # state persists in place
 
-    def _on_change(self, service: str, records) -> None:
+    def _on_change(self, service: str, records: list[ServiceRecord]) -> None:
         """The registry watch says `service` changed (on the cache's thread)."""
         balancer = self._core.known_balancer(service)
         if balancer is None:
@@ -269,7 +272,7 @@ class _Base:
         except RuntimeError:  # the loop is closed
             pass
 
-    def _pick(self, service: str) -> str:
+    def _pick(self, service: str) -> str | None:
         return self._core.pick(service)
 
     def _invoke_call(self, call: Call) -> Any:
@@ -279,12 +282,16 @@ class _Base:
         return self._core.call(*args, **kwargs)
 
     @staticmethod
-    def _call_args(call: Call) -> tuple[tuple, dict]:
+    def _call_args(call: Call) -> tuple[tuple[str, str, Any], dict[str, Any]]:
         return ((call.service, call.endpoint, call.request),
                 {"timeout": call.timeout, "metadata": call.metadata or None,
                  "address": call.address, "response_type": call.response_type,
                  "content_type": call.content_type, "server_key": call.server_key,
                  **call.options})
+
+    def close(self) -> None:
+        """Close the client (Client and AsyncClient each say how)."""
+        raise NotImplementedError
 
     def _close_cache(self) -> None:
         if self._cache is not None:
@@ -329,7 +336,7 @@ class Client(_Base):
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -348,7 +355,7 @@ class AsyncClient(_Base):
              timeout: float | None = None, metadata: dict[str, Any] | None = None,
              address: str | None = None, response_type: Any = None,
              content_type: str | None = None, server_key: str | None = None,
-             **options: Any) -> asyncio.Future:
+             **options: Any) -> asyncio.Future[Any]:
         """Send the call (now, or at the end of this loop iteration with the
         others made in it); await the result (the decoded reply). Options
         as for Client.call, and ``hedge`` (a HedgingPolicy; idempotent calls
@@ -372,7 +379,7 @@ class AsyncClient(_Base):
     async def __aenter__(self) -> AsyncClient:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -64,7 +64,8 @@ import time
 import typing
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from types import FrameType
+from typing import Any, TypeVar
 
 import msgspec
 import zmq
@@ -97,7 +98,11 @@ _NOFILE_LOW = 4096
 _nofile_checked = False
 
 
-def blocking(fn: Callable) -> Callable:
+#: A handler: the decorators below return it unchanged, with its own type.
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+
+def blocking(fn: _Fn) -> _Fn:
     """Mark a handler (or a method given to ``Service.register``) as
     blocking: it runs in the service's thread pool."""
     setattr(fn, _BLOCKING_ATTR, True)
@@ -106,13 +111,13 @@ def blocking(fn: Callable) -> Callable:
 
 class _Handler(typing.NamedTuple):
     name: str
-    fn: Callable
+    fn: Callable[..., Any]
     mode: int
     request_type: Any
     response_type: Any
 
 
-def _types_of(fn: Callable) -> tuple[Any, Any]:
+def _types_of(fn: Callable[..., Any]) -> tuple[Any, Any]:
     """(request annotation, return annotation), Any where missing."""
     try:
         params = list(inspect.signature(fn).parameters.values())
@@ -123,7 +128,7 @@ def _types_of(fn: Callable) -> tuple[Any, Any]:
     return request, hints.get("return", Any)
 
 
-def _schema(tp: Any) -> dict | None:
+def _schema(tp: Any) -> dict[str, Any] | None:
     if tp is Any or tp is None:
         return None
     try:
@@ -172,7 +177,7 @@ class Service:
         interceptors: Sequence[ServerInterceptor] = (),
         content_type: str = DEFAULT_CONTENT_TYPE,
         max_message_size: int = DEFAULT_MAX_MESSAGE,
-        context: zmq.Context | None = None,
+        context: zmq.Context[Any] | None = None,
         keys: str | KeyStore | None = None,
         mac_window: float = 30.0,
         policy: Policy | None = None,
@@ -214,7 +219,7 @@ class Service:
         self._zctx = context
         self._handlers: dict[str, _Handler] = {}
         self._node_id = f"{name}-{uuid.uuid4().hex[:12]}"
-        self._sock: zmq.Socket | None = None
+        self._sock: zmq.Socket[Any] | None = None
         self._core: _core.ServerCore | None = None
         self._record: ServiceRecord | None = None
         self._heartbeat: threading.Thread | None = None
@@ -227,11 +232,12 @@ class Service:
 
     # -- endpoints ---------------------------------------------------------
 
-    def handler(self, name: str | None = None, *, blocking: bool = False):
+    def handler(self, name: str | None = None, *,
+                blocking: bool = False) -> Callable[[_Fn], _Fn]:
         """Decorator: serve the function as endpoint ``name`` (default: its
-        ``__qualname__``)."""
+        ``__qualname__``). The function is returned as it was."""
 
-        def register(fn: Callable) -> Callable:
+        def register(fn: _Fn) -> _Fn:
             self._add(name or fn.__qualname__, fn, blocking or getattr(fn, _BLOCKING_ATTR, False))
             return fn
 
@@ -247,7 +253,7 @@ class Service:
             if callable(fn) and (inspect.ismethod(fn) or inspect.isfunction(fn)):
                 self._add(f"{prefix}.{attr}", fn, getattr(fn, _BLOCKING_ATTR, False))
 
-    def _add(self, name: str, fn: Callable, blocking_: bool) -> None:
+    def _add(self, name: str, fn: Callable[..., Any], blocking_: bool) -> None:
         if self._core is not None:
             raise RuntimeError("add handlers before the service starts")
         if name.startswith(health.RESERVED_PREFIX):
@@ -284,7 +290,7 @@ class Service:
         restore = self._install_signals()
         try:
             self._start()
-            self._core.run_blocking()  # until drained (or the grace is over)
+            self._running.run_blocking()  # until drained (or the grace is over)
         except KeyboardInterrupt:
             pass
         finally:
@@ -299,10 +305,10 @@ class Service:
         restore = self._install_loop_signals(self._loop)
         try:
             self._start()
-            self._core.attach(self._loop)
+            self._running.attach(self._loop)
             if not self._stop_event.is_set():
                 await self._async_stop.wait()
-            while not self._core.drained:  # in-flight calls, within the grace
+            while not self._running.drained:  # in-flight calls, within the grace
                 await asyncio.sleep(0.02)
             # Closing waits for the deregistration: not on the loop.
             await self._loop.run_in_executor(None, self._await_deregistered)
@@ -355,10 +361,17 @@ class Service:
     def __enter__(self) -> Service:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- internals ---------------------------------------------------------
+
+    @property
+    def _running(self) -> _core.ServerCore:
+        """The core, between ``_start()`` and ``_shutdown()``."""
+        if self._core is None:
+            raise RuntimeError("the service is not running")
+        return self._core
 
     def _start(self) -> None:
         if self._core is not None:
@@ -442,8 +455,8 @@ class Service:
         self._deregistered.clear()
         self._record = self._make_record(address, self._health.serving)
         self._registry.register(self._record, ttl=self._ttl)
-        self._heartbeat = threading.Thread(target=self._beat, name=f"zmicro-{self.name}-ttl",
-                                           daemon=True)
+        self._heartbeat = threading.Thread(target=self._beat, args=(self._registry, address),
+                                           name=f"zmicro-{self.name}-ttl", daemon=True)
         self._heartbeat.start()
 
     def _make_record(self, address: str, serving: bool) -> ServiceRecord:
@@ -467,7 +480,7 @@ class Service:
         audit("deny", "key-revoked" if reason == "revoked" else f"mac:{reason}",
               principal=principal, service=self.name, endpoint=endpoint)
 
-    def _beat(self) -> None:
+    def _beat(self, registry: Registry, address: str) -> None:
         # The registry's thread. Every ttl/3, or at once when the health
         # changes: re-register; on stop: deregister (while the service still
         # answers its calls). (Rotated MAC keys are the core's to pick up.)
@@ -485,8 +498,8 @@ class Service:
             if serving == published and time.monotonic() < next_register:
                 continue
             try:
-                record = self._make_record(self._record.nodes[0].address, serving)
-                self._registry.register(record, ttl=self._ttl)
+                record = self._make_record(address, serving)
+                registry.register(record, ttl=self._ttl)
                 self._record, published = record, serving
             except Exception as exc:
                 # Keep serving, and try again every tick, not every period:
@@ -504,7 +517,8 @@ class Service:
         self._deregister()
 
     def _deregister(self) -> None:
-        if self._record is not None and not self._deregistered.is_set():
+        if (self._record is not None and self._registry is not None
+                and not self._deregistered.is_set()):
             try:
                 self._registry.deregister(self._record)
             except Exception as exc:
@@ -545,7 +559,7 @@ class Service:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
 
-        def on_signal(signum, frame):
+        def on_signal(signum: int, frame: FrameType | None) -> None:
             self.stop()
 
         old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -603,7 +617,7 @@ def _raise_nofile_limit() -> None:
                     "connections can use them all; raise it (docs/operations.md)", soft, hard)
 
 
-def _bind(sock: zmq.Socket, address: str | None) -> str:
+def _bind(sock: zmq.Socket[Any], address: str | None) -> str:
     """Bind `sock`; returns the address clients connect to."""
     # (libzmq itself removes an ipc socket file left by a dead process.)
     sock.bind(address or "tcp://127.0.0.1:*")
