@@ -28,7 +28,7 @@ from tests.etcd_server import EtcdServer  # noqa: E402  (a real etcd on free por
 from zmicro.registry import from_url  # noqa: E402
 
 
-def start_node(env: dict) -> subprocess.Popen:
+def start_node(env: dict[str, str]) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "greeter.py")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc

@@ -65,11 +65,12 @@ def main() -> None:
         print(f"greeter (pid {server.pid}) registered at {address}; calling from pid "
               f"{__import__('os').getpid()}")
         client = zmicro.Client()
-        if client.insecure:
+        store = client._security.store  # None: insecure
+        if store is None:
             print("security: OFF (insecure mode on request): plaintext, no MAC")
         else:
             print(f"security: CurveZMQ, only allowlisted keys, a MAC on every message "
-                  f"(key store {client._security.store.path})")
+                  f"(key store {store.path})")
         print("sync: ", client.call("greeter", "Greeter.Hello", {"name": "Ada"}, timeout=1.0))
         print("typed:", client.call("greeter", "Greeter.Hello", HelloRequest("Ada"),
                                     response_type=HelloReply))

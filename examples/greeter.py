@@ -6,6 +6,7 @@
 
 import asyncio
 import logging
+from typing import Any
 
 import msgspec
 
@@ -29,7 +30,7 @@ def hello(req: HelloRequest, ctx: zmicro.Context) -> HelloReply:
 
 
 class Greeter:  # every public method becomes "Greeter.<Method>"
-    async def Wave(self, req: dict, ctx: zmicro.Context) -> dict:
+    async def Wave(self, req: dict[str, Any], ctx: zmicro.Context) -> dict[str, Any]:
         await asyncio.sleep(0)
         return {"wave": f"👋 {req.get('name', 'you')}", "deadline_left": ctx.time_remaining()}
 

@@ -23,7 +23,7 @@ from zmicro import mac, wire
 KEY = b"demo-key-demo-key-demo-key-32byt"  # shared MAC key (32 bytes)
 
 
-def serve(port_queue) -> None:
+def serve(port_queue: mp.Queue[int]) -> None:
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
     port = router.bind_to_random_port("tcp://127.0.0.1")
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("-n", "--calls", type=int, default=20_000)
     args = parser.parse_args()
 
-    ports = mp.get_context("spawn").Queue()
+    ports: mp.Queue[int] = mp.get_context("spawn").Queue()
     server = mp.get_context("spawn").Process(target=serve, args=(ports,), daemon=True)
     server.start()
     port = ports.get(timeout=30)
