@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import click
 import msgspec
@@ -24,7 +25,9 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        # click declares exit_code a ClassVar, but reads it from the
+        # instance: each Failure carries its own.
+        self.exit_code = exit_code  # type: ignore[misc]
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
@@ -36,7 +39,10 @@ def _remember_registry_url(ctx: click.Context, param: click.Parameter, value: st
         ctx.meta["zmicro.registry_url"] = (value, source is click.core.ParameterSource.COMMANDLINE)
 
 
-def _registry_option(fn):
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _registry_option(fn: _Command) -> _Command:
     fn = click.option(
         "--registry", "registry_url", metavar="URL", envvar="ZMICRO_REGISTRY",
         expose_value=False, callback=_remember_registry_url,
@@ -70,7 +76,7 @@ def _json(value: Any) -> str:
     return msgspec.json.format(_pretty.encode(value), indent=2).decode()
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
                      for row in rows)
@@ -80,7 +86,7 @@ def _indent(text: str, spaces: int) -> str:
     return "\n".join(" " * spaces + line for line in text.splitlines())
 
 
-def _home_option(fn):
+def _home_option(fn: _Command) -> _Command:
     return click.option(
         "--home", "home_dir", type=click.Path(file_okay=False), metavar="DIR",
         help="The key store [default: $ZMICRO_HOME, else ~/.config/zmicro].",

@@ -3,6 +3,7 @@ what the registry holds."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -30,7 +31,7 @@ def _read_body(body: str | None) -> tuple[str, str]:
     """(JSON text, where it came from) for the BODY argument."""
     if body is not None and body != "-":
         return body, "BODY"
-    stdin = click.get_text_stream("stdin")
+    stdin = sys.stdin  # (click.get_text_stream is deprecated since click 8.5)
     if body is None and stdin.isatty():
         raise click.UsageError("give BODY as an argument, or pipe JSON on stdin "
                                "(BODY '-' reads the terminal)")

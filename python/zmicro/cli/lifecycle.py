@@ -10,7 +10,8 @@ import multiprocessing.connection
 import os
 import signal
 import sys
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import click
 import zmq
@@ -30,6 +31,9 @@ from ._shared import (
     _registry_option,
     _table,
 )
+
+if TYPE_CHECKING:
+    from ..service import Service
 
 
 def _node_health(client: Client, security: Security, trusted: bool, record: ServiceRecord,
@@ -102,7 +106,7 @@ def health_(service: str, as_json: bool, timeout: float, registry_dir: str | Non
 # -- run -------------------------------------------------------------------------
 
 
-def _load_service(target: str, cwd: str | None = None):
+def _load_service(target: str, cwd: str | None = None) -> Service:
     """The zmicro.Service that ``module:attribute`` names (the module
     imported with ``cwd`` first on sys.path). ValueError says what is
     wrong."""
@@ -172,7 +176,7 @@ def _run_workers(target: str, address: str | None, workers: int) -> int:
                 except ProcessLookupError:
                     pass
 
-    def forward(signum, frame) -> None:
+    def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
         terminate_all()
