@@ -44,7 +44,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt as _pyjwt
 from jwt.algorithms import HMACAlgorithm
@@ -52,6 +52,13 @@ from jwt.algorithms import HMACAlgorithm
 from ..errors import Code, Error, RPCError
 from .audit import audit as _audit
 from .principal import ANONYMOUS, freeze_claims
+
+if TYPE_CHECKING:
+    from jwt.types import Options
+    from typing_extensions import TypeIs  # typing's own from Python 3.13
+
+    from .._core import Context
+    from ..middleware import Handler
 
 __all__ = ["JWTVerifier", "TokenError", "bearer_token"]
 
@@ -139,13 +146,13 @@ class JWTVerifier:
         self.roles_claim = roles_claim
         self._clock = clock or time.time
         self._audit = audit
-        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._cache: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         require = ["exp"] + ["iss"] * (issuer is not None) + ["aud"] * (audience is not None)
         # PyJWT checks signature, iss, aud (and sub, jti types); times are ours.
-        self._options = {"verify_exp": False, "verify_nbf": False, "verify_iat": False,
-                         "require": require}
+        self._options: Options = {"verify_exp": False, "verify_nbf": False, "verify_iat": False,
+                                   "require": require}
 
     def verify(self, token: str) -> Mapping[str, Any]:
         """The claims of ``token`` if it is valid now, read-only all the way
@@ -233,7 +240,7 @@ class JWTVerifier:
         if iat is not None and iat > now + self.leeway:  # issued in the future
             raise TokenError("not-yet-valid")
 
-    def interceptor(self, request, ctx, next):
+    def interceptor(self, request: Any, ctx: Context, next: Handler) -> Any:
         """Server interceptor: verify the call's bearer token, if any, and
         make ``ctx.principal`` act for its user."""
         raw = ctx.metadata.get("authorization")
@@ -257,7 +264,7 @@ def _one_or_tuple(value: str | Iterable[str] | None) -> str | tuple[str, ...] | 
     return value if value is None or isinstance(value, str) else tuple(value)
 
 
-def _is_time(value: Any) -> bool:
+def _is_time(value: Any) -> TypeIs[int | float]:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value))
 

@@ -53,12 +53,16 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .audit import audit as _audit
 from .jwt import JWTVerifier
 from .ratelimit import Rate, RateLimiter
 from .rules import Rule, Rules, authorizer
+
+if TYPE_CHECKING:
+    from ..middleware import ServerInterceptor
+    from .ratelimit import _Table
 
 __all__ = ["Policy"]
 
@@ -147,7 +151,7 @@ class Policy:
             chain.append(self.rate.interceptor)
         object.__setattr__(self, "_chain", tuple(chain))
 
-    def interceptors(self) -> list:
+    def interceptors(self) -> list[ServerInterceptor]:
         """The server interceptors, outermost first: JWT, rules, rate limits
         (those configured). The service appends its own after them."""
         return list(self._chain)
@@ -184,9 +188,10 @@ def _describe_jwt(verifier: JWTVerifier | None) -> dict[str, Any] | None:
     }
 
 
-def _describe_rules(rules: Rules | None) -> dict[str, Any] | None:
+def _describe_rules(rules: Rules | Iterable[Rule] | None) -> dict[str, Any] | None:
     if rules is None:
         return None
+    assert isinstance(rules, Rules)  # Policy.__post_init__ made it one
     return {
         "default": rules.default.value,
         # Evaluation order: the first rule that applies decides.
@@ -202,7 +207,7 @@ def _describe_rate(limiter: RateLimiter | None) -> dict[str, Any] | None:
     if limiter is None:
         return None
 
-    def one(table) -> dict[str, Any] | None:
+    def one(table: _Table | None) -> dict[str, Any] | None:
         if table is None:
             return None
         rate: Rate = table.rate

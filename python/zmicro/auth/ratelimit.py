@@ -27,9 +27,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Code, RPCError
 from .audit import audit as _audit
+
+if TYPE_CHECKING:
+    from .._core import Context
+    from ..middleware import Handler, ServerInterceptor
 
 __all__ = ["Rate", "RateLimiter", "TokenBucket", "rate_limiter"]
 
@@ -176,7 +181,7 @@ class RateLimiter:
         with self._lock:
             return sum(len(t.buckets) for t in (self._principals, self._endpoints) if t)
 
-    def interceptor(self, request, ctx, next):
+    def interceptor(self, request: Any, ctx: Context, next: Handler) -> Any:
         """Server interceptor: ``RESOURCE_EXHAUSTED`` ("rate limit exceeded")
         when the caller's or the endpoint's bucket is empty."""
         principal = ctx.principal
@@ -191,14 +196,14 @@ class RateLimiter:
 
 def rate_limiter(*, per_principal: Rate | None = None, per_endpoint: Rate | None = None,
                  clock: Clock = time.monotonic, max_keys: int = 100_000,
-                 audit: Callable[..., None] = _audit):
+                 audit: Callable[..., None] = _audit) -> ServerInterceptor:
     """A :class:`RateLimiter`'s server interceptor (the limiter is its
     ``limiter`` attribute)."""
     limiter = RateLimiter(per_principal=per_principal, per_endpoint=per_endpoint,
                           clock=clock, max_keys=max_keys, audit=audit)
     interceptor = limiter.interceptor
 
-    def limit(request, ctx, next):
+    def limit(request: Any, ctx: Context, next: Handler) -> Any:
         return interceptor(request, ctx, next)
 
     limit.limiter = limiter  # type: ignore[attr-defined]

@@ -33,10 +33,15 @@ import fnmatch
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Code, RPCError
 from .audit import audit as _audit
 from .principal import Principal
+
+if TYPE_CHECKING:
+    from .._core import Context
+    from ..middleware import Handler, ServerInterceptor
 
 __all__ = ["ANYONE", "Access", "Decision", "Rule", "Rules", "authorizer"]
 
@@ -59,9 +64,10 @@ class Rule:
     pattern matched case-sensitively (``"greeter:*"``, ``"*:Health.*"``), or
     ``"*"`` alone for everything. Service names may contain ``:``, endpoint
     names should not: the resource is split at its *last* colon.
-    ``roles`` is one role or several; ``"*"`` means anyone. ``id`` names the
-    rule in the audit log (``"rule:<id>"``); unnamed rules are called
-    ``#<position>`` after their position in the list given to :class:`Rules`.
+    ``roles`` is one role or several; ``"*"`` means anyone (``role_set``
+    holds them as a frozenset, typed as one). ``id`` names the rule in the
+    audit log (``"rule:<id>"``); unnamed rules are called ``#<position>``
+    after their position in the list given to :class:`Rules`.
     """
 
     resource: str
@@ -71,6 +77,9 @@ class Rule:
     id: str = ""
     service_pattern: str = field(init=False, repr=False, compare=False)
     endpoint_pattern: str = field(init=False, repr=False, compare=False)
+    # roles as given may be a str or any iterable; this is the set made of
+    # them (roles is that same frozenset once built, but not to a type checker)
+    role_set: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.access, Access):
@@ -81,6 +90,7 @@ class Rule:
         if not roles or not all(isinstance(r, str) and r for r in roles):
             raise ValueError("a rule needs at least one role (non-empty strings; '*' is anyone)")
         object.__setattr__(self, "roles", roles)
+        object.__setattr__(self, "role_set", roles)
         if self.resource == "*":
             service, endpoint = "*", "*"
         else:
@@ -98,9 +108,9 @@ class Rule:
 
     def admits(self, principal: Principal | None) -> bool:
         """Whether ``principal`` (None: anonymous) holds one of the roles."""
-        if ANYONE in self.roles:
+        if ANYONE in self.role_set:
             return True
-        return principal is not None and not self.roles.isdisjoint(principal.all_roles)
+        return principal is not None and not self.role_set.isdisjoint(principal.all_roles)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +157,8 @@ class Rules:
         self._compiled = tuple(
             (re.compile(fnmatch.translate(given[i].service_pattern)).match,
              re.compile(fnmatch.translate(given[i].endpoint_pattern)).match,
-             ANYONE in given[i].roles,
-             given[i].roles,
+             ANYONE in given[i].role_set,
+             given[i].role_set,
              Decision(given[i].access, labels[i], f"rule:{labels[i]}"))
             for i in order)
         self.default = default
@@ -192,7 +202,7 @@ class Rules:
 AuditFn = Callable[..., None]
 
 
-def authorizer(rules: Rules | Iterable[Rule], *, audit: AuditFn = _audit):
+def authorizer(rules: Rules | Iterable[Rule], *, audit: AuditFn = _audit) -> ServerInterceptor:
     """A server interceptor that lets a call through only when ``rules``
     grant it to ``ctx.principal`` (None: anonymous).
 
@@ -208,7 +218,7 @@ def authorizer(rules: Rules | Iterable[Rule], *, audit: AuditFn = _audit):
     if not isinstance(rules, Rules):
         rules = Rules(rules)
 
-    def authorize(request, ctx, next):
+    def authorize(request: Any, ctx: Context, next: Handler) -> Any:
         principal = ctx.principal
         decision = rules.decide(principal, ctx.service, ctx.endpoint)
         if decision.access is Access.GRANT:
