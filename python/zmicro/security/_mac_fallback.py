@@ -13,14 +13,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from .._core import FRAME_MAX, MAC_BLAKE2B as BLAKE2B, MAC_DOMAIN as DOMAIN
 from .._core import MAC_HMAC_SHA256 as HMAC_SHA256, MAC_KEY_MAX as KEY_MAX
 from .._core import MAC_BLAKE3 as BLAKE3, MAC_KEY_MIN as KEY_MIN, MAC_SIZE as SIZE
 from ..errors import MacError, WireErrorCode
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc's from Python 3.12
 
-def _hasher(alg: int, key: bytes):
+
+class _Hasher(Protocol):
+    """What hmac, hashlib and blake3 objects share."""
+
+    def update(self, data: Buffer, /) -> object: ...
+    def digest(self) -> bytes: ...
+
+
+def _hasher(alg: int, key: bytes) -> _Hasher:
     key = bytes(key)
     if alg == BLAKE3:
         if len(key) != 32:
@@ -36,7 +47,7 @@ def _hasher(alg: int, key: bytes):
     raise MacError(WireErrorCode.MAC_ALG, "unknown MAC algorithm")
 
 
-def compute(alg: int, key: bytes, frames: Sequence) -> bytes:
+def compute(alg: int, key: bytes, frames: Sequence[Buffer]) -> bytes:
     if len(frames) > FRAME_MAX:
         raise ValueError(f"at most {FRAME_MAX} frames, got {len(frames)}")
     h = _hasher(alg, key)
@@ -49,6 +60,6 @@ def compute(alg: int, key: bytes, frames: Sequence) -> bytes:
     return h.digest()[:SIZE]
 
 
-def verify(alg: int, key: bytes, frames: Sequence, tag: bytes) -> bool:
+def verify(alg: int, key: bytes, frames: Sequence[Buffer], tag: bytes) -> bool:
     mac = compute(alg, key, frames)
     return len(tag) == SIZE and hmac.compare_digest(mac, bytes(tag))

@@ -76,7 +76,7 @@ def derive_key(master: bytes, service: str, key_id: int) -> bytes:
     return blake3.blake3(material, derive_key_context=DERIVE_CONTEXT).digest(SECRET_SIZE)
 
 
-def secrets_path(home: str | os.PathLike) -> Path:
+def secrets_path(home: str | os.PathLike[str]) -> Path:
     """Where the master secrets are: ``$ZMICRO_MAC_KEYS``, else home/mac.keys."""
     env = os.environ.get("ZMICRO_MAC_KEYS")
     return Path(env) if env else Path(home) / "mac.keys"
@@ -140,7 +140,7 @@ class MacSecrets:
     docs/protocol.md §7.6.
     """
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True,
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
                  window: float = 30.0, replay_quota: int = 1_500_000,
                  clock: Callable[[], float] | None = None) -> None:
         self.path = Path(path)

@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 import zmq
 
@@ -108,7 +109,7 @@ class Security:
         self._principals: dict[str, Principal] = {}
 
     def __repr__(self) -> str:
-        if self.insecure:
+        if self.insecure or self.store is None:
             return "<Security insecure>"
         return f"<Security key={fingerprint(self.public_key)[:8]} store={str(self.store.path)!r}>"
 
@@ -139,7 +140,7 @@ class Security:
 
     # -- servers
 
-    def configure_server(self, sock: zmq.Socket, domain: str) -> None:
+    def configure_server(self, sock: zmq.Socket[Any], domain: str) -> None:
         """Make ``sock`` a Curve server answering only clients in the
         allowlist, under ZAP ``domain`` (one per service). Call before bind.
 
@@ -151,22 +152,23 @@ class Security:
         """
         if self.insecure:
             return
+        identity = self._identity()
         auth = Authenticator.for_context(sock.context)
-        auth.add_domain(domain, self.allowlist)
+        auth.add_domain(domain, self._allowlist())
         try:
             sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
             if sock.getsockopt(zmq.ZAP_ENFORCE_DOMAIN) != 1:
                 raise Error("this libzmq ignores ZAP_ENFORCE_DOMAIN: refusing to serve "
                             "without an enforced allowlist")
             sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
-            sock.setsockopt(zmq.CURVE_SECRETKEY, self.identity.secret.encode("ascii"))
+            sock.setsockopt(zmq.CURVE_SECRETKEY, identity.secret.encode("ascii"))
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             _frame_limit_as_sent(sock)
         except BaseException:
             auth.remove_domain(domain)
             raise
 
-    def release_server(self, sock: zmq.Socket, domain: str) -> None:
+    def release_server(self, sock: zmq.Socket[Any], domain: str) -> None:
         """Undo the registration of :meth:`configure_server` (after closing
         ``sock``): its domain is no longer answered once its last socket
         is released."""
@@ -178,7 +180,7 @@ class Security:
 
     # -- clients
 
-    def configure_client(self, sock: zmq.Socket, server_key: str) -> None:
+    def configure_client(self, sock: zmq.Socket[Any], server_key: str) -> None:
         """Make ``sock`` a Curve client of the server whose public key is
         ``server_key`` (Z85), with this identity. Call before connect. A
         ``MAXMSGSIZE`` already set is raised by :data:`CURVE_FRAME_OVERHEAD`.
@@ -187,10 +189,11 @@ class Security:
         """
         if self.insecure:
             return
+        identity = self._identity()
         check_key(server_key)
         sock.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode("ascii"))
-        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.identity.public.encode("ascii"))
-        sock.setsockopt(zmq.CURVE_SECRETKEY, self.identity.secret.encode("ascii"))
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, identity.public.encode("ascii"))
+        sock.setsockopt(zmq.CURVE_SECRETKEY, identity.secret.encode("ascii"))
         _frame_limit_as_sent(sock)
 
     def server_key_for(self, address: str, *, server_key: str | None = None,
@@ -223,7 +226,7 @@ class Security:
                 raise RPCError(Code.UNAUTHENTICATED,
                                f"malformed server key in the registry for {address}") from None
             if (registry_trusted or registry_key == self.public_key
-                    or registry_key in self.allowlist()):
+                    or registry_key in self._allowlist()()):
                 return registry_key
             raise RPCError(Code.UNAUTHENTICATED,
                            f"no trusted server key for {address}: its registry key "
@@ -234,6 +237,18 @@ class Security:
             return self.identity.public
         raise RPCError(Code.UNAUTHENTICATED, f"no trusted server key for {address}: pass "
                        "server_key= or trust the registry")
+
+    # A secure Security always has an identity and an allowlist; failing
+    # closed if one is missing beats serving or calling without it.
+    def _identity(self) -> KeyPair:
+        if self.identity is None:
+            raise Error("an insecure Security has no identity")
+        return self.identity
+
+    def _allowlist(self) -> Allowlist:
+        if self.allowlist is None:
+            raise Error("an insecure Security has no allowlist")
+        return self.allowlist
 
     # -- principals
 
@@ -247,7 +262,7 @@ class Security:
         """
         if not user_id or self.insecure:
             return ANONYMOUS
-        source = self.allowlist()
+        source = self._allowlist()()
         if source is not self._principals_source:
             # Built aside and swapped in whole: readers on other threads see
             # the old table or the new one.
@@ -256,12 +271,12 @@ class Security:
         return self._principals.get(user_id, ANONYMOUS)
 
 
-def _frame_limit_as_sent(sock: zmq.Socket) -> None:
+def _frame_limit_as_sent(sock: zmq.Socket[Any]) -> None:
     """Raise `sock`'s MAXMSGSIZE, if set, by the Curve overhead: zmicro's
     max_message_size counts a frame's bytes as the sender hands them over
     (a peer's client checks its requests against it before sending)."""
     limit = sock.getsockopt(zmq.MAXMSGSIZE)
-    if limit >= 0:
+    if isinstance(limit, int) and limit >= 0:  # (an int option: never bytes)
         sock.setsockopt(zmq.MAXMSGSIZE, limit + CURVE_FRAME_OVERHEAD)
 
 

@@ -35,6 +35,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 import zmq
 import zmq.utils.z85
@@ -188,7 +189,7 @@ class Authenticator:
     _registry_lock = threading.Lock()
     _running: dict[int, Authenticator] = {}  # by the libzmq context's address
 
-    def __init__(self, zctx: zmq.Context) -> None:
+    def __init__(self, zctx: zmq.Context[Any]) -> None:
         """Internal: use :meth:`for_context`."""
         self._ctx = zctx
         self._key = zctx.underlying
@@ -209,7 +210,7 @@ class Authenticator:
         return f"<Authenticator {state} domains={sorted(self._domains)}>"
 
     @classmethod
-    def for_context(cls, zctx: zmq.Context) -> Authenticator:
+    def for_context(cls, zctx: zmq.Context[Any]) -> Authenticator:
         """The running authenticator of ``zctx``, started if there is none.
 
         Raises :class:`zmicro.errors.Error` when it cannot start, e.g.
@@ -232,7 +233,7 @@ class Authenticator:
             auth._thread.join()
 
     @classmethod
-    def existing(cls, zctx: zmq.Context) -> Authenticator | None:
+    def existing(cls, zctx: zmq.Context[Any]) -> Authenticator | None:
         """The running authenticator of ``zctx``, or None (never starts one)."""
         if zctx.closed:
             return None
