@@ -33,10 +33,13 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from .base import RegistryError
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["GatewayClient", "KeyEvent", "Lease", "WatchStream", "parse_endpoints", "range_end"]
 
@@ -160,7 +163,7 @@ class GatewayClient:
     # -- key-value --
 
     def put(self, action: str, key: bytes, value: bytes, *, lease: int = 0) -> None:
-        body = {"key": _b64(key), "value": _b64(value)}
+        body: dict[str, str | int] = {"key": _b64(key), "value": _b64(value)}
         if lease:
             body["lease"] = lease
         self.call(action, "kv/put", body)
@@ -182,7 +185,7 @@ class GatewayClient:
         """
         import requests
 
-        body = {"create_request": {
+        body: dict[str, Any] = {"create_request": {
             "key": _b64(prefix), "range_end": _b64(range_end(prefix)), "start_revision": start_revision,
         }}
         reauthenticated = False
@@ -212,7 +215,8 @@ class GatewayClient:
 
     # -- requests --
 
-    def call(self, action: str, path: str, body: dict, *, auth: bool = True) -> dict:
+    def call(self, action: str, path: str, body: dict[str, Any], *,
+             auth: bool = True) -> dict[str, Any]:
         """POST ``body`` to ``/v3/<path>``; the answer's JSON."""
         import requests
         from etcd3gw import exceptions as gw
@@ -224,9 +228,11 @@ class GatewayClient:
             client = self._clients[index]
             try:
                 if auth:
-                    return client.post(client.get_url(path), json=body)
+                    answer: dict[str, Any] = client.post(client.get_url(path), json=body)
+                    return answer
                 # Without the session's (maybe stale) token: etcd refuses any request with a bad one.
-                return client.post(client.get_url(path), json=body, headers={"Authorization": None})
+                answer = client.post(client.get_url(path), json=body, headers={"Authorization": None})
+                return answer
             except (gw.ConnectionFailedError, gw.ConnectionTimeoutError) as e:
                 attempts -= 1
                 if attempts <= 0:
@@ -365,7 +371,7 @@ class WatchStream:
     once it is closed (so an interrupt never touches a reused fd).
     """
 
-    def __init__(self, client: GatewayClient, resp) -> None:
+    def __init__(self, client: GatewayClient, resp: requests.Response) -> None:
         self._client = client
         self._resp = resp  # a requests Response, streaming
         self._lock = threading.Lock()
@@ -422,7 +428,7 @@ def _unb64(data: str) -> bytes:
     return base64.b64decode(data)
 
 
-def _key_event(event: dict) -> KeyEvent:
+def _key_event(event: dict[str, Any]) -> KeyEvent:
     kv = event.get("kv", {})
     return KeyEvent(event.get("type") == "DELETE", _unb64(kv.get("key", "")), _unb64(kv.get("value", "")))
 
@@ -470,7 +476,7 @@ def _cause(e: BaseException) -> str:
     return type(e).__name__
 
 
-def _lines(resp) -> Iterator[dict]:
+def _lines(resp: requests.Response) -> Iterator[dict[str, Any]]:
     """The JSON messages of a gateway stream (one per line, chunks may split them)."""
     buffer = b""
     for chunk in resp.iter_content(chunk_size=None):

@@ -96,13 +96,14 @@ def merge(views: Iterable[tuple[int, ServiceRecord]]) -> ServiceRecord:
     )
 
 
-def diff(old: Mapping[tuple, ServiceRecord], new: Mapping[tuple, ServiceRecord]) -> list[Event]:
+def diff(old: Mapping[tuple[str, str, str], ServiceRecord],
+         new: Mapping[tuple[str, str, str], ServiceRecord]) -> list[Event]:
     """Events that turn the live one-node views ``old`` into ``new`` (sorted by key)."""
     events = []
     for key in sorted(old.keys() | new.keys()):
         before, after = old.get(key), new.get(key)
         if after is None:
-            events.append(Event(EventType.DELETE, before))
+            events.append(Event(EventType.DELETE, old[key]))
         elif before is None:
             events.append(Event(EventType.CREATE, after))
         elif before != after:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
+from typing import Any
 from abc import ABC, abstractmethod
 
 import msgspec
@@ -59,8 +60,8 @@ class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
     """A callable method of a service, with the JSON schemas of its messages."""
 
     name: str  # "Greeter.Hello"
-    request: dict | None = None  # msgspec.json.schema of the request type; None if untyped
-    response: dict | None = None
+    request: dict[str, Any] | None = None  # msgspec.json.schema of the request type; None if untyped
+    response: dict[str, Any] | None = None
     metadata: dict[str, str] = {}
 
 
@@ -205,8 +206,8 @@ def check_name(value: object, field: str, *, empty_ok: bool = False) -> str:
 def check_ttl(ttl: object) -> float | None:
     if ttl is None:
         return None
-    number = isinstance(ttl, (int, float)) and not isinstance(ttl, bool)
-    if not number or not math.isfinite(ttl) or ttl <= 0:
+    if (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
+            or not math.isfinite(ttl) or ttl <= 0):
         raise ValueError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
     return float(ttl)
 

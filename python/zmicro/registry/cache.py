@@ -57,7 +57,7 @@ class Backoff:
         self._attempt = 0
 
     def next(self) -> float:
-        base = min(self._maximum, self._initial * 2 ** min(self._attempt, 60))
+        base = min(self._maximum, self._initial * 2.0 ** min(self._attempt, 60))
         self._attempt += 1
         return base * (0.5 + self._rng() / 2)
 
@@ -207,7 +207,7 @@ class RegistryCache:
                 raise RegistryError("the registry cache is closed")
             entry = self._entries.get(name)
             leader = entry is None
-            if leader:
+            if entry is None:
                 entry = self._entries[name] = _Entry(name)
         if not leader:
             entry.ready.wait()
@@ -224,17 +224,18 @@ class RegistryCache:
             entry.ready.set()
             raise
         self._reset(entry, records)
+        loaded = entry.records or []  # (a list once reset)
         entry.ready.set()
         with self._lock:
             if self._closed.is_set():
                 watcher.stop()
-                return list(entry.records)
+                return list(loaded)
             entry.watcher = watcher
             entry.thread = threading.Thread(
                 target=self._follow, args=(entry,), name=f"zmicro-cache({name})", daemon=True
             )
             entry.thread.start()
-        return list(entry.records)
+        return list(loaded)
 
     def _read(self, name: str) -> tuple[Watcher, list[ServiceRecord]]:
         """A watch, then a full read: no change falls between the two."""

@@ -32,6 +32,7 @@ directory refilling itself never makes clients drop live nodes.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import os
@@ -169,7 +170,7 @@ class EmbeddedRegistry(Registry):
 
     # -- internals --
 
-    def _read(self, name: str | None) -> list[ServiceRecord]:
+    def _read(self, name: str | None) -> builtins.list[ServiceRecord]:  # (list: the method)
         groups: dict[tuple[str, str], list[tuple[int, ServiceRecord]]] = defaultdict(list)
         with self._base("read") as base:
             now = self._clock()

@@ -112,15 +112,15 @@ class EtcdRegistry(Registry):
             self._prefix = prefix.encode()
         except UnicodeEncodeError:
             raise ValueError(f"prefix is not valid UTF-8 (lone surrogate): {prefix!r}") from None
-        ttl = check_ttl(ttl)
-        if ttl is None or ttl < 2:
+        lease_ttl = check_ttl(ttl)
+        if lease_ttl is None or lease_ttl < 2:
             raise ValueError(f"ttl must be at least 2 seconds (etcd's minimum lease), not {ttl!r}")
         # Checks the other arguments, then contacts etcd.
         self._client = GatewayClient(endpoints, timeout=timeout, username=username, password=password)
         self._lock = threading.RLock()  # registrations and lease
         # key -> (encoded value, under the lease?)
         self._regs: dict[bytes, tuple[bytes, bool]] = {}
-        self._lease = Lease(self._client, ttl)
+        self._lease = Lease(self._client, lease_ttl)
         self._watchers: list[_EtcdWatcher] = []
         self._closed = False
         self.trusted = self._client.authenticated
