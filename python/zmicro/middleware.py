@@ -66,7 +66,7 @@ def _server_link(interceptor: ServerInterceptor, inner: Handler) -> Handler:
     def link(request: Any, ctx: Any) -> Any:
         return interceptor(request, ctx, inner)
 
-    link.__wrapped__ = inner  # type: ignore[attr-defined]
+    link.__wrapped__ = inner  # type: ignore[attr-defined]  # (mypy knows no attributes on functions)
     return link
 
 

@@ -206,5 +206,5 @@ def rate_limiter(*, per_principal: Rate | None = None, per_endpoint: Rate | None
     def limit(request: Any, ctx: Context, next: Handler) -> Any:
         return interceptor(request, ctx, next)
 
-    limit.limiter = limiter  # type: ignore[attr-defined]
+    limit.limiter = limiter  # type: ignore[attr-defined]  # (mypy knows no attributes on functions)
     return limit

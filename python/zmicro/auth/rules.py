@@ -233,5 +233,5 @@ def authorizer(rules: Rules | Iterable[Rule], *, audit: AuditFn = _audit) -> Ser
               endpoint=ctx.endpoint, status=Code.PERMISSION_DENIED.name)
         raise RPCError(Code.PERMISSION_DENIED, "permission denied")
 
-    authorize.rules = rules  # type: ignore[attr-defined]
+    authorize.rules = rules  # type: ignore[attr-defined]  # (mypy knows no attributes on functions)
     return authorize

@@ -254,7 +254,10 @@ class EtcdRegistry(Registry):
             parts = key[len(self._prefix):].decode().split("/")
         except UnicodeDecodeError:
             return None
-        return tuple(parts) if len(parts) == 3 else None  # type: ignore[return-value]
+        if len(parts) != 3:
+            return None
+        name, version, node_id = parts
+        return name, version, node_id
 
     def _view(self, key: bytes, value: bytes) -> tuple[tuple[str, str, str], _Value] | None:
         """The registration stored at ``key``; None (and a log line) for a foreign one."""

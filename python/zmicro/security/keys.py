@@ -122,7 +122,8 @@ def check_key(key: object) -> str:
     bytes), else raise ValueError (which never quotes the key: it might be a
     secret one pasted by mistake)."""
     _decode(key)
-    return key  # type: ignore[return-value]
+    assert isinstance(key, str)  # _decode refused anything else
+    return key
 
 
 def fingerprint(public_key: str) -> str:
