@@ -342,12 +342,12 @@ class _PollingWatcher(QueueWatcher):
         registry = self._registry
         seen_now: dict[tuple[str, str, str], _Seen] = {}
         with registry._opened_base(create=False) as base:
-            st = os.fstat(base)
-            replaced = self._dir is not None and self._dir != (st.st_dev, st.st_ino)
+            dir_st = os.fstat(base)
+            replaced = self._dir is not None and self._dir != (dir_st.st_dev, dir_st.st_ino)
             # (A directory deleted and made again between two polls with the
             # same inode number goes unnoticed: its missing nodes are dropped
             # until their services write them again.)
-            self._dir = (st.st_dev, st.st_ino)
+            self._dir = (dir_st.st_dev, dir_st.st_ino)
             now = registry._clock()
             started = time.time_ns()
             for key, dir_fd, fname in _files.node_files(base, self._name, clean=False):
