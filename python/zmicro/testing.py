@@ -101,7 +101,7 @@ def serving(service: Service, *, start_timeout: float = START_TIMEOUT,
     """Run ``service`` in a thread until the block ends; yield a :class:`Served`
     once it serves. ``client_options`` go to the clients (``timeout=``...)."""
     own_registry = service._registry is None
-    if own_registry:
+    if service._registry is None:  # own_registry, spelt out for the type checker
         service._registry = MemoryRegistry()
     registry = service._registry
     failure: list[BaseException] = []
