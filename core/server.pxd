@@ -42,8 +42,11 @@ cdef class ServerCore:
     cdef object queue                 # deque of (Endpoint, request, Context): inline
                                       # requests admitted, waiting their turn
     cdef uint32_t queued              # len(queue), looked at per request
-    cdef double read_ahead_at         # monotonic(): an inline request received from
-                                      # then on waits until the socket was read
+    cdef double read_ahead_at         # monotonic(): while requests are queued, read
+                                      # the socket again from then on
+    cdef bint late                    # an inline request may have kept others waiting
+                                      # in the socket: the next one is queued
+    cdef uint32_t since_read          # inline requests run since the last read-ahead
     cdef dict parked                  # peer -> deque of (Parked, status): answers
                                       # waiting for room in that peer's queue
     cdef size_t parked_bytes          # bytes they hold, all peers
@@ -85,7 +88,8 @@ cdef class ServerCore:
     cdef int _handle(self, Incoming *m) except -1
     cdef int _dispatch(self, Incoming *m, Keyring ring, const char *uid,
                        double now) except -1
-    cdef int _run_inline(self, Endpoint ep, object request, Context ctx) except -1
+    cdef int _run_inline(self, Endpoint ep, object request, Context ctx,
+                         double since) except -1
     cdef int _run_queue(self) except -1
     cdef int _read_ahead(self) except -1
     cdef Context _queued(self, Incoming *m)

@@ -78,13 +78,16 @@ cdef size_t OTHER_RINGS = 16
 # The blocking wait wakes this often (ms) so that Python runs signal handlers.
 cdef int SIGNAL_CHECK_MS = 250
 # Inline handlers hold the loop: while one runs, requests and cancels pile up
-# in the socket, where nobody counts their time. So an inline request
-# received this long (s) after the socket was last read waits in the queue
-# until the loop has read what is there: cancels act first, requests beyond
-# max_in_flight are refused at once, and every request's deadline counts
-# from when it was read. (Sooner than this, nothing waits long enough to
-# matter, and the fast path reads nothing more.)
+# in the socket, where nobody counts their time. So once an inline request
+# took this long (s) from receipt to answer, or READ_AHEAD_EVERY of them ran
+# since the socket was last read ahead, the next inline request waits in
+# the queue until the loop has read what is there: cancels act first,
+# requests beyond max_in_flight are refused at once, and every request's
+# deadline counts from when it was read. While the queue holds requests,
+# the socket is read again whenever this much time has passed. (Otherwise
+# nothing waits long enough to matter, and the fast path reads nothing more.)
 cdef double READ_AHEAD = 0.001
+cdef uint32_t READ_AHEAD_EVERY = 64
 # Messages read at most per read-ahead, so that one keeps no handler waiting long.
 cdef int READ_AHEAD_MAX = 4096
 # Answers to a peer whose queue is full wait (parked) up to this many per
@@ -573,12 +576,12 @@ cdef class ServerCore:
             ctx._blocks_address = self.local_address
         self.in_flight += 1
         if ep.mode == MODE_INLINE:
-            if self.queued or now >= self.read_ahead_at:
+            if self.queued or self.late:
                 # Its turn comes after what waits in the socket was read.
                 self.queue.append((ep, request, ctx))
                 self.queued += 1
                 return 0
-            return self._run_inline(ep, request, ctx)
+            return self._run_inline(ep, request, ctx, now)
 
         self.running[(ctx.peer, ctx.request_id)] = ctx
         try:
@@ -602,8 +605,11 @@ cdef class ServerCore:
             return self._answer(ctx, None, exc)
         return 0
 
-    cdef int _run_inline(self, Endpoint ep, object request, Context ctx) except -1:
-        """Run an inline handler (admitted: counted in in_flight) and answer."""
+    cdef int _run_inline(self, Endpoint ep, object request, Context ctx,
+                         double since) except -1:
+        """Run an inline handler (admitted: counted in in_flight) and answer;
+        the next inline request is late if this one took READ_AHEAD from
+        `since` (its receipt, or the start of its turn)."""
         result = exc = None
         token = PyContextVar_Set(CURRENT, ctx)  # the C API: no attribute lookups
         try:
@@ -613,6 +619,9 @@ cdef class ServerCore:
         finally:
             PyContextVar_Reset(CURRENT, token)
             self.in_flight -= 1
+            self.since_read += 1
+            if self.since_read >= READ_AHEAD_EVERY or monotonic() - since >= READ_AHEAD:
+                self.late = True
         return self._answer(ctx, result, exc)
 
     cdef int _run_queue(self) except -1:
@@ -640,7 +649,7 @@ cdef class ServerCore:
                 self._answer(ctx, None, self.rpc_error(
                     C_DEADLINE_EXCEEDED, "deadline passed before the handler started"))
                 continue
-            self._run_inline(ep, request, ctx)
+            self._run_inline(ep, request, ctx, now)
             if self.completions:
                 self._flush_completions()
         if self.stopping:  # never run, never answered: the service is going away
@@ -669,6 +678,8 @@ cdef class ServerCore:
         cdef Incoming m
         cdef int err, i
         self.read_ahead_at = monotonic() + READ_AHEAD
+        self.late = False
+        self.since_read = 0
         for i in range(READ_AHEAD_MAX):
             m.r.n = m.r.extra = 0
             err = recv_parts(&m.r, self.sock)  # DONTWAIT: never blocks
