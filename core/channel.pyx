@@ -116,6 +116,7 @@ cdef class ChannelBase:
         h.trace_hi = rq.trace_hi
         h.trace_lo = rq.trace_lo
         h.span_id = rq.span_id
+        h.max_reply = reply_limit_stated(self.max_frame)  # the server refuses larger replies
         _slice_text(rq.service, &h.service)
         _slice_text(rq.endpoint, &h.endpoint)
         _slice_text(rq.content_type, &h.content_type)

@@ -22,6 +22,7 @@ cdef class Context:
     cdef readonly uint64_t span_id     # the caller's span id
     cdef uint8_t nonce[ZM_NONCE_SIZE]  # the request's nonce: its answer's binding
     cdef bint signed                   # the request was signed (secure mode)
+    cdef size_t reply_limit            # largest frame its answer may have (0: any)
 
     cdef void _cancel(self)
 

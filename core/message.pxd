@@ -28,6 +28,8 @@ cdef class Parked:
 # -- building and sending ------------------------------------------------------
 
 cdef void header_init(zm_header *h, uint16_t kind, uint64_t request_id) noexcept nogil
+cdef uint32_t reply_limit_stated(size_t max_frame) noexcept nogil
+cdef size_t reply_limit(uint32_t stated, size_t own) noexcept nogil
 cdef int out_build(Outgoing *o, zm_header *h, object body, const zm_slice *b,
                    Keyring ring, uint8_t *nonce, const zm_slice *bind) except -1
 cdef int out_assemble(Outgoing *o, zm_header *h, const zm_slice *bodies, int nbodies,

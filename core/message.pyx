@@ -48,6 +48,26 @@ cdef void header_init(zm_header *h, uint16_t kind, uint64_t request_id) noexcept
     h.request_id = request_id
 
 
+cdef uint32_t reply_limit_stated(size_t max_frame) noexcept nogil:
+    """A request's maxReplySize for a caller that accepts frames of up to
+    `max_frame` bytes (0: any): 0 (not stated) for the default, which a
+    server presumes; beyond 32 bits, the largest it can say."""
+    cdef uint32_t most = <uint32_t>-1
+    if max_frame == ZM_MESSAGE_MAX_DEFAULT:
+        return 0
+    if max_frame == 0 or max_frame > most:
+        return most
+    return <uint32_t>max_frame
+
+
+cdef size_t reply_limit(uint32_t stated, size_t own) noexcept nogil:
+    """The largest frame an answer to a request may have (0: no limit): the
+    smaller of the caller's maxReplySize (not stated: the default) and the
+    server's `own` limit (0: none)."""
+    cdef size_t caller = stated if stated else ZM_MESSAGE_MAX_DEFAULT
+    return caller if own == 0 or caller < own else own
+
+
 # -- building ------------------------------------------------------------------
 
 

@@ -39,6 +39,18 @@ cdef class ServerCore:
     cdef object executor              # created on first blocking handler
     cdef object loop                  # asyncio loop while serving with asyncio
     cdef object completions           # deque of (Context, future) from the pool
+    cdef object queue                 # deque of (Endpoint, request, Context): inline
+                                      # requests admitted, waiting their turn
+    cdef uint32_t queued              # len(queue), looked at per request
+    cdef double read_ahead_at         # monotonic(): while requests are queued, read
+                                      # the socket again from then on
+    cdef bint late                    # an inline request may have kept others waiting
+                                      # in the socket: the next one is queued
+    cdef uint32_t since_read          # inline requests run since the last read-ahead
+    cdef dict parked                  # peer -> deque of (Parked, status): answers
+                                      # waiting for room in that peer's queue
+    cdef size_t parked_bytes          # bytes they hold, all peers
+    cdef double parked_retry_at       # monotonic(): try sending them again then
     cdef bytes wake_id                # routing id of the waker (random)
     cdef object waker                 # inproc DEALER: wakes the blocking wait
     cdef object wake_lock             # the waker is used from many threads
@@ -67,12 +79,20 @@ cdef class ServerCore:
     cdef uint64_t n_replies_dropped   # replies libzmq could not route or queue
     cdef uint64_t n_codes[17]         # replies by status code (0: OK)
     cdef uint64_t n_unauthenticated   # messages refused: MAC checks, revoked keys
+    cdef uint64_t n_expired           # requests whose deadline passed before their
+                                      # inline handler's turn came
+    cdef uint64_t n_parked            # answers that waited for room to be sent
 
     cdef int _drain(self, int budget) except -1
     cdef int _handle_safely(self, Incoming *m) except -1
     cdef int _handle(self, Incoming *m) except -1
     cdef int _dispatch(self, Incoming *m, Keyring ring, const char *uid,
                        double now) except -1
+    cdef int _run_inline(self, Endpoint ep, object request, Context ctx,
+                         double since) except -1
+    cdef int _run_queue(self) except -1
+    cdef int _read_ahead(self) except -1
+    cdef Context _queued(self, Incoming *m)
     cdef bint _caller_allowed(self, const char *uid, double now) except -1
     cdef int _refused_caller(self, Incoming *m, Keyring ring, str reason,
                              const char *uid) except -1
@@ -80,14 +100,17 @@ cdef class ServerCore:
     cdef str _user_id(self, const char *uid)
     cdef CodecEntry _ctype(self, zm_slice name)
     cdef int _send(self, const zm_slice *peer, zm_header *h, object body,
-                   Keyring ring, const zm_slice *bind) except -1
+                   Keyring ring, const zm_slice *bind, size_t limit) except -1
+    cdef int _park(self, const zm_slice *peer, Outgoing *o, uint16_t status) except -1
+    cdef int _send_parked(self) except -1
     cdef int _refuse(self, Incoming *m, Keyring ring, int status, object detail) except -1
     cdef int _refuse_version(self, Incoming *m) except -1
     cdef int _pong(self, Incoming *m, Keyring ring) except -1
     cdef str _not_ours(self, Incoming *m)
     cdef int _answer(self, Context ctx, object result, object exc) except -1
     cdef int _error(self, const zm_slice *peer, uint64_t request_id, object exc,
-                    Keyring ring, const zm_slice *bind, uint32_t flags) except -1
+                    Keyring ring, const zm_slice *bind, uint32_t flags,
+                    size_t limit) except -1
     cdef bint _drained(self)
     cdef int _flush_completions(self) except -1
     cdef int _after_send(self) except -1

@@ -36,9 +36,12 @@
 #  10 deadline the budget becomes an absolute deadline, now
 #  11 endpoint draining: UNAVAILABLE; unknown: UNIMPLEMENTED
 #  12 body     content type known, at most one body, else INVALID_ARGUMENT
-#  13 capacity max_in_flight, else RESOURCE_EXHAUSTED
+#  13 capacity max_in_flight (requests running, and inline ones queued),
+#              else RESOURCE_EXHAUSTED
 #  14 decode   into the handler's type, else INVALID_ARGUMENT
-#  15 handler  (the policy's interceptors first)
+#  15 handler  (the policy's interceptors first); one that waited for its
+#              turn is not run if cancelled meanwhile (no answer) or past
+#              its deadline (DEADLINE_EXCEEDED)
 #
 # Refusals up to 14 carry NOT_PROCESSED. Every answer of a secure server is
 # signed with the key of the service the request named and bound to the
@@ -72,11 +75,31 @@ cdef double ALLOWLIST_RECHECK = 0.25
 # Rings of other services a server keeps (to answer requests that named
 # them: a stale address), dropped beyond this.
 cdef size_t OTHER_RINGS = 16
+# The blocking wait wakes this often (ms) so that Python runs signal handlers.
+cdef int SIGNAL_CHECK_MS = 250
+# Inline handlers hold the loop: while one runs, requests and cancels pile up
+# in the socket, where nobody counts their time. So once an inline request
+# took this long (s) from receipt to answer, or READ_AHEAD_EVERY of them ran
+# since the socket was last read ahead, the next inline request waits in
+# the queue until the loop has read what is there: cancels act first,
+# requests beyond max_in_flight are refused at once, and every request's
+# deadline counts from when it was read. While the queue holds requests,
+# the socket is read again whenever this much time has passed. (Otherwise
+# nothing waits long enough to matter, and the fast path reads nothing more.)
+cdef double READ_AHEAD = 0.001
+cdef uint32_t READ_AHEAD_EVERY = 64
+# Messages read at most per read-ahead, so that one keeps no handler waiting long.
+cdef int READ_AHEAD_MAX = 4096
+# Answers to a peer whose queue is full wait (parked) up to this many per
+# peer and this many bytes in all, and are tried again every PARKED_RETRY s.
+cdef size_t PARKED_PER_PEER = 4096
+cdef size_t PARKED_BYTES = 64 * 1024 * 1024
+cdef double PARKED_RETRY = 0.005
 
 #: The keys of ServerCore.stats(), in order (what a service reports before
 #: its core exists, too: empty_stats()).
 STATS_KEYS = ("requests", "in_flight", "replies", "errors", "malformed", "unexpected",
-              "cancels", "replies_dropped", "unauthenticated")
+              "cancels", "replies_dropped", "unauthenticated", "expired", "replies_parked")
 
 
 def empty_stats():
@@ -176,6 +199,8 @@ cdef class ServerCore:
         self.running = {}
         self.executor_factory = executor_factory
         self.completions = _collections.deque()
+        self.queue = _collections.deque()
+        self.parked = {}
         # The loop blocks in zmq_msg_recv on the ROUTER; to wake it (stop, a
         # blocking handler done) a private inproc peer sends it an empty
         # message. Its routing id is random: a remote peer cannot pose as it,
@@ -229,7 +254,7 @@ cdef class ServerCore:
         # heartbeat's, say): Python runs its handler only when this thread
         # next runs Python code. So the wait wakes up every 250 ms to let it
         # (a timeout set once, not per message: no cost per request).
-        set_rcvtimeo(self.sock, 250)
+        set_rcvtimeo(self.sock, SIGNAL_CHECK_MS)
         # A core is used once: stop() and drain() are for good.
         while not self.stopping and not (self.draining and self._drained()):
             m.r.n = m.r.extra = 0
@@ -240,10 +265,14 @@ cdef class ServerCore:
                 if err != EAGAIN and err != EINTR:
                     raise_errno(err)
                 PyErr_CheckSignals()
-                continue
-            self._handle_safely(&m)
+            else:
+                self._handle_safely(&m)
+                if self.queued:
+                    self._run_queue()
             if self.completions:
                 self._flush_completions()
+            if self.parked and monotonic() >= self.parked_retry_at:
+                self._send_parked()
             release_sent()
 
     def stop(self):
@@ -280,7 +309,8 @@ cdef class ServerCore:
         cdef double now = monotonic()
         if now >= self.drain_until:
             return True
-        return self.in_flight == 0 and now >= self.last_reply_at + self.close_delay
+        return (self.in_flight == 0 and not self.parked
+                and now >= self.last_reply_at + self.close_delay)
 
     def attach(self, loop):
         """Serve on `loop` (asyncio) from now on, until detach()."""
@@ -301,6 +331,8 @@ cdef class ServerCore:
             return
         if socket_events(self.sock) & ZM_POLLIN:
             self._drain(BATCH)
+            if self.queued:
+                self._run_queue()
             self._after_send()
 
     cdef int _after_send(self) except -1:
@@ -385,6 +417,8 @@ cdef class ServerCore:
                 return 0
             self.n_cancels += 1
             ctx = self.running.get((_data(m.r.slices[0]), m.h.request_id))
+            if ctx is None and self.queued:  # an inline request waiting its turn
+                ctx = self._queued(m)
             if ctx is not None:
                 ctx._cancel()
             return 0
@@ -506,7 +540,8 @@ cdef class ServerCore:
                     detail = str(exc)
                 elif isinstance(exc, self.rpc_error):
                     return self._error(&m.r.slices[0], h.request_id, exc, ring, &h.nonce,
-                                       ZM_FLAG_NOT_PROCESSED)
+                                       ZM_FLAG_NOT_PROCESSED,
+                                       reply_limit(h.max_reply, self.max_frame))
                 else:
                     detail = f"request does not decode as {ct.name}: {exc}"
                 return self._refuse(m, ring, C_INVALID_ARGUMENT, detail)
@@ -526,6 +561,7 @@ cdef class ServerCore:
         ctx.trace_hi = h.trace_hi
         ctx.trace_lo = h.trace_lo
         ctx.span_id = h.span_id
+        ctx.reply_limit = reply_limit(h.max_reply, self.max_frame)
         if ring is not None:  # secure: the answer is bound to this nonce
             memcpy(ctx.nonce, h.nonce.ptr, ZM_NONCE_SIZE)
             ctx.signed = True
@@ -540,16 +576,12 @@ cdef class ServerCore:
             ctx._blocks_address = self.local_address
         self.in_flight += 1
         if ep.mode == MODE_INLINE:
-            result = exc = None
-            token = PyContextVar_Set(CURRENT, ctx)  # the C API: no attribute lookups
-            try:
-                result = ep.handler(request, ctx)
-            except Exception as e:
-                exc = e
-            finally:
-                PyContextVar_Reset(CURRENT, token)
-                self.in_flight -= 1
-            return self._answer(ctx, result, exc)
+            if self.queued or self.late:
+                # Its turn comes after what waits in the socket was read.
+                self.queue.append((ep, request, ctx))
+                self.queued += 1
+                return 0
+            return self._run_inline(ep, request, ctx, now)
 
         self.running[(ctx.peer, ctx.request_id)] = ctx
         try:
@@ -571,6 +603,92 @@ cdef class ServerCore:
             self.in_flight -= 1
             self.running.pop((ctx.peer, ctx.request_id), None)
             return self._answer(ctx, None, exc)
+        return 0
+
+    cdef int _run_inline(self, Endpoint ep, object request, Context ctx,
+                         double since) except -1:
+        """Run an inline handler (admitted: counted in in_flight) and answer;
+        the next inline request is late if this one took READ_AHEAD from
+        `since` (its receipt, or the start of its turn)."""
+        result = exc = None
+        token = PyContextVar_Set(CURRENT, ctx)  # the C API: no attribute lookups
+        try:
+            result = ep.handler(request, ctx)
+        except Exception as e:
+            exc = e
+        finally:
+            PyContextVar_Reset(CURRENT, token)
+            self.in_flight -= 1
+            self.since_read += 1
+            if self.since_read >= READ_AHEAD_EVERY or monotonic() - since >= READ_AHEAD:
+                self.late = True
+        return self._answer(ctx, result, exc)
+
+    cdef int _run_queue(self) except -1:
+        """Run the queued inline requests in order, reading the socket again
+        whenever READ_AHEAD has passed (so a cancel overtakes the request it
+        cancels, and a request over capacity is refused while others wait),
+        and skipping those cancelled or whose deadline passed while they
+        waited (DEADLINE_EXCEEDED, protocol.md §4.2)."""
+        cdef Endpoint ep
+        cdef Context ctx
+        cdef double now
+        while self.queued and not self.stopping:
+            now = monotonic()
+            if now >= self.read_ahead_at:
+                self._read_ahead()
+                now = monotonic()
+            ep, request, ctx = self.queue.popleft()
+            self.queued -= 1
+            if ctx._cancelled:
+                self.in_flight -= 1
+                continue  # nobody waits for its answer
+            if ctx.deadline_at > 0 and now >= ctx.deadline_at:
+                self.in_flight -= 1
+                self.n_expired += 1
+                self._answer(ctx, None, self.rpc_error(
+                    C_DEADLINE_EXCEEDED, "deadline passed before the handler started"))
+                continue
+            self._run_inline(ep, request, ctx, now)
+            if self.completions:
+                self._flush_completions()
+        if self.stopping:  # never run, never answered: the service is going away
+            self.in_flight -= self.queued
+            self.queue.clear()
+            self.queued = 0
+        release_sent()
+        return 0
+
+    cdef Context _queued(self, Incoming *m):
+        """The queued request that the cancel *m names, or None. (A scan:
+        cancels are rare, a map kept per queued request would cost every
+        request.)"""
+        cdef Context ctx
+        cdef uint64_t request_id = m.h.request_id
+        for item in self.queue:
+            ctx = <Context>(<tuple>item)[2]
+            if ctx.request_id == request_id and _same(ctx.peer, m.r.slices[0]):
+                return ctx
+        return None
+
+    cdef int _read_ahead(self) except -1:
+        """Read and check what waits in the socket, without blocking: cancels
+        act, refusals go out, inline requests join the queue (stamped with
+        their deadline now)."""
+        cdef Incoming m
+        cdef int err, i
+        self.read_ahead_at = monotonic() + READ_AHEAD
+        self.late = False
+        self.since_read = 0
+        for i in range(READ_AHEAD_MAX):
+            m.r.n = m.r.extra = 0
+            err = recv_parts(&m.r, self.sock)  # DONTWAIT: never blocks
+            if err:
+                in_close(&m)
+                if err == EAGAIN:
+                    break
+                raise_errno(err)
+            self._handle_safely(&m)
         return 0
 
     # -- answers ---------------------------------------------------------
@@ -633,11 +751,12 @@ cdef class ServerCore:
             else:
                 header_init(&h, ZM_KIND_REPLY, ctx.request_id)
                 _slice_text(ct.name, &h.content_type)
-                return self._send(&peer, &h, body, ring, &bind)
-        return self._error(&peer, ctx.request_id, exc, ring, &bind, 0)
+                return self._send(&peer, &h, body, ring, &bind, ctx.reply_limit)
+        return self._error(&peer, ctx.request_id, exc, ring, &bind, 0, ctx.reply_limit)
 
     cdef int _error(self, const zm_slice *peer, uint64_t request_id, object exc,
-                    Keyring ring, const zm_slice *bind, uint32_t flags) except -1:
+                    Keyring ring, const zm_slice *bind, uint32_t flags,
+                    size_t limit) except -1:
         """The error answer for a handler's exception: an RPCError's code,
         detail and id; anything else INTERNAL, logged here with its
         traceback (the caller learns only that it failed)."""
@@ -658,7 +777,7 @@ cdef class ServerCore:
             detail = _clip(detail)
             _slice_text(detail, &h.detail)
         _slice_text(error_id, &h.service)  # every error names where it comes from
-        return self._send(peer, &h, None, ring, bind)
+        return self._send(peer, &h, None, ring, bind, limit)
 
     cdef int _refuse(self, Incoming *m, Keyring ring, int status, object detail) except -1:
         """An error answer to *m, no handler having run (NOT_PROCESSED):
@@ -671,12 +790,14 @@ cdef class ServerCore:
         h.flags = ZM_FLAG_NOT_PROCESSED
         _slice_text(text, &h.detail)
         _slice_text(self.service, &h.service)
-        return self._send(&m.r.slices[0], &h, None, ring, &m.h.nonce)
+        return self._send(&m.r.slices[0], &h, None, ring, &m.h.nonce,
+                          reply_limit(m.h.max_reply, self.max_frame))
 
     cdef int _pong(self, Incoming *m, Keyring ring) except -1:
         cdef zm_header h
         header_init(&h, ZM_KIND_PONG, m.h.request_id)
-        return self._send(&m.r.slices[0], &h, None, ring, &m.h.nonce)
+        return self._send(&m.r.slices[0], &h, None, ring, &m.h.nonce,
+                          reply_limit(m.h.max_reply, self.max_frame))
 
     cdef int _refuse_version(self, Incoming *m) except -1:
         """UNIMPLEMENTED for a message of another protocol version or an
@@ -698,16 +819,18 @@ cdef class ServerCore:
         h.flags = ZM_FLAG_NOT_PROCESSED
         _slice_text(what, &h.detail)
         _slice_text(self.service, &h.service)
-        return self._send(&m.r.slices[0], &h, None, None, NULL)
+        return self._send(&m.r.slices[0], &h, None, None, NULL, self.max_frame)
 
     cdef int _send(self, const zm_slice *peer, zm_header *h, object body,
-                   Keyring ring, const zm_slice *bind) except -1:
+                   Keyring ring, const zm_slice *bind, size_t limit) except -1:
         """Build and send one answer to `peer` through the message layer.
-        ROUTER_MANDATORY + DONTWAIT: a caller that is gone (EHOSTUNREACH) or
-        not reading (EAGAIN: its queue is full) loses it, counted. A reply
-        with a frame over max_message_size would make the caller's libzmq
-        drop the connection and every call on it: it is answered
-        RESOURCE_EXHAUSTED instead (the handler ran), and logged."""
+        ROUTER_MANDATORY + DONTWAIT: a caller that is gone (EHOSTUNREACH)
+        loses it, counted; one not reading fast enough (EAGAIN: its queue is
+        full) gets it later (_park). A reply with a frame over `limit` (the
+        smaller of the caller's and the server's max_message_size; 0: none)
+        would make the caller's libzmq drop the connection and every call on
+        it: it is answered RESOURCE_EXHAUSTED instead (the handler ran), and
+        logged."""
         cdef Outgoing o
         cdef Py_buffer bview
         cdef zm_slice b
@@ -730,8 +853,8 @@ cdef class ServerCore:
                 out_close(&o)
                 h.detail.len = h.service.len = 0
                 out_build(&o, h, None, NULL, ring, nonce, bind)
-            if self.max_frame and o.largest > self.max_frame:
-                detail = too_large("reply", o.largest, self.max_frame, True).detail
+            if limit and o.largest > limit:
+                detail = too_large("reply", o.largest, limit, True).detail
                 self.logger.error("zmicro: %s: %s", self.service, detail)
                 out_close(&o)
                 header_init(&e, ZM_KIND_ERROR, h.request_id)
@@ -739,7 +862,12 @@ cdef class ServerCore:
                 _slice_text(detail, &e.detail)
                 _slice_text(self.service, &e.service)
                 out_build(&o, &e, None, NULL, ring, nonce, bind)
+            if self.parked:  # after the answers already waiting for this peer
+                if _data(peer[0]) in self.parked:
+                    return self._park(peer, &o, status)
             err = out_send(&o, self.sock, peer, 0)
+            if err == EAGAIN:
+                return self._park(peer, &o, status)
         finally:
             out_close(&o)
             PyBuffer_Release(&bview)
@@ -751,13 +879,87 @@ cdef class ServerCore:
             self.last_reply_at = monotonic()
         return 0
 
+    cdef int _park(self, const zm_slice *peer, Outgoing *o, uint16_t status) except -1:
+        """Keep the built answer *o to `peer`, whose queue is full, for
+        _send_parked() to send when the peer has read: a caller must learn
+        its outcome (a refusal above all) long before its deadline. Bounded
+        per peer and in bytes; beyond, dropped and counted."""
+        cdef Parked p
+        cdef size_t size = 0
+        cdef int i
+        for i in range(o.n):
+            size += ZMQ.msg_size(&o.parts[i])
+        key = _data(peer[0])
+        waiting = self.parked.get(key)
+        if (waiting is not None and len(waiting) >= PARKED_PER_PEER) or \
+                self.parked_bytes + size > PARKED_BYTES:
+            self.n_replies_dropped += 1
+            return 0
+        p = Parked.take(o)
+        if waiting is None:
+            if not self.parked:  # the first: look again soon, traffic or not
+                self.parked_retry_at = monotonic() + PARKED_RETRY
+                if self.loop is not None:
+                    self.loop.call_later(PARKED_RETRY, self._retry_parked)
+                else:
+                    set_rcvtimeo(self.sock, <int>(PARKED_RETRY * 1000))
+            waiting = self.parked[key] = _collections.deque()
+        waiting.append((p, status))
+        self.parked_bytes += size
+        self.n_parked += 1
+        return 0
+
+    def _retry_parked(self):
+        # asyncio: the timer of parked answers.
+        if self.parked and self.loop is not None:
+            self._send_parked()
+            if self.parked:
+                self.loop.call_later(PARKED_RETRY, self._retry_parked)
+            self._after_send()
+
+    cdef int _send_parked(self) except -1:
+        """Send what waits for each peer, in order, until its queue is full
+        again; a peer gone loses all of it (counted)."""
+        cdef zm_slice peer
+        cdef Parked p
+        cdef int err, i
+        cdef size_t size
+        self.parked_retry_at = monotonic() + PARKED_RETRY
+        for key in list(self.parked):
+            waiting = self.parked[key]
+            peer.ptr = <const uint8_t *>PyBytes_AS_STRING(key)
+            peer.len = <size_t>PyBytes_GET_SIZE(key)
+            while waiting:
+                p, status = waiting[0]
+                size = 0
+                for i in range(p.o.n):
+                    size += ZMQ.msg_size(&p.o.parts[i])
+                err = out_send(&p.o, self.sock, &peer, 0)
+                if err == EAGAIN:
+                    break
+                waiting.popleft()
+                self.parked_bytes -= size
+                if err:
+                    self.n_replies_dropped += 1
+                else:
+                    self.n_codes[status if status < C_CODES else C_UNKNOWN] += 1
+                    if self.draining:
+                        self.last_reply_at = monotonic()
+            if not waiting:
+                del self.parked[key]
+        if not self.parked and self.loop is None:
+            set_rcvtimeo(self.sock, SIGNAL_CHECK_MS)
+        return 0
+
     # -- reporting -------------------------------------------------------
 
     def stats(self):
         """Counters since start (STATS_KEYS): requests, replies by status
         code, errors, frames dropped as malformed, messages of kinds a
         server ignores, cancels, replies dropped, messages refused by the
-        MAC checks or a revoked key; requests in flight."""
+        MAC checks or a revoked key, queued inline requests skipped because
+        their deadline passed, answers that waited for room in a caller's
+        queue; requests in flight."""
         codes = {}
         for i in range(C_CODES):
             if self.n_codes[i]:
@@ -765,5 +967,6 @@ cdef class ServerCore:
         values = (self.n_requests, self.in_flight, codes,
                   sum(n for name, n in codes.items() if name != "OK"),
                   self.n_malformed, self.n_unexpected, self.n_cancels,
-                  self.n_replies_dropped, self.n_unauthenticated)
+                  self.n_replies_dropped, self.n_unauthenticated, self.n_expired,
+                  self.n_parked)
         return dict(zip(STATS_KEYS, values))

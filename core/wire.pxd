@@ -19,6 +19,8 @@ cdef class Header:
     cdef public bytes nonce            # per-message random bytes
     cdef public str principal          # caller identity from a trusted hop
     cdef public str detail             # error detail
+    cdef public uint32_t max_reply_size  # requests: largest reply frame the
+                                       # caller accepts; 0 = not stated
 
     @staticmethod
     cdef Header _from_c(const zm_header *h)

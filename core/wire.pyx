@@ -100,7 +100,7 @@ cdef class Header:
                  uint32_t key_id=0, uint64_t timestamp_us=0, trace_id=0,
                  uint64_t span_id=0, str content_type="", str service="",
                  str endpoint="", dict metadata=None, bytes nonce=b"",
-                 str principal="", str detail=""):
+                 str principal="", str detail="", uint32_t max_reply_size=0):
         self.version = version
         self.kind = kind
         self.flags = flags
@@ -118,6 +118,7 @@ cdef class Header:
         self.nonce = nonce
         self.principal = principal
         self.detail = detail
+        self.max_reply_size = max_reply_size
 
     @property
     def trace_id(self):
@@ -153,6 +154,7 @@ cdef class Header:
         self.nonce = _data(h.nonce)
         self.principal = _text(h.principal)
         self.detail = _text(h.detail)
+        self.max_reply_size = h.max_reply
         for i in range(h.n_metadata):
             metadata[_text(h.metadata[i].key)] = _data(h.metadata[i].value)
         self.metadata = metadata
@@ -171,6 +173,7 @@ cdef class Header:
         h.trace_hi = self.trace_hi
         h.trace_lo = self.trace_lo
         h.span_id = self.span_id
+        h.max_reply = self.max_reply_size
         _slice_text(self.content_type, &h.content_type)
         _slice_text(self.service, &h.service)
         _slice_text(self.endpoint, &h.endpoint)
@@ -200,7 +203,7 @@ cdef class Header:
                 self.deadline_us, self.status, self.key_id, self.timestamp_us,
                 self.trace_id, self.span_id, self.content_type, self.service,
                 self.endpoint, self.metadata or {}, self.nonce, self.principal,
-                self.detail)
+                self.detail, self.max_reply_size)
 
     def __eq__(self, other):
         if not isinstance(other, Header):
@@ -213,7 +216,7 @@ cdef class Header:
         names = ("version", "kind", "flags", "request_id", "deadline_us",
                  "status", "key_id", "timestamp_us", "trace_id", "span_id",
                  "content_type", "service", "endpoint", "metadata", "nonce",
-                 "principal", "detail")
+                 "principal", "detail", "max_reply_size")
         parts = [f"{n}={v!r}" for n, v in zip(names, self._fields()) if v]
         return f"Header({', '.join(parts)})"
 

@@ -98,6 +98,7 @@ static void header_eq(const zm_header *a, const zm_header *b, const char *what) 
     SCALAR(trace_hi)
     SCALAR(trace_lo)
     SCALAR(span_id)
+    SCALAR(max_reply)
     SCALAR(n_metadata)
 #undef SCALAR
 #define SLICE(f)                  \
@@ -275,6 +276,7 @@ static void build_header(cursor *c, zm_header *h) {
         *wide[i] = (present >> i) & 1 ? take_uint(c, 8) : 0;
     h->status = (present >> 6) & 1 ? (uint16_t)take_uint(c, 2) : 0;
     h->key_id = (present >> 7) & 1 ? (uint32_t)take_uint(c, 4) : 0;
+    h->max_reply = take_uint(c, 1) & 1 ? (uint32_t)take_uint(c, 4) : 0; /* the ninth word */
     h->content_type = take_slice(c);
     h->service = take_slice(c);
     h->endpoint = take_slice(c);
@@ -307,12 +309,12 @@ static size_t ref_blob_words(size_t len, int text) {
 /* The canonical size, recomputed from zm_wire.h's description rather than
  * from zm_wire.c's layout code. */
 static size_t ref_size(const zm_header *h) {
-    uint64_t data[8] = {
+    uint64_t data[9] = {
         h->version | (uint64_t)h->kind << 16 | (uint64_t)h->flags << 32,
         h->request_id, h->deadline_us,
         h->status | (uint64_t)h->key_id << 32,
-        h->timestamp_us, h->trace_hi, h->trace_lo, h->span_id};
-    size_t dw = 8;
+        h->timestamp_us, h->trace_hi, h->trace_lo, h->span_id, h->max_reply};
+    size_t dw = 9;
     while (dw && data[dw - 1] == 0)
         dw--;
     /* Pointer order: contentType service endpoint metadata nonce principal

@@ -116,9 +116,10 @@ struct Header {
   nonce @15 :Data;
   principal @16 :Text;
   detail @17 :Text;
-  priority @18 :UInt16;       # fills the hole after status, in word 3
-  budget @19 :UInt64;         # a ninth data word
-  route @20 :List(Text);      # an eighth pointer
+  maxReplySize @18 :UInt32;
+  priority @19 :UInt16;       # fills the hole after status, in word 3
+  budget @20 :UInt64;         # a tenth data word
+  route @21 :List(Text);      # an eighth pointer
 }
 """
 
@@ -217,8 +218,9 @@ def header_seeds(tmp: Path):
     z("z-all-ones", version=0xFFFF, kind=0xFFFF, flags=0xFFFFFFFF,
       request_id=2**64 - 1, deadline_us=2**64 - 1, status=0xFFFF,
       key_id=0xFFFFFFFF, timestamp_us=2**64 - 1, trace_id=2**128 - 1,
-      span_id=2**64 - 1)
+      span_id=2**64 - 1, max_reply_size=2**32 - 1)
     z("z-sparse-data", version=V, span_id=5)  # zeros inside, last word set
+    z("z-max-reply", version=V, request_id=3, max_reply_size=65536)  # the ninth word
     z("z-principal-only", principal="spiffe://acme/ns/default/sa/web")
     bad("h-nul-in-text", capnp_header(wire, version=V, detail="a\0b\0"), E.TEXT_NUL)
     z("z-metadata-keys-only", version=V,
@@ -258,7 +260,7 @@ def header_seeds(tmp: Path):
       endpoint="ep")
     newer_msg = newer.Header.new_message(
         version=V, kind="ping", requestId=5, priority=0xBEEF, budget=99,
-        principal="svc-a")
+        principal="svc-a", maxReplySize=65536)
     newer_msg.init("route", 2)
     newer_msg.route[0] = "hop-1"
     newer_msg.route[1] = "hop-2"
@@ -266,7 +268,7 @@ def header_seeds(tmp: Path):
     entries[0].key, entries[0].value, entries[0].extra = "k", b"v", 12345
     out.append(("c-newer-schema", newer_msg.to_bytes(),
                 Header(version=V, kind=6, request_id=5, principal="svc-a",
-                       metadata={"k": b"v"})))
+                       metadata={"k": b"v"}, max_reply_size=65536)))
     c("c-over-limit", E.TOO_BIG, version=V, detail="y" * 4096,
       nonce=b"\x5a" * 4096)
 

@@ -20,7 +20,7 @@
  * tests/wire/test_pycapnp.py (test_layout_matches_compiled_schema) checks
  * these against pycapnp's compiled schema.
  * ======================================================================== */
-#define H_DATA_WORDS 8
+#define H_DATA_WORDS 9
 #define H_PTR_COUNT 7
 
 #define H_OFF_VERSION 0    /* UInt16 */
@@ -34,6 +34,7 @@
 #define H_OFF_TRACE_HI 40  /* UInt64 */
 #define H_OFF_TRACE_LO 48  /* UInt64 */
 #define H_OFF_SPAN_ID 56   /* UInt64 */
+#define H_OFF_MAX_REPLY 64 /* UInt32 (added after version 2 shipped: @18) */
 
 #define H_PTR_CONTENT_TYPE 0
 #define H_PTR_SERVICE 1
@@ -309,6 +310,7 @@ static int rd_message(const uint8_t *buf, size_t len, zm_header *h) {
     h->trace_hi = rd_field(d, dw, H_OFF_TRACE_HI, 8);
     h->trace_lo = rd_field(d, dw, H_OFF_TRACE_LO, 8);
     h->span_id = rd_field(d, dw, H_OFF_SPAN_ID, 8);
+    h->max_reply = (uint32_t)rd_field(d, dw, H_OFF_MAX_REPLY, 4);
 
     int64_t p = at + dw; /* first pointer */
 #define BLOB(idx, text, limit, field)                                  \
@@ -337,7 +339,7 @@ ZM_INLINE size_t blob_words(size_t len, int text) {
     return len ? (len + (size_t)text + 7) / 8 : 0;
 }
 
-/* The eight data words of the root struct, in wire order. */
+/* The data words of the root struct, in wire order. */
 static void data_words(const zm_header *h, uint64_t w[H_DATA_WORDS]) {
     w[0] = (uint64_t)h->version | ((uint64_t)h->kind << 16) | ((uint64_t)h->flags << 32);
     w[1] = h->request_id;
@@ -347,6 +349,7 @@ static void data_words(const zm_header *h, uint64_t w[H_DATA_WORDS]) {
     w[5] = h->trace_hi;
     w[6] = h->trace_lo;
     w[7] = h->span_id;
+    w[8] = h->max_reply;
 }
 
 /* Canonical sizes: trailing zero data words and null pointers dropped. */

@@ -65,6 +65,8 @@ typedef struct zm_header {
     uint64_t trace_hi;     /* traceIdHigh */
     uint64_t trace_lo;     /* traceIdLow */
     uint64_t span_id;      /* spanId */
+    uint32_t max_reply;    /* maxReplySize: largest reply frame the caller
+                            * accepts, 0 = not stated */
     zm_slice content_type; /* contentType */
     zm_slice service;      /* service */
     zm_slice endpoint;     /* endpoint */

@@ -93,6 +93,7 @@ cdef extern from "zm_wire.h" nogil:
         uint64_t trace_hi
         uint64_t trace_lo
         uint64_t span_id
+        uint32_t max_reply
         zm_slice content_type
         zm_slice service
         zm_slice endpoint

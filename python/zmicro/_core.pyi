@@ -69,6 +69,7 @@ class Header:
     nonce: bytes
     principal: str
     detail: str
+    max_reply_size: int
     def __init__(
         self,
         *,
@@ -89,6 +90,7 @@ class Header:
         nonce: bytes = b"",
         principal: str = "",
         detail: str = "",
+        max_reply_size: int = 0,
     ) -> None: ...
     def encode(self) -> bytes: ...
     def __eq__(self, other: object, /) -> bool: ...

@@ -60,6 +60,10 @@ struct Header {
   nonce @15 :Data;           # random, per message (signed messages)
   principal @16 :Text;       # caller identity asserted by a trusted hop
   detail @17 :Text;          # error detail (error kind)
+
+  # Appended after version 2 shipped (an older peer ignores it):
+  maxReplySize @18 :UInt32;  # requests: largest reply frame, in bytes, the caller
+                             # accepts; 0 = not stated (4 MiB, the default)
 }
 
 # Header.flags bits. A new flag must be safe to ignore: readers ignore bits

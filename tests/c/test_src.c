@@ -41,6 +41,7 @@ static void test_roundtrip(void) {
     h.key_id = 7;
     h.trace_hi = 1;
     h.span_id = 2;
+    h.max_reply = 65536;
     h.service = S("greeter");
     h.endpoint = S("Greeter.Hello");
     h.content_type = S("application/msgpack");
@@ -59,6 +60,7 @@ static void test_roundtrip(void) {
     CHECK(r.version == h.version && r.kind == h.kind);
     CHECK(r.request_id == h.request_id && r.deadline_us == h.deadline_us);
     CHECK(r.key_id == 7 && r.trace_hi == 1 && r.trace_lo == 0 && r.span_id == 2);
+    CHECK(r.max_reply == 65536);
     CHECK(eq(r.service, h.service) && eq(r.endpoint, h.endpoint));
     CHECK(eq(r.content_type, h.content_type) && eq(r.nonce, h.nonce));
     CHECK(r.principal.len == 0 && r.detail.len == 0);

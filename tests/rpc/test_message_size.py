@@ -16,6 +16,7 @@ import pytest
 import zmicro
 from zmicro import _core, wire
 from zmicro.registry import MemoryRegistry
+from zmicro.security.keys import KeyStore
 
 from ..helpers import eventually
 from .raw_peer import OCTETS, SERVICE, WAIT, RawPeer, request, secure_node
@@ -114,3 +115,55 @@ def test_a_reply_over_the_limit_is_refused_by_the_server(serve, tmp_path, caplog
         assert echo(client, b"same connection") == b"same connection"
     assert node.svc.stats()["replies"]["RESOURCE_EXHAUSTED"] == 1
     assert any("max_message_size" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("secure", [True, False], ids=["secure", "insecure"])
+@pytest.mark.parametrize("mode", ["inline", "blocking"])
+def test_a_reply_over_the_callers_own_limit_is_refused(serve, tmp_path, secure, mode):
+    """A client that accepts 64 KiB states it in its requests (maxReplySize):
+    a 1 MiB reply, well within the service's own 4 MiB, is answered
+    RESOURCE_EXHAUSTED instead of reaching the client, whose libzmq would
+    drop the connection; the next call on that connection is served."""
+    if secure:
+        store = KeyStore(tmp_path / "home")
+        store.identity()
+        options = dict(keys=store)
+    else:
+        options = dict(insecure=True)
+    svc = zmicro.Service("big-replies", registry=MemoryRegistry(), **options)
+    svc.handler("Big.Reply", blocking=mode == "blocking")(lambda req, ctx: b"r" * MiB)
+    svc.handler("Big.Echo", blocking=mode == "blocking")(lambda req, ctx: req)
+    serve(svc)
+    with zmicro.Client(registry=svc._registry, max_message_size=64 * 1024,
+                       **options) as client:
+        def call(endpoint, body):
+            return client.call("big-replies", endpoint, body, content_type=OCTETS,
+                               timeout=WAIT)
+        assert call("Big.Echo", b"first") == b"first"
+        with pytest.raises(zmicro.RPCError) as err:
+            call("Big.Reply", b"")
+        assert err.value.code == zmicro.Code.RESOURCE_EXHAUSTED
+        assert f"max_message_size of {64 * 1024} bytes" in err.value.detail
+        assert call("Big.Echo", b"then") == b"then"
+        assert call("Big.Echo", b"e" * 60_000) == b"e" * 60_000  # under the limit: served
+    assert svc.stats()["replies"]["RESOURCE_EXHAUSTED"] == 1
+    assert svc.stats()["replies"]["OK"] == 3
+
+
+def test_a_caller_that_states_no_limit_gets_the_default(serve):
+    """maxReplySize 0 (an older client, or one that does not state it) means
+    4 MiB, even from a service that allows itself larger frames; a client
+    that accepts more says so, and gets it."""
+    svc = zmicro.Service("roomy", registry=MemoryRegistry(), insecure=True,
+                         max_message_size=8 * MiB)
+    svc.handler("Big.Reply")(lambda req, ctx: b"r" * (5 * MiB))
+    serve(svc)
+    with zmicro.Client(registry=svc._registry, insecure=True) as default:
+        with pytest.raises(zmicro.RPCError) as err:
+            default.call("roomy", "Big.Reply", b"", content_type=OCTETS, timeout=WAIT)
+        assert err.value.code == zmicro.Code.RESOURCE_EXHAUSTED
+        assert f"max_message_size of {4 * MiB} bytes" in err.value.detail
+    with zmicro.Client(registry=svc._registry, insecure=True,
+                       max_message_size=8 * MiB) as roomy:
+        assert len(roomy.call("roomy", "Big.Reply", b"", content_type=OCTETS,
+                              timeout=WAIT)) == 5 * MiB

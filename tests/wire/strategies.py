@@ -54,6 +54,7 @@ def headers(draw, *, kinds=u16, big_values: bool = True) -> zmicro.Header:
         nonce=draw(text_values),
         principal=draw(names),
         detail=draw(_text(wire.MAX_VALUE) if big_values else names),
+        max_reply_size=draw(st.one_of(st.just(0), u32)),
     )
 
 
@@ -72,6 +73,7 @@ def canonical_size(h: zmicro.Header) -> int:
         h.trace_id >> 64,
         h.trace_id & (2**64 - 1),
         h.span_id,
+        h.max_reply_size,
     ]
     while data and data[-1] == 0:
         data.pop()

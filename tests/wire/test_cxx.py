@@ -110,16 +110,16 @@ def parse(line: str) -> tuple[zmicro.Header, bytes]:
     assert line.startswith("ok "), line
     fields = line.split()[1:]
     (version, kind, flags, request_id, deadline, status, key_id, timestamp, trace_hi,
-     trace_lo, span_id) = map(int, fields[:11])
+     trace_lo, span_id, max_reply_size) = map(int, fields[:12])
     content_type, service, endpoint, nonce, principal, detail, body = (
-        bytes.fromhex(f[1:]) for f in fields[11:18])
-    n = int(fields[18])
-    pairs = [bytes.fromhex(f[1:]) for f in fields[19:]]
+        bytes.fromhex(f[1:]) for f in fields[12:19])
+    n = int(fields[19])
+    pairs = [bytes.fromhex(f[1:]) for f in fields[20:]]
     assert len(pairs) == 2 * n
     header = zmicro.Header(
         version=version, kind=kind, flags=flags, request_id=request_id, deadline_us=deadline,
         status=status, key_id=key_id, timestamp_us=timestamp,
-        trace_id=trace_hi << 64 | trace_lo, span_id=span_id,
+        trace_id=trace_hi << 64 | trace_lo, span_id=span_id, max_reply_size=max_reply_size,
         content_type=content_type.decode(), service=service.decode(),
         endpoint=endpoint.decode(), nonce=nonce, principal=principal.decode(),
         detail=detail.decode(), metadata={k.decode(): v for k, v in zip(pairs[::2], pairs[1::2])})
@@ -195,7 +195,8 @@ EXAMPLES = {
     "request": zmicro.Header(
         kind=zmicro.Kind.REQUEST, request_id=1, deadline_us=5_000_000,
         trace_id=0x0af7651916cd43dd8448eb211c80319c, span_id=0xb7ad6b7169203331,
-        content_type="application/json", service="greeter", endpoint="Greeter.Hello",
+        max_reply_size=65536, content_type="application/json", service="greeter",
+        endpoint="Greeter.Hello",
         metadata={"user": b"ada", "empty": b"", "bin": bytes(range(256))}),
     "request-signed-inline": zmicro.Header(
         kind=zmicro.Kind.REQUEST, request_id=2, service="greeter", endpoint="Greeter.Hello",

@@ -28,6 +28,7 @@ SCALARS = {  # Header attribute -> capnp field
     "version": "version", "kind": "kind", "flags": "flags",
     "request_id": "requestId", "deadline_us": "deadline", "status": "status",
     "key_id": "keyId", "timestamp_us": "timestamp", "span_id": "spanId",
+    "max_reply_size": "maxReplySize",
 }
 TEXTS = {
     "content_type": "contentType", "service": "service", "endpoint": "endpoint",
@@ -156,10 +157,10 @@ def test_layout_matches_compiled_schema():
     """src/zm_wire.c's offsets are the ones the Cap'n Proto compiler chose:
     each field written alone by us lands where pycapnp reads it."""
     struct = current.Header.schema.node.struct
-    assert (struct.dataWordCount, struct.pointerCount) == (8, 7)
+    assert (struct.dataWordCount, struct.pointerCount) == (9, 7)
     probe = {"version": 3, "kind": 5, "flags": 0xA1B2C3D4, "request_id": 2**63 + 1,
              "deadline_us": 77, "status": 16, "key_id": 0xDEADBEEF,
-             "timestamp_us": 1234567, "span_id": 99}
+             "timestamp_us": 1234567, "span_id": 99, "max_reply_size": 0xFEDCBA98}
     for attr, value in probe.items():
         h = zmicro.Header(**{"version": 0, attr: value})
         with current.Header.from_bytes(h.encode()) as r:

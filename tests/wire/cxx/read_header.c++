@@ -93,10 +93,10 @@ std::string readFrame(kj::ArrayPtr<const kj::byte> frame, int64_t limitAdjustmen
   char numbers[512];
   snprintf(numbers, sizeof numbers,
            "ok %u %u %" PRIu32 " %" PRIu64 " %" PRIu64 " %u %" PRIu32 " %" PRIu64
-           " %" PRIu64 " %" PRIu64 " %" PRIu64,
+           " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu32,
            unsigned(h.getVersion()), unsigned(h.getKind()), h.getFlags(), h.getRequestId(),
            h.getDeadline(), unsigned(h.getStatus()), h.getKeyId(), h.getTimestamp(),
-           h.getTraceIdHigh(), h.getTraceIdLow(), h.getSpanId());
+           h.getTraceIdHigh(), h.getTraceIdLow(), h.getSpanId(), h.getMaxReplySize());
   std::string line = numbers;
   for (auto text : {h.getContentType(), h.getService(), h.getEndpoint()}) line += " " + hex(text);
   line += " " + hex(h.getNonce());

@@ -39,8 +39,9 @@ struct Header {
   nonce @15 :Data;
   principal @16 :Text;
   detail @17 :Text;
-  priority @18 :UInt8;
-  tenant @19 :Text;
-  budget @20 :Float64;
-  tags @21 :List(Text);
+  maxReplySize @18 :UInt32;
+  priority @19 :UInt8;
+  tenant @20 :Text;
+  budget @21 :Float64;
+  tags @22 :List(Text);
 }
