@@ -2,6 +2,16 @@ cdef class _Call
 cdef class ClientCore
 
 
+# What a channel's monitor last said about its connection.
+cdef enum PeerState:
+    PEER_DOWN = -1                    # connecting fails (refused, unreachable): libzmq retries
+    PEER_NEW = 0                      # no news yet (connecting)
+    PEER_UP = 1                       # connected
+    PEER_LOST = -2                    # dropped, and libzmq said nothing of reconnecting:
+                                      # after a frame over MAXMSGSIZE (a protocol error)
+                                      # it never does, and the socket is dead for good
+
+
 cdef class Request:
     """One call as each of its attempts sends it (made once per call)."""
 
@@ -20,6 +30,8 @@ cdef class Request:
     cdef RetryPolicy policy           # None: no retries
     cdef RetryBudget budget           # the service's (None without a policy)
     cdef bint idempotent              # retrying is safe even if a handler ran
+    cdef bint wait_for_ready          # a node that refuses connections is waited for
+                                      # (to the deadline), not an error at once
 
 
 cdef class ChannelBase:
@@ -28,7 +40,8 @@ cdef class ChannelBase:
 
     cdef object zsock                 # pyzmq DEALER, kept alive
     cdef void *sock                   # its libzmq socket (NULL once closed)
-    cdef object monitor               # PAIR receiving its handshake events, or None
+    cdef object monitor               # PAIR receiving its connection events, or None
+    cdef void *msock                  # the monitor's libzmq socket (NULL: none)
     cdef readonly str address         # the node's endpoint
     cdef public size_t max_frame      # largest frame the peer accepts (0: no limit)
     cdef uint64_t next_id             # request ids, unique on this socket
@@ -36,7 +49,7 @@ cdef class ChannelBase:
     cdef readonly uint64_t n_malformed  # frames that were not a valid answer
     cdef readonly uint64_t n_unauthenticated  # answers that failed the MAC checks
     cdef double last_used             # monotonic: the pool's idle TTL
-    cdef int peer_state               # the monitor's last word: 1 connected, -1 lost, 0 none
+    cdef int peer_state               # the monitor's last word (PeerState)
     cdef object __weakref__           # the client tracks its channels weakly
 
     cdef int build(self, Outgoing *o, Request rq, uint64_t request_id,
@@ -53,6 +66,8 @@ cdef class Channel(ChannelBase):
     """A sync client's connection to one node (one thread uses it)."""
 
     cdef object call(self, Request rq, double connect_by)
+    cdef int _wait_writable(self, double deadline_at, bint wait_for_ready) except -1
+    cdef int _read_monitor(self, bint in_flight) except -1
 
 
 cdef class _Pending:
@@ -98,6 +113,7 @@ cdef class AsyncChannel(ChannelBase):
     cdef int _connect_timer(self, _Pending p) except -1
     cdef int _arm_timer(self, double deadline_at) except -1
     cdef int _check_events(self) except -1
+    cdef int _refused(self) except -1
     cdef int _schedule_read(self) except -1
     cdef int _drain(self) except -1
     cdef int _cancel_remote(self, _Pending p) except -1

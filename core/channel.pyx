@@ -28,21 +28,31 @@ from heapq import heapify as _heapify, heappop as _heappop, heappush as _heappus
 #: What a client socket's monitor reports (client.py subscribes to these).
 MONITOR_EVENTS = (ZM_EVENT_HANDSHAKE_FAILED_AUTH | ZM_EVENT_HANDSHAKE_FAILED_NO_DETAIL
                   | ZM_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZM_EVENT_CONNECTED
-                  | ZM_EVENT_HANDSHAKE_SUCCEEDED | ZM_EVENT_DISCONNECTED)
+                  | ZM_EVENT_HANDSHAKE_SUCCEEDED | ZM_EVENT_DISCONNECTED
+                  | ZM_EVENT_CONNECT_RETRIED)
 
-#: Seconds between looks at a sync channel's monitor while a reply is due.
-cdef double LOST_CHECK = 0.1
+#: Seconds a sync call waits for its reply blocked in libzmq alone (the
+#: cheapest wait) before it watches the monitor too: a connection lost
+#: later than this ends the call within this long of the loss.
+cdef double QUICK_REPLY = 0.002
+
+#: Seconds after a drop that an async channel waits for libzmq to say it
+#: reconnects (it says so at once when it does) before it counts the
+#: socket dead for good and closes it (the pool opens a fresh one).
+cdef double LOST_GRACE = 0.05
 
 
 cdef object _monitor_events(monitor, str address):
     """Read `monitor`'s queue: (the RPCError a failed handshake means or
-    None, the connection's state after these events: 1 up, -1 lost, 0 no
-    news). Lost means the connection that carried our requests is gone:
-    their replies will never come. (docs/protocol.md §1 says how any client
-    tells a refused key from an absent server with these events.)"""
+    None, the connection's state after these events (a PeerState; PEER_NEW:
+    no news), whether the connection dropped meanwhile). Dropped means the
+    connection that carried our requests is gone: their replies will never
+    come. (docs/protocol.md §1 says how any client tells a refused key from
+    an absent server with these events.)"""
     from zmq.utils.monitor import recv_monitor_message
     error = None
-    state = 0
+    state = PEER_NEW
+    dropped = False
     while monitor.poll(0):
         event = recv_monitor_message(monitor)["event"]
         if event & ZM_EVENT_HANDSHAKE_FAILED_AUTH:
@@ -55,10 +65,118 @@ cdef object _monitor_events(monitor, str address):
                               f"the secure handshake with {address} failed (is the "
                               f"server key right?)", processed=False)
         elif event & (ZM_EVENT_CONNECTED | ZM_EVENT_HANDSHAKE_SUCCEEDED):
-            state = 1
+            state = PEER_UP
         elif event & ZM_EVENT_DISCONNECTED:
-            state = -1
-    return error, state
+            # libzmq follows a drop it will repair with CONNECT_RETRIED at
+            # once; after a protocol error (a frame over MAXMSGSIZE) it
+            # says nothing more: PEER_LOST stays.
+            state = PEER_LOST
+            dropped = True
+        elif event & ZM_EVENT_CONNECT_RETRIED:
+            state = PEER_DOWN
+    return error, state, dropped
+
+
+cdef object _refusal(str address):
+    """UNAVAILABLE for an attempt whose node refuses connections: it was
+    never sent (free to retry elsewhere, gRPC's fail-fast)."""
+    return unsent(f"{address} refuses connections (nothing listens there, or it "
+                  f"cannot be reached); wait_for_ready=True waits for it instead")
+
+
+cdef object _dead_socket(str address):
+    return unsent(f"the connection to {address} was dropped and libzmq will not "
+                  f"reconnect it (a frame over max_message_size?): a new one opens")
+
+
+cdef int _wait_either(void *sock, void *msock, double deadline_at) except -1:
+    """Wait, GIL released, until `sock` has a message (1), `msock` (a
+    monitor) has one (2; both: 3), or the monotonic `deadline_at` passes
+    (0; deadline_at 0 waits forever)."""
+    cdef zmq_pollitem_t items[2]
+    cdef long ms
+    cdef int rc
+    items[0].socket = sock
+    items[1].socket = msock
+    items[0].fd = items[1].fd = 0
+    items[0].events = items[1].events = ZM_POLLIN
+    while True:
+        items[0].revents = items[1].revents = 0
+        if deadline_at <= 0:
+            ms = -1
+        else:
+            ms = <long>((deadline_at - monotonic()) * 1000.0 + 0.999)
+            if ms < 0:
+                ms = 0
+        with nogil:
+            rc = ZMQ.poll(items, 2, ms)
+        if rc > 0:
+            return (1 if items[0].revents else 0) | (2 if items[1].revents else 0)
+        if rc == 0:
+            if deadline_at > 0 and monotonic() >= deadline_at:
+                return 0
+            continue  # poll's millisecond rounding woke us early
+        rc = ZMQ.errno_()
+        if rc != EINTR:
+            raise_errno(rc)
+        PyErr_CheckSignals()
+
+
+cdef object header_refused(Request rq, exc):
+    """The RPCError for `rq`, whose header the writer refused (`exc`, a
+    WireError): RESOURCE_EXHAUSTED for a name, a metadata entry or the
+    whole header over its limit, else INVALID_ARGUMENT, naming the field
+    (this runs only on that error: the success path checks nothing twice).
+    Nothing was sent."""
+    cdef object md = rq.metadata or {}
+    for field, text in (("service", rq.service), ("endpoint", rq.endpoint),
+                        ("content type", rq.content_type)):
+        problem = _text_problem(text, ZM_WIRE_MAX_NAME)
+        if problem is not None:
+            return _RPCError(problem[0], f"the {field} name {problem[1]}", processed=False)
+    if len(md) > ZM_WIRE_MAX_METADATA:
+        return _RPCError(C_RESOURCE_EXHAUSTED,
+                         f"metadata has {len(md)} entries, over the limit of "
+                         f"{ZM_WIRE_MAX_METADATA}", processed=False)
+    for key, value in md.items():
+        shown = repr(key) if len(key) <= 40 else repr(key[:40]) + "..."
+        if key == "":
+            return _RPCError(C_INVALID_ARGUMENT, "a metadata key is empty", processed=False)
+        problem = _text_problem(key, ZM_WIRE_MAX_NAME)
+        if problem is not None:
+            return _RPCError(problem[0], f"metadata key {shown} {problem[1]}",
+                             processed=False)
+        if type(value) is str:
+            try:
+                value = (<str>value).encode("utf-8")
+            except UnicodeEncodeError:
+                return _RPCError(C_INVALID_ARGUMENT, f"the value of metadata key {shown} "
+                                 f"is not valid UTF-8 text", processed=False)
+        if len(value) > ZM_WIRE_MAX_VALUE:
+            return _RPCError(C_RESOURCE_EXHAUSTED,
+                             f"the value of metadata key {shown} is {len(value)} bytes, "
+                             f"over the limit of {ZM_WIRE_MAX_VALUE}", processed=False)
+    if exc.code == ZM_E_TOO_BIG:
+        return _RPCError(C_RESOURCE_EXHAUSTED,
+                         f"the request header (its metadata, mostly) is over the limit of "
+                         f"{ZM_WIRE_MAX_HEADER} bytes", processed=False)
+    return _RPCError(C_INVALID_ARGUMENT, f"the request header cannot be written: {exc}",
+                     processed=False)
+
+
+cdef object _text_problem(str text, size_t limit):
+    """(code, what is wrong) for a header text the writer refuses, or None."""
+    if text is None:
+        return None
+    try:
+        n = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return C_INVALID_ARGUMENT, "is not valid UTF-8 text"
+    if "\0" in text:
+        return C_INVALID_ARGUMENT, "contains a NUL character"
+    if <size_t>n > limit:
+        return C_RESOURCE_EXHAUSTED, f"is {n} bytes, over the limit of {limit}"
+    return None
 
 
 cdef object _other_version(Incoming *m, str address):
@@ -87,6 +205,8 @@ cdef class ChannelBase:
         self.zsock = zsock
         self.sock = socket_handle(zsock)
         self.monitor = monitor
+        if monitor is not None:
+            self.msock = socket_handle(monitor)
         self.address = address
 
     cdef bint is_closed(self) noexcept:
@@ -191,17 +311,34 @@ cdef class Channel(ChannelBase):
                 self.zsock.disable_monitor()
                 self.monitor.close(linger=0)
                 self.monitor = None
+                self.msock = NULL
             self.zsock.close(linger=0)
             self.zsock = None
             self.sock = NULL
 
-    def _wait_writable(self, double deadline_at):
+    cdef int _read_monitor(self, bint in_flight) except -1:
+        """Take the monitor's news. A server that refuses our key is an
+        error now, and the socket is closed so that it stops reconnecting
+        (libzmq's RECONNECT_STOP is a draft API). With a call `in_flight`,
+        a dropped connection ends it: its reply cannot come."""
+        error, state, dropped = _monitor_events(self.monitor, self.address)
+        if state != PEER_NEW:
+            self.peer_state = state
+        if error is not None:
+            self.close()
+            raise error
+        if in_flight and dropped:
+            raise lost(self.address)
+        return 0
+
+    cdef int _wait_writable(self, double deadline_at, bint wait_for_ready) except -1:
         """Wait for room to send (the connection is up), watching the
-        handshake: a server that refuses our key is an error now, not at
-        the deadline, and the socket is closed so that it stops
-        reconnecting (libzmq's RECONNECT_STOP is a draft API). A peer
-        whose connection was lost (and not yet back) fails at once: the
-        call goes elsewhere instead of waiting to connect."""
+        monitor. 0 when `deadline_at` passes. Fails at once (UNAVAILABLE,
+        unsent: the balancer or the retry moves on) when the node refuses
+        connections, or its connection was lost and not yet back, unless
+        `wait_for_ready`; closes the socket when libzmq dropped its
+        connection for good (the pool then opens a fresh one)."""
+        cdef int events
         if self.monitor is None:
             return wait_until(self.sock, ZM_POLLOUT, deadline_at)
         import zmq
@@ -215,16 +352,16 @@ cdef class Channel(ChannelBase):
                 return 0
             ready = dict(poller.poll(0 if first else max(1, int(left * 1000))))
             if self.monitor in ready:
-                error, state = _monitor_events(self.monitor, self.address)
-                if error is not None:
-                    self.close()
-                    raise error
-                if state:
-                    self.peer_state = state
+                self._read_monitor(False)
             if self.zsock in ready:
                 return 1
-            if self.peer_state < 0:
-                return 0
+            if self.peer_state == PEER_LOST:
+                # Dropped, and all libzmq had to say is read: it is not
+                # reconnecting (it says so at once when it does).
+                self.close()
+                raise _dead_socket(self.address)
+            if self.peer_state == PEER_DOWN and not wait_for_ready:
+                raise _refusal(self.address)
             first = False
 
     def __dealloc__(self):
@@ -234,8 +371,9 @@ cdef class Channel(ChannelBase):
     cdef object call(self, Request rq, double connect_by):
         """One attempt of `rq`: its reply body (bytes, or a memoryview for
         large ones). Raises RPCError for an error reply; UNAVAILABLE if the
-        request could not be sent before the deadline or `connect_by`
-        (nothing was processed) or if the connection was lost while waiting
+        request could not be sent before the deadline or `connect_by`, or
+        the node refuses connections (nothing was processed; see
+        _wait_writable), or if the connection was lost while waiting
         (maybe processed); DEADLINE_EXCEEDED if the reply did not come in
         time (a cancel tells the server)."""
         cdef double wait_until_t, slice_end
@@ -243,8 +381,8 @@ cdef class Channel(ChannelBase):
         cdef uint8_t nonce[ZM_NONCE_SIZE]
         cdef Outgoing o
         cdef Incoming m
-        cdef int err
-        cdef bint failed
+        cdef int err, ready
+        cdef bint failed, got, quick = True
         if self.sock == NULL:
             raise unsent("channel closed")
         if rq.deadline > 0 and monotonic() >= rq.deadline:
@@ -262,28 +400,44 @@ cdef class Channel(ChannelBase):
             # connection (IMMEDIATE: nothing queues for a peer not
             # connected) and send the same message: built and signed once.
             while out_send(&o, self.sock, NULL, ZM_DONTWAIT) == EAGAIN:
-                if not self._wait_writable(wait_until_t):
+                if not self._wait_writable(wait_until_t, rq.wait_for_ready):
                     raise unsent(f"could not reach {self.address} in time")
         finally:
             out_close(&o)
 
         # Wait for the answer to this request id; anything else is stale.
-        # With a monitor, look at it every LOST_CHECK s of waiting: a peer
-        # gone (killed) ends the call now, not at its deadline.
+        # Blocked in libzmq alone first (a reply usually comes within
+        # QUICK_REPLY); then on the socket and its monitor together, so a
+        # connection lost (the node killed) ends the call at once, not at
+        # its deadline.
         while True:
-            slice_end = rq.deadline
-            if self.monitor is not None:
-                slice_end = monotonic() + LOST_CHECK
-                if 0 < rq.deadline < slice_end:
-                    slice_end = rq.deadline
-            if not recv_until(&m.r, self.sock, slice_end):
-                if slice_end != rq.deadline:
-                    error, state = _monitor_events(self.monitor, self.address)
-                    if state:
-                        self.peer_state = state
-                    if state < 0:
-                        raise lost(self.address)
+            if quick or self.msock == NULL:
+                slice_end = rq.deadline
+                if self.msock != NULL:
+                    quick = False
+                    slice_end = monotonic() + QUICK_REPLY
+                    if 0 < rq.deadline < slice_end:
+                        slice_end = rq.deadline
+                got = recv_until(&m.r, self.sock, slice_end)
+                if not got and slice_end != rq.deadline:
                     continue
+            else:
+                ready = _wait_either(self.sock, self.msock, rq.deadline)
+                if ready & 2:
+                    self._read_monitor(True)
+                got = False
+                if ready & 1:
+                    m.r.n = m.r.extra = 0
+                    err = recv_parts(&m.r, self.sock, ZM_DONTWAIT)
+                    if err:
+                        received_close(&m.r)
+                        if err != EAGAIN:
+                            raise_errno(err)
+                        continue
+                    got = True
+                elif ready:
+                    continue
+            if not got:
                 self.send_cancel(request_id, rq)
                 raise _RPCError(C_DEADLINE_EXCEEDED,
                                 f"no reply from {self.address} before the deadline",
@@ -337,19 +491,48 @@ cdef class AsyncChannel(ChannelBase):
         # A server that refuses our key fails the calls waiting to be sent
         # now, and the socket closes so that it stops reconnecting. A lost
         # connection fails the calls sent on it: their replies cannot come.
+        # A node refusing connections fails the calls waiting to be sent
+        # (unless they wait for it), so they go elsewhere now.
         cdef _Pending p
         if self.closed or self.monitor is None:
             return
-        error, state = _monitor_events(self.monitor, self.address)
-        if state:
+        error, state, dropped = _monitor_events(self.monitor, self.address)
+        if state != PEER_NEW:
             self.peer_state = state
         if error is not None:
             self.close(error)
-        elif state < 0:
+            return
+        if dropped:
             for p in [p for p in self.pending.values() if (<_Pending>p).sent]:
                 del self.pending[p.request_id]
                 if not p.future.done():
                     self._fail(p, lost(self.address))
+        if self.peer_state == PEER_LOST:
+            self.loop.call_later(LOST_GRACE, self._lost_check)
+        elif self.peer_state == PEER_DOWN:
+            self._refused()
+
+    def _lost_check(self):
+        """LOST_GRACE after a drop: libzmq said nothing of reconnecting, so
+        it never will (a frame over MAXMSGSIZE): close the socket (what
+        waits to be sent fails unsent; the pool opens a fresh one)."""
+        if self.closed or self.monitor is None:
+            return
+        self._on_monitor()
+        if not self.closed and self.peer_state == PEER_LOST:
+            self.close(_dead_socket(self.address))
+
+    cdef int _refused(self) except -1:
+        """Fail the attempts waiting to be sent to a node that refuses
+        connections, but those that wait for it (wait_for_ready)."""
+        cdef _Pending p
+        for p in [p for p in self.pending.values()
+                  if not (<_Pending>p).sent and not (<_Pending>p).rq.wait_for_ready]:
+            del self.pending[p.request_id]
+            p.parked = None  # (leaves the backlog or outbox unsent)
+            if p.owner is None or not p.future.done():
+                self._fail(p, _refusal(self.address))
+        return 0
 
     def close(self, error=None):
         """Fail what is pending (UNAVAILABLE, or `error`) and close the socket."""
@@ -374,6 +557,7 @@ cdef class AsyncChannel(ChannelBase):
             self.zsock.disable_monitor()
             self.monitor.close(linger=0)
             self.monitor = None
+            self.msock = NULL
         self.zsock.close(linger=0)
         self.sock = NULL
 
@@ -423,16 +607,26 @@ cdef class AsyncChannel(ChannelBase):
         try:
             try:
                 self.build(&o, rq, p.request_id, p.nonce)
-            except _RPCError as exc:  # too large: not the node's fault, nothing to retry
+            except (_RPCError, WireError) as exc:
+                # Too large, or a header that cannot be written (metadata):
+                # not the node's fault, nothing to retry.
                 p.owner = None
                 if owner is not None:
                     owner.abandon(p)
-                fut.set_exception(exc)
+                fut.set_exception(header_refused(rq, exc) if isinstance(exc, WireError)
+                                  else exc)
                 return fut
             if self.peer_state < 0 and (self.backlog or socket_events(self.sock) & ZM_POLLOUT == 0):
-                # The connection is lost and not back: go elsewhere now.
-                self._fail(p, unsent(f"{self.address} is not connected"))
-                return fut
+                # The connection is lost and not back: go elsewhere now
+                # (or wait for it, wait_for_ready), or, lost for good,
+                # through a fresh socket (the pool opens it).
+                if self.peer_state == PEER_LOST:
+                    self.close()
+                    self._fail(p, _dead_socket(self.address))
+                    return fut
+                if not rq.wait_for_ready:
+                    self._fail(p, _refusal(self.address))
+                    return fut
             self.pending[rid] = p
             if self.read_scheduled and not self.backlog:
                 # A burst: this loop iteration sent already, and its reader

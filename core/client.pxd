@@ -41,6 +41,7 @@ cdef class ClientCore:
     cdef tuple budget_args            # RetryBudget(max_tokens, token_ratio)
     cdef dict budgets                 # service -> RetryBudget
     cdef readonly double connect_timeout  # s an attempt may wait to connect (0: deadline)
+    cdef readonly bint wait_for_ready # calls wait for refusing nodes (unless they say)
     cdef size_t max_sockets
     cdef double idle_ttl
     cdef uint64_t rng                 # xorshift64* state (jitter)
@@ -60,5 +61,5 @@ cdef class ClientCore:
     cdef ChannelPool _sync_pool(self)
     cdef Channel _sync_channel(self, str address, object server_key, double now)
     cdef AsyncChannel _async_channel(self, str address, object server_key, double now)
-    cdef double _connect_by(self, double now) noexcept
+    cdef double _connect_by(self, Request rq, double now) noexcept
     cdef int send_async(self, _Call c) except -1

@@ -150,7 +150,7 @@ cdef class ClientCore:
                  refresh, make_socket, bint is_async, secrets=None,
                  size_t max_message_size=0, RetryPolicy retry=None, budget=(10.0, 0.1),
                  double connect_timeout=1.0, size_t max_sockets=1024,
-                 double idle_ttl=300.0, HedgingPolicy hedge=None):
+                 double idle_ttl=300.0, HedgingPolicy hedge=None, bint wait_for_ready=False):
         self.codecs = codec_entries(codecs)
         if default_content_type not in self.codecs:
             raise ValueError(f"no codec registered for {default_content_type!r}")
@@ -174,6 +174,7 @@ cdef class ClientCore:
         self.budget_args = tuple(budget)
         self.budgets = {}
         self.connect_timeout = connect_timeout
+        self.wait_for_ready = wait_for_ready
         self.max_sockets = max_sockets
         self.idle_ttl = idle_ttl
         self.balancers = {}
@@ -249,8 +250,12 @@ cdef class ClientCore:
         key = address if server_key is None else (address, server_key)
         return <AsyncChannel>self.apool.get(key, address, server_key, now)
 
-    cdef inline double _connect_by(self, double now) noexcept:
-        return now + self.connect_timeout if self.connect_timeout > 0 else 0
+    cdef inline double _connect_by(self, Request rq, double now) noexcept:
+        """When an attempt of `rq` sent at `now` stops waiting for its
+        connection (0: at the deadline; so does a wait_for_ready call)."""
+        if self.connect_timeout > 0 and not rq.wait_for_ready:
+            return now + self.connect_timeout
+        return 0
 
     cdef int send_async(self, _Call c) except -1:
         """Send attempt `c.attempts` of an async call to `c.node`."""
@@ -261,7 +266,7 @@ cdef class ClientCore:
         else:
             channel = self._async_channel(c.node.address, c.rq.server_key, now)
             c.balancer.start(c.node)
-        channel.send(c.rq, self._connect_by(now), c, c.future)
+        channel.send(c.rq, self._connect_by(c.rq, now), c, c.future)
         if c.hedge is not None:
             c.future._zm_channel = c  # a cancel cancels every attempt
         return 0
@@ -269,7 +274,8 @@ cdef class ClientCore:
     def call(self, str service, str endpoint, request=None, *, timeout=None,
              dict metadata=None, str address=None, response_type=None,
              str content_type=None, server_key=None, retry=None, bint idempotent=False,
-             key=None, str version=None, dict node_filter=None, HedgingPolicy hedge=None):
+             key=None, str version=None, dict node_filter=None, HedgingPolicy hedge=None,
+             wait_for_ready=None):
         """One call (see zmicro.Client.call / zmicro.AsyncClient.call)."""
         cdef CodecEntry entry
         cdef Context parent
@@ -329,6 +335,7 @@ cdef class ClientCore:
         rq.core = self
         rq.server_key = server_key
         rq.idempotent = idempotent
+        rq.wait_for_ready = self.wait_for_ready if wait_for_ready is None else wait_for_ready
         if policy is not None:
             rq.policy = policy
             rq.budget = budget = self._budget(service)
@@ -340,7 +347,7 @@ cdef class ClientCore:
         if self.is_async:
             if node is None:  # a fixed address: a _Call only if a retry comes
                 return self._async_channel(address, server_key, now).send(
-                    rq, self._connect_by(now), None, None)
+                    rq, self._connect_by(rq, now), None, None)
             c = _Call.__new__(_Call)
             c.core, c.rq = self, rq
             c.balancer, c.subset, c.key, c.node, c.attempts = balancer, subset, key, node, 1
@@ -365,10 +372,13 @@ cdef class ClientCore:
             if node is not None:
                 balancer.start(node)
             try:
-                value = self._sync_channel(address, server_key, t0).call(rq, self._connect_by(t0))
+                value = self._sync_channel(address, server_key, t0).call(
+                    rq, self._connect_by(rq, t0))
             except BaseException as exc:
                 now = monotonic()
                 attempt_done(balancer, node, now - t0, exc)
+                if isinstance(exc, WireError):  # (caught here: nothing per call)
+                    raise header_refused(rq, exc) from None
                 delay = retry_after(policy, budget, exc, attempts, idempotent, rq.deadline,
                                     now, self.uniform())
                 if delay < 0:

@@ -85,9 +85,15 @@ cdef inline bint is_unsent(exc):
 cdef object lost(str address):
     """The connection that carried a request went away: its answer will
     never come, and the request may have run."""
-    return _RPCError(C_UNAVAILABLE,
-                     f"the connection to {address} was lost while the call was in "
-                     f"flight (it may have been processed)", processed=None)
+    exc = _RPCError(C_UNAVAILABLE,
+                    f"the connection to {address} was lost while the call was in "
+                    f"flight (it may have been processed)", processed=None)
+    exc._lost = True
+    return exc
+
+
+cdef inline bint is_lost(exc):
+    return getattr(exc, "_lost", False)
 
 
 cdef object undecodable(exc):

@@ -3,7 +3,7 @@
 # failed attempt (retry_after), with the node accounting that goes with it
 # (attempt_done).
 #
-# Uses: errors.pyx (_RPCError, _Code, is_unsent, TransportError),
+# Uses: errors.pyx (_RPCError, _Code, is_unsent, is_lost, TransportError),
 # selector.pyx (Balancer, NodeState).
 
 #: Codes that count against a node for outlier ejection: the node (or the
@@ -27,9 +27,18 @@ cdef inline bint _node_failed(exc):
 
 cdef inline bint _costs_budget(RetryPolicy policy, exc):
     """Attempts that never left the client cost no token (gRPC's
-    transparent retries): no server saw them."""
+    transparent retries): no server saw them. Nor do attempts whose
+    connection dropped before their answer came: the budget guards a
+    service from callers' retries while it answers with failures
+    (overload), and a drop is no answer. A drop fails only the calls in
+    flight on that one connection, once, and attempts to a node whose
+    connection is down fail unsent; so these retries are bounded by the
+    calls in flight, not a storm, and with several threads each losing
+    its call at once they no longer drain the budget (issue 10, point 5).
+    Whether such an attempt goes again at all is still the policy's
+    call: only idempotent ones do (a handler may have run)."""
     return (isinstance(exc, _RPCError) and exc.code in policy.retryable_codes
-            and not is_unsent(exc))
+            and not is_unsent(exc) and not is_lost(exc))
 
 
 cdef double retry_after(RetryPolicy policy, RetryBudget budget, exc, int attempts,
@@ -143,7 +152,8 @@ cdef class RetryBudget:
     ``max_tokens``); retries stop while the tokens are at or below half,
     so a failing service gets at most its callers' first attempts. An
     attempt that never left the client (its node unreachable) costs
-    nothing: no server saw it (gRPC's transparent retries)."""
+    nothing: no server saw it (gRPC's transparent retries); nor does one
+    whose connection dropped before any answer (the node died)."""
 
     def __init__(self, double max_tokens=10.0, double token_ratio=0.1):
         if not 0 < max_tokens <= 1000:

@@ -50,6 +50,7 @@ typedef struct zmq_pollitem_t {
 
 /* zmq.h socket monitor events */
 #define ZM_EVENT_CONNECTED 0x0001
+#define ZM_EVENT_CONNECT_RETRIED 0x0004
 #define ZM_EVENT_DISCONNECTED 0x0200
 #define ZM_EVENT_HANDSHAKE_FAILED_NO_DETAIL 0x0800
 #define ZM_EVENT_HANDSHAKE_SUCCEEDED 0x1000

@@ -576,6 +576,8 @@ class ClientCore:
     def hedge(self) -> HedgingPolicy | None: ...
     @property
     def connect_timeout(self) -> float: ...
+    @property
+    def wait_for_ready(self) -> bool: ...
     def __init__(
         self,
         codecs: dict[str, Codec],
@@ -593,6 +595,7 @@ class ClientCore:
         max_sockets: int = 1024,
         idle_ttl: float = 300.0,
         hedge: HedgingPolicy | None = None,
+        wait_for_ready: bool = False,
     ) -> None: ...
     def call(
         self,
@@ -612,6 +615,7 @@ class ClientCore:
         version: str | None = None,
         node_filter: dict[str, Any] | None = None,
         hedge: HedgingPolicy | None = None,
+        wait_for_ready: bool | None = None,
     ) -> Any:
         """The reply (sync), or a CallFuture of it (async)."""
     def pick(self, service: str) -> str | None: ...

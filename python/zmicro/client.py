@@ -29,9 +29,13 @@ attempt goes to another node when the first is slow, the first reply wins.
 
 Errors are :class:`~zmicro.errors.RPCError`: the server's code for an error
 reply, ``UNAVAILABLE`` when no node could be reached (the request was never
-sent: safe to retry), ``DEADLINE_EXCEEDED`` when the reply did not come in
-time (a cancel frame tells the server), ``UNAUTHENTICATED`` when the server
-refused this client's key or a message failed its MAC.
+sent: safe to retry; a node that refuses the connection fails the attempt
+at once, unless the call says ``wait_for_ready=True``) or the connection
+dropped while the call waited (``processed=None``), ``DEADLINE_EXCEEDED``
+when the reply did not come in time (a cancel frame tells the server),
+``UNAUTHENTICATED`` when the server refused this client's key or a message
+failed its MAC, ``INVALID_ARGUMENT`` / ``RESOURCE_EXHAUSTED`` for metadata
+or a request the wire cannot carry (never sent).
 
 Security is on unless asked off (``insecure=True`` or ``ZMICRO_INSECURE=1``):
 every socket is a CurveZMQ client with the user's key pair (the key store,
@@ -147,7 +151,7 @@ class _Base:
                  retry_budget: tuple[float, float] = (10.0, 0.1),
                  outlier: OutlierPolicy | None = None, connect_timeout: float = 1.0,
                  max_sockets: int = 1024, idle_ttl: float = 300.0,
-                 hedging: HedgingPolicy | None = None) -> None:
+                 hedging: HedgingPolicy | None = None, wait_for_ready: bool = False) -> None:
         """Options, keyword-only, the same for both clients: ``registry``
         (default: the embedded one), ``selector`` (a strategy name),
         ``timeout`` (seconds per call unless the call says), ``content_type``,
@@ -155,8 +159,10 @@ class _Base:
         ``context`` (a zmq.Context), ``max_message_size`` (bytes per frame
         the servers accept: larger requests are refused before sending),
         ``retry`` / ``retry_budget`` / ``hedging`` (AsyncClient only) /
-        ``outlier`` (failures), ``connect_timeout``, ``max_sockets`` /
-        ``idle_ttl`` (the socket pool)."""
+        ``outlier`` (failures), ``connect_timeout`` (seconds an attempt
+        waits for its node's connection), ``wait_for_ready`` (the default
+        of every call's ``wait_for_ready``, see ``Client.call``),
+        ``max_sockets`` / ``idle_ttl`` (the socket pool)."""
         is_async = self._is_async
         if hedging is not None and not is_async:
             raise TypeError("hedging: only an AsyncClient hedges calls")
@@ -187,7 +193,8 @@ class _Base:
             refresh=self._refresh, make_socket=self._make_socket, is_async=is_async,
             secrets=self._secrets, max_message_size=max_message_size,
             retry=retry or None, budget=retry_budget, connect_timeout=connect_timeout,
-            max_sockets=max_sockets, idle_ttl=idle_ttl, hedge=hedging)
+            max_sockets=max_sockets, idle_ttl=idle_ttl, hedge=hedging,
+            wait_for_ready=wait_for_ready)
         self._open_core()
         if self._interceptors:
             self._invoke = chain_client(self._interceptors, self._invoke_call)
@@ -323,7 +330,17 @@ class Client(_Base):
         ``options``: ``retry`` (a RetryPolicy, or False), ``idempotent``
         (retrying is safe even if a handler ran), ``key`` (for the hash
         selector), ``version`` and ``node_filter`` (node metadata that must
-        match)."""
+        match), ``wait_for_ready`` (gRPC's name; default: the client's,
+        False): by default an attempt whose node refuses the connection
+        (nothing listens there) fails at once with UNAVAILABLE, never sent,
+        and the call moves on to another node or fails fast;
+        ``wait_for_ready=True`` waits for the node to accept, until the
+        call's deadline (``connect_timeout`` does not cut that wait).
+
+        Metadata the wire cannot carry raises RPCError before anything
+        is sent: INVALID_ARGUMENT naming the key (empty, a NUL, not
+        UTF-8), RESOURCE_EXHAUSTED for too many entries or too large a
+        key, value or header."""
         return self._invoke(Call(service, endpoint, request, dict(metadata or {}), timeout,
                                  address, content_type, response_type, server_key, options))
 
