@@ -65,8 +65,8 @@ cdef class ChannelBase:
 cdef class Channel(ChannelBase):
     """A sync client's connection to one node (one thread uses it)."""
 
-    cdef object call(self, Request rq, double connect_by)
-    cdef int _wait_writable(self, double deadline_at, bint wait_for_ready) except -1
+    cdef object call(self, Request rq, double connect_by, bint may_reopen=*)
+    cdef int _wait_writable(self, double deadline_at, bint wait_for_ready) except -2
     cdef int _read_monitor(self, bint in_flight) except -1
 
 

@@ -331,13 +331,14 @@ cdef class Channel(ChannelBase):
             raise lost(self.address)
         return 0
 
-    cdef int _wait_writable(self, double deadline_at, bint wait_for_ready) except -1:
+    cdef int _wait_writable(self, double deadline_at, bint wait_for_ready) except -2:
         """Wait for room to send (the connection is up), watching the
-        monitor. 0 when `deadline_at` passes. Fails at once (UNAVAILABLE,
-        unsent: the balancer or the retry moves on) when the node refuses
-        connections, or its connection was lost and not yet back, unless
-        `wait_for_ready`; closes the socket when libzmq dropped its
-        connection for good (the pool then opens a fresh one)."""
+        monitor: 1 when there is room, 0 when `deadline_at` passes. Fails
+        at once (UNAVAILABLE, unsent: the balancer or the retry moves on)
+        when the node refuses connections, or its connection was lost and
+        not yet back, unless `wait_for_ready`. -1: libzmq dropped the
+        connection for good (after a frame over MAXMSGSIZE), and the
+        socket is closed: the attempt goes through a fresh one."""
         cdef int events
         if self.monitor is None:
             return wait_until(self.sock, ZM_POLLOUT, deadline_at)
@@ -359,7 +360,7 @@ cdef class Channel(ChannelBase):
                 # Dropped, and all libzmq had to say is read: it is not
                 # reconnecting (it says so at once when it does).
                 self.close()
-                raise _dead_socket(self.address)
+                return -1
             if self.peer_state == PEER_DOWN and not wait_for_ready:
                 raise _refusal(self.address)
             first = False
@@ -368,14 +369,16 @@ cdef class Channel(ChannelBase):
         if self.zsock is not None and not self.zsock.closed:
             self.zsock.close(linger=0)
 
-    cdef object call(self, Request rq, double connect_by):
+    cdef object call(self, Request rq, double connect_by, bint may_reopen=True):
         """One attempt of `rq`: its reply body (bytes, or a memoryview for
         large ones). Raises RPCError for an error reply; UNAVAILABLE if the
         request could not be sent before the deadline or `connect_by`, or
         the node refuses connections (nothing was processed; see
         _wait_writable), or if the connection was lost while waiting
         (maybe processed); DEADLINE_EXCEEDED if the reply did not come in
-        time (a cancel tells the server)."""
+        time (a cancel tells the server). A socket dead for good is
+        replaced (once, if `may_reopen`) and the attempt sent on the new
+        one: nothing had been sent."""
         cdef double wait_until_t, slice_end
         cdef uint64_t request_id
         cdef uint8_t nonce[ZM_NONCE_SIZE]
@@ -400,10 +403,18 @@ cdef class Channel(ChannelBase):
             # connection (IMMEDIATE: nothing queues for a peer not
             # connected) and send the same message: built and signed once.
             while out_send(&o, self.sock, NULL, ZM_DONTWAIT) == EAGAIN:
-                if not self._wait_writable(wait_until_t, rq.wait_for_ready):
+                ready = self._wait_writable(wait_until_t, rq.wait_for_ready)
+                if ready < 0:
+                    if not may_reopen:
+                        raise _dead_socket(self.address)
+                    break
+                if not ready:
                     raise unsent(f"could not reach {self.address} in time")
         finally:
             out_close(&o)
+        if self.sock == NULL:  # closed, dead for good: the pool opens a new one
+            return rq.core._sync_channel(self.address, rq.server_key, monotonic()).call(
+                rq, connect_by, False)
 
         # Wait for the answer to this request id; anything else is stale.
         # Blocked in libzmq alone first (a reply usually comes within
@@ -567,8 +578,17 @@ cdef class AsyncChannel(ChannelBase):
         (node accounting, retries) and `fut` is the caller's Future,
         reused across attempts."""
         cdef Outgoing o
-        cdef _Pending p = _Pending.__new__(_Pending)
+        cdef _Pending p
         cdef int err
+        if self.peer_state == PEER_LOST and not self.closed and (
+                socket_events(self.sock) & ZM_POLLOUT == 0):
+            # Dropped, and libzmq said nothing of reconnecting: dead for
+            # good (a frame over MAXMSGSIZE). Nothing is sent yet: the
+            # attempt goes through a fresh socket (the pool opens it).
+            self.close()
+            return rq.core._async_channel(self.address, rq.server_key, monotonic()).send(
+                rq, connect_by, owner, fut)
+        p = _Pending.__new__(_Pending)
         if fut is None:
             # PyObject_Call with a kwargs dict made once: calling with
             # loop=... would build that dict for every call.
@@ -618,12 +638,7 @@ cdef class AsyncChannel(ChannelBase):
                 return fut
             if self.peer_state < 0 and (self.backlog or socket_events(self.sock) & ZM_POLLOUT == 0):
                 # The connection is lost and not back: go elsewhere now
-                # (or wait for it, wait_for_ready), or, lost for good,
-                # through a fresh socket (the pool opens it).
-                if self.peer_state == PEER_LOST:
-                    self.close()
-                    self._fail(p, _dead_socket(self.address))
-                    return fut
+                # (or wait for it, wait_for_ready).
                 if not rq.wait_for_ready:
                     self._fail(p, _refusal(self.address))
                     return fut
