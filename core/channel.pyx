@@ -124,10 +124,17 @@ cdef int _wait_either(void *sock, void *msock, double deadline_at) except -1:
 
 cdef object header_refused(Request rq, exc):
     """The RPCError for `rq`, whose header the writer refused (`exc`, a
-    WireError): RESOURCE_EXHAUSTED for a name, a metadata entry or the
-    whole header over its limit, else INVALID_ARGUMENT, naming the field
-    (this runs only on that error: the success path checks nothing twice).
-    Nothing was sent."""
+    WireError, becomes its __cause__: callers such as the CLI tell a
+    usage error by it): RESOURCE_EXHAUSTED for a name, a metadata entry
+    or the whole header over its limit, else INVALID_ARGUMENT, naming the
+    field. Nothing was sent."""
+    err = _header_refusal(rq, exc)
+    err.__cause__ = exc
+    return err
+
+
+cdef object _header_refusal(Request rq, exc):
+    # (Runs only on the writer's error: the success path checks nothing twice.)
     cdef object md = rq.metadata or {}
     for field, text in (("service", rq.service), ("endpoint", rq.endpoint),
                         ("content type", rq.content_type)):

@@ -378,7 +378,7 @@ cdef class ClientCore:
                 now = monotonic()
                 attempt_done(balancer, node, now - t0, exc)
                 if isinstance(exc, WireError):  # (caught here: nothing per call)
-                    raise header_refused(rq, exc) from None
+                    raise header_refused(rq, exc)  # (its __cause__: exc)
                 delay = retry_after(policy, budget, exc, attempts, idempotent, rq.deadline,
                                     now, self.uniform())
                 if delay < 0:

@@ -33,10 +33,11 @@ cdef inline bint _costs_budget(RetryPolicy policy, exc):
     (overload), and a drop is no answer. A drop fails only the calls in
     flight on that one connection, once, and attempts to a node whose
     connection is down fail unsent; so these retries are bounded by the
-    calls in flight, not a storm, and with several threads each losing
-    its call at once they no longer drain the budget (issue 10, point 5).
-    Whether such an attempt goes again at all is still the policy's
-    call: only idempotent ones do (a handler may have run)."""
+    calls in flight, not a storm; and charged, the losses of several
+    threads at once (each has its own connection) drained the budget
+    before any success could refill it. Whether such an attempt goes
+    again at all is still the policy's call: only idempotent ones do (a
+    handler may have run)."""
     return (isinstance(exc, _RPCError) and exc.code in policy.retryable_codes
             and not is_unsent(exc) and not is_lost(exc))
 

@@ -255,4 +255,5 @@ def test_metadata_over_the_limits_is_an_rpc_error(kind, serve, metadata, code, n
     assert err.value.code == code, err.value
     assert named in err.value.detail, err.value.detail
     assert err.value.processed is False  # it never left the client
+    assert isinstance(err.value.__cause__, zmicro.WireError)  # what the writer said
     assert svc.stats()["requests"] == 0

@@ -113,8 +113,10 @@ def call(service: str, endpoint: str, body: str | None, address: str | None,
                             address=address, response_type=response_type,
                             server_key=server_key)
     except RPCError as exc:
+        if isinstance(exc.__cause__, WireError):  # names or metadata the wire refuses
+            raise click.UsageError(exc.detail) from None
         raise Failure(f"{exc.code.name}: {exc.detail}", EXIT_FAILED) from None
-    except (WireError, ValueError) as exc:  # names or metadata the wire refuses
+    except (WireError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     except (RegistryError, TransportError, zmq.ZMQError) as exc:
         raise Failure(str(exc), EXIT_ENVIRONMENT) from None
