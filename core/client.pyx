@@ -335,7 +335,10 @@ cdef class ClientCore:
         rq.core = self
         rq.server_key = server_key
         rq.idempotent = idempotent
-        rq.wait_for_ready = self.wait_for_ready if wait_for_ready is None else wait_for_ready
+        if wait_for_ready is None:  # (not a conditional expression: no bool boxed)
+            rq.wait_for_ready = self.wait_for_ready
+        else:
+            rq.wait_for_ready = wait_for_ready
         if policy is not None:
             rq.policy = policy
             rq.budget = budget = self._budget(service)
