@@ -13,7 +13,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 VPY="$ROOT/.venv/bin/python"
-"$VPY" -m pip install -q --disable-pip-version-check "setuptools>=68" "Cython>=3.0.10,<4" wheel
+"$VPY" -m pip install -q --disable-pip-version-check "setuptools>=77" "Cython>=3.0.10,<4" wheel
 # setuptools copies python/ into build/<mode>/lib*/ and never deletes there:
 # a module moved or removed in python/ would still be installed from its old
 # copy (and imports of its old path keep working here, nowhere else).
