@@ -13,11 +13,12 @@
 # only if every interpreter found built a clean wheel; an interpreter that is
 # not installed is skipped, and says so.
 #
-# Interpreters are found by name: python3.X on PATH (it must really run:
-# a pyenv shim of a version not selected fails), else pyenv's newest 3.X.
+# Interpreters are found by name (scripts/_pythons.sh): python3.X on PATH,
+# else pyenv's newest 3.X.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+source scripts/_pythons.sh
 PYTHONS=(${ZMICRO_WHEEL_PYTHONS:-3.11 3.12 3.13})
 DIST="${ZMICRO_DIST:-$ROOT/dist}"
 WORK="$ROOT/build/wheels"
@@ -56,26 +57,11 @@ if grep -Eq '\.(so|o)$|/core/.*\.c$' <<<"$listing"; then
 fi
 
 # -- find the interpreters ---------------------------------------------------
-find_python() {  # $1 = 3.X; prints the interpreter's path or nothing
-    local v="$1" cand root
-    cand="$(command -v "python$v" 2>/dev/null || true)"
-    if [ -n "$cand" ] && "$cand" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$v'.split('.'))))" 2>/dev/null; then
-        echo "$cand"; return
-    fi
-    if command -v pyenv >/dev/null 2>&1; then
-        root="$(pyenv root)"
-        cand="$(ls -d "$root"/versions/"$v".[0-9]*/bin/"python$v" 2>/dev/null | sort -V | tail -1 || true)"
-        if [ -n "$cand" ] && "$cand" -c "pass" 2>/dev/null; then
-            echo "$cand"; return
-        fi
-    fi
-}
 found=(); skipped=()
 declare -A PYPATH
 for v in "${PYTHONS[@]}"; do
     p="$(find_python "$v")"
     if [ -n "$p" ]; then
-        p="$("$p" -c 'import sys; print(sys.executable)')"   # past any pyenv shim
         found+=("$v"); PYPATH[$v]="$p"
         echo "== found   CPython $v: $p ($("$p" -c 'import platform; print(platform.python_version())'))"
     else
@@ -83,6 +69,11 @@ for v in "${PYTHONS[@]}"; do
     fi
 done
 [ ${#found[@]} -gt 0 ] || { echo "no interpreter found" >&2; exit 1; }
+# In CI (or with ZMICRO_WHEEL_STRICT=1) every wheel must be built: a skip
+# would let CI pass while checking fewer wheels than we publish.
+if [ ${#skipped[@]} -gt 0 ] && [ "${ZMICRO_WHEEL_STRICT:-${CI:-}}" != "" ] && [ "${ZMICRO_WHEEL_STRICT:-${CI:-}}" != "0" ]; then
+    echo "skipped CPython ${skipped[*]}, and skips are not allowed here (CI / ZMICRO_WHEEL_STRICT)" >&2; exit 1
+fi
 
 # -- one wheel per interpreter -------------------------------------------------
 for v in "${found[@]}"; do
