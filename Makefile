@@ -1,6 +1,6 @@
 # The few targets a contributor needs. Everything runs in .venv (made on
 # first use by scripts/_env.sh).
-.PHONY: test demo debug sanitize fuzz bench bench-smoke ci clean
+.PHONY: test demo debug sanitize fuzz bench bench-smoke wheels ci clean
 
 test:            ## build, install and run the tests
 	bash scripts/test.sh
@@ -29,6 +29,10 @@ bench-smoke:     ## every benchmark harness for a few calls (what CI runs)
 	.venv/bin/python bench/e2e/run.py --smoke
 	.venv/bin/python bench/cluster/run.py --smoke
 	.venv/bin/python bench/callgrind/run.py --smoke
+
+wheels:          ## sdist + manylinux_2_17 wheels in dist/ (zig cc), each checked without a compiler
+	bash scripts/build-wheels.sh
+	bash scripts/check-wheels.sh
 
 ci:              ## what CI runs
 	bash .ci/run

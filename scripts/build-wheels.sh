@@ -79,10 +79,10 @@ fi
 for v in "${found[@]}"; do
     py="${PYPATH[$v]}"
     echo "== wheel for CPython $v"
-    # CPython's own release flags (-O3 -DNDEBUG -fwrapv...), without -g: a
-    # CC from the environment comes without them (setuptools then takes
-    # $CFLAGS alone), and zig cc with no -O builds in its Debug mode
-    # (-O0 and UBSan traps: a 6 MB, slower core).
+    # CPython's own release flags (-O3 -DNDEBUG -fwrapv...), without -g:
+    # setuptools lets $CFLAGS replace CPython's flags (not add to them), and
+    # zig cc with no -O builds in its Debug mode (-O0, no NDEBUG, UBSan
+    # traps: a 7.7 MB core, slower: bench/RESULTS.md, "Wheels").
     cflags="$("$py" -c "import sysconfig; print(' '.join(f for f in sysconfig.get_config_var('CFLAGS').split() if not f.startswith('-g')))") -g0"
     log="$WORK/build-$v.log"
     # -s strips the symbol table at link; -O3 at link too, so zig does not
