@@ -45,8 +45,11 @@ echo "== tools: zig $("$TPY" -m ziglang version), $("$TPY" -m auditwheel --versi
 
 # -- the sdist ---------------------------------------------------------------
 echo "== sdist"
-"$TPY" -m build --sdist --outdir "$DIST" . 2>&1 | grep -E "^(Successfully|ERROR)" || true
+if ! "$TPY" -m build --sdist --outdir "$DIST" . >"$WORK/sdist.log" 2>&1; then
+    tail -30 "$WORK/sdist.log" >&2; echo "the sdist failed (log: $WORK/sdist.log)" >&2; exit 1
+fi
 SDIST="$(ls "$DIST"/zmicro-*.tar.gz)"
+echo "   $(basename "$SDIST")"
 # The sdist carries the sources of the core (and no generated C).
 listing="$(tar tzf "$SDIST")"
 for need in core/_core.pyx core/includes/native.h src/zm_wire.c src/zm_wire.h setup.py MANIFEST.in; do
