@@ -19,7 +19,8 @@ cdef enum:
 cdef class MacKey:
     """One prepared MAC key (the secret never leaves C but for BLAKE3)."""
 
-    cdef zm_mac_key k                 # keyed starting state (C algorithms)
+    cdef zm_mac_key *k                # keyed starting state (C algorithms); its
+                                      # own 64-byte-aligned block (zm_mac_key_new)
     cdef readonly uint32_t id         # Header.keyId
     cdef readonly int alg             # MAC_HMAC_SHA256, MAC_BLAKE2B, MAC_BLAKE3
     cdef bint in_c                    # computed by src/zm_mac.c (else Python)

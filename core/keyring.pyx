@@ -87,8 +87,12 @@ cdef class MacKey:
         if not self.in_c:
             self.secret = secret
             return
+        if self.k == NULL:
+            self.k = zm_mac_key_new()
+            if self.k == NULL:
+                raise MemoryError()
         view_get(secret, &view, &s)
-        rc = zm_mac_key_init(&CRYPTO, &self.k, id, alg, s.ptr, s.len)
+        rc = zm_mac_key_init(&CRYPTO, self.k, id, alg, s.ptr, s.len)
         if rc != ZM_OK:
             raise_zm(rc)
 
@@ -100,10 +104,10 @@ cdef class MacKey:
             for i in range(n):
                 total += items[i].len
             if total < 65536:  # less than a GIL round trip costs
-                rc = zm_mac_sign(&CRYPTO, &self.k, items, n, out)
+                rc = zm_mac_sign(&CRYPTO, self.k, items, n, out)
             else:
                 with nogil:
-                    rc = zm_mac_sign(&CRYPTO, &self.k, items, n, out)
+                    rc = zm_mac_sign(&CRYPTO, self.k, items, n, out)
             if rc != ZM_OK:
                 raise_zm(rc)
             return 0
@@ -120,7 +124,8 @@ cdef class MacKey:
         return f"<MacKey id={self.id} alg={self.alg}>"
 
     def __dealloc__(self):
-        memset(&self.k, 0, sizeof(zm_mac_key))
+        zm_mac_key_free(self.k)  # wiped first
+        self.k = NULL
 
 
 @cython.auto_pickle(False)

@@ -1,5 +1,10 @@
 /* zm_mac.c - message authentication over zmicro's frames (see zm_mac.h). */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200112L /* posix_memalign */
+#endif
 #include "zm_mac.h"
+
+#include <stdlib.h>
 
 #define SHA256_BLOCK 64
 
@@ -12,6 +17,24 @@ ZM_INLINE void sha_final(const zm_crypto *c, void *ctx, unsigned char *out) {
         c->sha256_final_openssl(out, ctx);
     else
         c->sha256_final_sodium(ctx, out);
+}
+
+zm_mac_key *zm_mac_key_new(void) {
+    void *p = NULL;
+    if (posix_memalign(&p, _Alignof(zm_mac_key), sizeof(zm_mac_key)) != 0)
+        return NULL;
+    memset(p, 0, sizeof(zm_mac_key));
+    return (zm_mac_key *)p;
+}
+
+void zm_mac_key_free(zm_mac_key *k) {
+    volatile unsigned char *v = (volatile unsigned char *)k;
+    size_t i;
+    if (k == NULL)
+        return;
+    for (i = 0; i < sizeof(zm_mac_key); i++) /* volatile: not elided before free */
+        v[i] = 0;
+    free(k);
 }
 
 int zm_mac_supports(const zm_crypto *c, int alg) {

@@ -66,6 +66,13 @@ typedef struct zm_mac_key {
     _Alignas(64) unsigned char outer[ZM_MAC_CTX_MAX]; /* HMAC: after K^opad */
 } zm_mac_key;
 
+/* A zm_mac_key on the heap, zeroed, aligned as its type asks: malloc (and
+ * CPython's object allocator, for a key embedded in an object) give 16
+ * bytes, and the _Alignas(64) states above need 64. NULL when out of
+ * memory. zm_mac_key_free wipes it, then frees it (NULL is fine). */
+zm_mac_key *zm_mac_key_new(void);
+void zm_mac_key_free(zm_mac_key *k);
+
 /* ZM_OK if the table can compute `alg` and its states fit. */
 int zm_mac_supports(const zm_crypto *c, int alg);
 

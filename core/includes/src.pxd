@@ -159,6 +159,8 @@ cdef extern from "zm_mac.h" nogil:
         ZM_SHA256_SODIUM
         ZM_SHA256_OPENSSL
 
+    zm_mac_key *zm_mac_key_new()
+    void zm_mac_key_free(zm_mac_key *k)
     int zm_mac_supports(const zm_crypto *c, int alg)
     int zm_mac_key_init(const zm_crypto *c, zm_mac_key *k, uint32_t id, int alg,
                         const uint8_t *key, size_t keylen)
