@@ -19,6 +19,7 @@ Two measurements of the artefacts ``scripts/build-wheels.sh`` puts in dist/:
     python bench/wheels/run.py              # both, about 4 minutes
     python bench/wheels/run.py --record     # then update RESULTS.md
     python bench/wheels/run.py --repeat 1 --iterations 500   # quick look
+    python bench/wheels/run.py --smoke      # CI: the harness runs, no measurement
 
 Run it with any of the wheels' Pythons (the comparison uses the one running
 it); venvs and the local wheel go to bench/build/wheels/.
@@ -251,13 +252,22 @@ def main(argv: list[str] | None = None) -> int:
                         "(e.g. one built with other flags)")
     p.add_argument("--only", choices=("compare", "import"), default=None)
     p.add_argument("--record", action="store_true")
+    p.add_argument("--smoke", action="store_true",
+                   help="one short round and two imports per Python: keeps the harness "
+                        "from rotting (CI); the numbers are not measurements")
     args = p.parse_args(argv)
+    if args.smoke:
+        if args.record:
+            p.error("--smoke runs are not measurements: no --record")
+        args.repeat, args.iterations, args.warmup, args.imports = 1, 200, 50, 2
     args.argv = sys.argv[1:] if argv is None else argv
     build = BENCH / "build" / "wheels"
     build.mkdir(parents=True, exist_ok=True)
     cmp = compare(args, build) if args.only in (None, "compare") else None
     imports = import_times(args, build) if args.only in (None, "import") else []
     text = report(args, cmp, imports)
+    if args.smoke:
+        text = "**SMOKE RUN: one short round; the numbers are not measurements.**\n\n" + text
     print(text)
     if args.record:
         record(text)
