@@ -6,7 +6,7 @@
 # in_verify, in_body, Parked: every message in and out), keyring.pyx
 # (Keyring, MAC_OK), wire.pyx (_slice_text, fill_metadata, _text),
 # socket.pyx (recv_until, recv_parts, socket_events, socket_fd,
-# wait_until, release_sent, BATCH), buffers.pyx (view_get), context.pyx
+# wait_until, poll_until, release_sent, BATCH), buffers.pyx (view_get), context.pyx
 # (monotonic), errors.pyx (status codes, unsent, lost, undecodable,
 # answer_refused, raise_errno), selector.pyx (NodeState), client.pyx (_Call:
 # an async attempt reports to it).
@@ -94,32 +94,13 @@ cdef int _wait_either(void *sock, void *msock, double deadline_at) except -1:
     monitor) has one (2; both: 3), or the monotonic `deadline_at` passes
     (0; deadline_at 0 waits forever)."""
     cdef zmq_pollitem_t items[2]
-    cdef long ms
-    cdef int rc
     items[0].socket = sock
     items[1].socket = msock
     items[0].fd = items[1].fd = 0
     items[0].events = items[1].events = ZM_POLLIN
-    while True:
-        items[0].revents = items[1].revents = 0
-        if deadline_at <= 0:
-            ms = -1
-        else:
-            ms = <long>((deadline_at - monotonic()) * 1000.0 + 0.999)
-            if ms < 0:
-                ms = 0
-        with nogil:
-            rc = ZMQ.poll(items, 2, ms)
-        if rc > 0:
-            return (1 if items[0].revents else 0) | (2 if items[1].revents else 0)
-        if rc == 0:
-            if deadline_at > 0 and monotonic() >= deadline_at:
-                return 0
-            continue  # poll's millisecond rounding woke us early
-        rc = ZMQ.errno_()
-        if rc != EINTR:
-            raise_errno(rc)
-        PyErr_CheckSignals()
+    if not poll_until(items, 2, deadline_at):
+        return 0
+    return (1 if items[0].revents else 0) | (2 if items[1].revents else 0)
 
 
 cdef object header_refused(Request rq, exc):

@@ -675,21 +675,10 @@ cdef class ServerCore:
         """Read and check what waits in the socket, without blocking: cancels
         act, refusals go out, inline requests join the queue (stamped with
         their deadline now)."""
-        cdef Incoming m
-        cdef int err, i
         self.read_ahead_at = monotonic() + READ_AHEAD
         self.late = False
         self.since_read = 0
-        for i in range(READ_AHEAD_MAX):
-            m.r.n = m.r.extra = 0
-            err = recv_parts(&m.r, self.sock)  # DONTWAIT: never blocks
-            if err:
-                in_close(&m)
-                if err == EAGAIN:
-                    break
-                raise_errno(err)
-            self._handle_safely(&m)
-        return 0
+        return self._drain(READ_AHEAD_MAX)
 
     # -- answers ---------------------------------------------------------
 

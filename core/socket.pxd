@@ -18,6 +18,7 @@ cdef class Frame:
 cdef void *socket_handle(object socket) except NULL
 cdef int wait_socket(void *sock, short events, double timeout) except -1
 cdef int wait_until(void *sock, short events, double deadline_at) except -1
+cdef int poll_until(zmq_pollitem_t *items, int n, double deadline_at) except -1
 cdef int socket_events(void *sock) except -1
 cdef int socket_fd(void *sock) except -1
 cdef int recv_parts(Received *r, void *sock, int flags=*) noexcept nogil

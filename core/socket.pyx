@@ -39,18 +39,16 @@ cdef void *socket_handle(object socket) except NULL:
     return handle
 
 
-cdef int wait_until(void *sock, short events, double deadline_at) except -1:
-    """Wait, GIL released, until `sock` has `events` (1) or the monotonic
-    clock reaches `deadline_at` (0; deadline_at 0 waits forever). A signal
-    handler's exception (KeyboardInterrupt) ends the wait."""
-    cdef zmq_pollitem_t item
+cdef int poll_until(zmq_pollitem_t *items, int n, double deadline_at) except -1:
+    """zmq_poll `items[0..n)`, GIL released, until one has its events (the
+    number ready, > 0; see their revents) or the monotonic clock reaches
+    `deadline_at` (0; deadline_at 0 waits forever). A signal handler's
+    exception (KeyboardInterrupt) ends the wait."""
     cdef long ms
-    cdef int rc
-    item.socket = sock
-    item.fd = 0
-    item.events = events
+    cdef int rc, i
     while True:
-        item.revents = 0
+        for i in range(n):
+            items[i].revents = 0
         if deadline_at <= 0:
             ms = -1
         else:
@@ -58,9 +56,9 @@ cdef int wait_until(void *sock, short events, double deadline_at) except -1:
             if ms < 0:
                 ms = 0
         with nogil:
-            rc = ZMQ.poll(&item, 1, ms)
+            rc = ZMQ.poll(items, n, ms)
         if rc > 0:
-            return 1
+            return rc
         if rc == 0:
             if deadline_at > 0 and monotonic() >= deadline_at:
                 return 0
@@ -69,6 +67,17 @@ cdef int wait_until(void *sock, short events, double deadline_at) except -1:
         if rc != EINTR:
             raise_errno(rc)
         PyErr_CheckSignals()
+
+
+cdef int wait_until(void *sock, short events, double deadline_at) except -1:
+    """Wait, GIL released, until `sock` has `events` (1) or the monotonic
+    clock reaches `deadline_at` (0; deadline_at 0 waits forever). A signal
+    handler's exception (KeyboardInterrupt) ends the wait."""
+    cdef zmq_pollitem_t item
+    item.socket = sock
+    item.fd = 0
+    item.events = events
+    return 1 if poll_until(&item, 1, deadline_at) else 0
 
 
 cdef int wait_socket(void *sock, short events, double timeout) except -1:
