@@ -42,6 +42,16 @@ cdef double QUICK_REPLY = 0.002
 cdef double LOST_GRACE = 0.05
 
 
+# _LOST_NOTE. A channel whose monitor said DISCONNECTED, and nothing since
+# (PEER_LOST), never sends on its socket again. libzmq reports the drop
+# before its session tears the connection's pipe down, so for a moment the
+# socket may still take a message (ZMQ_EVENTS says POLLOUT) that is then
+# lost with the pipe; and after a protocol error (a frame over MAXMSGSIZE)
+# libzmq never reconnects at all. The next attempt closes the socket and
+# goes through a fresh one: right whether libzmq was about to reconnect or
+# not, and it costs one connect after a drop.
+
+
 cdef object _monitor_events(monitor, str address):
     """Read `monitor`'s queue: (the RPCError a failed handshake means or
     None, the connection's state after these events (a PeerState; PEER_NEW:
@@ -376,6 +386,14 @@ cdef class Channel(ChannelBase):
         cdef bint failed, got, quick = True
         if self.sock == NULL:
             raise unsent("channel closed")
+        if self.peer_state == PEER_LOST:
+            # Dropped, and libzmq said nothing since (_LOST_NOTE): a fresh
+            # socket, before anything is sent.
+            if not may_reopen:
+                raise _dead_socket(self.address)
+            self.close()
+            return rq.core._sync_channel(self.address, rq.server_key, monotonic()).call(
+                rq, connect_by, False)
         if rq.deadline > 0 and monotonic() >= rq.deadline:
             raise _RPCError(C_DEADLINE_EXCEEDED, "deadline passed before the call was sent",
                             processed=False)
@@ -568,11 +586,10 @@ cdef class AsyncChannel(ChannelBase):
         cdef Outgoing o
         cdef _Pending p
         cdef int err
-        if self.peer_state == PEER_LOST and not self.closed and (
-                socket_events(self.sock) & ZM_POLLOUT == 0):
-            # Dropped, and libzmq said nothing of reconnecting: dead for
-            # good (a frame over MAXMSGSIZE). Nothing is sent yet: the
-            # attempt goes through a fresh socket (the pool opens it).
+        if self.peer_state == PEER_LOST and not self.closed:
+            # Dropped, and libzmq said nothing since: see _LOST_NOTE. Nothing
+            # is sent yet: the attempt goes through a fresh socket (the pool
+            # opens it).
             self.close()
             return rq.core._async_channel(self.address, rq.server_key, monotonic()).send(
                 rq, connect_by, owner, fut)
