@@ -20,6 +20,11 @@
 #define ZM_MAC_SIZE 32    /* a MAC frame or trailer */
 #define ZM_NONCE_SIZE 16  /* the nonce of a signed message */
 
+/* Protocol rule: the largest event frame (kind event, header + inline body
+ * + MAC trailer, §4.6), what a subscriber accepts. It is a NATS server's
+ * default max_payload, so one frame is one NATS message. */
+#define ZM_EVENT_MAX (1024 * 1024)
+
 /* zmicro's choices. Bodies shorter than ZM_INLINE_MAX ride in the header
  * frame (libzmq's cost is per frame); longer ones get a frame of their own,
  * sent and received without a copy (below that size a copy costs less than

@@ -148,3 +148,26 @@ int zm_replay_insert(zm_replay *r, const uint8_t nonce[16], uint32_t owner,
     r->held[owner]++;
     return ZM_OK;
 }
+
+int zm_replay_contains(const zm_replay *r, const uint8_t nonce[16], uint32_t now) {
+    if (!r->cap)
+        return ZM_OK;
+    uint64_t f = fingerprint(nonce);
+    size_t i = slot_of(f, r->cap);
+    while (r->fp[i]) {
+        if (r->fp[i] == f)
+            return r->expires[i] >= now ? ZM_E_REPLAY : ZM_OK;
+        i = (i + 1) & (r->cap - 1);
+    }
+    return ZM_OK;
+}
+
+int zm_replay_room(zm_replay *r, uint32_t owner, uint32_t now) {
+    int rc;
+    if (zm_replay_held(r, owner) < r->quota)
+        return ZM_OK;
+    /* The same purge zm_replay_insert does when an owner is at its quota. */
+    if (r->cap && now > r->oldest && (rc = rebuild(r, r->cap, now)))
+        return rc;
+    return zm_replay_held(r, owner) < r->quota ? ZM_OK : ZM_E_REPLAY_FULL;
+}

@@ -49,6 +49,17 @@ void zm_replay_free(zm_replay *r);
 int zm_replay_insert(zm_replay *r, const uint8_t nonce[16], uint32_t owner,
                      uint32_t expires, uint32_t now);
 
+/* Whether `nonce` is in the set and live at `now` (from any owner):
+ * ZM_E_REPLAY if so, else ZM_OK. Changes nothing: events are checked when
+ * they arrive but remembered only once handled (acked). */
+int zm_replay_contains(const zm_replay *r, const uint8_t nonce[16], uint32_t now);
+
+/* Whether `owner` may insert one more nonce at `now`: ZM_OK, or
+ * ZM_E_REPLAY_FULL when it holds `quota` live entries. Entries that expired
+ * are dropped first when that makes room (so a full owner is told the
+ * truth); ZM_E_NOMEM if that rebuild fails. */
+int zm_replay_room(zm_replay *r, uint32_t owner, uint32_t now);
+
 /* Live entries `owner` holds (0 for an owner never seen). Counts may
  * include entries that expired but were not purged yet. */
 size_t zm_replay_held(const zm_replay *r, uint32_t owner);

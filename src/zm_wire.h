@@ -36,7 +36,8 @@ enum {
     ZM_KIND_CANCEL = 5,
     ZM_KIND_PING = 6,
     ZM_KIND_PONG = 7,
-    ZM_KIND_MAX = 7
+    ZM_KIND_EVENT = 8, /* one frame: header, inline body, MAC trailer */
+    ZM_KIND_MAX = 8
 };
 
 /* Header.flags */

@@ -57,6 +57,7 @@ cdef extern from "zm_limits.h" nogil:
         ZM_ZERO_COPY_MIN
         ZM_DETAIL_MAX
         ZM_MESSAGE_MAX_DEFAULT
+        ZM_EVENT_MAX
 
 
 cdef extern from "zm_wire.h" nogil:
@@ -70,6 +71,7 @@ cdef extern from "zm_wire.h" nogil:
         ZM_KIND_CANCEL
         ZM_KIND_PING
         ZM_KIND_PONG
+        ZM_KIND_EVENT
         ZM_KIND_MAX
         ZM_FLAG_SIGNED
         ZM_FLAG_MAC_TRAILER
@@ -186,6 +188,8 @@ cdef extern from "zm_replay.h" nogil:
     int zm_replay_insert(zm_replay *r, const uint8_t *nonce, uint32_t owner,
                          uint32_t expires, uint32_t now)
     size_t zm_replay_held(const zm_replay *r, uint32_t owner)
+    int zm_replay_contains(const zm_replay *r, const uint8_t *nonce, uint32_t now)
+    int zm_replay_room(zm_replay *r, uint32_t owner, uint32_t now)
 
 
 cdef extern from "zm_hash.h" nogil:

@@ -33,6 +33,7 @@ enum Kind {
   cancel @5;
   ping @6;
   pong @7;
+  event @8;        # a published event (docs/protocol.md §4.6)
 }
 
 struct Entry {

@@ -83,6 +83,7 @@ class Kind(enum.IntEnum):
     CANCEL = 5
     PING = 6
     PONG = 7
+    EVENT = 8
 
 
 class Flags(enum.IntFlag):

@@ -234,6 +234,32 @@ static void test_replay_set(void) {
     zm_replay_free(&r);
 }
 
+static void test_replay_contains_and_room(void) {
+    /* What an event subscriber asks before it remembers an acked event:
+     * contains() looks without inserting; room() says whether an insert
+     * would hit the quota, dropping expired entries to make room first. */
+    zm_replay r;
+    uint8_t n[16];
+    zm_replay_init(&r, 2);
+    memset(n, 9, sizeof n);
+    CHECK(zm_replay_contains(&r, n, 1) == ZM_OK); /* nothing allocated yet */
+    CHECK(zm_replay_room(&r, 0, 1) == ZM_OK);
+    CHECK(zm_replay_insert(&r, n, 0, 10, 1) == ZM_OK);
+    CHECK(zm_replay_contains(&r, n, 1) == ZM_E_REPLAY);
+    CHECK(zm_replay_contains(&r, n, 10) == ZM_E_REPLAY); /* live through its expiry */
+    CHECK(zm_replay_contains(&r, n, 11) == ZM_OK);
+    CHECK(zm_replay_contains(&r, n, 1) == ZM_E_REPLAY); /* contains() changed nothing */
+    n[0] = 1;
+    CHECK(zm_replay_contains(&r, n, 1) == ZM_OK);
+    CHECK(zm_replay_insert(&r, n, 0, 20, 1) == ZM_OK);
+    CHECK(zm_replay_room(&r, 0, 5) == ZM_E_REPLAY_FULL); /* both live */
+    CHECK(zm_replay_room(&r, 1, 5) == ZM_OK);            /* another owner */
+    CHECK(zm_replay_room(&r, 0, 11) == ZM_OK);           /* the first expired: purged */
+    CHECK(zm_replay_held(&r, 0) == 1);
+    CHECK(zm_replay_contains(&r, n, 11) == ZM_E_REPLAY); /* the live one stayed */
+    zm_replay_free(&r);
+}
+
 static void test_mac_key_alignment(void) {
     /* A key's states are _Alignas(64): a key on the heap (the core keeps
      * one per MacKey object, whose own memory is only 16-byte aligned)
@@ -257,6 +283,7 @@ int main(void) {
     test_mac_key_alignment();
     test_equal32();
     test_replay_set();
+    test_replay_contains_and_room();
     test_roundtrip();
     test_writer_limits();
     test_frames();

@@ -74,7 +74,15 @@ def test_version(version):
     assert code_of([data]) == E.VERSION
 
 
-@pytest.mark.parametrize("kind", [8, 1000])
+def test_event_kind_is_known():
+    # kind 8 (event) is the highest kind; an event is one frame, body inline.
+    head = zmicro.Header(kind=wire.Kind.EVENT, request_id=3, service="zmicro.topic.t",
+                         flags=wire.FLAG_BODY_INLINE).encode()
+    m = wire.parse_frames([head + b"payload"])
+    assert (m.header.kind, m.bodies, m.mac) == (wire.Kind.EVENT, [b"payload"], None)
+
+
+@pytest.mark.parametrize("kind", [9, 1000])
 def test_kind(kind):
     assert code_of([zmicro.Header(kind=kind).encode()]) == E.KIND
 
