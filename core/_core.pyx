@@ -31,6 +31,7 @@ include "keyring.pyx"    # MAC keys, signing and checking, nonce sets
 include "codecs.pyx"     # codecs as the core uses them
 include "message.pyx"    # the message layer: build, sign, send, receive, check
 include "frame.pyx"      # messages as Python objects (send_message, recv_message)
+include "events.pyx"     # event frames: encode_event, EventInbox (the subscriber's checks)
 include "server.pyx"     # a service's receive loop and dispatch
 include "selector.pyx"   # balancers: node choice, ejection
 include "retry.pyx"      # retry policy, budget, hedging, the retry decision

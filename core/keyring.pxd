@@ -50,6 +50,8 @@ cdef class Keyring:
     cdef MacKey stamp(self, zm_header *h, uint8_t *nonce)
     cdef int check(self, const zm_header *h, const zm_slice *items, size_t n,
                    const uint8_t *tag, const zm_slice *principal) except -1
+    cdef int verify(self, const zm_header *h, const zm_slice *items, size_t n,
+                    const uint8_t *tag) except -1
     cdef int owner_of(self, const char *principal, size_t plen) except OWNER_ERROR
     cdef int _count(self, int failure) noexcept
 

@@ -218,24 +218,11 @@ cdef class Keyring:
         instead; messages no handler runs for). A principal gets its slot
         only once its message passed the MAC and the window."""
         cdef int owner
-        cdef MacKey key
-        cdef uint8_t mac[ZM_MAC_SIZE]
         cdef int64_t now, ts, skew
         cdef uint32_t expires
-        cdef int rc
-        # 1. sizes (the frame layer already checked the MAC's)
-        if tag == NULL or not (h.flags & ZM_FLAG_SIGNED) or h.nonce.len != ZM_NONCE_SIZE:
-            return self._count(MAC_UNSIGNED)
-        # 2. key id
-        key = self.current
-        if key.id != h.key_id:
-            key = self.keys.get(h.key_id)
-            if key is None:
-                return self._count(MAC_UNKNOWN_KEY)
-        # 3. MAC, in constant time
-        key.mac(items, n, mac)
-        if not zm_equal32(mac, tag):
-            return self._count(MAC_BAD)
+        cdef int rc = self.verify(h, items, n, tag)  # 1. sizes, 2. key id, 3. MAC
+        if rc != MAC_OK:
+            return rc
         # 4. timestamp within the window
         now = self.now_us()
         ts = <int64_t>h.timestamp_us if h.timestamp_us < 0x7FFFFFFFFFFFFFFF else -1
@@ -258,6 +245,29 @@ cdef class Keyring:
         if rc == ZM_E_REPLAY_FULL:
             return self._count(MAC_FULL)
         raise_zm(rc)
+
+    cdef int verify(self, const zm_header *h, const zm_slice *items, size_t n,
+                    const uint8_t *tag) except -1:
+        """Steps 1-3 of check(): sizes, key id, MAC in constant time. MAC_OK
+        (not counted: the caller decides on time and nonce), or the failure
+        (counted). Events (events.pyx) use it alone: their age limits are
+        the subscription's, and their nonces are remembered once handled."""
+        cdef MacKey key
+        cdef uint8_t mac[ZM_MAC_SIZE]
+        # 1. sizes (the frame layer already checked the MAC's)
+        if tag == NULL or not (h.flags & ZM_FLAG_SIGNED) or h.nonce.len != ZM_NONCE_SIZE:
+            return self._count(MAC_UNSIGNED)
+        # 2. key id
+        key = self.current
+        if key.id != h.key_id:
+            key = self.keys.get(h.key_id)
+            if key is None:
+                return self._count(MAC_UNKNOWN_KEY)
+        # 3. MAC, in constant time
+        key.mac(items, n, mac)
+        if not zm_equal32(mac, tag):
+            return self._count(MAC_BAD)
+        return MAC_OK
 
     cdef int owner_of(self, const char *principal, size_t plen) except OWNER_ERROR:
         """The slot of `principal` in the nonce set (made on first sight),

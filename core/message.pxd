@@ -40,6 +40,8 @@ cdef void out_close(Outgoing *o) noexcept nogil
 # -- receiving and checking ----------------------------------------------------
 
 cdef int in_parse(Incoming *m, bint routed) noexcept nogil
+cdef size_t mac_items(const zm_frame_view *v, const zm_slice *slices,
+                      const zm_slice *bind, zm_slice *items) noexcept nogil
 cdef int in_verify(Incoming *m, Keyring ring, const zm_slice *bind,
                    const zm_slice *principal) except -1
 cdef object in_body(Incoming *m)

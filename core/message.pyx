@@ -244,19 +244,27 @@ cdef int in_parse(Incoming *m, bint routed) noexcept nogil:
     return m.rc
 
 
-cdef int _verify(Keyring ring, const zm_header *h, const zm_frame_view *v,
-                 const zm_slice *slices, const zm_slice *bind,
-                 const zm_slice *principal) except -1:
-    """ring.check() of a parsed message: the MAC input is the binding, the
-    header frame without a MAC trailer, the body frames."""
-    cdef zm_slice items[ZM_FRAME_MAX + 1]
+cdef size_t mac_items(const zm_frame_view *v, const zm_slice *slices,
+                      const zm_slice *bind, zm_slice *items) noexcept nogil:
+    """The MAC input of a parsed message into items[0..ZM_FRAME_MAX + 1):
+    the binding (NULL: empty), the header frame without a MAC trailer (an
+    inline body included), the body frames. Returns how many items."""
     cdef int i
     items[0] = bind[0] if bind != NULL else _NOTHING
     items[1] = slices[v.header]
     items[1].len = v.header_len
     for i in range(v.body_count):
         items[2 + i] = slices[v.body_first + i]
-    return ring.check(h, items, <size_t>(2 + v.body_count), v.tag, principal)
+    return <size_t>(2 + v.body_count)
+
+
+cdef int _verify(Keyring ring, const zm_header *h, const zm_frame_view *v,
+                 const zm_slice *slices, const zm_slice *bind,
+                 const zm_slice *principal) except -1:
+    """ring.check() of a parsed message (its MAC input: mac_items())."""
+    cdef zm_slice items[ZM_FRAME_MAX + 1]
+    cdef size_t n = mac_items(v, slices, bind, items)
+    return ring.check(h, items, n, v.tag, principal)
 
 
 cdef int in_verify(Incoming *m, Keyring ring, const zm_slice *bind,

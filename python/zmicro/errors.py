@@ -20,6 +20,7 @@ from collections.abc import Callable
 __all__ = [
     "Code",
     "Error",
+    "EventRefused",
     "RPCError",
     "WireErrorCode",
     "WireError",
@@ -192,3 +193,23 @@ class RPCError(Error):
 def _rebuild_rpc_error(code: int, detail: str, id: str,
                        processed: bool | None = True) -> RPCError:
     return RPCError(code, detail, id=id, processed=processed)
+
+
+class EventRefused(Error):
+    """An event frame a subscriber refuses (``zmicro._core.EventInbox.check``).
+
+    ``reason`` says why, one of (in check order, docs/protocol.md §4.6):
+    ``malformed``, ``version``, ``kind``, ``wrong_topic``, ``unsigned``,
+    ``unknown_key``, ``bad_mac``, ``future``, ``stale``, ``replay_full``.
+    The text names the reason only: never a key, a MAC or the frame.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        return f"event refused: {self.reason}"
+
+    def __reduce__(self) -> tuple[type[EventRefused], tuple[str]]:
+        return (EventRefused, (self.reason,))

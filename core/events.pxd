@@ -1,0 +1,37 @@
+cdef class InEvent:
+    """One event that passed EventInbox.check (read-only)."""
+
+    cdef readonly str topic           # without the "zmicro.topic." prefix
+    cdef readonly bytes event_id      # the header's nonce (16 bytes when signed)
+    cdef readonly uint64_t request_id # the publisher's delivery id
+    cdef readonly uint64_t published_us   # header timestamp, Unix microseconds
+    cdef readonly str content_type
+    cdef readonly dict metadata       # str -> str (UTF-8, surrogateescape)
+    cdef readonly str principal       # the publisher's claimed identity (MACed, not proven)
+    cdef readonly uint64_t trace_id_high
+    cdef readonly uint64_t trace_id_low
+    cdef readonly uint64_t span_id
+    cdef readonly bytes body
+    cdef readonly bint signed         # the MAC was checked and passed
+    cdef readonly bint duplicate      # this inbox acked this event_id already
+    cdef object inbox                 # the EventInbox that checked it (acked() refuses others)
+
+
+cdef class EventInbox:
+    """What one subscription checks of every event frame it gets (§4.6)."""
+
+    cdef readonly str topic
+    cdef bytes name                   # TOPIC_PREFIX + topic, UTF-8: the service field
+    cdef KeySource keys               # the topic's ring (rotated keys picked up); None: insecure
+    cdef readonly double max_age      # seconds an event may be old
+    cdef readonly double window       # seconds an event may be ahead of our clock
+    cdef int64_t max_age_us
+    cdef int64_t window_us
+    cdef zm_replay acked_set          # nonces of events acked here, until published + max_age
+    cdef object clock                 # None (CLOCK_REALTIME) or () -> Unix seconds
+    cdef uint64_t n_checked           # frames given to check()
+    cdef uint64_t n_duplicates        # of which duplicates
+    cdef dict refused                 # reason -> count
+
+    cdef int64_t now_us(self) except? -1
+    cdef object _refuse(self, str reason)

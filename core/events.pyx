@@ -1,0 +1,311 @@
+# events.pyx - event frames (docs/protocol.md §4.6): encode_event() builds
+# and signs one, EventInbox.check() is what every subscriber checks of one,
+# whatever broker carried it (memory, embedded, NATS).
+#
+# Uses: message.pyx (header_init, out_assemble, out_close, mac_items),
+# keyring.pyx (KeySource, Keyring.verify, next_nonce, MacFailure), wire.pyx
+# (_text, _data, _slice_text, fill_metadata), buffers.pyx (view_get),
+# context.pyx (monotonic), errors.pyx (_RPCError, C_RESOURCE_EXHAUSTED),
+# src/zm_frame.h, src/zm_replay.h; zmicro.broker.base (check_topic,
+# TOPIC_PREFIX) and zmicro.errors (EventRefused), imported on first use.
+#
+# An event is one frame - header, inline body, MAC trailer - at most
+# ZM_EVENT_MAX bytes, built and MACed once whatever the number of groups and
+# redeliveries: its nonce (the event id) and timestamp never change. Its
+# `service` field is "zmicro.topic.<topic>", which names the MAC key
+# (§7.5's per-service KDF). A subscriber checks, in this order (§4.6; the
+# embedded server runs 1-3 itself before it hands the frame over, the
+# numbers are the plan's and protocol.md's):
+#
+#   1. frame: one frame, BODY_INLINE, at most ZM_EVENT_MAX   -> "malformed"
+#   2. version 2 (-> "version"), kind event (-> "kind")
+#   4. topic: `service` is this inbox's "zmicro.topic.<topic>" -> "wrong_topic"
+#   5. sizes: SIGNED, MAC trailer, 16-byte nonce              -> "unsigned"
+#   6. key id, MAC in constant time (Keyring.verify, the one MAC path)
+#                                         -> "unknown_key", "bad_mac";
+#      timestamp at most `window` ahead   -> "future",
+#                at most `max_age` behind -> "stale"
+#   7. acked set: a nonce acked here before -> duplicate=True (ack again,
+#      do not run the handler); no room to remember one more -> "replay_full"
+#
+# An event's nonce is remembered only once it is handled (acked()), not when
+# it arrives, unlike a request's: a nack or a crash must let it come back.
+# An insecure inbox (no secrets) accepts unsigned events and cannot check a
+# MAC; it still applies 1, 2, 4, the time limits and the acked set.
+
+from posix.time cimport CLOCK_REALTIME
+
+#: Largest event frame, in bytes (src/zm_limits.h: NATS' default max_payload).
+EVENT_MAX = ZM_EVENT_MAX
+
+#: The reasons EventInbox.check() gives, in check order.
+EVENT_REFUSALS = ("malformed", "version", "kind", "wrong_topic", "unsigned",
+                  "unknown_key", "bad_mac", "future", "stale", "replay_full")
+
+cdef object _check_topic = None
+cdef str _TOPIC_PREFIX = None
+cdef object _EventRefused = None
+
+cdef dict _MAC_REASON = {MAC_UNSIGNED: "unsigned", MAC_UNKNOWN_KEY: "unknown_key",
+                         MAC_BAD: "bad_mac"}
+
+
+cdef int _late_imports() except -1:
+    # zmicro.broker and zmicro.errors sit above the core: imported on first
+    # use, so importing the core never imports the broker package.
+    global _check_topic, _TOPIC_PREFIX, _EventRefused
+    if _check_topic is None:
+        from zmicro.broker.base import check_topic, TOPIC_PREFIX
+        from zmicro.errors import EventRefused
+        _TOPIC_PREFIX = TOPIC_PREFIX
+        _EventRefused = EventRefused
+        _check_topic = check_topic
+    return 0
+
+
+cdef int64_t _realtime_us() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000000 + ts.tv_nsec // 1000
+
+
+cdef inline uint32_t _seconds_up(int64_t us) noexcept nogil:
+    """Whole seconds, rounded up (the acked set's clock), clamped at 0."""
+    return <uint32_t>((us + 999999) // 1000000) if us > 0 else 0
+
+
+def encode_event(str topic, body, *, secrets, uint64_t request_id,
+                 str content_type="application/msgpack", metadata=None,
+                 str principal="", uint64_t trace_id_high=0, uint64_t trace_id_low=0,
+                 uint64_t span_id=0, now=None):
+    """``(frame, event_id)``: one event frame of `body` (a bytes-like) on
+    `topic`, kind event, signed with the topic's key when `secrets` (a
+    zmicro.security MacSecrets) is given, unsigned otherwise (insecure).
+    `event_id` is the frame's 16-byte random nonce (also when unsigned).
+    `request_id`: the publisher's delivery id. `now`: Unix seconds to stamp
+    (default: the clock). ValueError for a bad topic or header field,
+    RPCError RESOURCE_EXHAUSTED when the frame would exceed EVENT_MAX."""
+    cdef zm_header h
+    cdef uint8_t nonce[ZM_NONCE_SIZE]
+    cdef Outgoing o
+    cdef Py_buffer view
+    cdef zm_slice b
+    cdef MacKey key = None
+    cdef Keyring ring
+    cdef size_t size
+    cdef str name
+    cdef dict meta = dict(metadata) if metadata else None
+    _late_imports()
+    _check_topic(topic)
+    name = _TOPIC_PREFIX + topic
+    header_init(&h, ZM_KIND_EVENT, request_id)
+    h.n_metadata = 0
+    h.trace_hi = trace_id_high
+    h.trace_lo = trace_id_low
+    h.span_id = span_id
+    _slice_text(name, &h.service)
+    _slice_text(content_type, &h.content_type)
+    _slice_text(principal, &h.principal)
+    fill_metadata(meta, &h)
+    o.n = 0
+    view_get(body, &view, &b)
+    try:
+        if b.len > ZM_EVENT_MAX:  # before any copy: the frame could only be larger
+            raise _RPCError(C_RESOURCE_EXHAUSTED, f"an event frame is at most {ZM_EVENT_MAX} "
+                            f"bytes; this body alone is {b.len}", processed=False)
+        if secrets is not None:
+            ring = <Keyring?>secrets.keyring(name)
+            key = ring.stamp(&h, nonce)
+        else:
+            next_nonce(nonce)
+            h.nonce.ptr = nonce
+            h.nonce.len = ZM_NONCE_SIZE
+            h.timestamp_us = <uint64_t>_realtime_us()
+        if now is not None:  # stamped before the header is written and MACed
+            h.timestamp_us = <uint64_t>(<double>now * 1e6)
+        out_assemble(&o, &h, &b, 1, None, True, key, NULL)
+        size = ZMQ.msg_size(&o.parts[0])
+        if size > ZM_EVENT_MAX:
+            raise _RPCError(C_RESOURCE_EXHAUSTED, f"an event frame is at most {ZM_EVENT_MAX} "
+                            f"bytes; this one is {size}", processed=False)
+        frame = PyBytes_FromStringAndSize(<const char *>ZMQ.msg_data(&o.parts[0]),
+                                          <Py_ssize_t>size)
+    finally:
+        out_close(&o)
+        PyBuffer_Release(&view)
+    return frame, PyBytes_FromStringAndSize(<char *>nonce, ZM_NONCE_SIZE)
+
+
+@cython.auto_pickle(False)
+cdef class InEvent:
+    """An event frame EventInbox.check() accepted: its header fields and
+    body. ``duplicate``: the inbox acked this event already (ack it again,
+    do not run the handler)."""
+
+    def __init__(self):
+        raise TypeError("InEvent objects are made by EventInbox.check()")
+
+    @property
+    def published_at(self):
+        """The publish time, Unix seconds (the header's timestamp)."""
+        return self.published_us / 1e6
+
+    def __repr__(self):
+        return (f"<InEvent {self.topic!r} id={self.event_id.hex()} "
+                f"signed={bool(self.signed)} duplicate={bool(self.duplicate)}>")
+
+
+@cython.auto_pickle(False)
+cdef class EventInbox:
+    """The checks of one subscription (see the file's comment for the order).
+
+    ``EventInbox(topic, *, secrets, max_age=120.0, window=30.0,
+    replay_quota=1_500_000, clock=None)``: `secrets` a zmicro.security
+    MacSecrets (None: insecure, unsigned events accepted), `max_age` how old
+    an event may be, `window` how far ahead of our clock, `replay_quota`
+    how many acked event ids it remembers at once (beyond: "replay_full"),
+    `clock` a callable returning Unix seconds (tests). Not thread-safe
+    beyond the GIL: call it from one thread, or with the GIL held (it is
+    all C but for large MACs)."""
+
+    def __init__(self, str topic, *, secrets, double max_age=120.0, double window=30.0,
+                 size_t replay_quota=1_500_000, clock=None):
+        _late_imports()
+        _check_topic(topic)
+        if not max_age > 0 or not window > 0:
+            raise ValueError("max_age and window must be positive seconds")
+        if replay_quota < 1:
+            raise ValueError("replay_quota must be positive")
+        self.topic = topic
+        self.name = (_TOPIC_PREFIX + topic).encode()
+        self.keys = KeySource(secrets) if secrets is not None else None
+        self.max_age = max_age
+        self.window = window
+        self.max_age_us = <int64_t>(max_age * 1e6)
+        self.window_us = <int64_t>(window * 1e6)
+        zm_replay_init(&self.acked_set, replay_quota)
+        self.clock = clock
+        self.refused = dict.fromkeys(EVENT_REFUSALS, 0)
+
+    def __dealloc__(self):
+        zm_replay_free(&self.acked_set)
+
+    cdef int64_t now_us(self) except? -1:
+        if self.clock is not None:
+            return <int64_t>(self.clock() * 1e6)
+        return _realtime_us()
+
+    cdef object _refuse(self, str reason):
+        self.refused[reason] += 1
+        return _EventRefused(reason)
+
+    def check(self, data):
+        """The InEvent of the event frame `data` (a bytes-like), or raise
+        zmicro.errors.EventRefused(reason) (EVENT_REFUSALS)."""
+        cdef Py_buffer view
+        cdef zm_slice frame
+        cdef zm_header h
+        cdef zm_frame_view v
+        cdef zm_slice items[ZM_FRAME_MAX + 1]
+        cdef size_t n
+        cdef int rc, failure
+        cdef int64_t now, ts
+        cdef bint signed = False, duplicate = False
+        cdef InEvent ev
+        cdef Keyring ring
+        cdef uint32_t i
+        self.n_checked += 1
+        view_get(data, &view, &frame)
+        try:
+            # 1-2. one frame, BODY_INLINE, at most EVENT_MAX; version; kind
+            if frame.len > ZM_EVENT_MAX:
+                raise self._refuse("malformed")
+            rc = zm_frame_parse(&frame, 1, 0, &h, &v)
+            if rc == ZM_E_VERSION:
+                raise self._refuse("version")
+            if rc == ZM_E_KIND:
+                raise self._refuse("kind")
+            if rc != ZM_OK or not v.inline_body:
+                raise self._refuse("malformed")
+            if h.kind != ZM_KIND_EVENT:
+                raise self._refuse("kind")
+            # 4. the topic this inbox subscribes to
+            if not same_bytes(self.name, h.service.ptr, h.service.len):
+                raise self._refuse("wrong_topic")
+            # 5-6. sizes, key id, MAC: the one MAC path (Keyring.verify)
+            if self.keys is not None:
+                ring = self.keys.ring_slice(h.service, monotonic())
+                n = mac_items(&v, &frame, NULL, items)
+                failure = ring.verify(&h, items, n, v.tag)
+                if failure != MAC_OK:
+                    raise self._refuse(_MAC_REASON[failure])
+                signed = True
+            # 6. time: at most `window` ahead, at most `max_age` behind
+            now = self.now_us()
+            ts = <int64_t>h.timestamp_us if h.timestamp_us < 0x7FFFFFFFFFFFFFFF else -1
+            if ts > now + self.window_us:
+                raise self._refuse("future")
+            if ts < 0 or ts < now - self.max_age_us:
+                raise self._refuse("stale")
+            # 7. acked set (only 16-byte nonces can be remembered)
+            if h.nonce.len == ZM_NONCE_SIZE:
+                if zm_replay_contains(&self.acked_set, h.nonce.ptr,
+                                      _seconds_up(now)) == ZM_E_REPLAY:
+                    duplicate = True
+                    self.n_duplicates += 1
+                else:
+                    rc = zm_replay_room(&self.acked_set, 0, _seconds_up(now))
+                    if rc == ZM_E_REPLAY_FULL:
+                        raise self._refuse("replay_full")
+                    if rc != ZM_OK:
+                        raise_zm(rc)
+            ev = InEvent.__new__(InEvent)
+            ev.topic = self.topic
+            ev.event_id = _data(h.nonce)
+            ev.request_id = h.request_id
+            ev.published_us = <uint64_t>ts
+            ev.content_type = _text(h.content_type)
+            ev.metadata = {_text(h.metadata[i].key):
+                           _data(h.metadata[i].value).decode("utf-8", "surrogateescape")
+                           for i in range(h.n_metadata)}
+            ev.principal = _text(h.principal)
+            ev.trace_id_high = h.trace_hi
+            ev.trace_id_low = h.trace_lo
+            ev.span_id = h.span_id
+            ev.body = _data(v.body)
+            ev.signed = signed
+            ev.duplicate = duplicate
+            ev.inbox = self
+            return ev
+        finally:
+            PyBuffer_Release(&view)
+
+    def acked(self, InEvent event not None):
+        """`event` was handled: remember its id until it is older than
+        max_age, so later copies come back with duplicate=True. An event
+        without a 16-byte id cannot be remembered (unsigned, not ours)."""
+        cdef int rc
+        if event.inbox is not self:
+            raise ValueError("this event was checked by another inbox")
+        if len(event.event_id) != ZM_NONCE_SIZE:
+            return
+        rc = zm_replay_insert(&self.acked_set, <const uint8_t *>PyBytes_AS_STRING(event.event_id),
+                              0, _seconds_up(<int64_t>event.published_us + self.max_age_us),
+                              _seconds_up(self.now_us()))
+        if rc != ZM_OK and rc != ZM_E_REPLAY and rc != ZM_E_REPLAY_FULL:
+            # REPLAY: acked twice (a duplicate acked again); FULL: checked
+            # when it arrived, filled since: it may run once more.
+            raise_zm(rc)
+
+    def stats(self):
+        """``checked``, ``refused`` (all reasons), ``duplicates``,
+        ``remembered`` (acked ids held, expired ones not purged yet
+        included), and ``refused_<reason>`` per reason."""
+        out = {"checked": self.n_checked, "refused": sum(self.refused.values()),
+               "duplicates": self.n_duplicates, "remembered": self.acked_set.count}
+        for reason, count in self.refused.items():
+            out["refused_" + reason] = count
+        return out
+
+    def __repr__(self):
+        return f"<EventInbox {self.topic!r} insecure={self.keys is None}>"
