@@ -20,6 +20,42 @@ cdef class Endpoint:
     cdef object last_decode           # its decoder (from the codec's cache)
 
 
+cdef class TopicSub:
+    """One subscription of a ServerCore to a topic (the embedded broker's)."""
+
+    cdef readonly str topic
+    cdef bytes name                   # "zmicro.topic.<topic>" in UTF-8, matched against headers
+    cdef object on_delivery           # (EventDelivery) -> Any, on the server's thread
+    cdef readonly uint32_t max_in_flight
+    cdef readonly uint32_t in_flight  # deliveries handed out, not ended
+    cdef Keyring ring                 # the topic's key (answers); None: insecure
+
+
+cdef enum DeliveryEnd:
+    END_NONE = 0                      # not ended yet
+    END_ACK = 1                       # reply, empty body
+    END_NACK = 2                      # error UNAVAILABLE (+ retry-after-ms)
+    END_TERM = 3                      # error FAILED_PRECONDITION / UNAUTHENTICATED
+
+
+cdef class EventDelivery:
+    """One event handed to a subscription; ended once, from any thread."""
+
+    cdef ServerCore core
+    cdef TopicSub sub
+    cdef readonly bytes data          # the event frame
+    cdef readonly object user_id      # the publisher's Curve key (Z85), None insecure
+    cdef readonly object deliveries   # None: the embedded path cannot know
+    cdef bytes peer                   # routing id of the publisher's connection
+    cdef uint64_t request_id          # echoed in the answer
+    cdef bytes nonce                  # the event's nonce as received: the answer's binding
+    cdef int end                      # DeliveryEnd
+    cdef double delay                 # nack: seconds (< 0: none given)
+    cdef str reason                   # term
+
+    cdef int _end(self, int how) except -1
+
+
 cdef class ServerCore:
     """The receive loop and dispatch of one service (one ROUTER socket)."""
 
@@ -71,6 +107,8 @@ cdef class ServerCore:
     cdef str last_uid_str             # as a str,
     cdef bint last_uid_ok             # and whether `allowed` holds it
     cdef object rpc_error             # zmicro.errors.RPCError
+    cdef dict subs                    # topic name (bytes, "zmicro.topic.<t>") -> TopicSub
+    cdef uint32_t events_in_flight    # deliveries of every subscription, not ended
     # counters (stats())
     cdef uint64_t n_requests          # requests admitted or refused
     cdef uint64_t n_malformed         # frames dropped: bad layout or header
@@ -82,10 +120,18 @@ cdef class ServerCore:
     cdef uint64_t n_expired           # requests whose deadline passed before their
                                       # inline handler's turn came
     cdef uint64_t n_parked            # answers that waited for room to be sent
+    cdef uint64_t n_events            # event messages handed to a subscription
+    cdef uint64_t n_events_acked      # acks sent
+    cdef uint64_t n_events_nacked     # nacks sent
+    cdef uint64_t n_events_refused    # events refused here (frame, caller, topic,
+                                      # capacity) or terminated by the subscriber
 
     cdef int _drain(self, int budget) except -1
     cdef int _handle_safely(self, Incoming *m) except -1
     cdef int _handle(self, Incoming *m) except -1
+    cdef int _handle_event(self, Incoming *m) except -1
+    cdef int _completed(self) except -1
+    cdef int _end_delivery(self, EventDelivery d) except -1
     cdef int _dispatch(self, Incoming *m, Keyring ring, const char *uid,
                        double now) except -1
     cdef int _run_inline(self, Endpoint ep, object request, Context ctx,

@@ -46,6 +46,17 @@
 # Refusals up to 14 carry NOT_PROCESSED. Every answer of a secure server is
 # signed with the key of the service the request named and bound to the
 # request's nonce.
+#
+# An event (kind 8, §4.6) leaves that path after check 2, for
+# _handle_event(): 1 frame (one frame, body inline, at most ZM_EVENT_MAX,
+# else dropped), 3 caller, 4 topic (a subscription of this node, else
+# UNAVAILABLE; not a topic name: INVALID_ARGUMENT), 9 draining
+# (UNAVAILABLE), 11 capacity (the subscription's max_in_flight, else
+# RESOURCE_EXHAUSTED), all NOT_PROCESSED; then the subscription's callback
+# gets an EventDelivery, and its EventInbox (Python, every broker alike)
+# checks the MAC, the age and duplicates. The delivery's ack (a reply),
+# nack or term (errors) go out through _send like every answer, from this
+# thread, signed with the topic's key and bound to the event's nonce.
 
 import collections as _collections
 import contextvars as _contextvars
@@ -99,7 +110,14 @@ cdef double PARKED_RETRY = 0.005
 #: The keys of ServerCore.stats(), in order (what a service reports before
 #: its core exists, too: empty_stats()).
 STATS_KEYS = ("requests", "in_flight", "replies", "errors", "malformed", "unexpected",
-              "cancels", "replies_dropped", "unauthenticated", "expired", "replies_parked")
+              "cancels", "replies_dropped", "unauthenticated", "expired", "replies_parked",
+              "events", "events_acked", "events_nacked", "events_refused")
+
+# Term reasons that are a refused MAC check (EventInbox): answered
+# UNAUTHENTICATED, as a request refused at checks 5-7 is.
+cdef frozenset _MAC_REFUSALS = frozenset({"unsigned", "unknown_key", "bad_mac", "stale",
+                                          "future", "replay_full"})
+cdef bint _delivery_registered = False
 
 
 def empty_stats():
@@ -166,6 +184,65 @@ async def _run_async(handler, request, Context ctx):
 
 
 @cython.auto_pickle(False)
+cdef class TopicSub:
+    """A subscription of a ServerCore (add_subscription); made by the core."""
+
+    def __init__(self):
+        raise TypeError("TopicSub objects are made by ServerCore.add_subscription()")
+
+
+@cython.auto_pickle(False)
+cdef class EventDelivery:
+    """One event a ServerCore hands to a subscription: a
+    zmicro.broker.base.Delivery. ``data`` is the event frame, ``user_id``
+    the publisher's Curve key (Z85; None insecure), ``deliveries`` None.
+    End it once with ack(), nack() or term(), from any thread: the answer
+    goes out from the server's own thread. Later calls do nothing."""
+
+    def __init__(self):
+        raise TypeError("EventDelivery objects are made by the ServerCore")
+
+    def ack(self):
+        """Handled: answer with a reply (empty body)."""
+        self._end(END_ACK)
+
+    def nack(self, *, delay=None):
+        """Not handled: answer UNAVAILABLE; with `delay` (seconds), the
+        publisher is asked to wait that long (metadata retry-after-ms)."""
+        if delay is not None:
+            delay = float(delay)
+            if not 0 <= delay < 1e9:
+                raise ValueError(f"delay must be seconds >= 0, not {delay!r}")
+        if self.end == END_NONE:
+            self.delay = -1.0 if delay is None else delay
+        self._end(END_NACK)
+
+    def term(self, str reason not None):
+        """Never again: answer FAILED_PRECONDITION with `reason` as detail
+        (UNAUTHENTICATED, not processed, for a refused MAC check: an
+        EventRefused reason)."""
+        if self.end == END_NONE:
+            self.reason = reason
+        self._end(END_TERM)
+
+    @property
+    def ended(self):
+        return self.end != END_NONE
+
+    cdef int _end(self, int how) except -1:
+        # Under the GIL, with nothing in between that could release it: one
+        # caller wins, whatever the threads.
+        if self.end != END_NONE:
+            return 0
+        self.end = how
+        self.core.completions.append((self, None))
+        return self.core._completed()
+
+    def __repr__(self):
+        return f"<EventDelivery {self.sub.topic!r} request_id={self.request_id}>"
+
+
+@cython.auto_pickle(False)
 cdef class ServerCore:
     """Receives requests on `zsock` (a bound pyzmq ROUTER), runs endpoints,
     answers. Used by zmicro.Service; one thread (or event loop) drives it.
@@ -215,6 +292,7 @@ cdef class ServerCore:
         self.wake_lock = _threading.Lock()
         self.logger = logger or _logging.getLogger("zmicro.server")
         self.rpc_error = _RPCError
+        self.subs = {}
         if secrets is not None:
             self.keys = KeySource(secrets, service=service, max_rings=OTHER_RINGS)
         self.allowlist = allowlist
@@ -309,7 +387,7 @@ cdef class ServerCore:
         cdef double now = monotonic()
         if now >= self.drain_until:
             return True
-        return (self.in_flight == 0 and not self.parked
+        return (self.in_flight == 0 and self.events_in_flight == 0 and not self.parked
                 and now >= self.last_reply_at + self.close_delay)
 
     def attach(self, loop):
@@ -390,6 +468,8 @@ cdef class ServerCore:
             return 0
         kind = m.h.kind
         if kind != ZM_KIND_REQUEST and kind != ZM_KIND_CANCEL and kind != ZM_KIND_PING:
+            if kind == ZM_KIND_EVENT:
+                return self._handle_event(m)
             self.n_unexpected += 1
             return 0
         now = monotonic()
@@ -472,9 +552,157 @@ cdef class ServerCore:
                 self.on_refused(reason, self._user_id(uid), _text(m.h.endpoint))
             except Exception:
                 self.logger.exception("zmicro: the audit hook failed")
-        if m.h.kind == ZM_KIND_REQUEST or m.h.kind == ZM_KIND_PING:
+        if m.h.kind == ZM_KIND_REQUEST or m.h.kind == ZM_KIND_PING or m.h.kind == ZM_KIND_EVENT:
             self._refuse(m, ring, C_UNAUTHENTICATED, "unauthenticated")
         return 1
+
+    # -- events (protocol.md §4.6) -----------------------------------------
+
+    def add_subscription(self, str topic not None, on_delivery, uint32_t max_in_flight):
+        """Hand this node's events on `topic` to `on_delivery(EventDelivery)`,
+        called on the server's thread (it must not block), at most
+        `max_in_flight` not ended at once (beyond: RESOURCE_EXHAUSTED to the
+        publisher). One subscription per topic (ValueError). Callable from
+        any thread."""
+        global _delivery_registered
+        cdef TopicSub sub
+        _late_imports()
+        _check_topic(topic)
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        if not _delivery_registered:
+            from zmicro.broker.base import Delivery
+            Delivery.register(EventDelivery)
+            _delivery_registered = True
+        name = _TOPIC_PREFIX + topic
+        key = name.encode()
+        if key in self.subs:
+            raise ValueError(f"{self.service} subscribes to {topic!r} already")
+        sub = TopicSub.__new__(TopicSub)
+        sub.topic = topic
+        sub.name = key
+        sub.on_delivery = on_delivery
+        sub.max_in_flight = max_in_flight
+        if self.keys is not None:  # the secrets' own ring: rotated in place
+            sub.ring = <Keyring?>self.keys.secrets.keyring(name)
+        self.subs[key] = sub  # one dict store: the server's thread sees it whole
+
+    def remove_subscription(self, str topic not None):
+        """Stop handing `topic`'s events over (later ones: UNAVAILABLE);
+        deliveries already handed out can still be ended. Idempotent."""
+        _late_imports()
+        self.subs.pop((_TOPIC_PREFIX + topic).encode(), None)
+
+    def subscriptions(self):
+        """topic -> (in_flight, max_in_flight), for stats."""
+        return {(<TopicSub>sub).topic: ((<TopicSub>sub).in_flight, (<TopicSub>sub).max_in_flight)
+                for sub in self.subs.values()}
+
+    cdef int _handle_event(self, Incoming *m) except -1:
+        """An event for this node (the file's comment: checks 1, 3, 4, 9, 11)."""
+        cdef Keyring ring = None
+        cdef const char *uid = NULL
+        cdef TopicSub sub
+        cdef EventDelivery d
+        cdef double now
+        # 1. frame: one frame (after the routing id), body inline, bounded
+        if m.r.n != 2 or not m.v.inline_body or m.r.slices[1].len > ZM_EVENT_MAX:
+            self.n_malformed += 1
+            self.n_events_refused += 1
+            return 0
+        sub = self.subs.get(_data(m.h.service)) if self.subs else None
+        if self.keys is not None:
+            now = monotonic()
+            uid = ZMQ.msg_gets(&m.r.msgs[m.v.header], b"User-Id")
+            if sub is not None:
+                self.keys.tick(now)
+                ring = sub.ring
+            else:
+                ring = self.keys.ring_slice(m.h.service, now)
+            # 3. caller
+            if not self._caller_allowed(uid, now):
+                self.n_events_refused += 1
+                return self._refused_caller(m, ring, "revoked", uid)
+        # 4. topic; 9. draining; 11. capacity
+        if sub is None or self.draining or sub.in_flight >= sub.max_in_flight:
+            self.n_events_refused += 1
+            if sub is not None and not self.draining:
+                return self._refuse(m, ring, C_RESOURCE_EXHAUSTED,
+                                    f"{self.service} is busy ({sub.in_flight} events of "
+                                    f"{sub.topic!r} in flight)")
+            if self.draining:
+                return self._refuse(m, ring, C_UNAVAILABLE, f"{self.service} is shutting down")
+            service = _text(m.h.service)
+            if not service.startswith(_TOPIC_PREFIX):
+                return self._refuse(m, ring, C_INVALID_ARGUMENT,
+                                    f"{service!r} is not a topic name")
+            return self._refuse(m, ring, C_UNAVAILABLE,
+                                f"this node does not subscribe to {service[len(_TOPIC_PREFIX):]!r}")
+        d = EventDelivery.__new__(EventDelivery)
+        d.core = self
+        d.sub = sub
+        d.data = _data(m.r.slices[1])
+        d.user_id = self._user_id(uid)
+        d.peer = _data(m.r.slices[0])
+        d.request_id = m.h.request_id
+        d.nonce = _data(m.h.nonce)
+        sub.in_flight += 1
+        self.events_in_flight += 1
+        self.n_events += 1
+        try:
+            sub.on_delivery(d)
+        except Exception:
+            self.logger.exception("zmicro: the delivery callback of %r failed", sub.topic)
+            d._end(END_NACK)  # (nothing if it ended the delivery before failing)
+        return 0
+
+    cdef int _completed(self) except -1:
+        """Something was put in `completions` (from any thread): make the
+        socket's thread flush it."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._flush_from_loop)
+        else:
+            self._wake()
+        return 0
+
+    cdef int _end_delivery(self, EventDelivery d) except -1:
+        """Answer an ended delivery (on the socket's thread): ack = reply,
+        nack = UNAVAILABLE (+ retry-after-ms), term = FAILED_PRECONDITION or
+        UNAUTHENTICATED; signed with the topic's key, bound to its nonce."""
+        cdef zm_header h
+        cdef zm_slice peer, bind
+        cdef TopicSub sub = d.sub
+        cdef dict meta = None
+        cdef str detail
+        sub.in_flight -= 1
+        self.events_in_flight -= 1
+        peer.ptr = <const uint8_t *>PyBytes_AS_STRING(d.peer)
+        peer.len = <size_t>PyBytes_GET_SIZE(d.peer)
+        bind.ptr = <const uint8_t *>PyBytes_AS_STRING(d.nonce)
+        bind.len = <size_t>PyBytes_GET_SIZE(d.nonce)
+        if d.end == END_ACK:
+            header_init(&h, ZM_KIND_REPLY, d.request_id)
+            self.n_events_acked += 1
+        else:
+            header_init(&h, ZM_KIND_ERROR, d.request_id)
+            if d.end == END_NACK:
+                h.status = <uint16_t>C_UNAVAILABLE
+                detail = "not handled yet (nack)"
+                if d.delay >= 0:
+                    meta = {"retry-after-ms": str(<uint64_t>(d.delay * 1000 + 0.5))}
+                    fill_metadata(meta, &h)
+                self.n_events_nacked += 1
+            else:
+                detail = _clip(d.reason)
+                if d.reason in _MAC_REFUSALS:
+                    h.status = <uint16_t>C_UNAUTHENTICATED
+                    h.flags = ZM_FLAG_NOT_PROCESSED
+                else:
+                    h.status = <uint16_t>C_FAILED_PRECONDITION
+                self.n_events_refused += 1
+            _slice_text(detail, &h.detail)
+            _slice_text(self.service, &h.service)
+        return self._send(&peer, &h, None, sub.ring, &bind, reply_limit(0, self.max_frame))
 
     cdef str _not_ours(self, Incoming *m):
         return f"this node serves {self.service!r}, not {_text(m.h.service)!r}"
@@ -685,10 +913,7 @@ cdef class ServerCore:
     def _pool_done(self, Context ctx, fut):
         # In a pool thread: hand the outcome to the socket's thread.
         self.completions.append((ctx, fut))
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._flush_from_loop)
-        else:
-            self._wake()
+        self._completed()
 
     def _flush_from_loop(self):
         self._flush_completions()
@@ -696,7 +921,11 @@ cdef class ServerCore:
     cdef int _flush_completions(self) except -1:
         cdef Context ctx
         while self.completions:
-            ctx, fut = self.completions.popleft()
+            item, fut = self.completions.popleft()
+            if fut is None:  # an ended event delivery
+                self._end_delivery(<EventDelivery>item)
+                continue
+            ctx = <Context>item
             self.in_flight -= 1
             self.running.pop((ctx.peer, ctx.request_id), None)
             if fut.cancelled():
@@ -957,5 +1186,6 @@ cdef class ServerCore:
                   sum(n for name, n in codes.items() if name != "OK"),
                   self.n_malformed, self.n_unexpected, self.n_cancels,
                   self.n_replies_dropped, self.n_unauthenticated, self.n_expired,
-                  self.n_parked)
+                  self.n_parked, self.n_events, self.n_events_acked, self.n_events_nacked,
+                  self.n_events_refused)
         return dict(zip(STATS_KEYS, values))
