@@ -13,13 +13,13 @@ the backend promises beyond the contract.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from zmicro import _core
 from zmicro.broker import Broker
 from zmicro.broker.memory import MemoryBroker
 
@@ -109,14 +109,14 @@ def timeline(impl, broker, clock) -> Timeline:
 
 @pytest.fixture
 def frame():
-    """frame(topic, body=b"...") -> (data, event_id): opaque bytes standing
-    for an event frame, for tests of the broker alone (until the core's
-    encode_event is there)."""
-    counter = itertools.count(1)
+    """frame(topic, body=b"...") -> (data, event_id): an unsigned event
+    frame as a publisher makes it (``encode_event``), for tests of the
+    broker alone: every frame is distinct (its event id is random)."""
+    request_ids = itertools.count(1)
 
     def make(topic: str, body: bytes = b"payload") -> tuple[bytes, bytes]:
-        event_id = os.urandom(16)
-        return b"%s|%d|%s|" % (topic.encode(), next(counter), event_id.hex().encode()) + body, event_id
+        return _core.encode_event(topic, body, secrets=None, request_id=next(request_ids),
+                                  content_type="application/octet-stream")
 
     return make
 
