@@ -589,16 +589,20 @@ class Service:
     def _make_topic_records(self, address: str, serving: bool) -> list[ServiceRecord]:
         """One record per subscription, when the broker finds subscribers
         through the registry (the embedded one): name ``zmicro.topic.<topic>``,
-        version = the queue group ("" for broadcast)."""
-        if not getattr(self._broker, "registers_topics", False):
+        version = the queue group ("" for broadcast), the node's metadata
+        the service's name and health, plus what the broker's
+        ``topic_node_metadata(options)`` adds (the subscriber's redelivery
+        policy, which the publisher follows), if it has one."""
+        broker = self._broker
+        if not getattr(broker, "registers_topics", False):
             return []
-        node_metadata = {"service": self.name,
-                         "health": "serving" if serving else "not_serving"}
+        extra = getattr(broker, "topic_node_metadata", None)
+        base = {"service": self.name, "health": "serving" if serving else "not_serving"}
         return [
             ServiceRecord(name=TOPIC_PREFIX + topic, version=sub.options.queue or "",
                           metadata={"zmicro.kind": "topic"}, endpoints=(),
                           nodes=(Node(id=self._node_id, address=address,
-                                      metadata=node_metadata,
+                                      metadata={**(extra(sub.options) if extra else {}), **base},
                                       public_key=self._security.public_key),))
             for topic, sub in self._subscribers.items()]
 

@@ -6,8 +6,9 @@ takes the pytest request (for other fixtures, e.g.
 ``request.getfixturevalue("nats_url")``), the test's fake clock and the
 broker options a test asks for (``max_pending``: events a group, or the
 publisher, holds before publish waits; a backend that has no such bound
-ignores it and says ``publish_blocks=False``), and the flags that say what
-the backend promises beyond the contract.
+ignores it and says ``publish_blocks=False``), the flags that say what
+the backend promises beyond the contract, and the registry Services
+subscribing through it use.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 from zmicro import _core
 from zmicro.broker import Broker
 from zmicro.broker.memory import MemoryBroker
+from zmicro.registry import MemoryRegistry, Registry
 
 from ..helpers import UNIX_START, FakeClock
 
@@ -47,6 +49,13 @@ class Impl:
     publish_blocks: bool = True
     #: Delivery.deliveries is counted (embedded: None, the subscriber cannot know).
     counts_deliveries: bool = True
+    #: The registry a Service subscribing through this broker must use
+    #: (embedded: the one its publishers look subscribers up in); None: any
+    #: (a fresh MemoryRegistry).
+    registry_of: Callable[[Broker], Registry] | None = None
+
+    def service_registry(self, broker: Broker) -> Registry:
+        return self.registry_of(broker) if self.registry_of is not None else MemoryRegistry()
 
 
 IMPLEMENTATIONS: dict[str, Impl] = {

@@ -396,9 +396,14 @@ def test_outside_a_handler_there_is_no_trace(mem, zmicro_serve):
 
 
 class RegisteringBroker(MemoryBroker):
-    """A broker that finds subscribers through the registry (as the embedded one)."""
+    """A broker that finds subscribers through the registry (as the embedded
+    one), and wants each subscription's policy in its record."""
 
     registers_topics = True
+
+    @staticmethod
+    def topic_node_metadata(options):
+        return {"test.max_deliveries": str(options.max_deliveries)}
 
 
 def test_topic_records_follow_the_service(zmicro_keys, zmicro_serve):
@@ -406,7 +411,7 @@ def test_topic_records_follow_the_service(zmicro_keys, zmicro_serve):
     broker = RegisteringBroker()
     try:
         svc = zmicro.Service("billing", broker=broker, registry=registry)
-        svc.subscriber("order.created", queue="billing")(Handled())
+        svc.subscriber("order.created", queue="billing", max_deliveries=7)(Handled())
         svc.subscriber("order.paid")(Handled())
         with zmicro.testing.serving(svc):
             (created,) = registry.get(TOPIC_PREFIX + "order.created")
@@ -415,7 +420,8 @@ def test_topic_records_follow_the_service(zmicro_keys, zmicro_serve):
             assert created.metadata == {"zmicro.kind": "topic"} and created.endpoints == ()
             (node,) = created.nodes
             assert node.id == svc._node_id and node.address == svc.address
-            assert node.metadata == {"service": "billing", "health": "serving"}
+            assert node.metadata == {"service": "billing", "health": "serving",
+                                     "test.max_deliveries": "7"}
             assert node.public_key == svc._security.public_key
             svc.set_serving(False)
             eventually(lambda: registry.get(TOPIC_PREFIX + "order.paid")[0].nodes[0]

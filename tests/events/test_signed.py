@@ -26,7 +26,6 @@ from zmicro import _core
 from zmicro.auth import Policy, Rule, topic_resource
 from zmicro.broker import Broker, DeadLetter
 from zmicro.errors import Code, RPCError
-from zmicro.registry import MemoryRegistry
 from zmicro.security import MacSecrets
 
 from ..helpers import eventually
@@ -93,7 +92,7 @@ def publisher(fake_broker, zmicro_keys):
 class Subscribed:
     """A secure service subscribed to `topic` through the fake broker."""
 
-    def __init__(self, fake_broker: Tampering, serve, topic: str = "order.created",
+    def __init__(self, fake_broker: Tampering, serve, registry, topic: str = "order.created",
                  **options) -> None:
         policy = options.pop("policy", None)
         blocking_gate: threading.Event | None = options.pop("gate", None)
@@ -101,7 +100,6 @@ class Subscribed:
         self.lock = threading.Lock()
         self.running = 0
         self.most_running = 0
-        registry = getattr(fake_broker.inner, "registry", None) or MemoryRegistry()
         self.service = zmicro.Service("billing", broker=fake_broker, registry=registry,
                                       policy=policy)
 
@@ -134,9 +132,10 @@ class Subscribed:
 
 
 @pytest.fixture
-def subscribed(fake_broker, zmicro_serve, zmicro_keys):
+def subscribed(impl, fake_broker, zmicro_serve, zmicro_keys):
     def make(**options) -> Subscribed:
-        return Subscribed(fake_broker, zmicro_serve, **options)
+        return Subscribed(fake_broker, zmicro_serve, impl.service_registry(fake_broker.inner),
+                          **options)
 
     return make
 
