@@ -341,6 +341,7 @@ class _Subscriber:
         self._codecs = codecs()
         self._decoders: dict[str, Callable[[Any], Any] | None] = {}
         self._draining = False
+        self._active = 0   # (a previous run's handlers cancelled by its close)
         self._subscription = broker.subscribe(self.topic, self.on_delivery, self.options)
 
     def drain(self) -> None:

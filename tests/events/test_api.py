@@ -20,7 +20,7 @@ import zmq
 import zmicro
 from zmicro import Code, EventContext, Nack, Publisher, Reject, RPCError
 from zmicro.auth import Policy, Rule, topic_resource
-from zmicro.broker import TOPIC_PREFIX
+from zmicro.broker import TOPIC_PREFIX, SubscribeOptions
 from zmicro.broker.memory import MemoryBroker
 from zmicro.registry import MemoryRegistry
 
@@ -320,6 +320,54 @@ def test_rbac_rules_on_the_topic_decide_who_may_publish(mem, pub, zmicro_serve):
     (letter,) = dead(mem)
     assert (letter.queue, letter.reason) == ("billing", "PERMISSION_DENIED: permission denied")
     assert len(denied) == 0
+
+
+class TransportKeyBroker(MemoryBroker):
+    """Deliveries say they came over a connection authenticated as `key`
+    (what the embedded broker's deliveries carry: the Curve User-Id)."""
+
+    def __init__(self, key: str | None, **kw) -> None:
+        super().__init__(**kw)
+        self.key = key
+
+    def subscribe(self, topic, on_delivery, options=SubscribeOptions()):
+        def with_key(delivery):
+            delivery.user_id = self.key
+            on_delivery(delivery)
+
+        return super().subscribe(topic, with_key, options)
+
+
+@pytest.mark.parametrize("transport", ["admin", "stranger"])
+def test_rules_see_the_transport_key_before_the_signed_principal(zmicro_keys, zmicro_serve,
+                                                                 transport):
+    admin_key, _ = zmq.curve_keypair()
+    stranger_key, _ = zmq.curve_keypair()
+    store = zmicro.security.KeyStore(zmicro_keys)
+    store.trust(admin_key.decode(), name="admin-node", roles={"admin"})
+    key = (admin_key if transport == "admin" else stranger_key).decode()
+    broker = TransportKeyBroker(key)
+    try:
+        # The publisher's own key (role "self", its signed principal) may
+        # publish too: only the transport key decides.
+        svc = service(broker, policy=Policy(rules=[
+            Rule(topic_resource("order.*", "publish"), ["admin", "self"])]))
+        handled = Handled()
+        svc.subscriber("order.created")(handled)
+        zmicro_serve(svc)
+        eventually(lambda: "admin" in svc._security.principal_for(admin_key.decode()).roles,
+                   "the trusted admin key")
+        with Publisher(broker=broker) as pub:
+            pub.publish("order.created", OrderCreated(id=1))
+        if transport == "admin":
+            ((_, ctx),) = handled.wait(1)
+            assert ctx.user_id == key and ctx.principal.name == "admin-node"
+        else:
+            (letter,) = dead(broker)
+            assert letter.reason == "UNAUTHENTICATED: authentication required"
+            assert len(handled) == 0
+    finally:
+        broker.close()
 
 
 def test_an_insecure_subscriber_accepts_unsigned_events(mem, zmicro_serve):
