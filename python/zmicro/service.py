@@ -49,6 +49,15 @@ every request must carry a valid MAC under the service's key
 seen before, and every reply is signed.
 ``policy=`` (:class:`zmicro.auth.Policy`) adds end-user tokens, rules and
 rate limits in front of the handlers; ``ctx.principal`` names the caller.
+
+Events: ``@svc.subscriber(topic, queue=...)`` runs a function for each
+event published to ``topic`` (:mod:`zmicro.events`) through the service's
+broker (``broker=``; default: the embedded one, on this service's own
+socket). Subscriptions start once the socket is bound, before the service
+registers; on stop they run no new handler, wait for the running ones
+(within ``grace``) and close before the socket does. Service names
+starting with ``zmicro.`` are reserved (topics are named
+``zmicro.topic.<topic>``).
 """
 
 from __future__ import annotations
@@ -78,6 +87,8 @@ from .registry import Endpoint as EndpointRecord
 from .auth import Policy
 from .auth.audit import audit
 from .auth.principal import ANONYMOUS
+from .broker.base import TOPIC_PREFIX, Broker, SubscribeOptions, check_topic
+from .events import _default_broker, _Subscriber, wait_idle
 from .registry import Node, Registry, ServiceRecord, default_registry
 from .security import KeyStore, Security
 
@@ -121,7 +132,9 @@ def _types_of(fn: Callable[..., Any]) -> tuple[Any, Any]:
     """(request annotation, return annotation), Any where missing."""
     try:
         params = list(inspect.signature(fn).parameters.values())
-        hints = typing.get_type_hints(fn)
+        # An object with __call__: its hints are the method's.
+        hints = typing.get_type_hints(
+            fn if inspect.isroutine(fn) or inspect.isclass(fn) else type(fn).__call__)
     except (TypeError, ValueError, NameError):
         return Any, Any
     request = hints.get(params[0].name, Any) if params else Any
@@ -185,10 +198,16 @@ class Service:
         max_watchers: int = 64,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         health_public: bool = True,
+        broker: Broker | None = None,
     ) -> None:
         if not name or "/" in name or ":" in name:
             # ':' separates service and endpoint in authorization resources.
             raise ValueError(f"invalid service name {name!r}")
+        if name.startswith(health.RESERVED_PREFIX):
+            # Topics are zmicro.topic.<topic>: a service of that name would
+            # share a topic's MAC key, registry record and RBAC resource.
+            raise ValueError(f"invalid service name {name!r}: names starting with "
+                             f"{health.RESERVED_PREFIX!r} are reserved")
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         if not grace >= 0:  # (NaN too)
@@ -199,6 +218,7 @@ class Service:
         self.version = version
         self.metadata = dict(metadata or {})
         self._security = Security.resolve(insecure=insecure, keys=keys, mac_window=mac_window)
+        self._mac_window = mac_window
         self.insecure = self._security.insecure
         self._secrets = self._security.secrets
         self._policy = policy
@@ -218,6 +238,14 @@ class Service:
         self._max_message_size = max_message_size
         self._zctx = context
         self._handlers: dict[str, _Handler] = {}
+        self._subscribers: dict[str, _Subscriber] = {}
+        self._given_broker = broker
+        # The broker while running: the one given, or a default made (and
+        # closed) per run.
+        self._broker: Broker | None = None
+        self._events_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._drain_until = 0.0
+        self._topic_records: list[ServiceRecord] = []
         self._node_id = f"{name}-{uuid.uuid4().hex[:12]}"
         self._sock: zmq.Socket[Any] | None = None
         self._core: _core.ServerCore | None = None
@@ -276,13 +304,59 @@ class Service:
     def endpoints(self) -> list[str]:
         return sorted(self._handlers)
 
+    # -- events ------------------------------------------------------------
+
+    def subscriber(self, topic: str, *, queue: str | None = None, blocking: bool = False,
+                   max_in_flight: int = 256, max_deliveries: int = 5,
+                   backoff: tuple[float, ...] = (0.1, 1.0, 5.0), ack_wait: float = 30.0,
+                   max_age: float = 120.0) -> Callable[[_Fn], _Fn]:
+        """Decorator: run the function for each event published to
+        ``topic`` (``fn(event, ctx: zmicro.EventContext)``; the event is
+        decoded into the type its first parameter is annotated with). The
+        function is returned as it was.
+
+        ``queue``: the queue group (each event goes to one member of it;
+        None: this service gets every event). ``blocking``: run in the
+        thread pool (sync functions). ``max_in_flight``: deliveries handed
+        to this service and not yet ended, at most. ``max_deliveries``,
+        ``backoff``, ``ack_wait``: redelivery (:class:`SubscribeOptions`).
+        ``max_age``: seconds after which an event is refused as ``stale``
+        (and its id forgotten). One subscription per topic per service."""
+        check_topic(topic)
+        options = SubscribeOptions(queue=queue, max_in_flight=max_in_flight,
+                                   max_deliveries=max_deliveries, backoff=tuple(backoff),
+                                   ack_wait=ack_wait)
+        if not (isinstance(max_age, (int, float)) and 0 < max_age < float("inf")):
+            raise ValueError(f"max_age must be seconds > 0, not {max_age!r}")
+
+        def register(fn: _Fn) -> _Fn:
+            if self._core is not None:
+                raise RuntimeError("add subscribers before the service starts")
+            if topic in self._subscribers:
+                # The header names no group: a node must know from the
+                # topic alone which subscription an event is for.
+                raise ValueError(f"topic {topic!r}: this service subscribes to it already")
+            self._subscribers[topic] = _Subscriber(
+                topic, fn, event_type=_types_of(fn)[0],
+                blocking=blocking or getattr(fn, _BLOCKING_ATTR, False),
+                options=options, max_age=float(max_age))
+            return fn
+
+        return register
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics this service subscribes to."""
+        return sorted(self._subscribers)
+
     # -- lifecycle ---------------------------------------------------------
 
     def run(self) -> None:
         """Serve until stopped (``stop()``, SIGINT, SIGTERM), then
         deregister and close. Blocks; waits in libzmq unless a handler is
         async, then runs an asyncio loop."""
-        if any(h.mode == _core.ASYNC for h in self._handlers.values()):
+        if (any(h.mode == _core.ASYNC for h in self._handlers.values())
+                or any(s.is_async for s in self._subscribers.values())):
             asyncio.run(self.serve())
             return
         # Handlers first: a signal while starting is then a stop request
@@ -308,7 +382,8 @@ class Service:
             self._running.attach(self._loop)
             if not self._stop_event.is_set():
                 await self._async_stop.wait()
-            while not self._running.drained:  # in-flight calls, within the grace
+            # In-flight calls and event handlers, within the grace.
+            while not (self._running.drained and self._events_idle()):
                 await asyncio.sleep(0.02)
             # Closing waits for the deregistration: not on the loop.
             await self._loop.run_in_executor(None, self._await_deregistered)
@@ -327,6 +402,7 @@ class Service:
         self._stop_event.set()
         self._beat_wake.set()
         self._health.drain()
+        self._drain_events()
         if self._core is not None:
             self._core.drain(self._grace)
         if self._loop is not None and self._async_stop is not None:
@@ -353,7 +429,8 @@ class Service:
         """Counters: requests, replies by status code, errors, malformed
         frames dropped, requests in flight, health watches waiting."""
         base = {"service": self.name, "node": self._node_id, "address": self.address,
-                "watchers": self._health.watchers}
+                "watchers": self._health.watchers,
+                "subscriptions": {t: s.stats() for t, s in self._subscribers.items()}}
         if self._core is None:
             return base | _core.empty_stats()
         return base | self._core.stats()
@@ -376,11 +453,12 @@ class Service:
     def _start(self) -> None:
         if self._core is not None:
             raise RuntimeError("the service is already running")
-        if not self._handlers:
-            raise RuntimeError(f"service {self.name!r} has no handlers")
+        if not self._handlers and not self._subscribers:
+            raise RuntimeError(f"service {self.name!r} has no handlers and no subscribers")
         self._stop_event.clear()
         self._beat_wake.clear()
         self._health.reset()
+        self._drain_until = 0.0
         _raise_nofile_limit()
         zctx = self._zctx or zmq.Context.instance()
         sock = zctx.socket(zmq.ROUTER)
@@ -441,7 +519,11 @@ class Service:
             max_message_size=self._max_message_size,
         )
         self._core.local_address = address
+        if self._registry is None:
+            self._registry = default_registry()
+        self._subscribe(interceptors)
         if self._stop_event.is_set():  # stop() came while we were starting
+            self._drain_events()
             self._core.drain(self._grace)
         self._register(address)
         # Last: a service with an address is bound, dispatching and registered.
@@ -449,12 +531,91 @@ class Service:
         log.info("zmicro: %s %s serving %s at %s", self.name, self.version,
                  ", ".join(self.endpoints), address)
 
+    def _subscribe(self, interceptors: list[ServerInterceptor]) -> None:
+        """Start the subscriptions (the socket is bound, the service not
+        yet registered)."""
+        if not self._subscribers:
+            return
+        broker = self._given_broker
+        if broker is None:
+            broker = _default_broker(self._registry, self._security)
+        self._broker = broker
+        attach = getattr(broker, "attach", None)
+        if attach is not None:  # the embedded broker serves on this socket
+            attach(self)
+        if any(s.blocking for s in self._subscribers.values()):
+            self._events_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self._workers, thread_name_prefix=f"zmicro-{self.name}-events")
+        for sub in self._subscribers.values():
+            sub.start(broker, service=self.name, secrets=self._secrets,
+                      window=self._mac_window,
+                      resolve_principal=None if self.insecure else self._security.principal_for,
+                      interceptors=interceptors, executor=self._events_pool,
+                      loop=lambda: self._loop, on_refused=self._event_refused)
+
+    def _event_refused(self, reason: str, user_id: str | None, topic: str) -> None:
+        principal = self._security.principal_for(user_id) if user_id else ANONYMOUS
+        audit("deny", f"mac:{reason}", principal=principal, service=TOPIC_PREFIX + topic,
+              endpoint="publish")
+
+    def _drain_events(self) -> None:
+        if not self._drain_until:
+            self._drain_until = time.monotonic() + self._grace
+        for sub in self._subscribers.values():
+            sub.drain()
+
+    def _events_idle(self) -> bool:
+        return (all(s.idle for s in self._subscribers.values())
+                or time.monotonic() >= self._drain_until)
+
+    def _close_events(self) -> None:
+        """After the drain: close the subscriptions, then a broker made here."""
+        subs = list(self._subscribers.values())
+        wait_idle(subs, self._drain_until)
+        for sub in subs:
+            try:
+                sub.close()
+            except Exception as exc:
+                log.warning("zmicro: %s: closing the subscription to %r: %s",
+                            self.name, sub.topic, exc)
+        if self._events_pool is not None:
+            self._events_pool.shutdown(wait=False, cancel_futures=True)
+            self._events_pool = None
+        if self._broker is not None and self._given_broker is None:
+            self._broker.close()
+        self._broker = None
+        self._drain_until = 0.0
+
+    def _make_topic_records(self, address: str, serving: bool) -> list[ServiceRecord]:
+        """One record per subscription, when the broker finds subscribers
+        through the registry (the embedded one): name ``zmicro.topic.<topic>``,
+        version = the queue group ("" for broadcast), the node's metadata
+        the service's name and health, plus what the broker's
+        ``topic_node_metadata(options)`` adds (the subscriber's redelivery
+        policy, which the publisher follows), if it has one."""
+        broker = self._broker
+        if not getattr(broker, "registers_topics", False):
+            return []
+        extra = getattr(broker, "topic_node_metadata", None)
+        base = {"service": self.name, "health": "serving" if serving else "not_serving"}
+        return [
+            ServiceRecord(name=TOPIC_PREFIX + topic, version=sub.options.queue or "",
+                          metadata={"zmicro.kind": "topic"}, endpoints=(),
+                          nodes=(Node(id=self._node_id, address=address,
+                                      metadata={**(extra(sub.options) if extra else {}), **base},
+                                      public_key=self._security.public_key),))
+            for topic, sub in self._subscribers.items()]
+
     def _register(self, address: str) -> None:
         if self._registry is None:
             self._registry = default_registry()
         self._deregistered.clear()
-        self._record = self._make_record(address, self._health.serving)
+        serving = self._health.serving
+        self._record = self._make_record(address, serving)
         self._registry.register(self._record, ttl=self._ttl)
+        self._topic_records = self._make_topic_records(address, serving)
+        for record in self._topic_records:
+            self._registry.register(record, ttl=self._ttl)
         self._heartbeat = threading.Thread(target=self._beat, args=(self._registry, address),
                                            name=f"zmicro-{self.name}-ttl", daemon=True)
         self._heartbeat.start()
@@ -501,6 +662,10 @@ class Service:
                 record = self._make_record(address, serving)
                 registry.register(record, ttl=self._ttl)
                 self._record, published = record, serving
+                topic_records = self._make_topic_records(address, serving)
+                for topic_record in topic_records:
+                    registry.register(topic_record, ttl=self._ttl)
+                self._topic_records = topic_records
             except Exception as exc:
                 # Keep serving, and try again every tick, not every period:
                 # a failure that passes (descriptors short under a
@@ -519,10 +684,11 @@ class Service:
     def _deregister(self) -> None:
         if (self._record is not None and self._registry is not None
                 and not self._deregistered.is_set()):
-            try:
-                self._registry.deregister(self._record)
-            except Exception as exc:
-                log.warning("zmicro: could not deregister %s: %s", self.name, exc)
+            for record in (self._record, *self._topic_records):
+                try:
+                    self._registry.deregister(record)
+                except Exception as exc:
+                    log.warning("zmicro: could not deregister %s: %s", record.name, exc)
         self._deregistered.set()
 
     def _await_deregistered(self) -> None:
@@ -542,6 +708,9 @@ class Service:
         self._await_deregistered()
         if self._heartbeat is None or not self._heartbeat.is_alive():
             self._deregister()  # stopped before the heartbeat started
+        # Subscriptions close after the drain, before the socket does.
+        self._drain_events()
+        self._close_events()
         if self._core is not None:
             self._core.close()
         if self._watch_pool is not None:
@@ -551,6 +720,7 @@ class Service:
             self._sock.close()
             self._security.release_server(self._sock, self._node_id)
         self._core = self._sock = self._record = self._heartbeat = None
+        self._topic_records = []
         self._loop = self._async_stop = None
         self.address = None
         log.info("zmicro: %s stopped", self.name)

@@ -6,22 +6,24 @@ takes the pytest request (for other fixtures, e.g.
 ``request.getfixturevalue("nats_url")``), the test's fake clock and the
 broker options a test asks for (``max_pending``: events a group, or the
 publisher, holds before publish waits; a backend that has no such bound
-ignores it and says ``publish_blocks=False``), and the flags that say what
-the backend promises beyond the contract.
+ignores it and says ``publish_blocks=False``), the flags that say what
+the backend promises beyond the contract, and the registry Services
+subscribing through it use.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from zmicro import _core
 from zmicro.broker import Broker
 from zmicro.broker.memory import MemoryBroker
+from zmicro.registry import MemoryRegistry, Registry
 
 from ..helpers import UNIX_START, FakeClock
 
@@ -47,6 +49,13 @@ class Impl:
     publish_blocks: bool = True
     #: Delivery.deliveries is counted (embedded: None, the subscriber cannot know).
     counts_deliveries: bool = True
+    #: The registry a Service subscribing through this broker must use
+    #: (embedded: the one its publishers look subscribers up in); None: any
+    #: (a fresh MemoryRegistry).
+    registry_of: Callable[[Broker], Registry] | None = None
+
+    def service_registry(self, broker: Broker) -> Registry:
+        return self.registry_of(broker) if self.registry_of is not None else MemoryRegistry()
 
 
 IMPLEMENTATIONS: dict[str, Impl] = {
@@ -109,14 +118,14 @@ def timeline(impl, broker, clock) -> Timeline:
 
 @pytest.fixture
 def frame():
-    """frame(topic, body=b"...") -> (data, event_id): opaque bytes standing
-    for an event frame, for tests of the broker alone (until the core's
-    encode_event is there)."""
-    counter = itertools.count(1)
+    """frame(topic, body=b"...") -> (data, event_id): an unsigned event
+    frame as a publisher makes it (``encode_event``), for tests of the
+    broker alone: every frame is distinct (its event id is random)."""
+    request_ids = itertools.count(1)
 
     def make(topic: str, body: bytes = b"payload") -> tuple[bytes, bytes]:
-        event_id = os.urandom(16)
-        return b"%s|%d|%s|" % (topic.encode(), next(counter), event_id.hex().encode()) + body, event_id
+        return _core.encode_event(topic, body, secrets=None, request_id=next(request_ids),
+                                  content_type="application/octet-stream")
 
     return make
 

@@ -15,11 +15,11 @@ from .jwt import JWTVerifier, TokenError, bearer_token
 from .policy import Policy
 from .principal import ANONYMOUS, AUTHENTICATED, Principal, fingerprint
 from .ratelimit import Rate, RateLimiter, TokenBucket, rate_limiter
-from .rules import ANYONE, Access, Decision, Rule, Rules, authorizer
+from .rules import TOPIC_ACTIONS, ANYONE, Access, Decision, Rule, Rules, authorizer, topic_resource
 
 __all__ = [
-    "ANONYMOUS", "ANYONE", "AUTHENTICATED", "Access", "Decision", "JWTVerifier",
+    "ANONYMOUS", "ANYONE", "AUTHENTICATED", "TOPIC_ACTIONS", "Access", "Decision", "JWTVerifier",
     "LOGGER_NAME", "Policy", "Principal", "Rate", "RateLimiter", "Rule", "Rules",
     "TokenBucket", "TokenError", "audit", "authorizer", "bearer_token", "fingerprint",
-    "rate_limiter",
+    "rate_limiter", "topic_resource",
 ]

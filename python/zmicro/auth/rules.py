@@ -24,6 +24,16 @@ other role must be among the principal's roles or its user's (see
 :func:`authorizer` makes the server interceptor. It answers a refused caller
 that has no identity with ``UNAUTHENTICATED`` and an identified one with
 ``PERMISSION_DENIED``; neither answer names the rule (the audit log does).
+
+Topics (events, :mod:`zmicro.events`) are resources of the same model:
+``zmicro.topic.<topic>:publish`` and ``zmicro.topic.<topic>:subscribe``
+(:func:`topic_resource`; the topic part may be a pattern,
+``zmicro.topic.order.*:publish``). A subscriber's service enforces
+``publish`` on every event it gets, with the policy's interceptors, as for
+calls: the principal is the publisher's (its transport key where the
+broker proves it, else the event's signed ``principal``).
+``Rule(topic_resource("order.*", "publish"), "orders")`` lets keys with
+role ``orders`` publish to every ``order.`` topic a service subscribes to.
 """
 
 from __future__ import annotations
@@ -43,10 +53,27 @@ if TYPE_CHECKING:
     from .._core import Context
     from ..middleware import Handler, ServerInterceptor
 
-__all__ = ["ANYONE", "Access", "Decision", "Rule", "Rules", "authorizer"]
+__all__ = ["ANYONE", "TOPIC_ACTIONS", "Access", "Decision", "Rule", "Rules", "authorizer",
+           "topic_resource"]
 
 #: The role that matches every caller, anonymous ones included.
 ANYONE = "*"
+
+#: What a principal may do to a topic (the endpoint part of its resource).
+TOPIC_ACTIONS = ("publish", "subscribe")
+
+
+def topic_resource(topic: str, action: str) -> str:
+    """The resource of ``action`` (``"publish"`` or ``"subscribe"``) on
+    ``topic`` (a topic name or an fnmatch pattern of them), for a
+    :class:`Rule`: ``topic_resource("order.*", "publish")`` is
+    ``"zmicro.topic.order.*:publish"``."""
+    if action not in TOPIC_ACTIONS:
+        raise ValueError(f"action is one of {TOPIC_ACTIONS}, not {action!r}")
+    if not isinstance(topic, str) or not topic or ":" in topic:
+        raise ValueError(f"invalid topic (pattern) {topic!r}")
+    # (zmicro.broker.TOPIC_PREFIX spelt out: its backends import this package.)
+    return f"zmicro.topic.{topic}:{action}"
 
 
 class Access(enum.Enum):

@@ -1,0 +1,496 @@
+"""Events: publishing them, and what runs a Service's subscribers.
+
+::
+
+    svc = zmicro.Service("billing")
+
+    @svc.subscriber("order.created", queue="billing")   # each event to one member
+    def on_created(ev: OrderCreated, ctx: zmicro.EventContext) -> None: ...
+
+    pub = zmicro.Publisher()
+    pub.publish("order.created", OrderCreated(id=1), metadata={"k": "v"})
+    await zmicro.AsyncPublisher().publish("order.created", OrderCreated(id=2))
+
+An event is a zmicro message of kind ``event`` (docs/protocol.md): the
+publisher encodes the value with the codec of its content type, and
+``zmicro._core.encode_event`` builds and signs one frame (the MAC under
+the key of ``zmicro.topic.<topic>``; unsigned in insecure mode) carrying
+the metadata, the trace context of the handler it is published from (if
+any), and the publisher's Curve public key as ``principal``. The broker
+(:mod:`zmicro.broker`) moves that frame as opaque bytes; a broker can
+neither forge, alter nor replay it.
+
+**Publishing** returns once the broker *accepted* the event (see
+docs/events.md for what that means per backend). When the broker is full
+it waits up to ``timeout`` seconds, then raises
+:class:`~zmicro.errors.RPCError` ``RESOURCE_EXHAUSTED`` (nothing accepted).
+An event larger than the protocol's limit (1 MiB) is refused before
+anything is sent (``RESOURCE_EXHAUSTED``). ``Publisher`` is thread-safe;
+``AsyncPublisher.publish()`` encodes and signs at once (errors are raised
+by the call) and returns an awaitable that completes once accepted.
+
+**Subscribing** (:meth:`zmicro.Service.subscriber`): for each delivery the
+subscription's glue, in this order,
+
+1. checks the frame with ``EventInbox.check`` (MAC, key id, topic, age,
+   unsigned events when secure): a refusal ends the delivery with
+   ``term(reason)`` (dead-lettered, audited as ``mac:<reason>``);
+2. acks a *duplicate* (an event this subscription acked already) without
+   running the handler;
+3. decodes the body into the type the handler's first parameter is
+   annotated with: failure ends it with ``term("undecodable: ...")``;
+4. runs the service's interceptors (its policy first) and the handler, with
+   an :class:`EventContext` whose ``service`` is ``zmicro.topic.<topic>``
+   and ``endpoint`` is ``publish``, so RBAC rules on
+   ``zmicro.topic.<topic>:publish`` decide who may publish to the handler;
+5. on return: ack (and remember the event id until it is too old to be
+   accepted again); :class:`Nack`: deliver again after its delay (None:
+   the subscription's backoff); :class:`Reject`, or an ``RPCError`` with a
+   terminal code (INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED,
+   FAILED_PRECONDITION, UNIMPLEMENTED): dead-letter now; any other
+   exception: logged (with the topic and event id; never the frame), then
+   delivered again after the backoff.
+
+The principal the rules see is the transport's (the Curve key that sent
+the delivery, embedded) when the broker knows it, else the event's signed
+``principal`` field (memory, NATS); None in insecure mode, as for calls.
+A sync handler runs inline on the thread that delivers (``blocking=True``:
+in the service's thread pool), an ``async def`` one as a task on the
+service's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import importlib
+import itertools
+import logging
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from . import _core
+from .auth.principal import ANONYMOUS, Principal
+from .broker.base import TOPIC_PREFIX, Broker, Delivery, SubscribeOptions, Subscription, check_topic
+from .codec import DEFAULT_CONTENT_TYPE, Codec, codecs, get_codec
+from .context import current_context
+from .errors import Code, EventRefused, RPCError
+from .middleware import ServerInterceptor, chain_server, is_async
+from .registry import Registry
+from .security import KeyStore, Security
+
+__all__ = ["DEFAULT_TIMEOUT", "AsyncPublisher", "EventContext", "Nack", "Publisher", "Reject"]
+
+log = logging.getLogger("zmicro.events")
+
+#: Seconds publish() waits for the broker to accept an event, by default.
+DEFAULT_TIMEOUT = 5.0
+
+#: The endpoint part of a topic's RBAC resource for publishing to it
+#: (``zmicro.topic.<topic>:publish``), which subscribers enforce.
+PUBLISH = "publish"
+
+#: Handler errors that will not go better next time: dead-letter at once.
+_TERMINAL = frozenset({Code.INVALID_ARGUMENT, Code.PERMISSION_DENIED, Code.UNAUTHENTICATED,
+                       Code.FAILED_PRECONDITION, Code.UNIMPLEMENTED})
+
+
+class Nack(Exception):
+    """Raise in a subscriber: not handled now; deliver this event again
+    after ``delay`` seconds (None: the subscription's backoff). Counts as a
+    delivery towards ``max_deliveries``."""
+
+    def __init__(self, delay: float | None = None) -> None:
+        if delay is not None and not (isinstance(delay, (int, float)) and math.isfinite(delay)
+                                      and delay >= 0):
+            raise ValueError(f"delay must be seconds >= 0, not {delay!r}")
+        self.delay = None if delay is None else float(delay)
+        super().__init__(delay)
+
+
+class Reject(Exception):
+    """Raise in a subscriber: never deliver this event to this group again;
+    it goes to the dead letters with ``reason``."""
+
+    def __init__(self, reason: str = "rejected") -> None:
+        self.reason = str(reason)
+        super().__init__(self.reason)
+
+
+class EventContext:
+    """What a subscriber knows about the event it handles; made by zmicro.
+
+    ``topic``; ``queue`` (the subscription's queue group, None: broadcast);
+    ``event_id`` (16 bytes, the same for every delivery of the event);
+    ``published_at`` (Unix seconds, the publisher's clock); ``deliveries``
+    (this one included, or None where the backend cannot know);
+    ``metadata`` (str to str, read-only); ``principal`` (the publisher, see
+    the module docstring; interceptors may refine it); ``user_id`` (the
+    transport-authenticated key, or None); ``content_type``; ``signed``;
+    trace context ``trace_hi``, ``trace_lo``, ``span_id`` (``trace_id``:
+    the 128-bit id). For interceptors written for calls, ``service`` is
+    ``zmicro.topic.<topic>`` and ``endpoint`` is ``publish``; there is no
+    deadline.
+    """
+
+    __slots__ = ("topic", "queue", "event_id", "published_at", "deliveries", "metadata",
+                 "principal", "user_id", "content_type", "signed", "trace_hi", "trace_lo",
+                 "span_id")
+
+    deadline = None
+    cancelled = False
+    endpoint = PUBLISH
+
+    def __init__(self, *, topic: str, queue: str | None, event_id: bytes, published_at: float,
+                 deliveries: int | None, metadata: Mapping[str, str],
+                 principal: Principal | None, user_id: str | None, content_type: str,
+                 signed: bool, trace_hi: int = 0, trace_lo: int = 0, span_id: int = 0) -> None:
+        self.topic = topic
+        self.queue = queue
+        self.event_id = event_id
+        self.published_at = published_at
+        self.deliveries = deliveries
+        self.metadata: Mapping[str, str] = MappingProxyType(dict(metadata))
+        self.principal = principal
+        self.user_id = user_id
+        self.content_type = content_type
+        self.signed = signed
+        self.trace_hi = trace_hi
+        self.trace_lo = trace_lo
+        self.span_id = span_id
+
+    @property
+    def service(self) -> str:
+        return TOPIC_PREFIX + self.topic
+
+    @property
+    def trace_id(self) -> int:
+        return (self.trace_hi << 64) | self.trace_lo
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def __repr__(self) -> str:
+        return (f"<EventContext {self.topic!r} id={self.event_id.hex()} "
+                f"deliveries={self.deliveries}>")
+
+
+# -- publishing ---------------------------------------------------------------------------
+
+
+def _default_broker(registry: Registry | None, security: Security) -> Broker:
+    """The embedded broker (broker=None), with the caller's registry and
+    security. Imported when needed: it brings the client machinery, which
+    a process using another backend does without."""
+    try:
+        embedded = importlib.import_module(".broker.embedded", __package__)
+    except ImportError as exc:
+        raise RuntimeError("the embedded broker is not available here: pass broker=") from exc
+    broker: Broker = embedded.EmbeddedBroker(registry=registry, insecure=security.insecure,
+                                             keys=security.store)
+    return broker
+
+
+class _PublisherBase:
+    """What both publishers share: encoding, signing, identity."""
+
+    def __init__(self, broker: Broker | None = None, *, insecure: bool | None = None,
+                 keys: str | KeyStore | None = None, registry: Registry | None = None,
+                 content_type: str = DEFAULT_CONTENT_TYPE, timeout: float = DEFAULT_TIMEOUT,
+                 mac_window: float = 30.0) -> None:
+        """``broker``: where events go (None: the embedded broker over
+        ``registry``, closed with the publisher); ``insecure`` / ``keys`` /
+        ``mac_window``: security, as for clients (the MAC keys come from
+        the key store's secrets); ``content_type``: the codec values are
+        encoded with; ``timeout``: seconds publish() waits to be accepted
+        unless the call says."""
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"timeout must be seconds > 0, not {timeout!r}")
+        try:
+            codec: Codec = get_codec(content_type)
+        except KeyError:
+            raise ValueError(f"no codec for content type {content_type!r}") from None
+        self._security = Security.resolve(insecure=insecure, keys=keys, mac_window=mac_window)
+        self.insecure = self._security.insecure
+        self._secrets = self._security.secrets
+        self.content_type = content_type
+        self._encode = codec.encode
+        self.timeout = float(timeout)
+        # Delivery ids, unique per publisher (the embedded path keys its
+        # pending acks on them); next() on a count is atomic under the GIL.
+        self._ids = itertools.count(1)
+        self._owns_broker = broker is None
+        self.broker: Broker = broker if broker is not None else _default_broker(
+            registry, self._security)
+        self._closed = False
+
+    def _frame(self, topic: str, event: Any,
+               metadata: Mapping[str, str | bytes] | None) -> tuple[bytes, bytes]:
+        check_topic(topic)
+        body = self._encode(event)
+        parent = current_context()
+        trace = (parent.trace_hi, parent.trace_lo, parent.span_id) if parent is not None else (0, 0, 0)
+        return _core.encode_event(
+            topic, body, secrets=self._secrets, request_id=next(self._ids),
+            content_type=self.content_type, metadata=metadata,
+            principal=self._security.public_key, trace_id_high=trace[0],
+            trace_id_low=trace[1], span_id=trace[2])
+
+    def _timeout(self, timeout: float | None) -> float:
+        if self._closed:
+            raise RuntimeError("the publisher is closed")
+        return self.timeout if timeout is None else timeout
+
+    def close(self) -> None:
+        """Close the broker if this publisher made it (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_broker:
+            self.broker.close()
+
+
+class Publisher(_PublisherBase):
+    """Publishes events (thread-safe). See the module docstring."""
+
+    def publish(self, topic: str, event: Any, *,
+                metadata: Mapping[str, str | bytes] | None = None,
+                timeout: float | None = None) -> None:
+        """Publish ``event`` to ``topic``; returns once the broker accepted
+        it. Raises ValueError for a bad topic, RPCError
+        ``RESOURCE_EXHAUSTED`` when it is too large or the broker stays
+        full for ``timeout`` seconds, ``UNAVAILABLE`` when nothing that
+        accepts it can be reached."""
+        timeout = self._timeout(timeout)
+        data, event_id = self._frame(topic, event, metadata)
+        self.broker.publish(topic, data, event_id=event_id, timeout=timeout)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncPublisher(_PublisherBase):
+    """Publishes events from asyncio code. See the module docstring."""
+
+    def publish(self, topic: str, event: Any, *,
+                metadata: Mapping[str, str | bytes] | None = None,
+                timeout: float | None = None) -> Awaitable[None]:
+        """Encode and sign ``event`` now, and return an awaitable that
+        completes once the broker accepted it (errors as
+        :meth:`Publisher.publish`)."""
+        timeout = self._timeout(timeout)
+        data, event_id = self._frame(topic, event, metadata)
+        return self.broker.publish_async(topic, data, event_id=event_id, timeout=timeout)
+
+    async def __aenter__(self) -> AsyncPublisher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- subscribing (used by zmicro.Service) ------------------------------------------------------
+
+
+class _Subscriber:
+    """One ``@svc.subscriber``: its options, and while the service runs,
+    its subscription and the glue between deliveries and the handler."""
+
+    def __init__(self, topic: str, fn: Callable[..., Any], *, event_type: Any,
+                 blocking: bool, options: SubscribeOptions, max_age: float) -> None:
+        self.topic = topic
+        self.fn = fn
+        self.event_type = event_type
+        self.is_async = is_async(fn)
+        if self.is_async and blocking:
+            raise ValueError(f"subscriber of {topic!r}: an async handler cannot be blocking")
+        self.blocking = blocking
+        self.options = options
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._subscription: Subscription | None = None
+        self._counters = dict.fromkeys(
+            ("received", "refused", "duplicates", "undecodable", "acked", "nacked",
+             "rejected", "failed"), 0)
+        self._active = 0
+        self._draining = False
+
+    # -- lifecycle (the service's) --
+
+    def start(self, broker: Broker, *, service: str, secrets: Any, window: float,
+              resolve_principal: Callable[[str | None], Principal] | None,
+              interceptors: Sequence[ServerInterceptor],
+              executor: concurrent.futures.Executor | None,
+              loop: Callable[[], asyncio.AbstractEventLoop | None],
+              on_refused: Callable[[str, str | None, str], None]) -> None:
+        self._service = service
+        self._inbox = _core.EventInbox(self.topic, secrets=secrets, max_age=self.max_age,
+                                       window=window)
+        self._resolve = resolve_principal
+        self._handler = chain_server(interceptors, self.fn) if interceptors else self.fn
+        self._executor = executor
+        self._loop = loop
+        self._on_refused = on_refused
+        self._codecs = codecs()
+        self._decoders: dict[str, Callable[[Any], Any] | None] = {}
+        self._draining = False
+        self._active = 0   # (a previous run's handlers cancelled by its close)
+        self._subscription = broker.subscribe(self.topic, self.on_delivery, self.options)
+
+    def drain(self) -> None:
+        """Run no new handler (duplicates are still acked); deliveries that
+        arrive meanwhile are left to close(), which gives them back."""
+        self._draining = True
+
+    @property
+    def idle(self) -> bool:
+        return self._active == 0
+
+    def close(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.close()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            out: dict[str, Any] = dict(self._counters, running=self._active)
+        if self._subscription is not None:
+            out["broker"] = self._subscription.stats()
+        return out
+
+    # -- the glue --
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counters[name] += 1
+
+    def on_delivery(self, d: Delivery) -> None:
+        """The broker's callback: never blocks (unless the handler is an
+        inline one) and ends `d` exactly once, or leaves it to close()."""
+        self._count("received")
+        try:
+            with self._lock:
+                ev = self._inbox.check(d.data)
+        except EventRefused as exc:
+            self._count("refused")
+            d.term(exc.reason)
+            self._on_refused(exc.reason, d.user_id, self.topic)
+            return
+        if ev.duplicate:
+            self._count("duplicates")
+            d.ack()
+            return
+        if self._draining:
+            return  # closed soon: the broker gives it back (base.py: close)
+        try:
+            value = self._decode(ev)
+        except Exception as exc:
+            self._count("undecodable")
+            d.term(f"undecodable: {_short(exc)}")
+            return
+        ctx = EventContext(
+            topic=self.topic, queue=self.options.queue, event_id=ev.event_id,
+            published_at=ev.published_at, deliveries=d.deliveries, metadata=ev.metadata,
+            principal=self._principal(d, ev), user_id=d.user_id,
+            content_type=ev.content_type, signed=ev.signed, trace_hi=ev.trace_id_high,
+            trace_lo=ev.trace_id_low, span_id=ev.span_id)
+        with self._lock:
+            self._active += 1
+        if self.is_async:
+            loop = self._loop()
+            if loop is None:
+                self._finish(d, ev, RPCError(Code.UNAVAILABLE, "no event loop"))
+                return
+            asyncio.run_coroutine_threadsafe(self._run_async(d, ev, value, ctx), loop)
+        elif self.blocking and self._executor is not None:
+            self._executor.submit(self._run_sync, d, ev, value, ctx)
+        else:
+            self._run_sync(d, ev, value, ctx)
+
+    def _decode(self, ev: Any) -> Any:
+        content_type = ev.content_type
+        try:
+            decode = self._decoders[content_type]
+        except KeyError:
+            codec = self._codecs.get(content_type)
+            if codec is None:
+                raise ValueError(f"no codec for content type {content_type!r}") from None
+            decode = self._decoders[content_type] = codec.decoder(self.event_type)
+        body = ev.body
+        return body if decode is None else decode(body)
+
+    def _principal(self, d: Delivery, ev: Any) -> Principal | None:
+        if self._resolve is None:
+            return None  # insecure: as for calls
+        key = d.user_id if d.user_id is not None else (ev.principal if ev.signed else "")
+        return self._resolve(key) if key else ANONYMOUS
+
+    def _run_sync(self, d: Delivery, ev: Any, value: Any, ctx: EventContext) -> None:
+        try:
+            self._handler(value, ctx)
+        except Exception as exc:
+            self._finish(d, ev, exc)
+        except BaseException as exc:
+            self._finish(d, ev, exc)
+            raise
+        else:
+            self._finish(d, ev, None)
+
+    async def _run_async(self, d: Delivery, ev: Any, value: Any, ctx: EventContext) -> None:
+        try:
+            result = self._handler(value, ctx)
+            if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+                await result
+        except BaseException as exc:  # (CancelledError too: the service is stopping)
+            self._finish(d, ev, exc)
+        else:
+            self._finish(d, ev, None)
+
+    def _finish(self, d: Delivery, ev: Any, exc: BaseException | None) -> None:
+        try:
+            if exc is None:
+                with self._lock:
+                    # Remembered first: a copy that arrives once the ack is
+                    # out is then a duplicate.
+                    self._inbox.acked(ev)
+                self._count("acked")
+                d.ack()
+            elif isinstance(exc, Nack):
+                self._count("nacked")
+                d.nack(delay=exc.delay)
+            elif isinstance(exc, Reject):
+                self._count("rejected")
+                d.term(exc.reason)
+            elif isinstance(exc, RPCError) and exc.code in _TERMINAL:
+                self._count("rejected")
+                d.term(f"{exc.code.name}: {exc.detail}")
+            else:
+                self._count("failed")
+                # The handler's own traceback, the topic and the event id:
+                # never the frame (its MAC) nor the body.
+                log.error("zmicro: %s: the subscriber of %r failed on event %s "
+                          "(delivery %s): delivered again after the backoff",
+                          self._service, self.topic, ev.event_id.hex(), d.deliveries,
+                          exc_info=None if isinstance(exc, RPCError) else exc)
+                d.nack()
+        finally:
+            with self._lock:
+                self._active -= 1
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def wait_idle(subscribers: Sequence[_Subscriber], until: float) -> None:
+    """Until every subscriber's handlers finished or `until` (monotonic) passed."""
+    while not all(s.idle for s in subscribers) and time.monotonic() < until:
+        time.sleep(0.01)
