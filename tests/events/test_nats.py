@@ -94,3 +94,336 @@ def test_missing_binary_fails_loudly(monkeypatch):
     monkeypatch.setattr(ns, "NATS", "/nonexistent/nats-server")
     with pytest.raises(RuntimeError, match="apt-get install -y nats-server"):
         ns.require_nats()
+
+
+# -- the broker ----------------------------------------------------------------
+
+import os  # noqa: E402
+import threading  # noqa: E402
+
+from zmicro.broker.base import BrokerError, SubscribeOptions  # noqa: E402
+from zmicro.broker.nats import NatsBroker, durable_name, stream_name  # noqa: E402
+from zmicro.errors import Code, RPCError  # noqa: E402
+
+from tests.helpers import eventually  # noqa: E402
+
+
+@pytest.fixture
+def broker(nats_url):
+    b = NatsBroker(nats_url)
+    yield b
+    b.close()
+
+
+class Recorder:
+    """on_delivery that records (data, deliveries) and ends each delivery by `policy`."""
+
+    def __init__(self, policy=lambda d: d.ack()):
+        self.policy = policy
+        self.got: list[tuple[bytes, int | None]] = []
+        self.held = []
+        self.lock = threading.Lock()
+
+    def __call__(self, d) -> None:
+        with self.lock:
+            self.got.append((d.data, d.deliveries))
+        self.policy(d)
+
+    def datas(self) -> list[bytes]:
+        with self.lock:
+            return [g[0] for g in self.got]
+
+
+def publish(broker, topic, data: bytes) -> bytes:
+    event_id = os.urandom(16)
+    broker.publish(topic, data, event_id=event_id)
+    return event_id
+
+
+def consumer_info(broker, topic, queue):
+    async def info():
+        return await broker._js.consumer_info(stream_name(topic), durable_name(queue))
+    return broker._runner.run(info(), 30)
+
+
+def test_bytes_in_bytes_out(broker, nats_topic):
+    rec = Recorder()
+    broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+    frames = [b"", b"\x00\xff" * 7, os.urandom(4096)]
+    for frame in frames:
+        publish(broker, nats_topic, frame)
+    assert eventually(lambda: sorted(rec.datas()) == sorted(frames), "every frame, exact")
+
+
+def test_queue_group_each_event_once_per_group(broker, nats_topic):
+    a, b, other = Recorder(), Recorder(), Recorder()
+    broker.subscribe(nats_topic, a, SubscribeOptions(queue="billing", max_in_flight=4))
+    broker.subscribe(nats_topic, b, SubscribeOptions(queue="billing", max_in_flight=4))
+    broker.subscribe(nats_topic, other, SubscribeOptions(queue="audit"))
+    sent = [f"e{i}".encode() for i in range(60)]
+    for data in sent:
+        publish(broker, nats_topic, data)
+    eventually(lambda: len(a.got) + len(b.got) == 60 and len(other.got) == 60, "all events")
+    assert sorted(a.datas() + b.datas()) == sorted(sent)   # each once in the group
+    assert sorted(other.datas()) == sorted(sent)           # the other group gets every one
+    assert a.got and b.got                                 # both members took a share
+
+
+def test_broadcast_every_subscription_gets_every_event(broker, nats_topic):
+    x, y = Recorder(), Recorder()
+    broker.subscribe(nats_topic, x)
+    broker.subscribe(nats_topic, y)
+    sent = [f"b{i}".encode() for i in range(10)]
+    for data in sent:
+        publish(broker, nats_topic, data)
+    eventually(lambda: sorted(x.datas()) == sorted(sent) and sorted(y.datas()) == sorted(sent),
+               "both subscriptions get all")
+
+
+def test_ack_stops_redelivery(broker, nats_topic):
+    rec = Recorder()
+    sub = broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g", ack_wait=1.0))
+    publish(broker, nats_topic, b"once")
+    eventually(lambda: rec.got, "the delivery")
+    # The server holds nothing unacked and nothing pending for the group: it
+    # has nothing to redeliver, after ack_wait or ever.
+    eventually(lambda: (lambda i: i.num_ack_pending == 0 and i.num_pending == 0
+                        and i.num_redelivered == 0)(consumer_info(broker, nats_topic, "g")),
+               "the ack reached the server")
+    assert rec.got == [(b"once", 1)]
+    assert sub.stats()["acked"] == 1 and sub.stats()["in_flight"] == 0
+
+
+def test_nack_redelivers_with_deliveries_counted(broker, nats_topic):
+    rec = Recorder(lambda d: d.ack() if d.deliveries == 3 else d.nack(delay=0.01))
+    sub = broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g", max_deliveries=5))
+    publish(broker, nats_topic, b"retry me")
+    eventually(lambda: len(rec.got) == 3, "three deliveries")
+    assert rec.got == [(b"retry me", 1), (b"retry me", 2), (b"retry me", 3)]
+    assert sub.stats()["nacked"] == 2 and sub.stats()["acked"] == 1
+    assert broker.dead_letters() == []
+
+
+def test_nack_without_delay_uses_the_backoff(broker, nats_topic):
+    rec = Recorder(lambda d: d.ack() if d.deliveries == 2 else d.nack())
+    broker.subscribe(nats_topic, rec,
+                     SubscribeOptions(queue="g", backoff=(0.01,), max_deliveries=3))
+    publish(broker, nats_topic, b"x")
+    eventually(lambda: [g[1] for g in rec.got] == [1, 2], "redelivered after the backoff")
+
+
+def test_max_deliveries_dead_letters_with_reason(broker, nats_topic):
+    rec = Recorder(lambda d: d.nack(delay=0))
+    sub = broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g", max_deliveries=3))
+    publish(broker, nats_topic, b"poison")
+    dead = eventually(broker.dead_letters, "a dead letter")
+    assert [(d.topic, d.queue, d.data, d.reason, d.deliveries) for d in dead] == [
+        (nats_topic, "g", b"poison", "max_deliveries", 3)]
+    assert rec.got == [(b"poison", 1), (b"poison", 2), (b"poison", 3)]
+    eventually(lambda: consumer_info(broker, nats_topic, "g").num_ack_pending == 0,
+               "terminated on the server")
+    assert sub.stats()["dead_lettered"] == 1
+
+
+def test_term_dead_letters_at_once(broker, nats_topic):
+    rec = Recorder(lambda d: d.term("bad_mac"))
+    broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+    publish(broker, nats_topic, b"forged")
+    dead = eventually(broker.dead_letters, "a dead letter")
+    assert [(d.data, d.reason, d.deliveries) for d in dead] == [(b"forged", "bad_mac", 1)]
+    assert rec.got == [(b"forged", 1)]
+
+
+def test_ending_twice_is_an_error(broker, nats_topic):
+    errors = []
+
+    def twice(d):
+        d.ack()
+        try:
+            d.ack()
+        except RuntimeError as e:
+            errors.append(e)
+
+    broker.subscribe(nats_topic, Recorder(twice), SubscribeOptions(queue="g"))
+    publish(broker, nats_topic, b"x")
+    eventually(lambda: errors, "the second end refused")
+
+
+def test_max_in_flight_bounds_what_is_handed_out(broker, nats_topic):
+    rec = Recorder(policy=lambda d: rec.held.append(d))
+    sub = broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g", max_in_flight=2))
+    for i in range(10):
+        publish(broker, nats_topic, f"{i}".encode())
+    # The server itself handed out 2 and keeps 8: the broker pulled no more
+    # than its free slots (so it cannot hand out more, whatever the timing).
+    eventually(lambda: (lambda i: i.num_ack_pending == 2 and i.num_pending == 8)(
+        consumer_info(broker, nats_topic, "g")), "two handed out, eight kept")
+    assert len(rec.got) == 2 and sub.stats()["in_flight"] == 2
+    rec.held.pop(0).ack()
+    eventually(lambda: len(rec.got) == 3, "a freed slot is filled")
+    while len(rec.got) < 10:
+        eventually(lambda: rec.held, "a held delivery")
+        rec.held.pop(0).ack()
+        assert sub.stats()["in_flight"] <= 2
+    for d in rec.held:
+        d.ack()
+    assert sorted(rec.datas()) == sorted(f"{i}".encode() for i in range(10))
+
+
+def test_durable_group_keeps_events_published_before_it_subscribes(broker, nats_topic):
+    sent = [publish(broker, nats_topic, f"early{i}".encode()) and f"early{i}".encode()
+            for i in range(3)]
+    rec = Recorder()
+    broker.subscribe(nats_topic, rec, SubscribeOptions(queue="late"))
+    eventually(lambda: sorted(rec.datas()) == sorted(sent), "the stored events")
+    assert broker.capabilities.durable and broker.capabilities.survives_publisher
+
+
+def test_group_members_share_one_durable_across_brokers(nats_url, nats_topic):
+    with NatsBroker(nats_url) as one, NatsBroker(nats_url) as two:
+        a, b = Recorder(), Recorder()
+        sub = one.subscribe(nats_topic, a, SubscribeOptions(queue="g", max_in_flight=1))
+        two.subscribe(nats_topic, b, SubscribeOptions(queue="g", max_in_flight=1))
+        for i in range(20):
+            publish(one, nats_topic, f"{i}".encode())
+        eventually(lambda: len(a.got) + len(b.got) == 20, "all events")
+        assert sorted(a.datas() + b.datas()) == sorted(f"{i}".encode() for i in range(20))
+        sub.close()
+        sub.close()  # idempotent
+        publish(one, nats_topic, b"after close")
+        eventually(lambda: b"after close" in b.datas(), "the remaining member gets it")
+        assert b"after close" not in a.datas()
+
+
+def test_publish_is_idempotent_by_event_id(broker, nats_topic):
+    rec = Recorder()
+    broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+    event_id = os.urandom(16)
+    broker.publish(nats_topic, b"same", event_id=event_id)
+    broker.publish(nats_topic, b"same", event_id=event_id)  # a retry
+    publish(broker, nats_topic, b"marker")
+    eventually(lambda: b"marker" in rec.datas(), "the marker")
+    assert rec.datas().count(b"same") == 1
+
+
+def test_publish_async_from_the_callers_loop(broker, nats_topic):
+    rec = Recorder()
+    broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+
+    async def main():
+        await asyncio.gather(*(broker.publish_async(nats_topic, f"{i}".encode(),
+                                                    event_id=os.urandom(16))
+                               for i in range(20)))
+
+    _run(main())
+    eventually(lambda: len(rec.got) == 20, "all twenty")
+
+
+def test_oversized_event_is_resource_exhausted(broker, nats_topic):
+    with pytest.raises(RPCError) as info:
+        broker.publish(nats_topic, b"x" * (2 * 1024 * 1024), event_id=os.urandom(16))
+    assert info.value.code == Code.RESOURCE_EXHAUSTED and info.value.processed is False
+
+
+def test_unreachable_server_is_unavailable(nats_server, nats_topic):
+    broker = NatsBroker(nats_server.url)
+    try:
+        nats_server.stop()
+        with pytest.raises(RPCError) as info:
+            broker.publish(nats_topic, b"x", event_id=os.urandom(16), timeout=1.0)
+        assert info.value.code == Code.UNAVAILABLE
+    finally:
+        nats_server.start()
+        broker.close()
+
+
+def test_closed_broker(nats_url, nats_topic):
+    broker = NatsBroker(nats_url)
+    broker.close()
+    broker.close()
+    with pytest.raises(BrokerError, match="closed"):
+        broker.publish(nats_topic, b"x", event_id=os.urandom(16))
+    with pytest.raises(BrokerError, match="closed"):
+        broker.subscribe(nats_topic, Recorder())
+
+
+def test_invalid_topic_is_value_error(broker):
+    with pytest.raises(ValueError):
+        broker.publish("a.*", b"x", event_id=os.urandom(16))
+    with pytest.raises(ValueError):
+        broker.subscribe("", Recorder())
+
+
+def test_names_are_valid_and_distinct():
+    assert stream_name("a.b") != stream_name("a_b")
+    assert durable_name("a.b") != durable_name("a_b")
+    for name in (stream_name("x" * 242), durable_name("q" * 242)):
+        assert len(name) < 255 and "." not in name
+
+
+# -- authentication and TLS, passed through --------------------------------------
+
+@pytest.mark.parametrize("auth", ["password", "token", "nkey"])
+def test_broker_authenticates(tmp_path, auth, nats_topic):
+    server = NatsServer(tmp_path / auth, auth=auth)
+    try:
+        server.start()
+        options = {"password": {"user": server.user, "password": server.password},
+                   "token": {"token": server.token},
+                   "nkey": {"nkeys_seed": server.nkey_seed}}[auth]
+        with NatsBroker(server.url, **options) as broker:
+            rec = Recorder()
+            broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+            publish(broker, nats_topic, b"authenticated")
+            eventually(lambda: rec.datas() == [b"authenticated"], "the event")
+        with pytest.raises(BrokerError, match="refused the credentials"):
+            NatsBroker(server.url, user="zmicro", password="wrong", connect_timeout=30)
+    finally:
+        server.cleanup()
+
+
+def test_broker_nkey_seed_file(tmp_path, nats_topic):
+    server = NatsServer(tmp_path / "nk", auth="nkey")
+    try:
+        server.start()
+        seed = tmp_path / "user.nk"
+        seed.write_text(server.nkey_seed)
+        with NatsBroker(server.url, nkeys_seed=str(seed)) as broker:
+            publish(broker, nats_topic, b"ok")
+    finally:
+        server.cleanup()
+
+
+def test_broker_over_tls(tmp_path, nats_topic):
+    server = NatsServer(tmp_path / "tls", tls=True)
+    try:
+        server.start()
+        with NatsBroker(server.url, tls=server.client_ssl_context(),
+                        tls_hostname="localhost") as broker:
+            rec = Recorder()
+            broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+            publish(broker, nats_topic, b"private")
+            eventually(lambda: rec.datas() == [b"private"], "the event")
+    finally:
+        server.cleanup()
+
+
+# -- core NATS (jetstream=False): native queue groups, at most once -------------
+
+def test_core_queue_groups_and_broadcast(nats_url, nats_topic):
+    with NatsBroker(nats_url, jetstream=False) as broker:
+        assert not broker.capabilities.durable
+        a, b, c = Recorder(), Recorder(), Recorder()
+        broker.subscribe(nats_topic, a, SubscribeOptions(queue="g"))
+        broker.subscribe(nats_topic, b, SubscribeOptions(queue="g"))
+        broker.subscribe(nats_topic, c)
+        sent = [f"{i}".encode() for i in range(40)]
+        for data in sent:
+            publish(broker, nats_topic, data)
+        eventually(lambda: len(a.got) + len(b.got) == 40 and len(c.got) == 40, "all")
+        assert sorted(a.datas() + b.datas()) == sorted(sent) == sorted(c.datas())
+        term = Recorder(lambda d: d.term("undecodable"))
+        broker.subscribe(nats_topic + ".t", term)
+        publish(broker, nats_topic + ".t", b"bad")
+        dead = eventually(broker.dead_letters, "the dead letter")
+        assert [(d.data, d.reason) for d in dead] == [(b"bad", "undecodable")]
