@@ -22,10 +22,11 @@ Contenders (NAME):
 - ``nats-js`` / ``nats-js-pipelined``: nats-py JetStream: ``js.publish``
   awaited one at a time, or ``--window`` (256) of them in flight; each group
   a durable pull consumer, ``fetch`` in batches, ``ack`` each.
-- ``zmicro-nats`` / ``zmicro-nats-pipelined``: the same through
-  :class:`zmicro.broker.nats.NatsBroker`: ``publish`` (sync, the caller's
-  thread) one at a time, or ``publish_async`` with ``--window`` in flight
-  from the caller's loop; each group a ``subscribe(queue=G)`` acking in
+- ``zmicro-nats`` / ``zmicro-nats-async`` / ``zmicro-nats-pipelined``: the
+  same through :class:`zmicro.broker.nats.NatsBroker`: ``publish`` (sync,
+  from the caller's thread through the broker's loop) one at a time,
+  ``publish_async`` awaited one at a time, or ``publish_async`` with
+  ``--window`` in flight, from the caller's loop; each group a ``subscribe(queue=G)`` acking in
   ``on_delivery``. Raw frames through the broker (zmicro's Publisher adds
   the event encoding and MAC once it lands).
 """
@@ -48,7 +49,7 @@ IDLE = 5.0  # seconds without an event before a subscriber gives up
 STAMP = struct.Struct("<q")
 
 NAMES = ("pyzmq-pubsub", "nats-core", "nats-js", "nats-js-pipelined",
-         "zmicro-nats", "zmicro-nats-pipelined")
+         "zmicro-nats", "zmicro-nats-async", "zmicro-nats-pipelined")
 
 
 def body(size: int) -> bytearray:
@@ -287,33 +288,50 @@ def zmicro_pub(a: argparse.Namespace, window: int) -> None:
     from zmicro.broker.nats import NatsBroker
 
     template = body(a.size)
-    with NatsBroker(a.url) as broker:
-        t0 = time.perf_counter_ns()
-        if window <= 1:
-            for _ in range(a.count):
-                broker.publish(a.topic, stamped(template), event_id=os.urandom(16))
-        else:
-            async def main() -> None:
-                sem = asyncio.Semaphore(window)
+    warmup = a.topic + ".warmup"  # opens what the first publish would (not timed)
 
-                async def one() -> None:
-                    try:
-                        await broker.publish_async(a.topic, stamped(template),
-                                                   event_id=os.urandom(16))
-                    finally:
-                        sem.release()
-
-                tasks = set()
-                for _ in range(a.count):
-                    await sem.acquire()
-                    t = asyncio.ensure_future(one())
-                    tasks.add(t)
-                    t.add_done_callback(tasks.discard)
-                await asyncio.gather(*list(tasks))
-
-            asyncio.run(main())
+    def done(t0: int) -> None:
         print(json.dumps({"published": a.count, "elapsed_ns": time.perf_counter_ns() - t0}),
               flush=True)
+
+    with NatsBroker(a.url) as broker:
+        if window == 0:
+            broker.publish(warmup, b"w" * 8, event_id=os.urandom(16))
+            t0 = time.perf_counter_ns()
+            for _ in range(a.count):
+                broker.publish(a.topic, stamped(template), event_id=os.urandom(16))
+            done(t0)
+            return
+
+        async def main() -> None:
+            # publish_async's own connection on this loop is opened here.
+            await broker.publish_async(warmup, b"w" * 8, event_id=os.urandom(16))
+            t0 = time.perf_counter_ns()
+            if window == 1:
+                for _ in range(a.count):
+                    await broker.publish_async(a.topic, stamped(template),
+                                               event_id=os.urandom(16))
+                done(t0)
+                return
+            sem = asyncio.Semaphore(window)
+
+            async def one() -> None:
+                try:
+                    await broker.publish_async(a.topic, stamped(template),
+                                               event_id=os.urandom(16))
+                finally:
+                    sem.release()
+
+            tasks = set()
+            for _ in range(a.count):
+                await sem.acquire()
+                t = asyncio.ensure_future(one())
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+            await asyncio.gather(*list(tasks))
+            done(t0)
+
+        asyncio.run(main())
 
 
 def probe(name: str) -> None:
@@ -341,14 +359,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     sub = {"pyzmq-pubsub": pyzmq_sub, "nats-core": nats_core_sub, "nats-js": nats_js_sub,
            "nats-js-pipelined": nats_js_sub, "zmicro-nats": zmicro_sub,
-           "zmicro-nats-pipelined": zmicro_sub}
-    pipelined = a.name.endswith("pipelined")
+           "zmicro-nats-async": zmicro_sub, "zmicro-nats-pipelined": zmicro_sub}
     pub = {"pyzmq-pubsub": pyzmq_pub, "nats-core": nats_core_pub,
            "nats-js": lambda a: nats_js_pub(a, 1),
            "nats-js-pipelined": lambda a: nats_js_pub(a, a.window),
-           "zmicro-nats": lambda a: zmicro_pub(a, 1),
+           "zmicro-nats": lambda a: zmicro_pub(a, 0),
+           "zmicro-nats-async": lambda a: zmicro_pub(a, 1),
            "zmicro-nats-pipelined": lambda a: zmicro_pub(a, a.window)}
-    del pipelined
     (sub if a.role == "sub" else pub)[a.name](a)
 
 

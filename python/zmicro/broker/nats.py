@@ -63,13 +63,16 @@ last 1,000). A subscription hands out ``max_in_flight`` deliveries at most;
 nats-py then holds up to ``pending_limit`` more and drops the rest (a slow
 consumer, logged). ``Capabilities`` are all False.
 
-Threads: nats-py's client belongs to one event loop, so the broker runs a
-private loop on a daemon thread (``zmicro-nats``). ``publish`` blocks the
-calling thread on it (``run_coroutine_threadsafe``); ``publish_async``
-runs the publish on that loop too and bridges the result to the caller's
-loop (from the broker's own loop it runs directly). ``on_delivery`` is
-called on the broker's loop: it must not block. Deliveries may be ended
-from any thread.
+Threads: a nats-py client belongs to one event loop, so the broker runs a
+private loop on a daemon thread (``zmicro-nats``) with its connection:
+subscriptions, ends of deliveries and ``publish`` run there (``publish``
+blocks the calling thread on it, ``run_coroutine_threadsafe``).
+``publish_async`` runs on the **caller's** loop, over a second connection
+of that loop's own, opened at its first ``publish_async`` and closed with
+the broker: no thread hop per event, so an asyncio publisher costs what
+nats-py costs (from the broker's own loop, e.g. in ``on_delivery``, it
+uses the broker's connection). ``on_delivery`` is called on the broker's
+loop: it must not block. Deliveries may be ended from any thread.
 
 Authentication and TLS are nats-py's options, passed through: ``user`` and
 ``password``, ``token``, ``user_credentials`` (a .creds file), ``nkeys_seed``
@@ -196,6 +199,16 @@ class _Loop:
             self.loop.close()
 
 
+class _Conn:
+    """One NATS connection, its JetStream context and the streams it made sure of."""
+
+    nc: NatsClient
+    js: Any
+
+    def __init__(self) -> None:
+        self.streams: set[str] = set()
+
+
 class NatsBroker(Broker):
     """A :class:`~zmicro.broker.base.Broker` on NATS (see the module docstring)."""
 
@@ -225,7 +238,6 @@ class NatsBroker(Broker):
         self._replicas = replicas
         self._max_ack_pending = max_ack_pending
         self._pending_limit = pending_limit
-        self._streams: set[str] = set()      # streams known to exist (this connection)
         self._topics: set[str] = set()       # topics subscribed through this broker
         self._subs: set[_JsSubscription | _CoreSubscription] = set()
         self._core_dead: collections.deque[DeadLetter] = collections.deque(
@@ -237,8 +249,8 @@ class NatsBroker(Broker):
             collections.deque())
         self._post_scheduled = False
         self._posted_tasks: set[asyncio.Task[None]] = set()
-        self._auth_failed: asyncio.Future[BaseException] | None = None
-        self._last_error: BaseException | None = None
+        # publish_async's connections, one per caller loop (see the module doc).
+        self._loop_conns: dict[asyncio.AbstractEventLoop, asyncio.Future[_Conn]] = {}
 
         options: dict[str, Any] = {
             "name": name or f"zmicro-{os.getpid()}",
@@ -257,31 +269,37 @@ class NatsBroker(Broker):
                 options["nkeys_seed_str"] = nkeys_seed
         options.update(connect_options or {})
         self._servers = servers
+        self._options = options
+        self._connect_timeout = connect_timeout
         self._runner = _Loop("zmicro-nats")
         try:
-            self._nc: NatsClient = self._runner.run(
-                self._connect(servers, options, connect_timeout))
+            self._conn = self._runner.run(self._connect(main=True))
         except BaseException:
             self._runner.stop()
             raise
-        self._js = self._nc.jetstream()
+        self._nc: NatsClient = self._conn.nc
+        self._js = self._conn.js
 
     # -- connection ------------------------------------------------------------
 
-    async def _connect(self, servers: str | list[str], options: dict[str, Any],
-                       timeout: float) -> NatsClient:
+    async def _connect(self, *, main: bool) -> _Conn:
+        """A connection on the running loop; `main`: the broker's own (its
+        reconnects resume the subscriptions)."""
+        servers, timeout = self._servers, self._connect_timeout
         loop = asyncio.get_running_loop()
-        self._auth_failed = loop.create_future()
+        auth_failed: asyncio.Future[BaseException] = loop.create_future()
+        last_error: list[BaseException] = []
         connected = False
+        conn = _Conn()
 
         async def error_cb(e: Exception) -> None:
-            self._last_error = e
+            last_error[:] = [e]
             if not connected:
                 # nats-py reports a refused CONNECT as a plain Error naming it.
                 refused = (isinstance(e, nats.errors.AuthorizationError)
                            or "authorization violation" in str(e).lower())
-                if refused and self._auth_failed is not None and not self._auth_failed.done():
-                    self._auth_failed.set_result(e)
+                if refused and not auth_failed.done():
+                    auth_failed.set_result(e)
                 log.debug("nats: connecting: %s", e or type(e).__name__)
             else:
                 log.warning("nats: %s", e or type(e).__name__)
@@ -292,29 +310,32 @@ class NatsBroker(Broker):
 
         async def reconnected_cb() -> None:
             log.info("nats: reconnected")
-            self._streams.clear()
-            for sub in list(self._subs):
-                sub.resume()
+            conn.streams.clear()
+            if main:
+                for sub in list(self._subs):
+                    sub.resume()
 
         nc = NatsClient()
         task = loop.create_task(nc.connect(servers, error_cb=error_cb,
                                            disconnected_cb=disconnected_cb,
-                                           reconnected_cb=reconnected_cb, **options))
-        waits: set[asyncio.Future[Any]] = {task, self._auth_failed}
+                                           reconnected_cb=reconnected_cb, **self._options))
+        waits: set[asyncio.Future[Any]] = {task, auth_failed}
         done, _ = await asyncio.wait(waits, timeout=timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
         if task in done and task.exception() is None:
             connected = True
-            return nc
+            conn.nc, conn.js = nc, nc.jetstream()
+            return conn
         task.cancel()
         try:
             await asyncio.wait_for(nc.close(), 5)
         except BaseException:  # noqa: BLE001 - best effort on a failed client
             pass
-        if self._auth_failed in done:
+        if auth_failed in done:
             raise BrokerError(f"NATS at {servers} refused the credentials: "
-                              f"{self._auth_failed.result()}")
-        why = task.exception() if task in done and not task.cancelled() else self._last_error
+                              f"{auth_failed.result()}")
+        why = (task.exception() if task in done and not task.cancelled()
+               else last_error[0] if last_error else None)
         raise BrokerError(f"cannot connect to NATS at {servers} within {timeout} s: "
                           f"{why or 'no answer'}")
 
@@ -325,32 +346,34 @@ class NatsBroker(Broker):
     def _subject(self, topic: str) -> str:
         return self._subject_prefix + topic
 
-    async def _ensure_stream(self, topic: str) -> str:
+    async def _ensure_stream(self, topic: str, conn: _Conn | None = None) -> str:
+        conn = conn or self._conn
         name = stream_name(topic)
-        if name in self._streams:
+        if name in conn.streams:
             return name
-        await self._add_stream(name, [self._subject(topic)], self._stream_max_age)
-        self._streams.add(name)
+        await self._add_stream(conn.js, name, [self._subject(topic)], self._stream_max_age)
+        conn.streams.add(name)
         return name
 
     async def _ensure_dlq(self) -> None:
-        if DLQ_STREAM not in self._streams:
-            await self._add_stream(DLQ_STREAM, [self._dlq_prefix + ">"], DLQ_MAX_AGE)
-            self._streams.add(DLQ_STREAM)
+        if DLQ_STREAM not in self._conn.streams:
+            await self._add_stream(self._js, DLQ_STREAM, [self._dlq_prefix + ">"], DLQ_MAX_AGE)
+            self._conn.streams.add(DLQ_STREAM)
 
-    async def _add_stream(self, name: str, subjects: list[str], max_age: float) -> None:
+    async def _add_stream(self, js: Any, name: str, subjects: list[str],
+                          max_age: float) -> None:
         config = js_api.StreamConfig(
             name=name, subjects=subjects, retention=js_api.RetentionPolicy.LIMITS,
             max_age=max_age, duplicate_window=min(self._duplicate_window, max_age),
             storage=self._storage, num_replicas=self._replicas,
             discard=js_api.DiscardPolicy.OLD)
         try:
-            await self._js.add_stream(config)
+            await js.add_stream(config)
         except nats.js.errors.APIError as e:
             if e.err_code != _ERR_STREAM_NAME_IN_USE:
                 raise BrokerError(f"cannot create stream {name}: {e}") from e
             # Made by a broker with other limits: use it if it stores our subjects.
-            info = await self._js.stream_info(name)
+            info = await js.stream_info(name)
             missing = set(subjects) - set(info.config.subjects or ())
             if missing:
                 raise BrokerError(f"stream {name} exists without subjects {sorted(missing)}")
@@ -374,13 +397,34 @@ class NatsBroker(Broker):
         if self._runner.on_loop():
             await self._publish(topic, data, event_id, timeout)
             return
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
-            self._publish(topic, data, event_id, timeout), self._runner.loop))
+        conn = await self._loop_conn()
+        await self._publish(topic, data, event_id, timeout, conn)
+
+    async def _loop_conn(self) -> _Conn:
+        """The running loop's own connection, opened at its first publish_async."""
+        loop = asyncio.get_running_loop()
+        pending = self._loop_conns.get(loop)
+        if pending is None:
+            for old in [lp for lp in self._loop_conns if lp.is_closed()]:
+                del self._loop_conns[old]  # a finished asyncio.run(): its socket is gone
+            pending = self._loop_conns[loop] = loop.create_future()
+            try:
+                pending.set_result(await self._connect(main=False))
+            except BaseException as e:
+                del self._loop_conns[loop]
+                pending.set_exception(e)
+                pending.exception()  # retrieved: raised below
+                raise
+        conn = await asyncio.shield(pending)
+        if self._closed:
+            raise BrokerError("the NatsBroker is closed")
+        return conn
 
     async def _publish(self, topic: str, data: bytes, event_id: bytes,
-                       timeout: float) -> None:
+                       timeout: float, conn: _Conn | None = None) -> None:
+        conn = conn or self._conn
         if not self.jetstream:
-            return await self._publish_core(topic, data, timeout)
+            return await self._publish_core(conn.nc, topic, data, timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         subject = self._subject(topic)
@@ -392,10 +436,10 @@ class NatsBroker(Broker):
             if remaining <= 0:
                 break
             try:
-                await self._ensure_stream(topic)
+                await self._ensure_stream(topic, conn)
                 # Fresh headers each attempt: nats-py may add to the dict.
-                await self._js.publish(subject, data, timeout=min(remaining, 2.0),
-                                       headers={"Nats-Msg-Id": msg_id})
+                await conn.js.publish(subject, data, timeout=min(remaining, 2.0),
+                                      headers={"Nats-Msg-Id": msg_id})
                 return
             except nats.errors.MaxPayloadError as e:
                 raise RPCError(Code.RESOURCE_EXHAUSTED,
@@ -403,7 +447,7 @@ class NatsBroker(Broker):
                                f"max_payload", processed=False) from e
             except nats.js.errors.NoStreamResponseError as e:
                 # No stream (deleted behind our back) or JetStream not up yet.
-                self._streams.discard(stream_name(topic))
+                conn.streams.discard(stream_name(topic))
                 last = e
             except nats.js.errors.APIError as e:
                 if e.err_code in _RESOURCE_ERRORS:
@@ -425,10 +469,11 @@ class NatsBroker(Broker):
                        f"JetStream did not store the event within {timeout} s: "
                        f"{last or 'no answer'}", processed=None)
 
-    async def _publish_core(self, topic: str, data: bytes, timeout: float) -> None:
+    async def _publish_core(self, nc: NatsClient, topic: str, data: bytes,
+                            timeout: float) -> None:
         try:
-            await self._nc.publish(self._subject(topic), data)
-            await self._nc.flush(max(1, math.ceil(timeout)))  # nats-py: whole seconds
+            await nc.publish(self._subject(topic), data)
+            await nc.flush(max(1, math.ceil(timeout)))  # nats-py: whole seconds
         except nats.errors.MaxPayloadError as e:
             raise RPCError(Code.RESOURCE_EXHAUSTED, f"the event ({len(data)} bytes) is over "
                            f"the NATS server's max_payload", processed=False) from e
@@ -545,6 +590,18 @@ class NatsBroker(Broker):
             log.exception("nats: closing the broker")
         finally:
             self._runner.stop()
+        self._close_loop_conns()
+
+    def _close_loop_conns(self) -> None:
+        # Each on its own loop, without waiting: that loop may be the caller's.
+        for loop, pending in list(self._loop_conns.items()):
+            if loop.is_closed() or not pending.done() or pending.exception():
+                continue
+            try:
+                asyncio.run_coroutine_threadsafe(pending.result().nc.close(), loop)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        self._loop_conns.clear()
 
     async def _close(self) -> None:
         for sub in list(self._subs):
