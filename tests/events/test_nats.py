@@ -428,3 +428,58 @@ def test_core_queue_groups_and_broadcast(nats_url, nats_topic):
         publish(broker, nats_topic + ".t", b"bad")
         dead = eventually(broker.dead_letters, "the dead letter")
         assert [(d.data, d.reason) for d in dead] == [(b"bad", "undecodable")]
+
+
+# -- what the contract suite checks on a fake clock, here in real time ----------
+
+def test_an_unended_delivery_comes_back_after_ack_wait(broker, nats_topic):
+    rec = Recorder(policy=lambda d: rec.held.append(d))
+    sub = broker.subscribe(nats_topic, rec,
+                           SubscribeOptions(queue="g", ack_wait=1.0, max_deliveries=3))
+    publish(broker, nats_topic, b"stuck")
+    eventually(lambda: len(rec.got) == 2, "the redelivery after ack_wait")
+    assert rec.got == [(b"stuck", 1), (b"stuck", 2)]
+    for d in rec.held:
+        d.ack()  # the first one too late: harmless
+    eventually(lambda: (lambda i: i.num_ack_pending == 0 and i.num_pending == 0)(
+        consumer_info(broker, nats_topic, "g")), "acked on the server")
+    assert sub.stats()["in_flight"] == 0 and broker.dead_letters() == []
+
+
+def test_closing_gives_back_unended_deliveries_at_once(broker, nats_topic):
+    holder = Recorder(policy=lambda d: holder.held.append(d))
+    other = Recorder()
+    # ack_wait far beyond the test's wait: only the nak of close() can hand it over.
+    sub = broker.subscribe(nats_topic, holder, SubscribeOptions(queue="g", ack_wait=3600.0))
+    publish(broker, nats_topic, b"held")
+    eventually(lambda: holder.held, "held")
+    broker.subscribe(nats_topic, other, SubscribeOptions(queue="g", ack_wait=3600.0))
+    sub.close()
+    eventually(lambda: other.datas() == [b"held"], "handed to the other member")
+    holder.held[0].ack()  # after close: moot, no error
+    assert sub.stats()["in_flight"] == 0
+
+
+def test_a_closed_broadcast_subscription_leaves_no_consumer(broker, nats_topic):
+    sub = broker.subscribe(nats_topic, Recorder())
+    stream = stream_name(nats_topic)
+
+    def consumers() -> int:
+        return broker._runner.run(broker._js.stream_info(stream), 30).state.consumer_count
+
+    assert consumers() == 1
+    sub.close()
+    assert consumers() == 0
+
+
+def test_tenants_do_not_meet(nats_url, nats_topic):
+    with NatsBroker(nats_url, subject_prefix="zmicro.one.", dlq_prefix="zmicro.one.dlq.") as one, \
+            NatsBroker(nats_url, subject_prefix="zmicro.two.", dlq_prefix="zmicro.two.dlq.") as two:
+        a, b = Recorder(lambda d: d.term("no")), Recorder()
+        one.subscribe(nats_topic, a, SubscribeOptions(queue="g"))
+        two.subscribe(nats_topic, b, SubscribeOptions(queue="g"))
+        publish(one, nats_topic, b"for one")
+        publish(two, nats_topic, b"for two")
+        eventually(lambda: a.datas() == [b"for one"] and b.datas() == [b"for two"], "each its own")
+        eventually(one.dead_letters, "one's dead letter")
+        assert two.dead_letters() == []

@@ -148,9 +148,17 @@ def _hash8(name: str) -> str:
     return blake3.blake3(name.encode()).hexdigest()[:8]
 
 
-def stream_name(topic: str) -> str:
-    """The JetStream stream that stores `topic` (see the module docstring)."""
-    return f"ZMICRO_{topic.replace('.', '_')[:200]}_{_hash8(topic)}"
+def stream_name(topic: str, subject_prefix: str = TOPIC_PREFIX) -> str:
+    """The JetStream stream that stores `topic` (see the module docstring).
+    Another ``subject_prefix`` (a deployment of its own on a shared server)
+    gets other streams: the hash covers the whole subject."""
+    hashed = topic if subject_prefix == TOPIC_PREFIX else subject_prefix + topic
+    return f"ZMICRO_{topic.replace('.', '_')[:200]}_{_hash8(hashed)}"
+
+
+def dlq_stream_name(dlq_prefix: str = DLQ_PREFIX) -> str:
+    """The dead-letter stream for subjects ``<dlq_prefix>>``."""
+    return DLQ_STREAM if dlq_prefix == DLQ_PREFIX else f"{DLQ_STREAM}_{_hash8(dlq_prefix)}"
 
 
 def durable_name(queue: str) -> str:
@@ -231,6 +239,7 @@ class NatsBroker(Broker):
         self.capabilities = Capabilities(durable=jetstream, survives_publisher=jetstream)
         self._subject_prefix = subject_prefix
         self._dlq_prefix = dlq_prefix
+        self._dlq_stream = dlq_stream_name(dlq_prefix)
         self._stream_max_age = float(stream_max_age)
         self._duplicate_window = float(duplicate_window)
         self._storage = (js_api.StorageType.FILE if storage == "file"
@@ -348,7 +357,7 @@ class NatsBroker(Broker):
 
     async def _ensure_stream(self, topic: str, conn: _Conn | None = None) -> str:
         conn = conn or self._conn
-        name = stream_name(topic)
+        name = stream_name(topic, self._subject_prefix)
         if name in conn.streams:
             return name
         await self._add_stream(conn.js, name, [self._subject(topic)], self._stream_max_age)
@@ -356,9 +365,10 @@ class NatsBroker(Broker):
         return name
 
     async def _ensure_dlq(self) -> None:
-        if DLQ_STREAM not in self._conn.streams:
-            await self._add_stream(self._js, DLQ_STREAM, [self._dlq_prefix + ">"], DLQ_MAX_AGE)
-            self._conn.streams.add(DLQ_STREAM)
+        if self._dlq_stream not in self._conn.streams:
+            await self._add_stream(self._js, self._dlq_stream, [self._dlq_prefix + ">"],
+                                   DLQ_MAX_AGE)
+            self._conn.streams.add(self._dlq_stream)
 
     async def _add_stream(self, js: Any, name: str, subjects: list[str],
                           max_age: float) -> None:
@@ -447,7 +457,7 @@ class NatsBroker(Broker):
                                f"max_payload", processed=False) from e
             except nats.js.errors.NoStreamResponseError as e:
                 # No stream (deleted behind our back) or JetStream not up yet.
-                conn.streams.discard(stream_name(topic))
+                conn.streams.discard(stream_name(topic, self._subject_prefix))
                 last = e
             except nats.js.errors.APIError as e:
                 if e.err_code in _RESOURCE_ERRORS:
@@ -554,14 +564,14 @@ class NatsBroker(Broker):
 
     async def _read_dead_letters(self) -> list[DeadLetter]:
         try:
-            info = await self._js.stream_info(DLQ_STREAM)
+            info = await self._js.stream_info(self._dlq_stream)
         except nats.js.errors.NotFoundError:
             return []
         first, last = info.state.first_seq, info.state.last_seq
         out = []
         for seq in range(max(first, last - DEAD_LETTERS_READ + 1), last + 1):
             try:
-                raw = await self._js.get_msg(DLQ_STREAM, seq)
+                raw = await self._js.get_msg(self._dlq_stream, seq)
             except nats.js.errors.NotFoundError:
                 continue
             headers = raw.headers or {}
@@ -614,6 +624,10 @@ class NatsBroker(Broker):
 
     async def _drain_ends(self) -> None:
         # Ends posted before close() are sent before the connection goes.
+        await self._flush_posted()
+
+    async def _flush_posted(self) -> None:
+        """Run the ends posted so far (on the loop)."""
         self._drain_posted()
         if self._posted_tasks:
             await asyncio.wait(set(self._posted_tasks), timeout=10)
@@ -622,7 +636,7 @@ class NatsBroker(Broker):
 class _NatsDelivery(Delivery):
     """One delivery; ending it posts the end to the broker's loop."""
 
-    __slots__ = ("data", "deliveries", "user_id", "_sub", "_msg", "_ended")
+    __slots__ = ("data", "deliveries", "user_id", "_sub", "_msg", "_ended", "_released")
 
     def __init__(self, sub: _JsSubscription | _CoreSubscription, msg: Msg,
                  deliveries: int | None) -> None:
@@ -632,9 +646,12 @@ class _NatsDelivery(Delivery):
         self._sub = sub
         self._msg = msg
         self._ended = False
+        self._released = False  # given back by close(): a later end is moot
 
     def _end(self, kind: str, arg: Any) -> None:
         with self._sub.lock:
+            if self._released:
+                return
             if self._ended:
                 raise RuntimeError("this delivery was already ended")
             self._ended = True
@@ -663,10 +680,12 @@ class _SubscriptionBase(Subscription):
         self.lock = threading.Lock()
         self.closed = False
         self.in_flight = 0
+        self.out: dict[int, _NatsDelivery] = {}   # handed out, not ended (by id)
         self.counts = {"delivered": 0, "acked": 0, "nacked": 0, "terminated": 0,
                        "dead_lettered": 0}
 
     def _hand_out(self, delivery: _NatsDelivery) -> None:
+        self.out[id(delivery)] = delivery
         self.in_flight += 1
         self.counts["delivered"] += 1
         try:
@@ -710,7 +729,7 @@ class _JsSubscription(_SubscriptionBase):
     def __init__(self, broker: NatsBroker, topic: str, on_delivery: Callable[[Delivery], Any],
                  options: SubscribeOptions) -> None:
         super().__init__(broker, topic, on_delivery, options)
-        self.stream = stream_name(topic)
+        self.stream = stream_name(topic, broker._subject_prefix)
         self.consumer: str = durable_name(options.queue) if options.queue else ""
         self._inbox = ""
         self._nats_sub: Any = None
@@ -872,6 +891,8 @@ class _JsSubscription(_SubscriptionBase):
 
     async def finish(self, delivery: _NatsDelivery, kind: str, arg: Any) -> None:
         msg = delivery._msg
+        if self.out.pop(id(delivery), None) is None:
+            return  # released by close() meanwhile: naked already
         self.in_flight -= 1
         if not self.queue and msg.metadata.sequence:
             seq = msg.metadata.sequence.stream
@@ -908,11 +929,23 @@ class _JsSubscription(_SubscriptionBase):
                 await self._task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
-        while self._backlog:
+        # Ends already posted go first; what is still out is given back at
+        # once (nak), so another member gets it without waiting for ack_wait.
+        await self.broker._flush_posted()
+        released = []
+        with self.lock:
+            for key, d in list(self.out.items()):
+                if not d._ended:  # (an end posted meanwhile is still sent)
+                    d._released = True
+                    released.append(d._msg)
+                    del self.out[key]
+                    self.in_flight -= 1
+        for msg in [*released, *self._backlog]:
             try:
-                await self._backlog.popleft().nak()
+                await msg.nak()
             except Exception:  # noqa: BLE001 - redelivered after ack_wait anyway
                 pass
+        self._backlog.clear()
         if self._nats_sub is not None:
             try:
                 await self._nats_sub.unsubscribe()
@@ -952,6 +985,8 @@ class _CoreSubscription(_SubscriptionBase):
         self._hand_out(_NatsDelivery(self, msg, None))
 
     async def finish(self, delivery: _NatsDelivery, kind: str, arg: Any) -> None:
+        if self.out.pop(id(delivery), None) is None:
+            return
         self.in_flight -= 1
         self._free.set()
         if kind == "ack":
