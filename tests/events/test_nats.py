@@ -483,3 +483,20 @@ def test_tenants_do_not_meet(nats_url, nats_topic):
         eventually(lambda: a.datas() == [b"for one"] and b.datas() == [b"for two"], "each its own")
         eventually(one.dead_letters, "one's dead letter")
         assert two.dead_letters() == []
+
+
+def test_a_full_stream_is_resource_exhausted(broker, nats_topic):
+    from nats.js import api
+
+    # A stream made beforehand with room for one event and no eviction:
+    # the broker uses it as it is (it stores the topic's subject).
+    async def make_small() -> None:
+        await broker._js.add_stream(api.StreamConfig(
+            name=stream_name(nats_topic), subjects=["zmicro.topic." + nats_topic], max_msgs=1,
+            discard=api.DiscardPolicy.NEW))
+
+    broker._runner.run(make_small(), 30)
+    publish(broker, nats_topic, b"fits")
+    with pytest.raises(RPCError) as info:
+        broker.publish(nats_topic, b"no room", event_id=os.urandom(16), timeout=0.5)
+    assert info.value.code == Code.RESOURCE_EXHAUSTED and info.value.processed is False
