@@ -500,3 +500,11 @@ def test_a_full_stream_is_resource_exhausted(broker, nats_topic):
     with pytest.raises(RPCError) as info:
         broker.publish(nats_topic, b"no room", event_id=os.urandom(16), timeout=0.5)
     assert info.value.code == Code.RESOURCE_EXHAUSTED and info.value.processed is False
+
+
+def test_the_last_member_sets_the_groups_consumer_options(broker, nats_topic):
+    broker.subscribe(nats_topic, Recorder(), SubscribeOptions(queue="g", ack_wait=30.0))
+    broker.subscribe(nats_topic, Recorder(),
+                     SubscribeOptions(queue="g", ack_wait=5.0, max_deliveries=9))
+    config = consumer_info(broker, nats_topic, "g").config
+    assert (config.ack_wait, config.max_deliver) == (5.0, 10)  # max_deliveries + 1

@@ -22,7 +22,10 @@ JetStream (``jetstream=True``, the default), per topic ``T``:
 - **Queue group** ``g``: one durable pull consumer ``G_<g as _>_<hash>``
   that every member shares (that is JetStream's queue group), created with
   ``deliver_policy=all``: a group also gets the events stored before its
-  first member subscribed (``Capabilities.durable``). **Broadcast**
+  first member subscribed (``Capabilities.durable``). The consumer's
+  options (``ack_wait``, ``max_deliver``, ``max_ack_pending``) are the
+  group's: nats-server updates a durable to the options of the member that
+  subscribed last, so members of a group should agree. **Broadcast**
   (``queue=None``): an ephemeral pull consumer per subscription, deleted on
   close (30 s after its subscriber vanished otherwise); it gets the events
   published after subscribe() returned.
