@@ -143,3 +143,35 @@ def etcd_endpoint(request, etcd_server) -> str:
     _require_etcd_marker(request)
     etcd_server.start()
     return etcd_server.endpoint
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory):
+    """A real nats-server with JetStream (tests/nats_server.py) on free
+    loopback ports for the session, no authentication.
+
+    Fails (does not skip) when nats-server is not installed. Tests that stop
+    or kill it must leave it running; each test uses its own topics (see
+    ``nats_topic``), so tests sharing the server do not meet.
+    """
+    from tests.nats_server import NatsServer
+
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def nats_url(nats_server) -> str:
+    """The running nats-server's URL (restarted if a previous test left it down)."""
+    nats_server.start()
+    return nats_server.url
+
+
+@pytest.fixture
+def nats_topic() -> str:
+    """A topic of this test's own (streams and consumers are per topic)."""
+    import uuid
+
+    return f"test.{uuid.uuid4().hex[:12]}"

@@ -58,8 +58,24 @@ class Impl:
         return self.registry_of(broker) if self.registry_of is not None else MemoryRegistry()
 
 
+def _nats(request, clock, **options: Any) -> Broker:
+    """A NatsBroker on the session's nats-server (tests/conftest.py), with
+    subjects, streams and dead letters of its own: the suite's fixed topic
+    names must not meet earlier tests' stored events and durable groups.
+    Real time (JetStream's timers); no publisher bound (the stream holds
+    events, max_pending does not apply)."""
+    import uuid
+
+    from zmicro.broker.nats import NatsBroker
+
+    tenant = f"zmicro.t{uuid.uuid4().hex[:10]}"
+    return NatsBroker(request.getfixturevalue("nats_url"), subject_prefix=f"{tenant}.topic.",
+                      dlq_prefix=f"{tenant}.dlq.")
+
+
 IMPLEMENTATIONS: dict[str, Impl] = {
     "memory": Impl(lambda request, clock, **options: MemoryBroker(clock=clock, **options)),
+    "nats": Impl(_nats, durable=True, fake_clock=False, publish_blocks=False),
 }
 
 

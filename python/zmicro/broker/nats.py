@@ -1,0 +1,1013 @@
+"""NatsBroker: events over NATS JetStream (or core NATS), on nats-py.
+
+The broker moves opaque event frames (:mod:`zmicro.broker.base`) through a
+NATS server; the frame is the NATS payload as is. Needs the optional extra
+``zmicro[nats]`` (nats-py).
+
+JetStream (``jetstream=True``, the default), per topic ``T``:
+
+- **Subject** ``zmicro.topic.T`` (the header's service name), stored in a
+  stream of its own named ``ZMICRO_<T with . as _>_<8 hex of BLAKE3(T)>``
+  (stream names forbid ``.``; the hash keeps ``a.b`` and ``a_b`` apart),
+  retention ``limits`` (several groups read one stream), ``max_age``
+  ``stream_max_age`` (default 240 s: twice a subscriber's default
+  ``max_age``, older events are refused as stale anyway), a duplicate window
+  of ``duplicate_window`` seconds.
+- **Publish** is ``js.publish`` with header ``Nats-Msg-Id`` = the event id
+  (hex); it returns after the server's PubAck: the event is stored. A lost
+  answer or a connection lost mid-way is retried with the same bytes and
+  the same id until ``timeout``, which the duplicate window makes
+  idempotent. Then it raises ``RPCError(UNAVAILABLE)``, or
+  ``RESOURCE_EXHAUSTED`` (nothing accepted) when the stream stayed full.
+- **Queue group** ``g``: one durable pull consumer ``G_<g as _>_<hash>``
+  that every member shares (that is JetStream's queue group), created with
+  ``deliver_policy=all``: a group also gets the events stored before its
+  first member subscribed (``Capabilities.durable``). The consumer's
+  options (``ack_wait``, ``max_deliver``, ``max_ack_pending``) are the
+  group's: nats-server updates a durable to the options of the member that
+  subscribed last, so members of a group should agree. **Broadcast**
+  (``queue=None``): an ephemeral pull consumer per subscription, deleted on
+  close (30 s after its subscriber vanished otherwise); it gets the events
+  published after subscribe() returned.
+- **Delivery**: explicit ack. ``ack`` acks; ``nack(delay)`` naks with that
+  delay (None: the subscription's backoff for that delivery count);
+  ``term(reason)`` stores the event in the dead-letter stream, then
+  terminates it. An event not ended within ``ack_wait`` is redelivered by
+  the server. The consumer's ``max_deliver`` is ``max_deliveries + 1``:
+  the extra delivery is never handed out, the broker dead-letters it
+  (reason ``max_deliveries``), so an event whose last holder died is not
+  dropped silently. A nack of the ``max_deliveries``-th delivery
+  dead-letters at once. The server's own consumer ``backoff`` is not used:
+  it replaces ``ack_wait`` for every redelivery, which would redeliver a
+  running handler's event after the first backoff step.
+- **Bounded in flight**: the broker pulls (``$JS.API.CONSUMER.MSG.NEXT``)
+  only as many events as the subscription has free slots, one pull request
+  at a time, so at most ``max_in_flight`` deliveries are handed out and not
+  ended; the rest stay in the stream. The consumer's ``max_ack_pending``
+  (default ``max(1024, 4 x max_in_flight)``) bounds the whole group.
+- **Dead letters**: stream ``ZMICRO_DLQ`` (subjects ``zmicro.dlq.>``, 7
+  days), one message per dead event and group on ``zmicro.dlq.T``, the
+  original bytes with headers ``Zmicro-Reason``, ``Zmicro-Topic``,
+  ``Zmicro-Queue``, ``Zmicro-Deliveries``, ``Zmicro-Stream-Seq`` (stored once
+  per event and group: ``Nats-Msg-Id``). :meth:`NatsBroker.dead_letters`
+  reads the last 1,000 of the topics this broker subscribed to.
+- **Reconnect** forever (``max_reconnect_attempts=-1``). After a reconnect
+  every subscription makes sure its stream and consumer exist again (a
+  broadcast consumer the server forgot is made again from the oldest
+  sequence it had not ended) and pulls again; nats-py restores the
+  subscriptions. Nothing acknowledged by a PubAck is lost by a server
+  restart (file storage).
+
+Core NATS (``jetstream=False``): ``publish`` sends and flushes (it returns
+once the server read it), subscriptions are NATS subscriptions with native
+queue groups. At most once: no store, no redelivery; ``ack`` and ``nack``
+only end the delivery, ``term`` keeps a dead letter in this process (the
+last 1,000). A subscription hands out ``max_in_flight`` deliveries at most;
+nats-py then holds up to ``pending_limit`` more and drops the rest (a slow
+consumer, logged). ``Capabilities`` are all False.
+
+Threads: a nats-py client belongs to one event loop, so the broker runs a
+private loop on a daemon thread (``zmicro-nats``) with its connection:
+subscriptions, ends of deliveries and ``publish`` run there (``publish``
+blocks the calling thread on it, ``run_coroutine_threadsafe``).
+``publish_async`` runs on the **caller's** loop, over a second connection
+of that loop's own, opened at its first ``publish_async`` and closed with
+the broker: no thread hop per event, so an asyncio publisher costs what
+nats-py costs (from the broker's own loop, e.g. in ``on_delivery``, it
+uses the broker's connection). ``on_delivery`` is called on the broker's
+loop: it must not block. Deliveries may be ended from any thread.
+
+Authentication and TLS are nats-py's options, passed through: ``user`` and
+``password``, ``token``, ``user_credentials`` (a .creds file), ``nkeys_seed``
+(a seed file's path, or the seed itself, ``SU...``), ``tls`` (an
+``ssl.SSLContext``) and ``tls_hostname``; ``connect_options`` adds any
+other ``nats.connect`` keyword. A refused authentication fails the
+constructor at once with :class:`BrokerError`; an unreachable server after
+``connect_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import json
+import logging
+import math
+import os
+import ssl
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import blake3
+
+from ..errors import Code, RPCError
+from .base import (
+    TOPIC_PREFIX,
+    Broker,
+    BrokerError,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    SubscribeOptions,
+    Subscription,
+    check_topic,
+)
+
+try:
+    import nats
+    import nats.errors
+    import nats.js.errors
+    from nats.aio.client import Client as NatsClient
+    from nats.aio.msg import Msg
+    from nats.js import api as js_api
+except ImportError as exc:  # pragma: no cover - the extra is not installed
+    raise ImportError("zmicro.broker.nats needs nats-py: pip install 'zmicro[nats]'") from exc
+
+__all__ = ["NatsBroker"]
+
+log = logging.getLogger("zmicro.broker.nats")
+
+T = TypeVar("T")
+
+#: Dead letters' subjects and stream.
+DLQ_PREFIX = "zmicro.dlq."
+DLQ_STREAM = "ZMICRO_DLQ"
+DLQ_MAX_AGE = 7 * 24 * 3600.0
+#: Seconds a pull request waits on the server before it expires (a new one
+#: follows at once): short enough that a request lost with a server is
+#: replaced soon, long enough to cost nothing when idle.
+PULL_EXPIRES = 5.0
+#: Dead letters dead_letters() reads, at most (the newest).
+DEAD_LETTERS_READ = 1000
+_JS_API = "$JS.API"
+# JetStream API error codes (nats-server's errors.json).
+_ERR_STREAM_NAME_IN_USE = 10058
+_RESOURCE_ERRORS = frozenset({10077, 10047, 10027, 10028})  # store full, no resources
+
+
+def _hash8(name: str) -> str:
+    return blake3.blake3(name.encode()).hexdigest()[:8]
+
+
+def stream_name(topic: str, subject_prefix: str = TOPIC_PREFIX) -> str:
+    """The JetStream stream that stores `topic` (see the module docstring).
+    Another ``subject_prefix`` (a deployment of its own on a shared server)
+    gets other streams: the hash covers the whole subject."""
+    hashed = topic if subject_prefix == TOPIC_PREFIX else subject_prefix + topic
+    return f"ZMICRO_{topic.replace('.', '_')[:200]}_{_hash8(hashed)}"
+
+
+def dlq_stream_name(dlq_prefix: str = DLQ_PREFIX) -> str:
+    """The dead-letter stream for subjects ``<dlq_prefix>>``."""
+    return DLQ_STREAM if dlq_prefix == DLQ_PREFIX else f"{DLQ_STREAM}_{_hash8(dlq_prefix)}"
+
+
+def durable_name(queue: str) -> str:
+    """The durable consumer of queue group `queue`."""
+    return f"G_{queue.replace('.', '_')[:200]}_{_hash8(queue)}"
+
+
+class _Loop:
+    """A private event loop on a daemon thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def on_loop(self) -> bool:
+        return threading.current_thread() is self.thread
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self.on_loop():
+            coro.close()
+            raise RuntimeError("a blocking NatsBroker call from the broker's own loop "
+                               "(on_delivery): use publish_async, or hand the work to a thread")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+
+        async def cancel_all() -> None:
+            # nats-py leaves a task per subscription behind: end them here,
+            # not in the garbage collector after the loop is closed.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.loop.stop()
+
+        asyncio.run_coroutine_threadsafe(cancel_all(), self.loop)
+        if not self.on_loop():
+            self.thread.join(30)
+            self.loop.close()
+
+
+class _Conn:
+    """One NATS connection, its JetStream context and the streams it made sure of."""
+
+    nc: NatsClient
+    js: Any
+
+    def __init__(self) -> None:
+        self.streams: set[str] = set()
+
+
+class NatsBroker(Broker):
+    """A :class:`~zmicro.broker.base.Broker` on NATS (see the module docstring)."""
+
+    def __init__(self, servers: str | list[str] = "nats://127.0.0.1:4222", *,
+                 user: str | None = None, password: str | None = None,
+                 token: str | None = None, user_credentials: str | None = None,
+                 nkeys_seed: str | None = None, tls: ssl.SSLContext | None = None,
+                 tls_hostname: str | None = None, jetstream: bool = True,
+                 subject_prefix: str = TOPIC_PREFIX, dlq_prefix: str = DLQ_PREFIX,
+                 stream_max_age: float = 240.0, duplicate_window: float = 120.0,
+                 storage: str = "file", replicas: int = 1,
+                 max_ack_pending: int | None = None, pending_limit: int = 65536,
+                 connect_timeout: float = 10.0, name: str | None = None,
+                 connect_options: dict[str, Any] | None = None) -> None:
+        if storage not in ("file", "memory"):
+            raise ValueError(f"storage must be 'file' or 'memory', not {storage!r}")
+        if not subject_prefix.endswith(".") or not dlq_prefix.endswith("."):
+            raise ValueError("subject_prefix and dlq_prefix must end with '.'")
+        self.jetstream = jetstream
+        self.capabilities = Capabilities(durable=jetstream, survives_publisher=jetstream)
+        self._subject_prefix = subject_prefix
+        self._dlq_prefix = dlq_prefix
+        self._dlq_stream = dlq_stream_name(dlq_prefix)
+        self._stream_max_age = float(stream_max_age)
+        self._duplicate_window = float(duplicate_window)
+        self._storage = (js_api.StorageType.FILE if storage == "file"
+                         else js_api.StorageType.MEMORY)
+        self._replicas = replicas
+        self._max_ack_pending = max_ack_pending
+        self._pending_limit = pending_limit
+        self._topics: set[str] = set()       # topics subscribed through this broker
+        self._subs: set[_JsSubscription | _CoreSubscription] = set()
+        self._core_dead: collections.deque[DeadLetter] = collections.deque(
+            maxlen=DEAD_LETTERS_READ)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        # Ends of deliveries posted from any thread, run on the loop in order.
+        self._posted: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
+            collections.deque())
+        self._post_scheduled = False
+        self._posted_tasks: set[asyncio.Task[None]] = set()
+        # publish_async's connections, one per caller loop (see the module doc).
+        self._loop_conns: dict[asyncio.AbstractEventLoop, asyncio.Future[_Conn]] = {}
+
+        options: dict[str, Any] = {
+            "name": name or f"zmicro-{os.getpid()}",
+            "user": user, "password": password, "token": token,
+            "tls": tls, "tls_hostname": tls_hostname,
+            "allow_reconnect": True, "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5, "connect_timeout": min(connect_timeout, 5.0),
+            "ping_interval": 10, "max_outstanding_pings": 3,
+        }
+        if user_credentials is not None:
+            options["user_credentials"] = user_credentials
+        if nkeys_seed is not None:
+            if os.path.exists(nkeys_seed) or not nkeys_seed.startswith("S"):
+                options["nkeys_seed"] = nkeys_seed
+            else:
+                options["nkeys_seed_str"] = nkeys_seed
+        options.update(connect_options or {})
+        self._servers = servers
+        self._options = options
+        self._connect_timeout = connect_timeout
+        self._runner = _Loop("zmicro-nats")
+        try:
+            self._conn = self._runner.run(self._connect(main=True))
+        except BaseException:
+            self._runner.stop()
+            raise
+        self._nc: NatsClient = self._conn.nc
+        self._js = self._conn.js
+
+    # -- connection ------------------------------------------------------------
+
+    async def _connect(self, *, main: bool) -> _Conn:
+        """A connection on the running loop; `main`: the broker's own (its
+        reconnects resume the subscriptions)."""
+        servers, timeout = self._servers, self._connect_timeout
+        loop = asyncio.get_running_loop()
+        auth_failed: asyncio.Future[BaseException] = loop.create_future()
+        last_error: list[BaseException] = []
+        connected = False
+        conn = _Conn()
+
+        async def error_cb(e: Exception) -> None:
+            last_error[:] = [e]
+            if not connected:
+                # nats-py reports a refused CONNECT as a plain Error naming it.
+                refused = (isinstance(e, nats.errors.AuthorizationError)
+                           or "authorization violation" in str(e).lower())
+                if refused and not auth_failed.done():
+                    auth_failed.set_result(e)
+                log.debug("nats: connecting: %s", e or type(e).__name__)
+            else:
+                log.warning("nats: %s", e or type(e).__name__)
+
+        async def disconnected_cb() -> None:
+            if not self._closed:
+                log.warning("nats: disconnected from %s", self._servers)
+
+        async def reconnected_cb() -> None:
+            log.info("nats: reconnected")
+            conn.streams.clear()
+            if main:
+                for sub in list(self._subs):
+                    sub.resume()
+
+        nc = NatsClient()
+        task = loop.create_task(nc.connect(servers, error_cb=error_cb,
+                                           disconnected_cb=disconnected_cb,
+                                           reconnected_cb=reconnected_cb, **self._options))
+        waits: set[asyncio.Future[Any]] = {task, auth_failed}
+        done, _ = await asyncio.wait(waits, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if task in done and task.exception() is None:
+            connected = True
+            conn.nc, conn.js = nc, nc.jetstream()
+            return conn
+        task.cancel()
+        try:
+            await asyncio.wait_for(nc.close(), 5)
+        except BaseException:  # noqa: BLE001 - best effort on a failed client
+            pass
+        if auth_failed in done:
+            raise BrokerError(f"NATS at {servers} refused the credentials: "
+                              f"{auth_failed.result()}")
+        why = (task.exception() if task in done and not task.cancelled()
+               else last_error[0] if last_error else None)
+        raise BrokerError(f"cannot connect to NATS at {servers} within {timeout} s: "
+                          f"{why or 'no answer'}")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerError("the NatsBroker is closed")
+
+    def _subject(self, topic: str) -> str:
+        return self._subject_prefix + topic
+
+    async def _ensure_stream(self, topic: str, conn: _Conn | None = None) -> str:
+        conn = conn or self._conn
+        name = stream_name(topic, self._subject_prefix)
+        if name in conn.streams:
+            return name
+        await self._add_stream(conn.js, name, [self._subject(topic)], self._stream_max_age)
+        conn.streams.add(name)
+        return name
+
+    async def _ensure_dlq(self) -> None:
+        if self._dlq_stream not in self._conn.streams:
+            await self._add_stream(self._js, self._dlq_stream, [self._dlq_prefix + ">"],
+                                   DLQ_MAX_AGE)
+            self._conn.streams.add(self._dlq_stream)
+
+    async def _add_stream(self, js: Any, name: str, subjects: list[str],
+                          max_age: float) -> None:
+        config = js_api.StreamConfig(
+            name=name, subjects=subjects, retention=js_api.RetentionPolicy.LIMITS,
+            max_age=max_age, duplicate_window=min(self._duplicate_window, max_age),
+            storage=self._storage, num_replicas=self._replicas,
+            discard=js_api.DiscardPolicy.OLD)
+        try:
+            await js.add_stream(config)
+        except nats.js.errors.APIError as e:
+            if e.err_code != _ERR_STREAM_NAME_IN_USE:
+                raise BrokerError(f"cannot create stream {name}: {e}") from e
+            # Made by a broker with other limits: use it if it stores our subjects.
+            info = await js.stream_info(name)
+            missing = set(subjects) - set(info.config.subjects or ())
+            if missing:
+                raise BrokerError(f"stream {name} exists without subjects {sorted(missing)}")
+
+    # -- publish ---------------------------------------------------------------
+
+    def publish(self, topic: str, data: bytes, *, event_id: bytes,
+                timeout: float = 5.0) -> None:
+        check_topic(topic)
+        self._check_open()
+        try:
+            self._runner.run(self._publish(topic, data, event_id, timeout), timeout + 30)
+        except concurrent.futures.TimeoutError:  # the loop itself is stuck
+            raise RPCError(Code.UNAVAILABLE, "the NATS broker's loop did not answer",
+                           processed=None) from None
+
+    async def publish_async(self, topic: str, data: bytes, *, event_id: bytes,
+                            timeout: float = 5.0) -> None:
+        check_topic(topic)
+        self._check_open()
+        if self._runner.on_loop():
+            await self._publish(topic, data, event_id, timeout)
+            return
+        conn = await self._loop_conn()
+        await self._publish(topic, data, event_id, timeout, conn)
+
+    async def _loop_conn(self) -> _Conn:
+        """The running loop's own connection, opened at its first publish_async."""
+        loop = asyncio.get_running_loop()
+        pending = self._loop_conns.get(loop)
+        if pending is None:
+            for old in [lp for lp in self._loop_conns if lp.is_closed()]:
+                del self._loop_conns[old]  # a finished asyncio.run(): its socket is gone
+            pending = self._loop_conns[loop] = loop.create_future()
+            try:
+                pending.set_result(await self._connect(main=False))
+            except BaseException as e:
+                del self._loop_conns[loop]
+                pending.set_exception(e)
+                pending.exception()  # retrieved: raised below
+                raise
+        conn = await asyncio.shield(pending)
+        if self._closed:
+            raise BrokerError("the NatsBroker is closed")
+        return conn
+
+    async def _publish(self, topic: str, data: bytes, event_id: bytes,
+                       timeout: float, conn: _Conn | None = None) -> None:
+        conn = conn or self._conn
+        if not self.jetstream:
+            return await self._publish_core(conn.nc, topic, data, timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        subject = self._subject(topic)
+        msg_id = event_id.hex()
+        full = False
+        last: BaseException | None = None
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await self._ensure_stream(topic, conn)
+                # Fresh headers each attempt: nats-py may add to the dict.
+                await conn.js.publish(subject, data, timeout=min(remaining, 2.0),
+                                      headers={"Nats-Msg-Id": msg_id})
+                return
+            except nats.errors.MaxPayloadError as e:
+                raise RPCError(Code.RESOURCE_EXHAUSTED,
+                               f"the event ({len(data)} bytes) is over the NATS server's "
+                               f"max_payload", processed=False) from e
+            except nats.js.errors.NoStreamResponseError as e:
+                # No stream (deleted behind our back) or JetStream not up yet.
+                conn.streams.discard(stream_name(topic, self._subject_prefix))
+                last = e
+            except nats.js.errors.APIError as e:
+                if e.err_code in _RESOURCE_ERRORS:
+                    full, last = True, e
+                else:
+                    raise BrokerError(f"JetStream refused the event on {subject}: {e}") from e
+            except BrokerError:
+                raise
+            except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
+                if isinstance(e, nats.errors.ConnectionClosedError) and self._closed:
+                    raise BrokerError("the NatsBroker is closed") from e
+                last = e
+            await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+        if full:
+            raise RPCError(Code.RESOURCE_EXHAUSTED,
+                           f"the stream of {topic!r} stayed full for {timeout} s: {last}",
+                           processed=False)
+        raise RPCError(Code.UNAVAILABLE,
+                       f"JetStream did not store the event within {timeout} s: "
+                       f"{last or 'no answer'}", processed=None)
+
+    async def _publish_core(self, nc: NatsClient, topic: str, data: bytes,
+                            timeout: float) -> None:
+        try:
+            await nc.publish(self._subject(topic), data)
+            await nc.flush(max(1, math.ceil(timeout)))  # nats-py: whole seconds
+        except nats.errors.MaxPayloadError as e:
+            raise RPCError(Code.RESOURCE_EXHAUSTED, f"the event ({len(data)} bytes) is over "
+                           f"the NATS server's max_payload", processed=False) from e
+        except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
+            raise RPCError(Code.UNAVAILABLE, f"NATS did not take the event within "
+                           f"{timeout} s: {e}", processed=None) from e
+
+    # -- subscribe -------------------------------------------------------------
+
+    def subscribe(self, topic: str, on_delivery: Callable[[Delivery], Any],
+                  options: SubscribeOptions = SubscribeOptions()) -> Subscription:
+        check_topic(topic)
+        if not isinstance(options, SubscribeOptions):
+            raise TypeError("options must be a SubscribeOptions")
+        self._check_open()
+        sub: _JsSubscription | _CoreSubscription
+        if self.jetstream:
+            sub = _JsSubscription(self, topic, on_delivery, options)
+        else:
+            sub = _CoreSubscription(self, topic, on_delivery, options)
+        self._runner.run(sub.start(), 60)
+        self._topics.add(topic)
+        self._subs.add(sub)
+        return sub
+
+    # -- ends of deliveries, from any thread -----------------------------------
+
+    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` (a coroutine function) on the loop, in post order."""
+        self._posted.append((fn, args))
+        if not self._post_scheduled:
+            self._post_scheduled = True
+            try:
+                self._runner.loop.call_soon_threadsafe(self._drain_posted)
+            except RuntimeError:  # loop closed: the broker is closed
+                self._post_scheduled = False
+
+    def _drain_posted(self) -> None:
+        # Clear the flag before popping: an item posted after this line
+        # schedules another drain, one posted before it is popped below.
+        self._post_scheduled = False
+        items = []
+        while self._posted:
+            items.append(self._posted.popleft())
+        if items:
+            task = self._runner.loop.create_task(self._run_posted(items))
+            self._posted_tasks.add(task)
+            task.add_done_callback(self._posted_tasks.discard)
+
+    async def _run_posted(self, items: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+        for fn, args in items:
+            try:
+                await fn(*args)
+            except Exception:  # noqa: BLE001 - one failed end must not stop the others
+                log.exception("nats: ending a delivery failed")
+
+    # -- dead letters ----------------------------------------------------------
+
+    async def _dead_letter(self, topic: str, queue: str | None, msg: Msg, reason: str,
+                           deliveries: int | None) -> None:
+        await self._ensure_dlq()
+        meta = msg.metadata
+        seq = meta.sequence.stream if meta.sequence else 0
+        event = (msg.headers or {}).get("Nats-Msg-Id", f"seq{seq}")
+        headers = {
+            "Nats-Msg-Id": f"dlq-{event}-{queue or ''}-{meta.consumer or ''}",
+            "Zmicro-Reason": reason[:1000], "Zmicro-Topic": topic,
+            "Zmicro-Queue": queue or "", "Zmicro-Deliveries": str(deliveries or ""),
+            "Zmicro-Stream-Seq": str(seq),
+        }
+        await self._js.publish(self._dlq_prefix + topic, msg.data, headers=headers, timeout=5)
+
+    def dead_letters(self) -> list[DeadLetter]:
+        self._check_open()
+        if not self.jetstream:
+            return list(self._core_dead)
+        return self._runner.run(self._read_dead_letters(), 120)
+
+    async def _read_dead_letters(self) -> list[DeadLetter]:
+        try:
+            info = await self._js.stream_info(self._dlq_stream)
+        except nats.js.errors.NotFoundError:
+            return []
+        first, last = info.state.first_seq, info.state.last_seq
+        out = []
+        for seq in range(max(first, last - DEAD_LETTERS_READ + 1), last + 1):
+            try:
+                raw = await self._js.get_msg(self._dlq_stream, seq)
+            except nats.js.errors.NotFoundError:
+                continue
+            headers = raw.headers or {}
+            topic = headers.get("Zmicro-Topic", "")
+            if topic not in self._topics:
+                continue
+            deliveries = headers.get("Zmicro-Deliveries", "")
+            out.append(DeadLetter(
+                topic=topic, queue=headers.get("Zmicro-Queue") or None, data=raw.data or b"",
+                reason=headers.get("Zmicro-Reason", ""),
+                deliveries=int(deliveries) if deliveries.isdigit() else None))
+        return out
+
+    # -- close -----------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._runner.on_loop():
+            raise RuntimeError("NatsBroker.close() from the broker's own loop")
+        try:
+            self._runner.run(self._close(), 60)
+        except Exception:  # noqa: BLE001 - closing: log, release the thread anyway
+            log.exception("nats: closing the broker")
+        finally:
+            self._runner.stop()
+        self._close_loop_conns()
+
+    def _close_loop_conns(self) -> None:
+        # Each on its own loop, without waiting: that loop may be the caller's.
+        for loop, pending in list(self._loop_conns.items()):
+            if loop.is_closed() or not pending.done() or pending.exception():
+                continue
+            try:
+                asyncio.run_coroutine_threadsafe(pending.result().nc.close(), loop)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        self._loop_conns.clear()
+
+    async def _close(self) -> None:
+        for sub in list(self._subs):
+            await sub.stop()
+        await self._drain_ends()
+        try:
+            await asyncio.wait_for(self._nc.close(), 10)
+        except asyncio.TimeoutError:
+            log.warning("nats: the connection did not close within 10 s")
+
+    async def _drain_ends(self) -> None:
+        # Ends posted before close() are sent before the connection goes.
+        await self._flush_posted()
+
+    async def _flush_posted(self) -> None:
+        """Run the ends posted so far (on the loop)."""
+        self._drain_posted()
+        if self._posted_tasks:
+            await asyncio.wait(set(self._posted_tasks), timeout=10)
+
+
+class _NatsDelivery(Delivery):
+    """One delivery; ending it posts the end to the broker's loop."""
+
+    __slots__ = ("data", "deliveries", "user_id", "_sub", "_msg", "_ended", "_released")
+
+    def __init__(self, sub: _JsSubscription | _CoreSubscription, msg: Msg,
+                 deliveries: int | None) -> None:
+        self.data = msg.data
+        self.deliveries = deliveries
+        self.user_id = None
+        self._sub = sub
+        self._msg = msg
+        self._ended = False
+        self._released = False  # given back by close(): a later end is moot
+
+    def _end(self, kind: str, arg: Any) -> None:
+        with self._sub.lock:
+            if self._released:
+                return
+            if self._ended:
+                raise RuntimeError("this delivery was already ended")
+            self._ended = True
+        self._sub.broker._post(self._sub.finish, self, kind, arg)
+
+    def ack(self) -> None:
+        self._end("ack", None)
+
+    def nack(self, *, delay: float | None = None) -> None:
+        if delay is not None and (not isinstance(delay, (int, float)) or delay < 0):
+            raise ValueError(f"delay must be seconds >= 0 or None, not {delay!r}")
+        self._end("nack", delay)
+
+    def term(self, reason: str) -> None:
+        self._end("term", str(reason))
+
+
+class _SubscriptionBase(Subscription):
+    def __init__(self, broker: NatsBroker, topic: str, on_delivery: Callable[[Delivery], Any],
+                 options: SubscribeOptions) -> None:
+        self.broker = broker
+        self.topic = topic
+        self.options = options
+        self.queue = options.queue
+        self.on_delivery = on_delivery
+        self.lock = threading.Lock()
+        self.closed = False
+        self.in_flight = 0
+        self.out: dict[int, _NatsDelivery] = {}   # handed out, not ended (by id)
+        self.counts = {"delivered": 0, "acked": 0, "nacked": 0, "terminated": 0,
+                       "dead_lettered": 0}
+
+    def _hand_out(self, delivery: _NatsDelivery) -> None:
+        self.out[id(delivery)] = delivery
+        self.in_flight += 1
+        self.counts["delivered"] += 1
+        try:
+            self.on_delivery(delivery)
+        except Exception:  # noqa: BLE001 - the contract says it must not raise
+            log.exception("nats: on_delivery raised for %s; the delivery is nacked", self.topic)
+            if not delivery._ended:
+                delivery.nack()
+
+    def stats(self) -> dict[str, int]:
+        return {**self.counts, "in_flight": self.in_flight}
+
+    def close(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+        if self.broker._closed:
+            return
+        try:
+            self.broker._runner.run(self.stop(), 60)
+        finally:
+            self.broker._subs.discard(self)
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    def resume(self) -> None:
+        """After a reconnect (on the loop)."""
+
+    async def finish(self, delivery: _NatsDelivery, kind: str, arg: Any) -> None:
+        raise NotImplementedError
+
+
+class _JsSubscription(_SubscriptionBase):
+    """A JetStream pull consumer and the loop that pulls only free slots."""
+
+    def __init__(self, broker: NatsBroker, topic: str, on_delivery: Callable[[Delivery], Any],
+                 options: SubscribeOptions) -> None:
+        super().__init__(broker, topic, on_delivery, options)
+        self.stream = stream_name(topic, broker._subject_prefix)
+        self.consumer: str = durable_name(options.queue) if options.queue else ""
+        self._inbox = ""
+        self._nats_sub: Any = None
+        self._backlog: collections.deque[Msg] = collections.deque()
+        self._requested = 0                # asked for by the current pull request
+        self._request_done = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ready = False
+        self._last_seq = 0                 # broadcast: last stream sequence seen
+        self._held: dict[int, int] = {}    # broadcast: stream seq -> deliveries handed out
+
+    def _consumer_config(self, start_seq: int | None = None) -> js_api.ConsumerConfig:
+        o = self.options
+        max_ack_pending = self.broker._max_ack_pending or max(1024, 4 * o.max_in_flight)
+        config = js_api.ConsumerConfig(
+            filter_subject=self.broker._subject(self.topic),
+            ack_policy=js_api.AckPolicy.EXPLICIT, ack_wait=o.ack_wait,
+            max_deliver=o.max_deliveries + 1, max_ack_pending=max_ack_pending,
+            replay_policy=js_api.ReplayPolicy.INSTANT)
+        if self.queue:
+            config.durable_name = self.consumer
+            config.deliver_policy = js_api.DeliverPolicy.ALL
+        else:
+            config.inactive_threshold = 30.0
+            if start_seq:
+                config.deliver_policy = js_api.DeliverPolicy.BY_START_SEQUENCE
+                config.opt_start_seq = start_seq
+            else:
+                config.deliver_policy = js_api.DeliverPolicy.NEW
+        return config
+
+    async def _ensure(self) -> None:
+        js = self.broker._js
+        await self.broker._ensure_stream(self.topic)
+        if self.queue:
+            try:
+                await js.add_consumer(self.stream, self._consumer_config())
+            except nats.js.errors.APIError as e:
+                raise BrokerError(f"cannot create the consumer of group {self.queue!r} on "
+                                  f"{self.stream} (does it exist with other options?): "
+                                  f"{e}") from e
+            return
+        if self.consumer:
+            try:
+                await js.consumer_info(self.stream, self.consumer)
+                return
+            except nats.js.errors.NotFoundError:
+                pass  # forgotten by a restarted server: make it again
+        start = min(self._held) if self._held else (self._last_seq + 1 if self._last_seq
+                                                    else None)
+        info = await js.add_consumer(self.stream, self._consumer_config(start))
+        self.consumer = info.name
+
+    async def start(self) -> None:
+        nc = self.broker._nc
+        self._inbox = nc.new_inbox()
+        self._nats_sub = await nc.subscribe(self._inbox, cb=self._on_msg,
+                                            pending_msgs_limit=-1, pending_bytes_limit=-1)
+        try:
+            await self._ensure()
+        except BaseException:
+            await self._nats_sub.unsubscribe()
+            raise
+        self._ready = True
+        self._task = asyncio.get_running_loop().create_task(self._pull_loop())
+
+    def resume(self) -> None:
+        self._ready = False
+        self._request_done.set()
+        self._wake.set()
+
+    async def _pull_loop(self) -> None:
+        nc = self.broker._nc
+        while not self.closed:
+            if not self._ready:
+                try:
+                    await self._ensure()
+                    self._ready = True
+                except Exception as e:  # noqa: BLE001 - server still away: try again
+                    log.debug("nats: %s not ready yet: %s", self.topic, e)
+                    await asyncio.sleep(0.25)
+                    continue
+            free = self.options.max_in_flight - self.in_flight - len(self._backlog)
+            if free <= 0:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._requested = free
+            self._request_done.clear()
+            request = json.dumps({"batch": free,
+                                  "expires": int(PULL_EXPIRES * 1e9)}).encode()
+            try:
+                await nc.publish(f"{_JS_API}.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}",
+                                 request, reply=self._inbox)
+            except Exception as e:  # noqa: BLE001 - reconnecting: pull again soon
+                log.debug("nats: pull request for %s failed: %s", self.topic, e)
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                # A request lost with its server is replaced after a while.
+                await asyncio.wait_for(self._request_done.wait(), PULL_EXPIRES + 2)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _on_msg(self, msg: Msg) -> None:
+        headers = msg.headers
+        if headers and not msg.data and "Status" in headers:
+            status = headers["Status"]
+            if status == "100":
+                return  # heartbeat
+            if status == "409" and "Deleted" in headers.get("Description", ""):
+                self._ready = False
+            elif status not in ("404", "408"):
+                log.debug("nats: pull status %s %s on %s", status,
+                          headers.get("Description", ""), self.topic)
+                await asyncio.sleep(0.1)
+            self._request_done.set()
+            return
+        self._requested -= 1
+        if self._requested <= 0:
+            self._request_done.set()
+        if self.closed:
+            # Not handed out: let another member have it at once.
+            await msg.nak()
+            return
+        meta = msg.metadata
+        deliveries = meta.num_delivered
+        if not self.queue and meta.sequence:
+            self._last_seq = max(self._last_seq, meta.sequence.stream)
+        if deliveries is not None and deliveries > self.options.max_deliveries:
+            # The extra delivery of the module docstring: dead-letter, never hand out.
+            await self._dead_letter_and_term(msg, "max_deliveries", deliveries - 1)
+            return
+        if self.in_flight >= self.options.max_in_flight:
+            self._backlog.append(msg)  # an earlier request's late answer: hold it
+            return
+        self._deliver(msg)
+
+    def _deliver(self, msg: Msg) -> None:
+        meta = msg.metadata
+        if not self.queue and meta.sequence:
+            seq = meta.sequence.stream
+            self._held[seq] = self._held.get(seq, 0) + 1
+        self._hand_out(_NatsDelivery(self, msg, meta.num_delivered))
+
+    async def _dead_letter_and_term(self, msg: Msg, reason: str,
+                                    deliveries: int | None) -> bool:
+        try:
+            await self.broker._dead_letter(self.topic, self.queue, msg, reason, deliveries)
+        except Exception as e:  # noqa: BLE001 - DLQ unreachable: keep the event
+            log.error("nats: cannot dead-letter an event of %s (%s): %s; it is redelivered",
+                      self.topic, reason, e)
+            await msg.nak(delay=self.options.delay(deliveries or 1))
+            return False
+        await msg.term()
+        self.counts["dead_lettered"] += 1
+        return True
+
+    async def finish(self, delivery: _NatsDelivery, kind: str, arg: Any) -> None:
+        msg = delivery._msg
+        if self.out.pop(id(delivery), None) is None:
+            return  # released by close() meanwhile: naked already
+        self.in_flight -= 1
+        if not self.queue and msg.metadata.sequence:
+            seq = msg.metadata.sequence.stream
+            left = self._held.get(seq, 1) - 1
+            if left > 0:
+                self._held[seq] = left
+            else:
+                self._held.pop(seq, None)
+        while self._backlog and self.in_flight < self.options.max_in_flight:
+            self._deliver(self._backlog.popleft())
+        self._wake.set()
+        deliveries = delivery.deliveries or 1
+        if kind == "ack":
+            self.counts["acked"] += 1
+            await msg.ack()
+        elif kind == "nack":
+            self.counts["nacked"] += 1
+            if deliveries >= self.options.max_deliveries:
+                await self._dead_letter_and_term(msg, "max_deliveries", deliveries)
+            else:
+                delay = self.options.delay(deliveries) if arg is None else arg
+                await msg.nak(delay=delay)
+        else:
+            self.counts["terminated"] += 1
+            await self._dead_letter_and_term(msg, arg, deliveries)
+
+    async def stop(self) -> None:
+        self.closed = True
+        self._request_done.set()
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        # Ends already posted go first; what is still out is given back at
+        # once (nak), so another member gets it without waiting for ack_wait.
+        await self.broker._flush_posted()
+        released = []
+        with self.lock:
+            for key, d in list(self.out.items()):
+                if not d._ended:  # (an end posted meanwhile is still sent)
+                    d._released = True
+                    released.append(d._msg)
+                    del self.out[key]
+                    self.in_flight -= 1
+        for msg in [*released, *self._backlog]:
+            try:
+                await msg.nak()
+            except Exception:  # noqa: BLE001 - redelivered after ack_wait anyway
+                pass
+        self._backlog.clear()
+        if self._nats_sub is not None:
+            try:
+                await self._nats_sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - connection gone: nothing to undo
+                pass
+        if not self.queue and self.consumer:
+            try:
+                await self.broker._js.delete_consumer(self.stream, self.consumer)
+            except Exception:  # noqa: BLE001 - it expires by itself (inactive_threshold)
+                pass
+        self.broker._subs.discard(self)
+
+
+class _CoreSubscription(_SubscriptionBase):
+    """A core NATS subscription (native queue group), at most once."""
+
+    def __init__(self, broker: NatsBroker, topic: str, on_delivery: Callable[[Delivery], Any],
+                 options: SubscribeOptions) -> None:
+        super().__init__(broker, topic, on_delivery, options)
+        self._nats_sub: Any = None
+        self._free = asyncio.Event()
+
+    async def start(self) -> None:
+        self._free.set()
+        self._nats_sub = await self.broker._nc.subscribe(
+            self.broker._subject(self.topic), queue=self.queue or "", cb=self._on_msg,
+            pending_msgs_limit=self.broker._pending_limit)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        # nats-py runs one callback at a time per subscription: waiting here
+        # holds the next messages in its pending queue (bounded).
+        while self.in_flight >= self.options.max_in_flight and not self.closed:
+            self._free.clear()
+            await self._free.wait()
+        if self.closed:
+            return
+        self._hand_out(_NatsDelivery(self, msg, None))
+
+    async def finish(self, delivery: _NatsDelivery, kind: str, arg: Any) -> None:
+        if self.out.pop(id(delivery), None) is None:
+            return
+        self.in_flight -= 1
+        self._free.set()
+        if kind == "ack":
+            self.counts["acked"] += 1
+        elif kind == "nack":
+            self.counts["nacked"] += 1  # at most once: nothing redelivers it
+        else:
+            self.counts["terminated"] += 1
+            self.counts["dead_lettered"] += 1
+            self.broker._core_dead.append(DeadLetter(self.topic, self.queue, delivery.data,
+                                                     arg, None))
+
+    async def stop(self) -> None:
+        self.closed = True
+        self._free.set()
+        if self._nats_sub is not None:
+            try:
+                await self._nats_sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - connection gone: nothing to undo
+                pass
+        self.broker._subs.discard(self)

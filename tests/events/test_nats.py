@@ -1,0 +1,510 @@
+"""The NATS broker against a real nats-server (tests/nats_server.py).
+
+First the fixture itself: JetStream answers, a restart keeps the port and
+the store, each authentication variant lets the right client in and keeps
+the wrong one out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+
+from tests.nats_server import NatsServer
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+async def _roundtrip(url: str, **options) -> bytes:
+    """Connect, store one message in a stream, read it back: what the broker needs."""
+    nc = await nats.connect(url, allow_reconnect=False, connect_timeout=5, **options)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="FIXTURE", subjects=["fixture.>"])
+        await js.publish("fixture.one", b"stored")
+        return (await js.get_last_msg("FIXTURE", "fixture.one")).data
+    finally:
+        await nc.close()
+
+
+def test_server_runs_jetstream_on_free_ports(nats_server):
+    assert nats_server.port != 4222 and nats_server.monitor_port != nats_server.port
+    assert nats_server.varz("jsz")["config"]["store_dir"].startswith(str(nats_server.store_dir))
+    assert _run(_roundtrip(nats_server.url)) == b"stored"
+
+
+def test_restart_keeps_port_and_store(tmp_path):
+    server = NatsServer(tmp_path / "restart")
+    try:
+        server.start()
+        port = server.port
+        assert _run(_roundtrip(server.url)) == b"stored"
+        server.kill()
+        server.start()
+        assert server.port == port
+
+        async def read_back() -> bytes:
+            nc = await nats.connect(server.url, allow_reconnect=False)
+            try:
+                return (await nc.jetstream().get_last_msg("FIXTURE", "fixture.one")).data
+            finally:
+                await nc.close()
+
+        assert _run(read_back()) == b"stored"
+    finally:
+        server.cleanup()
+
+
+@pytest.mark.parametrize("auth", ["password", "token", "nkey"])
+def test_auth_variants(tmp_path, auth):
+    server = NatsServer(tmp_path / auth, auth=auth)
+    try:
+        server.start()
+        with pytest.raises(Exception, match="[Aa]uthoriz"):
+            _run(_roundtrip(server.url))
+        good = {"password": {"user": server.user, "password": server.password},
+                "token": {"token": server.token},
+                "nkey": {"nkeys_seed_str": server.nkey_seed}}[auth]
+        assert _run(_roundtrip(server.url, **good)) == b"stored"
+    finally:
+        server.cleanup()
+
+
+def test_tls_variant(tmp_path):
+    server = NatsServer(tmp_path / "tls", tls=True)
+    try:
+        server.start()
+        assert server.url.startswith("tls://")
+        assert _run(_roundtrip(server.url, tls=server.client_ssl_context())) == b"stored"
+        import ssl
+        untrusting = ssl.create_default_context()  # the system CAs: not ours
+        with pytest.raises(ssl.SSLError):
+            _run(_roundtrip(server.url, tls=untrusting))
+    finally:
+        server.cleanup()
+
+
+def test_missing_binary_fails_loudly(monkeypatch):
+    import tests.nats_server as ns
+
+    monkeypatch.setattr(ns, "NATS", "/nonexistent/nats-server")
+    with pytest.raises(RuntimeError, match="apt-get install -y nats-server"):
+        ns.require_nats()
+
+
+# -- the broker ----------------------------------------------------------------
+
+import os  # noqa: E402
+import threading  # noqa: E402
+
+from zmicro.broker.base import BrokerError, SubscribeOptions  # noqa: E402
+from zmicro.broker.nats import NatsBroker, durable_name, stream_name  # noqa: E402
+from zmicro.errors import Code, RPCError  # noqa: E402
+
+from tests.helpers import eventually  # noqa: E402
+
+
+@pytest.fixture
+def broker(nats_url):
+    b = NatsBroker(nats_url)
+    yield b
+    b.close()
+
+
+class Recorder:
+    """on_delivery that records (data, deliveries) and ends each delivery by `policy`."""
+
+    def __init__(self, policy=lambda d: d.ack()):
+        self.policy = policy
+        self.got: list[tuple[bytes, int | None]] = []
+        self.held = []
+        self.lock = threading.Lock()
+
+    def __call__(self, d) -> None:
+        with self.lock:
+            self.got.append((d.data, d.deliveries))
+        self.policy(d)
+
+    def datas(self) -> list[bytes]:
+        with self.lock:
+            return [g[0] for g in self.got]
+
+
+def publish(broker, topic, data: bytes) -> bytes:
+    event_id = os.urandom(16)
+    broker.publish(topic, data, event_id=event_id)
+    return event_id
+
+
+def consumer_info(broker, topic, queue):
+    async def info():
+        return await broker._js.consumer_info(stream_name(topic), durable_name(queue))
+    return broker._runner.run(info(), 30)
+
+
+def test_bytes_in_bytes_out(broker, nats_topic):
+    rec = Recorder()
+    broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+    frames = [b"", b"\x00\xff" * 7, os.urandom(4096)]
+    for frame in frames:
+        publish(broker, nats_topic, frame)
+    assert eventually(lambda: sorted(rec.datas()) == sorted(frames), "every frame, exact")
+
+
+def test_queue_group_each_event_once_per_group(broker, nats_topic):
+    a, b, other = Recorder(), Recorder(), Recorder()
+    broker.subscribe(nats_topic, a, SubscribeOptions(queue="billing", max_in_flight=4))
+    broker.subscribe(nats_topic, b, SubscribeOptions(queue="billing", max_in_flight=4))
+    broker.subscribe(nats_topic, other, SubscribeOptions(queue="audit"))
+    sent = [f"e{i}".encode() for i in range(60)]
+    for data in sent:
+        publish(broker, nats_topic, data)
+    eventually(lambda: len(a.got) + len(b.got) == 60 and len(other.got) == 60, "all events")
+    assert sorted(a.datas() + b.datas()) == sorted(sent)   # each once in the group
+    assert sorted(other.datas()) == sorted(sent)           # the other group gets every one
+    assert a.got and b.got                                 # both members took a share
+
+
+def test_broadcast_every_subscription_gets_every_event(broker, nats_topic):
+    x, y = Recorder(), Recorder()
+    broker.subscribe(nats_topic, x)
+    broker.subscribe(nats_topic, y)
+    sent = [f"b{i}".encode() for i in range(10)]
+    for data in sent:
+        publish(broker, nats_topic, data)
+    eventually(lambda: sorted(x.datas()) == sorted(sent) and sorted(y.datas()) == sorted(sent),
+               "both subscriptions get all")
+
+
+def test_ack_stops_redelivery(broker, nats_topic):
+    rec = Recorder()
+    sub = broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g", ack_wait=1.0))
+    publish(broker, nats_topic, b"once")
+    eventually(lambda: rec.got, "the delivery")
+    # The server holds nothing unacked and nothing pending for the group: it
+    # has nothing to redeliver, after ack_wait or ever.
+    eventually(lambda: (lambda i: i.num_ack_pending == 0 and i.num_pending == 0
+                        and i.num_redelivered == 0)(consumer_info(broker, nats_topic, "g")),
+               "the ack reached the server")
+    assert rec.got == [(b"once", 1)]
+    assert sub.stats()["acked"] == 1 and sub.stats()["in_flight"] == 0
+
+
+def test_nack_redelivers_with_deliveries_counted(broker, nats_topic):
+    rec = Recorder(lambda d: d.ack() if d.deliveries == 3 else d.nack(delay=0.01))
+    sub = broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g", max_deliveries=5))
+    publish(broker, nats_topic, b"retry me")
+    eventually(lambda: len(rec.got) == 3, "three deliveries")
+    assert rec.got == [(b"retry me", 1), (b"retry me", 2), (b"retry me", 3)]
+    assert sub.stats()["nacked"] == 2 and sub.stats()["acked"] == 1
+    assert broker.dead_letters() == []
+
+
+def test_nack_without_delay_uses_the_backoff(broker, nats_topic):
+    rec = Recorder(lambda d: d.ack() if d.deliveries == 2 else d.nack())
+    broker.subscribe(nats_topic, rec,
+                     SubscribeOptions(queue="g", backoff=(0.01,), max_deliveries=3))
+    publish(broker, nats_topic, b"x")
+    eventually(lambda: [g[1] for g in rec.got] == [1, 2], "redelivered after the backoff")
+
+
+def test_max_deliveries_dead_letters_with_reason(broker, nats_topic):
+    rec = Recorder(lambda d: d.nack(delay=0))
+    sub = broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g", max_deliveries=3))
+    publish(broker, nats_topic, b"poison")
+    dead = eventually(broker.dead_letters, "a dead letter")
+    assert [(d.topic, d.queue, d.data, d.reason, d.deliveries) for d in dead] == [
+        (nats_topic, "g", b"poison", "max_deliveries", 3)]
+    assert rec.got == [(b"poison", 1), (b"poison", 2), (b"poison", 3)]
+    eventually(lambda: consumer_info(broker, nats_topic, "g").num_ack_pending == 0,
+               "terminated on the server")
+    assert sub.stats()["dead_lettered"] == 1
+
+
+def test_term_dead_letters_at_once(broker, nats_topic):
+    rec = Recorder(lambda d: d.term("bad_mac"))
+    broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+    publish(broker, nats_topic, b"forged")
+    dead = eventually(broker.dead_letters, "a dead letter")
+    assert [(d.data, d.reason, d.deliveries) for d in dead] == [(b"forged", "bad_mac", 1)]
+    assert rec.got == [(b"forged", 1)]
+
+
+def test_ending_twice_is_an_error(broker, nats_topic):
+    errors = []
+
+    def twice(d):
+        d.ack()
+        try:
+            d.ack()
+        except RuntimeError as e:
+            errors.append(e)
+
+    broker.subscribe(nats_topic, Recorder(twice), SubscribeOptions(queue="g"))
+    publish(broker, nats_topic, b"x")
+    eventually(lambda: errors, "the second end refused")
+
+
+def test_max_in_flight_bounds_what_is_handed_out(broker, nats_topic):
+    rec = Recorder(policy=lambda d: rec.held.append(d))
+    sub = broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g", max_in_flight=2))
+    for i in range(10):
+        publish(broker, nats_topic, f"{i}".encode())
+    # The server itself handed out 2 and keeps 8: the broker pulled no more
+    # than its free slots (so it cannot hand out more, whatever the timing).
+    eventually(lambda: (lambda i: i.num_ack_pending == 2 and i.num_pending == 8)(
+        consumer_info(broker, nats_topic, "g")), "two handed out, eight kept")
+    assert len(rec.got) == 2 and sub.stats()["in_flight"] == 2
+    rec.held.pop(0).ack()
+    eventually(lambda: len(rec.got) == 3, "a freed slot is filled")
+    while len(rec.got) < 10:
+        eventually(lambda: rec.held, "a held delivery")
+        rec.held.pop(0).ack()
+        assert sub.stats()["in_flight"] <= 2
+    for d in rec.held:
+        d.ack()
+    assert sorted(rec.datas()) == sorted(f"{i}".encode() for i in range(10))
+
+
+def test_durable_group_keeps_events_published_before_it_subscribes(broker, nats_topic):
+    sent = [publish(broker, nats_topic, f"early{i}".encode()) and f"early{i}".encode()
+            for i in range(3)]
+    rec = Recorder()
+    broker.subscribe(nats_topic, rec, SubscribeOptions(queue="late"))
+    eventually(lambda: sorted(rec.datas()) == sorted(sent), "the stored events")
+    assert broker.capabilities.durable and broker.capabilities.survives_publisher
+
+
+def test_group_members_share_one_durable_across_brokers(nats_url, nats_topic):
+    with NatsBroker(nats_url) as one, NatsBroker(nats_url) as two:
+        a, b = Recorder(), Recorder()
+        sub = one.subscribe(nats_topic, a, SubscribeOptions(queue="g", max_in_flight=1))
+        two.subscribe(nats_topic, b, SubscribeOptions(queue="g", max_in_flight=1))
+        for i in range(20):
+            publish(one, nats_topic, f"{i}".encode())
+        eventually(lambda: len(a.got) + len(b.got) == 20, "all events")
+        assert sorted(a.datas() + b.datas()) == sorted(f"{i}".encode() for i in range(20))
+        sub.close()
+        sub.close()  # idempotent
+        publish(one, nats_topic, b"after close")
+        eventually(lambda: b"after close" in b.datas(), "the remaining member gets it")
+        assert b"after close" not in a.datas()
+
+
+def test_publish_is_idempotent_by_event_id(broker, nats_topic):
+    rec = Recorder()
+    broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+    event_id = os.urandom(16)
+    broker.publish(nats_topic, b"same", event_id=event_id)
+    broker.publish(nats_topic, b"same", event_id=event_id)  # a retry
+    publish(broker, nats_topic, b"marker")
+    eventually(lambda: b"marker" in rec.datas(), "the marker")
+    assert rec.datas().count(b"same") == 1
+
+
+def test_publish_async_from_the_callers_loop(broker, nats_topic):
+    rec = Recorder()
+    broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+
+    async def main():
+        await asyncio.gather(*(broker.publish_async(nats_topic, f"{i}".encode(),
+                                                    event_id=os.urandom(16))
+                               for i in range(20)))
+
+    _run(main())
+    _run(main())  # a second loop gets a connection of its own
+    eventually(lambda: len(rec.got) == 40, "all forty")
+
+
+def test_oversized_event_is_resource_exhausted(broker, nats_topic):
+    with pytest.raises(RPCError) as info:
+        broker.publish(nats_topic, b"x" * (2 * 1024 * 1024), event_id=os.urandom(16))
+    assert info.value.code == Code.RESOURCE_EXHAUSTED and info.value.processed is False
+
+
+def test_unreachable_server_is_unavailable(nats_server, nats_topic):
+    broker = NatsBroker(nats_server.url)
+    try:
+        nats_server.stop()
+        with pytest.raises(RPCError) as info:
+            broker.publish(nats_topic, b"x", event_id=os.urandom(16), timeout=1.0)
+        assert info.value.code == Code.UNAVAILABLE
+    finally:
+        nats_server.start()
+        broker.close()
+
+
+def test_closed_broker(nats_url, nats_topic):
+    broker = NatsBroker(nats_url)
+    broker.close()
+    broker.close()
+    with pytest.raises(BrokerError, match="closed"):
+        broker.publish(nats_topic, b"x", event_id=os.urandom(16))
+    with pytest.raises(BrokerError, match="closed"):
+        broker.subscribe(nats_topic, Recorder())
+
+
+def test_invalid_topic_is_value_error(broker):
+    with pytest.raises(ValueError):
+        broker.publish("a.*", b"x", event_id=os.urandom(16))
+    with pytest.raises(ValueError):
+        broker.subscribe("", Recorder())
+
+
+def test_names_are_valid_and_distinct():
+    assert stream_name("a.b") != stream_name("a_b")
+    assert durable_name("a.b") != durable_name("a_b")
+    for name in (stream_name("x" * 242), durable_name("q" * 242)):
+        assert len(name) < 255 and "." not in name
+
+
+# -- authentication and TLS, passed through --------------------------------------
+
+@pytest.mark.parametrize("auth", ["password", "token", "nkey"])
+def test_broker_authenticates(tmp_path, auth, nats_topic):
+    server = NatsServer(tmp_path / auth, auth=auth)
+    try:
+        server.start()
+        options = {"password": {"user": server.user, "password": server.password},
+                   "token": {"token": server.token},
+                   "nkey": {"nkeys_seed": server.nkey_seed}}[auth]
+        with NatsBroker(server.url, **options) as broker:
+            rec = Recorder()
+            broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+            publish(broker, nats_topic, b"authenticated")
+            eventually(lambda: rec.datas() == [b"authenticated"], "the event")
+        with pytest.raises(BrokerError, match="refused the credentials"):
+            NatsBroker(server.url, user="zmicro", password="wrong", connect_timeout=30)
+    finally:
+        server.cleanup()
+
+
+def test_broker_nkey_seed_file(tmp_path, nats_topic):
+    server = NatsServer(tmp_path / "nk", auth="nkey")
+    try:
+        server.start()
+        seed = tmp_path / "user.nk"
+        seed.write_text(server.nkey_seed)
+        with NatsBroker(server.url, nkeys_seed=str(seed)) as broker:
+            publish(broker, nats_topic, b"ok")
+    finally:
+        server.cleanup()
+
+
+def test_broker_over_tls(tmp_path, nats_topic):
+    server = NatsServer(tmp_path / "tls", tls=True)
+    try:
+        server.start()
+        with NatsBroker(server.url, tls=server.client_ssl_context(),
+                        tls_hostname="localhost") as broker:
+            rec = Recorder()
+            broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+            publish(broker, nats_topic, b"private")
+            eventually(lambda: rec.datas() == [b"private"], "the event")
+    finally:
+        server.cleanup()
+
+
+# -- core NATS (jetstream=False): native queue groups, at most once -------------
+
+def test_core_queue_groups_and_broadcast(nats_url, nats_topic):
+    with NatsBroker(nats_url, jetstream=False) as broker:
+        assert not broker.capabilities.durable
+        a, b, c = Recorder(), Recorder(), Recorder()
+        broker.subscribe(nats_topic, a, SubscribeOptions(queue="g"))
+        broker.subscribe(nats_topic, b, SubscribeOptions(queue="g"))
+        broker.subscribe(nats_topic, c)
+        sent = [f"{i}".encode() for i in range(40)]
+        for data in sent:
+            publish(broker, nats_topic, data)
+        eventually(lambda: len(a.got) + len(b.got) == 40 and len(c.got) == 40, "all")
+        assert sorted(a.datas() + b.datas()) == sorted(sent) == sorted(c.datas())
+        term = Recorder(lambda d: d.term("undecodable"))
+        broker.subscribe(nats_topic + ".t", term)
+        publish(broker, nats_topic + ".t", b"bad")
+        dead = eventually(broker.dead_letters, "the dead letter")
+        assert [(d.data, d.reason) for d in dead] == [(b"bad", "undecodable")]
+
+
+# -- what the contract suite checks on a fake clock, here in real time ----------
+
+def test_an_unended_delivery_comes_back_after_ack_wait(broker, nats_topic):
+    rec = Recorder(policy=lambda d: rec.held.append(d))
+    sub = broker.subscribe(nats_topic, rec,
+                           SubscribeOptions(queue="g", ack_wait=1.0, max_deliveries=3))
+    publish(broker, nats_topic, b"stuck")
+    eventually(lambda: len(rec.got) == 2, "the redelivery after ack_wait")
+    assert rec.got == [(b"stuck", 1), (b"stuck", 2)]
+    for d in rec.held:
+        d.ack()  # the first one too late: harmless
+    eventually(lambda: (lambda i: i.num_ack_pending == 0 and i.num_pending == 0)(
+        consumer_info(broker, nats_topic, "g")), "acked on the server")
+    assert sub.stats()["in_flight"] == 0 and broker.dead_letters() == []
+
+
+def test_closing_gives_back_unended_deliveries_at_once(broker, nats_topic):
+    holder = Recorder(policy=lambda d: holder.held.append(d))
+    other = Recorder()
+    # ack_wait far beyond the test's wait: only the nak of close() can hand it over.
+    sub = broker.subscribe(nats_topic, holder, SubscribeOptions(queue="g", ack_wait=3600.0))
+    publish(broker, nats_topic, b"held")
+    eventually(lambda: holder.held, "held")
+    broker.subscribe(nats_topic, other, SubscribeOptions(queue="g", ack_wait=3600.0))
+    sub.close()
+    eventually(lambda: other.datas() == [b"held"], "handed to the other member")
+    holder.held[0].ack()  # after close: moot, no error
+    assert sub.stats()["in_flight"] == 0
+
+
+def test_a_closed_broadcast_subscription_leaves_no_consumer(broker, nats_topic):
+    sub = broker.subscribe(nats_topic, Recorder())
+    stream = stream_name(nats_topic)
+
+    def consumers() -> int:
+        return broker._runner.run(broker._js.stream_info(stream), 30).state.consumer_count
+
+    assert consumers() == 1
+    sub.close()
+    assert consumers() == 0
+
+
+def test_tenants_do_not_meet(nats_url, nats_topic):
+    with NatsBroker(nats_url, subject_prefix="zmicro.one.", dlq_prefix="zmicro.one.dlq.") as one, \
+            NatsBroker(nats_url, subject_prefix="zmicro.two.", dlq_prefix="zmicro.two.dlq.") as two:
+        a, b = Recorder(lambda d: d.term("no")), Recorder()
+        one.subscribe(nats_topic, a, SubscribeOptions(queue="g"))
+        two.subscribe(nats_topic, b, SubscribeOptions(queue="g"))
+        publish(one, nats_topic, b"for one")
+        publish(two, nats_topic, b"for two")
+        eventually(lambda: a.datas() == [b"for one"] and b.datas() == [b"for two"], "each its own")
+        eventually(one.dead_letters, "one's dead letter")
+        assert two.dead_letters() == []
+
+
+def test_a_full_stream_is_resource_exhausted(broker, nats_topic):
+    from nats.js import api
+
+    # A stream made beforehand with room for one event and no eviction:
+    # the broker uses it as it is (it stores the topic's subject).
+    async def make_small() -> None:
+        await broker._js.add_stream(api.StreamConfig(
+            name=stream_name(nats_topic), subjects=["zmicro.topic." + nats_topic], max_msgs=1,
+            discard=api.DiscardPolicy.NEW))
+
+    broker._runner.run(make_small(), 30)
+    publish(broker, nats_topic, b"fits")
+    with pytest.raises(RPCError) as info:
+        broker.publish(nats_topic, b"no room", event_id=os.urandom(16), timeout=0.5)
+    assert info.value.code == Code.RESOURCE_EXHAUSTED and info.value.processed is False
+
+
+def test_the_last_member_sets_the_groups_consumer_options(broker, nats_topic):
+    broker.subscribe(nats_topic, Recorder(), SubscribeOptions(queue="g", ack_wait=30.0))
+    broker.subscribe(nats_topic, Recorder(),
+                     SubscribeOptions(queue="g", ack_wait=5.0, max_deliveries=9))
+    config = consumer_info(broker, nats_topic, "g").config
+    assert (config.ack_wait, config.max_deliver) == (5.0, 10)  # max_deliveries + 1
