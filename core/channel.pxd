@@ -32,6 +32,8 @@ cdef class Request:
     cdef bint idempotent              # retrying is safe even if a handler ran
     cdef bint wait_for_ready          # a node that refuses connections is waited for
                                       # (to the deadline), not an error at once
+    cdef bint event                   # an event delivery (ClientCore.deliver): `body`
+                                      # is the prebuilt frame, `service` the topic name
 
 
 cdef class ChannelBase:
@@ -108,6 +110,10 @@ cdef class AsyncChannel(ChannelBase):
     cdef object rpc_error             # zmicro.errors.RPCError
 
     cdef object send(self, Request rq, double connect_by, _Call owner, object fut)
+    cdef object send_event(self, Request rq, uint64_t request_id, bytes event_id,
+                           double connect_by)
+    cdef bint _enqueue(self, _Pending p, Outgoing *o) except -1
+    cdef int _timers_for(self, _Pending p) except -1
     cdef int _flush_backlog(self) except -1
     cdef int _flush_outbox(self) except -1
     cdef int _connect_timer(self, _Pending p) except -1

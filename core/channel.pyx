@@ -187,6 +187,19 @@ cdef object _other_version(Incoming *m, str address):
                      f"{ZM_WIRE_VERSION} ({detail})", processed=False)
 
 
+cdef object _retry_after_ms(const zm_header *h):
+    """Seconds an event's subscriber asked its publisher to wait (metadata
+    retry-after-ms, gRPC A6's pushback idea), or None."""
+    cdef uint32_t i
+    for i in range(h.n_metadata):
+        if _text(h.metadata[i].key) == "retry-after-ms":
+            try:
+                return int(_data(h.metadata[i].value)) / 1000.0
+            except ValueError:
+                return None
+    return None
+
+
 @cython.freelist(256)
 @cython.auto_pickle(False)
 cdef class Request:
@@ -274,13 +287,20 @@ cdef class ChannelBase:
             bind.len = ZM_NONCE_SIZE
             if in_verify(m, rq.ring, &bind, NULL) != MAC_OK:
                 self.n_unauthenticated += 1
+                if rq.event:
+                    # Dropped, and the delivery waits on: failing it would let
+                    # whoever forged this make the publisher dead-letter it.
+                    return None
                 return answer_refused(self.address)
         if m.h.kind == ZM_KIND_ERROR:
-            return _RPCError(m.h.status if m.h.status else C_UNKNOWN, _text(m.h.detail),
-                             id=_text(m.h.service),
-                             processed=not (m.h.flags & ZM_FLAG_NOT_PROCESSED))
+            exc = _RPCError(m.h.status if m.h.status else C_UNKNOWN, _text(m.h.detail),
+                            id=_text(m.h.service),
+                            processed=not (m.h.flags & ZM_FLAG_NOT_PROCESSED))
+            if rq.event:
+                exc.retry_after = _retry_after_ms(&m.h)
+            return exc
         failed[0] = False
-        return in_body(m)
+        return None if rq.event else in_body(m)
 
     cdef int send_cancel(self, uint64_t request_id, Request rq) except -1:
         """Tell the server the caller gave up (best effort: never blocks).
@@ -618,7 +638,6 @@ cdef class AsyncChannel(ChannelBase):
             return fut
         self.next_id += 1
         p.request_id = self.next_id
-        rid = p.request_id  # boxed once: dict key, timers, the Future
         p.deadline_at = rq.deadline
         p.connect_by = connect_by if 0 < connect_by and (
             rq.deadline <= 0 or connect_by < rq.deadline) else 0
@@ -627,7 +646,7 @@ cdef class AsyncChannel(ChannelBase):
             # _Pending itself: it holds the Future, and a cycle would keep
             # both alive until the garbage collector ran.
             fut._zm_channel = self
-            fut._zm_request_id = rid
+            fut._zm_request_id = p.request_id
         o.n = 0
         try:
             try:
@@ -641,40 +660,101 @@ cdef class AsyncChannel(ChannelBase):
                 fut.set_exception(header_refused(rq, exc) if isinstance(exc, WireError)
                                   else exc)
                 return fut
-            if self.peer_state < 0 and (self.backlog or socket_events(self.sock) & ZM_POLLOUT == 0):
-                # The connection is lost and not back: go elsewhere now
-                # (or wait for it, wait_for_ready).
-                if not rq.wait_for_ready:
-                    self._fail(p, _refusal(self.address))
-                    return fut
-            self.pending[rid] = p
-            if self.read_scheduled and not self.backlog:
-                # A burst: this loop iteration sent already, and its reader
-                # runs at the iteration's end: send there, together. libzmq
-                # wakes its I/O thread once for back-to-back messages, not
-                # once for each message sent between other work.
-                p.parked = Parked.take(&o)
-                self.outbox.append(p)
-            elif self.backlog or out_send(&o, self.sock, NULL, ZM_DONTWAIT) == EAGAIN:
-                p.parked = Parked.take(&o)  # sent as built, when there is room
-                self.backlog.append(p)
-            else:
-                p.sent = True
+            if not self._enqueue(p, &o):
+                return fut
         finally:
             out_close(&o)
-        if rq.deadline > 0:
+        self._timers_for(p)
+        return fut
+
+    cdef bint _enqueue(self, _Pending p, Outgoing *o) except -1:
+        """Send the built *o of `p` now, or queue it (its parts move into
+        p.parked); False if `p` failed instead (a lost connection)."""
+        if self.peer_state < 0 and (self.backlog or socket_events(self.sock) & ZM_POLLOUT == 0):
+            # The connection is lost and not back: go elsewhere now
+            # (or wait for it, wait_for_ready).
+            if not p.rq.wait_for_ready:
+                self._fail(p, _refusal(self.address))
+                return False
+        self.pending[p.request_id] = p
+        if self.read_scheduled and not self.backlog:
+            # A burst: this loop iteration sent already, and its reader
+            # runs at the iteration's end: send there, together. libzmq
+            # wakes its I/O thread once for back-to-back messages, not
+            # once for each message sent between other work.
+            p.parked = Parked.take(o)
+            self.outbox.append(p)
+        elif self.backlog or out_send(o, self.sock, NULL, ZM_DONTWAIT) == EAGAIN:
+            p.parked = Parked.take(o)  # sent as built, when there is room
+            self.backlog.append(p)
+        else:
+            p.sent = True
+        return True
+
+    cdef int _timers_for(self, _Pending p) except -1:
+        """After _enqueue(p): its deadline, its connect deadline, a read."""
+        if p.deadline_at > 0:
             # Deadlines usually come in the order of `pending` (one timeout
             # for every call): those need no timer entry of their own; a
             # call due before one sent earlier goes into the heap.
-            if rq.deadline >= self.last_deadline:
-                self.last_deadline = rq.deadline
+            if p.deadline_at >= self.last_deadline:
+                self.last_deadline = p.deadline_at
             else:
-                _heappush(self.timers, (rq.deadline, rid))
-            if self.timer is None or rq.deadline < self.timer_at:
-                self._arm_timer(rq.deadline)
+                _heappush(self.timers, (p.deadline_at, p.request_id))
+            if self.timer is None or p.deadline_at < self.timer_at:
+                self._arm_timer(p.deadline_at)
         if p.connect_by > 0 and not p.sent and self.backlog:
             self._connect_timer(p)
         self._schedule_read()
+        return 0
+
+    cdef object send_event(self, Request rq, uint64_t request_id, bytes event_id,
+                           double connect_by):
+        """Send the prebuilt event frame rq.body as is (ClientCore.deliver);
+        a Future resolved with None on its ack (a reply bound to
+        `event_id`, MAC checked with rq.ring), failed with the RPCError of
+        an error answer (``retry_after`` set), UNAVAILABLE when unsent or
+        lost, DEADLINE_EXCEEDED at rq.deadline. The frame's own
+        `request_id` keys it: ValueError if a call on this channel has it."""
+        cdef Outgoing o
+        cdef _Pending p
+        cdef Py_buffer view
+        cdef zm_slice frame
+        if self.peer_state == PEER_LOST and not self.closed:
+            self.close()  # see _LOST_NOTE
+            return rq.core._async_channel(self.address, rq.server_key, monotonic()).send_event(
+                rq, request_id, event_id, connect_by)
+        p = _Pending.__new__(_Pending)
+        fut = PyObject_Call(CallFuture, (), self.future_kw)
+        p.future = fut
+        p.rq = rq
+        p.channel = self
+        if self.closed:
+            self._fail(p, unsent("client closed"))
+            return fut
+        if len(event_id) != ZM_NONCE_SIZE or request_id in self.pending:
+            raise ValueError("an event id is 16 bytes, and a request id in flight on this "
+                             "channel cannot be reused")
+        memcpy(p.nonce, PyBytes_AS_STRING(event_id), ZM_NONCE_SIZE)
+        p.request_id = request_id
+        p.deadline_at = rq.deadline
+        p.connect_by = connect_by if 0 < connect_by < rq.deadline else 0
+        fut._zm_channel = self
+        fut._zm_request_id = request_id
+        o.n = 0
+        o.largest = 0
+        view_get(rq.body, &view, &frame)
+        try:
+            if self.max_frame and frame.len > self.max_frame:
+                fut.set_exception(too_large("event", frame.len, self.max_frame, False))
+                return fut
+            _out_part(&o, &frame, rq.body)
+            if not self._enqueue(p, &o):
+                return fut
+        finally:
+            out_close(&o)
+            PyBuffer_Release(&view)
+        self._timers_for(p)
         return fut
 
     cdef int _connect_timer(self, _Pending p) except -1:
@@ -801,6 +881,12 @@ cdef class AsyncChannel(ChannelBase):
             finally:
                 in_close(&m)
             if failed:
+                if value is None:  # a forged answer to an event: it waits on
+                    self.pending[p.request_id] = p
+                    _heappush(self.timers, (p.deadline_at, p.request_id))  # (out of order now)
+                    if self.timer is None or p.deadline_at < self.timer_at:
+                        self._arm_timer(p.deadline_at)
+                    continue
                 self._fail(p, value)
                 continue
             if p.rq.decode is not None:

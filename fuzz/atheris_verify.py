@@ -7,10 +7,19 @@ message's exchange, the timestamp window and, for a message a server
 remembers, the service's nonce set with its quota per principal
 (core/keyring.pyx over src/zm_mac.c, src/zm_replay.c; docs/protocol.md §7).
 
+It fuzzes events too (docs/protocol.md §4.6), in the same budget: when
+bit 7 of byte 0 is set, each message's first frame goes to
+zmicro._core.EventInbox.check (topic "t", acked set of 1 + (b & 3) ids),
+re-signed as an event when the mode says so, and acked when bit 1 of the
+mode is set. Every frame must raise EventRefused or be accepted, and the
+model decides: a frame accepted as given has the right MAC; an accepted
+event is a duplicate exactly when its id was acked before; a new one is
+"replay_full" exactly when the model holds `quota` acked ids.
+
 Input format (so that seeds can be real signed messages):
 
     byte 0        the ring of this input: quota per principal 1 + (b & 3),
-                  principals tracked 1 + (b >> 2 & 3)
+                  principals tracked 1 + (b >> 2 & 3); bit 7: events
     then up to 8 messages, each:
       byte        mode: bit 0 re-sign (replace the MAC by the right one, when
                   the header names a key the ring holds, so that inputs get
@@ -42,7 +51,7 @@ import atheris
 
 with atheris.instrument_imports(include=["zmicro"]):
     import zmicro._core as core
-    from zmicro.errors import WireError
+    from zmicro.errors import EventRefused, WireError
     from zmicro.wire import Header
 
 NOW = 1_800_000_000.0
@@ -57,6 +66,64 @@ def ring(config: int = 0, current: int = 1) -> core.Keyring:
     keys = [core.MacKey(i, alg, secret) for i, (alg, secret) in SECRETS.items()]
     return core.Keyring(keys, current, window=30.0, clock=lambda: NOW,
                         replay_quota=1 + (config & 3), max_principals=1 + (config >> 2 & 3))
+
+
+class _Secrets:
+    """What EventInbox asks of a MacSecrets: every name's ring is ring()."""
+
+    def __init__(self) -> None:
+        self.r = ring()
+
+    def keyring(self, service: str, *, cache: bool = True) -> core.Keyring:
+        return self.r
+
+    def reload_if_changed(self) -> bool:
+        return False
+
+
+EVENT_REFUSALS = set(core.EVENT_REFUSALS)
+
+
+def _event_resigned(frame: bytes) -> bytes:
+    """`frame` with its MAC trailer recomputed, when its header asks for a
+    trailer and names a key (else as it was)."""
+    try:
+        header, covered, _ = _header([frame])
+    except (WireError, IndexError, ValueError):
+        return frame
+    if header.key_id not in SECRETS or not header.flags & 4 or len(frame) < 32:
+        return frame
+    alg, secret = SECRETS[header.key_id]
+    return covered[0] + core.mac_compute(alg, secret, [b"", covered[0]])
+
+
+def events_input(config: int, messages) -> None:
+    quota = 1 + (config & 3)
+    inbox = core.EventInbox("t", secrets=_Secrets(), replay_quota=quota, clock=lambda: NOW)
+    acked: set[bytes] = set()
+    for mode, _, frames in messages:
+        frame = frames[0] if frames else b""
+        if mode & 1:
+            frame = _event_resigned(frame)
+        try:
+            event = inbox.check(frame)
+        except EventRefused as exc:
+            if exc.reason not in EVENT_REFUSALS:
+                raise AssertionError(f"unexpected reason {exc.reason!r}") from None
+            if exc.reason == "replay_full" and len(acked) < quota:
+                raise AssertionError("replay_full with room in the acked set") from None
+            continue
+        header, covered, tag = _header([frame])
+        alg, secret = SECRETS[header.key_id]
+        if not mode & 1 and core.mac_compute(alg, secret, [b"", covered[0]]) != tag:
+            raise AssertionError("accepted an event whose MAC is wrong")
+        if event.duplicate != (event.event_id in acked):
+            raise AssertionError(f"duplicate={event.duplicate}, the model says otherwise")
+        if not event.duplicate and len(acked) >= quota:
+            raise AssertionError("accepted a new event with the acked set full")
+        if mode & 2:
+            inbox.acked(event)
+            acked.add(event.event_id)
 
 
 def split(data: bytes):
@@ -116,6 +183,9 @@ def _resigned(frames, binding):
 def TestOneInput(data: bytes) -> None:
     config, messages = split(data)
     if not messages:
+        return
+    if config & 0x80:
+        events_input(config, messages)
         return
     r = ring(config)
     quota, most = 1 + (config & 3), 1 + (config >> 2 & 3)
@@ -196,6 +266,17 @@ def make_seeds(directory: str) -> None:
         seeds[f"cancel-ping-key{key_id}"] = join(5, [
             (0b1101, b"", rk.seal(Header(kind=5, request_id=9, service="svc"))),
             (0b0001, b"", rk.seal(Header(kind=6, request_id=10)))])
+    # events: re-signed and acked, the same again (a duplicate), a second
+    # one with the acked set full (quota 1), one as given (a forged MAC)
+    for key_id in SECRETS:
+        rk = ring(current=key_id)
+        event = rk.seal(Header(kind=8, request_id=1, service="zmicro.topic.t",
+                               content_type="application/json"), [b'{"id":1}'], inline=True)
+        other = rk.seal(Header(kind=8, request_id=2, service="zmicro.topic.t"), [b""],
+                        inline=True)
+        seeds[f"events-key{key_id}"] = join(0x80, [
+            (0b11, b"", event), (0b11, b"", event), (0b01, b"", other),
+            (0b00, b"", [other[0][:-1] + b"\0"])])
     r = ring()
     seeds["two-bodies"] = join(0, [(0, b"", r.seal(Header(kind=0, request_id=1),
                                                    [b"a", b"b"]))])

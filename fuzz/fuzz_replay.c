@@ -2,10 +2,12 @@
  *
  * The input is a script of operations on one set: insert a nonce (one of a
  * small alphabet, so repeats happen) from one of a few owners with an
- * expiry, or move the clock. A brute-force model (a plain array of live
- * entries) decides what every insert must answer: ZM_E_REPLAY iff the nonce
- * is live in the model, whoever inserted it; ZM_E_REPLAY_FULL iff the
- * inserting owner holds `quota` live entries; else ZM_OK. The set may never
+ * expiry, look a nonce up (zm_replay_contains) and ask whether an owner has
+ * room (zm_replay_room), or move the clock. A brute-force model (a plain
+ * array of live entries) decides what every operation must answer:
+ * ZM_E_REPLAY iff the nonce is live in the model, whoever inserted it (an
+ * insert or a look-up); ZM_E_REPLAY_FULL iff the owner holds `quota` live
+ * entries (an insert of a new nonce, or room); else ZM_OK. The set may never
  * forget a live nonce (that would reopen a replay), nor refuse an owner
  * below its quota, and its per-owner counts never fall below the model's.
  */
@@ -69,6 +71,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             model[k++] = model[j];
         }
         live = k;
+        if (op & 0x40) { /* look up (0x20 clear) or ask for room (0x20 set) */
+            int rc = (op & 0x20) ? zm_replay_room(&r, owner, now)
+                                 : zm_replay_contains(&r, nonce, now);
+            int want = (op & 0x20) ? (held[owner] >= quota ? ZM_E_REPLAY_FULL : ZM_OK)
+                                   : (seen ? ZM_E_REPLAY : ZM_OK);
+            if (rc != want)
+                FAIL("%s nonce %u owner %u at %u (%zu live, %zu held, quota %zu): "
+                     "got %d, want %d", (op & 0x20) ? "room" : "contains", a, owner, now,
+                     live, held[owner], quota, rc, want);
+            continue;
+        }
         int want = seen ? ZM_E_REPLAY : (held[owner] >= quota ? ZM_E_REPLAY_FULL : ZM_OK);
 
         int rc = zm_replay_insert(&r, nonce, owner, expires, now);

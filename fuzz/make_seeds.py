@@ -12,7 +12,9 @@ format instead of at random bytes:
 - hand-made invalid headers, one per reader refusal (far pointer, several
   segments, out-of-bounds pointer, bad text, duplicate key, aliasing, ...);
 - multipart messages in fuzz_frames.c's input format, signed seeds carrying a
-  MAC made here with hmac/hashlib under fuzz_frames.c's fixed key.
+  MAC made here with hmac/hashlib under fuzz_frames.c's fixed key; events
+  (kind 8: one frame, inline body, MAC trailer) among them, and kind 9, the
+  first unknown kind.
 
 Every seed is checked against zmicro.decode_header (valid ones decode to the
 expected values, invalid ones fail with the expected code), so a seed that
@@ -215,6 +217,11 @@ def header_seeds(tmp: Path):
     z("z-cancel", kind=5, request_id=9)
     z("z-ping", kind=6)
     z("z-pong", kind=7, timestamp_us=1)
+    z("z-event", kind=8, flags=7, request_id=5, key_id=1, timestamp_us=TYPICAL["timestamp_us"],
+      nonce=bytes(range(16)), content_type="application/msgpack",
+      service="zmicro.topic.order.created", principal="publisher-key", metadata={"k": b"v"},
+      trace_id=2**100 + 7, span_id=9)
+    z("z-kind-9", kind=9, request_id=5)  # the header reader carries any kind; frames refuse it
     z("z-all-ones", version=0xFFFF, kind=0xFFFF, flags=0xFFFFFFFF,
       request_id=2**64 - 1, deadline_us=2**64 - 1, status=0xFFFF,
       key_id=0xFFFFFFFF, timestamp_us=2**64 - 1, trace_id=2**128 - 1,
@@ -443,7 +450,18 @@ def frame_seeds():
     add("version-0", [Header(version=0, request_id=3).encode()])
     add("version-1", [Header(version=1, request_id=3).encode(), body])
     add("version-3", [Header(version=3, request_id=3).encode(), body])
-    add("kind-8", [Header(kind=8, request_id=3).encode()])
+    add("kind-9", [Header(kind=9, request_id=3).encode()])
+    # Events: one frame, the body inline, the MAC a trailer (bound to nothing).
+    event = Header(version=V, kind=8, flags=1 | 2 | 4, request_id=11, key_id=1,
+                   timestamp_us=TYPICAL["timestamp_us"], nonce=bytes(range(48, 64)),
+                   content_type="application/msgpack",
+                   service="zmicro.topic.order.created").encode() + body
+    for alg, name in ((1, "hmac"), (2, "blake2b")):
+        add(f"event-signed-{name}", [event + mac(alg, FRAMES_KEY, b"", [event])])
+        add(f"routed-event-{name}", [rid, event + mac(alg, FRAMES_KEY, b"", [event])])
+    add("event-unsigned", [Header(version=V, kind=8, flags=2, request_id=12,
+                                  nonce=bytes(16)).encode() + body])
+    add("event-body-frame", [Header(version=V, kind=8, request_id=13).encode(), body])
     add("empty", [])
     add("bad-header", [b"\x01\x00\x00\x00" + req[4:]])
     return out

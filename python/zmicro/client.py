@@ -70,7 +70,7 @@ import atexit
 import logging
 import os
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import zmq
@@ -380,6 +380,23 @@ class AsyncClient(_Base):
         call = Call(service, endpoint, request, dict(metadata or {}), timeout, address,
                     content_type, response_type, server_key, options)
         return asyncio.ensure_future(self._intercepted(call))
+
+    def _deliver(self, address: str, frame: bytes, event_id: bytes, *, topic: str,
+                 timeout: float, server_key: str | None = None) -> Awaitable[None]:
+        """Send the prebuilt event `frame` (``_core.encode_event``) to the
+        subscriber at `address` on this client's channels (Curve, monitors
+        and refusals as for calls); the embedded broker's primitive, no
+        interceptors. The Future resolves to None on the subscriber's ack
+        (a reply bound to `event_id`, MAC checked with `topic`'s key);
+        raises RPCError for its nack or term (``retry_after``: seconds the
+        subscriber asked for, or None), UNAVAILABLE when it could not be
+        sent or the connection was lost, DEADLINE_EXCEEDED after
+        `timeout` seconds. An answer that fails the MAC is dropped and
+        counted, not taken for an ack. The frame's request id keys the
+        answer: use a client of its own for publishing (its ids are not
+        the client's)."""
+        return self._core.deliver(address, frame, event_id, topic=topic, timeout=timeout,
+                                  server_key=server_key)
 
     async def _intercepted(self, call: Call) -> Any:
         result = self._invoke(call)

@@ -1,0 +1,246 @@
+"""The embedded publisher's primitive: AsyncClient._deliver() sends a
+prebuilt event frame on the client's channels and resolves on the
+subscriber's ack (docs/protocol.md §4.6).
+
+Against a real secure service with a subscription (ServerCore, step 3 of
+the plan) for acks, nacks, terms and refusals; against a fake Curve
+subscriber for what a real one never does: answers forged with the wrong
+key or bound to another event (dropped and counted, never taken for an
+ack), and a connection lost with the delivery in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import zmq
+
+import zmicro
+from zmicro import RPCError, _core, wire
+from zmicro.registry import MemoryRegistry
+
+from ..processes import InProcess
+from ..rpc.raw_peer import WAIT, secure_node
+
+TOPIC = "order.created"
+NAME = "zmicro.topic." + TOPIC
+C = zmicro.Code
+
+
+@pytest.fixture
+def node(tmp_path):
+    running = []
+    n = secure_node(lambda svc: running.append(InProcess(svc)), tmp_path / "home")
+    yield n
+    for r in running:
+        r.stop()
+
+
+def run(node, deliveries, *, timeout=WAIT, address=None, server_key=None, topic=TOPIC):
+    """Deliver each of `deliveries` (request ids) through one AsyncClient
+    holding the node's keys; the outcomes (None or the exception), and the
+    frames' event ids."""
+    outcomes, ids = [], []
+
+    async def main():
+        async with zmicro.AsyncClient(registry=MemoryRegistry(), keys=node.store) as client:
+            for request_id in deliveries:
+                frame, event_id = _core.encode_event(topic, b"event", secrets=node.secrets,
+                                                     request_id=request_id)
+                ids.append(event_id)
+                try:
+                    outcomes.append(await client._deliver(
+                        address or node.address, frame, event_id, topic=topic,
+                        timeout=timeout, server_key=server_key or node.server_key))
+                except RPCError as exc:
+                    outcomes.append(exc)
+
+    asyncio.run(main())
+    return outcomes, ids
+
+
+def subscribe(node, end, *, max_in_flight=16):
+    """A subscription that ends every delivery with end(d), on the server's thread."""
+    node.svc._core.add_subscription(TOPIC, end, max_in_flight)
+
+
+def test_ack_resolves_none(node):
+    subscribe(node, lambda d: d.ack())
+    outcomes, _ = run(node, [1, 2, 3])
+    assert outcomes == [None, None, None]
+    assert node.svc.stats()["events_acked"] == 3
+
+
+def test_ack_from_another_thread(node):
+    subscribe(node, lambda d: threading.Thread(target=d.ack).start())
+    assert run(node, [1])[0] == [None]
+
+
+def test_nack_raises_with_retry_after(node):
+    delays = iter([2.5, None])
+    subscribe(node, lambda d: d.nack(delay=next(delays)))
+    (first, second), _ = run(node, [1, 2])
+    assert (first.code, first.processed, first.retry_after) == (C.UNAVAILABLE, True, 2.5)
+    assert (second.code, second.retry_after) == (C.UNAVAILABLE, None)
+
+
+@pytest.mark.parametrize("reason, code, processed", [
+    ("undecodable: nope", C.FAILED_PRECONDITION, True),
+    ("bad_mac", C.UNAUTHENTICATED, False),
+])
+def test_term_raises(node, reason, code, processed):
+    subscribe(node, lambda d: d.term(reason))
+    (exc,), _ = run(node, [1])
+    assert (exc.code, exc.detail, exc.processed, exc.retry_after) == (
+        code, reason, processed, None)
+    assert exc.id == node.svc.name
+
+
+def test_refusals_are_not_processed(node):
+    (exc,), _ = run(node, [1])  # no subscription
+    assert (exc.code, exc.processed) == (C.UNAVAILABLE, False)
+    held = []
+    subscribe(node, held.append, max_in_flight=1)
+
+    async def full():
+        async with zmicro.AsyncClient(registry=MemoryRegistry(), keys=node.store) as client:
+            f1, id1 = _core.encode_event(TOPIC, b"e", secrets=node.secrets, request_id=1)
+            first = client._deliver(node.address, f1, id1, topic=TOPIC, timeout=WAIT,
+                                    server_key=node.server_key)
+            while not held:  # the first is in flight on the subscriber
+                await asyncio.sleep(0.01)
+            f2, id2 = _core.encode_event(TOPIC, b"e", secrets=node.secrets, request_id=2)
+            with pytest.raises(RPCError) as busy:
+                await client._deliver(node.address, f2, id2, topic=TOPIC, timeout=WAIT,
+                                      server_key=node.server_key)
+            held[0].ack()
+            assert await first is None
+            return busy.value
+
+    busy = asyncio.run(full())
+    assert (busy.code, busy.processed) == (C.RESOURCE_EXHAUSTED, False)
+
+
+def test_timeout_is_deadline_exceeded(node):
+    subscribe(node, lambda d: None)  # never ended
+    (exc,), _ = run(node, [1], timeout=0.2)
+    assert (exc.code, exc.processed) == (C.DEADLINE_EXCEEDED, None)
+
+
+def test_nobody_listening_is_unavailable_unsent(node, unused_tcp_port):
+    (exc,), _ = run(node, [1], address=f"tcp://127.0.0.1:{unused_tcp_port}",
+                    server_key=zmq.curve_keypair()[0].decode())
+    assert (exc.code, exc.processed) == (C.UNAVAILABLE, False)
+
+
+# -- a fake subscriber ------------------------------------------------------------
+
+
+class FakeSubscriber:
+    """A Curve ROUTER (no allowlist): for each event it receives, sends the
+    answers `script(header)` returns (lists of frames), or closes its socket
+    when that is "close"."""
+
+    def __init__(self, zctx, script) -> None:
+        self.script = script
+        self.keys = zmq.curve_keypair()
+        self.sock = zctx.socket(zmq.ROUTER)
+        self.sock.linger = 0
+        self.sock.curve_server = True
+        self.sock.curve_secretkey = self.keys[1]
+        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.address = f"tcp://127.0.0.1:{port}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def public_key(self) -> str:
+        return self.keys[0].decode()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            if not self.sock.poll(20):
+                continue
+            peer, *frames = self.sock.recv_multipart()
+            header = _core.parse_frames(frames).header
+            answers = self.script(header)
+            if answers == "close":
+                self.sock.close(0)
+                return
+            for answer in answers:
+                self.sock.send_multipart([peer, *answer])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(WAIT)
+        if not self.sock.closed:
+            self.sock.close(0)
+
+
+def deliver_to(node, fake, *, timeout=WAIT):
+    """One delivery to `fake`: (outcome, forged answers the channel counted)."""
+
+    async def main():
+        async with zmicro.AsyncClient(registry=MemoryRegistry(), keys=node.store) as client:
+            frame, event_id = _core.encode_event(TOPIC, b"e", secrets=node.secrets,
+                                                 request_id=77)
+            fut = client._deliver(fake.address, frame, event_id, topic=TOPIC,
+                                  timeout=timeout, server_key=fake.public_key)
+            channel = fut._zm_channel
+            try:
+                return await fut, channel.n_unauthenticated
+            except RPCError as exc:
+                return exc, channel.n_unauthenticated
+
+    return asyncio.run(main())
+
+
+def ack(ring, header, *, bind=None):
+    reply = wire.Header(kind=wire.Kind.REPLY, request_id=header.request_id)
+    return ring.seal(reply, bind=header.nonce if bind is None else bind)
+
+
+def test_forged_acks_are_dropped_and_counted_the_real_one_counts(node, zctx):
+    topic_ring, service_ring = node.ring(NAME), node.ring()
+
+    def script(header):
+        return [ack(service_ring, header),                  # another key
+                ack(topic_ring, header, bind=bytes(16)),    # bound to another event
+                ack(topic_ring, header)]                    # the subscriber's
+
+    fake = FakeSubscriber(zctx, script)
+    try:
+        outcome, forged = deliver_to(node, fake)
+    finally:
+        fake.close()
+    assert (outcome, forged) == (None, 2)
+
+
+def test_only_forged_acks_end_at_the_deadline(node, zctx):
+    fake = FakeSubscriber(zctx, lambda h: [ack(node.ring(), h)])
+    try:
+        outcome, forged = deliver_to(node, fake, timeout=0.3)
+    finally:
+        fake.close()
+    assert (outcome.code, outcome.processed, forged) == (C.DEADLINE_EXCEEDED, None, 1)
+
+
+def test_lost_connection_is_unavailable_maybe_processed(node, zctx):
+    fake = FakeSubscriber(zctx, lambda h: "close")
+    try:
+        outcome, _ = deliver_to(node, fake)
+    finally:
+        fake.close()
+    assert (outcome.code, outcome.processed) == (C.UNAVAILABLE, None)
+
+
+def test_deliver_needs_an_event_frame(node):
+    async def main():
+        async with zmicro.AsyncClient(registry=MemoryRegistry(), keys=node.store) as client:
+            head = wire.Header(kind=wire.Kind.REQUEST, request_id=1).encode()
+            with pytest.raises(ValueError):
+                client._deliver(node.address, head, bytes(16), topic=TOPIC, timeout=1.0)
+
+    asyncio.run(main())
