@@ -265,11 +265,12 @@ def test_a_replay_after_the_ack_runs_the_handler_once(fake_broker, publisher, su
     publisher.publish("order.created", OrderCreated(id=1))
     sub.wait_stat("acked")
     ((topic, data, _event_id),) = fake_broker.sent
-    for n in range(1, 4):
-        # The same frame as a new message for the broker (a fresh broker-level
-        # id: JetStream would drop a second publish of the same id itself).
-        fake_broker.inject(topic, data)
-        stats = sub.wait_stat("duplicates", n)
+    # The same frame as a new message for the broker (a fresh broker-level
+    # id: JetStream would drop a second publish of the same id itself).
+    # (One replay: the embedded publisher refuses to send a frame whose
+    # request id is still in flight on its channel, as a copy may be.)
+    fake_broker.inject(topic, data)
+    stats = sub.wait_stat("duplicates")
     assert len(sub) == 1 and stats["acked"] == 1
     assert fake_broker.dead_letters() == []
 
