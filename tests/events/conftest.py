@@ -49,6 +49,12 @@ class Impl:
     publish_blocks: bool = True
     #: Delivery.deliveries is counted (embedded: None, the subscriber cannot know).
     counts_deliveries: bool = True
+    #: The backend's own transport routes a frame by the topic its header
+    #: names and drops malformed frames before any subscriber sees them
+    #: (embedded: the service's ROUTER). A broker there cannot move an event
+    #: to another topic's subscribers, and a cut frame is dropped without a
+    #: dead letter; the tests of those refusals hold for the other backends.
+    transport_checks: bool = False
     #: The registry a Service subscribing through this broker must use
     #: (embedded: the one its publishers look subscribers up in); None: any
     #: (a fresh MemoryRegistry).
