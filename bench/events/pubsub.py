@@ -27,8 +27,14 @@ Contenders (NAME):
   from the caller's thread through the broker's loop) one at a time,
   ``publish_async`` awaited one at a time, or ``publish_async`` with
   ``--window`` in flight, from the caller's loop; each group a ``subscribe(queue=G)`` acking in
-  ``on_delivery``. Raw frames through the broker (zmicro's Publisher adds
-  the event encoding and MAC once it lands).
+  ``on_delivery``. Raw frames through the broker.
+- ``zmicro-publisher`` / ``-async`` / ``-pipelined``: the whole of zmicro
+  on NATS: ``zmicro.Publisher`` (sync) or ``zmicro.AsyncPublisher`` (one at
+  a time, or ``--window`` in flight) over a NatsBroker, events encoded
+  (msgpack) and signed with the topic key; each group a secure
+  ``zmicro.Service`` whose ``@subscriber(queue=G)`` handler gets the decoded
+  event after the MAC, window and replay checks. The key store and the
+  registry are the driver's (``ZMICRO_HOME``, ``ZMICRO_REGISTRY_DIR``).
 """
 
 from __future__ import annotations
@@ -49,7 +55,8 @@ IDLE = 5.0  # seconds without an event before a subscriber gives up
 STAMP = struct.Struct("<q")
 
 NAMES = ("pyzmq-pubsub", "nats-core", "nats-js", "nats-js-pipelined",
-         "zmicro-nats", "zmicro-nats-async", "zmicro-nats-pipelined")
+         "zmicro-nats", "zmicro-nats-async", "zmicro-nats-pipelined",
+         "zmicro-publisher", "zmicro-publisher-async", "zmicro-publisher-pipelined")
 
 
 def body(size: int) -> bytearray:
@@ -334,6 +341,94 @@ def zmicro_pub(a: argparse.Namespace, window: int) -> None:
         asyncio.run(main())
 
 
+try:  # the zmicro-publisher contenders' event type (module level: the
+    # subscriber's annotation must resolve to it)
+    import msgspec
+
+    class Stamped(msgspec.Struct, array_like=True):
+        stamp: int
+        pad: bytes
+except ImportError:  # pragma: no cover - zmicro's own dependency
+    pass
+
+
+def publisher_sub(a: argparse.Namespace) -> None:
+    import zmicro
+    from zmicro.broker.nats import NatsBroker
+
+    sink = Sink(a.count)
+    svc = zmicro.Service(f"bench-{a.group}", broker=NatsBroker(a.url))
+
+    @svc.subscriber(a.topic, queue=a.group, max_in_flight=256)
+    def on_event(ev: Stamped, ctx) -> None:  # ctx unannotated: zmicro is a local name
+        sink.take(STAMP.pack(ev.stamp))
+
+    thread = threading.Thread(target=svc.run, daemon=True)
+    thread.start()
+    while svc.address is None:
+        if not thread.is_alive():
+            raise SystemExit("the service stopped")
+        time.sleep(0.01)
+    ready()
+    sink.wait()
+    sink.report()
+    svc.stop()
+    thread.join(30)
+
+
+def publisher_pub(a: argparse.Namespace, window: int) -> None:
+    import zmicro
+    from zmicro.broker.nats import NatsBroker
+
+    pad = bytes(body(max(a.size - 12, 0)))  # msgpack array + int64 stamp: ~12 bytes
+    warmup = a.topic + ".warmup"
+
+    def done(t0: int) -> None:
+        print(json.dumps({"published": a.count, "elapsed_ns": time.perf_counter_ns() - t0}),
+              flush=True)
+
+    broker = NatsBroker(a.url)
+    try:
+        if window == 0:
+            with zmicro.Publisher(broker=broker) as pub:
+                pub.publish(warmup, Stamped(0, b""))
+                t0 = time.perf_counter_ns()
+                for _ in range(a.count):
+                    pub.publish(a.topic, Stamped(time.perf_counter_ns(), pad))
+                done(t0)
+            return
+
+        async def main() -> None:
+            async with zmicro.AsyncPublisher(broker=broker) as pub:
+                await pub.publish(warmup, Stamped(0, b""))
+                t0 = time.perf_counter_ns()
+                if window == 1:
+                    for _ in range(a.count):
+                        await pub.publish(a.topic, Stamped(time.perf_counter_ns(), pad))
+                    done(t0)
+                    return
+                sem = asyncio.Semaphore(window)
+
+                async def one() -> None:
+                    try:
+                        await pub.publish(a.topic, Stamped(time.perf_counter_ns(), pad))
+                    finally:
+                        sem.release()
+
+                tasks = set()
+                for _ in range(a.count):
+                    await sem.acquire()
+                    t = asyncio.ensure_future(one())
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                await asyncio.gather(*list(tasks))
+                done(t0)
+
+        asyncio.run(main())
+    finally:
+        broker.close()
+
+
 def probe(name: str) -> None:
     if name == "pyzmq-pubsub":
         import zmq  # noqa: F401
@@ -341,6 +436,10 @@ def probe(name: str) -> None:
         import nats  # noqa: F401
     if name.startswith("zmicro"):
         import zmicro.broker.nats  # noqa: F401
+    if name.startswith("zmicro-publisher"):
+        import msgspec  # noqa: F401
+
+        from zmicro import AsyncPublisher, Publisher  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -359,12 +458,17 @@ def main(argv: list[str] | None = None) -> None:
         return
     sub = {"pyzmq-pubsub": pyzmq_sub, "nats-core": nats_core_sub, "nats-js": nats_js_sub,
            "nats-js-pipelined": nats_js_sub, "zmicro-nats": zmicro_sub,
-           "zmicro-nats-async": zmicro_sub, "zmicro-nats-pipelined": zmicro_sub}
+           "zmicro-nats-async": zmicro_sub, "zmicro-nats-pipelined": zmicro_sub,
+           "zmicro-publisher": publisher_sub, "zmicro-publisher-async": publisher_sub,
+           "zmicro-publisher-pipelined": publisher_sub}
     pub = {"pyzmq-pubsub": pyzmq_pub, "nats-core": nats_core_pub,
            "nats-js": lambda a: nats_js_pub(a, 1),
            "nats-js-pipelined": lambda a: nats_js_pub(a, a.window),
            "zmicro-nats": lambda a: zmicro_pub(a, 0),
            "zmicro-nats-async": lambda a: zmicro_pub(a, 1),
+           "zmicro-publisher": lambda a: publisher_pub(a, 0),
+           "zmicro-publisher-async": lambda a: publisher_pub(a, 1),
+           "zmicro-publisher-pipelined": lambda a: publisher_pub(a, a.window),
            "zmicro-nats-pipelined": lambda a: zmicro_pub(a, a.window)}
     (sub if a.role == "sub" else pub)[a.name](a)
 

@@ -141,6 +141,8 @@ DLQ_MAX_AGE = 7 * 24 * 3600.0
 PULL_EXPIRES = 5.0
 #: Dead letters dead_letters() reads, at most (the newest).
 DEAD_LETTERS_READ = 1000
+#: Topics whose stream name is remembered (then the memo starts over).
+_NAMES_CACHED = 10_000
 _JS_API = "$JS.API"
 # JetStream API error codes (nats-server's errors.json).
 _ERR_STREAM_NAME_IN_USE = 10058
@@ -251,6 +253,7 @@ class NatsBroker(Broker):
         self._max_ack_pending = max_ack_pending
         self._pending_limit = pending_limit
         self._topics: set[str] = set()       # topics subscribed through this broker
+        self._stream_names: dict[str, str] = {}  # checked topics -> their stream
         self._subs: set[_JsSubscription | _CoreSubscription] = set()
         self._core_dead: collections.deque[DeadLetter] = collections.deque(
             maxlen=DEAD_LETTERS_READ)
@@ -263,6 +266,7 @@ class NatsBroker(Broker):
         self._posted_tasks: set[asyncio.Task[None]] = set()
         # publish_async's connections, one per caller loop (see the module doc).
         self._loop_conns: dict[asyncio.AbstractEventLoop, asyncio.Future[_Conn]] = {}
+        self._loop_ready: dict[asyncio.AbstractEventLoop, _Conn] = {}  # the opened ones
 
         options: dict[str, Any] = {
             "name": name or f"zmicro-{os.getpid()}",
@@ -358,9 +362,22 @@ class NatsBroker(Broker):
     def _subject(self, topic: str) -> str:
         return self._subject_prefix + topic
 
+    def _stream_of(self, topic: str) -> str:
+        name = self._stream_names.get(topic)
+        if name is None:
+            if len(self._stream_names) >= _NAMES_CACHED:
+                self._stream_names.clear()
+            name = self._stream_names[topic] = stream_name(topic, self._subject_prefix)
+        return name
+
+    def _check_topic(self, topic: str) -> None:
+        # check_topic once per topic (the hot path publishes few topics often).
+        if type(topic) is not str or topic not in self._stream_names:
+            check_topic(topic)
+
     async def _ensure_stream(self, topic: str, conn: _Conn | None = None) -> str:
         conn = conn or self._conn
-        name = stream_name(topic, self._subject_prefix)
+        name = self._stream_of(topic)
         if name in conn.streams:
             return name
         await self._add_stream(conn.js, name, [self._subject(topic)], self._stream_max_age)
@@ -395,7 +412,7 @@ class NatsBroker(Broker):
 
     def publish(self, topic: str, data: bytes, *, event_id: bytes,
                 timeout: float = 5.0) -> None:
-        check_topic(topic)
+        self._check_topic(topic)
         self._check_open()
         try:
             self._runner.run(self._publish(topic, data, event_id, timeout), timeout + 30)
@@ -405,12 +422,14 @@ class NatsBroker(Broker):
 
     async def publish_async(self, topic: str, data: bytes, *, event_id: bytes,
                             timeout: float = 5.0) -> None:
-        check_topic(topic)
+        self._check_topic(topic)
         self._check_open()
         if self._runner.on_loop():
             await self._publish(topic, data, event_id, timeout)
             return
-        conn = await self._loop_conn()
+        conn = self._loop_ready.get(asyncio.get_running_loop())
+        if conn is None:
+            conn = await self._loop_conn()
         await self._publish(topic, data, event_id, timeout, conn)
 
     async def _loop_conn(self) -> _Conn:
@@ -420,6 +439,7 @@ class NatsBroker(Broker):
         if pending is None:
             for old in [lp for lp in self._loop_conns if lp.is_closed()]:
                 del self._loop_conns[old]  # a finished asyncio.run(): its socket is gone
+                self._loop_ready.pop(old, None)
             pending = self._loop_conns[loop] = loop.create_future()
             try:
                 pending.set_result(await self._connect(main=False))
@@ -431,6 +451,7 @@ class NatsBroker(Broker):
         conn = await asyncio.shield(pending)
         if self._closed:
             raise BrokerError("the NatsBroker is closed")
+        self._loop_ready[loop] = conn
         return conn
 
     async def _publish(self, topic: str, data: bytes, event_id: bytes,
@@ -460,7 +481,7 @@ class NatsBroker(Broker):
                                f"max_payload", processed=False) from e
             except nats.js.errors.NoStreamResponseError as e:
                 # No stream (deleted behind our back) or JetStream not up yet.
-                conn.streams.discard(stream_name(topic, self._subject_prefix))
+                conn.streams.discard(self._stream_of(topic))
                 last = e
             except nats.js.errors.APIError as e:
                 if e.err_code in _RESOURCE_ERRORS:
@@ -615,6 +636,7 @@ class NatsBroker(Broker):
             except RuntimeError:  # the loop closed meanwhile
                 pass
         self._loop_conns.clear()
+        self._loop_ready.clear()
 
     async def _close(self) -> None:
         for sub in list(self._subs):
