@@ -17,6 +17,8 @@ Variants (keyword-only, one server each):
 - ``auth="nkey"``: one user known by its NKey public key; the client signs
   the server's nonce with :attr:`nkey_seed` (a seed made here, the way
   ``nk -gen user`` does: NATS' base32 with a CRC16);
+- ``extra_config``: configuration text appended as is (e.g. users with
+  permissions, as docs/events.md shows them);
 - ``tls=True``: a CA and a server certificate for 127.0.0.1 / localhost
   (made with ``cryptography`` in the server's directory); clients trust
   :attr:`ca_file` (:meth:`client_ssl_context`).
@@ -72,7 +74,7 @@ class NatsServer:
     """One nats-server with JetStream on loopback; see the module docstring."""
 
     def __init__(self, directory: str | os.PathLike[str] | None = None, *,
-                 auth: str | None = None, tls: bool = False) -> None:
+                 auth: str | None = None, tls: bool = False, extra_config: str = "") -> None:
         if auth not in (None, "password", "token", "nkey"):
             raise ValueError(f"auth must be None, 'password', 'token' or 'nkey', not {auth!r}")
         self.binary = require_nats()
@@ -86,6 +88,7 @@ class NatsServer:
         self.config_path = self.dir / "nats-server.conf"
         self.auth = auth
         self.tls = tls
+        self.extra_config = extra_config  # appended as is (an authorization block...)
         self.user = "zmicro" if auth == "password" else None
         self.password = secrets.token_urlsafe(16) if auth == "password" else None
         self.token = secrets.token_urlsafe(16) if auth == "token" else None
@@ -136,6 +139,8 @@ class NatsServer:
         if self.tls:
             lines.append(f"tls {{ cert_file: {q(str(self._cert_file))}, "
                          f"key_file: {q(str(self._key_file))}, timeout: 5 }}")
+        if self.extra_config:
+            lines.append(self.extra_config)
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self) -> None:

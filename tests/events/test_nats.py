@@ -508,3 +508,37 @@ def test_the_last_member_sets_the_groups_consumer_options(broker, nats_topic):
                      SubscribeOptions(queue="g", ack_wait=5.0, max_deliveries=9))
     config = consumer_info(broker, nats_topic, "g").config
     assert (config.ack_wait, config.max_deliver) == (5.0, 10)  # max_deliveries + 1
+
+
+# -- NATS' own permissions, as docs/events.md shows them ------------------------
+
+def test_the_documented_permissions(tmp_path):
+    """docs/events.md's authorization block, as is (passwords filled in):
+    the publisher user publishes, the subscriber user consumes and
+    dead-letters, and the subscriber user's publish is refused at once."""
+    import re
+    import secrets
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "events.md").read_text()
+    block = re.search(r"```\n(authorization \{.*?)```", doc, re.S).group(1)
+    orders_pass, billing_pass = secrets.token_hex(8), secrets.token_hex(8)
+    block = block.replace("$ORDERS_PASS", orders_pass).replace("$BILLING_PASS", billing_pass)
+    server = NatsServer(tmp_path / "perms", extra_config=block)
+    try:
+        server.start()
+        with NatsBroker(server.url, user="orders", password=orders_pass) as orders, \
+                NatsBroker(server.url, user="billing", password=billing_pass) as billing:
+            rec = Recorder(lambda d: d.ack() if d.data == b"fine" else d.term("bad_mac"))
+            billing.subscribe("order.created", rec, SubscribeOptions(queue="billing"))
+            publish(orders, "order.created", b"fine")
+            publish(orders, "order.created", b"refused")
+            eventually(lambda: sorted(rec.datas()) == [b"fine", b"refused"], "both events")
+            (dead,) = eventually(billing.dead_letters, "the dead letter, stored by billing")
+            assert (dead.data, dead.reason) == (b"refused", "bad_mac")
+            with pytest.raises(RPCError) as info:
+                billing.publish("order.created", b"x", event_id=os.urandom(16), timeout=30)
+            assert info.value.code == Code.PERMISSION_DENIED and info.value.processed is False
+            assert "zmicro.topic.order.created" in info.value.detail
+    finally:
+        server.cleanup()

@@ -18,7 +18,9 @@ JetStream (``jetstream=True``, the default), per topic ``T``:
   answer or a connection lost mid-way is retried with the same bytes and
   the same id until ``timeout``, which the duplicate window makes
   idempotent. Then it raises ``RPCError(UNAVAILABLE)``, or
-  ``RESOURCE_EXHAUSTED`` (nothing accepted) when the stream stayed full.
+  ``RESOURCE_EXHAUSTED`` (nothing accepted) when the stream stayed full;
+  ``PERMISSION_DENIED`` (nothing accepted) as soon as the server says this
+  user may not publish to the subject (or create its stream).
 - **Queue group** ``g``: one durable pull consumer ``G_<g as _>_<hash>``
   that every member shares (that is JetStream's queue group), created with
   ``deliver_policy=all``: a group also gets the events stored before its
@@ -95,6 +97,7 @@ import json
 import logging
 import math
 import os
+import re
 import ssl
 import threading
 from collections.abc import Callable, Coroutine
@@ -144,6 +147,7 @@ DEAD_LETTERS_READ = 1000
 #: Topics whose stream name is remembered (then the memo starts over).
 _NAMES_CACHED = 10_000
 _JS_API = "$JS.API"
+_DENIED = re.compile(r'[Pp]ermissions [Vv]iolation for [Pp]ublish to "?([^"\s\']+)')
 # JetStream API error codes (nats-server's errors.json).
 _ERR_STREAM_NAME_IN_USE = 10058
 _RESOURCE_ERRORS = frozenset({10077, 10047, 10027, 10028})  # store full, no resources
@@ -220,6 +224,8 @@ class _Conn:
 
     def __init__(self) -> None:
         self.streams: set[str] = set()
+        # Subjects the server refused to let this connection publish to.
+        self.denied: dict[str, str] = {}
 
 
 class NatsBroker(Broker):
@@ -319,6 +325,11 @@ class NatsBroker(Broker):
                 log.debug("nats: connecting: %s", e or type(e).__name__)
             else:
                 log.warning("nats: %s", e or type(e).__name__)
+            # The server answers a publish it forbids with an error on the
+            # connection, not on the request: remember it for publish().
+            denied = _DENIED.search(str(e))
+            if denied:
+                conn.denied[denied.group(1)] = str(e)
 
         async def disconnected_cb() -> None:
             if not self._closed:
@@ -494,6 +505,12 @@ class NatsBroker(Broker):
                 if isinstance(e, nats.errors.ConnectionClosedError) and self._closed:
                     raise BrokerError("the NatsBroker is closed") from e
                 last = e
+            for refused in (subject, f"{_JS_API}.STREAM.CREATE.{self._stream_of(topic)}"):
+                why = conn.denied.pop(refused, None)
+                if why is not None:
+                    raise RPCError(Code.PERMISSION_DENIED,
+                                   f"NATS does not let this user publish to {refused} "
+                                   f"({why})", processed=False)
             await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
         if full:
             raise RPCError(Code.RESOURCE_EXHAUSTED,
