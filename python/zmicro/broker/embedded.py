@@ -1,0 +1,1031 @@
+"""The embedded broker: brokerless events over zmicro's own transport.
+
+No server: subscribers register in the registry under their topic, and the
+publisher delivers each event to them itself, over the same secure
+DEALER/ROUTER path as calls (Curve, allowlist, MAC), as go-micro's http
+broker does over HTTP.
+
+Registry shape (docs/plans/events.md §2.4). A subscription of a Service is
+one ``ServiceRecord(name="zmicro.topic.<topic>", version=<queue or "">)``
+with the subscribing node (its address and Curve key). Records are grouped
+by ``version``: a non-empty version is a **queue group** (each event goes
+to one member, chosen by the same balancer as calls: ``selector=``); the
+empty version is the **broadcast** group (each node gets every event).
+
+The publisher's delivery engine (:class:`DeliveryEngine`), per event:
+
+- ``publish()`` puts the frame in the **outbox** and returns: that is
+  "accepted". The outbox is bounded (``max_pending`` events,
+  ``max_pending_bytes`` bytes): when it is full, ``publish()`` blocks up to
+  its ``timeout``, then raises ``RPCError(RESOURCE_EXHAUSTED,
+  processed=False)`` (nothing accepted).
+- The event's groups are the groups the registry lists for its topic when
+  the engine routes it (at once, normally). **No subscriber at all** (no
+  record for the topic): the event waits in the outbox, holding its place,
+  for a group to appear, up to the publish call's ``timeout``; then it is
+  dropped (counter ``unrouted``, logged at debug, no dead letter: no group
+  ever existed for it). So a subscriber that registered a moment before the
+  publish, not yet seen by the publisher's registry watch, still gets it;
+  a topic nobody subscribes to does not fill the outbox for long.
+- Per queue group: a member is picked (avoiding the members this round
+  already tried); the subscriber's reply is the ack: done.
+  ``NOT_PROCESSED`` refusals (member full, draining, not subscribed any
+  more, connection refused) try the next member at once; when every member
+  was tried, wait the backoff and start a new round. A processed error
+  (the handler nacked or failed) or no answer within ``ack_timeout`` (the
+  member may have died holding it) counts as a delivery: wait the backoff
+  (the subscriber's ``retry-after-ms`` when it gave one), then any member.
+  A terminal answer (INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED,
+  FAILED_PRECONDITION, UNIMPLEMENTED) from the handler side (processed)
+  dead-letters at once; refused before any handler (``NOT_PROCESSED``: an
+  old node that answers kind 8 with UNIMPLEMENTED, a member that refuses
+  this publisher's key) excludes that member for this event, and
+  dead-letters when every member did. ``max_deliveries`` deliveries
+  (not-processed refusals are not deliveries) dead-letter too.
+- Broadcast: one delivery per node of the broadcast group, retried on that
+  node only; a node that leaves the registry ends its delivery (``gone``).
+- Every delivery ends by ``max_age`` after the publish (default 120 s, the
+  subscribers' default ``max_age``: they would refuse it as stale after
+  that): a group without members for that long, or a member answering
+  "not processed" all along, dead-letters it as ``expired``.
+- Dead letters: the last 1,000 are kept (:meth:`dead_letters`), each is
+  logged (warning) and counted, and ``on_dead_letter(DeadLetter)`` is called
+  when given.
+
+**What a publisher that dies loses** (the issue asks for exactness): for
+each event ``publish()`` accepted and each group that had not acked it:
+never sent to any member: lost for that group; sent with no ack received:
+the handler ran zero or one time on each member it was sent to (it may
+have run and acked on the wire), never redelivered; acked: handled.
+Nothing is persisted and no other process takes over. ``close(linger=)``
+waits up to ``linger`` seconds for the outbox to empty and reports what it
+drops (log, counter ``dropped``, the return value); SIGKILL skips that.
+
+Threads and loops: the engine lives on one event loop. The sync
+``publish()`` runs it on a private event-loop thread (one per broker,
+started on first use); ``publish_async()`` runs an engine on the caller's
+loop (one per loop, as an AsyncClient belongs to one loop). Both share the
+broker's dead letters and counters.
+
+Subscribing: ``subscribe()`` adds the subscription to a Service's own
+ServerCore (one socket, one port for calls and events): the Service's when
+the broker is attached to one (``attach(service)``, done by the Service),
+else a private Service named ``zmicro-events-<uuid>`` that the broker starts
+on a free port (tests, the CLI); ``registers_topics = True`` tells the
+Service to keep the topic records in the registry (service.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _core
+from ..errors import Code, RPCError
+from ..registry import ServiceRecord
+from .base import (
+    TOPIC_PREFIX,
+    Broker,
+    BrokerError,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    SubscribeOptions,
+    Subscription,
+    check_topic,
+)
+
+__all__ = ["DEAD_LETTERS_KEPT", "DeliveryEngine", "DeliveryReport", "EmbeddedBroker"]
+
+log = logging.getLogger("zmicro.events")
+
+#: Dead letters a broker keeps in memory (the oldest go first).
+DEAD_LETTERS_KEPT = 1000
+
+#: Answers no other member or later attempt can change, when the handler
+#: side gave them (processed): the event is dead-lettered at once.
+TERMINAL = frozenset({Code.INVALID_ARGUMENT, Code.PERMISSION_DENIED, Code.UNAUTHENTICATED,
+                      Code.FAILED_PRECONDITION, Code.UNIMPLEMENTED})
+
+_STRATEGIES = {"round_robin": _core.SELECT_ROUND_ROBIN, "random": _core.SELECT_RANDOM,
+               "p2c": _core.SELECT_P2C, "peak_ewma": _core.SELECT_PEAK_EWMA}
+
+#: send(address, frame, event_id, topic, timeout): resolves on the ack,
+#: raises RPCError otherwise (AsyncClient._deliver's contract).
+Send = Callable[[str, bytes, bytes, str, float], Awaitable[None]]
+#: lookup(topic) -> the records of "zmicro.topic.<topic>" (all versions).
+Lookup = Callable[[str], Awaitable[list[ServiceRecord]]]
+
+
+@dataclass
+class DeliveryReport:
+    """What became of one event: per group, ``"acked"`` or the reason it
+    was not (a dead letter's reason, ``gone``, ``dropped``). Broadcast
+    deliveries are keyed ``"(broadcast) <address>"``. Empty: no group."""
+
+    topic: str
+    event_id: bytes
+    groups: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Every group acked (and there was at least one)."""
+        return bool(self.groups) and all(v == "acked" for v in self.groups.values())
+
+
+class _Topic:
+    """The members of one topic, per group, as the registry lists them."""
+
+    __slots__ = ("name", "balancers", "broadcast", "keys", "loaded", "changed")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.balancers: dict[str, _core.Balancer] = {}   # queue group -> its members
+        self.broadcast: dict[str, str] = {}               # address -> node id
+        self.keys: dict[str, str] = {}                    # address -> Curve public key
+        self.loaded = False
+        self.changed = asyncio.Event()                    # set (and replaced) on update
+
+    def update(self, records: Iterable[ServiceRecord], strategy: int,
+               outlier: Any) -> None:
+        by_group: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        broadcast: dict[str, str] = {}
+        keys: dict[str, str] = {}
+        for r in records:
+            for n in r.nodes:
+                if n.public_key:
+                    keys[n.address] = n.public_key
+                if not r.version:
+                    broadcast[n.address] = n.id
+                    continue
+                nodes, resting = by_group.setdefault(r.version, ({}, {}))
+                # As for calls: a node saying it does not serve gets events
+                # only when no other member is left.
+                into = resting if n.metadata.get("health") == "not_serving" else nodes
+                into[n.address] = (n.address, r.version, dict(n.metadata), n.public_key)
+        for group in list(self.balancers):
+            if group not in by_group:
+                self.balancers[group].update(())  # keep the object: picks may hold it
+        for group, (nodes, resting) in by_group.items():
+            balancer = self.balancers.get(group)
+            if balancer is None:
+                balancer = self.balancers[group] = _core.Balancer(strategy, outlier=outlier)
+            chosen = nodes or resting
+            balancer.update(chosen[a] for a in sorted(chosen))
+        self.broadcast = broadcast
+        self.keys = keys
+        self.loaded = True
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+    def groups(self) -> list[str]:
+        """Queue groups that have members now."""
+        return [g for g, b in self.balancers.items() if len(b)]
+
+
+class _Event:
+    __slots__ = ("topic", "frame", "event_id", "size", "accepted_at", "route_until",
+                 "expires", "report", "open", "done")
+
+    def __init__(self, topic: str, frame: bytes, event_id: bytes, now: float,
+                 route_for: float, max_age: float) -> None:
+        self.topic = topic
+        self.frame = frame
+        self.event_id = event_id
+        self.size = len(frame)
+        self.accepted_at = now
+        self.route_until = now + route_for
+        self.expires = now + max_age
+        self.report = DeliveryReport(topic, event_id)
+        self.open = 0                              # deliveries not ended yet
+        self.done: asyncio.Future[DeliveryReport] | None = None
+
+
+class _Counters:
+    """Shared by a broker's engines (the loop threads update it under a lock)."""
+
+    NAMES = ("published", "acked", "deliveries", "refusals", "dead_letters", "unrouted",
+             "gone", "dropped")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values = dict.fromkeys(self.NAMES, 0)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.values[name] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.values)
+
+
+class DeliveryEngine:
+    """The publisher's outbox and delivery state machine (see the module doc).
+
+    Runs on one event loop: every method but :meth:`members_changed_threadsafe`
+    is called on it. ``send`` and ``lookup`` are the transport and the
+    registry (injected, so the engine is tested without sockets); ``clock``
+    gives monotonic seconds (:meth:`poke` wakes the waits when a fake clock
+    moves). Options are the broker's (:class:`EmbeddedBroker`).
+    """
+
+    def __init__(self, *, send: Send, lookup: Lookup,
+                 clock: Callable[[], float] = time.monotonic,
+                 selector: str = "round_robin", outlier: Any = None,
+                 max_pending: int = 10_000, max_pending_bytes: int = 64 << 20,
+                 ack_timeout: float = 10.0, max_deliveries: int = 5,
+                 backoff: tuple[float, ...] = (0.1, 1.0, 5.0), max_age: float = 120.0,
+                 dead_letters: collections.deque[DeadLetter] | None = None,
+                 on_dead_letter: Callable[[DeadLetter], Any] | None = None,
+                 counters: _Counters | None = None) -> None:
+        if selector not in _STRATEGIES:
+            raise ValueError(f"selector is one of {sorted(_STRATEGIES)}, not {selector!r}")
+        for name, value in (("max_pending", max_pending), ("max_pending_bytes", max_pending_bytes),
+                            ("max_deliveries", max_deliveries)):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, not {value!r}")
+        for name, value in (("ack_timeout", ack_timeout), ("max_age", max_age)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be seconds > 0, not {value!r}")
+        # The same rule as SubscribeOptions.backoff (validated there).
+        self._options = SubscribeOptions(backoff=tuple(backoff), max_deliveries=max_deliveries)
+        self._send = send
+        self._lookup = lookup
+        self._clock = clock
+        self._strategy = _STRATEGIES[selector]
+        self._outlier = outlier
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self.ack_timeout = float(ack_timeout)
+        self.max_deliveries = max_deliveries
+        self.max_age = float(max_age)
+        self._dead = dead_letters if dead_letters is not None else collections.deque(
+            maxlen=DEAD_LETTERS_KEPT)
+        self._on_dead_letter = on_dead_letter
+        self.counters = counters or _Counters()
+        self._topics: dict[str, _Topic] = {}
+        self._events: set[_Event] = set()          # in the outbox
+        self._pending_bytes = 0
+        self._room = asyncio.Event()                # set (and replaced) when room is made
+        self._tick = asyncio.Event()                # poke(): a fake clock moved
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- accepting -------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Events in the outbox (accepted, not done with every group)."""
+        return len(self._events)
+
+    def _full(self, size: int) -> bool:
+        return (len(self._events) >= self.max_pending
+                or (self._events and self._pending_bytes + size > self.max_pending_bytes))
+
+    async def put(self, topic: str, frame: bytes, event_id: bytes, *,
+                  timeout: float, wait: bool = False) -> DeliveryReport | None:
+        """Accept the event into the outbox (blocking up to `timeout` while
+        it is full: then RESOURCE_EXHAUSTED, processed=False). With `wait`,
+        return its DeliveryReport once every group ended it."""
+        check_topic(topic)
+        if self._closing:
+            raise BrokerError("the broker is closed")
+        if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(f"timeout must be seconds > 0, not {timeout!r}")
+        if len(frame) > self.max_pending_bytes:
+            raise RPCError(Code.RESOURCE_EXHAUSTED,
+                           f"the event is {len(frame)} bytes, over max_pending_bytes",
+                           processed=False)
+        self._loop = asyncio.get_running_loop()
+        if self._full(len(frame)):
+            # Real seconds, not the injected clock: this is the caller's wait.
+            deadline = time.monotonic() + timeout
+            while self._full(len(frame)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RPCError(Code.RESOURCE_EXHAUSTED,
+                                   f"the outbox stayed full ({len(self._events)} events) "
+                                   f"for {timeout:g} s", processed=False)
+                try:
+                    await asyncio.wait_for(self._room.wait(), left)
+                except (asyncio.TimeoutError, TimeoutError):
+                    pass
+                if self._closing:
+                    raise BrokerError("the broker is closed")
+        event = _Event(topic, bytes(frame), bytes(event_id), self._clock(), timeout,
+                       self.max_age)
+        if wait:
+            event.done = self._loop.create_future()
+        self._events.add(event)
+        self._pending_bytes += event.size
+        self.counters.add("published")
+        self._spawn(self._route(event))
+        if event.done is not None:
+            return await asyncio.shield(event.done)
+        return None
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- members ---------------------------------------------------------------
+
+    async def _topic(self, name: str) -> _Topic:
+        topic = self._topics.get(name)
+        if topic is None:
+            topic = self._topics[name] = _Topic(name)
+        if not topic.loaded:
+            try:
+                records = await self._lookup(name)
+            except Exception as exc:  # noqa: BLE001 - the registry: retried by the caller
+                log.debug("events: registry lookup of %r failed: %s", name, exc)
+                return topic
+            if not topic.loaded:  # (a change may have come meanwhile)
+                topic.update(records, self._strategy, self._outlier)
+        return topic
+
+    def members_changed(self, name: str, records: list[ServiceRecord]) -> None:
+        """The registry says `name`'s members changed (on the engine's loop)."""
+        topic = self._topics.get(name)
+        if topic is not None:
+            topic.update(records, self._strategy, self._outlier)
+
+    def members_changed_threadsafe(self, name: str, records: list[ServiceRecord]) -> None:
+        """members_changed() from another thread (the registry watch's)."""
+        loop = self._loop
+        if loop is not None and name in self._topics:
+            try:
+                loop.call_soon_threadsafe(self.members_changed, name, records)
+            except RuntimeError:  # the loop is closed
+                pass
+
+    def node_key(self, topic: str, address: str) -> str:
+        """The Curve key `topic`'s registry record gives for `address` ("" if none)."""
+        t = self._topics.get(topic)
+        return "" if t is None else t.keys.get(address, "")
+
+    # -- waiting ---------------------------------------------------------------
+
+    def poke(self) -> None:
+        """Wake every wait to look at the clock again (a fake clock moved)."""
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
+
+    async def _sleep_until(self, when: float, also: asyncio.Event | None = None) -> None:
+        """Until the clock reads `when` (or `also` is set)."""
+        while not self._closing:
+            left = when - self._clock()
+            if left <= 0 or (also is not None and also.is_set()):
+                return
+            waits = [asyncio.ensure_future(self._tick.wait())]
+            if also is not None:
+                waits.append(asyncio.ensure_future(also.wait()))
+            try:
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    # -- delivering ------------------------------------------------------------
+
+    async def _route(self, event: _Event) -> None:
+        """Find the event's groups (waiting for one to appear, up to the
+        publish timeout), then deliver to each."""
+        try:
+            while True:
+                topic = await self._topic(event.topic)
+                groups = topic.groups()
+                broadcast = list(topic.broadcast)
+                if groups or broadcast:
+                    break
+                if self._clock() >= event.route_until or self._closing:
+                    self.counters.add("unrouted")
+                    log.debug("events: no subscriber for %r: event %s dropped", event.topic,
+                              event.event_id.hex())
+                    self._finish(event)
+                    return
+                # Members, a (fake) clock move, or a bounded retry of the lookup.
+                step = min(event.route_until, self._clock() + 0.5)
+                await self._sleep_until(step, topic.changed)
+            event.open = len(groups) + len(broadcast)
+            for group in groups:
+                self._spawn(self._deliver(event, group, None))
+            for address in broadcast:
+                self._spawn(self._deliver(event, "", address))
+        except asyncio.CancelledError:
+            self._finish(event)
+            raise
+
+    def _ended(self, event: _Event, key: str, outcome: str) -> None:
+        event.report.groups[key] = outcome
+        event.open -= 1
+        if event.open <= 0:
+            self._finish(event)
+
+    def _finish(self, event: _Event) -> None:
+        if event in self._events:
+            self._events.discard(event)
+            self._pending_bytes -= event.size
+            self._wake_room()
+        if event.done is not None and not event.done.done():
+            event.done.set_result(event.report)
+
+    def _wake_room(self) -> None:
+        room, self._room = self._room, asyncio.Event()
+        room.set()
+
+    def _dead_letter(self, event: _Event, group: str, reason: str, deliveries: int) -> str:
+        letter = DeadLetter(topic=event.topic, queue=group or None, data=event.frame,
+                            reason=reason, deliveries=deliveries)
+        self._dead.append(letter)
+        self.counters.add("dead_letters")
+        log.warning("events: %s event %s dead-lettered for %s after %d deliveries: %s",
+                    event.topic, event.event_id.hex(),
+                    f"group {group!r}" if group else "a broadcast subscriber",
+                    deliveries, reason)
+        if self._on_dead_letter is not None:
+            try:
+                self._on_dead_letter(letter)
+            except Exception:  # noqa: BLE001 - the application's callback
+                log.exception("events: on_dead_letter failed")
+        return reason
+
+    def _pick(self, topic: _Topic, group: str, fixed: str | None,
+              skip: set[str]) -> tuple[Any, str | None, bool]:
+        """(balancer, address, members exist) of the next member to try."""
+        if fixed is not None:
+            present = fixed in topic.broadcast
+            return None, (fixed if present and fixed not in skip else None), present
+        balancer = topic.balancers.get(group)
+        if balancer is None or not len(balancer):
+            return balancer, None, False
+        avoid = {n for n in (balancer.lookup(a) for a in skip) if n is not None}
+        node = balancer.pick(None, None, avoid or None)
+        if node is None or node.address in skip:
+            return balancer, None, True
+        return balancer, node.address, True
+
+    async def _deliver(self, event: _Event, group: str, fixed: str | None) -> None:
+        key = group if fixed is None else f"(broadcast) {fixed}"
+        outcome = "dropped"
+        try:
+            outcome = await self._deliver_group(event, group, fixed)
+        finally:
+            if outcome == "acked":
+                self.counters.add("acked")
+            elif outcome == "gone":
+                self.counters.add("gone")
+            self._ended(event, key, outcome)
+
+    async def _deliver_group(self, event: _Event, group: str, fixed: str | None) -> str:
+        tried: set[str] = set()       # this round (since the last backoff)
+        refused: dict[str, str] = {}  # terminal refusals before any handler: never again
+        deliveries = 0                # sends a handler may have run
+        rounds = 0                    # rounds ended without an ack (the backoff's index)
+        last = "no member"
+        while True:
+            if self._closing:
+                return "dropped"
+            now = self._clock()
+            if now >= event.expires:
+                return self._dead_letter(event, group,
+                                         f"expired after {self.max_age:g} s: {last}",
+                                         deliveries)
+            topic = await self._topic(event.topic)
+            balancer, address, present = self._pick(topic, group, fixed, tried | set(refused))
+            if address is None:
+                if fixed is not None and not present:
+                    return "gone"
+                if present and refused and self._all_refused(topic, group, fixed, refused):
+                    return self._dead_letter(event, group, next(iter(refused.values())),
+                                             deliveries)
+                # Every member tried (or none): back off, then a new round.
+                rounds += 1
+                tried.clear()
+                await self._sleep_until(min(event.expires, now + self._options.delay(rounds)),
+                                        None if present else topic.changed)
+                continue
+            sent_at = self._clock()
+            node = balancer.lookup(address) if balancer is not None else None
+            if node is not None:
+                balancer.begin(node)
+            failed = True
+            try:
+                await self._send(address, event.frame, event.event_id, event.topic,
+                                 self.ack_timeout)
+                failed = False
+                return "acked"
+            except RPCError as exc:
+                error = exc
+            finally:
+                if node is not None:
+                    balancer.end(node, max(0.0, self._clock() - sent_at), failed)
+            last = f"{error.code.name}: {error.detail}" if error.detail else error.code.name
+            if error.processed is False:
+                self.counters.add("refusals")
+                if error.code in TERMINAL:
+                    refused[address] = f"{error.code.name.lower()}: {error.detail}"
+                elif error.code is Code.UNAVAILABLE and node is not None:
+                    balancer.retire(node)  # draining, or no longer subscribed
+                tried.add(address)
+                continue  # the next member at once
+            deliveries += 1
+            self.counters.add("deliveries")
+            if error.code in TERMINAL:
+                return self._dead_letter(event, group, f"{error.code.name.lower()}: "
+                                         f"{error.detail}", deliveries)
+            if deliveries >= self.max_deliveries:
+                return self._dead_letter(event, group, f"max_deliveries ({deliveries}): {last}",
+                                         deliveries)
+            rounds += 1
+            tried.clear()  # any member next time
+            delay = getattr(error, "retry_after", None)
+            if delay is None or not (delay >= 0 and math.isfinite(delay)):
+                delay = self._options.delay(rounds)
+            await self._sleep_until(min(event.expires, self._clock() + delay))
+
+    def _all_refused(self, topic: _Topic, group: str, fixed: str | None,
+                     refused: dict[str, str]) -> bool:
+        if fixed is not None:
+            return fixed in refused
+        balancer = topic.balancers.get(group)
+        return balancer is not None and all(n.address in refused for n in balancer.nodes())
+
+    # -- closing ---------------------------------------------------------------
+
+    async def close(self, linger: float = 5.0) -> list[DeliveryReport]:
+        """Wait up to `linger` seconds for the outbox to empty, then drop the
+        rest; returns the reports of the events dropped (logged, counted)."""
+        deadline = time.monotonic() + max(0.0, linger)
+        while self._events and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+        dropped = list(self._events)
+        self._closing = True
+        self.poke()
+        self._wake_room()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for event in dropped:
+            self._finish(event)
+        if dropped:
+            self.counters.add("dropped", len(dropped))
+            log.warning("events: closing dropped %d event(s) not delivered to every group",
+                        len(dropped))
+        return [e.report for e in dropped]
+
+
+# -- the broker ------------------------------------------------------------------
+
+
+class _LoopThread:
+    """A private event loop on a daemon thread: the sync publish() path."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro: Awaitable[Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+class _Side:
+    """One engine and the AsyncClient it sends with, on one loop."""
+
+    def __init__(self, broker: EmbeddedBroker, loop: asyncio.AbstractEventLoop) -> None:
+        from ..client import AsyncClient  # (client imports the registry: no cycle at import)
+
+        self.loop = loop
+        self.client = AsyncClient(registry=broker._registry_or_default(),
+                                  insecure=broker.insecure, keys=broker._keys,
+                                  timeout=broker._options["ack_timeout"])
+        client = self.client
+
+        async def send(address: str, frame: bytes, event_id: bytes, topic: str,
+                       timeout: float) -> None:
+            key = self.engine.node_key(topic, address)
+            if key:  # the client checks it against the registry's trust, as for calls
+                client._node_keys[address] = key
+            await client._deliver(address, frame, event_id, topic=topic, timeout=timeout)
+
+        self.engine = DeliveryEngine(send=send, lookup=broker._lookup, **broker._engine_options())
+
+
+class _CountedDelivery(Delivery):
+    """A ServerCore delivery, counted in its subscription's stats."""
+
+    __slots__ = ("_inner", "_sub")
+
+    def __init__(self, inner: Delivery, sub: _EmbeddedSubscription) -> None:
+        self._inner = inner
+        self._sub = sub
+        self.data = inner.data
+        self.deliveries = inner.deliveries
+        self.user_id = inner.user_id
+
+    def ack(self) -> None:
+        self._sub._count("acked")
+        self._inner.ack()
+
+    def nack(self, *, delay: float | None = None) -> None:
+        self._sub._count("nacked")
+        self._inner.nack(delay=delay)
+
+    def term(self, reason: str) -> None:
+        self._sub._count("terminated")
+        self._inner.term(reason)
+
+
+class _EmbeddedSubscription(Subscription):
+    """A topic served by a ServerCore (the Service's, or the broker's own)."""
+
+    def __init__(self, broker: EmbeddedBroker, core: Any, topic: str,
+                 on_delivery: Callable[[Delivery], Any], options: SubscribeOptions) -> None:
+        self.topic = topic
+        self.options = options
+        self._broker = broker
+        self._core = core
+        self._on_delivery = on_delivery
+        self._lock = threading.Lock()
+        self._stats = dict.fromkeys(("delivered", "acked", "nacked", "terminated"), 0)
+        self._closed = False
+        core.add_subscription(topic, self._deliver, options.max_in_flight)
+
+    def _deliver(self, delivery: Delivery) -> Any:
+        self._count("delivered")
+        return self._on_delivery(_CountedDelivery(delivery, self))
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._stats[name] += 1
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._core.remove_subscription(self.topic)
+        except Exception:  # noqa: BLE001 - the core is closed already: nothing to stop
+            log.debug("events: removing %r from a closed core", self.topic, exc_info=True)
+        self._broker._forget(self)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            stats = dict(self._stats)
+        stats["in_flight"] = stats["delivered"] - stats["acked"] - stats["nacked"] \
+            - stats["terminated"]
+        return stats
+
+
+class EmbeddedBroker(Broker):
+    """Brokerless events over zmicro's transport (see the module doc).
+
+    Options, keyword-only: ``registry`` (default: the embedded one),
+    ``insecure`` / ``keys`` (as for Client and Service), ``selector`` (how a
+    queue group's member is picked: round_robin, random, p2c, peak_ewma),
+    ``max_pending`` / ``max_pending_bytes`` (the outbox), ``ack_timeout``
+    (seconds a delivery waits for its ack), ``max_deliveries``, ``backoff``
+    (seconds before the n-th new round, the last repeats), ``max_age``
+    (seconds an event is delivered for at most), ``on_dead_letter``
+    (called with each DeadLetter, on the engine's loop: keep it short),
+    ``linger`` (close()'s default wait for the outbox), ``ttl`` (the topic
+    records of the broker's own subscriber service).
+    """
+
+    capabilities = Capabilities(durable=False, survives_publisher=False)
+    #: Service.py keeps "zmicro.topic.<topic>" records for the subscriptions
+    #: of a Service using this broker (the registry is the membership).
+    registers_topics = True
+
+    def __init__(self, registry: Any = None, *, insecure: bool | None = None,
+                 keys: Any = None, selector: str = "round_robin", max_pending: int = 10_000,
+                 max_pending_bytes: int = 64 << 20, ack_timeout: float = 10.0,
+                 max_deliveries: int = 5, backoff: tuple[float, ...] = (0.1, 1.0, 5.0),
+                 max_age: float = 120.0,
+                 on_dead_letter: Callable[[DeadLetter], Any] | None = None,
+                 linger: float = 5.0, ttl: float = 10.0) -> None:
+        from ..security import Security
+
+        self._registry = registry
+        self._keys = keys
+        self._security = Security.resolve(insecure=insecure, keys=keys)
+        self.insecure = self._security.insecure
+        self._options: dict[str, Any] = dict(
+            selector=selector, max_pending=max_pending, max_pending_bytes=max_pending_bytes,
+            ack_timeout=ack_timeout, max_deliveries=max_deliveries, backoff=tuple(backoff),
+            max_age=max_age, on_dead_letter=on_dead_letter)
+        # Validate now, not at the first publish.
+        DeliveryEngine(send=_never, lookup=_never, **self._options)
+        self._linger = linger
+        self._ttl = ttl
+        self._dead: collections.deque[DeadLetter] = collections.deque(maxlen=DEAD_LETTERS_KEPT)
+        self._counters = _Counters()
+        self._lock = threading.Lock()
+        self._cache: Any = None
+        self._unwatch: Callable[[], None] | None = None
+        self._thread: _LoopThread | None = None
+        self._sides: dict[asyncio.AbstractEventLoop, _Side] = {}
+        self._service: Any = None          # attached Service (it owns the core)
+        self._own: Any = None              # the broker's own subscriber service
+        self._own_thread: threading.Thread | None = None
+        self._own_records: dict[str, ServiceRecord] = {}
+        self._own_beat: threading.Thread | None = None
+        self._subs: dict[str, _EmbeddedSubscription] = {}
+        self._closed = False
+        self._stop = threading.Event()
+
+    # -- publishing ---------------------------------------------------------------
+
+    def _engine_options(self) -> dict[str, Any]:
+        return dict(self._options, dead_letters=self._dead, counters=self._counters)
+
+    def _registry_or_default(self) -> Any:
+        if self._registry is None:
+            from ..registry import default_registry
+            self._registry = default_registry()
+        return self._registry
+
+    def _registry_cache(self) -> Any:
+        with self._lock:
+            if self._cache is None:
+                from ..registry.cache import RegistryCache
+                self._cache = RegistryCache(self._registry_or_default())
+                self._unwatch = self._cache.subscribe(self._members_changed)
+            return self._cache
+
+    async def _lookup(self, topic: str) -> list[ServiceRecord]:
+        cache = self._registry_cache()
+        # The first read of a name asks the registry: not on the loop.
+        return await asyncio.get_running_loop().run_in_executor(
+            None, cache.get, TOPIC_PREFIX + topic)
+
+    def _members_changed(self, name: str, records: list[ServiceRecord]) -> None:
+        if not name.startswith(TOPIC_PREFIX):
+            return
+        with self._lock:
+            sides = list(self._sides.values())
+        for side in sides:
+            side.engine.members_changed_threadsafe(name[len(TOPIC_PREFIX):], records)
+
+    def _side(self, loop: asyncio.AbstractEventLoop) -> _Side:
+        with self._lock:
+            if self._closed:
+                raise BrokerError("the broker is closed")
+            side = self._sides.get(loop)
+            if side is None:
+                side = self._sides[loop] = _Side(self, loop)
+            return side
+
+    def _private(self) -> _Side:
+        with self._lock:
+            if self._closed:
+                raise BrokerError("the broker is closed")
+            if self._thread is None:
+                self._thread = _LoopThread("zmicro-events-publisher")
+            loop = self._thread.loop
+        return self._side(loop)
+
+    def publish(self, topic: str, data: bytes, *, event_id: bytes, timeout: float = 5.0,
+                wait: bool = False) -> DeliveryReport | None:
+        """Put the event in the outbox (blocking up to `timeout` while it is
+        full: then RESOURCE_EXHAUSTED). `wait`: return its DeliveryReport
+        once every group acked or gave it up. Thread-safe."""
+        check_topic(topic)
+        side = self._private()
+        assert self._thread is not None
+        return self._thread.call(side.engine.put(topic, data, event_id, timeout=timeout,
+                                                 wait=wait))
+
+    async def publish_async(self, topic: str, data: bytes, *, event_id: bytes,
+                            timeout: float = 5.0, wait: bool = False) -> DeliveryReport | None:
+        """publish() on the running loop: its own engine and sockets there."""
+        check_topic(topic)
+        side = self._side(asyncio.get_running_loop())
+        return await side.engine.put(topic, data, event_id, timeout=timeout, wait=wait)
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The last 1,000 events this broker's publishers gave up, oldest first
+        (subscribers' term() and nacks end up here, on the publisher's side)."""
+        return list(self._dead)
+
+    def stats(self) -> dict[str, int]:
+        """Publisher counters (summed over loops): published, acked,
+        deliveries (sends a handler may have run that were not acked),
+        refusals (not processed), dead_letters, unrouted (no subscriber),
+        gone, dropped; pending (events in the outboxes now)."""
+        with self._lock:
+            sides = list(self._sides.values())
+        return self._counters.snapshot() | {"pending": sum(s.engine.pending for s in sides)}
+
+    # -- subscribing ----------------------------------------------------------------
+
+    def attach(self, service: Any) -> None:
+        """The Service using this broker is bound: its ServerCore serves the
+        subscriptions (called by Service before it subscribes)."""
+        if self._own is not None or self._subs:
+            raise BrokerError("attach() comes before any subscribe()")
+        self._service = service
+
+    def _core(self) -> Any:
+        if self._service is not None:
+            core = self._service._core
+            if core is None:
+                raise BrokerError("the attached service is not running")
+            return core
+        if self._own is None:
+            self._start_own()
+        return self._own._core
+
+    def subscribe(self, topic: str, on_delivery: Callable[[Delivery], Any],
+                  options: SubscribeOptions = SubscribeOptions()) -> Subscription:
+        check_topic(topic)
+        if not isinstance(options, SubscribeOptions):
+            raise TypeError("options must be a SubscribeOptions")
+        if not callable(on_delivery):
+            raise TypeError("on_delivery must be callable")
+        with self._lock:
+            if self._closed:
+                raise BrokerError("the broker is closed")
+            if topic in self._subs:
+                # The header names no group: one subscription per topic and node.
+                raise ValueError(f"this node subscribes to {topic!r} already")
+        sub = _EmbeddedSubscription(self, self._core(), topic, on_delivery, options)
+        with self._lock:
+            self._subs[topic] = sub
+        if self._own is not None:
+            self._register_own(sub)
+        return sub
+
+    def _forget(self, sub: _EmbeddedSubscription) -> None:
+        with self._lock:
+            if self._subs.get(sub.topic) is sub:
+                del self._subs[sub.topic]
+            record = self._own_records.pop(sub.topic, None)
+        if record is not None:
+            try:
+                self._registry_or_default().deregister(record)
+            except Exception as exc:  # noqa: BLE001 - the TTL ends it anyway
+                log.warning("events: could not deregister %s: %s", record.name, exc)
+
+    # The broker's own subscriber service: when no Service is attached (the
+    # CLI, tests), subscriptions need a socket and topic records of their own.
+
+    def _start_own(self) -> None:
+        from ..service import Service
+
+        svc = Service(f"zmicro-events-{uuid.uuid4().hex[:12]}",
+                      registry=self._registry_or_default(), insecure=self.insecure,
+                      keys=self._keys, ttl=self._ttl, grace=1.0)
+
+        @svc.handler("Events.Stats")
+        def stats(request: Any, ctx: Any) -> dict[str, Any]:
+            """This subscriber's counters, per topic."""
+            return {t: s.stats() for t, s in list(self._subs.items())}
+
+        thread = threading.Thread(target=svc.run, name="zmicro-events-subscriber", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while svc.address is None:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                svc.stop()
+                raise BrokerError("the broker's subscriber service did not start")
+            time.sleep(0.005)
+        self._own, self._own_thread = svc, thread
+        self._own_beat = threading.Thread(target=self._beat, name="zmicro-events-ttl",
+                                          daemon=True)
+        self._own_beat.start()
+
+    def _topic_record(self, sub: _EmbeddedSubscription) -> ServiceRecord:
+        from ..registry import Node
+
+        svc = self._own
+        return ServiceRecord(
+            name=TOPIC_PREFIX + sub.topic, version=sub.options.queue or "",
+            metadata={"zmicro.kind": "topic"},
+            nodes=(Node(id=svc._node_id, address=svc.address,
+                        metadata={"service": svc.name, "health": "serving"},
+                        public_key=svc._security.public_key),))
+
+    def _register_own(self, sub: _EmbeddedSubscription) -> None:
+        record = self._topic_record(sub)
+        self._registry_or_default().register(record, ttl=self._ttl)
+        with self._lock:
+            self._own_records[sub.topic] = record
+
+    def _beat(self) -> None:
+        # Refresh the topic records every ttl/3, as a Service does its own.
+        while not self._stop.wait(self._ttl / 3):
+            with self._lock:
+                records = list(self._own_records.values())
+            for record in records:
+                try:
+                    self._registry_or_default().register(record, ttl=self._ttl)
+                except Exception as exc:  # noqa: BLE001 - next beat tries again
+                    log.warning("events: could not refresh %s: %s", record.name, exc)
+
+    # -- closing --------------------------------------------------------------------
+
+    def close(self, linger: float | None = None) -> list[DeliveryReport]:
+        """Stop subscribing, wait up to `linger` seconds (default: the
+        broker's) for the outboxes to empty, drop the rest; returns the
+        reports of the events dropped. Idempotent. An engine on the loop
+        that calls close() cannot be waited for there: its outbox is
+        dropped at once (use ``await aclose()`` on a loop)."""
+        with self._lock:
+            if self._closed:
+                return []
+            self._closed = True
+            sides = list(self._sides.values())
+            self._sides.clear()
+            subs = list(self._subs.values())
+        linger = self._linger if linger is None else linger
+        for sub in subs:
+            sub.close()
+        dropped: list[DeliveryReport] = []
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for side in sides:
+            dropped += self._close_side(side, 0.0 if side.loop is running else linger)
+        self._shutdown()
+        return dropped
+
+    async def aclose(self, linger: float | None = None) -> list[DeliveryReport]:
+        """close() from a coroutine: this loop's outbox is waited for too."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            side = self._sides.pop(loop, None)
+        dropped: list[DeliveryReport] = []
+        if side is not None:
+            dropped = await side.engine.close(self._linger if linger is None else linger)
+            side.client.close()
+        return dropped + await loop.run_in_executor(None, self.close, linger)
+
+    def _close_side(self, side: _Side, linger: float) -> list[DeliveryReport]:
+        loop = side.loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is running:  # cannot wait here: drop, and close the client later
+            loop.create_task(side.engine.close(0.0)).add_done_callback(
+                lambda _: side.client.close())
+            return []
+        if loop.is_closed() or not loop.is_running():
+            side.client.close()
+            return []
+        try:
+            dropped = asyncio.run_coroutine_threadsafe(side.engine.close(linger),
+                                                       loop).result(linger + 30)
+            asyncio.run_coroutine_threadsafe(_call(side.client.close), loop).result(30)
+        except Exception:  # noqa: BLE001 - the loop went away meanwhile
+            log.debug("events: closing an engine failed", exc_info=True)
+            return []
+        return dropped
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        if self._own is not None:
+            self._own.stop()
+            if self._own_thread is not None:
+                self._own_thread.join(30)
+        if self._own_beat is not None:
+            self._own_beat.join(30)
+        if self._thread is not None:
+            self._thread.stop()
+        if self._unwatch is not None:
+            self._unwatch()
+        if self._cache is not None:
+            self._cache.close()
+
+
+async def _call(fn: Callable[[], Any]) -> Any:
+    return fn()
+
+
+async def _never(*args: Any) -> Any:
+    raise AssertionError("not used")

@@ -1,0 +1,430 @@
+"""The embedded publisher's delivery engine, without sockets.
+
+The engine (zmicro.broker.embedded.DeliveryEngine) gets a fake transport
+(`Net`: per address, what the subscriber answers) and a FakeClock: backoffs
+only pass when the test moves the clock (and pokes the engine), so "nothing
+is sent before the backoff" is checked without timing anything. The same
+engine runs over AsyncClient._deliver in EmbeddedBroker (test_embedded.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+
+import pytest
+
+from tests.helpers import FakeClock, eventually_async
+from zmicro.broker.embedded import DeliveryEngine
+from zmicro.errors import Code, RPCError
+from zmicro.registry import Node, ServiceRecord
+
+TOPIC = "order.created"
+
+
+def record(group: str, *addresses: str, not_serving: tuple[str, ...] = ()) -> ServiceRecord:
+    return ServiceRecord(
+        name="zmicro.topic." + TOPIC, version=group, metadata={"zmicro.kind": "topic"},
+        nodes=tuple(Node(id=f"n-{a}", address=a,
+                         metadata={"health": "not_serving" if a in not_serving else "serving"})
+                    for a in addresses))
+
+
+def refusal(code: Code, *, processed: bool | None, retry_after: float | None = None) -> RPCError:
+    exc = RPCError(code, "test", processed=processed)
+    exc.retry_after = retry_after  # as AsyncClient._deliver sets it
+    return exc
+
+
+class Net:
+    """The fake transport: `answers[address]` is a callable returning None
+    (ack) or an exception to raise, or an awaitable to wait for first."""
+
+    def __init__(self) -> None:
+        self.records: list[ServiceRecord] = []
+        self.answers: dict[str, Callable[[bytes], object]] = {}
+        self.sent: list[tuple[str, bytes]] = []           # (address, event id)
+        self.timeouts: set[float] = set()
+
+    async def send(self, address: str, frame: bytes, event_id: bytes, topic: str,
+                   timeout: float) -> None:
+        assert topic == TOPIC and frame == b"frame-" + event_id
+        self.sent.append((address, event_id))
+        self.timeouts.add(timeout)
+        answer = self.answers.get(address, lambda e: None)(event_id)
+        while isinstance(answer, asyncio.Future):
+            answer = await answer
+        if isinstance(answer, BaseException):
+            raise answer
+
+    async def lookup(self, topic: str) -> list[ServiceRecord]:
+        assert topic == "order.created"
+        return list(self.records)
+
+    def to(self, address: str) -> list[bytes]:
+        return [e for a, e in self.sent if a == address]
+
+
+def engine_for(net: Net, clock: FakeClock, **options) -> DeliveryEngine:
+    options.setdefault("backoff", (1.0, 10.0))
+    return DeliveryEngine(send=net.send, lookup=net.lookup, clock=clock, **options)
+
+
+async def publish(engine: DeliveryEngine, n: int, *, wait: bool = False, timeout: float = 5.0):
+    reports = []
+    for i in range(n):
+        eid = i.to_bytes(16, "big")
+        reports.append(await engine.put(TOPIC, b"frame-" + eid, eid, timeout=timeout, wait=wait))
+    return reports
+
+
+async def settle() -> None:
+    """Let every runnable task run (no real time passes for the engine)."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_every_group_gets_every_event_and_the_balancer_spreads_a_group():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("billing", "b1", "b2"), record("audit", "a1")]
+        engine = engine_for(net, clock)
+        reports = await publish(engine, 10, wait=True)
+        assert all(r.ok and set(r.groups) == {"billing", "audit"} for r in reports)
+        ids = [i.to_bytes(16, "big") for i in range(10)]
+        assert sorted(net.to("b1") + net.to("b2")) == ids  # each once in the group
+        assert net.to("b1") and net.to("b2")               # round robin spreads
+        assert net.to("a1") == ids
+        assert net.timeouts == {engine.ack_timeout}
+        assert engine.pending == 0
+        assert engine.counters.snapshot()["acked"] == 20
+    run(main())
+
+
+def test_not_processed_tries_the_next_member_at_once_then_backs_off():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1", "m2")]
+        net.answers["m1"] = lambda e: refusal(Code.RESOURCE_EXHAUSTED, processed=False)
+        net.answers["m2"] = lambda e: refusal(Code.UNAVAILABLE, processed=False)
+        engine = engine_for(net, clock)
+        await publish(engine, 1)
+        await eventually_async(lambda: len(net.sent) == 2, "both members tried")
+        await settle()
+        assert sorted(a for a, _ in net.sent) == ["m1", "m2"]  # no spin before the backoff
+        net.answers["m1"] = lambda e: None
+        net.answers["m2"] = lambda e: None
+        clock.advance(1.0)  # backoff[0]
+        engine.poke()
+        await eventually_async(lambda: engine.pending == 0, "acked after the backoff")
+        assert len(net.sent) == 3
+        stats = engine.counters.snapshot()
+        assert stats["refusals"] == 2 and stats["deliveries"] == 0 and stats["acked"] == 1
+    run(main())
+
+
+def test_a_processed_failure_backs_off_then_goes_to_any_member():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1")]
+        net.answers["m1"] = lambda e: refusal(Code.UNAVAILABLE, processed=True)
+        engine = engine_for(net, clock)
+        await publish(engine, 1)
+        await eventually_async(lambda: len(net.sent) == 1)
+        await settle()
+        assert len(net.sent) == 1
+        clock.advance(0.9)
+        engine.poke()
+        await settle()
+        assert len(net.sent) == 1  # backoff[0] is 1 s
+        clock.advance(0.1)
+        engine.poke()
+        await eventually_async(lambda: len(net.sent) == 2, "redelivered after the backoff")
+        clock.advance(1.0)
+        engine.poke()
+        await settle()
+        assert len(net.sent) == 2  # the second wait is backoff[1], 10 s
+        net.answers["m1"] = lambda e: None
+        clock.advance(9.0)
+        engine.poke()
+        await eventually_async(lambda: engine.pending == 0)
+        assert engine.counters.snapshot()["deliveries"] == 2
+        assert not engine._dead
+    run(main())
+
+
+def test_the_subscribers_retry_after_replaces_the_backoff():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1")]
+        net.answers["m1"] = lambda e: refusal(Code.UNAVAILABLE, processed=True, retry_after=7.0)
+        engine = engine_for(net, clock)
+        await publish(engine, 1)
+        await eventually_async(lambda: len(net.sent) == 1)
+        clock.advance(6.5)
+        engine.poke()
+        await settle()
+        assert len(net.sent) == 1
+        net.answers["m1"] = lambda e: None
+        clock.advance(0.5)
+        engine.poke()
+        await eventually_async(lambda: engine.pending == 0)
+        assert len(net.sent) == 2
+    run(main())
+
+
+def test_max_deliveries_dead_letters_and_keeps_the_frame():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1", "m2")]
+        for a in ("m1", "m2"):
+            net.answers[a] = lambda e: refusal(Code.DEADLINE_EXCEEDED, processed=None)
+        letters = []
+        engine = engine_for(net, clock, max_deliveries=3, backoff=(0.0,),
+                            on_dead_letter=letters.append)
+        [report] = await publish(engine, 1, wait=True)
+        assert len(net.sent) == 3
+        assert report.groups["g"].startswith("max_deliveries (3): DEADLINE_EXCEEDED")
+        [letter] = letters
+        assert list(engine._dead) == letters
+        assert letter.queue == "g" and letter.topic == TOPIC and letter.deliveries == 3
+        assert letter.data == b"frame-" + (0).to_bytes(16, "big")
+        assert engine.counters.snapshot()["dead_letters"] == 1
+    run(main())
+
+
+@pytest.mark.parametrize("code", [Code.INVALID_ARGUMENT, Code.PERMISSION_DENIED,
+                                  Code.UNAUTHENTICATED, Code.FAILED_PRECONDITION,
+                                  Code.UNIMPLEMENTED])
+def test_a_terminal_answer_from_the_handler_side_dead_letters_at_once(code):
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1", "m2")]
+        for a in ("m1", "m2"):
+            net.answers[a] = lambda e: refusal(code, processed=True)
+        engine = engine_for(net, clock)
+        [report] = await publish(engine, 1, wait=True)
+        assert len(net.sent) == 1
+        assert report.groups["g"].startswith(code.name.lower())
+    run(main())
+
+
+def test_an_old_member_answering_unimplemented_is_skipped_for_another():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "old", "new")]
+        net.answers["old"] = lambda e: refusal(Code.UNIMPLEMENTED, processed=False)
+        engine = engine_for(net, clock)
+        reports = await publish(engine, 6, wait=True)
+        assert all(r.ok for r in reports)
+        assert len(net.to("new")) == 6
+        # Once an event met the old node it never goes back there; every
+        # event tried it at most once.
+        assert len(net.to("old")) == len(set(net.to("old"))) <= 6
+    run(main())
+
+
+def test_unimplemented_from_every_member_dead_letters():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "o1", "o2")]
+        for a in ("o1", "o2"):
+            net.answers[a] = lambda e: refusal(Code.UNIMPLEMENTED, processed=False)
+        engine = engine_for(net, clock)
+        [report] = await publish(engine, 1, wait=True)
+        assert sorted(a for a, _ in net.sent) == ["o1", "o2"]
+        assert report.groups["g"].startswith("unimplemented")
+        assert engine._dead[0].deliveries == 0
+    run(main())
+
+
+def test_a_member_that_dies_holding_the_event_is_replaced():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "dies", "lives")]
+        lost = asyncio.get_running_loop().create_future()
+        net.answers["dies"] = lambda e: lost
+        engine = engine_for(net, clock, selector="round_robin")
+        done = asyncio.ensure_future(publish(engine, 2, wait=True))
+        await eventually_async(lambda: net.to("dies"), "one event held by the member")
+        held = net.to("dies")[0]
+        # The connection drops: the transport says "maybe processed".
+        lost.set_result(refusal(Code.UNAVAILABLE, processed=None))
+        net.answers["dies"] = lambda e: refusal(Code.UNAVAILABLE, processed=False)
+        await advance(engine, clock, 1.0)  # the backoff after a maybe-processed send
+        reports = await done
+        assert all(r.ok for r in reports)
+        assert held in net.to("lives")
+    run(main())
+
+
+def test_the_outbox_is_bounded_publish_blocks_then_resource_exhausted():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1")]
+        gate = asyncio.get_running_loop().create_future()
+        net.answers["m1"] = lambda e: gate
+        engine = engine_for(net, clock, max_pending=2)
+        await publish(engine, 2)
+        assert engine.pending == 2
+        with pytest.raises(RPCError) as info:
+            await engine.put(TOPIC, b"frame-" + b"x" * 16, b"x" * 16, timeout=0.05)
+        assert info.value.code is Code.RESOURCE_EXHAUSTED and info.value.processed is False
+        blocked = asyncio.ensure_future(
+            engine.put(TOPIC, b"frame-" + b"y" * 16, b"y" * 16, timeout=30))
+        await settle()
+        assert not blocked.done()  # waiting for room
+        gate.set_result(None)     # the subscriber acks: room is made
+        await blocked
+        await eventually_async(lambda: engine.pending == 0)
+        assert b"y" * 16 in net.to("m1") and b"x" * 16 not in net.to("m1")
+    run(main())
+
+
+def test_no_subscriber_the_event_waits_for_one_up_to_the_publish_timeout():
+    async def main():
+        net, clock = Net(), FakeClock()
+        engine = engine_for(net, clock)
+        await publish(engine, 1, timeout=5.0)  # accepted: in the outbox
+        await settle()
+        assert engine.pending == 1 and not net.sent
+        # A subscriber appears (the registry watch) within the timeout: it gets it.
+        net.records = [record("g", "m1")]
+        engine.members_changed("order.created", net.records)
+        await eventually_async(lambda: engine.pending == 0)
+        assert net.to("m1") == [(0).to_bytes(16, "big")]
+    run(main())
+
+
+def test_no_subscriber_for_the_whole_timeout_the_event_is_dropped_unrouted():
+    async def main():
+        net, clock = Net(), FakeClock()
+        engine = engine_for(net, clock)
+        report, _ = await asyncio.gather(
+            engine.put(TOPIC, b"frame-" + bytes(16), bytes(16), timeout=5.0, wait=True),
+            advance(engine, clock, 5.0))
+        assert report.groups == {} and not report.ok
+        assert engine.pending == 0 and not net.sent and not engine._dead
+        assert engine.counters.snapshot()["unrouted"] == 1
+    run(main())
+
+
+async def advance(engine: DeliveryEngine, clock: FakeClock, seconds: float) -> None:
+    await settle()
+    clock.advance(seconds)
+    engine.poke()
+
+
+def test_broadcast_one_delivery_per_node_and_a_node_that_leaves_is_gone():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("", "s1", "s2", "s3")]
+        net.answers["s3"] = lambda e: refusal(Code.UNAVAILABLE, processed=None)
+        engine = engine_for(net, clock)
+        done = asyncio.ensure_future(publish(engine, 1, wait=True))
+        await eventually_async(lambda: len(net.sent) == 3)
+        net.records = [record("", "s1", "s2")]  # s3 deregistered
+        engine.members_changed("order.created", net.records)
+        await advance(engine, clock, 1.0)
+        [report] = await done
+        assert report.groups == {"(broadcast) s1": "acked", "(broadcast) s2": "acked",
+                                 "(broadcast) s3": "gone"}
+        assert len(net.sent) == 3  # never retried elsewhere
+    run(main())
+
+
+def test_a_not_serving_member_gets_events_only_when_no_other_is_left():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1", "m2", not_serving=("m2",))]
+        engine = engine_for(net, clock)
+        await publish(engine, 4, wait=True)
+        assert len(net.to("m1")) == 4 and not net.to("m2")
+        net.records = [record("g", "m2", not_serving=("m2",))]
+        engine.members_changed("order.created", net.records)
+        await publish(engine, 1, wait=True)
+        assert len(net.to("m2")) == 1
+    run(main())
+
+
+def test_a_group_without_members_until_max_age_dead_letters_as_expired():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1")]
+        net.answers["m1"] = lambda e: refusal(Code.UNAVAILABLE, processed=None)
+        engine = engine_for(net, clock, max_age=30.0)
+        done = asyncio.ensure_future(publish(engine, 1, wait=True))
+        await eventually_async(lambda: net.sent)
+        net.records = []
+        engine.members_changed("order.created", net.records)
+        for _ in range(3):
+            await advance(engine, clock, 10.0)
+        [report] = await done
+        assert report.groups["g"].startswith("expired after 30 s")
+        assert engine._dead[0].deliveries == 1
+    run(main())
+
+
+def test_close_waits_for_the_outbox_then_reports_what_it_drops():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1"), record("h", "h1")]
+        never = asyncio.get_running_loop().create_future()
+        net.answers["h1"] = lambda e: never
+        engine = engine_for(net, clock)
+        await publish(engine, 2)
+        await eventually_async(lambda: len(net.sent) == 4)
+        dropped = await engine.close(linger=0.05)
+        assert sorted(r.event_id for r in dropped) == [(i).to_bytes(16, "big") for i in range(2)]
+        assert all(r.groups == {"g": "acked", "h": "dropped"} for r in dropped)
+        assert engine.pending == 0
+        assert engine.counters.snapshot()["dropped"] == 2
+    run(main())
+
+
+def test_close_returns_at_once_when_everything_was_delivered():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1")]
+        engine = engine_for(net, clock)
+        await publish(engine, 3)
+        assert await engine.close(linger=30.0) == []
+        assert len(net.sent) == 3
+    run(main())
+
+
+def test_dead_letters_keep_the_last_thousand():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1")]
+        net.answers["m1"] = lambda e: refusal(Code.INVALID_ARGUMENT, processed=True)
+        dead = collections.deque(maxlen=3)
+        engine = engine_for(net, clock, dead_letters=dead)
+        await publish(engine, 5, wait=True)
+        assert [d.data[-1] for d in dead] == [2, 3, 4]
+        assert engine.counters.snapshot()["dead_letters"] == 5
+    run(main())
+
+
+@pytest.mark.parametrize("options", [dict(max_pending=0), dict(max_deliveries=0),
+                                     dict(ack_timeout=0), dict(backoff=()),
+                                     dict(selector="hash"), dict(max_age=float("nan"))])
+def test_bad_options_are_refused(options):
+    net = Net()
+    with pytest.raises(ValueError):
+        DeliveryEngine(send=net.send, lookup=net.lookup, **options)
+
+
+def test_bad_topics_are_refused_before_anything_is_accepted():
+    async def main():
+        net, clock = Net(), FakeClock()
+        engine = engine_for(net, clock)
+        with pytest.raises(ValueError, match="dot-separated"):
+            await engine.put("order.*", b"f", bytes(16), timeout=1.0)
+        assert engine.pending == 0
+    run(main())
