@@ -11,6 +11,7 @@ import msgspec
 import zmq
 
 from .. import codec
+from ..broker.base import TOPIC_PREFIX
 from ..client import DEFAULT_TIMEOUT, Client
 from ..errors import RPCError, TransportError, WireError
 from ..registry import RegistryError, ServiceRecord
@@ -158,23 +159,50 @@ def _pairs(mapping: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(mapping.items()))
 
 
+def _topic_entry(record: ServiceRecord) -> dict[str, Any]:
+    return {"topic": record.name[len(TOPIC_PREFIX):], "group": record.version or None,
+            "members": [{"service": n.metadata.get("service", ""), "node": n.id,
+                         "address": n.address} for n in record.nodes]}
+
+
 @click.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_registry_option
 def list_(as_json: bool, registry_dir: str | None) -> None:
-    """List the registered services: versions, node and endpoint counts."""
+    """List the registered services (versions, node and endpoint counts),
+    then the topics subscribers registered: per queue group ("(broadcast)":
+    every subscriber gets each event), the member nodes (service@address).
+
+    With --json, one entry per registry record, as before; a topic's record
+    adds "topic", "group" (null: broadcast) and "members".
+    """
     records = _records(registry_dir, None)
     if as_json:
         click.echo(_json([{"name": r.name, "version": r.version, "nodes": len(r.nodes),
-                           "endpoints": [e.name for e in r.endpoints]} for r in records]))
+                           "endpoints": [e.name for e in r.endpoints]}
+                          | (_topic_entry(r) if r.name.startswith(TOPIC_PREFIX) else {})
+                          for r in records]))
         return
+    services = [r for r in records if not r.name.startswith(TOPIC_PREFIX)]
+    topics = [r for r in records if r.name.startswith(TOPIC_PREFIX)]
     if not records:
         click.echo("no services registered", err=True)
         return
-    rows = [("SERVICE", "VERSION", "NODES", "ENDPOINTS")]
-    rows += [(r.name, r.version or "-", str(len(r.nodes)), str(len(r.endpoints)))
-             for r in records]
-    click.echo(_table(rows))
+    tables = []
+    if services:
+        rows = [("SERVICE", "VERSION", "NODES", "ENDPOINTS")]
+        rows += [(r.name, r.version or "-", str(len(r.nodes)), str(len(r.endpoints)))
+                 for r in services]
+        tables.append(_table(rows))
+    if topics:
+        rows = [("TOPIC", "GROUP", "MEMBERS")]
+        for r in sorted(topics, key=lambda r: (r.name, r.version)):
+            entry = _topic_entry(r)
+            members = ", ".join(sorted(f"{m['service'] or m['node']}@{m['address']}"
+                                       for m in entry["members"]))
+            rows.append((entry["topic"], r.version or "(broadcast)", members or "-"))
+        tables.append(_table(rows))
+    click.echo("\n\n".join(tables))
 
 
 def _describe(record: ServiceRecord) -> str:
