@@ -26,22 +26,29 @@ The publisher's delivery engine (:class:`DeliveryEngine`), per event:
   dropped (counter ``unrouted``, logged at debug, no dead letter: no group
   ever existed for it). So a subscriber that registered a moment before the
   publish, not yet seen by the publisher's registry watch, still gets it;
-  a topic nobody subscribes to does not fill the outbox for long.
+  a topic nobody subscribes to does not fill the outbox for long. Once
+  routed, the event's groups are fixed: a group that appears later does
+  not get it (not durable: ``capabilities.durable`` is False).
 - Per queue group: a member is picked (avoiding the members this round
   already tried); the subscriber's reply is the ack: done.
   ``NOT_PROCESSED`` refusals (member full, draining, not subscribed any
   more, connection refused) try the next member at once; when every member
   was tried, wait the backoff and start a new round. A processed error
-  (the handler nacked or failed) or no answer within ``ack_timeout`` (the
+  (the handler nacked or failed) or no answer within the ack wait (the
   member may have died holding it) counts as a delivery: wait the backoff
-  (the subscriber's ``retry-after-ms`` when it gave one), then any member.
-  A terminal answer (INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED,
-  FAILED_PRECONDITION, UNIMPLEMENTED) from the handler side (processed)
-  dead-letters at once; refused before any handler (``NOT_PROCESSED``: an
-  old node that answers kind 8 with UNIMPLEMENTED, a member that refuses
-  this publisher's key) excludes that member for this event, and
-  dead-letters when every member did. ``max_deliveries`` deliveries
-  (not-processed refusals are not deliveries) dead-letter too.
+  (the subscriber's ``retry-after-ms`` when it gave one: ``nack(delay=)``),
+  then any member. A terminal answer (INVALID_ARGUMENT, PERMISSION_DENIED,
+  UNAUTHENTICATED, FAILED_PRECONDITION, UNIMPLEMENTED) from the handler
+  side (processed: the subscriber's ``term(reason)``) dead-letters at once,
+  with the subscriber's reason; refused before any handler
+  (``NOT_PROCESSED``: an old node that answers kind 8 with UNIMPLEMENTED, a
+  member that refuses this publisher's key) excludes that member for this
+  event, and dead-letters when every member did. ``max_deliveries``
+  deliveries (not-processed refusals are not deliveries) dead-letter too.
+- The redelivery policy is the subscriber's: its topic record's node
+  metadata (:func:`topic_node_metadata`: its SubscribeOptions'
+  ``max_deliveries``, ``backoff`` and ``ack_wait``) rules the deliveries to
+  that node; the broker's own options apply where a record does not say.
 - Broadcast: one delivery per node of the broadcast group, retried on that
   node only; a node that leaves the registry ends its delivery (``gone``).
 - Every delivery ends by ``max_age`` after the publish (default 120 s, the
@@ -61,24 +68,33 @@ Nothing is persisted and no other process takes over. ``close(linger=)``
 waits up to ``linger`` seconds for the outbox to empty and reports what it
 drops (log, counter ``dropped``, the return value); SIGKILL skips that.
 
-Threads and loops: the engine lives on one event loop. The sync
-``publish()`` runs it on a private event-loop thread (one per broker,
-started on first use); ``publish_async()`` runs an engine on the caller's
-loop (one per loop, as an AsyncClient belongs to one loop). Both share the
-broker's dead letters and counters.
+Threads: the engine lives on one event loop, on a private thread of the
+broker (started on first use). ``publish()`` hands the event to it and
+waits; ``publish_async()`` awaits the same hand-over without blocking the
+caller's loop. One outbox per broker, not per loop, on purpose: an accepted
+event must outlive the caller's loop (``asyncio.run(main())`` returning
+would cancel deliveries running on it: at-least-once is "while the
+publisher lives", the broker, not one loop), and ``max_pending`` bounds the
+broker as a whole. The cost is one thread hop per publish.
 
-Subscribing: ``subscribe()`` adds the subscription to a Service's own
-ServerCore (one socket, one port for calls and events): the Service's when
-the broker is attached to one (``attach(service)``, done by the Service),
-else a private Service named ``zmicro-events-<uuid>`` that the broker starts
-on a free port (tests, the CLI); ``registers_topics = True`` tells the
-Service to keep the topic records in the registry (service.py).
+Subscribing: ``subscribe()`` adds the subscription to a ServerCore (one
+socket, one port for calls and events): the attached Service's
+(``attach(service)``, done by the Service, which keeps the topic records:
+``registers_topics = True``), else a subscriber service of the broker's own,
+named ``zmicro-events-<id>``, started on a free port (tests, the CLI), whose
+topic records the broker keeps alive itself. The wire names no group, so a
+node has one subscription per topic: a second subscription to a topic
+starts another own service (an attached Service refuses it: ValueError).
+Closing a subscription hands the deliveries it holds back at once (a nack
+without delay: another member gets them). The subscriber side keeps no
+dead letters: the publisher decides, and keeps them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import math
 import threading
@@ -141,16 +157,58 @@ class DeliveryReport:
         return bool(self.groups) and all(v == "acked" for v in self.groups.values())
 
 
+#: Node metadata keys of a topic record through which a subscription tells
+#: publishers its redelivery policy (SubscribeOptions): the embedded
+#: publisher decides redeliveries, the subscriber chose how many and when.
+POLICY_KEYS = ("zmicro.max_deliveries", "zmicro.backoff", "zmicro.ack_wait")
+
+
+def topic_node_metadata(options: SubscribeOptions) -> dict[str, str]:
+    """The node metadata a topic record carries for a subscription with
+    `options` (beside ``service`` and ``health``): its max_deliveries,
+    backoff and ack_wait, which the embedded publisher follows."""
+    return {"zmicro.max_deliveries": str(options.max_deliveries),
+            "zmicro.backoff": ",".join(repr(float(b)) for b in options.backoff),
+            "zmicro.ack_wait": repr(float(options.ack_wait))}
+
+
+@dataclass(frozen=True)
+class _Policy:
+    """A subscription's redelivery policy, read from its node's metadata."""
+
+    max_deliveries: int
+    backoff: tuple[float, ...]
+    ack_wait: float
+
+    @staticmethod
+    def of(metadata: dict[str, str]) -> _Policy | None:
+        if not any(k in metadata for k in POLICY_KEYS):
+            return None
+        try:
+            options = SubscribeOptions(
+                max_deliveries=int(metadata.get("zmicro.max_deliveries", "5")),
+                backoff=tuple(float(b) for b in
+                              metadata.get("zmicro.backoff", "0.1,1,5").split(",")),
+                ack_wait=float(metadata.get("zmicro.ack_wait", "30")))
+        except ValueError:  # a record written by someone else: the publisher's own
+            return None
+        return _Policy(options.max_deliveries, options.backoff, options.ack_wait)
+
+    def delay(self, rounds: int) -> float:
+        return self.backoff[min(max(rounds, 1), len(self.backoff)) - 1]
+
+
 class _Topic:
     """The members of one topic, per group, as the registry lists them."""
 
-    __slots__ = ("name", "balancers", "broadcast", "keys", "loaded", "changed")
+    __slots__ = ("name", "balancers", "broadcast", "keys", "policies", "loaded", "changed")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.balancers: dict[str, _core.Balancer] = {}   # queue group -> its members
         self.broadcast: dict[str, str] = {}               # address -> node id
         self.keys: dict[str, str] = {}                    # address -> Curve public key
+        self.policies: dict[str, _Policy] = {}            # address -> its subscription's word
         self.loaded = False
         self.changed = asyncio.Event()                    # set (and replaced) on update
 
@@ -159,10 +217,14 @@ class _Topic:
         by_group: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         broadcast: dict[str, str] = {}
         keys: dict[str, str] = {}
+        policies: dict[str, _Policy] = {}
         for r in records:
             for n in r.nodes:
                 if n.public_key:
                     keys[n.address] = n.public_key
+                policy = _Policy.of(n.metadata)
+                if policy is not None:
+                    policies[n.address] = policy
                 if not r.version:
                     broadcast[n.address] = n.id
                     continue
@@ -182,6 +244,7 @@ class _Topic:
             balancer.update(chosen[a] for a in sorted(chosen))
         self.broadcast = broadcast
         self.keys = keys
+        self.policies = policies
         self.loaded = True
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
@@ -257,7 +320,9 @@ class DeliveryEngine:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be seconds > 0, not {value!r}")
         # The same rule as SubscribeOptions.backoff (validated there).
-        self._options = SubscribeOptions(backoff=tuple(backoff), max_deliveries=max_deliveries)
+        options = SubscribeOptions(backoff=tuple(backoff), max_deliveries=max_deliveries)
+        # Used where the subscriber's record does not say (topic_node_metadata).
+        self._default = _Policy(max_deliveries, options.backoff, float(ack_timeout))
         self._send = send
         self._lookup = lookup
         self._clock = clock
@@ -266,7 +331,6 @@ class DeliveryEngine:
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
         self.ack_timeout = float(ack_timeout)
-        self.max_deliveries = max_deliveries
         self.max_age = float(max_age)
         self._dead = dead_letters if dead_letters is not None else collections.deque(
             maxlen=DEAD_LETTERS_KEPT)
@@ -494,6 +558,7 @@ class DeliveryEngine:
         deliveries = 0                # sends a handler may have run
         rounds = 0                    # rounds ended without an ack (the backoff's index)
         last = "no member"
+        policy = self._default        # of the member last tried
         while True:
             if self._closing:
                 return "dropped"
@@ -513,9 +578,10 @@ class DeliveryEngine:
                 # Every member tried (or none): back off, then a new round.
                 rounds += 1
                 tried.clear()
-                await self._sleep_until(min(event.expires, now + self._options.delay(rounds)),
+                await self._sleep_until(min(event.expires, now + policy.delay(rounds)),
                                         None if present else topic.changed)
                 continue
+            policy = topic.policies.get(address, self._default)
             sent_at = self._clock()
             node = balancer.lookup(address) if balancer is not None else None
             if node is not None:
@@ -523,7 +589,7 @@ class DeliveryEngine:
             failed = True
             try:
                 await self._send(address, event.frame, event.event_id, event.topic,
-                                 self.ack_timeout)
+                                 policy.ack_wait)
                 failed = False
                 return "acked"
             except RPCError as exc:
@@ -543,16 +609,18 @@ class DeliveryEngine:
             deliveries += 1
             self.counters.add("deliveries")
             if error.code in TERMINAL:
-                return self._dead_letter(event, group, f"{error.code.name.lower()}: "
-                                         f"{error.detail}", deliveries)
-            if deliveries >= self.max_deliveries:
+                # The subscriber's term(reason) (or its handler's terminal
+                # error): the reason is its detail, as on every backend.
+                return self._dead_letter(event, group, error.detail or error.code.name.lower(),
+                                         deliveries)
+            if deliveries >= policy.max_deliveries:
                 return self._dead_letter(event, group, f"max_deliveries ({deliveries}): {last}",
                                          deliveries)
             rounds += 1
             tried.clear()  # any member next time
             delay = getattr(error, "retry_after", None)
             if delay is None or not (delay >= 0 and math.isfinite(delay)):
-                delay = self._options.delay(rounds)
+                delay = policy.delay(rounds)
             await self._sleep_until(min(event.expires, self._clock() + delay))
 
     def _all_refused(self, topic: _Topic, group: str, fixed: str | None,
@@ -591,7 +659,7 @@ class DeliveryEngine:
 
 
 class _LoopThread:
-    """A private event loop on a daemon thread: the sync publish() path."""
+    """The engine's event loop, on a daemon thread of its own."""
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
@@ -602,8 +670,8 @@ class _LoopThread:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def call(self, coro: Awaitable[Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()  # type: ignore[arg-type]
+    def submit(self, coro: Any) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -612,92 +680,140 @@ class _LoopThread:
             self.loop.close()
 
 
-class _Side:
-    """One engine and the AsyncClient it sends with, on one loop."""
-
-    def __init__(self, broker: EmbeddedBroker, loop: asyncio.AbstractEventLoop) -> None:
-        from ..client import AsyncClient  # (client imports the registry: no cycle at import)
-
-        self.loop = loop
-        self.client = AsyncClient(registry=broker._registry_or_default(),
-                                  insecure=broker.insecure, keys=broker._keys,
-                                  timeout=broker._options["ack_timeout"])
-        client = self.client
-
-        async def send(address: str, frame: bytes, event_id: bytes, topic: str,
-                       timeout: float) -> None:
-            key = self.engine.node_key(topic, address)
-            if key:  # the client checks it against the registry's trust, as for calls
-                client._node_keys[address] = key
-            await client._deliver(address, frame, event_id, topic=topic, timeout=timeout)
-
-        self.engine = DeliveryEngine(send=send, lookup=broker._lookup, **broker._engine_options())
-
-
 class _CountedDelivery(Delivery):
-    """A ServerCore delivery, counted in its subscription's stats."""
+    """A ServerCore delivery, counted in its subscription's stats; ended
+    once (a later end, e.g. after close() handed it back, is ignored)."""
 
-    __slots__ = ("_inner", "_sub")
+    __slots__ = ("_inner", "_sub", "_ended")
 
     def __init__(self, inner: Delivery, sub: _EmbeddedSubscription) -> None:
         self._inner = inner
         self._sub = sub
+        self._ended = False
         self.data = inner.data
         self.deliveries = inner.deliveries
         self.user_id = inner.user_id
 
+    def _end(self, counter: str) -> bool:
+        return self._sub._ended(self, counter)
+
     def ack(self) -> None:
-        self._sub._count("acked")
-        self._inner.ack()
+        if self._end("acked"):
+            self._inner.ack()
 
     def nack(self, *, delay: float | None = None) -> None:
-        self._sub._count("nacked")
-        self._inner.nack(delay=delay)
+        if self._end("nacked"):
+            self._inner.nack(delay=delay)
 
     def term(self, reason: str) -> None:
-        self._sub._count("terminated")
-        self._inner.term(reason)
+        if self._end("terminated"):
+            self._inner.term(reason)
 
 
 class _EmbeddedSubscription(Subscription):
-    """A topic served by a ServerCore (the Service's, or the broker's own)."""
+    """A topic served by a ServerCore (the Service's, or a broker's own)."""
 
     def __init__(self, broker: EmbeddedBroker, core: Any, topic: str,
-                 on_delivery: Callable[[Delivery], Any], options: SubscribeOptions) -> None:
+                 on_delivery: Callable[[Delivery], Any], options: SubscribeOptions,
+                 own: _OwnService | None) -> None:
         self.topic = topic
         self.options = options
         self._broker = broker
         self._core = core
+        self._own = own
         self._on_delivery = on_delivery
         self._lock = threading.Lock()
         self._stats = dict.fromkeys(("delivered", "acked", "nacked", "terminated"), 0)
+        self._held: set[_CountedDelivery] = set()
         self._closed = False
         core.add_subscription(topic, self._deliver, options.max_in_flight)
 
     def _deliver(self, delivery: Delivery) -> Any:
-        self._count("delivered")
-        return self._on_delivery(_CountedDelivery(delivery, self))
-
-    def _count(self, name: str) -> None:
+        counted = _CountedDelivery(delivery, self)
         with self._lock:
-            self._stats[name] += 1
+            self._stats["delivered"] += 1
+            self._held.add(counted)
+        return self._on_delivery(counted)
+
+    def _ended(self, delivery: _CountedDelivery, counter: str) -> bool:
+        with self._lock:
+            if delivery._ended:
+                return False
+            delivery._ended = True
+            self._held.discard(delivery)
+            self._stats[counter] += 1
+            return True
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            held = list(self._held)
         try:
             self._core.remove_subscription(self.topic)
         except Exception:  # noqa: BLE001 - the core is closed already: nothing to stop
             log.debug("events: removing %r from a closed core", self.topic, exc_info=True)
+        # Deliveries handed out and not ended go back to the publisher now
+        # (another member, at once), not after its ack timeout.
+        for delivery in held:
+            delivery.nack(delay=0.0)
         self._broker._forget(self)
 
     def stats(self) -> dict[str, int]:
         with self._lock:
             stats = dict(self._stats)
-        stats["in_flight"] = stats["delivered"] - stats["acked"] - stats["nacked"] \
-            - stats["terminated"]
+            stats["in_flight"] = len(self._held)
         return stats
+
+
+class _OwnService:
+    """A subscriber service of the broker's own (no Service attached): a
+    Service on a free port, on a thread, and its topic records."""
+
+    def __init__(self, broker: EmbeddedBroker) -> None:
+        from ..service import Service
+
+        self.topics: dict[str, ServiceRecord] = {}  # topic -> its record
+        svc = Service(f"zmicro-events-{uuid.uuid4().hex[:12]}",
+                      registry=broker._registry_or_default(), insecure=broker.insecure,
+                      keys=broker._keys, ttl=broker._ttl, grace=1.0)
+
+        @svc.handler("Events.Stats")
+        def stats(request: Any, ctx: Any) -> dict[str, Any]:
+            """This node's subscriptions and their counters."""
+            return {t: s.stats() for t, s in list(broker._subs.items()) if s._own is self}
+
+        self.svc = svc
+        self._thread = threading.Thread(target=svc.run, name="zmicro-events-subscriber",
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while svc.address is None:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                svc.stop()
+                raise BrokerError("the broker's subscriber service did not start")
+            time.sleep(0.005)
+
+    @property
+    def core(self) -> Any:
+        return self.svc._core
+
+    def record(self, topic: str, options: SubscribeOptions) -> ServiceRecord:
+        from ..registry import Node
+
+        svc = self.svc
+        return ServiceRecord(
+            name=TOPIC_PREFIX + topic, version=options.queue or "",
+            metadata={"zmicro.kind": "topic"},
+            nodes=(Node(id=svc._node_id, address=svc.address,
+                        metadata={"service": svc.name, "health": "serving",
+                                  **topic_node_metadata(options)},
+                        public_key=svc._security.public_key),))
+
+    def stop(self) -> None:
+        self.svc.stop()
+        self._thread.join(30)
 
 
 class EmbeddedBroker(Broker):
@@ -706,18 +822,19 @@ class EmbeddedBroker(Broker):
     Options, keyword-only: ``registry`` (default: the embedded one),
     ``insecure`` / ``keys`` (as for Client and Service), ``selector`` (how a
     queue group's member is picked: round_robin, random, p2c, peak_ewma),
-    ``max_pending`` / ``max_pending_bytes`` (the outbox), ``ack_timeout``
-    (seconds a delivery waits for its ack), ``max_deliveries``, ``backoff``
-    (seconds before the n-th new round, the last repeats), ``max_age``
-    (seconds an event is delivered for at most), ``on_dead_letter``
-    (called with each DeadLetter, on the engine's loop: keep it short),
-    ``linger`` (close()'s default wait for the outbox), ``ttl`` (the topic
-    records of the broker's own subscriber service).
+    ``max_pending`` / ``max_pending_bytes`` (the outbox), and where the
+    subscriber's record does not say: ``ack_timeout`` (seconds a delivery
+    waits for its ack), ``max_deliveries``, ``backoff`` (seconds before the
+    n-th redelivery round, the last repeats); ``max_age`` (seconds an event
+    is delivered for at most), ``on_dead_letter`` (called with each
+    DeadLetter on the engine's thread: keep it short), ``linger`` (close()'s
+    default wait for the outbox), ``ttl`` (the topic records of the
+    broker's own subscriber services).
     """
 
     capabilities = Capabilities(durable=False, survives_publisher=False)
-    #: Service.py keeps "zmicro.topic.<topic>" records for the subscriptions
-    #: of a Service using this broker (the registry is the membership).
+    #: Service keeps "zmicro.topic.<topic>" records for the subscriptions of
+    #: a Service using this broker (the registry is the membership).
     registers_topics = True
 
     def __init__(self, registry: Any = None, *, insecure: bool | None = None,
@@ -737,30 +854,27 @@ class EmbeddedBroker(Broker):
             selector=selector, max_pending=max_pending, max_pending_bytes=max_pending_bytes,
             ack_timeout=ack_timeout, max_deliveries=max_deliveries, backoff=tuple(backoff),
             max_age=max_age, on_dead_letter=on_dead_letter)
-        # Validate now, not at the first publish.
-        DeliveryEngine(send=_never, lookup=_never, **self._options)
-        self._linger = linger
-        self._ttl = ttl
+        DeliveryEngine(send=_never, lookup=_never, **self._options)  # validates them now
+        if not (linger >= 0 and ttl > 0):
+            raise ValueError("linger must be seconds >= 0 and ttl seconds > 0")
+        self._linger = float(linger)
+        self._ttl = float(ttl)
         self._dead: collections.deque[DeadLetter] = collections.deque(maxlen=DEAD_LETTERS_KEPT)
         self._counters = _Counters()
         self._lock = threading.Lock()
         self._cache: Any = None
         self._unwatch: Callable[[], None] | None = None
         self._thread: _LoopThread | None = None
-        self._sides: dict[asyncio.AbstractEventLoop, _Side] = {}
-        self._service: Any = None          # attached Service (it owns the core)
-        self._own: Any = None              # the broker's own subscriber service
-        self._own_thread: threading.Thread | None = None
-        self._own_records: dict[str, ServiceRecord] = {}
-        self._own_beat: threading.Thread | None = None
-        self._subs: dict[str, _EmbeddedSubscription] = {}
-        self._closed = False
+        self._client: Any = None
+        self._engine: DeliveryEngine | None = None
+        self._service: Any = None            # the attached Service (it owns its core)
+        self._own: list[_OwnService] = []    # the broker's own subscriber services
+        self._subs: dict[tuple[int, str], _EmbeddedSubscription] = {}
+        self._beat: threading.Thread | None = None
         self._stop = threading.Event()
+        self._closed = False
 
     # -- publishing ---------------------------------------------------------------
-
-    def _engine_options(self) -> dict[str, Any]:
-        return dict(self._options, dead_letters=self._dead, counters=self._counters)
 
     def _registry_or_default(self) -> Any:
         if self._registry is None:
@@ -783,244 +897,191 @@ class EmbeddedBroker(Broker):
             None, cache.get, TOPIC_PREFIX + topic)
 
     def _members_changed(self, name: str, records: list[ServiceRecord]) -> None:
-        if not name.startswith(TOPIC_PREFIX):
-            return
-        with self._lock:
-            sides = list(self._sides.values())
-        for side in sides:
-            side.engine.members_changed_threadsafe(name[len(TOPIC_PREFIX):], records)
+        engine = self._engine
+        if engine is not None and name.startswith(TOPIC_PREFIX):
+            engine.members_changed_threadsafe(name[len(TOPIC_PREFIX):], records)
 
-    def _side(self, loop: asyncio.AbstractEventLoop) -> _Side:
+    def _started(self) -> tuple[_LoopThread, DeliveryEngine]:
+        """The engine and its thread, started on first use."""
         with self._lock:
             if self._closed:
                 raise BrokerError("the broker is closed")
-            side = self._sides.get(loop)
-            if side is None:
-                side = self._sides[loop] = _Side(self, loop)
-            return side
+            if self._thread is not None and self._engine is not None:
+                return self._thread, self._engine
+            from ..client import AsyncClient  # (client imports much: not at import time)
 
-    def _private(self) -> _Side:
-        with self._lock:
-            if self._closed:
-                raise BrokerError("the broker is closed")
-            if self._thread is None:
-                self._thread = _LoopThread("zmicro-events-publisher")
-            loop = self._thread.loop
-        return self._side(loop)
+            thread = _LoopThread("zmicro-events-publisher")
+            client = AsyncClient(registry=self._registry_or_default(),
+                                 insecure=self.insecure, keys=self._keys,
+                                 timeout=self._options["ack_timeout"])
+
+            async def send(address: str, frame: bytes, event_id: bytes, topic: str,
+                           timeout: float) -> None:
+                key = engine.node_key(topic, address)
+                if key:  # checked against the registry's trust, as for calls
+                    client._node_keys[address] = key
+                await client._deliver(address, frame, event_id, topic=topic, timeout=timeout)
+
+            engine = DeliveryEngine(send=send, lookup=self._lookup, dead_letters=self._dead,
+                                    counters=self._counters, **self._options)
+            self._thread, self._client, self._engine = thread, client, engine
+            return thread, engine
 
     def publish(self, topic: str, data: bytes, *, event_id: bytes, timeout: float = 5.0,
                 wait: bool = False) -> DeliveryReport | None:
         """Put the event in the outbox (blocking up to `timeout` while it is
-        full: then RESOURCE_EXHAUSTED). `wait`: return its DeliveryReport
-        once every group acked or gave it up. Thread-safe."""
+        full: then RESOURCE_EXHAUSTED). With `wait`, return its
+        DeliveryReport once every group acked or gave it up. Thread-safe."""
         check_topic(topic)
-        side = self._private()
-        assert self._thread is not None
-        return self._thread.call(side.engine.put(topic, data, event_id, timeout=timeout,
-                                                 wait=wait))
+        thread, engine = self._started()
+        return thread.submit(engine.put(topic, data, event_id, timeout=timeout,
+                                        wait=wait)).result()
 
     async def publish_async(self, topic: str, data: bytes, *, event_id: bytes,
                             timeout: float = 5.0, wait: bool = False) -> DeliveryReport | None:
-        """publish() on the running loop: its own engine and sockets there."""
+        """publish() for asyncio. The outbox is the broker's one, on its
+        thread: accepted events outlive the caller's loop."""
         check_topic(topic)
-        side = self._side(asyncio.get_running_loop())
-        return await side.engine.put(topic, data, event_id, timeout=timeout, wait=wait)
+        thread, engine = self._started()
+        return await asyncio.wrap_future(
+            thread.submit(engine.put(topic, data, event_id, timeout=timeout, wait=wait)))
 
     def dead_letters(self) -> list[DeadLetter]:
-        """The last 1,000 events this broker's publishers gave up, oldest first
-        (subscribers' term() and nacks end up here, on the publisher's side)."""
+        """The last 1,000 events this broker's publisher gave up, oldest
+        first: subscribers' term() and the last nack before max_deliveries
+        end here, on the publisher's side (the embedded subscriber keeps
+        none: the publisher decides)."""
         return list(self._dead)
 
     def stats(self) -> dict[str, int]:
-        """Publisher counters (summed over loops): published, acked,
-        deliveries (sends a handler may have run that were not acked),
-        refusals (not processed), dead_letters, unrouted (no subscriber),
-        gone, dropped; pending (events in the outboxes now)."""
-        with self._lock:
-            sides = list(self._sides.values())
-        return self._counters.snapshot() | {"pending": sum(s.engine.pending for s in sides)}
+        """Publisher counters: published, acked, deliveries (sends a handler
+        may have run that were not acked), refusals (not processed),
+        dead_letters, unrouted (no subscriber), gone, dropped; pending (in
+        the outbox now)."""
+        engine = self._engine
+        return self._counters.snapshot() | {"pending": 0 if engine is None else engine.pending}
 
     # -- subscribing ----------------------------------------------------------------
 
     def attach(self, service: Any) -> None:
         """The Service using this broker is bound: its ServerCore serves the
-        subscriptions (called by Service before it subscribes)."""
-        if self._own is not None or self._subs:
-            raise BrokerError("attach() comes before any subscribe()")
-        self._service = service
-
-    def _core(self) -> Any:
-        if self._service is not None:
-            core = self._service._core
-            if core is None:
-                raise BrokerError("the attached service is not running")
-            return core
-        if self._own is None:
-            self._start_own()
-        return self._own._core
+        subscriptions (Service calls this before it subscribes, and keeps
+        the topic records itself)."""
+        with self._lock:
+            if self._own or self._subs:
+                raise BrokerError("attach() comes before any subscribe()")
+            self._service = service
 
     def subscribe(self, topic: str, on_delivery: Callable[[Delivery], Any],
                   options: SubscribeOptions = SubscribeOptions()) -> Subscription:
+        """Serve `topic` on the attached Service's socket; without one, on a
+        subscriber service of the broker's own (a new one when every own
+        service subscribes to `topic` already: the wire names no group, so
+        a node has one subscription per topic)."""
         check_topic(topic)
         if not isinstance(options, SubscribeOptions):
-            raise TypeError("options must be a SubscribeOptions")
+            raise TypeError(f"options must be SubscribeOptions, not {type(options).__name__}")
         if not callable(on_delivery):
             raise TypeError("on_delivery must be callable")
         with self._lock:
             if self._closed:
                 raise BrokerError("the broker is closed")
-            if topic in self._subs:
-                # The header names no group: one subscription per topic and node.
-                raise ValueError(f"this node subscribes to {topic!r} already")
-        sub = _EmbeddedSubscription(self, self._core(), topic, on_delivery, options)
+            service = self._service
+            if service is not None and (id(service), topic) in self._subs:
+                raise ValueError(f"this service subscribes to {topic!r} already")
+            own = None if service is not None else next(
+                (o for o in self._own if topic not in o.topics), None)
+        if service is not None:
+            if service._core is None:
+                raise BrokerError("the attached service is not running")
+            sub = _EmbeddedSubscription(self, service._core, topic, on_delivery, options, None)
+            with self._lock:
+                self._subs[(id(service), topic)] = sub
+            return sub
+        if own is None:
+            own = _OwnService(self)
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._own.append(own)
+            if closed:
+                own.stop()
+                raise BrokerError("the broker is closed")
+        sub = _EmbeddedSubscription(self, own.core, topic, on_delivery, options, own)
+        record = own.record(topic, options)
         with self._lock:
-            self._subs[topic] = sub
-        if self._own is not None:
-            self._register_own(sub)
+            self._subs[(id(own), topic)] = sub
+            own.topics[topic] = record
+            if self._beat is None:
+                self._beat = threading.Thread(target=self._heartbeat, name="zmicro-events-ttl",
+                                              daemon=True)
+                self._beat.start()
+        self._registry_or_default().register(record, ttl=self._ttl)
         return sub
 
     def _forget(self, sub: _EmbeddedSubscription) -> None:
+        owner = sub._own
         with self._lock:
-            if self._subs.get(sub.topic) is sub:
-                del self._subs[sub.topic]
-            record = self._own_records.pop(sub.topic, None)
+            key = (id(owner if owner is not None else self._service), sub.topic)
+            if self._subs.get(key) is sub:
+                del self._subs[key]
+            record = owner.topics.pop(sub.topic, None) if owner is not None else None
         if record is not None:
             try:
                 self._registry_or_default().deregister(record)
-            except Exception as exc:  # noqa: BLE001 - the TTL ends it anyway
+            except Exception as exc:  # noqa: BLE001 - its TTL ends it anyway
                 log.warning("events: could not deregister %s: %s", record.name, exc)
 
-    # The broker's own subscriber service: when no Service is attached (the
-    # CLI, tests), subscriptions need a socket and topic records of their own.
-
-    def _start_own(self) -> None:
-        from ..service import Service
-
-        svc = Service(f"zmicro-events-{uuid.uuid4().hex[:12]}",
-                      registry=self._registry_or_default(), insecure=self.insecure,
-                      keys=self._keys, ttl=self._ttl, grace=1.0)
-
-        @svc.handler("Events.Stats")
-        def stats(request: Any, ctx: Any) -> dict[str, Any]:
-            """This subscriber's counters, per topic."""
-            return {t: s.stats() for t, s in list(self._subs.items())}
-
-        thread = threading.Thread(target=svc.run, name="zmicro-events-subscriber", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while svc.address is None:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                svc.stop()
-                raise BrokerError("the broker's subscriber service did not start")
-            time.sleep(0.005)
-        self._own, self._own_thread = svc, thread
-        self._own_beat = threading.Thread(target=self._beat, name="zmicro-events-ttl",
-                                          daemon=True)
-        self._own_beat.start()
-
-    def _topic_record(self, sub: _EmbeddedSubscription) -> ServiceRecord:
-        from ..registry import Node
-
-        svc = self._own
-        return ServiceRecord(
-            name=TOPIC_PREFIX + sub.topic, version=sub.options.queue or "",
-            metadata={"zmicro.kind": "topic"},
-            nodes=(Node(id=svc._node_id, address=svc.address,
-                        metadata={"service": svc.name, "health": "serving"},
-                        public_key=svc._security.public_key),))
-
-    def _register_own(self, sub: _EmbeddedSubscription) -> None:
-        record = self._topic_record(sub)
-        self._registry_or_default().register(record, ttl=self._ttl)
-        with self._lock:
-            self._own_records[sub.topic] = record
-
-    def _beat(self) -> None:
-        # Refresh the topic records every ttl/3, as a Service does its own.
+    def _heartbeat(self) -> None:
+        # Refresh the own services' topic records every ttl/3, as a Service
+        # does its record.
         while not self._stop.wait(self._ttl / 3):
             with self._lock:
-                records = list(self._own_records.values())
+                records = [r for o in self._own for r in o.topics.values()]
             for record in records:
                 try:
                     self._registry_or_default().register(record, ttl=self._ttl)
-                except Exception as exc:  # noqa: BLE001 - next beat tries again
+                except Exception as exc:  # noqa: BLE001 - the next beat tries again
                     log.warning("events: could not refresh %s: %s", record.name, exc)
 
     # -- closing --------------------------------------------------------------------
 
     def close(self, linger: float | None = None) -> list[DeliveryReport]:
-        """Stop subscribing, wait up to `linger` seconds (default: the
-        broker's) for the outboxes to empty, drop the rest; returns the
-        reports of the events dropped. Idempotent. An engine on the loop
-        that calls close() cannot be waited for there: its outbox is
-        dropped at once (use ``await aclose()`` on a loop)."""
+        """Close the subscriptions (deregistered), wait up to `linger`
+        seconds (default: the broker's) for the outbox to empty, drop the
+        rest; returns the reports of the events dropped. Idempotent.
+        Blocks: from a coroutine, use ``await aclose()``."""
         with self._lock:
             if self._closed:
                 return []
             self._closed = True
-            sides = list(self._sides.values())
-            self._sides.clear()
             subs = list(self._subs.values())
-        linger = self._linger if linger is None else linger
         for sub in subs:
             sub.close()
         dropped: list[DeliveryReport] = []
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        for side in sides:
-            dropped += self._close_side(side, 0.0 if side.loop is running else linger)
-        self._shutdown()
-        return dropped
-
-    async def aclose(self, linger: float | None = None) -> list[DeliveryReport]:
-        """close() from a coroutine: this loop's outbox is waited for too."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            side = self._sides.pop(loop, None)
-        dropped: list[DeliveryReport] = []
-        if side is not None:
-            dropped = await side.engine.close(self._linger if linger is None else linger)
-            side.client.close()
-        return dropped + await loop.run_in_executor(None, self.close, linger)
-
-    def _close_side(self, side: _Side, linger: float) -> list[DeliveryReport]:
-        loop = side.loop
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is running:  # cannot wait here: drop, and close the client later
-            loop.create_task(side.engine.close(0.0)).add_done_callback(
-                lambda _: side.client.close())
-            return []
-        if loop.is_closed() or not loop.is_running():
-            side.client.close()
-            return []
-        try:
-            dropped = asyncio.run_coroutine_threadsafe(side.engine.close(linger),
-                                                       loop).result(linger + 30)
-            asyncio.run_coroutine_threadsafe(_call(side.client.close), loop).result(30)
-        except Exception:  # noqa: BLE001 - the loop went away meanwhile
-            log.debug("events: closing an engine failed", exc_info=True)
-            return []
-        return dropped
-
-    def _shutdown(self) -> None:
+        thread, engine, client = self._thread, self._engine, self._client
+        if thread is not None and engine is not None:
+            wait = self._linger if linger is None else max(0.0, linger)
+            try:
+                dropped = thread.submit(engine.close(wait)).result(wait + 60)
+                thread.submit(_call(client.close)).result(60)
+            except Exception:  # noqa: BLE001 - closing goes on
+                log.warning("events: closing the publisher failed", exc_info=True)
+            thread.stop()
         self._stop.set()
-        if self._own is not None:
-            self._own.stop()
-            if self._own_thread is not None:
-                self._own_thread.join(30)
-        if self._own_beat is not None:
-            self._own_beat.join(30)
-        if self._thread is not None:
-            self._thread.stop()
+        for own in self._own:
+            own.stop()
+        if self._beat is not None:
+            self._beat.join(30)
         if self._unwatch is not None:
             self._unwatch()
         if self._cache is not None:
             self._cache.close()
+        return dropped
+
+    async def aclose(self, linger: float | None = None) -> list[DeliveryReport]:
+        """close() from a coroutine (on a worker thread: the loop goes on)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.close, linger)
 
 
 async def _call(fn: Callable[[], Any]) -> Any:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from . import calls, keys, lifecycle, mac
+from . import calls, events, keys, lifecycle, mac
 from ._shared import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_USAGE
 
 __all__ = ["EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_USAGE", "main"]
@@ -54,6 +54,6 @@ def main() -> None:
 # --help (click sorts by name).
 for _command in (calls.call, calls.list_, calls.describe,
                  keys.keygen, keys.trust, keys.keys,
-                 mac.mac,
+                 mac.mac, events.publish, events.subscribe,
                  lifecycle.health_, lifecycle.run_):
     main.add_command(_command)

@@ -1,0 +1,212 @@
+"""``zmicro publish`` and ``zmicro subscribe``: events from the command line,
+on the embedded broker (the registry names the subscribers).
+
+::
+
+    zmicro publish order.created '{"id": 1}' [-m k=v ...] [--wait] [--timeout S]
+    echo '{"id": 1}' | zmicro publish order.created -
+    zmicro subscribe order.created [--queue billing] [--json]
+
+``publish`` signs and sends one event with the JSON body as given
+(``application/json``, or converted with ``--content-type msgpack``). A
+process cannot leave its outbox behind, so it always waits, up to
+``--timeout``, until every queue group acked the event or gave it up (dead
+letter): exit 0 when none gave it up, 1 otherwise or when the time ran out
+(and, with ``--wait``, 1 when no subscriber exists). ``--wait`` prints the
+outcome per group as JSON. With no subscriber at all the event waits for
+one up to ``--timeout``; then, without ``--wait``, a note on stderr and
+exit 0 (publishing to nobody is not an error in publish/subscribe).
+
+``subscribe`` serves the topic from a service of its own,
+``zmicro-cli-<pid>`` (in queue group ``--queue``, else a broadcast
+subscriber), and prints one line per event as it arrives: ``published_at
+topic event_id body`` (JSON body), or with ``--json`` one JSON object per
+line (``topic``, ``event_id`` in hex, ``published_at``, ``principal``,
+``metadata``, ``content_type``, ``body``). SIGINT or SIGTERM drains: events
+in hand are acked, the subscription deregisters, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+import msgspec
+import zmq
+
+from .. import _core, codec
+from ..broker.base import check_topic
+from ..broker.embedded import DeliveryReport, EmbeddedBroker
+from ..errors import RPCError, TransportError, WireError
+from ..registry import RegistryError
+from ..security import Security
+from ._shared import EXIT_ENVIRONMENT, EXIT_FAILED, Failure, _json, _registry, _registry_option
+from .calls import _parse_metadata, _read_body
+
+#: Seconds publish waits for the groups' acks by default.
+DEFAULT_TIMEOUT = 10.0
+
+_line = msgspec.json.Encoder()
+#: Seconds publish waits beyond --timeout for the engine's own verdict.
+_GRACE = 2.0
+
+
+@click.command()
+@click.argument("topic")
+@click.argument("body", required=False)
+@click.option("--metadata", "-m", multiple=True, metavar="KEY=VALUE",
+              help="Event metadata entry (repeatable); values are sent as UTF-8.")
+@click.option("--wait", is_flag=True,
+              help="Print the outcome per queue group (JSON); no subscriber is a failure.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_TIMEOUT, show_default=True, metavar="SECONDS",
+              help="How long to wait for a subscriber and for every group's ack.")
+@click.option("--content-type", type=click.Choice([codec.JSON, codec.MSGPACK]),
+              default=codec.JSON, show_default=True,
+              help="Codec of the body: JSON is sent as given; msgpack is converted "
+                   "from the JSON.")
+@_registry_option
+def publish(topic: str, body: str | None, metadata: tuple[str, ...], wait: bool,
+            timeout: float, content_type: str, registry_dir: str | None) -> None:
+    """Publish one event to TOPIC with the JSON BODY (default: stdin).
+
+    Waits (up to --timeout) until every queue group acked it; exit 1 if a
+    group gave it up (dead letter) or time ran out.
+    """
+    try:
+        check_topic(topic)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="TOPIC") from None
+    text, source = _read_body(body)
+    if not text.strip():
+        raise click.BadParameter("empty: give a JSON value (e.g. {} or null)", param_hint=source)
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=source) from None
+    payload = text.encode() if content_type == codec.JSON else codec.get_codec(
+        content_type).encode(value)
+    entries = _parse_metadata(metadata)
+    registry = _registry(registry_dir)
+    try:
+        security = Security.resolve()
+        frame, event_id = _core.encode_event(
+            topic, payload, secrets=security.secrets,
+            request_id=secrets.randbits(63) or 1, content_type=content_type,
+            metadata=entries or None, principal=security.public_key)
+        report, dropped, unrouted = asyncio.run(_publish(registry, topic, frame, event_id,
+                                                         timeout))
+    except RPCError as exc:
+        if isinstance(exc.__cause__, WireError):  # metadata the wire refuses
+            raise click.UsageError(exc.detail) from None
+        raise Failure(f"{exc.code.name}: {exc.detail}", EXIT_FAILED) from None
+    except (WireError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except (RegistryError, TransportError, zmq.ZMQError) as exc:
+        raise Failure(str(exc), EXIT_ENVIRONMENT) from None
+    finally:
+        registry.close()
+
+    if report is None:  # time ran out
+        missing = ", ".join(f"{g}: {o}" for g, o in sorted(dropped.groups.items())
+                            if o != "acked") if dropped is not None else ""
+        raise Failure(f"not acked by every group within {timeout:g} s"
+                      + (f" ({missing})" if missing else ""), EXIT_FAILED)
+    if wait:
+        click.echo(_json({"topic": topic, "event_id": event_id.hex(), "groups": report.groups}))
+    if not report.groups:
+        if wait:
+            raise Failure(f"no subscriber for {topic!r} within {timeout:g} s", EXIT_FAILED)
+        click.echo(f"note: no subscriber for {topic!r} within {timeout:g} s "
+                   f"({unrouted} event dropped)", err=True)
+        return
+    failed = {g: o for g, o in report.groups.items() if o != "acked"}
+    if failed:
+        raise Failure("; ".join(f"{g}: {o}" for g, o in sorted(failed.items())), EXIT_FAILED)
+
+
+async def _publish(registry: Any, topic: str, frame: bytes, event_id: bytes,
+                   timeout: float) -> tuple[DeliveryReport | None, DeliveryReport | None, int]:
+    """(report, or None when time ran out; what closing dropped; unrouted)."""
+    broker = EmbeddedBroker(registry, ack_timeout=timeout, max_age=max(timeout * 2, 120.0))
+    report: DeliveryReport | None = None
+    dropped: list[DeliveryReport] = []
+    try:
+        try:
+            # The engine gives up waiting for a subscriber at `timeout`: the
+            # grace lets that outcome (no group) arrive before this wait ends.
+            report = await asyncio.wait_for(
+                broker.publish_async(topic, frame, event_id=event_id, timeout=timeout,
+                                     wait=True), timeout + _GRACE)
+        except (asyncio.TimeoutError, TimeoutError):
+            report = None
+    finally:
+        dropped = await broker.aclose(linger=0.0)
+        unrouted = broker.stats()["unrouted"]
+    return report, (dropped[0] if dropped else None), unrouted
+
+
+@click.command()
+@click.argument("topic")
+@click.option("--queue", "-q", metavar="GROUP",
+              help="Join queue group GROUP (each event goes to one member) "
+                   "[default: get every event].")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+@_registry_option
+def subscribe(topic: str, queue: str | None, as_json: bool, registry_dir: str | None) -> None:
+    """Print the events of TOPIC as they arrive, until SIGINT or SIGTERM."""
+    from ..service import Service
+
+    try:
+        check_topic(topic)
+        if queue is not None:
+            check_topic(queue)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    registry = _registry(registry_dir)
+    svc = Service(f"zmicro-cli-{os.getpid()}", registry=registry)
+
+    @svc.subscriber(topic, queue=queue)
+    def on_event(event: Any, ctx: Any) -> None:
+        if as_json:
+            line = _line.encode({
+                "topic": ctx.topic, "event_id": ctx.event_id.hex(),
+                "published_at": ctx.published_at, "principal": ctx.principal,
+                "metadata": dict(ctx.metadata), "content_type": ctx.content_type,
+                "body": event}).decode()
+        else:
+            when = datetime.datetime.fromtimestamp(ctx.published_at, datetime.timezone.utc)
+            line = (f"{when.isoformat(timespec='milliseconds')} {ctx.topic} "
+                    f"{ctx.event_id.hex()} {_line.encode(event).decode()}")
+        click.echo(line)
+
+    def announce() -> None:
+        click.echo(f"subscribed to {topic!r}"
+                   + (f" in group {queue!r}" if queue else " (every event)")
+                   + f" at {svc.address}", err=True)
+
+    try:
+        _run_announced(svc, announce)
+    except (RegistryError, TransportError, zmq.ZMQError) as exc:
+        raise Failure(str(exc), EXIT_ENVIRONMENT) from None
+    finally:
+        registry.close()
+
+
+def _run_announced(svc: Any, announce: Callable[[], None]) -> None:
+    """svc.run(), telling stderr once it is bound and registered."""
+
+    def wait() -> None:
+        while svc.address is None:
+            time.sleep(0.01)
+        announce()
+
+    threading.Thread(target=wait, daemon=True).start()
+    svc.run()
