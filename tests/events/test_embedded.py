@@ -1,0 +1,230 @@
+"""The embedded broker end to end: real subscriber services in their own
+processes (tests/events/embedded_node.py) on a private embedded registry,
+the publisher (EmbeddedBroker) in the test process, real frames
+(zmicro._core.encode_event), secure (Curve + allowlist + MAC, the test
+session's key store) unless a test says insecure.
+
+Waits are `eventually` (generous bounds, never asserted durations).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import msgspec
+import pytest
+import zmq
+
+from zmicro import _core, wire
+from zmicro.broker import SubscribeOptions
+from zmicro.broker.embedded import EmbeddedBroker, topic_node_metadata
+from zmicro.registry import EmbeddedRegistry, Node, ServiceRecord
+from zmicro.security import Security
+
+from ..helpers import eventually
+from ..processes import ServiceProcess, private_dir
+
+NODE = Path(__file__).with_name("embedded_node.py")
+TOPIC = "order.created"
+_ids = itertools.count(1)
+
+
+def frame(n: int, *, insecure: bool = False, topic: str = TOPIC) -> tuple[bytes, bytes]:
+    """A real event frame whose body is {"n": n}, signed unless insecure."""
+    security = Security.resolve(insecure=insecure)
+    return _core.encode_event(topic, msgspec.msgpack.encode({"n": n}),
+                              secrets=security.secrets, request_id=next(_ids),
+                              principal=security.public_key)
+
+
+class Sub(ServiceProcess):
+    """An embedded_node.py process; `handled()` reads its record file."""
+
+    def __init__(self, registry: Path, record: Path, *args: str) -> None:
+        self.record = record
+        super().__init__([sys.executable, str(NODE), str(registry), TOPIC, str(record), *args],
+                         name=f"sub {args}")
+
+    def handled(self) -> list[int]:
+        """The events its handler completed (a line each)."""
+        return _numbers(self.record)
+
+    def held(self) -> list[int]:
+        """The events its handler started (with --gate)."""
+        return _numbers(self.record.with_name(self.record.name + ".held"))
+
+
+def _numbers(path: Path) -> list[int]:
+    if not path.exists():
+        return []
+    return [int(line.split()[0]) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def registry_dir(tmp_path_factory) -> Path:
+    return private_dir(tmp_path_factory, "events-registry")
+
+
+@pytest.fixture
+def subs(registry_dir, tmp_path):
+    """start(*args) -> Sub; all stopped at the end."""
+    started: list[Sub] = []
+
+    def start(*args: str) -> Sub:
+        sub = Sub(registry_dir, tmp_path / f"record-{len(started)}", *args)
+        started.append(sub)
+        return sub
+
+    yield start
+    for sub in started:
+        sub.stop()
+
+
+@pytest.fixture
+def broker(registry_dir):
+    made: list[EmbeddedBroker] = []
+
+    def make(**options) -> EmbeddedBroker:
+        b = EmbeddedBroker(EmbeddedRegistry(str(registry_dir)), **options)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close(linger=0)
+
+
+def members(registry_dir: Path, group: str) -> int:
+    records = EmbeddedRegistry(str(registry_dir)).get("zmicro.topic." + TOPIC)
+    return sum(len(r.nodes) for r in records if r.version == group)
+
+
+def publish_all(b: EmbeddedBroker, ns, **kw) -> None:
+    for n in ns:
+        data, event_id = frame(n, **kw)
+        b.publish(TOPIC, data, event_id=event_id, timeout=30)
+
+
+def test_two_groups_each_get_every_event_and_a_group_spreads_over_its_members(
+        subs, broker, registry_dir):
+    billing = [subs("--queue", "billing"), subs("--queue", "billing")]
+    audit = subs("--queue", "audit")
+    eventually(lambda: members(registry_dir, "billing") == 2 and members(registry_dir, "audit"))
+    b = broker()
+    publish_all(b, range(40))
+    eventually(lambda: len(audit.handled()) >= 40 and
+               sum(len(s.handled()) for s in billing) >= 40, "both groups handled 40")
+    assert sorted(audit.handled()) == list(range(40))
+    spread = Counter(n for s in billing for n in s.handled())
+    assert sorted(spread) == list(range(40))
+    assert all(s.handled() for s in billing)  # the balancer used both members
+    eventually(lambda: b.stats()["pending"] == 0)
+    assert b.stats()["acked"] >= 80 and b.dead_letters() == []
+
+
+def test_insecure_end_to_end(subs, broker, registry_dir):
+    one, two = subs("--insecure"), subs("--insecure")  # broadcast: both get all
+    eventually(lambda: members(registry_dir, "") == 2)
+    b = broker(insecure=True)
+    publish_all(b, range(10), insecure=True)
+    eventually(lambda: len(one.handled()) >= 10 and len(two.handled()) >= 10)
+    assert sorted(one.handled()) == sorted(two.handled()) == list(range(10))
+
+
+def test_wait_reports_every_group(subs, broker, registry_dir):
+    subs("--queue", "billing")
+    subs("--queue", "audit")
+    eventually(lambda: members(registry_dir, "billing") and members(registry_dir, "audit"))
+    data, event_id = frame(1)
+    report = broker().publish(TOPIC, data, event_id=event_id, timeout=30, wait=True)
+    assert report.groups == {"billing": "acked", "audit": "acked"} and report.ok
+
+
+def test_the_subscribers_rbac_refuses_a_publisher_it_does_not_grant(subs, broker, registry_dir):
+    denied = subs("--queue", "strict", "--deny-publish")
+    allowed = subs("--queue", "open")
+    eventually(lambda: members(registry_dir, "strict") and members(registry_dir, "open"))
+    data, event_id = frame(7)
+    report = broker().publish(TOPIC, data, event_id=event_id, timeout=30, wait=True)
+    assert report.groups["open"] == "acked"
+    assert report.groups["strict"] != "acked"  # dead-lettered, never handled
+    assert denied.handled() == [] and allowed.handled() == [7]
+
+
+def test_an_old_node_answering_unimplemented_is_skipped_for_another(
+        subs, broker, registry_dir, zctx):
+    new = subs("--queue", "g", "--insecure")
+    eventually(lambda: members(registry_dir, "g") == 1)
+    with OldNode(zctx) as old:
+        EmbeddedRegistry(str(registry_dir)).register(ServiceRecord(
+            name="zmicro.topic." + TOPIC, version="g",
+            nodes=(Node(id="old-node", address=old.address,
+                        metadata={"service": "old", "health": "serving"}),)), ttl=60)
+        eventually(lambda: members(registry_dir, "g") == 2)
+        b = broker(insecure=True)
+        for n in range(6):
+            data, event_id = frame(n, insecure=True)
+            assert b.publish(TOPIC, data, event_id=event_id, timeout=30, wait=True).ok
+        assert sorted(new.handled()) == list(range(6))
+        assert old.seen  # it was tried (round robin), refused, and skipped
+
+
+class OldNode:
+    """A node of a zmicro without events: it answers every message as an
+    old ServerCore answers an unknown kind (check 2: UNIMPLEMENTED,
+    NOT_PROCESSED, unsigned)."""
+
+    def __init__(self, zctx: zmq.Context) -> None:
+        self.sock = zctx.socket(zmq.ROUTER)
+        self.sock.linger = 0
+        self.sock.bind("tcp://127.0.0.1:*")
+        self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.seen: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.sock.poll(20):
+                continue
+            message = _core.recv_message(self.sock, routed=True)
+            self.seen.append(message.header.kind)
+            answer = wire.Header(kind=wire.Kind.ERROR, request_id=message.header.request_id,
+                                 status=12, flags=wire.Flags.NOT_PROCESSED,
+                                 detail=f"unknown message kind {int(message.header.kind)}",
+                                 service="old")
+            _core.send_message(self.sock, answer, routing_id=message.routing_id)
+
+    def __enter__(self) -> OldNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.sock.close(0)
+
+
+def test_the_broker_can_subscribe_without_a_service(broker, registry_dir):
+    """Without an attached Service the broker serves subscriptions from a
+    service of its own, registered with the subscription's policy."""
+    b = broker(insecure=True)
+    got: list[bytes] = []
+    options = SubscribeOptions(queue="g", max_deliveries=3, backoff=(0.5,), ack_wait=9.0)
+    sub = b.subscribe(TOPIC, lambda d: (got.append(d.data), d.ack()), options)
+    [record] = EmbeddedRegistry(str(registry_dir)).get("zmicro.topic." + TOPIC)
+    [node] = record.nodes
+    assert record.version == "g" and record.metadata == {"zmicro.kind": "topic"}
+    assert node.metadata["service"].startswith("zmicro-events-")
+    assert {k: node.metadata[k] for k in topic_node_metadata(options)} == \
+        topic_node_metadata(options)
+    data, event_id = frame(3, insecure=True)
+    assert b.publish(TOPIC, data, event_id=event_id, timeout=30, wait=True).ok
+    assert got == [data]
+    assert sub.stats()["acked"] == 1 and sub.stats()["in_flight"] == 0
+    sub.close()
+    assert EmbeddedRegistry(str(registry_dir)).get("zmicro.topic." + TOPIC) == []
