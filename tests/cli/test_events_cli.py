@@ -5,9 +5,17 @@ registry (and, for publish/subscribe, real subscribers)."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import threading
 
+import pytest
+
+from zmicro import cli
 from zmicro.registry import EmbeddedRegistry, Node, ServiceRecord
 
+from ..helpers import eventually
 from .conftest import cli_env, private_dir, run_cli
 
 
@@ -66,3 +74,115 @@ def test_list_with_only_topics_prints_the_topics(tmp_path_factory):
     assert result.returncode == 0, result.stderr
     assert [row.split() for row in result.stdout.splitlines()] == [
         ["TOPIC", "GROUP", "MEMBERS"], ["a.b", "g", "svc@tcp://127.0.0.1:1001"]]
+
+
+# -- publish, subscribe ----------------------------------------------------------------
+
+
+class Subscriber:
+    """``zmicro subscribe ARGS`` running in the background; its stdout
+    lines are collected by a thread."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "zmicro", "subscribe", *args],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        for stream, into in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors)):
+            threading.Thread(target=lambda s=stream, i=into: i.extend(iter(s.readline, "")),
+                             daemon=True).start()
+
+    def ready(self) -> bool:
+        return any(line.startswith("subscribed to") for line in self.errors)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                return self.proc.wait(STOP_WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(STOP_WAIT)
+
+
+STOP_WAIT = 60.0
+
+
+@pytest.fixture
+def env(tmp_path_factory):
+    return cli_env(private_dir(tmp_path_factory, "registry"))
+
+
+@pytest.fixture
+def subscriber(env):
+    started: list[Subscriber] = []
+
+    def start(*args: str) -> Subscriber:
+        sub = Subscriber(env, *args)
+        started.append(sub)
+        eventually(lambda: sub.ready() or sub.proc.poll() is not None, "subscribed")
+        assert sub.proc.poll() is None, sub.errors
+        return sub
+
+    yield start
+    for sub in started:
+        sub.stop()
+
+
+def test_publish_reaches_a_subscriber_that_prints_it_and_drains_on_sigint(env, subscriber):
+    sub = subscriber("order.created", "--queue", "billing", "--json")
+    result = run_cli("publish", "order.created", '{"id": 1, "items": ["a"]}',
+                     "-m", "source=cli", "--wait", "--timeout", "30", env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["topic"] == "order.created" and report["groups"] == {"billing": "acked"}
+    [line] = eventually(lambda: sub.lines, "the event printed")
+    event = json.loads(line)
+    assert event["topic"] == "order.created" and event["event_id"] == report["event_id"]
+    assert event["body"] == {"id": 1, "items": ["a"]}
+    assert event["metadata"] == {"source": "cli"}
+    assert event["content_type"] == "application/json"
+    assert sub.stop() == 0
+    listed = json.loads(run_cli("list", "--json", env=env).stdout)
+    assert not [e for e in listed if e["name"].startswith("zmicro.topic.")]  # deregistered
+
+
+def test_publish_reads_the_body_from_stdin_and_broadcast_prints_plain_lines(env, subscriber):
+    one, two = subscriber("a.b"), subscriber("a.b")
+    result = run_cli("publish", "a.b", "-", "--timeout", "30", input='{"x": 2}', env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""  # without --wait nothing is printed
+    for sub in (one, two):  # broadcast: every subscriber
+        [line] = eventually(lambda: sub.lines, "the event printed")
+        stamp, topic, event_id, body = line.split(" ", 3)
+        assert topic == "a.b" and len(event_id) == 32 and json.loads(body) == {"x": 2}
+        assert stamp.endswith("+00:00")
+    listed = run_cli("list", env=env)
+    [row] = [r for r in listed.stdout.splitlines() if r.startswith("a.b ")]
+    assert row.split()[1] == "(broadcast)" and row.count("zmicro-cli-") == 2
+
+
+def test_publish_to_nobody(env):
+    result = run_cli("publish", "nobody.here", "{}", "--timeout", "0.5", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "no subscriber" in result.stderr
+    result = run_cli("publish", "nobody.here", "{}", "--timeout", "0.5", "--wait", env=env)
+    assert result.returncode == cli.EXIT_FAILED
+    assert "error: no subscriber" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("order.*", "{}"), "TOPIC"),
+    (("order.created", "{nope"), "not valid JSON"),
+    (("order.created", "{}", "-m", "novalue"), "KEY=VALUE"),
+])
+def test_publish_usage_errors(env, args, needle):
+    result = run_cli("publish", *args, env=env)
+    assert result.returncode == cli.EXIT_USAGE, result.stderr
+    assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_subscribe_refuses_a_bad_topic(env):
+    result = run_cli("subscribe", "a..b", env=env)
+    assert result.returncode == cli.EXIT_USAGE and "Traceback" not in result.stderr
