@@ -3,7 +3,7 @@
     python tests/events/embedded_publisher.py REGISTRY_DIR TOPIC ACKED FIRST COUNT
 
 Publishes events {"n": FIRST} .. {"n": FIRST + COUNT - 1} one at a time,
-each waiting for every group's ack (``wait=True``), and appends n to the
+each waiting for every group's ack (``publish_wait``), and appends n to the
 ACKED file once it was acked (flushed: a SIGKILL loses nothing written).
 Prints ``READY -`` first.
 """
@@ -33,7 +33,7 @@ def main() -> None:
             data, event_id = _core.encode_event(
                 topic, msgspec.msgpack.encode({"n": n}), secrets=security.secrets,
                 request_id=next(ids), principal=security.public_key)
-            report = broker.publish(topic, data, event_id=event_id, timeout=30, wait=True)
+            report = broker.publish_wait(topic, data, event_id=event_id, timeout=30)
             if report is not None and report.ok:
                 acked.write(f"{n}\n")
                 acked.flush()

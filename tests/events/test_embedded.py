@@ -140,7 +140,7 @@ def test_wait_reports_every_group(subs, broker, registry_dir):
     subs("--queue", "audit")
     eventually(lambda: members(registry_dir, "billing") and members(registry_dir, "audit"))
     data, event_id = frame(1)
-    report = broker().publish(TOPIC, data, event_id=event_id, timeout=30, wait=True)
+    report = broker().publish_wait(TOPIC, data, event_id=event_id, timeout=30)
     assert report.groups == {"billing": "acked", "audit": "acked"} and report.ok
 
 
@@ -149,7 +149,7 @@ def test_the_subscribers_rbac_refuses_a_publisher_it_does_not_grant(subs, broker
     allowed = subs("--queue", "open")
     eventually(lambda: members(registry_dir, "strict") and members(registry_dir, "open"))
     data, event_id = frame(7)
-    report = broker().publish(TOPIC, data, event_id=event_id, timeout=30, wait=True)
+    report = broker().publish_wait(TOPIC, data, event_id=event_id, timeout=30)
     assert report.groups["open"] == "acked"
     assert report.groups["strict"] != "acked"  # dead-lettered, never handled
     assert denied.handled() == [] and allowed.handled() == [7]
@@ -168,7 +168,7 @@ def test_an_old_node_answering_unimplemented_is_skipped_for_another(
         b = broker(insecure=True)
         for n in range(6):
             data, event_id = frame(n, insecure=True)
-            assert b.publish(TOPIC, data, event_id=event_id, timeout=30, wait=True).ok
+            assert b.publish_wait(TOPIC, data, event_id=event_id, timeout=30).ok
         assert sorted(new.handled()) == list(range(6))
         assert old.seen  # it was tried (round robin), refused, and skipped
 
@@ -223,7 +223,7 @@ def test_the_broker_can_subscribe_without_a_service(broker, registry_dir):
     assert {k: node.metadata[k] for k in topic_node_metadata(options)} == \
         topic_node_metadata(options)
     data, event_id = frame(3, insecure=True)
-    assert b.publish(TOPIC, data, event_id=event_id, timeout=30, wait=True).ok
+    assert b.publish_wait(TOPIC, data, event_id=event_id, timeout=30).ok
     assert got == [data]
     assert sub.stats()["acked"] == 1 and sub.stats()["in_flight"] == 0
     sub.close()

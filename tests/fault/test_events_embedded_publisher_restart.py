@@ -44,7 +44,7 @@ def test_a_publisher_restarting_leaves_subscribers_unaffected(tmp_path_factory, 
         fresh = range(1_000_000, 1_000_020)
         for n in fresh:
             data, event_id = frame(n)
-            assert broker.publish(TOPIC, data, event_id=event_id, timeout=30, wait=True).ok
+            assert broker.publish_wait(TOPIC, data, event_id=event_id, timeout=30).ok
         assert set(fresh) <= handled()
     finally:
         if broker is not None:

@@ -95,6 +95,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import functools
 import logging
 import math
 import threading
@@ -312,13 +313,13 @@ class DeliveryEngine:
                  counters: _Counters | None = None) -> None:
         if selector not in _STRATEGIES:
             raise ValueError(f"selector is one of {sorted(_STRATEGIES)}, not {selector!r}")
-        for name, value in (("max_pending", max_pending), ("max_pending_bytes", max_pending_bytes),
+        for name, count in (("max_pending", max_pending), ("max_pending_bytes", max_pending_bytes),
                             ("max_deliveries", max_deliveries)):
-            if type(value) is not int or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, not {value!r}")
-        for name, value in (("ack_timeout", ack_timeout), ("max_age", max_age)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be seconds > 0, not {value!r}")
+            if type(count) is not int or count < 1:
+                raise ValueError(f"{name} must be an int >= 1, not {count!r}")
+        for name, seconds in (("ack_timeout", ack_timeout), ("max_age", max_age)):
+            if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+                raise ValueError(f"{name} must be seconds > 0, not {seconds!r}")
         # The same rule as SubscribeOptions.backoff (validated there).
         options = SubscribeOptions(backoff=tuple(backoff), max_deliveries=max_deliveries)
         # Used where the subscriber's record does not say (topic_node_metadata).
@@ -354,7 +355,7 @@ class DeliveryEngine:
 
     def _full(self, size: int) -> bool:
         return (len(self._events) >= self.max_pending
-                or (self._events and self._pending_bytes + size > self.max_pending_bytes))
+                or (bool(self._events) and self._pending_bytes + size > self.max_pending_bytes))
 
     async def put(self, topic: str, frame: bytes, event_id: bytes, *,
                   timeout: float, wait: bool = False) -> DeliveryReport | None:
@@ -782,7 +783,7 @@ class _OwnService:
         @svc.handler("Events.Stats")
         def stats(request: Any, ctx: Any) -> dict[str, Any]:
             """This node's subscriptions and their counters."""
-            return {t: s.stats() for t, s in list(broker._subs.items()) if s._own is self}
+            return {t: s.stats() for (_, t), s in list(broker._subs.items()) if s._own is self}
 
         self.svc = svc
         self._thread = threading.Thread(target=svc.run, name="zmicro-events-subscriber",
@@ -803,6 +804,7 @@ class _OwnService:
         from ..registry import Node
 
         svc = self.svc
+        assert svc.address is not None  # (started in __init__)
         return ServiceRecord(
             name=TOPIC_PREFIX + topic, version=options.queue or "",
             metadata={"zmicro.kind": "topic"},
@@ -873,6 +875,8 @@ class EmbeddedBroker(Broker):
         self._beat: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed = False
+        #: What close() dropped: the reports of events not done with every group.
+        self.dropped: list[DeliveryReport] = []
 
     # -- publishing ---------------------------------------------------------------
 
@@ -927,24 +931,37 @@ class EmbeddedBroker(Broker):
             self._thread, self._client, self._engine = thread, client, engine
             return thread, engine
 
-    def publish(self, topic: str, data: bytes, *, event_id: bytes, timeout: float = 5.0,
-                wait: bool = False) -> DeliveryReport | None:
+    def publish(self, topic: str, data: bytes, *, event_id: bytes,
+                timeout: float = 5.0) -> None:
         """Put the event in the outbox (blocking up to `timeout` while it is
-        full: then RESOURCE_EXHAUSTED). With `wait`, return its
-        DeliveryReport once every group acked or gave it up. Thread-safe."""
-        check_topic(topic)
-        thread, engine = self._started()
-        return thread.submit(engine.put(topic, data, event_id, timeout=timeout,
-                                        wait=wait)).result()
+        full: then RESOURCE_EXHAUSTED). Thread-safe."""
+        self._put(topic, data, event_id, timeout, False).result()
 
     async def publish_async(self, topic: str, data: bytes, *, event_id: bytes,
-                            timeout: float = 5.0, wait: bool = False) -> DeliveryReport | None:
+                            timeout: float = 5.0) -> None:
         """publish() for asyncio. The outbox is the broker's one, on its
         thread: accepted events outlive the caller's loop."""
+        await asyncio.wrap_future(self._put(topic, data, event_id, timeout, False))
+
+    def publish_wait(self, topic: str, data: bytes, *, event_id: bytes,
+                     timeout: float = 5.0) -> DeliveryReport:
+        """publish(), then wait until every group acked the event or gave it
+        up (at most ``max_age``): its DeliveryReport."""
+        report: DeliveryReport = self._put(topic, data, event_id, timeout, True).result()
+        return report
+
+    async def publish_wait_async(self, topic: str, data: bytes, *, event_id: bytes,
+                                 timeout: float = 5.0) -> DeliveryReport:
+        """publish_wait() for asyncio."""
+        report: DeliveryReport = await asyncio.wrap_future(
+            self._put(topic, data, event_id, timeout, True))
+        return report
+
+    def _put(self, topic: str, data: bytes, event_id: bytes, timeout: float,
+             wait: bool) -> concurrent.futures.Future[Any]:
         check_topic(topic)
         thread, engine = self._started()
-        return await asyncio.wrap_future(
-            thread.submit(engine.put(topic, data, event_id, timeout=timeout, wait=wait)))
+        return thread.submit(engine.put(topic, data, event_id, timeout=timeout, wait=wait))
 
     def dead_letters(self) -> list[DeadLetter]:
         """The last 1,000 events this broker's publisher gave up, oldest
@@ -1046,24 +1063,23 @@ class EmbeddedBroker(Broker):
 
     # -- closing --------------------------------------------------------------------
 
-    def close(self, linger: float | None = None) -> list[DeliveryReport]:
+    def close(self, *, linger: float | None = None) -> None:
         """Close the subscriptions (deregistered), wait up to `linger`
-        seconds (default: the broker's) for the outbox to empty, drop the
-        rest; returns the reports of the events dropped. Idempotent.
-        Blocks: from a coroutine, use ``await aclose()``."""
+        seconds (default: the broker's) for the outbox to empty, then drop
+        the rest: their reports are kept in ``dropped`` (and logged,
+        counted). Idempotent. Blocks: from a coroutine, ``await aclose()``."""
         with self._lock:
             if self._closed:
-                return []
+                return
             self._closed = True
             subs = list(self._subs.values())
         for sub in subs:
             sub.close()
-        dropped: list[DeliveryReport] = []
         thread, engine, client = self._thread, self._engine, self._client
         if thread is not None and engine is not None:
             wait = self._linger if linger is None else max(0.0, linger)
             try:
-                dropped = thread.submit(engine.close(wait)).result(wait + 60)
+                self.dropped = thread.submit(engine.close(wait)).result(wait + 60)
                 thread.submit(_call(client.close)).result(60)
             except Exception:  # noqa: BLE001 - closing goes on
                 log.warning("events: closing the publisher failed", exc_info=True)
@@ -1077,11 +1093,11 @@ class EmbeddedBroker(Broker):
             self._unwatch()
         if self._cache is not None:
             self._cache.close()
-        return dropped
 
-    async def aclose(self, linger: float | None = None) -> list[DeliveryReport]:
+    async def aclose(self, *, linger: float | None = None) -> None:
         """close() from a coroutine (on a worker thread: the loop goes on)."""
-        return await asyncio.get_running_loop().run_in_executor(None, self.close, linger)
+        await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(self.close, linger=linger))
 
 
 async def _call(fn: Callable[[], Any]) -> Any:

@@ -189,13 +189,14 @@ def list_(as_json: bool, registry_dir: str | None) -> None:
         click.echo("no services registered", err=True)
         return
     tables = []
+    rows: list[tuple[str, ...]]
     if services:
         rows = [("SERVICE", "VERSION", "NODES", "ENDPOINTS")]
         rows += [(r.name, r.version or "-", str(len(r.nodes)), str(len(r.endpoints)))
                  for r in services]
         tables.append(_table(rows))
     if topics:
-        rows = [("TOPIC", "GROUP", "MEMBERS")]
+        rows = [("TOPIC", "GROUP", "MEMBERS")]  # (a table of its own: 3 columns)
         for r in sorted(topics, key=lambda r: (r.name, r.version)):
             entry = _topic_entry(r)
             members = ", ".join(sorted(f"{m['service'] or m['node']}@{m['address']}"

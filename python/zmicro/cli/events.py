@@ -137,18 +137,18 @@ async def _publish(registry: Any, topic: str, frame: bytes, event_id: bytes,
     """(report, or None when time ran out; what closing dropped; unrouted)."""
     broker = EmbeddedBroker(registry, ack_timeout=timeout, max_age=max(timeout * 2, 120.0))
     report: DeliveryReport | None = None
-    dropped: list[DeliveryReport] = []
     try:
         try:
             # The engine gives up waiting for a subscriber at `timeout`: the
             # grace lets that outcome (no group) arrive before this wait ends.
             report = await asyncio.wait_for(
-                broker.publish_async(topic, frame, event_id=event_id, timeout=timeout,
-                                     wait=True), timeout + _GRACE)
+                broker.publish_wait_async(topic, frame, event_id=event_id, timeout=timeout),
+                timeout + _GRACE)
         except (asyncio.TimeoutError, TimeoutError):
             report = None
     finally:
-        dropped = await broker.aclose(linger=0.0)
+        await broker.aclose(linger=0.0)
+        dropped = broker.dropped
         unrouted = broker.stats()["unrouted"]
     return report, (dropped[0] if dropped else None), unrouted
 
