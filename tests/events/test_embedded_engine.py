@@ -50,6 +50,7 @@ class Net:
         self.answers: dict[str, Callable[[bytes], object]] = {}
         self.sent: list[tuple[str, bytes]] = []           # (address, event id)
         self.timeouts: set[float] = set()
+        self.lookups = 0
 
     async def send(self, address: str, frame: bytes, event_id: bytes, topic: str,
                    timeout: float) -> None:
@@ -64,6 +65,8 @@ class Net:
 
     async def lookup(self, topic: str) -> list[ServiceRecord]:
         assert topic == "order.created"
+        self.lookups += 1
+        await asyncio.sleep(0)  # a registry read takes a while: others wait meanwhile
         return list(self.records)
 
     def to(self, address: str) -> list[bytes]:
@@ -107,6 +110,17 @@ def test_every_group_gets_every_event_and_the_balancer_spreads_a_group():
         assert net.timeouts == {engine.ack_timeout}
         assert engine.pending == 0
         assert engine.counters.snapshot()["acked"] == 20
+    run(main())
+
+
+def test_a_burst_of_events_reads_the_registry_once():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1")]
+        engine = engine_for(net, clock)
+        await publish(engine, 50)
+        await eventually_async(lambda: engine.pending == 0)
+        assert net.lookups == 1 and len(net.sent) == 50
     run(main())
 
 

@@ -202,7 +202,8 @@ class _Policy:
 class _Topic:
     """The members of one topic, per group, as the registry lists them."""
 
-    __slots__ = ("name", "balancers", "broadcast", "keys", "policies", "loaded", "changed")
+    __slots__ = ("name", "balancers", "broadcast", "keys", "policies", "loaded", "loading",
+                 "changed")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -211,6 +212,7 @@ class _Topic:
         self.keys: dict[str, str] = {}                    # address -> Curve public key
         self.policies: dict[str, _Policy] = {}            # address -> its subscription's word
         self.loaded = False
+        self.loading: asyncio.Future[list[ServiceRecord]] | None = None  # the first lookup
         self.changed = asyncio.Event()                    # set (and replaced) on update
 
     def update(self, records: Iterable[ServiceRecord], strategy: int,
@@ -410,14 +412,23 @@ class DeliveryEngine:
         topic = self._topics.get(name)
         if topic is None:
             topic = self._topics[name] = _Topic(name)
-        if not topic.loaded:
-            try:
-                records = await self._lookup(name)
-            except Exception as exc:  # noqa: BLE001 - the registry: retried by the caller
-                log.debug("events: registry lookup of %r failed: %s", name, exc)
-                return topic
-            if not topic.loaded:  # (a change may have come meanwhile)
-                topic.update(records, self._strategy, self._outlier)
+        if topic.loaded:
+            return topic
+        if topic.loading is None:  # one lookup, however many events wait for it
+            topic.loading = asyncio.ensure_future(self._lookup(name))
+        loading = topic.loading
+        try:
+            records = await asyncio.shield(loading)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the registry: retried by the caller
+            log.debug("events: registry lookup of %r failed: %s", name, exc)
+            return topic
+        finally:
+            if topic.loading is loading and loading.done():
+                topic.loading = None
+        if not topic.loaded:  # (a change may have come meanwhile)
+            topic.update(records, self._strategy, self._outlier)
         return topic
 
     def members_changed(self, name: str, records: list[ServiceRecord]) -> None:
