@@ -42,8 +42,10 @@ The publisher's delivery engine (:class:`DeliveryEngine`), per event:
   side (processed: the subscriber's ``term(reason)``) dead-letters at once,
   with the subscriber's reason; refused before any handler
   (``NOT_PROCESSED``: an old node that answers kind 8 with UNIMPLEMENTED, a
-  member that refuses this publisher's key) excludes that member for this
-  event, and dead-letters when every member did. ``max_deliveries``
+  member that refuses this publisher's key, a subscriber refusing the
+  event's MAC: ``term("bad_mac")``) excludes that member for this event,
+  and dead-letters when every member did. A dead letter's reason is the
+  answer's detail (the subscriber's ``term`` reason). ``max_deliveries``
   deliveries (not-processed refusals are not deliveries) dead-letter too.
 - The redelivery policy is the subscriber's: its topic record's node
   metadata (:func:`topic_node_metadata`: its SubscribeOptions'
@@ -613,7 +615,7 @@ class DeliveryEngine:
             if error.processed is False:
                 self.counters.add("refusals")
                 if error.code in TERMINAL:
-                    refused[address] = f"{error.code.name.lower()}: {error.detail}"
+                    refused[address] = error.detail or error.code.name.lower()
                 elif error.code is Code.UNAVAILABLE and node is not None:
                     balancer.retire(node)  # draining, or no longer subscribed
                 tried.add(address)
@@ -621,8 +623,8 @@ class DeliveryEngine:
             deliveries += 1
             self.counters.add("deliveries")
             if error.code in TERMINAL:
-                # The subscriber's term(reason) (or its handler's terminal
-                # error): the reason is its detail, as on every backend.
+                # The subscriber's term(reason): the reason is its detail,
+                # as on every backend (so is a refusal's, above).
                 return self._dead_letter(event, group, error.detail or error.code.name.lower(),
                                          deliveries)
             if deliveries >= policy.max_deliveries:
