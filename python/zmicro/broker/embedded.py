@@ -851,6 +851,8 @@ class EmbeddedBroker(Broker):
     #: Service keeps "zmicro.topic.<topic>" records for the subscriptions of
     #: a Service using this broker (the registry is the membership).
     registers_topics = True
+    #: The node metadata of a topic record (Service adds it to its records).
+    topic_node_metadata = staticmethod(topic_node_metadata)
 
     def __init__(self, registry: Any = None, *, insecure: bool | None = None,
                  keys: Any = None, selector: str = "round_robin", max_pending: int = 10_000,
