@@ -250,6 +250,17 @@ def test_a_terminal_answer_from_the_handler_side_dead_letters_at_once(code):
     run(main())
 
 
+def test_a_transport_failure_that_is_not_an_rpc_error_moves_on_to_another_member():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "broken", "fine")]
+        net.answers["broken"] = lambda e: ValueError("a bug below the engine")
+        engine = engine_for(net, clock)
+        reports = await publish(engine, 4, wait=True)
+        assert all(r.ok for r in reports) and len(net.to("fine")) == 4
+    run(main())
+
+
 def test_an_old_member_answering_unimplemented_is_skipped_for_another():
     async def main():
         net, clock = Net(), FakeClock()

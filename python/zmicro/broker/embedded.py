@@ -608,6 +608,11 @@ class DeliveryEngine:
                 return "acked"
             except RPCError as exc:
                 error = exc
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a transport bug must not lose the event
+                log.exception("events: sending to %s failed", address)
+                error = RPCError(Code.UNAVAILABLE, f"could not send: {exc!r}", processed=False)
             finally:
                 if node is not None:
                     balancer.end(node, max(0.0, self._clock() - sent_at), failed)
