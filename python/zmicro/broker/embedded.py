@@ -866,12 +866,10 @@ class EmbeddedBroker(Broker):
                  max_age: float = 120.0,
                  on_dead_letter: Callable[[DeadLetter], Any] | None = None,
                  linger: float = 5.0, ttl: float = 10.0) -> None:
-        from ..security import Security
-
         self._registry = registry
         self._keys = keys
-        self._security = Security.resolve(insecure=insecure, keys=keys)
-        self.insecure = self._security.insecure
+        self._insecure = insecure
+        self._security: Any = None
         self._options: dict[str, Any] = dict(
             selector=selector, max_pending=max_pending, max_pending_bytes=max_pending_bytes,
             ack_timeout=ack_timeout, max_deliveries=max_deliveries, backoff=tuple(backoff),
@@ -897,6 +895,16 @@ class EmbeddedBroker(Broker):
         self._closed = False
         #: What close() dropped: the reports of events not done with every group.
         self.dropped: list[DeliveryReport] = []
+
+    @property
+    def insecure(self) -> bool:
+        """Whether this broker runs without Curve and MACs. The security
+        (key store, ``ZMICRO_INSECURE``) is resolved at first use, not when
+        the broker is made, as by the Service or Publisher using it."""
+        if self._security is None:
+            from ..security import Security
+            self._security = Security.resolve(insecure=self._insecure, keys=self._keys)
+        return bool(self._security.insecure)
 
     # -- publishing ---------------------------------------------------------------
 
