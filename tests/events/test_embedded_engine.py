@@ -475,3 +475,31 @@ def test_bad_topics_are_refused_before_anything_is_accepted():
             await engine.put("order.*", b"f", bytes(16), timeout=1.0)
         assert engine.pending == 0
     run(main())
+
+
+def test_a_frame_no_subscriber_would_take_is_dead_lettered_without_sending():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1"), record("", "b1")]
+        engine = engine_for(net, clock, check=lambda topic, frame: "wrong_topic")
+        [report] = await publish(engine, 1, wait=True)
+        assert report.groups == {"g": "wrong_topic", "(broadcast) b1": "wrong_topic"}
+        assert not net.sent and engine.pending == 0
+        assert [(d.queue, d.reason, d.deliveries) for d in engine._dead] == [
+            ("g", "wrong_topic", 0), (None, "wrong_topic", 0)]
+    run(main())
+
+
+def test_frame_refusal_names_what_a_subscriber_would_refuse():
+    from zmicro import _core
+    from zmicro.broker.embedded import frame_refusal
+    from zmicro.security import Security
+
+    secrets = Security.resolve().secrets
+    frame, _ = _core.encode_event(TOPIC, b"body", secrets=secrets, request_id=1)
+    assert frame_refusal(TOPIC, frame) is None
+    assert frame_refusal("order.deleted", frame) == "wrong_topic"
+    assert frame_refusal(TOPIC, frame[:-32]) == "malformed"  # the MAC trailer cut off
+    assert frame_refusal(TOPIC, b"junk") == "malformed"
+    unsigned, _ = _core.encode_event(TOPIC, b"body", secrets=None, request_id=2)
+    assert frame_refusal(TOPIC, unsigned) is None  # the subscriber's call (insecure or not)

@@ -51,6 +51,12 @@ The publisher's delivery engine (:class:`DeliveryEngine`), per event:
   metadata (:func:`topic_node_metadata`: its SubscribeOptions'
   ``max_deliveries``, ``backoff`` and ``ack_wait``) rules the deliveries to
   that node; the broker's own options apply where a record does not say.
+- A frame no subscriber would take (not a well-formed event frame, or one
+  whose header names another topic: what a broker in the middle could
+  hand over) is dead-lettered for every group when it is routed, with the
+  reason a subscriber gives ("malformed", "kind", "wrong_topic"), never
+  sent: a subscriber drops a malformed frame unanswered and finds the
+  subscription by the header's topic, so asking it would only cost retries.
 - Broadcast: one delivery per node of the broadcast group, retried on that
   node only; a node that leaves the registry ends its delivery (``gone``).
 - Every delivery ends by ``max_age`` after the publish (default 120 s, the
@@ -108,8 +114,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _core
-from ..errors import Code, RPCError
+from ..errors import Code, RPCError, WireError
 from ..registry import ServiceRecord
+from ..wire import Kind
 from .base import (
     TOPIC_PREFIX,
     Broker,
@@ -301,7 +308,9 @@ class DeliveryEngine:
 
     Runs on one event loop: every method but :meth:`members_changed_threadsafe`
     is called on it. ``send`` and ``lookup`` are the transport and the
-    registry (injected, so the engine is tested without sockets); ``clock``
+    registry (injected, so the engine is tested without sockets); ``check``
+    (optional) looks at a frame once, when it is routed: a refusal reason
+    dead-letters it for every group without sending it; ``clock``
     gives monotonic seconds (:meth:`poke` wakes the waits when a fake clock
     moves). Options are the broker's (:class:`EmbeddedBroker`).
     """
@@ -314,7 +323,8 @@ class DeliveryEngine:
                  backoff: tuple[float, ...] = (0.1, 1.0, 5.0), max_age: float = 120.0,
                  dead_letters: collections.deque[DeadLetter] | None = None,
                  on_dead_letter: Callable[[DeadLetter], Any] | None = None,
-                 counters: _Counters | None = None) -> None:
+                 counters: _Counters | None = None,
+                 check: Callable[[str, bytes], str | None] | None = None) -> None:
         if selector not in _STRATEGIES:
             raise ValueError(f"selector is one of {sorted(_STRATEGIES)}, not {selector!r}")
         for name, count in (("max_pending", max_pending), ("max_pending_bytes", max_pending_bytes),
@@ -330,6 +340,7 @@ class DeliveryEngine:
         self._default = _Policy(max_deliveries, options.backoff, float(ack_timeout))
         self._send = send
         self._lookup = lookup
+        self._check = check
         self._clock = clock
         self._strategy = _STRATEGIES[selector]
         self._outlier = outlier
@@ -497,6 +508,15 @@ class DeliveryEngine:
                 step = min(event.route_until, self._clock() + 0.5)
                 await self._sleep_until(step, topic.changed)
             event.open = len(groups) + len(broadcast)
+            refusal = self._check(event.topic, event.frame) if self._check is not None else None
+            if refusal is not None:
+                # What every subscriber would answer: no need to ask them.
+                for group in groups:
+                    self._ended(event, group, self._dead_letter(event, group, refusal, 0))
+                for address in broadcast:
+                    self._ended(event, f"(broadcast) {address}",
+                                self._dead_letter(event, "", refusal, 0))
+                return
             for group in groups:
                 self._spawn(self._deliver(event, group, None))
             for address in broadcast:
@@ -672,6 +692,28 @@ class DeliveryEngine:
             log.warning("events: closing dropped %d event(s) not delivered to every group",
                         len(dropped))
         return [e.report for e in dropped]
+
+
+def frame_refusal(topic: str, frame: bytes) -> str | None:
+    """Why no subscriber of `topic` would take `frame` (the reason its
+    EventInbox would give: "malformed", "kind", "wrong_topic"), or None.
+    A subscriber's ServerCore drops a malformed frame without an answer and
+    looks the subscription up by the header's topic, so the embedded
+    publisher checks this itself, once per event: a broker in the middle
+    (or a bug) that hands it such a frame gets a dead letter at once, as on
+    the other backends, not retries until the ack wait runs out."""
+    try:
+        message = _core.parse_frames([frame])
+    except WireError:
+        return "malformed"
+    header = message.header
+    if header.kind != Kind.EVENT:
+        return "kind"
+    if not message.inline:
+        return "malformed"
+    if header.service != TOPIC_PREFIX + topic:
+        return "wrong_topic"
+    return None
 
 
 # -- the broker ------------------------------------------------------------------
@@ -955,7 +997,8 @@ class EmbeddedBroker(Broker):
                 await client._deliver(address, frame, event_id, topic=topic, timeout=timeout)
 
             engine = DeliveryEngine(send=send, lookup=self._lookup, dead_letters=self._dead,
-                                    counters=self._counters, **self._options)
+                                    counters=self._counters, check=frame_refusal,
+                                    **self._options)
             self._thread, self._client, self._engine = thread, client, engine
             return thread, engine
 
