@@ -79,7 +79,22 @@ def _nats(request, clock, **options: Any) -> Broker:
                       dlq_prefix=f"{tenant}.dlq.")
 
 
+def _embedded(request, clock, **options: Any) -> Broker:
+    """An EmbeddedBroker on an embedded registry of its own, secure (the
+    session's key store): its subscriptions are served by subscriber
+    services of its own. Real time; close() lingers half a second at most."""
+    from zmicro.broker.embedded import EmbeddedBroker
+    from zmicro.registry import EmbeddedRegistry
+
+    from ..processes import private_dir
+
+    directory = private_dir(request.getfixturevalue("tmp_path_factory"), "embedded")
+    return EmbeddedBroker(EmbeddedRegistry(str(directory)), linger=0.5, **options)
+
+
 IMPLEMENTATIONS: dict[str, Impl] = {
+    "embedded": Impl(_embedded, fake_clock=False, counts_deliveries=False,
+                     registry_of=lambda broker: broker._registry),  # type: ignore[attr-defined]
     "memory": Impl(lambda request, clock, **options: MemoryBroker(clock=clock, **options)),
     "nats": Impl(_nats, durable=True, fake_clock=False, publish_blocks=False),
 }
