@@ -5,9 +5,11 @@
     zmicro call greeter Greeter.Hello '{"name": "Ada"}'
     echo '{"name": "Ada"}' | zmicro call greeter Greeter.Hello
     zmicro call greeter Greeter.Hello '{"name": "Ada"}' --address tcp://127.0.0.1:5555
-    zmicro list [--json]
+    zmicro list [--json]                      # services, then topics and their subscribers
     zmicro describe greeter [--json]
     zmicro health greeter [--json]
+    zmicro publish order.created '{"id": 1}' [-m k=v] [--wait] [--timeout S]
+    zmicro subscribe order.created [--queue billing] [--json]
     zmicro run myapp.services:greeter [--workers 4] [--address tcp://127.0.0.1:*]
     zmicro keygen [--out DIR --name NAME] [--force]
     zmicro trust KEY_OR_FILE [--name NAME] [--role ROLE ...]
@@ -17,14 +19,16 @@
 
 The Python API does the work (:class:`~zmicro.Client`, the registry); this
 package turns arguments into calls and results into text, one module per
-group of commands: :mod:`.calls` (call, list, describe), :mod:`.keys`
+group of commands: :mod:`.calls` (call, list, describe), :mod:`.events`
+(publish, subscribe), :mod:`.keys`
 (keygen, trust, keys), :mod:`.mac` (the MAC secrets), :mod:`.lifecycle`
 (health, run); what they share is in ``_shared``.
 
 Exit status (``EXIT_*``): 0 success; 1 the call failed with an RPC
 error (the service's, or ``UNAVAILABLE`` when no node could be reached) or
 the service to describe is not registered, ``health`` found no serving node,
-or a ``run`` worker failed; 2 usage error (bad option, invalid JSON, a
+a ``run`` worker failed, or a ``publish``ed event was not acked by every
+group in time; 2 usage error (bad option, invalid JSON, a
 ``run`` target that is not a service); 3 the registry or the transport
 could not be used.
 """
