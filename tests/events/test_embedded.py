@@ -228,3 +228,29 @@ def test_the_broker_can_subscribe_without_a_service(broker, registry_dir):
     assert sub.stats()["acked"] == 1 and sub.stats()["in_flight"] == 0
     sub.close()
     assert EmbeddedRegistry(str(registry_dir)).get("zmicro.topic." + TOPIC) == []
+
+
+def test_two_publishers_numbering_alike_share_a_broker(broker):
+    """Frames carry their publisher's request ids (each Publisher counts
+    from 1): two events with one id to one node go one after the other,
+    neither refused nor lost."""
+    b = broker(insecure=True)
+    held: list = []
+
+    def on_delivery(d):  # the first is held until the test acks it
+        held.append(d)
+        if len(held) > 1:
+            d.ack()
+
+    sub = b.subscribe(TOPIC, on_delivery, SubscribeOptions(queue="g"))
+    security = Security.resolve(insecure=True)
+    first, second = (_core.encode_event(TOPIC, body, secrets=security.secrets, request_id=7)
+                     for body in (b"one", b"two"))
+    b.publish(TOPIC, first[0], event_id=first[1], timeout=30)
+    eventually(lambda: len(held) == 1, "the first delivery held")
+    b.publish(TOPIC, second[0], event_id=second[1], timeout=30)
+    held[0].ack()
+    eventually(lambda: sub.stats()["acked"] >= 2, "both acked")
+    assert sorted(d.data for d in held) == sorted([first[0], second[0]])
+    eventually(lambda: b.stats()["pending"] == 0)
+    assert b.stats()["refusals"] == 0 and b.dead_letters() == []

@@ -989,12 +989,27 @@ class EmbeddedBroker(Broker):
                                  insecure=self.insecure, keys=self._keys,
                                  timeout=self._options["ack_timeout"])
 
+            # (address, request id) -> done: a channel keys its pending
+            # answers by the frame's request id, and two publishers sharing
+            # this broker number their events each from 1: the second of two
+            # frames with one id waits for the first to end on that node.
+            sending: dict[tuple[str, int], asyncio.Future[None]] = {}
+
             async def send(address: str, frame: bytes, event_id: bytes, topic: str,
                            timeout: float) -> None:
                 key = engine.node_key(topic, address)
                 if key:  # checked against the registry's trust, as for calls
                     client._node_keys[address] = key
-                await client._deliver(address, frame, event_id, topic=topic, timeout=timeout)
+                slot = (address, _core.parse_frames([frame]).header.request_id)
+                while (busy := sending.get(slot)) is not None:
+                    await asyncio.shield(busy)
+                done = sending[slot] = asyncio.get_running_loop().create_future()
+                try:
+                    await client._deliver(address, frame, event_id, topic=topic,
+                                          timeout=timeout)
+                finally:
+                    del sending[slot]
+                    done.set_result(None)
 
             engine = DeliveryEngine(send=send, lookup=self._lookup, dead_letters=self._dead,
                                     counters=self._counters, check=frame_refusal,
