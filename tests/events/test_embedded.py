@@ -254,3 +254,24 @@ def test_two_publishers_numbering_alike_share_a_broker(broker):
     assert sorted(d.data for d in held) == sorted([first[0], second[0]])
     eventually(lambda: b.stats()["pending"] == 0)
     assert b.stats()["refusals"] == 0 and b.dead_letters() == []
+
+
+def test_a_publisher_whose_key_the_subscriber_does_not_trust_is_refused(subs, registry_dir):
+    """The subscriber's Curve allowlist on the embedded path: a publisher
+    with a key of its own (another key store) is refused before any
+    handler, by every member: the event is dead-lettered, never handled."""
+    from zmicro.testing import temporary_keys
+
+    sub = subs("--queue", "g")
+    eventually(lambda: members(registry_dir, "g") == 1)
+    with temporary_keys():
+        b = EmbeddedBroker(EmbeddedRegistry(str(registry_dir)))
+        try:
+            data, event_id = frame(1)
+            report = b.publish_wait(TOPIC, data, event_id=event_id, timeout=30)
+            letters = b.dead_letters()
+        finally:
+            b.close(linger=0)
+    assert report.groups["g"] != "acked"
+    assert [d.queue for d in letters] == ["g"] and letters[0].deliveries == 0
+    assert sub.handled() == []
