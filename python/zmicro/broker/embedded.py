@@ -74,12 +74,16 @@ the handler ran zero or one time on each member it was sent to (it may
 have run and acked on the wire), never redelivered; acked: handled.
 Nothing is persisted and no other process takes over. ``close(linger=)``
 waits up to ``linger`` seconds for the outbox to empty and reports what it
-drops (log, counter ``dropped``, the return value); SIGKILL skips that.
+drops (log, counter ``dropped``, the DeliveryReports in ``broker.dropped``);
+SIGKILL skips that. ``publish_wait()`` returns the event's DeliveryReport
+once every group acked it or gave it up: a caller that needs to know
+waits for it.
 
 Threads: the engine lives on one event loop, on a private thread of the
 broker (started on first use). ``publish()`` hands the event to it and
 waits; ``publish_async()`` awaits the same hand-over without blocking the
-caller's loop. One outbox per broker, not per loop, on purpose: an accepted
+caller's loop. One outbox per broker, not per loop, on purpose (the
+alternative, an engine on each caller's loop, saves that hop): an accepted
 event must outlive the caller's loop (``asyncio.run(main())`` returning
 would cancel deliveries running on it: at-least-once is "while the
 publisher lives", the broker, not one loop), and ``max_pending`` bounds the
