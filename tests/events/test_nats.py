@@ -322,6 +322,43 @@ def test_publish_async_from_the_callers_loop(broker, nats_topic):
     eventually(lambda: len(rec.got) == 40, "all forty")
 
 
+def test_sync_publish_from_threads_on_connections_of_their_own(nats_server, nats_url,
+                                                                nats_topic):
+    """publish() runs on the calling thread's own loop and connection: four
+    threads publish at once, every event arrives; a thread that ended has
+    its connection closed when another thread starts publishing, and close()
+    closes the rest (the server counts the connections named by the broker)."""
+    name = f"threads-{nats_topic}"
+
+    def connections() -> int:
+        conns = nats_server.varz("connz", limit="1024")["connections"] or []
+        return sum(1 for c in conns if c.get("name") == name)
+
+    broker = NatsBroker(nats_url, name=name)
+    try:
+        rec = Recorder()
+        broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+
+        def publisher(k: int) -> None:
+            for i in range(10):
+                publish(broker, nats_topic, f"{k}-{i}".encode())
+
+        threads = [threading.Thread(target=publisher, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        eventually(lambda: len(rec.got) == 40, "all forty")
+        assert sorted(rec.datas()) == sorted(f"{k}-{i}".encode()
+                                             for k in range(4) for i in range(10))
+        assert connections() == 5        # the broker's own and one per thread
+        publish(broker, nats_topic, b"main")  # this thread: the four ended ones go
+        eventually(lambda: connections() == 2, "the ended threads' connections closed")
+    finally:
+        broker.close()
+    eventually(lambda: connections() == 0, "every connection closed")
+
+
 def test_oversized_event_is_resource_exhausted(broker, nats_topic):
     with pytest.raises(RPCError) as info:
         broker.publish(nats_topic, b"x" * (2 * 1024 * 1024), event_id=os.urandom(16))

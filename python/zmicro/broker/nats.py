@@ -73,13 +73,18 @@ consumer, logged). ``Capabilities`` are all False.
 
 Threads: a nats-py client belongs to one event loop, so the broker runs a
 private loop on a daemon thread (``zmicro-nats``) with its connection:
-subscriptions, ends of deliveries and ``publish`` run there (``publish``
-blocks the calling thread on it, ``run_coroutine_threadsafe``).
-``publish_async`` runs on the **caller's** loop, over a second connection
-of that loop's own, opened at its first ``publish_async`` and closed with
-the broker: no thread hop per event, so an asyncio publisher costs what
-nats-py costs (from the broker's own loop, e.g. in ``on_delivery``, it
-uses the broker's connection). ``on_delivery`` is called on the broker's
+subscriptions and ends of deliveries run there. ``publish_async`` runs on
+the **caller's** loop, over a connection of that loop's own, opened at its
+first ``publish_async`` and closed with the broker: no thread hop per
+event, so an asyncio publisher costs what nats-py costs (from the broker's
+own loop, e.g. in ``on_delivery``, it uses the broker's connection).
+``publish`` (sync) does the same on the **calling thread**: each thread
+that publishes gets a loop and a connection of its own (the loop runs only
+during that thread's ``publish`` calls), because handing every event to
+the broker's thread and waiting for its answer cost two thread wake-ups per
+event, most of a JetStream round trip on a loaded machine. Called from a
+thread whose own loop is running (sync code inside a coroutine), it hands
+the event to the broker's thread instead. ``on_delivery`` is called on the broker's
 loop: it must not block. Deliveries may be ended from any thread.
 
 Permissions: :func:`permissions` / :func:`permissions_config` give the
@@ -292,6 +297,28 @@ class _Loop:
             self.loop.close()
 
 
+class _ThreadLoop:
+    """A publishing thread's own event loop; `lock` is held while it runs
+    (by that thread's publish, or by close())."""
+
+    __slots__ = ("loop", "lock", "thread")
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.lock = threading.Lock()
+        self.thread = threading.current_thread()
+
+    def close(self, conn: _Conn | None) -> None:
+        """With `lock` held, on a thread running no loop."""
+        try:
+            if conn is not None:
+                self.loop.run_until_complete(asyncio.wait_for(conn.nc.close(), 10))
+        except Exception:  # noqa: BLE001 - closing: the process keeps going
+            log.exception("nats: closing a publishing thread's connection")
+        finally:
+            self.loop.close()
+
+
 class _Conn:
     """One NATS connection, its JetStream context and the streams it made sure of."""
 
@@ -350,6 +377,9 @@ class NatsBroker(Broker):
         # publish_async's connections, one per caller loop (see the module doc).
         self._loop_conns: dict[asyncio.AbstractEventLoop, asyncio.Future[_Conn]] = {}
         self._loop_ready: dict[asyncio.AbstractEventLoop, _Conn] = {}  # the opened ones
+        # publish()'s loops, one per publishing thread (see the module doc).
+        self._local = threading.local()
+        self._thread_loops: list[_ThreadLoop] = []
 
         options: dict[str, Any] = {
             "name": name or f"zmicro-{os.getpid()}",
@@ -381,10 +411,11 @@ class NatsBroker(Broker):
 
     # -- connection ------------------------------------------------------------
 
-    async def _connect(self, *, main: bool) -> _Conn:
+    async def _connect(self, *, main: bool, timeout: float | None = None) -> _Conn:
         """A connection on the running loop; `main`: the broker's own (its
         reconnects resume the subscriptions)."""
-        servers, timeout = self._servers, self._connect_timeout
+        servers = self._servers
+        timeout = self._connect_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         auth_failed: asyncio.Future[BaseException] = loop.create_future()
         last_error: list[BaseException] = []
@@ -517,6 +548,15 @@ class NatsBroker(Broker):
         self._check_topic(topic)
         self._check_open()
         try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs on this thread: publish on one of its own
+            here = getattr(self._local, "loop", None) or self._thread_loop()
+            with here.lock:
+                self._check_open()
+                here.loop.run_until_complete(
+                    self.publish_async(topic, data, event_id=event_id, timeout=timeout))
+            return
+        try:
             self._runner.run(self._publish(topic, data, event_id, timeout), timeout + 30)
         except concurrent.futures.TimeoutError:  # the loop itself is stuck
             raise RPCError(Code.UNAVAILABLE, "the NATS broker's loop did not answer",
@@ -531,11 +571,51 @@ class NatsBroker(Broker):
             return
         conn = self._loop_ready.get(asyncio.get_running_loop())
         if conn is None:
-            conn = await self._loop_conn()
+            try:
+                conn = await self._loop_conn(timeout)
+            except BrokerError as e:
+                if self._closed:
+                    raise
+                raise RPCError(Code.UNAVAILABLE, f"cannot publish: {e}",
+                               processed=False) from e
         await self._publish(topic, data, event_id, timeout, conn)
 
-    async def _loop_conn(self) -> _Conn:
-        """The running loop's own connection, opened at its first publish_async."""
+    def _thread_loop(self) -> _ThreadLoop:
+        here = _ThreadLoop()
+        with self._close_lock:
+            self._check_open()
+            gone = [t for t in self._thread_loops if not t.thread.is_alive()]
+            self._thread_loops = [t for t in self._thread_loops if t.thread.is_alive()]
+            self._thread_loops.append(here)
+        for old in gone:  # threads that published and ended: their connections go
+            with old.lock:
+                self._loop_conns.pop(old.loop, None)
+                old.close(self._loop_ready.pop(old.loop, None))
+        self._local.loop = here
+        return here
+
+    def _close_thread_loops(self) -> None:
+        """Close the publishing threads' connections and loops (from a
+        thread of its own: the closing thread may be running a loop)."""
+        def close_all() -> None:
+            for here in self._thread_loops:
+                # Waits for a publish running on that thread (its timeout bounds it).
+                if not here.lock.acquire(timeout=60):
+                    continue
+                try:
+                    self._loop_conns.pop(here.loop, None)
+                    here.close(self._loop_ready.pop(here.loop, None))
+                finally:
+                    here.lock.release()
+            self._thread_loops.clear()
+
+        closer = threading.Thread(target=close_all, name="zmicro-nats-close", daemon=True)
+        closer.start()
+        closer.join(120)
+
+    async def _loop_conn(self, timeout: float) -> _Conn:
+        """The running loop's own connection, opened at its first publish_async
+        (within `timeout` seconds, at most the broker's connect_timeout)."""
         loop = asyncio.get_running_loop()
         pending = self._loop_conns.get(loop)
         if pending is None:
@@ -544,7 +624,8 @@ class NatsBroker(Broker):
                 self._loop_ready.pop(old, None)
             pending = self._loop_conns[loop] = loop.create_future()
             try:
-                pending.set_result(await self._connect(main=False))
+                pending.set_result(await self._connect(
+                    main=False, timeout=min(timeout, self._connect_timeout)))
             except BaseException as e:
                 del self._loop_conns[loop]
                 pending.set_exception(e)
@@ -738,6 +819,7 @@ class NatsBroker(Broker):
             log.exception("nats: closing the broker")
         finally:
             self._runner.stop()
+        self._close_thread_loops()
         self._close_loop_conns()
 
     def _close_loop_conns(self) -> None:
