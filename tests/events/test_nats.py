@@ -359,6 +359,34 @@ def test_sync_publish_from_threads_on_connections_of_their_own(nats_server, nats
     eventually(lambda: connections() == 0, "every connection closed")
 
 
+def test_an_idle_publishing_thread_survives_the_server_dropping_it(tmp_path, nats_topic):
+    """A thread's loop runs only during its publish calls, so its connection
+    answers no PING while idle: a server that drops it (here after 1 s)
+    costs the next publish a reconnect, not an error."""
+    server = NatsServer(tmp_path / "pings", extra_config='ping_interval: "1s"\nping_max: 1')
+    try:
+        server.start()
+        def named(name: str) -> int:
+            conns = server.varz("connz")["connections"] or []
+            return sum(1 for c in conns if c.get("name") == name)
+
+        with NatsBroker(server.url, name="idle") as broker:
+            rec = Recorder()
+            broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+
+            def publisher() -> None:
+                publish(broker, nats_topic, b"first")
+                eventually(lambda: named("idle") == 1, "the server drops this thread's")
+                publish(broker, nats_topic, b"after")
+
+            t = threading.Thread(target=publisher)
+            t.start()
+            t.join(120)
+            eventually(lambda: sorted(rec.datas()) == [b"after", b"first"], "both events")
+    finally:
+        server.cleanup()
+
+
 def test_oversized_event_is_resource_exhausted(broker, nats_topic):
     with pytest.raises(RPCError) as info:
         broker.publish(nats_topic, b"x" * (2 * 1024 * 1024), event_id=os.urandom(16))
