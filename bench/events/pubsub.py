@@ -24,7 +24,7 @@ Contenders (NAME):
   a durable pull consumer, ``fetch`` in batches, ``ack`` each.
 - ``zmicro-nats`` / ``zmicro-nats-async`` / ``zmicro-nats-pipelined``: the
   same through :class:`zmicro.broker.nats.NatsBroker`: ``publish`` (sync,
-  from the caller's thread through the broker's loop) one at a time,
+  on the calling thread's own loop and connection) one at a time,
   ``publish_async`` awaited one at a time, or ``publish_async`` with
   ``--window`` in flight, from the caller's loop; each group a ``subscribe(queue=G)`` acking in
   ``on_delivery``. Raw frames through the broker.

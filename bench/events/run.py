@@ -63,7 +63,7 @@ ONE_AT_A_TIME = ("nats-js", "zmicro-nats", "zmicro-nats-async", "zmicro-publishe
                  "zmicro-publisher-async")
 # Targets: (numerator, denominator, bound) on events/s and on publishes/s,
 # judged on the median. The asyncio publisher is the like-for-like one
-# (nats-py is asyncio); the sync one crosses a thread per event, shown too.
+# (nats-py is asyncio); the sync one runs a loop of the calling thread's own.
 TARGETS = [("zmicro-nats-async", "nats-js", 0.8),
            ("zmicro-nats", "nats-js", 0.8),
            ("zmicro-nats-pipelined", "nats-js-pipelined", 0.8),

@@ -102,6 +102,8 @@ import os  # noqa: E402
 import threading  # noqa: E402
 
 from zmicro.broker.base import BrokerError, SubscribeOptions  # noqa: E402
+from nats.js import api as js_api  # noqa: E402
+
 from zmicro.broker.nats import NatsBroker, durable_name, stream_name  # noqa: E402
 from zmicro.errors import Code, RPCError  # noqa: E402
 
@@ -320,6 +322,71 @@ def test_publish_async_from_the_callers_loop(broker, nats_topic):
     eventually(lambda: len(rec.got) == 40, "all forty")
 
 
+def test_sync_publish_from_threads_on_connections_of_their_own(nats_server, nats_url,
+                                                                nats_topic):
+    """publish() runs on the calling thread's own loop and connection: four
+    threads publish at once, every event arrives; a thread that ended has
+    its connection closed when another thread starts publishing, and close()
+    closes the rest (the server counts the connections named by the broker)."""
+    name = f"threads-{nats_topic}"
+
+    def connections() -> int:
+        conns = nats_server.varz("connz", limit="1024")["connections"] or []
+        return sum(1 for c in conns if c.get("name") == name)
+
+    broker = NatsBroker(nats_url, name=name)
+    try:
+        rec = Recorder()
+        broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+
+        def publisher(k: int) -> None:
+            for i in range(10):
+                publish(broker, nats_topic, f"{k}-{i}".encode())
+
+        threads = [threading.Thread(target=publisher, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        eventually(lambda: len(rec.got) == 40, "all forty")
+        assert sorted(rec.datas()) == sorted(f"{k}-{i}".encode()
+                                             for k in range(4) for i in range(10))
+        assert connections() == 5        # the broker's own and one per thread
+        publish(broker, nats_topic, b"main")  # this thread: the four ended ones go
+        eventually(lambda: connections() == 2, "the ended threads' connections closed")
+    finally:
+        broker.close()
+    eventually(lambda: connections() == 0, "every connection closed")
+
+
+def test_an_idle_publishing_thread_survives_the_server_dropping_it(tmp_path, nats_topic):
+    """A thread's loop runs only during its publish calls, so its connection
+    answers no PING while idle: a server that drops it (here after 1 s)
+    costs the next publish a reconnect, not an error."""
+    server = NatsServer(tmp_path / "pings", extra_config='ping_interval: "1s"\nping_max: 1')
+    try:
+        server.start()
+        def named(name: str) -> int:
+            conns = server.varz("connz")["connections"] or []
+            return sum(1 for c in conns if c.get("name") == name)
+
+        with NatsBroker(server.url, name="idle") as broker:
+            rec = Recorder()
+            broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
+
+            def publisher() -> None:
+                publish(broker, nats_topic, b"first")
+                eventually(lambda: named("idle") == 1, "the server drops this thread's")
+                publish(broker, nats_topic, b"after")
+
+            t = threading.Thread(target=publisher)
+            t.start()
+            t.join(120)
+            eventually(lambda: sorted(rec.datas()) == [b"after", b"first"], "both events")
+    finally:
+        server.cleanup()
+
+
 def test_oversized_event_is_resource_exhausted(broker, nats_topic):
     with pytest.raises(RPCError) as info:
         broker.publish(nats_topic, b"x" * (2 * 1024 * 1024), event_id=os.urandom(16))
@@ -512,33 +579,123 @@ def test_the_last_member_sets_the_groups_consumer_options(broker, nats_topic):
 
 # -- NATS' own permissions, as docs/events.md shows them ------------------------
 
-def test_the_documented_permissions(tmp_path):
-    """docs/events.md's authorization block, as is (passwords filled in):
-    the publisher user publishes, the subscriber user consumes and
-    dead-letters, and the subscriber user's publish is refused at once."""
+def _documented_server(tmp_path):
+    """A server with docs/events.md's authorization block as is (passwords
+    filled in) and an admin user of the test's own (no permissions: all)."""
     import re
     import secrets
     from pathlib import Path
 
     doc = (Path(__file__).parents[2] / "docs" / "events.md").read_text()
     block = re.search(r"```\n(authorization \{.*?)```", doc, re.S).group(1)
-    orders_pass, billing_pass = secrets.token_hex(8), secrets.token_hex(8)
-    block = block.replace("$ORDERS_PASS", orders_pass).replace("$BILLING_PASS", billing_pass)
+    pw = {name: secrets.token_hex(8) for name in ("orders", "billing", "admin")}
+    block = block.replace("$ORDERS_PASS", pw["orders"]).replace("$BILLING_PASS", pw["billing"])
+    block = block.replace("users = [", f'users = [\n    {{ user: admin, password: "{pw["admin"]}" }}',
+                          1)
     server = NatsServer(tmp_path / "perms", extra_config=block)
+    return server, pw
+
+
+def test_the_documented_permissions(tmp_path):
+    """The publisher user publishes, the subscriber user consumes and
+    dead-letters, the subscriber user's publish is refused at once."""
+    server, pw = _documented_server(tmp_path)
     try:
         server.start()
-        with NatsBroker(server.url, user="orders", password=orders_pass) as orders, \
-                NatsBroker(server.url, user="billing", password=billing_pass) as billing:
+        with NatsBroker(server.url, user="orders", password=pw["orders"],
+                        inbox_prefix="_INBOX_orders") as orders, \
+                NatsBroker(server.url, user="billing", password=pw["billing"],
+                           inbox_prefix="_INBOX_billing") as billing, \
+                NatsBroker(server.url, user="admin", password=pw["admin"]) as admin:
             rec = Recorder(lambda d: d.ack() if d.data == b"fine" else d.term("bad_mac"))
             billing.subscribe("order.created", rec, SubscribeOptions(queue="billing"))
             publish(orders, "order.created", b"fine")
             publish(orders, "order.created", b"refused")
             eventually(lambda: sorted(rec.datas()) == [b"fine", b"refused"], "both events")
-            (dead,) = eventually(billing.dead_letters, "the dead letter, stored by billing")
+            admin._topics.add("order.created")  # dead_letters() reads the topics it knows
+            (dead,) = eventually(admin.dead_letters, "the dead letter, stored by billing")
             assert (dead.data, dead.reason) == (b"refused", "bad_mac")
             with pytest.raises(RPCError) as info:
                 billing.publish("order.created", b"x", event_id=os.urandom(16), timeout=30)
             assert info.value.code == Code.PERMISSION_DENIED and info.value.processed is False
             assert "zmicro.topic.order.created" in info.value.detail
+    finally:
+        server.cleanup()
+
+
+def test_the_publisher_user_cannot_consume(tmp_path):
+    """The attack the permissions must stop: the publish-only user creates a
+    consumer (durable or ephemeral), pulls the group's durable, reads the
+    stream's messages, or listens on the subscriber's inbox or the topic's
+    subject. Each is refused by the server (a permissions violation naming
+    that subject), nothing reaches the attacker, and the subscriber still
+    gets every event."""
+    import nats.errors
+
+    stream, durable = stream_name("order.created"), durable_name("billing")
+    server, pw = _documented_server(tmp_path)
+    try:
+        server.start()
+        with NatsBroker(server.url, user="orders", password=pw["orders"],
+                        inbox_prefix="_INBOX_orders") as orders, \
+                NatsBroker(server.url, user="billing", password=pw["billing"],
+                           inbox_prefix="_INBOX_billing") as billing:
+            rec = Recorder()
+            billing.subscribe("order.created", rec, SubscribeOptions(queue="billing"))
+            publish(orders, "order.created", b"before")
+
+            async def attack() -> tuple[list[str], list[bytes]]:
+                errors: list[str] = []
+                stolen: list[bytes] = []
+
+                async def error_cb(e: Exception) -> None:
+                    errors.append(str(e))
+
+                async def steal(msg) -> None:
+                    stolen.append(msg.data)
+
+                nc = await nats.connect(server.url, user="orders", password=pw["orders"],
+                                        inbox_prefix="_INBOX_orders", error_cb=error_cb,
+                                        allow_reconnect=False)
+                try:
+                    js = nc.jetstream(timeout=1.0)
+                    for sniffed in ("_INBOX_billing.>", "_INBOX.>", "zmicro.topic.>",
+                                    "$JS.ACK.>"):
+                        await nc.subscribe(sniffed, cb=steal)
+                    attempts = [
+                        js.add_consumer(stream, durable_name="steal",
+                                        ack_policy=js_api.AckPolicy.EXPLICIT),
+                        js.add_consumer(stream, ack_policy=js_api.AckPolicy.EXPLICIT),
+                        nc.request(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+                                   b'{"batch": 10}', timeout=1.0),
+                        js.get_msg(stream, 1),
+                        js.get_last_msg(stream, "zmicro.topic.order.created", direct=True),
+                        js.consumer_info(stream, durable),
+                    ]
+                    for attempt in attempts:
+                        with pytest.raises((nats.errors.TimeoutError,
+                                            nats.errors.NoRespondersError)):
+                            await attempt
+                    # Events published while the attacker listens reach billing only.
+                    await asyncio.to_thread(publish, orders, "order.created", b"during")
+                    await asyncio.to_thread(
+                        eventually, lambda: b"during" in rec.datas(), "billing got it")
+                    await nc.flush(5)
+                    return errors, stolen
+                finally:
+                    await nc.close()
+
+            errors, stolen = _run(attack())
+            assert stolen == []
+            text = "\n".join(errors).lower()
+            for refused in ("subscription to \"_inbox_billing.>\"",
+                            "subscription to \"_inbox.>\"",
+                            "subscription to \"zmicro.topic.>\"",
+                            f"publish to \"$js.api.consumer.durable.create.{stream}.steal\"",
+                            f"publish to \"$js.api.consumer.create.{stream}\"",
+                            f"publish to \"$js.api.consumer.msg.next.{stream}.{durable}\"",
+                            f"publish to \"$js.api.stream.msg.get.{stream}\""):
+                assert refused.lower() in text, (refused, errors)
+            eventually(lambda: sorted(rec.datas()) == [b"before", b"during"], "both events")
     finally:
         server.cleanup()

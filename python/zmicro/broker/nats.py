@@ -14,7 +14,10 @@ JetStream (``jetstream=True``, the default), per topic ``T``:
   ``max_age``, older events are refused as stale anyway), a duplicate window
   of ``duplicate_window`` seconds.
 - **Publish** is ``js.publish`` with header ``Nats-Msg-Id`` = the event id
-  (hex); it returns after the server's PubAck: the event is stored. A lost
+  (hex); it returns after the server's PubAck: the event is stored. The
+  stream is created only when the server answers that none stores the
+  subject (a subscriber looks it up first, then creates it), so a publisher
+  needs no JetStream API rights at all. A lost
   answer or a connection lost mid-way is retried with the same bytes and
   the same id until ``timeout``, which the duplicate window makes
   idempotent. Then it raises ``RPCError(UNAVAILABLE)``, or
@@ -70,14 +73,24 @@ consumer, logged). ``Capabilities`` are all False.
 
 Threads: a nats-py client belongs to one event loop, so the broker runs a
 private loop on a daemon thread (``zmicro-nats``) with its connection:
-subscriptions, ends of deliveries and ``publish`` run there (``publish``
-blocks the calling thread on it, ``run_coroutine_threadsafe``).
-``publish_async`` runs on the **caller's** loop, over a second connection
-of that loop's own, opened at its first ``publish_async`` and closed with
-the broker: no thread hop per event, so an asyncio publisher costs what
-nats-py costs (from the broker's own loop, e.g. in ``on_delivery``, it
-uses the broker's connection). ``on_delivery`` is called on the broker's
+subscriptions and ends of deliveries run there. ``publish_async`` runs on
+the **caller's** loop, over a connection of that loop's own, opened at its
+first ``publish_async`` and closed with the broker: no thread hop per
+event, so an asyncio publisher costs what nats-py costs (from the broker's
+own loop, e.g. in ``on_delivery``, it uses the broker's connection).
+``publish`` (sync) does the same on the **calling thread**: each thread
+that publishes gets a loop and a connection of its own (the loop runs only
+during that thread's ``publish`` calls), because handing every event to
+the broker's thread and waiting for its answer cost two thread wake-ups per
+event, most of a JetStream round trip on a loaded machine. Called from a
+thread whose own loop is running (sync code inside a coroutine), it hands
+the event to the broker's thread instead. ``on_delivery`` is called on the broker's
 loop: it must not block. Deliveries may be ended from any thread.
+
+Permissions: :func:`permissions` / :func:`permissions_config` give the
+exact NATS permissions of a publisher or subscriber user (its subjects, its
+own ``inbox_prefix``, its stream and durable's API subjects; never
+``$JS.API.>`` or ``_INBOX.>``, which let any user consume any topic).
 
 Authentication and TLS are nats-py's options, passed through: ``user`` and
 ``password``, ``token``, ``user_credentials`` (a .creds file), ``nkeys_seed``
@@ -100,7 +113,7 @@ import os
 import re
 import ssl
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 import blake3
@@ -128,7 +141,7 @@ try:
 except ImportError as exc:  # pragma: no cover - the extra is not installed
     raise ImportError("zmicro.broker.nats needs nats-py: pip install 'zmicro[nats]'") from exc
 
-__all__ = ["NatsBroker"]
+__all__ = ["NatsBroker", "permissions", "permissions_config"]
 
 log = logging.getLogger("zmicro.broker.nats")
 
@@ -175,6 +188,74 @@ def durable_name(queue: str) -> str:
     return f"G_{queue.replace('.', '_')[:200]}_{_hash8(queue)}"
 
 
+def permissions(*, inbox_prefix: str, publish: Iterable[str] = (),
+                subscribe: Iterable[tuple[str, str | None]] = (),
+                create_streams: bool = True, read_dead_letters: bool = False,
+                subject_prefix: str = TOPIC_PREFIX,
+                dlq_prefix: str = DLQ_PREFIX) -> dict[str, dict[str, list[str]]]:
+    """The exact NATS permissions of a user whose NatsBroker (JetStream)
+    uses `inbox_prefix`, publishes to the topics `publish` and subscribes to
+    the ``(topic, queue)`` pairs `subscribe` (queue None: broadcast).
+
+    Nothing wider than those streams and durables: no ``$JS.API.>``, which
+    would let any user create a consumer on any stream and pull it to its
+    own inbox. Each user needs an inbox prefix of its own, since a pulled
+    event comes on the puller's inbox and ``_INBOX.>`` would let every user
+    read every other's. `create_streams`: a subscriber may create the
+    topic's stream (and the dead-letter stream) if it does not exist yet;
+    False when an administrator made them. `read_dead_letters`: may read the
+    dead-letter stream (``dead_letters()``), the dead letters of **every**
+    topic. A publisher never needs more than its subjects and its inbox.
+    """
+    pub: list[str] = []
+    sub: list[str] = [inbox_prefix + ".>"]
+    api = _JS_API
+    for topic in publish:
+        check_topic(topic)
+        pub.append(subject_prefix + topic)
+    dlq = dlq_stream_name(dlq_prefix)
+    subscribed = list(subscribe)
+    for topic, queue in subscribed:
+        check_topic(topic)
+        stream = stream_name(topic, subject_prefix)
+        pub.append(f"{api}.STREAM.INFO.{stream}")
+        if create_streams:
+            pub.append(f"{api}.STREAM.CREATE.{stream}")
+        if queue:
+            durable = durable_name(queue)
+            pub += [f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+                    f"{api}.CONSUMER.INFO.{stream}.{durable}",
+                    f"{api}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+                    f"$JS.ACK.{stream}.{durable}.>"]
+        else:  # an ephemeral consumer, named by the server
+            pub += [f"{api}.CONSUMER.CREATE.{stream}",
+                    f"{api}.CONSUMER.INFO.{stream}.*",
+                    f"{api}.CONSUMER.DELETE.{stream}.*",
+                    f"{api}.CONSUMER.MSG.NEXT.{stream}.*",
+                    f"$JS.ACK.{stream}.*.>"]
+        pub.append(dlq_prefix + topic)
+    if subscribed:
+        pub.append(f"{api}.STREAM.INFO.{dlq}")
+        if create_streams:
+            pub.append(f"{api}.STREAM.CREATE.{dlq}")
+        if read_dead_letters:
+            pub.append(f"{api}.STREAM.MSG.GET.{dlq}")
+    return {"publish": {"allow": list(dict.fromkeys(pub))}, "subscribe": {"allow": sub}}
+
+
+def permissions_config(**options: Any) -> str:
+    """:func:`permissions` as a ``permissions: {...}`` block for a user of
+    nats-server's configuration file (same keyword options)."""
+    perms = permissions(**options)
+    lines = ["permissions: {"]
+    for side in ("publish", "subscribe"):
+        lines.append(f"  {side}: {{ allow: [")
+        lines += [f"    {json.dumps(s)}" for s in perms[side]["allow"]]
+        lines.append("  ] }")
+    lines.append("}")
+    return "\n".join(lines)
+
+
 class _Loop:
     """A private event loop on a daemon thread."""
 
@@ -216,6 +297,28 @@ class _Loop:
             self.loop.close()
 
 
+class _ThreadLoop:
+    """A publishing thread's own event loop; `lock` is held while it runs
+    (by that thread's publish, or by close())."""
+
+    __slots__ = ("loop", "lock", "thread")
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.lock = threading.Lock()
+        self.thread = threading.current_thread()
+
+    def close(self, conn: _Conn | None) -> None:
+        """With `lock` held, on a thread running no loop."""
+        try:
+            if conn is not None:
+                self.loop.run_until_complete(asyncio.wait_for(conn.nc.close(), 10))
+        except Exception:  # noqa: BLE001 - closing: the process keeps going
+            log.exception("nats: closing a publishing thread's connection")
+        finally:
+            self.loop.close()
+
+
 class _Conn:
     """One NATS connection, its JetStream context and the streams it made sure of."""
 
@@ -241,6 +344,7 @@ class NatsBroker(Broker):
                  storage: str = "file", replicas: int = 1,
                  max_ack_pending: int | None = None, pending_limit: int = 65536,
                  connect_timeout: float = 10.0, name: str | None = None,
+                 inbox_prefix: str = "_INBOX",
                  connect_options: dict[str, Any] | None = None) -> None:
         if storage not in ("file", "memory"):
             raise ValueError(f"storage must be 'file' or 'memory', not {storage!r}")
@@ -273,11 +377,14 @@ class NatsBroker(Broker):
         # publish_async's connections, one per caller loop (see the module doc).
         self._loop_conns: dict[asyncio.AbstractEventLoop, asyncio.Future[_Conn]] = {}
         self._loop_ready: dict[asyncio.AbstractEventLoop, _Conn] = {}  # the opened ones
+        # publish()'s loops, one per publishing thread (see the module doc).
+        self._local = threading.local()
+        self._thread_loops: list[_ThreadLoop] = []
 
         options: dict[str, Any] = {
             "name": name or f"zmicro-{os.getpid()}",
             "user": user, "password": password, "token": token,
-            "tls": tls, "tls_hostname": tls_hostname,
+            "tls": tls, "tls_hostname": tls_hostname, "inbox_prefix": inbox_prefix,
             "allow_reconnect": True, "max_reconnect_attempts": -1,
             "reconnect_time_wait": 0.5, "connect_timeout": min(connect_timeout, 5.0),
             "ping_interval": 10, "max_outstanding_pings": 3,
@@ -304,10 +411,11 @@ class NatsBroker(Broker):
 
     # -- connection ------------------------------------------------------------
 
-    async def _connect(self, *, main: bool) -> _Conn:
+    async def _connect(self, *, main: bool, timeout: float | None = None) -> _Conn:
         """A connection on the running loop; `main`: the broker's own (its
         reconnects resume the subscriptions)."""
-        servers, timeout = self._servers, self._connect_timeout
+        servers = self._servers
+        timeout = self._connect_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         auth_failed: asyncio.Future[BaseException] = loop.create_future()
         last_error: list[BaseException] = []
@@ -387,22 +495,39 @@ class NatsBroker(Broker):
             check_topic(topic)
 
     async def _ensure_stream(self, topic: str, conn: _Conn | None = None) -> str:
+        """Make sure the topic's stream exists (subscribers: looked up first,
+        so a user NATS lets only read it needs no right to create it)."""
         conn = conn or self._conn
         name = self._stream_of(topic)
         if name in conn.streams:
             return name
-        await self._add_stream(conn.js, name, [self._subject(topic)], self._stream_max_age)
+        await self._lookup_or_add_stream(conn.js, name, [self._subject(topic)],
+                                         self._stream_max_age)
         conn.streams.add(name)
         return name
 
     async def _ensure_dlq(self) -> None:
         if self._dlq_stream not in self._conn.streams:
-            await self._add_stream(self._js, self._dlq_stream, [self._dlq_prefix + ">"],
-                                   DLQ_MAX_AGE)
+            await self._lookup_or_add_stream(self._js, self._dlq_stream,
+                                             [self._dlq_prefix + ">"], DLQ_MAX_AGE)
             self._conn.streams.add(self._dlq_stream)
 
+    async def _lookup_or_add_stream(self, js: Any, name: str, subjects: list[str],
+                                    max_age: float) -> None:
+        try:
+            info = await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            if await self._add_stream(js, name, subjects, max_age):
+                return
+            info = await js.stream_info(name)  # made meanwhile by another broker
+        # Made by a broker with other limits: use it if it stores our subjects.
+        missing = set(subjects) - set(info.config.subjects or ())
+        if missing:
+            raise BrokerError(f"stream {name} exists without subjects {sorted(missing)}")
+
     async def _add_stream(self, js: Any, name: str, subjects: list[str],
-                          max_age: float) -> None:
+                          max_age: float) -> bool:
+        """Create a stream; False when one of that name exists already."""
         config = js_api.StreamConfig(
             name=name, subjects=subjects, retention=js_api.RetentionPolicy.LIMITS,
             max_age=max_age, duplicate_window=min(self._duplicate_window, max_age),
@@ -413,11 +538,8 @@ class NatsBroker(Broker):
         except nats.js.errors.APIError as e:
             if e.err_code != _ERR_STREAM_NAME_IN_USE:
                 raise BrokerError(f"cannot create stream {name}: {e}") from e
-            # Made by a broker with other limits: use it if it stores our subjects.
-            info = await js.stream_info(name)
-            missing = set(subjects) - set(info.config.subjects or ())
-            if missing:
-                raise BrokerError(f"stream {name} exists without subjects {sorted(missing)}")
+            return False
+        return True
 
     # -- publish ---------------------------------------------------------------
 
@@ -425,6 +547,15 @@ class NatsBroker(Broker):
                 timeout: float = 5.0) -> None:
         self._check_topic(topic)
         self._check_open()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs on this thread: publish on one of its own
+            here = getattr(self._local, "loop", None) or self._thread_loop()
+            with here.lock:
+                self._check_open()
+                here.loop.run_until_complete(
+                    self.publish_async(topic, data, event_id=event_id, timeout=timeout))
+            return
         try:
             self._runner.run(self._publish(topic, data, event_id, timeout), timeout + 30)
         except concurrent.futures.TimeoutError:  # the loop itself is stuck
@@ -440,11 +571,51 @@ class NatsBroker(Broker):
             return
         conn = self._loop_ready.get(asyncio.get_running_loop())
         if conn is None:
-            conn = await self._loop_conn()
+            try:
+                conn = await self._loop_conn(timeout)
+            except BrokerError as e:
+                if self._closed:
+                    raise
+                raise RPCError(Code.UNAVAILABLE, f"cannot publish: {e}",
+                               processed=False) from e
         await self._publish(topic, data, event_id, timeout, conn)
 
-    async def _loop_conn(self) -> _Conn:
-        """The running loop's own connection, opened at its first publish_async."""
+    def _thread_loop(self) -> _ThreadLoop:
+        here = _ThreadLoop()
+        with self._close_lock:
+            self._check_open()
+            gone = [t for t in self._thread_loops if not t.thread.is_alive()]
+            self._thread_loops = [t for t in self._thread_loops if t.thread.is_alive()]
+            self._thread_loops.append(here)
+        for old in gone:  # threads that published and ended: their connections go
+            with old.lock:
+                self._loop_conns.pop(old.loop, None)
+                old.close(self._loop_ready.pop(old.loop, None))
+        self._local.loop = here
+        return here
+
+    def _close_thread_loops(self) -> None:
+        """Close the publishing threads' connections and loops (from a
+        thread of its own: the closing thread may be running a loop)."""
+        def close_all() -> None:
+            for here in self._thread_loops:
+                # Waits for a publish running on that thread (its timeout bounds it).
+                if not here.lock.acquire(timeout=60):
+                    continue
+                try:
+                    self._loop_conns.pop(here.loop, None)
+                    here.close(self._loop_ready.pop(here.loop, None))
+                finally:
+                    here.lock.release()
+            self._thread_loops.clear()
+
+        closer = threading.Thread(target=close_all, name="zmicro-nats-close", daemon=True)
+        closer.start()
+        closer.join(120)
+
+    async def _loop_conn(self, timeout: float) -> _Conn:
+        """The running loop's own connection, opened at its first publish_async
+        (within `timeout` seconds, at most the broker's connect_timeout)."""
         loop = asyncio.get_running_loop()
         pending = self._loop_conns.get(loop)
         if pending is None:
@@ -453,7 +624,8 @@ class NatsBroker(Broker):
                 self._loop_ready.pop(old, None)
             pending = self._loop_conns[loop] = loop.create_future()
             try:
-                pending.set_result(await self._connect(main=False))
+                pending.set_result(await self._connect(
+                    main=False, timeout=min(timeout, self._connect_timeout)))
             except BaseException as e:
                 del self._loop_conns[loop]
                 pending.set_exception(e)
@@ -475,13 +647,20 @@ class NatsBroker(Broker):
         subject = self._subject(topic)
         msg_id = event_id.hex()
         full = False
+        # The stream is made only when the server says there is none: a
+        # publisher needs no right to look streams up or create them (the
+        # permissions of docs/events.md give it the subject alone).
+        no_stream = False
         last: BaseException | None = None
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             try:
-                await self._ensure_stream(topic, conn)
+                if no_stream:
+                    await self._add_stream(conn.js, self._stream_of(topic),
+                                           [subject], self._stream_max_age)
+                    no_stream = False
                 # Fresh headers each attempt: nats-py may add to the dict.
                 await conn.js.publish(subject, data, timeout=min(remaining, 2.0),
                                       headers={"Nats-Msg-Id": msg_id})
@@ -491,9 +670,8 @@ class NatsBroker(Broker):
                                f"the event ({len(data)} bytes) is over the NATS server's "
                                f"max_payload", processed=False) from e
             except nats.js.errors.NoStreamResponseError as e:
-                # No stream (deleted behind our back) or JetStream not up yet.
-                conn.streams.discard(self._stream_of(topic))
-                last = e
+                # No stream (never made, deleted behind our back) or JetStream not up yet.
+                no_stream, last = True, e
             except nats.js.errors.APIError as e:
                 if e.err_code in _RESOURCE_ERRORS:
                     full, last = True, e
@@ -641,6 +819,7 @@ class NatsBroker(Broker):
             log.exception("nats: closing the broker")
         finally:
             self._runner.stop()
+        self._close_thread_loops()
         self._close_loop_conns()
 
     def _close_loop_conns(self) -> None:
