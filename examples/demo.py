@@ -1,10 +1,11 @@
-"""The README demo: a service in one process, calls to it from another.
+"""The README demo: a service in one process, calls and events to it from another.
 
 Starts examples/greeter.py as a child process (it registers itself in the
 embedded registry, in your private state directory), finds it by name from
 this process, calls it with the blocking and the asyncio client, prints the
-replies and round-trip latencies, then stops it with SIGTERM (it deregisters
-before exiting).
+replies and round-trip latencies, publishes three events its subscriber
+handles (delivered by the embedded broker over the same secure path as the
+calls), then stops it with SIGTERM (it deregisters before exiting).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import zmicro
 from zmicro.registry import default_registry
 
 sys.path.insert(0, str(Path(__file__).parent))
-from greeter import HelloReply, HelloRequest  # noqa: E402
+from greeter import HelloReply, HelloRequest, Visited  # noqa: E402
 
 
 def wait_registered(name: str, pid: int, timeout: float = 60) -> str:
@@ -34,6 +35,25 @@ def wait_registered(name: str, pid: int, timeout: float = 60) -> str:
                 return node.address
         time.sleep(0.05)
     raise SystemExit(f"{name} (pid {pid}) did not register within {timeout} s")
+
+
+def events(client: zmicro.Client, timeout: float = 30) -> None:
+    names = ["Ada", "Grace", "Edsger"]
+    with zmicro.Publisher() as publisher:
+        for name in names:
+            publisher.publish("greeter.visited", Visited(name))  # returns once accepted
+        # Delivery is asynchronous (at-least-once, acked by the subscriber's
+        # return): ask the greeter what its subscriber has handled.
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = client.call("greeter", "Greeter.Visitors", {})["visitors"]
+            if sorted(seen) == sorted(names) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    print(f"events: published {names} to 'greeter.visited'; the greeter's subscriber "
+          f"handled {seen}")
+    if sorted(seen) != sorted(names):
+        raise SystemExit("the greeter did not handle every event in time")
 
 
 def percentiles(samples: list[float]) -> str:
@@ -85,6 +105,7 @@ def main() -> None:
             samples.append(time.perf_counter() - t0)
         print(f"{args.calls} sync calls:  {percentiles(samples)}")
         print(f"{args.calls} async calls: {percentiles(asyncio.run(async_calls(args.calls)))}")
+        events(client)
         print("(greeter has an async handler, so it serves on asyncio; a service with only "
               "sync handlers waits in libzmq and answers faster: bench/RESULTS.md)")
         client.close()

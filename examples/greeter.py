@@ -2,6 +2,8 @@
 
     python examples/greeter.py
     zmicro call greeter Greeter.Hello '{"name": "Ada"}'
+    zmicro publish greeter.visited '{"name": "Ada"}'
+    zmicro call greeter Greeter.Visitors '{}'
 """
 
 import asyncio
@@ -27,6 +29,23 @@ svc = zmicro.Service("greeter", version="1.0.0")  # embedded registry by default
 @svc.handler("Greeter.Hello")
 def hello(req: HelloRequest, ctx: zmicro.Context) -> HelloReply:
     return HelloReply(message=f"Hello {req.name}")
+
+
+class Visited(msgspec.Struct):
+    name: str
+
+
+visitors: list[str] = []
+
+
+@svc.subscriber("greeter.visited", queue="greeter")  # one member of the group gets each event
+def on_visited(ev: Visited, ctx: zmicro.EventContext) -> None:
+    visitors.append(ev.name)  # returning acks the event
+
+
+@svc.handler("Greeter.Visitors")
+def list_visitors(req: dict[str, Any], ctx: zmicro.Context) -> dict[str, Any]:
+    return {"visitors": list(visitors)}
 
 
 class Greeter:  # every public method becomes "Greeter.<Method>"
