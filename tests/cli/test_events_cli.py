@@ -186,3 +186,22 @@ def test_publish_usage_errors(env, args, needle):
 def test_subscribe_refuses_a_bad_topic(env):
     result = run_cli("subscribe", "a..b", env=env)
     assert result.returncode == cli.EXIT_USAGE and "Traceback" not in result.stderr
+
+
+def test_publish_and_subscribe_through_nats(env, subscriber, nats_url, nats_topic):
+    sub = subscriber(nats_topic, "--queue", "cli", "--json", "--broker", nats_url)
+    result = run_cli("publish", nats_topic, '{"n": 5}', "--broker", nats_url,
+                     "--timeout", "30", env=env)
+    assert result.returncode == 0, result.stderr
+    [line] = eventually(lambda: sub.lines, "the event printed")
+    event = json.loads(line)
+    assert event["topic"] == nats_topic and event["body"] == {"n": 5}
+    assert sub.stop() == 0
+    # --wait reports the embedded broker's acks: refused on NATS.
+    result = run_cli("publish", nats_topic, "{}", "--broker", nats_url, "--wait", env=env)
+    assert result.returncode == cli.EXIT_USAGE and "--wait" in result.stderr
+
+
+def test_an_unknown_broker_is_a_usage_error(env):
+    result = run_cli("publish", "a.b", "{}", "--broker", "kafka://x", env=env)
+    assert result.returncode == cli.EXIT_USAGE and "--broker" in result.stderr

@@ -17,6 +17,11 @@ outcome per group as JSON. With no subscriber at all the event waits for
 one up to ``--timeout``; then, without ``--wait``, a note on stderr and
 exit 0 (publishing to nobody is not an error in publish/subscribe).
 
+``--broker URL`` (or ``$ZMICRO_BROKER``): ``embedded`` (the default) or a
+NATS server (``nats://host:4222``, ``tls://...``: :class:`NatsBroker`, with
+JetStream). On NATS, ``publish`` returns once the server stored the event
+(the subscribers' acks are the stream's business: ``--wait`` is refused).
+
 ``subscribe`` serves the topic from a service of its own,
 ``zmicro-cli-<pid>`` (in queue group ``--queue``, else a broadcast
 subscriber), and prints one line per event as it arrives: ``published_at
@@ -42,7 +47,7 @@ import msgspec
 import zmq
 
 from .. import _core, codec
-from ..broker.base import check_topic
+from ..broker.base import BrokerError, check_topic
 from ..broker.embedded import DeliveryReport, EmbeddedBroker
 from ..errors import RPCError, TransportError, WireError
 from ..registry import RegistryError
@@ -54,8 +59,26 @@ from .calls import _parse_metadata, _read_body
 DEFAULT_TIMEOUT = 10.0
 
 _line = msgspec.json.Encoder()
+_NATS_SCHEMES = ("nats://", "tls://")
 #: Seconds publish waits beyond --timeout for the engine's own verdict.
 _GRACE = 2.0
+
+
+def _broker_option(fn: Any) -> Any:
+    return click.option(
+        "--broker", "broker_url", metavar="URL", envvar="ZMICRO_BROKER",
+        help="embedded, or a NATS server: nats://host:4222 "
+             "[default: $ZMICRO_BROKER, else embedded].")(fn)
+
+
+def _nats_url(url: str | None) -> str | None:
+    """The NATS URL of --broker, or None for the embedded broker."""
+    if url is None or url.strip() in ("", "embedded"):
+        return None
+    if not url.startswith(_NATS_SCHEMES):
+        raise click.BadParameter(f"{url!r} is neither 'embedded' nor nats://host:port",
+                                 param_hint="--broker")
+    return url
 
 
 @click.command()
@@ -72,9 +95,11 @@ _GRACE = 2.0
               default=codec.JSON, show_default=True,
               help="Codec of the body: JSON is sent as given; msgpack is converted "
                    "from the JSON.")
+@_broker_option
 @_registry_option
 def publish(topic: str, body: str | None, metadata: tuple[str, ...], wait: bool,
-            timeout: float, content_type: str, registry_dir: str | None) -> None:
+            timeout: float, content_type: str, broker_url: str | None,
+            registry_dir: str | None) -> None:
     """Publish one event to TOPIC with the JSON BODY (default: stdin).
 
     Waits (up to --timeout) until every queue group acked it; exit 1 if a
@@ -94,13 +119,20 @@ def publish(topic: str, body: str | None, metadata: tuple[str, ...], wait: bool,
     payload = text.encode() if content_type == codec.JSON else codec.get_codec(
         content_type).encode(value)
     entries = _parse_metadata(metadata)
-    registry = _registry(registry_dir)
+    nats = _nats_url(broker_url)
+    if nats is not None and wait:
+        raise click.UsageError("--wait needs the embedded broker (on NATS, publish returns "
+                               "once the server stored the event)")
+    registry = _registry(registry_dir) if nats is None else None
     try:
         security = Security.resolve()
         frame, event_id = _core.encode_event(
             topic, payload, secrets=security.secrets,
             request_id=secrets.randbits(63) or 1, content_type=content_type,
             metadata=entries or None, principal=security.public_key)
+        if nats is not None:
+            _publish_nats(nats, topic, frame, event_id, timeout)
+            return
         report, dropped, unrouted = asyncio.run(_publish(registry, topic, frame, event_id,
                                                          timeout))
     except RPCError as exc:
@@ -109,10 +141,11 @@ def publish(topic: str, body: str | None, metadata: tuple[str, ...], wait: bool,
         raise Failure(f"{exc.code.name}: {exc.detail}", EXIT_FAILED) from None
     except (WireError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
-    except (RegistryError, TransportError, zmq.ZMQError) as exc:
+    except (RegistryError, TransportError, zmq.ZMQError, BrokerError) as exc:
         raise Failure(str(exc), EXIT_ENVIRONMENT) from None
     finally:
-        registry.close()
+        if registry is not None:
+            registry.close()
 
     if report is None:  # time ran out
         missing = ", ".join(f"{g}: {o}" for g, o in sorted(dropped.groups.items())
@@ -130,6 +163,16 @@ def publish(topic: str, body: str | None, metadata: tuple[str, ...], wait: bool,
     failed = {g: o for g, o in report.groups.items() if o != "acked"}
     if failed:
         raise Failure("; ".join(f"{g}: {o}" for g, o in sorted(failed.items())), EXIT_FAILED)
+
+
+def _publish_nats(url: str, topic: str, frame: bytes, event_id: bytes, timeout: float) -> None:
+    from ..broker.nats import NatsBroker
+
+    broker = NatsBroker(url)
+    try:
+        broker.publish(topic, frame, event_id=event_id, timeout=timeout)
+    finally:
+        broker.close()
 
 
 async def _publish(registry: Any, topic: str, frame: bytes, event_id: bytes,
@@ -159,8 +202,10 @@ async def _publish(registry: Any, topic: str, frame: bytes, event_id: bytes,
               help="Join queue group GROUP (each event goes to one member) "
                    "[default: get every event].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+@_broker_option
 @_registry_option
-def subscribe(topic: str, queue: str | None, as_json: bool, registry_dir: str | None) -> None:
+def subscribe(topic: str, queue: str | None, as_json: bool, broker_url: str | None,
+              registry_dir: str | None) -> None:
     """Print the events of TOPIC as they arrive, until SIGINT or SIGTERM."""
     from ..service import Service
 
@@ -170,8 +215,13 @@ def subscribe(topic: str, queue: str | None, as_json: bool, registry_dir: str | 
             check_topic(queue)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    nats = _nats_url(broker_url)
     registry = _registry(registry_dir)
-    svc = Service(f"zmicro-cli-{os.getpid()}", registry=registry)
+    broker: Any = None
+    if nats is not None:
+        from ..broker.nats import NatsBroker
+        broker = NatsBroker(nats)
+    svc = Service(f"zmicro-cli-{os.getpid()}", registry=registry, broker=broker)
 
     @svc.subscriber(topic, queue=queue)
     def on_event(event: Any, ctx: Any) -> None:
@@ -194,9 +244,11 @@ def subscribe(topic: str, queue: str | None, as_json: bool, registry_dir: str | 
 
     try:
         _run_announced(svc, announce)
-    except (RegistryError, TransportError, zmq.ZMQError) as exc:
+    except (RegistryError, TransportError, zmq.ZMQError, BrokerError) as exc:
         raise Failure(str(exc), EXIT_ENVIRONMENT) from None
     finally:
+        if broker is not None:  # (a broker given to a Service is the giver's to close)
+            broker.close()
         registry.close()
 
 
