@@ -67,6 +67,7 @@ import importlib
 import itertools
 import logging
 import math
+from secrets import randbelow as _randbelow
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -222,7 +223,10 @@ class _PublisherBase:
         self.timeout = float(timeout)
         # Delivery ids, unique per publisher (the embedded path keys its
         # pending acks on them); next() on a count is atomic under the GIL.
-        self._ids = itertools.count(1)
+        # From a random point, so that publishers sharing a broker rarely
+        # number alike (the broker then sends such frames one after the
+        # other: correct, but serialised).
+        self._ids = itertools.count(1 + _randbelow(1 << 62))
         self._owns_broker = broker is None
         self.broker: Broker = broker if broker is not None else _default_broker(
             registry, self._security)
