@@ -41,6 +41,10 @@ cdef double QUICK_REPLY = 0.002
 #: socket dead for good and closes it (the pool opens a fresh one).
 cdef double LOST_GRACE = 0.05
 
+#: Longest pushback (ms) a subscriber's retry-after-ms may ask for: an hour
+#: (an event is refused as too old long before; a larger value means "later").
+cdef long RETRY_AFTER_MAX_MS = 3_600_000
+
 
 # _LOST_NOTE. A channel whose monitor said DISCONNECTED, and nothing since
 # (PEER_LOST), never sends on its socket again. libzmq reports the drop
@@ -193,10 +197,14 @@ cdef object _retry_after_ms(const zm_header *h):
     cdef uint32_t i
     for i in range(h.n_metadata):
         if _text(h.metadata[i].key) == "retry-after-ms":
-            try:
-                return int(_data(h.metadata[i].value)) / 1000.0
-            except ValueError:
+            # Untrusted text (any peer in insecure mode): only 1 to 10
+            # ASCII digits count, capped at RETRY_AFTER_MAX_MS; anything
+            # else is no pushback (int() of 400 digits divided would raise
+            # OverflowError out of the reader and strand the call).
+            value = _data(h.metadata[i].value)
+            if not (0 < len(value) <= 10 and value.isdigit() and value.isascii()):
                 return None
+            return min(int(value), RETRY_AFTER_MAX_MS) / 1000.0
     return None
 
 

@@ -244,3 +244,30 @@ def test_deliver_needs_an_event_frame(node):
                 client._deliver(node.address, head, bytes(16), topic=TOPIC, timeout=1.0)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("value, retry_after", [
+    (b"1500", 1.5),
+    (b"7200000", 3600.0),      # capped at an hour
+    (b"9" * 400, None),        # int() then / 1000.0 raised OverflowError: the call hung
+    (b"99999999999", None),    # over 10 digits
+    (b"-5", None),
+    (b"1e3", None),
+    ("٣".encode(), None),      # a digit, not an ASCII one
+])
+def test_a_subscribers_pushback_is_parsed_strictly(node, zctx, value, retry_after):
+    ring = node.ring(NAME)
+
+    def script(header):
+        nack = wire.Header(kind=wire.Kind.ERROR, request_id=header.request_id,
+                           status=int(C.UNAVAILABLE), detail="later",
+                           metadata={"retry-after-ms": value})
+        return [ring.seal(nack, bind=header.nonce)]
+
+    fake = FakeSubscriber(zctx, script)
+    try:
+        outcome, forged = deliver_to(node, fake)
+    finally:
+        fake.close()
+    assert isinstance(outcome, RPCError) and forged == 0, outcome
+    assert (outcome.code, outcome.retry_after) == (C.UNAVAILABLE, retry_after)
