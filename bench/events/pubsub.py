@@ -35,6 +35,14 @@ Contenders (NAME):
   ``zmicro.Service`` whose ``@subscriber(queue=G)`` handler gets the decoded
   event after the MAC, window and replay checks. The key store and the
   registry are the driver's (``ZMICRO_HOME``, ``ZMICRO_REGISTRY_DIR``).
+- ``zmicro-embedded`` / ``zmicro-embedded-insecure``: zmicro's default,
+  brokerless: ``zmicro.Publisher()`` (sync, one thread; ``publish``
+  returns once the event is in the outbox) delivering to each group's
+  ``zmicro.Service`` over Curve + MAC, signed (or both sides insecure:
+  plain TCP, unsigned); the subscriber's reply is the ack. ``url`` is
+  unused: members are found in the driver's registry. The publisher waits
+  until the registry lists every group (``--groups``) before the timed
+  span, and after it until the outbox is empty (``close(linger=)``).
 """
 
 from __future__ import annotations
@@ -56,7 +64,8 @@ STAMP = struct.Struct("<q")
 
 NAMES = ("pyzmq-pubsub", "nats-core", "nats-js", "nats-js-pipelined",
          "zmicro-nats", "zmicro-nats-async", "zmicro-nats-pipelined",
-         "zmicro-publisher", "zmicro-publisher-async", "zmicro-publisher-pipelined")
+         "zmicro-publisher", "zmicro-publisher-async", "zmicro-publisher-pipelined",
+         "zmicro-embedded", "zmicro-embedded-insecure")
 
 
 def body(size: int) -> bytearray:
@@ -429,14 +438,65 @@ def publisher_pub(a: argparse.Namespace, window: int) -> None:
         broker.close()
 
 
+def embedded_sub(a: argparse.Namespace, insecure: bool) -> None:
+    import zmicro
+
+    sink = Sink(a.count)
+    svc = zmicro.Service(f"bench-{a.group}", insecure=insecure)
+
+    @svc.subscriber(a.topic, queue=a.group, max_in_flight=256)
+    def on_event(ev: Stamped, ctx) -> None:  # ctx unannotated: zmicro is a local name
+        sink.take(STAMP.pack(ev.stamp))
+
+    thread = threading.Thread(target=svc.run, daemon=True)
+    thread.start()
+    while svc.address is None:
+        if not thread.is_alive():
+            raise SystemExit("the service stopped")
+        time.sleep(0.01)
+    ready()
+    sink.wait()
+    sink.report()
+    svc.stop()
+    thread.join(30)
+
+
+def embedded_pub(a: argparse.Namespace, insecure: bool) -> None:
+    import zmicro
+    from zmicro.broker.embedded import EmbeddedBroker
+    from zmicro.registry import default_registry
+
+    pad = bytes(body(max(a.size - 12, 0)))
+    registry = default_registry()
+    deadline = time.monotonic() + 60
+    # Every group's record seen first: an event is routed to the groups
+    # known when it is, and the timed span must not include the wait.
+    while len({r.version for r in registry.get(f"zmicro.topic.{a.topic}")}) < a.groups:
+        if time.monotonic() > deadline:
+            raise SystemExit("the subscribers' topic records did not appear")
+        time.sleep(0.05)
+    broker = EmbeddedBroker(registry=registry, insecure=insecure)
+    try:
+        with zmicro.Publisher(broker=broker, insecure=insecure) as pub:
+            t0 = time.perf_counter_ns()
+            for _ in range(a.count):
+                pub.publish(a.topic, Stamped(time.perf_counter_ns(), pad))
+            print(json.dumps({"published": a.count,
+                              "elapsed_ns": time.perf_counter_ns() - t0}), flush=True)
+    finally:
+        broker.close(linger=a.count / 500 + 30)
+
+
 def probe(name: str) -> None:
     if name == "pyzmq-pubsub":
         import zmq  # noqa: F401
     else:
         import nats  # noqa: F401
-    if name.startswith("zmicro"):
+    if name.startswith(("zmicro-nats", "zmicro-publisher")):
         import zmicro.broker.nats  # noqa: F401
-    if name.startswith("zmicro-publisher"):
+    if name.startswith("zmicro-embedded"):
+        import zmicro.broker.embedded  # noqa: F401
+    if name.startswith(("zmicro-publisher", "zmicro-embedded")):
         import msgspec  # noqa: F401
 
         from zmicro import AsyncPublisher, Publisher  # noqa: F401
@@ -452,6 +512,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--window", type=int, default=256)
+    p.add_argument("--groups", type=int, default=1, help="embedded: groups to wait for")
     a = p.parse_args(argv)
     if a.role == "probe":
         probe(a.name)
@@ -460,7 +521,9 @@ def main(argv: list[str] | None = None) -> None:
            "nats-js-pipelined": nats_js_sub, "zmicro-nats": zmicro_sub,
            "zmicro-nats-async": zmicro_sub, "zmicro-nats-pipelined": zmicro_sub,
            "zmicro-publisher": publisher_sub, "zmicro-publisher-async": publisher_sub,
-           "zmicro-publisher-pipelined": publisher_sub}
+           "zmicro-publisher-pipelined": publisher_sub,
+           "zmicro-embedded": lambda a: embedded_sub(a, False),
+           "zmicro-embedded-insecure": lambda a: embedded_sub(a, True)}
     pub = {"pyzmq-pubsub": pyzmq_pub, "nats-core": nats_core_pub,
            "nats-js": lambda a: nats_js_pub(a, 1),
            "nats-js-pipelined": lambda a: nats_js_pub(a, a.window),
@@ -469,7 +532,9 @@ def main(argv: list[str] | None = None) -> None:
            "zmicro-publisher": lambda a: publisher_pub(a, 0),
            "zmicro-publisher-async": lambda a: publisher_pub(a, 1),
            "zmicro-publisher-pipelined": lambda a: publisher_pub(a, a.window),
-           "zmicro-nats-pipelined": lambda a: zmicro_pub(a, a.window)}
+           "zmicro-nats-pipelined": lambda a: zmicro_pub(a, a.window),
+           "zmicro-embedded": lambda a: embedded_pub(a, False),
+           "zmicro-embedded-insecure": lambda a: embedded_pub(a, True)}
     (sub if a.role == "sub" else pub)[a.name](a)
 
 

@@ -23,7 +23,9 @@ contenders run in alternating rounds (``--rounds``, the order rotating),
 each row is the median over rounds with the best round beside, and a ratio
 is the median over rounds of the per-round ratio, the best rows' ratio
 beside. Targets (issue 12): zmicro on JetStream ≥ 0.8 × nats-py JetStream
-alone, one at a time and pipelined. Timings never fail the run; a
+alone, one at a time and pipelined; signed embedded ≥ 50 k events/s from one
+publisher at 64 B (``zmicro-embedded``, beside the pyzmq PUB/SUB loop).
+Timings never fail the run; a
 contender that fails does (in --smoke: the harness has rotted).
 """
 
@@ -70,6 +72,8 @@ TARGETS = [("zmicro-nats-async", "nats-js", 0.8),
            ("zmicro-publisher-async", "nats-js", 0.8),
            ("zmicro-publisher", "nats-js", 0.8),
            ("zmicro-publisher-pipelined", "nats-js-pipelined", 0.8)]
+# Absolute targets: (contender, size, events/s per group), 1 group, median.
+FLOORS = [("zmicro-embedded", 64, 50_000.0)]
 log = e2e.log
 
 
@@ -143,7 +147,7 @@ def run_one(name: str, url: str, size: int, groups: int, count: int, rnd: int) -
             line = p.stdout.readline().strip() if p.stdout else ""
             if line != "READY":
                 raise Failed(f"subscriber did not start ({line!r}): {e2e.tail(p.stderr.read())}")
-        pub = spawn(name, "pub", *common, "--size", str(size))
+        pub = spawn(name, "pub", *common, "--size", str(size), "--groups", str(groups))
         published = result(pub, "publisher", count / 500 + 60)
         got = [result(p, "subscriber", count / 500 + 60) for p in subs]
     finally:
@@ -203,6 +207,14 @@ def report(rows: dict[tuple[int, int], dict[str, Row]], smoke: bool) -> list[str
                 out.append(f"- {num} {what} ≥ {bound} × {den}: ratio {ratio:.2f} "
                            f"(best rounds {a.best(metric) / b.best(metric):.2f}): "
                            f"**{verdict}**")
+        for num, at, floor in FLOORS:
+            row = by_name.get(num)
+            if at != size or groups != 1 or not (row and row.runs):
+                continue
+            verdict = "met" if row.rate >= floor else "missed"
+            out.append(f"- {num} events/s ≥ {e2e.fmt_rate(floor)} (one publisher): "
+                       f"{e2e.fmt_rate(row.rate)} (best round {e2e.fmt_rate(row.best_rate)}): "
+                       f"**{verdict}**")
         out.append("")
     return out
 
@@ -237,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[var] = str(path)
     for var in ("ZMICRO_KEY", "ZMICRO_TRUSTED", "ZMICRO_MAC_KEYS", "ZMICRO_INSECURE"):
         os.environ.pop(var, None)
-    if any(n.startswith("zmicro-publisher") for n in names):
+    if any(n.startswith(("zmicro-publisher", "zmicro-embedded")) for n in names):
         # The identity and MAC secrets, made once here, not raced for by
         # the first publisher and subscriber.
         subprocess.run([sys.executable, "-c", "from zmicro.security import Security; "

@@ -699,3 +699,58 @@ def test_the_publisher_user_cannot_consume(tmp_path):
             eventually(lambda: sorted(rec.datas()) == [b"before", b"during"], "both events")
     finally:
         server.cleanup()
+
+
+def test_permissions_for_broadcast_and_an_admin_made_stream(tmp_path, nats_topic):
+    """permissions_config() for what the documented block does not show: a
+    broadcast subscriber (an ephemeral consumer, deleted on close) and
+    users that may not create streams (an administrator made them)."""
+    import secrets
+
+    from zmicro.broker.nats import permissions_config
+
+    pw = secrets.token_hex(8)
+
+    def user(name: str, **options) -> str:
+        block = permissions_config(inbox_prefix=f"_INBOX_{name}", create_streams=False,
+                                   **options)
+        return f'{{ user: {name}, password: "{pw}"\n{block} }}'
+
+    config = ("authorization {\n  users = [\n"
+              + user("pub", publish=[nats_topic]) + "\n"
+              + user("bc", subscribe=[(nats_topic, None)]) + "\n"
+              + f'{{ user: admin, password: "{pw}" }}\n  ]\n}}\n')
+    server = NatsServer(tmp_path / "bcast", extra_config=config)
+    try:
+        server.start()
+
+        def broker(name: str) -> NatsBroker:
+            return NatsBroker(server.url, user=name, password=pw,
+                              inbox_prefix=f"_INBOX_{name}" if name != "admin" else "_INBOX")
+
+        with broker("admin") as admin:
+            async def make_streams() -> None:
+                await admin._ensure_stream(nats_topic)
+                await admin._ensure_dlq()
+            admin._runner.run(make_streams(), 30)
+            with broker("pub") as pub, broker("bc") as bc:
+                rec = Recorder(lambda d: d.ack() if d.data != b"bad" else d.term("bad_mac"))
+                sub = bc.subscribe(nats_topic, rec, SubscribeOptions())
+                publish(pub, nats_topic, b"one")
+                publish(pub, nats_topic, b"bad")
+                eventually(lambda: sorted(rec.datas()) == [b"bad", b"one"], "both events")
+                admin._topics.add(nats_topic)
+                (dead,) = eventually(admin.dead_letters, "bc dead-lettered one")
+                assert dead.reason == "bad_mac"
+
+                def consumers() -> int:
+                    async def count() -> int:
+                        info = await admin._js.stream_info(stream_name(nats_topic))
+                        return info.state.consumer_count
+                    return admin._runner.run(count(), 30)
+
+                assert consumers() == 1
+                sub.close()
+                assert consumers() == 0  # bc may delete its own ephemeral consumer
+    finally:
+        server.cleanup()

@@ -82,7 +82,9 @@ own loop, e.g. in ``on_delivery``, it uses the broker's connection).
 that publishes gets a loop and a connection of its own (the loop runs only
 during that thread's ``publish`` calls), because handing every event to
 the broker's thread and waiting for its answer cost two thread wake-ups per
-event, most of a JetStream round trip on a loaded machine. Called from a
+event, most of a JetStream round trip on a loaded machine. An idle
+thread's connection answers no PING (its loop is not running): a server
+may drop it, and that thread's next publish reconnects. Called from a
 thread whose own loop is running (sync code inside a coroutine), it hands
 the event to the broker's thread instead. ``on_delivery`` is called on the broker's
 loop: it must not block. Deliveries may be ended from any thread.
