@@ -218,6 +218,11 @@ class _PublisherBase:
         self._security = Security.resolve(insecure=insecure, keys=keys, mac_window=mac_window)
         self.insecure = self._security.insecure
         self._secrets = self._security.secrets
+        # Signing goes through a KeySource: rotated keys are picked up as
+        # calls pick them up (one stat of the secrets file at most every
+        # KEYS_RELOAD_INTERVAL, before signing).
+        self._keys = (None if self._secrets is None
+                      else _core.KeySource(self._secrets))
         self.content_type = content_type
         self._encode = codec.encode
         self.timeout = float(timeout)
@@ -239,7 +244,7 @@ class _PublisherBase:
         parent = current_context()
         trace = (parent.trace_hi, parent.trace_lo, parent.span_id) if parent is not None else (0, 0, 0)
         return _core.encode_event(
-            topic, body, secrets=self._secrets, request_id=next(self._ids),
+            topic, body, secrets=self._keys, request_id=next(self._ids),
             content_type=self.content_type, metadata=metadata,
             principal=self._security.public_key, trace_id_high=trace[0],
             trace_id_low=trace[1], span_id=trace[2])
