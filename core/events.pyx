@@ -167,6 +167,33 @@ cdef class InEvent:
         """The publish time, Unix seconds (the header's timestamp)."""
         return self.published_us / 1e6
 
+    def context(self, *, principal=None, str user_id=None):
+        """The core Context its handler runs in (set as the current context
+        by the subscriber glue), so that the calls and events the handler
+        makes carry this event's trace context (its trace id, its span as
+        the parent) and metadata on, as calls made in a call handler do.
+        ``service`` is ``zmicro.topic.<topic>``, ``endpoint`` ``publish``,
+        no deadline (an event has none)."""
+        cdef Context ctx = Context.__new__(Context)
+        _late_imports()
+        ctx.service = _TOPIC_PREFIX + self.topic
+        ctx.endpoint = "publish"
+        ctx.request_id = self.request_id
+        ctx.peer = b""
+        ctx.content_type = self.content_type
+        ctx.user_id = user_id
+        ctx._principal = principal
+        ctx.deadline_at = 0.0
+        # Context metadata is str -> bytes (what the wire carries): the
+        # event's text values as the reader decoded them.
+        ctx._metadata = ({k: v.encode("utf-8", "surrogateescape")
+                          for k, v in self.metadata.items()} if self.metadata else None)
+        ctx.trace_hi = self.trace_id_high
+        ctx.trace_lo = self.trace_id_low
+        ctx.span_id = self.span_id
+        ctx.signed = self.signed
+        return ctx
+
     def __repr__(self):
         return (f"<InEvent {self.topic!r} id={self.event_id.hex()} "
                 f"signed={bool(self.signed)} duplicate={bool(self.duplicate)}>")
