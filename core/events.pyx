@@ -34,6 +34,7 @@
 # MAC; it still applies 1, 2, 4, the time limits and the acked set.
 
 from posix.time cimport CLOCK_REALTIME
+import weakref as _weakref
 
 #: Largest event frame, in bytes (src/zm_limits.h: NATS' default max_payload).
 EVENT_MAX = ZM_EVENT_MAX
@@ -43,6 +44,11 @@ EVENT_REFUSALS = ("malformed", "version", "kind", "wrong_topic", "unsigned",
                   "unknown_key", "bad_mac", "future", "stale", "replay_full")
 
 cdef object _check_topic = None
+# MacSecrets -> the KeySource encode_event signs through, so that a
+# publisher that passes its MacSecrets picks up rotated keys by the core's
+# one rule (KeySource.tick) without holding anything; weak: a secrets
+# object dropped by its publisher is not kept alive here.
+cdef object _SOURCES = _weakref.WeakKeyDictionary()
 cdef str _TOPIC_PREFIX = None
 cdef object _EventRefused = None
 
@@ -80,7 +86,10 @@ def encode_event(str topic, body, *, secrets, uint64_t request_id,
                  uint64_t span_id=0, now=None):
     """``(frame, event_id)``: one event frame of `body` (a bytes-like) on
     `topic`, kind event, signed with the topic's key when `secrets` (a
-    zmicro.security MacSecrets) is given, unsigned otherwise (insecure).
+    zmicro.security MacSecrets, or a KeySource over one) is given,
+    unsigned otherwise (insecure). Rotated keys are picked up as calls pick
+    them up: the secrets file is looked at (one stat) at most every
+    KEYS_RELOAD_INTERVAL seconds, before signing.
     `event_id` is the frame's 16-byte random nonce (also when unsigned).
     `request_id`: the publisher's delivery id. `now`: Unix seconds to stamp
     (default: the clock). ValueError for a bad topic or header field,
@@ -92,6 +101,7 @@ def encode_event(str topic, body, *, secrets, uint64_t request_id,
     cdef zm_slice b
     cdef MacKey key = None
     cdef Keyring ring
+    cdef KeySource source
     cdef size_t size
     cdef str name
     cdef dict meta = dict(metadata) if metadata else None
@@ -114,7 +124,14 @@ def encode_event(str topic, body, *, secrets, uint64_t request_id,
             raise _RPCError(C_RESOURCE_EXHAUSTED, f"an event frame is at most {ZM_EVENT_MAX} "
                             f"bytes; this body alone is {b.len}", processed=False)
         if secrets is not None:
-            ring = <Keyring?>secrets.keyring(name)
+            if type(secrets) is KeySource:
+                source = <KeySource>secrets
+            else:
+                source = _SOURCES.get(secrets)
+                if source is None:  # (two threads may both make one: harmless)
+                    source = KeySource(secrets)
+                    _SOURCES[secrets] = source
+            ring = source.ring(name, monotonic())
             key = ring.stamp(&h, nonce)
         else:
             next_nonce(nonce)
@@ -149,6 +166,33 @@ cdef class InEvent:
     def published_at(self):
         """The publish time, Unix seconds (the header's timestamp)."""
         return self.published_us / 1e6
+
+    def context(self, *, principal=None, str user_id=None):
+        """The core Context its handler runs in (set as the current context
+        by the subscriber glue), so that the calls and events the handler
+        makes carry this event's trace context (its trace id, its span as
+        the parent) and metadata on, as calls made in a call handler do.
+        ``service`` is ``zmicro.topic.<topic>``, ``endpoint`` ``publish``,
+        no deadline (an event has none)."""
+        cdef Context ctx = Context.__new__(Context)
+        _late_imports()
+        ctx.service = _TOPIC_PREFIX + self.topic
+        ctx.endpoint = "publish"
+        ctx.request_id = self.request_id
+        ctx.peer = b""
+        ctx.content_type = self.content_type
+        ctx.user_id = user_id
+        ctx._principal = principal
+        ctx.deadline_at = 0.0
+        # Context metadata is str -> bytes (what the wire carries): the
+        # event's text values as the reader decoded them.
+        ctx._metadata = ({k: v.encode("utf-8", "surrogateescape")
+                          for k, v in self.metadata.items()} if self.metadata else None)
+        ctx.trace_hi = self.trace_id_high
+        ctx.trace_lo = self.trace_id_low
+        ctx.span_id = self.span_id
+        ctx.signed = self.signed
+        return ctx
 
     def __repr__(self):
         return (f"<InEvent {self.topic!r} id={self.event_id.hex()} "

@@ -293,7 +293,8 @@ def recv_message(socket: _Socket, *, routed: bool = False, timeout: float = -1.0
 EVENT_MAX: int
 EVENT_REFUSALS: tuple[str, ...]
 
-def encode_event(topic: str, body: Buffer, *, secrets: MacSecrets | None, request_id: int,
+def encode_event(topic: str, body: Buffer, *, secrets: MacSecrets | KeySource | None,
+                 request_id: int,
                  content_type: str = "application/msgpack",
                  metadata: Mapping[str, str | bytes] | None = None, principal: str = "",
                  trace_id_high: int = 0, trace_id_low: int = 0, span_id: int = 0,
@@ -330,6 +331,7 @@ class InEvent:
     def signed(self) -> bool: ...
     @property
     def duplicate(self) -> bool: ...
+    def context(self, *, principal: Any = None, user_id: str | None = None) -> Context: ...
 
 @disjoint_base
 class EventInbox:

@@ -43,6 +43,10 @@ subscription's glue, in this order,
    an :class:`EventContext` whose ``service`` is ``zmicro.topic.<topic>``
    and ``endpoint`` is ``publish``, so RBAC rules on
    ``zmicro.topic.<topic>:publish`` decide who may publish to the handler;
+   while it runs, the current context (:func:`zmicro.context.current_context`)
+   is the core Context of the event (``InEvent.context()``): the calls and
+   events the handler makes carry its trace id, span and metadata on, as
+   those made in a call handler do;
 5. on return: ack (and remember the event id until it is too old to be
    accepted again); :class:`Nack`: deliver again after its delay (None:
    the subscription's backoff); :class:`Reject`, or an ``RPCError`` with a
@@ -140,7 +144,7 @@ class EventContext:
 
     __slots__ = ("topic", "queue", "event_id", "published_at", "deliveries", "metadata",
                  "principal", "user_id", "content_type", "signed", "trace_hi", "trace_lo",
-                 "span_id")
+                 "span_id", "_core")
 
     deadline = None
     cancelled = False
@@ -163,6 +167,7 @@ class EventContext:
         self.trace_hi = trace_hi
         self.trace_lo = trace_lo
         self.span_id = span_id
+        self._core: Any = None  # the core Context the glue runs the handler in
 
     @property
     def service(self) -> str:
@@ -218,6 +223,11 @@ class _PublisherBase:
         self._security = Security.resolve(insecure=insecure, keys=keys, mac_window=mac_window)
         self.insecure = self._security.insecure
         self._secrets = self._security.secrets
+        # Signing goes through a KeySource: rotated keys are picked up as
+        # calls pick them up (one stat of the secrets file at most every
+        # KEYS_RELOAD_INTERVAL, before signing).
+        self._keys = (None if self._secrets is None
+                      else _core.KeySource(self._secrets))
         self.content_type = content_type
         self._encode = codec.encode
         self.timeout = float(timeout)
@@ -239,7 +249,7 @@ class _PublisherBase:
         parent = current_context()
         trace = (parent.trace_hi, parent.trace_lo, parent.span_id) if parent is not None else (0, 0, 0)
         return _core.encode_event(
-            topic, body, secrets=self._secrets, request_id=next(self._ids),
+            topic, body, secrets=self._keys, request_id=next(self._ids),
             content_type=self.content_type, metadata=metadata,
             principal=self._security.public_key, trace_id_high=trace[0],
             trace_id_low=trace[1], span_id=trace[2])
@@ -399,12 +409,17 @@ class _Subscriber:
             self._count("undecodable")
             d.term(f"undecodable: {_short(exc)}")
             return
+        principal = self._principal(d, ev)
         ctx = EventContext(
             topic=self.topic, queue=self.options.queue, event_id=ev.event_id,
             published_at=ev.published_at, deliveries=d.deliveries, metadata=ev.metadata,
-            principal=self._principal(d, ev), user_id=d.user_id,
+            principal=principal, user_id=d.user_id,
             content_type=ev.content_type, signed=ev.signed, trace_hi=ev.trace_id_high,
             trace_lo=ev.trace_id_low, span_id=ev.span_id)
+        # The core's context while the handler runs: the calls and events
+        # it makes carry the event's trace and metadata on (ClientCore and
+        # Publisher read zmicro.context.current_context()).
+        ctx._core = ev.context(principal=principal, user_id=d.user_id)
         with self._lock:
             self._active += 1
         if self.is_async:
@@ -437,6 +452,7 @@ class _Subscriber:
         return self._resolve(key) if key else ANONYMOUS
 
     def _run_sync(self, d: Delivery, ev: Any, value: Any, ctx: EventContext) -> None:
+        token = _core.CURRENT.set(ctx._core)
         try:
             self._handler(value, ctx)
         except Exception as exc:
@@ -446,8 +462,11 @@ class _Subscriber:
             raise
         else:
             self._finish(d, ev, None)
+        finally:
+            _core.CURRENT.reset(token)
 
     async def _run_async(self, d: Delivery, ev: Any, value: Any, ctx: EventContext) -> None:
+        _core.CURRENT.set(ctx._core)  # (this task's own copy of the context)
         try:
             result = self._handler(value, ctx)
             if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
