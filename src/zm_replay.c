@@ -7,15 +7,72 @@
  * room): amortised O(1) per insert. Per-owner counts are recomputed by each
  * rebuild, so they never drift.
  */
+#define _DEFAULT_SOURCE /* getentropy, clock_gettime under -std=c11 */
 #include "zm_replay.h"
 
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h> /* getentropy (glibc 2.25+, macOS, the BSDs) */
 
 #define MIN_CAP 64
+
+/* SipHash-2-4 (Aumasson and Bernstein), written from the paper for exactly
+ * one 16-byte input: two message words, then the length block. */
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                            \
+    do {                                                                    \
+        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);           \
+        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                              \
+        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                              \
+        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);           \
+    } while (0)
+
+uint64_t zm_siphash16(uint64_t k0, uint64_t k1, const uint8_t in[16]) {
+    uint64_t v0 = k0 ^ 0x736f6d6570736575ull, v1 = k1 ^ 0x646f72616e646f6dull;
+    uint64_t v2 = k0 ^ 0x6c7967656e657261ull, v3 = k1 ^ 0x7465646279746573ull;
+    const uint64_t m[3] = {zm_le64(in), zm_le64(in + 8), (uint64_t)16 << 56};
+    for (int i = 0; i < 3; i++) {
+        v3 ^= m[i];
+        SIPROUND;
+        SIPROUND;
+        v0 ^= m[i];
+    }
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+static void random_key(uint64_t key[2]) {
+    uint8_t b[16];
+    if (getentropy(b, sizeof b) == 0) {
+        key[0] = zm_le64(b);
+        key[1] = zm_le64(b + 8);
+        return;
+    }
+    /* No entropy source (a kernel before getrandom): a key from the clock
+     * and addresses is guessable in principle but still not a constant
+     * anyone can precompute collisions for. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    key[0] = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)(uintptr_t)key;
+    key[1] = (uint64_t)(uintptr_t)&ts * 0x9E3779B97F4A7C15ull ^ (uint64_t)clock();
+}
 
 void zm_replay_init(zm_replay *r, size_t quota) {
     memset(r, 0, sizeof *r);
     r->quota = quota;
+    random_key(r->key);
+}
+
+int zm_replay_set_key(zm_replay *r, uint64_t k0, uint64_t k1) {
+    if (r->cap || r->count)
+        return 0;
+    r->key[0] = k0;
+    r->key[1] = k1;
+    return 1;
 }
 
 void zm_replay_free(zm_replay *r) {
@@ -26,11 +83,10 @@ void zm_replay_free(zm_replay *r) {
     zm_replay_init(r, r->quota);
 }
 
-ZM_INLINE uint64_t fingerprint(const uint8_t nonce[16]) {
-    /* Both halves count: nonces differing anywhere get different prints
-     * (but for the 2^-64 chance that a mix lands on another's). */
-    uint64_t hi = zm_le64(nonce + 8) * 0xD6E8FEB86659FD93ull;
-    uint64_t v = zm_le64(nonce) ^ ((hi << 32) | (hi >> 32));
+ZM_INLINE uint64_t fingerprint(const zm_replay *r, const uint8_t nonce[16]) {
+    /* Keyed: a sender who does not know r->key cannot aim a nonce at
+     * another's print (see zm_replay.h). */
+    uint64_t v = zm_siphash16(r->key[0], r->key[1], nonce);
     return v ? v : 0x5A5A5A5A5A5A5A5Aull; /* 0 marks empty slots */
 }
 
@@ -104,7 +160,7 @@ static int rebuild(zm_replay *r, size_t cap, uint32_t now) {
 
 int zm_replay_insert(zm_replay *r, const uint8_t nonce[16], uint32_t owner,
                      uint32_t expires, uint32_t now) {
-    uint64_t f = fingerprint(nonce);
+    uint64_t f = fingerprint(r, nonce);
     int rc;
     if ((rc = reserve_owner(r, owner)))
         return rc;
@@ -152,7 +208,7 @@ int zm_replay_insert(zm_replay *r, const uint8_t nonce[16], uint32_t owner,
 int zm_replay_contains(const zm_replay *r, const uint8_t nonce[16], uint32_t now) {
     if (!r->cap)
         return ZM_OK;
-    uint64_t f = fingerprint(nonce);
+    uint64_t f = fingerprint(r, nonce);
     size_t i = slot_of(f, r->cap);
     while (r->fp[i]) {
         if (r->fp[i] == f)

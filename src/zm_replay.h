@@ -14,10 +14,13 @@
  * it to replay; the others go on. Callers insert only after the MAC
  * verified, so only a key holder can fill its own quota.
  *
- * Entries keep a 64-bit fingerprint of the nonce (nonces are random: a
- * chance collision between live ones is ~n^2 / 2^65, a rare false
- * "replay"), an expiry in whole seconds of the caller's clock, rounded up,
- * and the owner.
+ * Entries keep a 64-bit fingerprint of the nonce, an expiry in whole
+ * seconds of the caller's clock, rounded up, and the owner. The fingerprint
+ * is SipHash-2-4 of the nonce under a random key drawn per set: nobody
+ * outside the process can choose a nonce whose fingerprint equals another's
+ * (an unkeyed mix let anyone make a fresh nonce look like a replay, or a new
+ * event like a duplicate of an acked one). Two live nonces collide only by
+ * chance, ~n^2 / 2^65: a rare false "replay".
  */
 #ifndef ZM_REPLAY_H
 #define ZM_REPLAY_H
@@ -35,12 +38,22 @@ typedef struct zm_replay {
     size_t owners;     /* length of held[] */
     uint32_t oldest;   /* no entry expires before this: rebuilding to purge
                         * is pointless (and never done) while now <= oldest */
+    uint64_t key[2];   /* SipHash key of the fingerprints, random per set */
 } zm_replay;
 
-/* An empty set whose owners may each hold at most `quota` nonces.
- * Allocates nothing. */
+/* An empty set whose owners may each hold at most `quota` nonces, with a
+ * fresh random fingerprint key. Allocates nothing. */
 void zm_replay_init(zm_replay *r, size_t quota);
 void zm_replay_free(zm_replay *r);
+
+/* Replace the fingerprint key of a set with nothing allocated yet (just
+ * initialised or freed), for the fuzzer and tests, whose runs must repeat;
+ * on any other set it does nothing (entries under the old key would be
+ * lost). Returns whether the key was set. */
+int zm_replay_set_key(zm_replay *r, uint64_t k0, uint64_t k1);
+
+/* SipHash-2-4 of a 16-byte input under key (k0, k1): the fingerprint. */
+uint64_t zm_siphash16(uint64_t k0, uint64_t k1, const uint8_t in[16]);
 
 /* Record `nonce` (16 bytes) from `owner` as used until `expires`; `now` in
  * the same seconds. ZM_OK: new, recorded. ZM_E_REPLAY: seen (from any
