@@ -9,7 +9,10 @@ For tests, and the reference semantics the other backends are held to:
   nothing, :attr:`Capabilities.durable` is False); within a group, members
   with a free in-flight slot take turns.
 - **Bounded.** A subscription has at most ``max_in_flight`` deliveries
-  handed out and not ended. A group holds at most ``max_pending`` events
+  handed out and not ended, expired ones included: a handler stuck past
+  ``ack_wait`` keeps its slot until it ends the delivery, so stuck handlers
+  cannot pile up more than ``max_in_flight`` runs (nor work queued for
+  them). A group holds at most ``max_pending`` events
   not yet acked or dead-lettered (queued, waiting for a redelivery, or in
   flight): ``publish`` waits, up to its ``timeout``, until every group it
   goes to has room, then raises ``RPCError(RESOURCE_EXHAUSTED,
@@ -17,7 +20,8 @@ For tests, and the reference semantics the other backends are held to:
   ``max_pending`` frames per group.
 - **At-least-once.** ``nack`` redelivers after the delay it names or the
   subscription's backoff; a delivery not ended within ``ack_wait`` is
-  redelivered at once (its late end is then ignored); closing a
+  redelivered at once, to a member with a free slot (its late end then only
+  frees its own slot: the redelivery decides the event's fate); closing a
   subscription puts its unended deliveries back at the front of its group.
   After ``max_deliveries`` deliveries that did not end in an ack, or on
   ``term(reason)``, the event goes to :meth:`dead_letters` (the last
@@ -137,7 +141,9 @@ class _MemorySubscription(Subscription):
         self._on_delivery = on_delivery
         # Handed out, not ended, in the order handed out, which is the order
         # their ack_wait runs out (one ack_wait per subscription).
-        self.open: dict[_MemoryDelivery, None] = {}
+        self.open: dict[_MemoryDelivery, None] = {}  # in order of ack_wait deadline
+        # Expired, redelivered, but not ended yet: each still holds a slot.
+        self.late: dict[_MemoryDelivery, None] = {}
         self.closed = False
         self.counters = dict.fromkeys(
             ("delivered", "acked", "nacked", "terminated", "expired", "late"), 0)
@@ -147,7 +153,7 @@ class _MemorySubscription(Subscription):
 
     def stats(self) -> dict[str, int]:
         with self._broker._lock:
-            return self.counters | {"in_flight": len(self.open)}
+            return self.counters | {"in_flight": len(self.open) + len(self.late)}
 
     def __repr__(self) -> str:
         return f"<MemorySubscription {self.topic!r} queue={self.options.queue!r}>"
@@ -340,7 +346,7 @@ class MemoryBroker(Broker):
         while group.ready and members:
             for i in range(len(members)):
                 sub = members[(group.turn + i) % len(members)]
-                if len(sub.open) < sub.options.max_in_flight:
+                if len(sub.open) + len(sub.late) < sub.options.max_in_flight:
                     group.turn = (group.turn + i + 1) % len(members)
                     break
             else:
@@ -356,8 +362,14 @@ class MemoryBroker(Broker):
     def _end(self, delivery: _MemoryDelivery, action: str, arg: Any) -> None:
         with self._lock:
             if delivery.state is _EXPIRED:
-                delivery._sub.counters["late"] += 1
-                return  # ack_wait ran out (or the subscription closed): redelivered already
+                # ack_wait ran out (or the subscription closed): redelivered
+                # already; ending it only gives its slot back.
+                sub = delivery._sub
+                sub.counters["late"] += 1
+                if delivery in sub.late:
+                    del sub.late[delivery]
+                    self._work.notify()  # a slot is free: hand out what waits
+                return
             if delivery.state is _ENDED:
                 raise RuntimeError(f"{delivery!r} was ended already")
             delivery.state = _ENDED
@@ -381,6 +393,7 @@ class MemoryBroker(Broker):
         delivery.state = _EXPIRED
         sub = delivery._sub
         del sub.open[delivery]
+        sub.late[delivery] = None  # its slot stays taken until it is ended
         sub.counters["expired"] += 1
         self._retry(sub._group, delivery._event, sub.options, 0.0)
 
@@ -414,6 +427,7 @@ class MemoryBroker(Broker):
                 delivery.state = _EXPIRED
                 group.ready.appendleft(delivery._event)
             sub.open.clear()
+            sub.late.clear()  # their events were redelivered when they expired
             if not group.members and group.queue is None:
                 # A broadcast subscription's group dies with it.
                 groups = self._groups.get(sub.topic, {})
