@@ -205,3 +205,46 @@ def test_publish_and_subscribe_through_nats(env, subscriber, nats_url, nats_topi
 def test_an_unknown_broker_is_a_usage_error(env):
     result = run_cli("publish", "a.b", "{}", "--broker", "kafka://x", env=env)
     assert result.returncode == cli.EXIT_USAGE and "--broker" in result.stderr
+
+
+@pytest.fixture
+def dead_port():
+    """A port bound but not listening: a connection to it is refused."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+PASSWORD = "s3cret-pw%21"  # percent-encoded: its decoded form must not show either
+
+
+@pytest.mark.parametrize("where", ["--broker", "ZMICRO_BROKER"])
+def test_a_failing_publish_prints_no_password(env, dead_port, where):
+    url = f"nats://alice:{PASSWORD}@127.0.0.1:{dead_port}"
+    args = ("publish", "a.b", "{}", "--timeout", "2")
+    if where == "--broker":
+        result = run_cli(*args, "--broker", url, env=env)
+    else:
+        result = run_cli(*args, env={**env, "ZMICRO_BROKER": url})
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "error:" in result.stderr, out
+    assert "s3cret" not in out, out
+
+
+def test_a_bad_broker_url_prints_no_password(env):
+    result = run_cli("publish", "a.b", "{}", "--broker", f"kafka://alice:{PASSWORD}@x", env=env)
+    assert result.returncode == cli.EXIT_USAGE and "--broker" in result.stderr
+    assert "s3cret" not in result.stderr and "alice:***@x" in result.stderr, result.stderr
+
+
+def test_a_token_from_the_environment_is_not_printed(env, dead_port):
+    result = run_cli("publish", "a.b", "{}", "--timeout", "2", "--token-env", "T",
+                     "--broker", f"nats://127.0.0.1:{dead_port}",
+                     env={**env, "T": "tok-s3cret"})
+    assert result.returncode != 0 and "error:" in result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
+    result = run_cli("publish", "a.b", "{}", "--token-env", "T", env=env)
+    assert result.returncode == cli.EXIT_USAGE and "NATS" in result.stderr

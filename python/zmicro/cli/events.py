@@ -21,6 +21,11 @@ exit 0 (publishing to nobody is not an error in publish/subscribe).
 NATS server (``nats://host:4222``, ``tls://...``: :class:`NatsBroker`, with
 JetStream). On NATS, ``publish`` returns once the server stored the event
 (the subscribers' acks are the stream's business: ``--wait`` is refused).
+NATS secrets: ``--creds FILE`` (a ``.creds`` file) or ``--token-env VAR``
+(the name of an environment variable holding the token) keep them off the
+command line, where other users' ``ps`` can read them; a password in the
+URL (``nats://user:pass@host``) works too. Nothing this command prints
+contains the password or the token: URLs are shown as ``user:***@host``.
 
 ``subscribe`` serves the topic from a service of its own,
 ``zmicro-cli-<pid>`` (in queue group ``--queue``, else a broadcast
@@ -35,12 +40,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
+import logging
 import os
+import sys
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 import click
 import msgspec
@@ -71,14 +80,115 @@ def _broker_option(fn: Any) -> Any:
              "[default: $ZMICRO_BROKER, else embedded].")(fn)
 
 
+def _nats_auth_options(fn: Any) -> Any:
+    fn = click.option(
+        "--token-env", metavar="VAR",
+        help="NATS: read the token from environment variable VAR (not the command "
+             "line, which other users can see).")(fn)
+    return click.option(
+        "--creds", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+        help="NATS: a user credentials (.creds) file.")(fn)
+
+
+def _url_secrets(url: str | None) -> list[str]:
+    """The password in `url`'s user-info, as written and decoded."""
+    if not url:
+        return []
+    # Any scheme: a mistyped one must not print its password either.
+    out: list[str] = []
+    for part in url.split(","):  # nats-py takes comma-separated servers
+        userinfo = part.rpartition("@")[0].partition("://")[2] if "@" in part else ""
+        user, colon, password = userinfo.partition(":")
+        if not colon:
+            password = user  # nats://TOKEN@host: the whole user-info is the token
+        if password:
+            out += [password, unquote(password)]
+    return out
+
+
+def _redact(text: str, hidden: list[str]) -> str:
+    """`text` with every secret in `hidden` replaced by ***."""
+    for secret in sorted(set(hidden), key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class _RedactFilter(logging.Filter):
+    """Rewrites a log record whose message contains a secret."""
+
+    def __init__(self, hidden: list[str]) -> None:
+        super().__init__()
+        self.hidden = hidden
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _redact(message, self.hidden)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def _redacting(fn: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a command so that nothing it prints names the broker's password
+    or token (URLs from --broker/$ZMICRO_BROKER, --token-env): not the
+    errors it raises, nor the log lines of the libraries it calls (these
+    commands configure no logging, so warnings would go to stderr through
+    logging's last resort: a handler of the same shape that redacts takes
+    its place while the command runs)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        hidden = _url_secrets(kwargs.get("broker_url"))
+        if kwargs.get("token_env"):
+            hidden.append(os.environ.get(kwargs["token_env"], ""))
+        hidden = [h for h in hidden if h]
+        root = logging.getLogger()
+        redact = _RedactFilter(hidden)
+        own: logging.Handler | None = None
+        if not root.handlers:
+            own = logging.StreamHandler(sys.stderr)
+            own.setLevel(logging.WARNING)
+            root.addHandler(own)
+        handlers = list(root.handlers)
+        for handler in handlers:
+            handler.addFilter(redact)
+        try:
+            fn(*args, **kwargs)
+        except click.ClickException as exc:
+            # click declares message Final, but reads it from the instance
+            # when it prints (as Failure's exit_code in _shared.py).
+            exc.message = _redact(exc.message, hidden)  # type: ignore[misc]
+            raise
+        finally:
+            for handler in handlers:
+                handler.removeFilter(redact)
+            if own is not None:
+                root.removeHandler(own)
+
+    return wrapper
+
+
 def _nats_url(url: str | None) -> str | None:
     """The NATS URL of --broker, or None for the embedded broker."""
     if url is None or url.strip() in ("", "embedded"):
         return None
     if not url.startswith(_NATS_SCHEMES):
+        # (_redacting hides a password in it)
         raise click.BadParameter(f"{url!r} is neither 'embedded' nor nats://host:port",
                                  param_hint="--broker")
     return url
+
+
+def _nats_broker(url: str, creds: str | None, token_env: str | None) -> Any:
+    from ..broker.nats import NatsBroker
+
+    token = None
+    if token_env is not None:
+        token = os.environ.get(token_env)
+        if not token:
+            raise click.BadParameter(f"${token_env} is not set", param_hint="--token-env")
+    return NatsBroker(url, user_credentials=creds, token=token)
 
 
 @click.command()
@@ -96,10 +206,12 @@ def _nats_url(url: str | None) -> str | None:
               help="Codec of the body: JSON is sent as given; msgpack is converted "
                    "from the JSON.")
 @_broker_option
+@_nats_auth_options
 @_registry_option
+@_redacting
 def publish(topic: str, body: str | None, metadata: tuple[str, ...], wait: bool,
             timeout: float, content_type: str, broker_url: str | None,
-            registry_dir: str | None) -> None:
+            creds: str | None, token_env: str | None, registry_dir: str | None) -> None:
     """Publish one event to TOPIC with the JSON BODY (default: stdin).
 
     Waits (up to --timeout) until every queue group acked it; exit 1 if a
@@ -120,6 +232,8 @@ def publish(topic: str, body: str | None, metadata: tuple[str, ...], wait: bool,
         content_type).encode(value)
     entries = _parse_metadata(metadata)
     nats = _nats_url(broker_url)
+    if nats is None and (creds or token_env):
+        raise click.UsageError("--creds and --token-env are for a NATS --broker")
     if nats is not None and wait:
         raise click.UsageError("--wait needs the embedded broker (on NATS, publish returns "
                                "once the server stored the event)")
@@ -131,7 +245,8 @@ def publish(topic: str, body: str | None, metadata: tuple[str, ...], wait: bool,
             request_id=secrets.randbits(63) or 1, content_type=content_type,
             metadata=entries or None, principal=security.public_key)
         if nats is not None:
-            _publish_nats(nats, topic, frame, event_id, timeout)
+            _publish_nats(_nats_broker(nats, creds, token_env), topic, frame, event_id,
+                          timeout)
             return
         report, dropped, unrouted = asyncio.run(_publish(registry, topic, frame, event_id,
                                                          timeout))
@@ -165,10 +280,8 @@ def publish(topic: str, body: str | None, metadata: tuple[str, ...], wait: bool,
         raise Failure("; ".join(f"{g}: {o}" for g, o in sorted(failed.items())), EXIT_FAILED)
 
 
-def _publish_nats(url: str, topic: str, frame: bytes, event_id: bytes, timeout: float) -> None:
-    from ..broker.nats import NatsBroker
-
-    broker = NatsBroker(url)
+def _publish_nats(broker: Any, topic: str, frame: bytes, event_id: bytes,
+                  timeout: float) -> None:
     try:
         broker.publish(topic, frame, event_id=event_id, timeout=timeout)
     finally:
@@ -203,9 +316,11 @@ async def _publish(registry: Any, topic: str, frame: bytes, event_id: bytes,
                    "[default: get every event].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
 @_broker_option
+@_nats_auth_options
 @_registry_option
+@_redacting
 def subscribe(topic: str, queue: str | None, as_json: bool, broker_url: str | None,
-              registry_dir: str | None) -> None:
+              creds: str | None, token_env: str | None, registry_dir: str | None) -> None:
     """Print the events of TOPIC as they arrive, until SIGINT or SIGTERM."""
     from ..service import Service
 
@@ -216,11 +331,15 @@ def subscribe(topic: str, queue: str | None, as_json: bool, broker_url: str | No
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     nats = _nats_url(broker_url)
-    registry = _registry(registry_dir)
+    if nats is None and (creds or token_env):
+        raise click.UsageError("--creds and --token-env are for a NATS --broker")
     broker: Any = None
     if nats is not None:
-        from ..broker.nats import NatsBroker
-        broker = NatsBroker(nats)
+        try:
+            broker = _nats_broker(nats, creds, token_env)
+        except BrokerError as exc:
+            raise Failure(str(exc), EXIT_ENVIRONMENT) from None
+    registry = _registry(registry_dir)
     svc = Service(f"zmicro-cli-{os.getpid()}", registry=registry, broker=broker)
 
     @svc.subscriber(topic, queue=queue)
