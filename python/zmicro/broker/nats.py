@@ -143,7 +143,7 @@ try:
 except ImportError as exc:  # pragma: no cover - the extra is not installed
     raise ImportError("zmicro.broker.nats needs nats-py: pip install 'zmicro[nats]'") from exc
 
-__all__ = ["NatsBroker", "permissions", "permissions_config"]
+__all__ = ["NatsBroker", "permissions", "permissions_config", "redact_url"]
 
 log = logging.getLogger("zmicro.broker.nats")
 
@@ -166,6 +166,26 @@ _DENIED = re.compile(r'[Pp]ermissions [Vv]iolation for [Pp]ublish to "?([^"\s\']
 # JetStream API error codes (nats-server's errors.json).
 _ERR_STREAM_NAME_IN_USE = 10058
 _RESOURCE_ERRORS = frozenset({10077, 10047, 10027, 10028})  # store full, no resources
+
+
+# ``scheme://user:password@`` or ``scheme://token@``: the user-info of a URL.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/@\s'\"]*)@")
+
+
+def _redact_info(m: re.Match[str]) -> str:
+    user, sep, _ = m.group("info").partition(":")
+    # user:password keeps the user (who it is, for the operator); a lone
+    # part may be a token: hidden whole.
+    return f"{m.group('scheme')}{user}:***@" if sep else f"{m.group('scheme')}***@"
+
+
+def redact_url(text: str | Iterable[str]) -> str:
+    """`text` (a URL, a list of URLs, or any message naming URLs) with every
+    URL's password or token replaced by ``***``: what NatsBroker logs and
+    raises, never a secret (the CLI reuses it)."""
+    if not isinstance(text, str):
+        text = ", ".join(str(t) for t in text)
+    return _USERINFO.sub(_redact_info, text)
 
 
 def _hash8(name: str) -> str:
@@ -432,9 +452,9 @@ class NatsBroker(Broker):
                            or "authorization violation" in str(e).lower())
                 if refused and not auth_failed.done():
                     auth_failed.set_result(e)
-                log.debug("nats: connecting: %s", e or type(e).__name__)
+                log.debug("nats: connecting: %s", redact_url(str(e) or type(e).__name__))
             else:
-                log.warning("nats: %s", e or type(e).__name__)
+                log.warning("nats: %s", redact_url(str(e) or type(e).__name__))
             # The server answers a publish it forbids with an error on the
             # connection, not on the request: remember it for publish().
             denied = _DENIED.search(str(e))
@@ -443,7 +463,7 @@ class NatsBroker(Broker):
 
         async def disconnected_cb() -> None:
             if not self._closed:
-                log.warning("nats: disconnected from %s", self._servers)
+                log.warning("nats: disconnected from %s", redact_url(self._servers))
 
         async def reconnected_cb() -> None:
             log.info("nats: reconnected")
@@ -469,12 +489,12 @@ class NatsBroker(Broker):
         except BaseException:  # noqa: BLE001 - best effort on a failed client
             pass
         if auth_failed in done:
-            raise BrokerError(f"NATS at {servers} refused the credentials: "
-                              f"{auth_failed.result()}")
+            raise BrokerError(redact_url(f"NATS at {redact_url(servers)} refused the "
+                                         f"credentials: {auth_failed.result()}"))
         why = (task.exception() if task in done and not task.cancelled()
                else last_error[0] if last_error else None)
-        raise BrokerError(f"cannot connect to NATS at {servers} within {timeout} s: "
-                          f"{why or 'no answer'}")
+        raise BrokerError(redact_url(f"cannot connect to NATS at {redact_url(servers)} "
+                                     f"within {timeout} s: {why or 'no answer'}"))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -694,11 +714,12 @@ class NatsBroker(Broker):
             await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
         if full:
             raise RPCError(Code.RESOURCE_EXHAUSTED,
-                           f"the stream of {topic!r} stayed full for {timeout} s: {last}",
+                           f"the stream of {topic!r} stayed full for {timeout} s: "
+                           f"{redact_url(str(last))}",
                            processed=False)
         raise RPCError(Code.UNAVAILABLE,
                        f"JetStream did not store the event within {timeout} s: "
-                       f"{last or 'no answer'}", processed=None)
+                       f"{redact_url(str(last or 'no answer'))}", processed=None)
 
     async def _publish_core(self, nc: NatsClient, topic: str, data: bytes,
                             timeout: float) -> None:
@@ -710,7 +731,7 @@ class NatsBroker(Broker):
                            f"the NATS server's max_payload", processed=False) from e
         except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
             raise RPCError(Code.UNAVAILABLE, f"NATS did not take the event within "
-                           f"{timeout} s: {e}", processed=None) from e
+                           f"{timeout} s: {redact_url(str(e))}", processed=None) from e
 
     # -- subscribe -------------------------------------------------------------
 
@@ -1033,7 +1054,7 @@ class _JsSubscription(_SubscriptionBase):
                     await self._ensure()
                     self._ready = True
                 except Exception as e:  # noqa: BLE001 - server still away: try again
-                    log.debug("nats: %s not ready yet: %s", self.topic, e)
+                    log.debug("nats: %s not ready yet: %s", self.topic, redact_url(str(e)))
                     await asyncio.sleep(0.25)
                     continue
             free = self.options.max_in_flight - self.in_flight - len(self._backlog)
@@ -1049,7 +1070,8 @@ class _JsSubscription(_SubscriptionBase):
                 await nc.publish(f"{_JS_API}.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}",
                                  request, reply=self._inbox)
             except Exception as e:  # noqa: BLE001 - reconnecting: pull again soon
-                log.debug("nats: pull request for %s failed: %s", self.topic, e)
+                log.debug("nats: pull request for %s failed: %s", self.topic,
+                          redact_url(str(e)))
                 await asyncio.sleep(0.1)
                 continue
             try:
@@ -1105,7 +1127,7 @@ class _JsSubscription(_SubscriptionBase):
             await self.broker._dead_letter(self.topic, self.queue, msg, reason, deliveries)
         except Exception as e:  # noqa: BLE001 - DLQ unreachable: keep the event
             log.error("nats: cannot dead-letter an event of %s (%s): %s; it is redelivered",
-                      self.topic, reason, e)
+                      self.topic, reason, redact_url(str(e)))
             await msg.nak(delay=self.options.delay(deliveries or 1))
             return False
         await msg.term()
