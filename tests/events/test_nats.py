@@ -228,12 +228,13 @@ def test_max_deliveries_dead_letters_with_reason(broker, nats_topic):
 
 
 def test_term_dead_letters_at_once(broker, nats_topic):
-    rec = Recorder(lambda d: d.term("bad_mac"))
+    rec = Recorder(lambda d: d.term("rejected: no such order"))
     broker.subscribe(nats_topic, rec, SubscribeOptions(queue="g"))
-    publish(broker, nats_topic, b"forged")
+    publish(broker, nats_topic, b"poison")
     dead = eventually(broker.dead_letters, "a dead letter")
-    assert [(d.data, d.reason, d.deliveries) for d in dead] == [(b"forged", "bad_mac", 1)]
-    assert rec.got == [(b"forged", 1)]
+    assert [(d.data, d.reason, d.deliveries) for d in dead] == [
+        (b"poison", "rejected: no such order", 1)]
+    assert rec.got == [(b"poison", 1)]
 
 
 def test_ending_twice_is_an_error(broker, nats_topic):
@@ -614,7 +615,8 @@ def test_the_documented_permissions(tmp_path):
             eventually(lambda: sorted(rec.datas()) == [b"fine", b"refused"], "both events")
             admin._topics.add("order.created")  # dead_letters() reads the topics it knows
             (dead,) = eventually(admin.dead_letters, "the dead letter, stored by billing")
-            assert (dead.data, dead.reason) == (b"refused", "bad_mac")
+            # A refusal's dead letter keeps no bytes (anyone may forge one).
+            assert (dead.data, dead.reason) == (b"", "bad_mac")
             with pytest.raises(RPCError) as info:
                 billing.publish("order.created", b"x", event_id=os.urandom(16), timeout=30)
             assert info.value.code == Code.PERMISSION_DENIED and info.value.processed is False
@@ -773,3 +775,41 @@ def test_no_password_in_logs_or_errors_of_a_failed_connect(caplog):
     assert "S3cretPW" not in text and "T0kenXYZ" not in text
     assert redact_url("nats://u:p@h:1, tls://tok@h2") == "nats://u:***@h:1, tls://***@h2"
     assert redact_url(["nats://h:4222"]) == "nats://h:4222"
+
+
+def test_refused_frames_leave_a_bounded_dead_letter_stream_without_their_bytes(nats_url,
+                                                                                nats_topic):
+    import uuid
+
+    import blake3
+
+    from zmicro.broker.nats import REFUSAL_REASONS, dlq_stream_name
+
+    dlq = f"zmicro.f{uuid.uuid4().hex[:8]}.dlq."   # a dead-letter stream of its own
+    reasons = sorted(REFUSAL_REASONS)
+    with NatsBroker(nats_url, dlq_prefix=dlq, dlq_max_msgs=20) as broker:
+        # What the glue does with forged frames: term with the refusal's reason,
+        # here in two groups (one dead letter each).
+        rec = Recorder(lambda d: d.term(reasons[d.data[0] % len(reasons)]))
+        broker.subscribe(nats_topic, rec, SubscribeOptions(queue="a"))
+        broker.subscribe(nats_topic, Recorder(lambda d: d.term("bad_mac")),
+                         SubscribeOptions(queue="b"))
+        frames = [bytes([i]) + b"F" * 1000 for i in range(60)]
+        for frame in frames:
+            publish(broker, nats_topic, frame)
+
+        def stored():
+            return broker._runner.run(broker._js.stream_info(dlq_stream_name(dlq)), 30)
+        eventually(lambda: stored().state.last_seq == 120, "every refusal dead-lettered")
+        info = stored()
+        assert info.state.messages == 20               # bounded: the oldest went
+        assert info.state.bytes < 20 * 1000            # and none holds a frame
+        dead = broker.dead_letters()
+        assert len(dead) == 20 and all(d.data == b"" for d in dead)
+        assert {d.reason for d in dead} <= REFUSAL_REASONS
+
+        async def last():
+            return await broker._js.get_last_msg(dlq_stream_name(dlq), dlq + nats_topic)
+        raw = broker._runner.run(last(), 30)
+        assert raw.headers["Zmicro-Size"] == "1001"
+        assert raw.headers["Zmicro-Blake3"] in {blake3.blake3(f).hexdigest() for f in frames}

@@ -51,10 +51,15 @@ JetStream (``jetstream=True``, the default), per topic ``T``:
   ended; the rest stay in the stream. The consumer's ``max_ack_pending``
   (default ``max(1024, 4 x max_in_flight)``) bounds the whole group.
 - **Dead letters**: stream ``ZMICRO_DLQ`` (subjects ``zmicro.dlq.>``, 7
-  days), one message per dead event and group on ``zmicro.dlq.T``, the
-  original bytes with headers ``Zmicro-Reason``, ``Zmicro-Topic``,
-  ``Zmicro-Queue``, ``Zmicro-Deliveries``, ``Zmicro-Stream-Seq`` (stored once
-  per event and group: ``Nats-Msg-Id``). :meth:`NatsBroker.dead_letters`
+  days, at most ``dlq_max_bytes`` / ``dlq_max_msgs``, the oldest discarded),
+  one message per dead event and group on ``zmicro.dlq.T``, the original
+  bytes with headers ``Zmicro-Reason``, ``Zmicro-Topic``, ``Zmicro-Queue``,
+  ``Zmicro-Deliveries``, ``Zmicro-Stream-Seq`` (stored once per event and
+  group: ``Nats-Msg-Id``). An event the subscriber's checks refused
+  (``REFUSAL_REASONS``: forged, stale, ...) is stored without its bytes,
+  with ``Zmicro-Size`` and ``Zmicro-Blake3`` (hex) instead: anyone allowed
+  to publish on the subject can make such events, and must not fill the
+  dead-letter stream with them. :meth:`NatsBroker.dead_letters`
   reads the last 1,000 of the topics this broker subscribed to.
 - **Reconnect** forever (``max_reconnect_attempts=-1``). After a reconnect
   every subscription makes sure its stream and consumer exist again (a
@@ -153,6 +158,15 @@ T = TypeVar("T")
 DLQ_PREFIX = "zmicro.dlq."
 DLQ_STREAM = "ZMICRO_DLQ"
 DLQ_MAX_AGE = 7 * 24 * 3600.0
+#: The dead-letter stream's default bounds (discard old): a flood of dead
+#: letters drops the oldest, never fills the server.
+DLQ_MAX_BYTES = 256 * 1024 * 1024
+DLQ_MAX_MSGS = 100_000
+#: Refusals of the subscriber's checks (EventRefused reasons): anyone who
+#: may publish on the subject can cause them, so their dead letters keep
+#: reason, size and hash only, never the frame.
+REFUSAL_REASONS = frozenset({"malformed", "version", "kind", "wrong_topic", "unsigned",
+                             "unknown_key", "bad_mac", "future", "stale", "replay_full"})
 #: Seconds a pull request waits on the server before it expires (a new one
 #: follows at once): short enough that a request lost with a server is
 #: replaced soon, long enough to cost nothing when idle.
@@ -354,7 +368,12 @@ class _Conn:
 
 
 class NatsBroker(Broker):
-    """A :class:`~zmicro.broker.base.Broker` on NATS (see the module docstring)."""
+    """A :class:`~zmicro.broker.base.Broker` on NATS (see the module docstring).
+
+    ``dlq_max_bytes`` / ``dlq_max_msgs``: the dead-letter stream's bounds
+    when this broker creates it (discard old; -1: unbounded). A stream made
+    earlier keeps its own limits.
+    """
 
     def __init__(self, servers: str | list[str] = "nats://127.0.0.1:4222", *,
                  user: str | None = None, password: str | None = None,
@@ -365,6 +384,7 @@ class NatsBroker(Broker):
                  stream_max_age: float = 240.0, duplicate_window: float = 120.0,
                  storage: str = "file", replicas: int = 1,
                  max_ack_pending: int | None = None, pending_limit: int = 65536,
+                 dlq_max_bytes: int = DLQ_MAX_BYTES, dlq_max_msgs: int = DLQ_MAX_MSGS,
                  connect_timeout: float = 10.0, name: str | None = None,
                  inbox_prefix: str = "_INBOX",
                  connect_options: dict[str, Any] | None = None) -> None:
@@ -377,6 +397,8 @@ class NatsBroker(Broker):
         self._subject_prefix = subject_prefix
         self._dlq_prefix = dlq_prefix
         self._dlq_stream = dlq_stream_name(dlq_prefix)
+        self._dlq_max_bytes = int(dlq_max_bytes)
+        self._dlq_max_msgs = int(dlq_max_msgs)
         self._stream_max_age = float(stream_max_age)
         self._duplicate_window = float(duplicate_window)
         self._storage = (js_api.StorageType.FILE if storage == "file"
@@ -531,15 +553,19 @@ class NatsBroker(Broker):
     async def _ensure_dlq(self) -> None:
         if self._dlq_stream not in self._conn.streams:
             await self._lookup_or_add_stream(self._js, self._dlq_stream,
-                                             [self._dlq_prefix + ">"], DLQ_MAX_AGE)
+                                             [self._dlq_prefix + ">"], DLQ_MAX_AGE,
+                                             max_bytes=self._dlq_max_bytes,
+                                             max_msgs=self._dlq_max_msgs)
             self._conn.streams.add(self._dlq_stream)
 
     async def _lookup_or_add_stream(self, js: Any, name: str, subjects: list[str],
-                                    max_age: float) -> None:
+                                    max_age: float, max_bytes: int | None = None,
+                                    max_msgs: int | None = None) -> None:
         try:
             info = await js.stream_info(name)
         except nats.js.errors.NotFoundError:
-            if await self._add_stream(js, name, subjects, max_age):
+            if await self._add_stream(js, name, subjects, max_age, max_bytes=max_bytes,
+                                      max_msgs=max_msgs):
                 return
             info = await js.stream_info(name)  # made meanwhile by another broker
         # Made by a broker with other limits: use it if it stores our subjects.
@@ -548,13 +574,14 @@ class NatsBroker(Broker):
             raise BrokerError(f"stream {name} exists without subjects {sorted(missing)}")
 
     async def _add_stream(self, js: Any, name: str, subjects: list[str],
-                          max_age: float) -> bool:
+                          max_age: float, max_bytes: int | None = None,
+                          max_msgs: int | None = None) -> bool:
         """Create a stream; False when one of that name exists already."""
         config = js_api.StreamConfig(
             name=name, subjects=subjects, retention=js_api.RetentionPolicy.LIMITS,
             max_age=max_age, duplicate_window=min(self._duplicate_window, max_age),
             storage=self._storage, num_replicas=self._replicas,
-            discard=js_api.DiscardPolicy.OLD)
+            discard=js_api.DiscardPolicy.OLD, max_bytes=max_bytes, max_msgs=max_msgs)
         try:
             await js.add_stream(config)
         except nats.js.errors.APIError as e:
@@ -796,7 +823,13 @@ class NatsBroker(Broker):
             "Zmicro-Queue": queue or "", "Zmicro-Deliveries": str(deliveries or ""),
             "Zmicro-Stream-Seq": str(seq),
         }
-        await self._js.publish(self._dlq_prefix + topic, msg.data, headers=headers, timeout=5)
+        data = msg.data
+        if reason in REFUSAL_REASONS:
+            # Forgeable by any publisher on the subject: no bytes kept.
+            headers["Zmicro-Size"] = str(len(data))
+            headers["Zmicro-Blake3"] = blake3.blake3(data).hexdigest()
+            data = b""
+        await self._js.publish(self._dlq_prefix + topic, data, headers=headers, timeout=5)
 
     def dead_letters(self) -> list[DeadLetter]:
         self._check_open()
