@@ -38,7 +38,11 @@ JetStream (``jetstream=True``, the default), per topic ``T``:
   delay (None: the subscription's backoff for that delivery count);
   ``term(reason)`` stores the event in the dead-letter stream, then
   terminates it. An event not ended within ``ack_wait`` is redelivered by
-  the server. The consumer's ``max_deliver`` is ``max_deliveries + 1``:
+  the server; while a delivery is handed out and not ended, the broker
+  sends ``in_progress`` every ``ack_wait``/2, so a handler running longer
+  than ``ack_wait`` is not redelivered meanwhile (only a member that died
+  or lost its connection lets ``ack_wait`` run out). The consumer's
+  ``max_deliver`` is ``max_deliveries + 1``:
   the extra delivery is never handed out, the broker dead-letters it
   (reason ``max_deliveries``), so an event whose last holder died is not
   dropped silently. A nack of the ``max_deliveries``-th delivery
@@ -913,7 +917,8 @@ class NatsBroker(Broker):
 class _NatsDelivery(Delivery):
     """One delivery; ending it posts the end to the broker's loop."""
 
-    __slots__ = ("data", "deliveries", "user_id", "_sub", "_msg", "_ended", "_released")
+    __slots__ = ("data", "deliveries", "user_id", "_sub", "_msg", "_ended", "_released",
+                 "_ticker")
 
     def __init__(self, sub: _JsSubscription | _CoreSubscription, msg: Msg,
                  deliveries: int | None) -> None:
@@ -924,6 +929,7 @@ class _NatsDelivery(Delivery):
         self._msg = msg
         self._ended = False
         self._released = False  # given back by close(): a later end is moot
+        self._ticker: asyncio.Task[None] | None = None  # JetStream: in_progress (ack_wait/2)
 
     def _end(self, kind: str, arg: Any) -> None:
         with self._sub.lock:
@@ -1152,7 +1158,24 @@ class _JsSubscription(_SubscriptionBase):
         if not self.queue and meta.sequence:
             seq = meta.sequence.stream
             self._held[seq] = self._held.get(seq, 0) + 1
-        self._hand_out(_NatsDelivery(self, msg, meta.num_delivered))
+        delivery = _NatsDelivery(self, msg, meta.num_delivered)
+        delivery._ticker = asyncio.get_running_loop().create_task(self._in_progress(delivery))
+        self._hand_out(delivery)
+
+    async def _in_progress(self, delivery: _NatsDelivery) -> None:
+        """Tell the server every ack_wait/2 that an unended delivery is
+        still being handled: a handler longer than ack_wait must not see its
+        event redelivered (to another member) while it runs."""
+        every = max(self.options.ack_wait / 2, 0.05)
+        msg = delivery._msg
+        while True:
+            await asyncio.sleep(every)
+            if delivery._ended or delivery._released or self.closed:
+                return
+            try:
+                await msg.in_progress()
+            except Exception as e:  # noqa: BLE001 - reconnecting: the next tick tries again
+                log.debug("nats: in_progress on %s failed: %s", self.topic, redact_url(str(e)))
 
     async def _dead_letter_and_term(self, msg: Msg, reason: str,
                                     deliveries: int | None) -> bool:
@@ -1169,6 +1192,8 @@ class _JsSubscription(_SubscriptionBase):
 
     async def finish(self, delivery: _NatsDelivery, kind: str, arg: Any) -> None:
         msg = delivery._msg
+        if delivery._ticker is not None:
+            delivery._ticker.cancel()
         if self.out.pop(id(delivery), None) is None:
             return  # released by close() meanwhile: naked already
         self.in_flight -= 1
