@@ -58,9 +58,9 @@ subscription's glue, in this order,
 The principal the rules see is the transport's (the Curve key that sent
 the delivery, embedded) when the broker knows it, else the event's signed
 ``principal`` field (memory, NATS); None in insecure mode, as for calls.
-A sync handler runs inline on the thread that delivers (``blocking=True``:
-in the service's thread pool), an ``async def`` one as a task on the
-service's event loop.
+A sync handler runs inline on the thread that delivers (``blocking=True``,
+or a broker whose ``capabilities.delivers_on_loop``, NATS: in the service's
+thread pool), an ``async def`` one as a task on the service's event loop.
 """
 
 from __future__ import annotations
@@ -350,6 +350,8 @@ class _Subscriber:
         self._resolve = resolve_principal
         self._handler = chain_server(interceptors, self.fn) if interceptors else self.fn
         self._executor = executor
+        # A broker delivering on its own loop (NATS) must not run handlers inline.
+        self._on_loop = getattr(broker.capabilities, "delivers_on_loop", False)
         self._loop = loop
         self._on_refused = on_refused
         self._codecs = codecs()
@@ -428,7 +430,7 @@ class _Subscriber:
                 self._finish(d, ev, RPCError(Code.UNAVAILABLE, "no event loop"))
                 return
             asyncio.run_coroutine_threadsafe(self._run_async(d, ev, value, ctx), loop)
-        elif self.blocking and self._executor is not None:
+        elif (self.blocking or self._on_loop) and self._executor is not None:
             self._executor.submit(self._run_sync, d, ev, value, ctx)
         else:
             self._run_sync(d, ev, value, ctx)

@@ -543,7 +543,8 @@ class Service:
         attach = getattr(broker, "attach", None)
         if attach is not None:  # the embedded broker serves on this socket
             attach(self)
-        if any(s.blocking for s in self._subscribers.values()):
+        on_loop = getattr(broker.capabilities, "delivers_on_loop", False)
+        if any(s.blocking or (on_loop and not s.is_async) for s in self._subscribers.values()):
             self._events_pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self._workers, thread_name_prefix=f"zmicro-{self.name}-events")
         for sub in self._subscribers.values():

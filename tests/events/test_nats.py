@@ -819,3 +819,30 @@ def test_refused_frames_leave_a_bounded_dead_letter_stream_without_their_bytes(n
         raw = broker._runner.run(last(), 30)
         assert raw.headers["Zmicro-Size"] == "1001"
         assert raw.headers["Zmicro-Blake3"] in {blake3.blake3(f).hexdigest() for f in frames}
+
+
+def test_a_default_sync_subscriber_may_publish_through_the_same_broker(nats_url, nats_topic,
+                                                                     zmicro_keys, zmicro_serve):
+    import zmicro
+    from zmicro.registry import MemoryRegistry
+
+    follow_up = nats_topic + ".done"
+    handled: list[tuple[str, bytes]] = []
+    with NatsBroker(nats_url) as broker, zmicro.Publisher(broker=broker) as pub:
+        svc = zmicro.Service("billing", broker=broker, registry=MemoryRegistry())
+
+        @svc.subscriber(nats_topic, queue="billing")   # sync, blocking=False (the default)
+        def on_created(ev: bytes, ctx: zmicro.EventContext) -> None:
+            handled.append((ctx.topic, ev))
+            pub.publish(follow_up, b"follow-up")       # a blocking call on this broker
+
+        @svc.subscriber(follow_up, queue="billing")
+        def on_done(ev: bytes, ctx: zmicro.EventContext) -> None:
+            handled.append((ctx.topic, ev))
+
+        zmicro_serve(svc)
+        pub.publish(nats_topic, b"created")
+        eventually(lambda: len(handled) == 2, "both events handled")
+        assert sorted(handled) == sorted([(nats_topic, b"created"), (follow_up, b"follow-up")])
+        assert broker.capabilities.delivers_on_loop
+        assert broker.dead_letters() == []

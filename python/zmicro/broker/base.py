@@ -148,6 +148,9 @@ class Capabilities:
     durable: bool = False
     #: Events accepted survive the publisher's process (JetStream's store).
     survives_publisher: bool = False
+    #: on_delivery runs on the broker's event loop (NATS): the Service
+    #: glue runs sync handlers in its thread pool, never inline.
+    delivers_on_loop: bool = False
 
 
 @dataclass(frozen=True)

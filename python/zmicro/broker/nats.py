@@ -96,7 +96,10 @@ thread's connection answers no PING (its loop is not running): a server
 may drop it, and that thread's next publish reconnects. Called from a
 thread whose own loop is running (sync code inside a coroutine), it hands
 the event to the broker's thread instead. ``on_delivery`` is called on the broker's
-loop: it must not block. Deliveries may be ended from any thread.
+loop: it must not block. Deliveries may be ended from any thread. So the
+broker says ``Capabilities.delivers_on_loop``: a Service runs every sync
+handler (``blocking`` or not) in its thread pool, where it may block and
+publish through a Publisher on this same broker.
 
 Permissions: :func:`permissions` / :func:`permissions_config` give the
 exact NATS permissions of a publisher or subscriber user (its subjects, its
@@ -397,7 +400,8 @@ class NatsBroker(Broker):
         if not subject_prefix.endswith(".") or not dlq_prefix.endswith("."):
             raise ValueError("subject_prefix and dlq_prefix must end with '.'")
         self.jetstream = jetstream
-        self.capabilities = Capabilities(durable=jetstream, survives_publisher=jetstream)
+        self.capabilities = Capabilities(durable=jetstream, survives_publisher=jetstream,
+                                         delivers_on_loop=True)
         self._subject_prefix = subject_prefix
         self._dlq_prefix = dlq_prefix
         self._dlq_stream = dlq_stream_name(dlq_prefix)
