@@ -188,16 +188,16 @@ class EventContext:
 # -- publishing ---------------------------------------------------------------------------
 
 
-def _default_broker(registry: Registry | None, security: Security) -> Broker:
-    """The embedded broker (broker=None), with the caller's registry and
-    security. Imported when needed: it brings the client machinery, which
+def _default_broker(registry: Registry | None, security: Security, policy: Any = None) -> Broker:
+    """The embedded broker (broker=None), with the caller's registry,
+    security and policy (who may subscribe). Imported when needed: it brings the client machinery, which
     a process using another backend does without."""
     try:
         embedded = importlib.import_module(".broker.embedded", __package__)
     except ImportError as exc:
         raise RuntimeError("the embedded broker is not available here: pass broker=") from exc
     broker: Broker = embedded.EmbeddedBroker(registry=registry, insecure=security.insecure,
-                                             keys=security.store)
+                                             keys=security.store, policy=policy)
     return broker
 
 
@@ -207,15 +207,22 @@ class _PublisherBase:
     def __init__(self, broker: Broker | None = None, *, insecure: bool | None = None,
                  keys: str | KeyStore | None = None, registry: Registry | None = None,
                  content_type: str = DEFAULT_CONTENT_TYPE, timeout: float = DEFAULT_TIMEOUT,
-                 mac_window: float = 30.0) -> None:
+                 mac_window: float = 30.0, policy: Any = None) -> None:
         """``broker``: where events go (None: the embedded broker over
-        ``registry``, closed with the publisher); ``insecure`` / ``keys`` /
+        ``registry``, closed with the publisher); ``policy``: with the
+        embedded broker, who may subscribe (a :class:`zmicro.auth.Policy`
+        or its rules: ``zmicro.topic.<topic>:subscribe``; a denied
+        subscriber never gets the event; another broker is given its own
+        policy, so ``policy`` with ``broker`` is a ValueError); ``insecure`` / ``keys`` /
         ``mac_window``: security, as for clients (the MAC keys come from
         the key store's secrets); ``content_type``: the codec values are
         encoded with; ``timeout``: seconds publish() waits to be accepted
         unless the call says."""
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(f"timeout must be seconds > 0, not {timeout!r}")
+        if policy is not None and broker is not None:
+            raise ValueError("policy= is for the default (embedded) broker: "
+                             "give it to the broker you pass")
         try:
             codec: Codec = get_codec(content_type)
         except KeyError:
@@ -239,7 +246,7 @@ class _PublisherBase:
         self._ids = itertools.count(1 + _randbelow(1 << 62))
         self._owns_broker = broker is None
         self.broker: Broker = broker if broker is not None else _default_broker(
-            registry, self._security)
+            registry, self._security, policy)
         self._closed = False
 
     def _frame(self, topic: str, event: Any,

@@ -50,10 +50,12 @@ class Impl:
     #: Delivery.deliveries is counted (embedded: None, the subscriber cannot know).
     counts_deliveries: bool = True
     #: The backend's own transport routes a frame by the topic its header
-    #: names and drops malformed frames before any subscriber sees them
-    #: (embedded: the service's ROUTER). A broker there cannot move an event
-    #: to another topic's subscribers, and a cut frame is dropped without a
-    #: dead letter; the tests of those refusals hold for the other backends.
+    #: names and drops malformed frames before any subscriber sees them, so
+    #: a broker there cannot move an event to another topic's subscribers,
+    #: and a cut frame is dropped without a dead letter; the tests of those
+    #: refusals hold for the other backends. No backend does so now: the
+    #: embedded publisher dead-letters such a frame itself, with the
+    #: subscriber's reason (embedded.frame_refusal), as the others do.
     transport_checks: bool = False
     #: The registry a Service subscribing through this broker must use
     #: (embedded: the one its publishers look subscribers up in); None: any

@@ -10,6 +10,9 @@ Waits are `eventually` (generous bounds, never asserted durations).
 from __future__ import annotations
 
 import itertools
+import json
+import logging
+import os
 import sys
 import threading
 from collections import Counter
@@ -44,10 +47,11 @@ def frame(n: int, *, insecure: bool = False, topic: str = TOPIC) -> tuple[bytes,
 class Sub(ServiceProcess):
     """An embedded_node.py process; `handled()` reads its record file."""
 
-    def __init__(self, registry: Path, record: Path, *args: str) -> None:
+    def __init__(self, registry: Path, record: Path, *args: str,
+                 env: dict[str, str] | None = None) -> None:
         self.record = record
         super().__init__([sys.executable, str(NODE), str(registry), TOPIC, str(record), *args],
-                         name=f"sub {args}")
+                         name=f"sub {args}", env=env)
 
     def handled(self) -> list[int]:
         """The events its handler completed (a line each)."""
@@ -275,3 +279,71 @@ def test_a_publisher_whose_key_the_subscriber_does_not_trust_is_refused(subs, re
     assert report.groups["g"] != "acked"
     assert [d.queue for d in letters] == ["g"] and letters[0].deliveries == 0
     assert sub.handled() == []
+
+
+def test_a_node_whose_key_may_not_subscribe_gets_nothing(registry_dir, tmp_path, caplog):
+    """EmbeddedBroker(policy=): the rules decide ``subscribe`` for each
+    member's key (its allowlist roles). Two members of one group, both
+    trusted by the transport: the one whose key lacks the role never gets
+    an event, the other gets them all; the denial is audited once for the
+    node; once the permitted member left, the group dead-letters."""
+    from zmicro.auth import Policy, Rule, topic_resource
+    from zmicro.security import KeyStore
+    from zmicro.security.keys import write_keypair
+    from zmicro.testing import temporary_keys
+
+    caplog.set_level(logging.DEBUG, logger="zmicro.audit")
+    with temporary_keys() as home:
+        frame(0)  # this store's identity (role "self") and MAC secrets, before the nodes
+        other = write_keypair(tmp_path / "keys", "other")
+        KeyStore(home).trust(other.public, name="other-node", roles={"guest"})
+        allowed = Sub(registry_dir, tmp_path / "allowed", "--queue", "billing")
+        denied = Sub(registry_dir, tmp_path / "denied", "--queue", "billing",
+                     env={**os.environ, "ZMICRO_KEY": str(tmp_path / "keys" / "other.key_secret")})
+        b = EmbeddedBroker(EmbeddedRegistry(str(registry_dir)), policy=Policy(
+            rules=[Rule(topic_resource("order.*", "subscribe"), "self")]))
+        try:
+            eventually(lambda: members(registry_dir, "billing") == 2)
+            publish_all(b, range(20))
+            eventually(lambda: len(allowed.handled()) >= 20, "the permitted member got all")
+            eventually(lambda: b.stats()["pending"] == 0)
+            stats = b.stats()
+            assert stats["acked"] == 20 and stats["denied"] >= 1 and b.dead_letters() == []
+            assert stats["refusals"] == 0  # skipped, never sent
+            allowed.stop()
+            eventually(lambda: members(registry_dir, "billing") == 1)
+            data, event_id = frame(99)
+            report = b.publish_wait(TOPIC, data, event_id=event_id, timeout=30)
+            letters = b.dead_letters()
+        finally:
+            b.close(linger=0)
+            denied.stop()
+    assert sorted(allowed.handled()) == list(range(20))
+    assert denied.handled() == []
+    assert report.groups == {"billing": "no permitted subscriber"}
+    assert [(d.queue, d.reason, d.deliveries) for d in letters] == \
+        [("billing", "no permitted subscriber", 0)]
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "zmicro.audit"]
+    decisions = [(line["decision"], line["principal"]) for line in lines
+                 if line.get("endpoint") == "subscribe"]
+    assert decisions.count(("deny", "other-node")) == 1  # once per node, 21 events skipped it
+    assert ("allow", "other-node") not in decisions
+    assert any(d == "allow" for d, _ in decisions)
+
+
+def test_publisher_policy_goes_to_its_default_broker(registry_dir):
+    import zmicro
+    from zmicro.auth import Rule, topic_resource
+    from zmicro.broker.memory import MemoryBroker
+
+    rules = [Rule(topic_resource("order.*", "subscribe"), "self")]
+    with pytest.raises(ValueError, match="default"):
+        zmicro.Publisher(MemoryBroker(), policy=rules)
+    with pytest.raises(TypeError):
+        EmbeddedBroker(EmbeddedRegistry(str(registry_dir)), policy=["billing:*"])
+    pub = zmicro.Publisher(registry=EmbeddedRegistry(str(registry_dir)), policy=rules)
+    try:
+        assert isinstance(pub.broker, EmbeddedBroker)
+        assert [r.resource for r in pub.broker._rules] == ["zmicro.topic.order.*:subscribe"]
+    finally:
+        pub.close()

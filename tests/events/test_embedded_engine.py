@@ -503,3 +503,29 @@ def test_frame_refusal_names_what_a_subscriber_would_refuse():
     assert frame_refusal(TOPIC, b"junk") == "malformed"
     unsigned, _ = _core.encode_event(TOPIC, b"body", secrets=None, request_id=2)
     assert frame_refusal(TOPIC, unsigned) is None  # the subscriber's call (insecure or not)
+
+
+def test_permit_skips_denied_members_and_a_denied_broadcast_node_dead_letters():
+    """permit(topic, address, key) is asked before each send: a denied
+    member of a group is skipped (never sent to), a group or broadcast
+    node with no permitted member dead-letters "no permitted subscriber"."""
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "ok", "no"), record("strict", "no2"), record("", "no3")]
+        asked: list[tuple[str, str]] = []
+
+        def permit(topic: str, address: str, key: str) -> bool:
+            asked.append((topic, address))
+            return address == "ok"
+
+        engine = engine_for(net, clock, permit=permit)
+        reports = await publish(engine, 4, wait=True)
+        assert [r.groups for r in reports] == [
+            {"g": "acked", "strict": "no permitted subscriber",
+             "(broadcast) no3": "no permitted subscriber"}] * 4
+        assert {a for a, _ in net.sent} == {"ok"} and len(net.sent) == 4
+        assert {("order.created", a) for a in ("ok", "no2", "no3")} <= set(asked)
+        snapshot = engine.counters.snapshot()
+        assert snapshot["denied"] >= 8 and snapshot["refusals"] == 0
+        assert snapshot["dead_letters"] == 8
+    run(main())

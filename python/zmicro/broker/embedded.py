@@ -59,6 +59,19 @@ The publisher's delivery engine (:class:`DeliveryEngine`), per event:
   subscription by the header's topic, so asking it would only cost retries.
 - Broadcast: one delivery per node of the broadcast group, retried on that
   node only; a node that leaves the registry ends its delivery (``gone``).
+- **Who may subscribe** (``policy=``: a :class:`zmicro.auth.Policy` or its
+  rules): before an event is sent to a member, the rules decide
+  ``subscribe`` on ``zmicro.topic.<topic>`` for the member's principal
+  (its registry key through the publisher's allowlist,
+  ``Security.principal_for``, as a server names its callers: a key not in
+  the allowlist, or none in insecure mode, is anonymous). A denied member
+  never gets the event: it is skipped as a not-processed refusal is, and
+  never tried again for that event (counter ``denied``, each skip); the
+  decision is audited once per node (again when it changes: roles or the
+  allowlist changed). A group (or a broadcast node) whose members are all
+  denied dead-letters the event, reason ``"no permitted subscriber"``.
+  Decided per event, not per registry update, so a key untrusted or a role
+  taken away counts from the next event on.
 - Every delivery ends by ``max_age`` after the publish (default 120 s, the
   subscribers' default ``max_age``: they would refuse it as stale after
   that): a group without members for that long, or a member answering
@@ -140,6 +153,13 @@ log = logging.getLogger("zmicro.events")
 #: Dead letters a broker keeps in memory (the oldest go first).
 DEAD_LETTERS_KEPT = 1000
 
+#: The dead letter's reason when every member of a group may not subscribe.
+NO_PERMITTED = "no permitted subscriber"
+
+#: Nodes whose subscribe decision a broker remembers (to audit each once);
+#: cleared when full (the next event per node decides and audits again).
+_DECISIONS_KEPT = 4096
+
 #: Answers no other member or later attempt can change, when the handler
 #: side gave them (processed): the event is dead-lettered at once.
 TERMINAL = frozenset({Code.INVALID_ARGUMENT, Code.PERMISSION_DENIED, Code.UNAUTHENTICATED,
@@ -153,6 +173,9 @@ _STRATEGIES = {"round_robin": _core.SELECT_ROUND_ROBIN, "random": _core.SELECT_R
 Send = Callable[[str, bytes, bytes, str, float], Awaitable[None]]
 #: lookup(topic) -> the records of "zmicro.topic.<topic>" (all versions).
 Lookup = Callable[[str], Awaitable[list[ServiceRecord]]]
+#: permit(topic, address, node key) -> whether that node may get the
+#: topic's events (its principal's ``subscribe`` right).
+Permit = Callable[[str, str, str], bool]
 
 
 @dataclass
@@ -291,8 +314,8 @@ class _Event:
 class _Counters:
     """Shared by a broker's engines (the loop threads update it under a lock)."""
 
-    NAMES = ("published", "acked", "deliveries", "refusals", "dead_letters", "unrouted",
-             "gone", "dropped")
+    NAMES = ("published", "acked", "deliveries", "refusals", "denied", "dead_letters",
+             "unrouted", "gone", "dropped")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -328,7 +351,8 @@ class DeliveryEngine:
                  dead_letters: collections.deque[DeadLetter] | None = None,
                  on_dead_letter: Callable[[DeadLetter], Any] | None = None,
                  counters: _Counters | None = None,
-                 check: Callable[[str, bytes], str | None] | None = None) -> None:
+                 check: Callable[[str, bytes], str | None] | None = None,
+                 permit: Permit | None = None) -> None:
         if selector not in _STRATEGIES:
             raise ValueError(f"selector is one of {sorted(_STRATEGIES)}, not {selector!r}")
         for name, count in (("max_pending", max_pending), ("max_pending_bytes", max_pending_bytes),
@@ -345,6 +369,7 @@ class DeliveryEngine:
         self._send = send
         self._lookup = lookup
         self._check = check
+        self._permit = permit
         self._clock = clock
         self._strategy = _STRATEGIES[selector]
         self._outlier = outlier
@@ -593,6 +618,7 @@ class DeliveryEngine:
     async def _deliver_group(self, event: _Event, group: str, fixed: str | None) -> str:
         tried: set[str] = set()       # this round (since the last backoff)
         refused: dict[str, str] = {}  # terminal refusals before any handler: never again
+        denied: set[str] = set()      # may not subscribe (permit): never for this event
         deliveries = 0                # sends a handler may have run
         rounds = 0                    # rounds ended without an ack (the backoff's index)
         last = "no member"
@@ -606,19 +632,26 @@ class DeliveryEngine:
                                          f"expired after {self.max_age:g} s: {last}",
                                          deliveries)
             topic = await self._topic(event.topic)
-            balancer, address, present = self._pick(topic, group, fixed, tried | set(refused))
+            balancer, address, present = self._pick(topic, group, fixed,
+                                                    tried | set(refused) | denied)
             if address is None:
                 if fixed is not None and not present:
                     return "gone"
-                if present and refused and self._all_refused(topic, group, fixed, refused):
-                    return self._dead_letter(event, group, next(iter(refused.values())),
-                                             deliveries)
+                if present and (refused or denied) and self._all_refused(
+                        topic, group, fixed, set(refused) | denied):
+                    reason = next(iter(refused.values())) if refused else NO_PERMITTED
+                    return self._dead_letter(event, group, reason, deliveries)
                 # Every member tried (or none): back off, then a new round.
                 rounds += 1
                 tried.clear()
                 await self._sleep_until(min(event.expires, now + policy.delay(rounds)),
                                         None if present else topic.changed)
                 continue
+            if self._permit is not None and not self._permit(
+                    event.topic, address, topic.keys.get(address, "")):
+                denied.add(address)
+                self.counters.add("denied")
+                continue  # as a not-processed refusal: the next member at once
             policy = topic.policies.get(address, self._default)
             sent_at = self._clock()
             node = balancer.lookup(address) if balancer is not None else None
@@ -667,11 +700,11 @@ class DeliveryEngine:
             await self._sleep_until(min(event.expires, self._clock() + delay))
 
     def _all_refused(self, topic: _Topic, group: str, fixed: str | None,
-                     refused: dict[str, str]) -> bool:
+                     excluded: set[str]) -> bool:
         if fixed is not None:
-            return fixed in refused
+            return fixed in excluded
         balancer = topic.balancers.get(group)
-        return balancer is not None and all(n.address in refused for n in balancer.nodes())
+        return balancer is not None and all(n.address in excluded for n in balancer.nodes())
 
     # -- closing ---------------------------------------------------------------
 
@@ -895,7 +928,10 @@ class EmbeddedBroker(Broker):
     is delivered for at most), ``on_dead_letter`` (called with each
     DeadLetter on the engine's thread: keep it short), ``linger`` (close()'s
     default wait for the outbox), ``ttl`` (the topic records of the
-    broker's own subscriber services).
+    broker's own subscriber services), ``policy`` (a
+    :class:`zmicro.auth.Policy`, or its rules: who may subscribe, see the
+    module doc; None or a Policy without rules: anyone the transport lets
+    in).
     """
 
     capabilities = Capabilities(durable=False, survives_publisher=False)
@@ -911,7 +947,7 @@ class EmbeddedBroker(Broker):
                  max_deliveries: int = 5, backoff: tuple[float, ...] = (0.1, 1.0, 5.0),
                  max_age: float = 120.0,
                  on_dead_letter: Callable[[DeadLetter], Any] | None = None,
-                 linger: float = 5.0, ttl: float = 10.0) -> None:
+                 linger: float = 5.0, ttl: float = 10.0, policy: Any = None) -> None:
         self._registry = registry
         self._keys = keys
         self._insecure = insecure
@@ -925,6 +961,9 @@ class EmbeddedBroker(Broker):
             raise ValueError("linger must be seconds >= 0 and ttl seconds > 0")
         self._linger = float(linger)
         self._ttl = float(ttl)
+        self._rules, self._audit = _subscribe_rules(policy)
+        # (topic, address, key) -> the last decision audited (engine thread only).
+        self._decisions: dict[tuple[str, str, str], bool] = {}
         self._dead: collections.deque[DeadLetter] = collections.deque(maxlen=DEAD_LETTERS_KEPT)
         self._counters = _Counters()
         self._lock = threading.Lock()
@@ -1017,9 +1056,28 @@ class EmbeddedBroker(Broker):
 
             engine = DeliveryEngine(send=send, lookup=self._lookup, dead_letters=self._dead,
                                     counters=self._counters, check=frame_refusal,
+                                    permit=None if self._rules is None else self._permitted,
                                     **self._options)
             self._thread, self._client, self._engine = thread, client, engine
             return thread, engine
+
+    def _permitted(self, topic: str, address: str, key: str) -> bool:
+        """Whether the node at `address` (registry key `key`) may subscribe
+        to `topic`: the rules' ``subscribe`` decision for its principal,
+        audited once per node and decision (on the engine's thread)."""
+        assert self._rules is not None and self._security is not None
+        principal = self._security.principal_for(key or None)
+        service = TOPIC_PREFIX + topic
+        decision = self._rules.decide(principal, service, "subscribe")
+        seen = (topic, address, key)
+        if self._decisions.get(seen) is not decision.allowed:
+            if len(self._decisions) >= _DECISIONS_KEPT:
+                self._decisions.clear()
+            self._decisions[seen] = decision.allowed
+            self._audit("allow" if decision.allowed else "deny", decision.reason,
+                        principal=principal, service=service, endpoint="subscribe",
+                        node=address)
+        return bool(decision.allowed)
 
     def publish(self, topic: str, data: bytes, *, event_id: bytes,
                 timeout: float = 5.0) -> None:
@@ -1062,8 +1120,8 @@ class EmbeddedBroker(Broker):
 
     def stats(self) -> dict[str, int]:
         """Publisher counters: published, acked, deliveries (sends a handler
-        may have run that were not acked), refusals (not processed),
-        dead_letters, unrouted (no subscriber), gone, dropped; pending (in
+        may have run that were not acked), refusals (not processed), denied
+        (members skipped: may not subscribe, ``policy=``), dead_letters, unrouted (no subscriber), gone, dropped; pending (in
         the outbox now)."""
         engine = self._engine
         return self._counters.snapshot() | {"pending": 0 if engine is None else engine.pending}
@@ -1188,6 +1246,26 @@ class EmbeddedBroker(Broker):
         """close() from a coroutine (on a worker thread: the loop goes on)."""
         await asyncio.get_running_loop().run_in_executor(
             None, functools.partial(self.close, linger=linger))
+
+
+def _subscribe_rules(policy: Any) -> tuple[Any, Callable[..., None]]:
+    """(Rules or None, audit hook) of a broker's ``policy=``: a Policy (its
+    rules and its audit hook), Rules, or an iterable of Rule."""
+    from ..auth.audit import audit
+    from ..auth.policy import Policy
+    from ..auth.rules import Rule, Rules
+
+    if policy is None:
+        return None, audit
+    if isinstance(policy, Policy):
+        return policy.rules, policy.audit
+    if isinstance(policy, Rules):
+        return policy, audit
+    given: list[Any] = [policy] if isinstance(policy, (str, bytes)) else list(policy)
+    rules = [r for r in given if isinstance(r, Rule)]
+    if len(rules) != len(given):
+        raise TypeError("policy must be a Policy, Rules or Rule objects")
+    return Rules(rules), audit
 
 
 async def _call(fn: Callable[[], Any]) -> Any:
