@@ -529,3 +529,62 @@ def test_permit_skips_denied_members_and_a_denied_broadcast_node_dead_letters():
         assert snapshot["denied"] >= 8 and snapshot["refusals"] == 0
         assert snapshot["dead_letters"] == 8
     run(main())
+
+
+# -- credit: the member's max_in_flight bounds this publisher's unanswered deliveries ------
+
+
+def test_a_member_never_has_more_unanswered_deliveries_than_its_max_in_flight():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1", options=SubscribeOptions(max_in_flight=2))]
+        loop = asyncio.get_running_loop()
+        held: list[asyncio.Future] = []
+
+        def hold(event_id):
+            held.append(loop.create_future())
+            return held[-1]
+
+        net.answers["m1"] = hold
+        engine = engine_for(net, clock)
+        await publish(engine, 6)
+        await settle()
+        # Two sent, four waiting in the outbox for credit: no refusal, no
+        # backoff round, nothing more sent however long we let it run.
+        assert len(net.sent) == 2
+        for _ in range(3):
+            clock.advance(30.0)  # backoffs would pass; credit waits (up to max_age, 120 s)
+            engine.poke()
+            await settle()
+        assert len(net.sent) == 2
+        # Each answer lets exactly one more go.
+        for n in range(3, 7):
+            held[n - 3].set_result(None)
+            await settle()
+            assert len(net.sent) == n
+        for f in held[4:]:
+            f.set_result(None)
+        await settle()
+        assert engine.pending == 0
+        snapshot = engine.counters.snapshot()
+        assert (snapshot["acked"], snapshot["refusals"]) == (6, 0)
+    run(main())
+
+
+def test_a_full_member_is_paused_briefly_not_backed_off_nor_dead_lettered():
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1")]
+        answers = iter([refusal(Code.RESOURCE_EXHAUSTED, processed=False)] * 3)
+        net.answers["m1"] = lambda e: next(answers, None)
+        engine = engine_for(net, clock, backoff=(100.0,))
+        await publish(engine, 1)
+        for _ in range(5):  # each pause is FULL_PAUSE on the engine's clock
+            await settle()
+            clock.advance(0.05)
+            engine.poke()
+        await settle()
+        assert len(net.sent) == 4 and engine.pending == 0
+        snapshot = engine.counters.snapshot()
+        assert (snapshot["acked"], snapshot["full"], snapshot["dead_letters"]) == (1, 3, 0)
+    run(main())

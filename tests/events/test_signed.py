@@ -282,7 +282,11 @@ def test_a_replay_older_than_max_age_is_refused_as_stale(fake_broker, publisher,
                            now=time.time() - 3600)
     fake_broker.inject("order.created", data, event_id)
     (letter,) = refused(fake_broker, "stale")
-    assert letter.data == data
+    # NATS keeps a refused frame's reason, size and hash, never its bytes (a
+    # forger's flood must not fill the dead-letter stream); the others keep it.
+    from zmicro.broker.nats import NatsBroker
+    kept = b"" if isinstance(fake_broker.inner, NatsBroker) else data
+    assert letter.data == kept
     assert len(sub) == 0
 
 

@@ -31,8 +31,8 @@ The publisher's delivery engine (:class:`DeliveryEngine`), per event:
   not get it (not durable: ``capabilities.durable`` is False).
 - Per queue group: a member is picked (avoiding the members this round
   already tried); the subscriber's reply is the ack: done.
-  ``NOT_PROCESSED`` refusals (member full, draining, not subscribed any
-  more, connection refused) try the next member at once; when every member
+  ``NOT_PROCESSED`` refusals (draining, not subscribed any more,
+  connection refused; "full" is the credit rule below) try the next member at once; when every member
   was tried, wait the backoff and start a new round. A processed error
   (the handler nacked or failed) or no answer within the ack wait (the
   member may have died holding it) counts as a delivery: wait the backoff
@@ -47,6 +47,14 @@ The publisher's delivery engine (:class:`DeliveryEngine`), per event:
   and dead-letters when every member did. A dead letter's reason is the
   answer's detail (the subscriber's ``term`` reason). ``max_deliveries``
   deliveries (not-processed refusals are not deliveries) dead-letter too.
+- Credit: a subscription's record says its ``max_in_flight``
+  (:func:`topic_node_metadata`), and this publisher never has more of its
+  deliveries unanswered at that member; the rest wait in the outbox (bounded
+  by ``max_pending``) and go as answers come back, with no refusal and no
+  backoff round. A member that still answers "full" (RESOURCE_EXHAUSTED,
+  not processed: other publishers hold its slots) is left alone for
+  ``FULL_PAUSE`` (20 ms) or until one of this publisher's deliveries to it
+  ends, then retried: neither a delivery nor a backoff round.
 - The redelivery policy is the subscriber's: its topic record's node
   metadata (:func:`topic_node_metadata`: its SubscribeOptions'
   ``max_deliveries``, ``backoff`` and ``ack_wait``) rules the deliveries to
@@ -197,16 +205,26 @@ class DeliveryReport:
 #: Node metadata keys of a topic record through which a subscription tells
 #: publishers its redelivery policy (SubscribeOptions): the embedded
 #: publisher decides redeliveries, the subscriber chose how many and when.
-POLICY_KEYS = ("zmicro.max_deliveries", "zmicro.backoff", "zmicro.ack_wait")
+POLICY_KEYS = ("zmicro.max_deliveries", "zmicro.backoff", "zmicro.ack_wait",
+               "zmicro.max_in_flight")
+
+#: Seconds a member that answered "full" (RESOURCE_EXHAUSTED, not processed:
+#: other publishers hold its slots) is left alone, unless one of this
+#: publisher's own deliveries to it ends first: a short wait for a slot,
+#: not a backoff round.
+FULL_PAUSE = 0.02
 
 
 def topic_node_metadata(options: SubscribeOptions) -> dict[str, str]:
     """The node metadata a topic record carries for a subscription with
     `options` (beside ``service`` and ``health``): its max_deliveries,
-    backoff and ack_wait, which the embedded publisher follows."""
+    backoff and ack_wait, which the embedded publisher follows, and its
+    max_in_flight: the publisher's credit for that member (it never has more
+    deliveries unanswered there; the rest wait in its outbox)."""
     return {"zmicro.max_deliveries": str(options.max_deliveries),
             "zmicro.backoff": ",".join(repr(float(b)) for b in options.backoff),
-            "zmicro.ack_wait": repr(float(options.ack_wait))}
+            "zmicro.ack_wait": repr(float(options.ack_wait)),
+            "zmicro.max_in_flight": str(options.max_in_flight)}
 
 
 @dataclass(frozen=True)
@@ -216,6 +234,7 @@ class _Policy:
     max_deliveries: int
     backoff: tuple[float, ...]
     ack_wait: float
+    max_in_flight: int | None = None  # None: the record does not say (no credit limit)
 
     @staticmethod
     def of(metadata: dict[str, str]) -> _Policy | None:
@@ -226,10 +245,12 @@ class _Policy:
                 max_deliveries=int(metadata.get("zmicro.max_deliveries", "5")),
                 backoff=tuple(float(b) for b in
                               metadata.get("zmicro.backoff", "0.1,1,5").split(",")),
-                ack_wait=float(metadata.get("zmicro.ack_wait", "30")))
+                ack_wait=float(metadata.get("zmicro.ack_wait", "30")),
+                max_in_flight=int(metadata.get("zmicro.max_in_flight", "1")))
         except ValueError:  # a record written by someone else: the publisher's own
             return None
-        return _Policy(options.max_deliveries, options.backoff, options.ack_wait)
+        return _Policy(options.max_deliveries, options.backoff, options.ack_wait,
+                       options.max_in_flight if "zmicro.max_in_flight" in metadata else None)
 
     def delay(self, rounds: int) -> float:
         return self.backoff[min(max(rounds, 1), len(self.backoff)) - 1]
@@ -315,7 +336,7 @@ class _Counters:
     """Shared by a broker's engines (the loop threads update it under a lock)."""
 
     NAMES = ("published", "acked", "deliveries", "refusals", "denied", "dead_letters",
-             "unrouted", "gone", "dropped")
+             "unrouted", "gone", "dropped", "full")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -386,6 +407,12 @@ class DeliveryEngine:
         self._pending_bytes = 0
         self._room = asyncio.Event()                # set (and replaced) when room is made
         self._tick = asyncio.Event()                # poke(): a fake clock moved
+        # Credit per member: this publisher's deliveries unanswered there,
+        # and members that said "full" (until when); a delivery that ends
+        # sets _slot, waking the deliveries waiting for a member's credit.
+        self._busy: dict[tuple[str, str], int] = {}        # (topic, address)
+        self._full_until: dict[tuple[str, str], float] = {}
+        self._slot = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -632,8 +659,17 @@ class DeliveryEngine:
                                          f"expired after {self.max_age:g} s: {last}",
                                          deliveries)
             topic = await self._topic(event.topic)
-            balancer, address, present = self._pick(topic, group, fixed,
-                                                    tried | set(refused) | denied)
+            excluded = tried | set(refused) | denied
+            busy = self._without_credit(event.topic, topic, now)
+            balancer, address, present = self._pick(topic, group, fixed, excluded | busy)
+            if address is None and busy and self._pick(topic, group, fixed, excluded)[1]:
+                # Members left, all without credit: wait for a slot there
+                # (an answer to one of ours, or a "full" pause ending), not
+                # for a backoff round. The outbox (max_pending) bounds this.
+                last = "every member busy (no credit left)"
+                pause = FULL_PAUSE if self._full_until else self.max_age
+                await self._sleep_until(min(event.expires, now + pause), self._slot)
+                continue
             if address is None:
                 if fixed is not None and not present:
                     return "gone"
@@ -658,9 +694,13 @@ class DeliveryEngine:
             if node is not None:
                 balancer.begin(node)
             failed = True
+            credit = (event.topic, address)
+            self._busy[credit] = self._busy.get(credit, 0) + 1
             try:
+                # Never past the event's expiry, whatever ack_wait the
+                # subscriber's record asks for.
                 await self._send(address, event.frame, event.event_id, event.topic,
-                                 policy.ack_wait)
+                                 min(policy.ack_wait, max(0.001, event.expires - sent_at)))
                 failed = False
                 return "acked"
             except RPCError as exc:
@@ -671,11 +711,18 @@ class DeliveryEngine:
                 log.exception("events: sending to %s failed", address)
                 error = RPCError(Code.UNAVAILABLE, f"could not send: {exc!r}", processed=False)
             finally:
+                self._release(credit)
                 if node is not None:
                     balancer.end(node, max(0.0, self._clock() - sent_at), failed)
             last = f"{error.code.name}: {error.detail}" if error.detail else error.code.name
             if error.processed is False:
                 self.counters.add("refusals")
+                if error.code is Code.RESOURCE_EXHAUSTED:
+                    # Full (other publishers hold its slots): not a failed
+                    # member; it is left alone for FULL_PAUSE, then retried.
+                    self._full_until[credit] = self._clock() + FULL_PAUSE
+                    self.counters.add("full")
+                    continue
                 if error.code in TERMINAL:
                     refused[address] = error.detail or error.code.name.lower()
                 elif error.code is Code.UNAVAILABLE and node is not None:
@@ -698,6 +745,36 @@ class DeliveryEngine:
             if delay is None or not (delay >= 0 and math.isfinite(delay)):
                 delay = policy.delay(rounds)
             await self._sleep_until(min(event.expires, self._clock() + delay))
+
+    def _without_credit(self, name: str, topic: _Topic, now: float) -> set[str]:
+        """Members of topic `name` this publisher may not send one more
+        delivery to now: as many of its deliveries unanswered there as the
+        subscription's max_in_flight, or "full" for a moment."""
+        out = set()
+        for (t, address), n in self._busy.items():
+            if t != name:
+                continue
+            policy = topic.policies.get(address)
+            if policy is not None and policy.max_in_flight is not None \
+                    and n >= policy.max_in_flight:
+                out.add(address)
+        for (t, address), until in list(self._full_until.items()):
+            if until <= now:
+                del self._full_until[(t, address)]
+            elif t == name:
+                out.add(address)
+        return out
+
+    def _release(self, credit: tuple[str, str]) -> None:
+        """A delivery to `credit` (topic, address) ended: its slot is back."""
+        n = self._busy.get(credit, 0) - 1
+        if n > 0:
+            self._busy[credit] = n
+        else:
+            self._busy.pop(credit, None)
+        self._full_until.pop(credit, None)  # it answered: room again
+        slot, self._slot = self._slot, asyncio.Event()
+        slot.set()
 
     def _all_refused(self, topic: _Topic, group: str, fixed: str | None,
                      excluded: set[str]) -> bool:
