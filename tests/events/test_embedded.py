@@ -347,3 +347,39 @@ def test_publisher_policy_goes_to_its_default_broker(registry_dir):
         assert [r.resource for r in pub.broker._rules] == ["zmicro.topic.order.*:subscribe"]
     finally:
         pub.close()
+
+
+def test_concurrent_publishers_never_get_more_than_max_pending_accepted(broker):
+    """publish() hands events over without waiting for the engine's thread:
+    what it counts against the outbox must still bound it, publishers on
+    four threads at once included."""
+    from zmicro.errors import Code, RPCError
+
+    b = broker(insecure=True, max_pending=5)
+    held: list = []
+    b.subscribe(TOPIC, held.append, SubscribeOptions(queue="g", max_in_flight=100))
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def publisher() -> None:
+        for n in range(5):
+            data, event_id = frame(n, insecure=True)
+            try:
+                b.publish(TOPIC, data, event_id=event_id, timeout=0.3)
+                outcome = "accepted"
+            except RPCError as exc:
+                outcome = exc.code.name
+            with lock:
+                outcomes.append(outcome)
+
+    threads = [threading.Thread(target=publisher) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert Counter(outcomes) == {"accepted": 5, Code.RESOURCE_EXHAUSTED.name: 15}
+    eventually(lambda: len(held) == 5, "the five accepted are delivered")
+    assert b.stats()["pending"] == 5 and b.stats()["published"] == 5
+    for d in held:
+        d.ack()
+    eventually(lambda: b.stats()["pending"] == 0)

@@ -101,14 +101,22 @@ once every group acked it or gave it up: a caller that needs to know
 waits for it.
 
 Threads: the engine lives on one event loop, on a private thread of the
-broker (started on first use). ``publish()`` hands the event to it and
-waits; ``publish_async()`` awaits the same hand-over without blocking the
-caller's loop. One outbox per broker, not per loop, on purpose (the
-alternative, an engine on each caller's loop, saves that hop): an accepted
-event must outlive the caller's loop (``asyncio.run(main())`` returning
-would cancel deliveries running on it: at-least-once is "while the
-publisher lives", the broker, not one loop), and ``max_pending`` bounds the
-broker as a whole. The cost is one thread hop per publish.
+broker (started on first use). ``publish()`` hands the event over without
+waiting for that thread when the outbox has room: it appends the event to
+a hand-over queue under a lock (its events count against ``max_pending``
+and ``max_pending_bytes`` as the outbox's do, so each is sure to fit) and
+wakes the engine once per batch; the engine moves the whole batch into
+the outbox in one step. Only when the outbox is full does ``publish()``
+take the waiting path (the engine's ``put``: wait for room up to
+``timeout``). ``publish_async()`` does the same without blocking the
+caller's loop; ``publish_wait()`` always waits. One outbox per broker,
+not per loop, on purpose (the alternative, an engine on each caller's
+loop, saves the hand-over): an accepted event must outlive the caller's
+loop (``asyncio.run(main())`` returning would cancel deliveries running on
+it: at-least-once is "while the publisher lives", the broker, not one
+loop), and ``max_pending`` bounds the broker as a whole. An event handed
+over just as ``close()`` begins is dropped (counted, logged) as close()
+drops what the outbox still holds.
 
 Subscribing: ``subscribe()`` adds the subscription to a ServerCore (one
 socket, one port for calls and events): the attached Service's
@@ -458,17 +466,42 @@ class DeliveryEngine:
                     pass
                 if self._closing:
                     raise BrokerError("the broker is closed")
+        event = self._accept(topic, frame, event_id, timeout, wait)
+        if event.done is not None:
+            return await asyncio.shield(event.done)
+        return None
+
+    def accept_nowait(self, topic: str, frame: bytes, event_id: bytes, timeout: float) -> None:
+        """put() of an event the caller made room for (EmbeddedBroker's
+        hand-over counts its events against the outbox before it passes
+        them): into the outbox now, on the engine's loop, without a wait.
+        Raises BrokerError once the engine is closing."""
+        if self._closing:
+            raise BrokerError("the broker is closed")
+        self._loop = asyncio.get_running_loop()
+        self._accept(topic, frame, event_id, timeout, False)
+
+    def _accept(self, topic: str, frame: bytes, event_id: bytes, timeout: float,
+                wait: bool) -> _Event:
         event = _Event(topic, bytes(frame), bytes(event_id), self._clock(), timeout,
                        self.max_age)
         if wait:
+            assert self._loop is not None
             event.done = self._loop.create_future()
         self._events.add(event)
         self._pending_bytes += event.size
         self.counters.add("published")
         self._spawn(self._route(event))
-        if event.done is not None:
-            return await asyncio.shield(event.done)
-        return None
+        return event
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the events in the outbox."""
+        return self._pending_bytes
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -573,10 +606,14 @@ class DeliveryEngine:
                     self._ended(event, f"(broadcast) {address}",
                                 self._dead_letter(event, "", refusal, 0))
                 return
-            for group in groups:
-                self._spawn(self._deliver(event, group, None))
-            for address in broadcast:
-                self._spawn(self._deliver(event, "", address))
+            targets = [(group, None) for group in groups] + [("", a) for a in broadcast]
+            for group, fixed in targets[:-1]:
+                self._spawn(self._deliver(event, group, fixed))
+            # The last one in this task: one task per event, not two, in
+            # the common case of one group (a task costs more than the rest
+            # of an acked delivery's Python).
+            group, fixed = targets[-1]
+            await self._deliver(event, group, fixed)
         except asyncio.CancelledError:
             self._finish(event)
             raise
@@ -1039,6 +1076,14 @@ class EmbeddedBroker(Broker):
         self._linger = float(linger)
         self._ttl = float(ttl)
         self._rules, self._audit = _subscribe_rules(policy)
+        # The hand-over to the engine's thread: publish() appends here under
+        # _handing and wakes the engine once per batch (not a coroutine and
+        # a thread round trip per event); events here count against the
+        # outbox's bounds, so each is sure to fit when the engine takes it.
+        self._handing = threading.Lock()
+        self._handover: collections.deque[tuple[str, bytes, bytes, float]] = collections.deque()
+        self._handover_bytes = 0
+        self._woken = False
         # (topic, address, key) -> the last decision audited (engine thread only).
         self._decisions: dict[tuple[str, str, str], bool] = {}
         self._dead: collections.deque[DeadLetter] = collections.deque(maxlen=DEAD_LETTERS_KEPT)
@@ -1160,13 +1205,60 @@ class EmbeddedBroker(Broker):
                 timeout: float = 5.0) -> None:
         """Put the event in the outbox (blocking up to `timeout` while it is
         full: then RESOURCE_EXHAUSTED). Thread-safe."""
-        self._put(topic, data, event_id, timeout, False).result()
+        if not self._hand_over(topic, data, event_id, timeout):
+            self._put(topic, data, event_id, timeout, False).result()
 
     async def publish_async(self, topic: str, data: bytes, *, event_id: bytes,
                             timeout: float = 5.0) -> None:
         """publish() for asyncio. The outbox is the broker's one, on its
         thread: accepted events outlive the caller's loop."""
-        await asyncio.wrap_future(self._put(topic, data, event_id, timeout, False))
+        if not self._hand_over(topic, data, event_id, timeout):
+            await asyncio.wrap_future(self._put(topic, data, event_id, timeout, False))
+
+    def _hand_over(self, topic: str, data: bytes, event_id: bytes, timeout: float) -> bool:
+        """Accept the event without waiting when the outbox has room for
+        it (counting the events handed over and not taken yet): queued for
+        the engine's thread, woken once per batch. False: no room (or not
+        started): the caller takes the waiting path (engine.put)."""
+        check_topic(topic)
+        if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(f"timeout must be seconds > 0, not {timeout!r}")
+        thread, engine = self._started()
+        size = len(data)
+        with self._handing:
+            count = engine.pending + len(self._handover)
+            used = engine.pending_bytes + self._handover_bytes
+            if (engine.closing or count >= engine.max_pending
+                    or (count and used + size > engine.max_pending_bytes)
+                    or size > engine.max_pending_bytes):
+                return False
+            self._handover.append((topic, bytes(data), bytes(event_id), float(timeout)))
+            self._handover_bytes += size
+            if self._woken:
+                return True
+            self._woken = True
+        try:
+            thread.loop.call_soon_threadsafe(self._take_over, engine)
+        except RuntimeError:  # the loop is closed: so is the broker
+            raise BrokerError("the broker is closed") from None
+        return True
+
+    def _take_over(self, engine: DeliveryEngine) -> None:
+        """On the engine's thread: move the handed-over events to the outbox."""
+        with self._handing:
+            batch = list(self._handover)
+            self._handover.clear()
+            lost = 0
+            for topic, data, event_id, timeout in batch:
+                try:
+                    engine.accept_nowait(topic, data, event_id, timeout)
+                except BrokerError:  # close() began after publish() returned
+                    lost += 1
+            self._handover_bytes = 0
+            self._woken = False
+        if lost:
+            self._counters.add("dropped", lost)
+            log.warning("events: closing dropped %d event(s) just published", lost)
 
     def publish_wait(self, topic: str, data: bytes, *, event_id: bytes,
                      timeout: float = 5.0) -> DeliveryReport:
