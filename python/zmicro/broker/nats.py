@@ -1280,6 +1280,11 @@ class _CoreSubscription(_SubscriptionBase):
         self._nats_sub = await self.broker._nc.subscribe(
             self.broker._subject(self.topic), queue=self.queue or "", cb=self._on_msg,
             pending_msgs_limit=self.broker._pending_limit)
+        # subscribe() returns once the server holds the subscription: a
+        # publish from another connection (each publishing thread has its
+        # own) right after it is then delivered, not lost to core NATS'
+        # at-most-once.
+        await self.broker._nc.flush()
 
     async def _on_msg(self, msg: Msg) -> None:
         # nats-py runs one callback at a time per subscription: waiting here
