@@ -338,8 +338,8 @@ class _Subscriber:
         self._lock = threading.Lock()
         self._subscription: Subscription | None = None
         self._counters = dict.fromkeys(
-            ("received", "refused", "duplicates", "undecodable", "acked", "nacked",
-             "rejected", "failed"), 0)
+            ("received", "refused", "duplicates", "in_progress", "undecodable", "acked",
+             "nacked", "rejected", "failed"), 0)
         self._active = 0
         self._draining = False
 
@@ -410,11 +410,20 @@ class _Subscriber:
             self._count("duplicates")
             d.ack()
             return
+        if ev.in_progress:
+            # Another copy runs here now (a redelivery after ack_wait, a
+            # replaying broker, a publisher's resend): never run one event
+            # twice at once; its outcome decides, this copy comes back later.
+            self._count("in_progress")
+            d.nack(delay=self.options.delay(d.deliveries or 1))
+            return
         if self._draining:
+            self._release(ev)
             return  # closed soon: the broker gives it back (base.py: close)
         try:
             value = self._decode(ev)
         except Exception as exc:
+            self._release(ev)
             self._count("undecodable")
             d.term(f"undecodable: {_short(exc)}")
             return
@@ -441,6 +450,12 @@ class _Subscriber:
             self._executor.submit(self._run_sync, d, ev, value, ctx)
         else:
             self._run_sync(d, ev, value, ctx)
+
+    def _release(self, ev: Any) -> None:
+        """`ev` ends unhandled: a later copy may run (before the answer
+        goes out, so that copy is not taken for one in progress)."""
+        with self._lock:
+            self._inbox.release(ev)
 
     def _decode(self, ev: Any) -> Any:
         content_type = ev.content_type
@@ -494,7 +509,9 @@ class _Subscriber:
                     self._inbox.acked(ev)
                 self._count("acked")
                 d.ack()
-            elif isinstance(exc, Nack):
+                return
+            self._release(ev)
+            if isinstance(exc, Nack):
                 self._count("nacked")
                 d.nack(delay=exc.delay)
             elif isinstance(exc, Reject):
