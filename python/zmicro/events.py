@@ -403,7 +403,12 @@ class _Subscriber:
                 ev = self._inbox.check(d.data)
         except EventRefused as exc:
             self._count("refused")
-            d.term(exc.reason)
+            # A refusal is told apart from a handler's Reject by the call,
+            # never by the reason's text (a Reject may say "stale" too):
+            # the embedded core answers refuse() UNAUTHENTICATED, not
+            # processed; brokers without refuse() dead-letter it as a term.
+            refuse = getattr(d, "refuse", None)
+            (refuse if refuse is not None else d.term)(exc.reason)
             self._on_refused(exc.reason, d.user_id, self.topic)
             return
         if ev.duplicate:

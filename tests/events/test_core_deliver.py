@@ -85,12 +85,13 @@ def test_nack_raises_with_retry_after(node):
     assert (second.code, second.retry_after) == (C.UNAVAILABLE, None)
 
 
-@pytest.mark.parametrize("reason, code, processed", [
-    ("undecodable: nope", C.FAILED_PRECONDITION, True),
-    ("bad_mac", C.UNAUTHENTICATED, False),
+@pytest.mark.parametrize("how, reason, code, processed", [
+    ("term", "undecodable: nope", C.FAILED_PRECONDITION, True),
+    ("term", "bad_mac", C.FAILED_PRECONDITION, True),    # a Reject's words: still a term
+    ("refuse", "bad_mac", C.UNAUTHENTICATED, False),
 ])
-def test_term_raises(node, reason, code, processed):
-    subscribe(node, lambda d: d.term(reason))
+def test_term_raises(node, how, reason, code, processed):
+    subscribe(node, lambda d: getattr(d, how)(reason))
     (exc,), _ = run(node, [1])
     assert (exc.code, exc.detail, exc.processed, exc.retry_after) == (
         code, reason, processed, None)
