@@ -272,3 +272,31 @@ def test_a_subscribers_pushback_is_parsed_strictly(node, zctx, value, retry_afte
         fake.close()
     assert isinstance(outcome, RPCError) and forged == 0, outcome
     assert (outcome.code, outcome.retry_after) == (C.UNAVAILABLE, retry_after)
+
+
+def test_forged_answers_do_not_grow_the_timer_heap(node, zctx):
+    """A peer spamming answers that fail the MAC for one delivery: each is
+    dropped and the delivery waits on, with one timer entry, not one per
+    forged answer (the heap would grow until the deadline)."""
+    topic_ring, service_ring = node.ring(NAME), node.ring()
+
+    def script(header):
+        return [ack(service_ring, header)] * 1000 + [ack(topic_ring, header)]
+
+    fake = FakeSubscriber(zctx, script)
+
+    async def main():
+        async with zmicro.AsyncClient(registry=MemoryRegistry(), keys=node.store) as client:
+            frame, event_id = _core.encode_event(TOPIC, b"e", secrets=node.secrets,
+                                                 request_id=78)
+            fut = client._deliver(fake.address, frame, event_id, topic=TOPIC,
+                                  timeout=WAIT, server_key=fake.public_key)
+            channel = fut._zm_channel
+            return await fut, channel.n_unauthenticated, channel.timer_entries
+
+    try:
+        outcome, forged, entries = asyncio.run(main())
+    finally:
+        fake.close()
+    assert (outcome, forged) == (None, 1000)
+    assert entries <= 2
