@@ -218,7 +218,11 @@ cdef class EventInbox:
     replay_quota=1_500_000, clock=None)``: `secrets` a zmicro.security
     MacSecrets (None: insecure, unsigned events accepted), `max_age` how old
     an event may be, `window` how far ahead of our clock, `replay_quota`
-    how many acked event ids it remembers at once (beyond: "replay_full"),
+    how many event ids (acked, or in progress) it remembers at once
+    (beyond: "replay_full"). An acked id is kept max_age seconds, so a
+    subscription takes at most replay_quota / max_age events/s sustained
+    (12,500/s at the defaults); "replay_full" is temporary: the glue nacks
+    the event with a delay, it is never dead-lettered for it.
     `clock` a callable returning Unix seconds (tests). Not thread-safe
     beyond the GIL: call it from one thread, or with the GIL held (it is
     all C but for large MACs)."""

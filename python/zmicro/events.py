@@ -402,6 +402,14 @@ class _Subscriber:
             with self._lock:
                 ev = self._inbox.check(d.data)
         except EventRefused as exc:
+            if exc.reason == "replay_full":
+                # Temporary, not the event's fault: this subscription
+                # remembers replay_quota ids for max_age s each, so it
+                # takes replay_quota / max_age events/s sustained. Back
+                # for later (or another member), never a dead letter.
+                self._count("nacked")
+                d.nack(delay=self.options.delay(d.deliveries or 1))
+                return
             self._count("refused")
             # A refusal is told apart from a handler's Reject by the call,
             # never by the reason's text (a Reject may say "stale" too):
