@@ -650,6 +650,8 @@ cdef class ServerCore:
         d.peer = _data(m.r.slices[0])
         d.request_id = m.h.request_id
         d.nonce = _data(m.h.nonce)
+        d.delay = -1.0  # no pushback unless nack(delay=) says so (the
+                        # callback failing: the publisher's backoff applies)
         sub.in_flight += 1
         self.events_in_flight += 1
         self.n_events += 1

@@ -396,7 +396,23 @@ class _Subscriber:
 
     def on_delivery(self, d: Delivery) -> None:
         """The broker's callback: never blocks (unless the handler is an
-        inline one) and ends `d` exactly once, or leaves it to close()."""
+        inline one) and ends `d` exactly once, or leaves it to close().
+        Should the glue itself fail, `d` is nacked here, through the
+        broker's own delivery (its bookkeeping stays right), with no delay
+        of ours (the broker's or publisher's backoff applies), and the
+        event's in-progress mark is cleared."""
+        checked: list[Any] = []
+        try:
+            self._on_delivery(d, checked)
+        except Exception:
+            self._count("failed")
+            log.exception("zmicro: %s: the subscriber glue of %r failed: the event is "
+                          "delivered again after the backoff", self._service, self.topic)
+            if checked:
+                self._release(checked[0])
+            d.nack()  # (nothing if it was ended before the failure)
+
+    def _on_delivery(self, d: Delivery, checked: list[Any]) -> None:
         self._count("received")
         try:
             with self._lock:
@@ -419,6 +435,7 @@ class _Subscriber:
             (refuse if refuse is not None else d.term)(exc.reason)
             self._on_refused(exc.reason, d.user_id, self.topic)
             return
+        checked.append(ev)
         if ev.duplicate:
             self._count("duplicates")
             d.ack()

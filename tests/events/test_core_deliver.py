@@ -300,3 +300,17 @@ def test_forged_answers_do_not_grow_the_timer_heap(node, zctx):
         fake.close()
     assert (outcome, forged) == (None, 1000)
     assert entries <= 2
+
+
+def test_a_failing_delivery_callback_is_a_nack_without_pushback(node):
+    """The subscription's callback raised: the core nacks the delivery, with
+    no retry-after-ms (a 0 ms one made the publisher retry at once): the
+    publisher's own backoff applies."""
+
+    def broken(d):
+        raise RuntimeError("the glue failed")
+
+    subscribe(node, broken)
+    (exc,), _ = run(node, [1])
+    assert (exc.code, exc.retry_after) == (C.UNAVAILABLE, None)
+    assert node.svc.stats()["events_nacked"] == 1
