@@ -89,6 +89,8 @@ cdef class _Pending:
     cdef NodeState node               # the attempt's node (None: accounted for)
     cdef double started               # monotonic: when the attempt was sent
     cdef AsyncChannel channel         # the channel it went on
+    cdef bint requeued                # put back after a forged answer: its deadline is
+                                      # in `timers` already (pushed once, not per answer)
 
 
 cdef class AsyncChannel(ChannelBase):

@@ -14,6 +14,8 @@ cdef class InEvent:
     cdef readonly bytes body
     cdef readonly bint signed         # the MAC was checked and passed
     cdef readonly bint duplicate      # this inbox acked this event_id already
+    cdef readonly bint in_progress    # another copy of it is being handled here now
+    cdef bint holds                   # this copy holds the id's in-progress mark
     cdef object inbox                 # the EventInbox that checked it (acked() refuses others)
 
 
@@ -28,9 +30,12 @@ cdef class EventInbox:
     cdef int64_t max_age_us
     cdef int64_t window_us
     cdef zm_replay acked_set          # nonces of events acked here, until published + max_age
+    cdef size_t quota                 # most ids remembered at once, acked + in progress
+    cdef dict running                 # nonce -> None: events being handled here (check..acked/release)
     cdef object clock                 # None (CLOCK_REALTIME) or () -> Unix seconds
     cdef uint64_t n_checked           # frames given to check()
     cdef uint64_t n_duplicates        # of which duplicates
+    cdef uint64_t n_in_progress       # of which copies of an event in progress
     cdef dict refused                 # reason -> count
 
     cdef int64_t now_us(self) except? -1

@@ -26,10 +26,17 @@
 #      timestamp at most `window` ahead   -> "future",
 #                at most `max_age` behind -> "stale"
 #   7. acked set: a nonce acked here before -> duplicate=True (ack again,
-#      do not run the handler); no room to remember one more -> "replay_full"
+#      do not run the handler); a nonce being handled here now (checked, not
+#      yet acked() nor release()d) -> in_progress=True (nack it for later,
+#      do not run it: one event never runs twice at once on one node); no
+#      room to remember one more -> "replay_full"
 #
-# An event's nonce is remembered only once it is handled (acked()), not when
-# it arrives, unlike a request's: a nack or a crash must let it come back.
+# An event's nonce is remembered for good only once it is handled (acked()),
+# not when it arrives, unlike a request's: a nack or a crash must let it come
+# back (release() clears its in-progress mark). The in-progress mark is what
+# stops a copy that arrives meanwhile (a broker's redelivery after ack_wait,
+# a replaying broker, a publisher resending after its timeout) from running
+# beside the first.
 # An insecure inbox (no secrets) accepts unsigned events and cannot check a
 # MAC; it still applies 1, 2, 4, the time limits and the acked set.
 
@@ -157,7 +164,10 @@ def encode_event(str topic, body, *, secrets, uint64_t request_id,
 cdef class InEvent:
     """An event frame EventInbox.check() accepted: its header fields and
     body. ``duplicate``: the inbox acked this event already (ack it again,
-    do not run the handler)."""
+    do not run the handler). ``in_progress``: another copy of it is being
+    handled here now (nack it for later, do not run it). Otherwise this
+    copy holds the event's in-progress mark until EventInbox.acked() or
+    EventInbox.release() gets it."""
 
     def __init__(self):
         raise TypeError("InEvent objects are made by EventInbox.check()")
@@ -196,7 +206,8 @@ cdef class InEvent:
 
     def __repr__(self):
         return (f"<InEvent {self.topic!r} id={self.event_id.hex()} "
-                f"signed={bool(self.signed)} duplicate={bool(self.duplicate)}>")
+                f"signed={bool(self.signed)} duplicate={bool(self.duplicate)} "
+                f"in_progress={bool(self.in_progress)}>")
 
 
 @cython.auto_pickle(False)
@@ -207,7 +218,11 @@ cdef class EventInbox:
     replay_quota=1_500_000, clock=None)``: `secrets` a zmicro.security
     MacSecrets (None: insecure, unsigned events accepted), `max_age` how old
     an event may be, `window` how far ahead of our clock, `replay_quota`
-    how many acked event ids it remembers at once (beyond: "replay_full"),
+    how many event ids (acked, or in progress) it remembers at once
+    (beyond: "replay_full"). An acked id is kept max_age seconds, so a
+    subscription takes at most replay_quota / max_age events/s sustained
+    (12,500/s at the defaults); "replay_full" is temporary: the glue nacks
+    the event with a delay, it is never dead-lettered for it.
     `clock` a callable returning Unix seconds (tests). Not thread-safe
     beyond the GIL: call it from one thread, or with the GIL held (it is
     all C but for large MACs)."""
@@ -228,6 +243,8 @@ cdef class EventInbox:
         self.max_age_us = <int64_t>(max_age * 1e6)
         self.window_us = <int64_t>(window * 1e6)
         zm_replay_init(&self.acked_set, replay_quota)
+        self.quota = replay_quota
+        self.running = {}
         self.clock = clock
         self.refused = dict.fromkeys(EVENT_REFUSALS, 0)
 
@@ -254,7 +271,8 @@ cdef class EventInbox:
         cdef size_t n
         cdef int rc, failure
         cdef int64_t now, ts
-        cdef bint signed = False, duplicate = False
+        cdef bint signed = False, duplicate = False, in_progress = False, holds = False
+        cdef bytes nonce
         cdef InEvent ev
         cdef Keyring ring
         cdef uint32_t i
@@ -298,11 +316,21 @@ cdef class EventInbox:
                     duplicate = True
                     self.n_duplicates += 1
                 else:
-                    rc = zm_replay_room(&self.acked_set, 0, _seconds_up(now))
-                    if rc == ZM_E_REPLAY_FULL:
-                        raise self._refuse("replay_full")
-                    if rc != ZM_OK:
-                        raise_zm(rc)
+                    nonce = _data(h.nonce)
+                    if nonce in self.running:
+                        in_progress = True
+                        self.n_in_progress += 1
+                    else:
+                        rc = zm_replay_room(&self.acked_set, 0, _seconds_up(now))
+                        if rc != ZM_OK and rc != ZM_E_REPLAY_FULL:
+                            raise_zm(rc)
+                        # Acked ids and ids in progress share the quota: each
+                        # one in progress takes an acked slot when it ends.
+                        if (rc == ZM_E_REPLAY_FULL or zm_replay_held(&self.acked_set, 0)
+                                + <size_t>len(self.running) >= self.quota):
+                            raise self._refuse("replay_full")
+                        self.running[nonce] = None
+                        holds = True
             ev = InEvent.__new__(InEvent)
             ev.topic = self.topic
             ev.event_id = _data(h.nonce)
@@ -319,6 +347,8 @@ cdef class EventInbox:
             ev.body = _data(v.body)
             ev.signed = signed
             ev.duplicate = duplicate
+            ev.in_progress = in_progress
+            ev.holds = holds
             ev.inbox = self
             return ev
         finally:
@@ -333,6 +363,9 @@ cdef class EventInbox:
             raise ValueError("this event was checked by another inbox")
         if len(event.event_id) != ZM_NONCE_SIZE:
             return
+        if event.holds:
+            event.holds = False
+            del self.running[event.event_id]
         rc = zm_replay_insert(&self.acked_set, <const uint8_t *>PyBytes_AS_STRING(event.event_id),
                               0, _seconds_up(<int64_t>event.published_us + self.max_age_us),
                               _seconds_up(self.now_us()))
@@ -341,12 +374,26 @@ cdef class EventInbox:
             # when it arrived, filled since: it may run once more.
             raise_zm(rc)
 
+    def release(self, InEvent event not None):
+        """`event` was not handled (nacked, termed, failed, given back):
+        clear its in-progress mark, so a later copy runs. Only the copy
+        that took the mark (the first one checked) clears it; releasing
+        any other copy, or twice, does nothing."""
+        if event.inbox is not self:
+            raise ValueError("this event was checked by another inbox")
+        if event.holds:
+            event.holds = False
+            del self.running[event.event_id]
+
     def stats(self):
         """``checked``, ``refused`` (all reasons), ``duplicates``,
-        ``remembered`` (acked ids held, expired ones not purged yet
-        included), and ``refused_<reason>`` per reason."""
+        ``in_progress`` (copies that came while the event was being handled
+        here), ``running`` (ids in progress now), ``remembered`` (acked ids
+        held, expired ones not purged yet included), and
+        ``refused_<reason>`` per reason."""
         out = {"checked": self.n_checked, "refused": sum(self.refused.values()),
-               "duplicates": self.n_duplicates, "remembered": self.acked_set.count}
+               "duplicates": self.n_duplicates, "in_progress": self.n_in_progress,
+               "running": len(self.running), "remembered": self.acked_set.count}
         for reason, count in self.refused.items():
             out["refused_" + reason] = count
         return out

@@ -35,7 +35,8 @@ cdef enum DeliveryEnd:
     END_NONE = 0                      # not ended yet
     END_ACK = 1                       # reply, empty body
     END_NACK = 2                      # error UNAVAILABLE (+ retry-after-ms)
-    END_TERM = 3                      # error FAILED_PRECONDITION / UNAUTHENTICATED
+    END_TERM = 3                      # error FAILED_PRECONDITION (processed)
+    END_REFUSE = 4                    # error UNAUTHENTICATED + NOT_PROCESSED (EventRefused)
 
 
 cdef class EventDelivery:

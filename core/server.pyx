@@ -113,10 +113,6 @@ STATS_KEYS = ("requests", "in_flight", "replies", "errors", "malformed", "unexpe
               "cancels", "replies_dropped", "unauthenticated", "expired", "replies_parked",
               "events", "events_acked", "events_nacked", "events_refused")
 
-# Term reasons that are a refused MAC check (EventInbox): answered
-# UNAUTHENTICATED, as a request refused at checks 5-7 is.
-cdef frozenset _MAC_REFUSALS = frozenset({"unsigned", "unknown_key", "bad_mac", "stale",
-                                          "future", "replay_full"})
 cdef bint _delivery_registered = False
 
 
@@ -196,8 +192,8 @@ cdef class EventDelivery:
     """One event a ServerCore hands to a subscription: a
     zmicro.broker.base.Delivery. ``data`` is the event frame, ``user_id``
     the publisher's Curve key (Z85; None insecure), ``deliveries`` None.
-    End it once with ack(), nack() or term(), from any thread: the answer
-    goes out from the server's own thread. Later calls do nothing."""
+    End it once with ack(), nack(), term() or refuse(), from any thread:
+    the answer goes out from the server's own thread. Later calls do nothing."""
 
     def __init__(self):
         raise TypeError("EventDelivery objects are made by the ServerCore")
@@ -218,12 +214,20 @@ cdef class EventDelivery:
         self._end(END_NACK)
 
     def term(self, str reason not None):
-        """Never again: answer FAILED_PRECONDITION with `reason` as detail
-        (UNAUTHENTICATED, not processed, for a refused MAC check: an
-        EventRefused reason)."""
+        """Never again: answer FAILED_PRECONDITION (processed) with
+        `reason` as detail, whatever the reason says (a handler's Reject)."""
         if self.end == END_NONE:
             self.reason = reason
         self._end(END_TERM)
+
+    def refuse(self, str reason not None):
+        """This node refused the frame (EventInbox.check raised
+        EventRefused(reason)): answer UNAUTHENTICATED, NOT_PROCESSED, so the
+        publisher may try another member. Only the subscriber glue's
+        EventRefused branch calls it; brokers without it term instead."""
+        if self.end == END_NONE:
+            self.reason = reason
+        self._end(END_REFUSE)
 
     @property
     def ended(self):
@@ -646,6 +650,8 @@ cdef class ServerCore:
         d.peer = _data(m.r.slices[0])
         d.request_id = m.h.request_id
         d.nonce = _data(m.h.nonce)
+        d.delay = -1.0  # no pushback unless nack(delay=) says so (the
+                        # callback failing: the publisher's backoff applies)
         sub.in_flight += 1
         self.events_in_flight += 1
         self.n_events += 1
@@ -667,8 +673,8 @@ cdef class ServerCore:
 
     cdef int _end_delivery(self, EventDelivery d) except -1:
         """Answer an ended delivery (on the socket's thread): ack = reply,
-        nack = UNAVAILABLE (+ retry-after-ms), term = FAILED_PRECONDITION or
-        UNAUTHENTICATED; signed with the topic's key, bound to its nonce."""
+        nack = UNAVAILABLE (+ retry-after-ms), term = FAILED_PRECONDITION,
+        refuse = UNAUTHENTICATED + NOT_PROCESSED; signed with the topic's key, bound to its nonce."""
         cdef zm_header h
         cdef zm_slice peer, bind
         cdef TopicSub sub = d.sub
@@ -694,7 +700,7 @@ cdef class ServerCore:
                 self.n_events_nacked += 1
             else:
                 detail = _clip(d.reason)
-                if d.reason in _MAC_REFUSALS:
+                if d.end == END_REFUSE:
                     h.status = <uint16_t>C_UNAUTHENTICATED
                     h.flags = ZM_FLAG_NOT_PROCESSED
                 else:

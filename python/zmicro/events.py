@@ -338,8 +338,8 @@ class _Subscriber:
         self._lock = threading.Lock()
         self._subscription: Subscription | None = None
         self._counters = dict.fromkeys(
-            ("received", "refused", "duplicates", "undecodable", "acked", "nacked",
-             "rejected", "failed"), 0)
+            ("received", "refused", "duplicates", "in_progress", "undecodable", "acked",
+             "nacked", "rejected", "failed"), 0)
         self._active = 0
         self._draining = False
 
@@ -396,25 +396,64 @@ class _Subscriber:
 
     def on_delivery(self, d: Delivery) -> None:
         """The broker's callback: never blocks (unless the handler is an
-        inline one) and ends `d` exactly once, or leaves it to close()."""
+        inline one) and ends `d` exactly once, or leaves it to close().
+        Should the glue itself fail, `d` is nacked here, through the
+        broker's own delivery (its bookkeeping stays right), with no delay
+        of ours (the broker's or publisher's backoff applies), and the
+        event's in-progress mark is cleared."""
+        checked: list[Any] = []
+        try:
+            self._on_delivery(d, checked)
+        except Exception:
+            self._count("failed")
+            log.exception("zmicro: %s: the subscriber glue of %r failed: the event is "
+                          "delivered again after the backoff", self._service, self.topic)
+            if checked:
+                self._release(checked[0])
+            d.nack()  # (nothing if it was ended before the failure)
+
+    def _on_delivery(self, d: Delivery, checked: list[Any]) -> None:
         self._count("received")
         try:
             with self._lock:
                 ev = self._inbox.check(d.data)
         except EventRefused as exc:
+            if exc.reason == "replay_full":
+                # Temporary, not the event's fault: this subscription
+                # remembers replay_quota ids for max_age s each, so it
+                # takes replay_quota / max_age events/s sustained. Back
+                # for later (or another member), never a dead letter.
+                self._count("nacked")
+                d.nack(delay=self.options.delay(d.deliveries or 1))
+                return
             self._count("refused")
-            d.term(exc.reason)
+            # A refusal is told apart from a handler's Reject by the call,
+            # never by the reason's text (a Reject may say "stale" too):
+            # the embedded core answers refuse() UNAUTHENTICATED, not
+            # processed; brokers without refuse() dead-letter it as a term.
+            refuse = getattr(d, "refuse", None)
+            (refuse if refuse is not None else d.term)(exc.reason)
             self._on_refused(exc.reason, d.user_id, self.topic)
             return
+        checked.append(ev)
         if ev.duplicate:
             self._count("duplicates")
             d.ack()
             return
+        if ev.in_progress:
+            # Another copy runs here now (a redelivery after ack_wait, a
+            # replaying broker, a publisher's resend): never run one event
+            # twice at once; its outcome decides, this copy comes back later.
+            self._count("in_progress")
+            d.nack(delay=self.options.delay(d.deliveries or 1))
+            return
         if self._draining:
+            self._release(ev)
             return  # closed soon: the broker gives it back (base.py: close)
         try:
             value = self._decode(ev)
         except Exception as exc:
+            self._release(ev)
             self._count("undecodable")
             d.term(f"undecodable: {_short(exc)}")
             return
@@ -441,6 +480,12 @@ class _Subscriber:
             self._executor.submit(self._run_sync, d, ev, value, ctx)
         else:
             self._run_sync(d, ev, value, ctx)
+
+    def _release(self, ev: Any) -> None:
+        """`ev` ends unhandled: a later copy may run (before the answer
+        goes out, so that copy is not taken for one in progress)."""
+        with self._lock:
+            self._inbox.release(ev)
 
     def _decode(self, ev: Any) -> Any:
         content_type = ev.content_type
@@ -494,7 +539,9 @@ class _Subscriber:
                     self._inbox.acked(ev)
                 self._count("acked")
                 d.ack()
-            elif isinstance(exc, Nack):
+                return
+            self._release(ev)
+            if isinstance(exc, Nack):
                 self._count("nacked")
                 d.nack(delay=exc.delay)
             elif isinstance(exc, Reject):

@@ -85,12 +85,13 @@ def test_nack_raises_with_retry_after(node):
     assert (second.code, second.retry_after) == (C.UNAVAILABLE, None)
 
 
-@pytest.mark.parametrize("reason, code, processed", [
-    ("undecodable: nope", C.FAILED_PRECONDITION, True),
-    ("bad_mac", C.UNAUTHENTICATED, False),
+@pytest.mark.parametrize("how, reason, code, processed", [
+    ("term", "undecodable: nope", C.FAILED_PRECONDITION, True),
+    ("term", "bad_mac", C.FAILED_PRECONDITION, True),    # a Reject's words: still a term
+    ("refuse", "bad_mac", C.UNAUTHENTICATED, False),
 ])
-def test_term_raises(node, reason, code, processed):
-    subscribe(node, lambda d: d.term(reason))
+def test_term_raises(node, how, reason, code, processed):
+    subscribe(node, lambda d: getattr(d, how)(reason))
     (exc,), _ = run(node, [1])
     assert (exc.code, exc.detail, exc.processed, exc.retry_after) == (
         code, reason, processed, None)
@@ -271,3 +272,45 @@ def test_a_subscribers_pushback_is_parsed_strictly(node, zctx, value, retry_afte
         fake.close()
     assert isinstance(outcome, RPCError) and forged == 0, outcome
     assert (outcome.code, outcome.retry_after) == (C.UNAVAILABLE, retry_after)
+
+
+def test_forged_answers_do_not_grow_the_timer_heap(node, zctx):
+    """A peer spamming answers that fail the MAC for one delivery: each is
+    dropped and the delivery waits on, with one timer entry, not one per
+    forged answer (the heap would grow until the deadline)."""
+    topic_ring, service_ring = node.ring(NAME), node.ring()
+
+    def script(header):
+        return [ack(service_ring, header)] * 1000 + [ack(topic_ring, header)]
+
+    fake = FakeSubscriber(zctx, script)
+
+    async def main():
+        async with zmicro.AsyncClient(registry=MemoryRegistry(), keys=node.store) as client:
+            frame, event_id = _core.encode_event(TOPIC, b"e", secrets=node.secrets,
+                                                 request_id=78)
+            fut = client._deliver(fake.address, frame, event_id, topic=TOPIC,
+                                  timeout=WAIT, server_key=fake.public_key)
+            channel = fut._zm_channel
+            return await fut, channel.n_unauthenticated, channel.timer_entries
+
+    try:
+        outcome, forged, entries = asyncio.run(main())
+    finally:
+        fake.close()
+    assert (outcome, forged) == (None, 1000)
+    assert entries <= 2
+
+
+def test_a_failing_delivery_callback_is_a_nack_without_pushback(node):
+    """The subscription's callback raised: the core nacks the delivery, with
+    no retry-after-ms (a 0 ms one made the publisher retry at once): the
+    publisher's own backoff applies."""
+
+    def broken(d):
+        raise RuntimeError("the glue failed")
+
+    subscribe(node, broken)
+    (exc,), _ = run(node, [1])
+    assert (exc.code, exc.retry_after) == (C.UNAVAILABLE, None)
+    assert node.svc.stats()["events_nacked"] == 1

@@ -132,15 +132,18 @@ def test_nack_with_and_without_delay(node, peer):
     assert node.svc.stats()["events_nacked"] == 2
 
 
-@pytest.mark.parametrize("reason, status, flags", [
-    ("undecodable: not msgpack", C.FAILED_PRECONDITION, 0),
-    ("bad_mac", C.UNAUTHENTICATED, NP),
-    ("stale", C.UNAUTHENTICATED, NP),
+@pytest.mark.parametrize("how, reason, status, flags", [
+    ("term", "undecodable: not msgpack", C.FAILED_PRECONDITION, 0),
+    # A handler's Reject("stale") is a term: processed, whatever the words.
+    ("term", "stale", C.FAILED_PRECONDITION, 0),
+    ("term", "bad_mac", C.FAILED_PRECONDITION, 0),
+    ("refuse", "bad_mac", C.UNAUTHENTICATED, NP),
+    ("refuse", "stale", C.UNAUTHENTICATED, NP),
 ])
-def test_term(node, peer, reason, status, flags):
+def test_term_and_refuse(node, peer, how, reason, status, flags):
     inbox = subscribe(node)
     _, event_id = publish(node, peer)
-    inbox.next().term(reason)
+    getattr(inbox.next(), how)(reason)
     term = answer(node, peer, event_id)
     assert (term.kind, term.status, term.detail, term.flags & NP) == (
         wire.Kind.ERROR, status, reason, flags)

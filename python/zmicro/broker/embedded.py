@@ -921,6 +921,11 @@ class _CountedDelivery(Delivery):
         if self._end("terminated"):
             self._inner.term(reason)
 
+    def refuse(self, reason: str) -> None:
+        # (the glue's EventRefused branch: answered UNAUTHENTICATED, not processed)
+        if self._end("terminated"):
+            self._inner.refuse(reason)
+
 
 class _EmbeddedSubscription(Subscription):
     """A topic served by a ServerCore (the Service's, or a broker's own)."""

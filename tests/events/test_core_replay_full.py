@@ -1,0 +1,94 @@
+"""replay_full is temporary (docs/protocol.md §4.6 check 7): a subscription
+whose acked set is full (at most replay_quota ids, each kept max_age
+seconds: a ceiling of replay_quota / max_age events/s sustained) gives the
+event back with a delay, for later or another member - never a dead letter,
+never a refusal.
+
+Over the memory broker with a fake clock; the subscription's inbox is
+swapped for one of replay_quota=1, so the second event finds it full.
+Likewise temporary: the glue itself failing on a delivery (a nack, its
+in-progress mark cleared)."""
+
+from __future__ import annotations
+
+import threading
+
+import zmicro
+from zmicro import Publisher, _core
+from zmicro.broker.memory import MemoryBroker
+from zmicro.registry import MemoryRegistry
+
+from ..helpers import UNIX_START, FakeClock, eventually
+
+TOPIC = "order.created"
+
+
+def test_replay_full_is_nacked_with_the_backoff_not_dead_lettered(zmicro_keys, zmicro_serve):
+    clock = FakeClock(UNIX_START)
+    mem = MemoryBroker(clock=clock)
+    svc = zmicro.Service("billing", broker=mem, registry=MemoryRegistry())
+    lock = threading.Lock()
+    runs: list[int] = []
+
+    @svc.subscriber(TOPIC, max_deliveries=3, backoff=(5.0,))
+    def handler(ev, ctx):
+        with lock:
+            runs.append(ev["id"])
+
+    def sub():
+        return svc.stats()["subscriptions"][TOPIC]
+
+    try:
+        zmicro_serve(svc)
+        glue = svc._subscribers[TOPIC]
+        glue._inbox = _core.EventInbox(TOPIC, secrets=None, replay_quota=1)
+        with Publisher(broker=mem) as pub:
+            pub.publish(TOPIC, {"id": 1})
+            eventually(lambda: sub()["acked"] == 1, "the first event acked")
+            pub.publish(TOPIC, {"id": 2})        # no room to remember it
+            stats = eventually(lambda: (s := sub())["broker"]["nacked"] == 1 and s,
+                               "the second event nacked")
+        assert runs == [1]
+        assert (stats["refused"], stats["nacked"]) == (0, 1)
+        assert glue._inbox.stats()["refused_replay_full"] == 1
+        assert mem.dead_letters() == []
+    finally:
+        mem.close()
+
+
+def test_a_failing_glue_nacks_and_releases_the_event(zmicro_keys, zmicro_serve):
+    """The glue itself fails after the check (here: naming the principal):
+    the delivery is nacked through the broker's own delivery (not left
+    in flight), and the event's in-progress mark is cleared, so its next
+    copy runs."""
+    clock = FakeClock(UNIX_START)
+    mem = MemoryBroker(clock=clock)
+    svc = zmicro.Service("billing", broker=mem, registry=MemoryRegistry())
+    runs: list[int] = []
+    svc.subscriber(TOPIC, max_deliveries=3, backoff=(5.0,))(
+        lambda ev, ctx: runs.append(ev["id"]))
+
+    def sub():
+        return svc.stats()["subscriptions"][TOPIC]
+
+    try:
+        zmicro_serve(svc)
+        glue = svc._subscribers[TOPIC]
+        principal = glue._principal
+
+        def broken(d, ev):
+            raise RuntimeError("the principal lookup failed")
+
+        glue._principal = broken
+        with Publisher(broker=mem) as pub:
+            pub.publish(TOPIC, {"id": 1})
+            stats = eventually(lambda: (s := sub())["broker"]["nacked"] == 1 and s,
+                               "the delivery nacked")
+        assert stats["broker"]["in_flight"] == 0 and stats["failed"] == 1
+        glue._principal = principal
+        clock.advance(6.0)
+        mem.tick()                               # the next copy runs: not "in progress"
+        eventually(lambda: sub()["acked"] == 1, "the event handled")
+        assert runs == [1] and sub()["in_progress"] == 0
+    finally:
+        mem.close()
