@@ -148,6 +148,7 @@ class FakeSubscriber:
         self.keys = zmq.curve_keypair()
         self.sock = zctx.socket(zmq.ROUTER)
         self.sock.linger = 0
+        self.sock.sndhwm = 0  # a ROUTER drops what is over its HWM: a script's answers all go
         self.sock.curve_server = True
         self.sock.curve_secretkey = self.keys[1]
         port = self.sock.bind_to_random_port("tcp://127.0.0.1")
@@ -281,7 +282,7 @@ def test_forged_answers_do_not_grow_the_timer_heap(node, zctx):
     topic_ring, service_ring = node.ring(NAME), node.ring()
 
     def script(header):
-        return [ack(service_ring, header)] * 1000 + [ack(topic_ring, header)]
+        return [ack(service_ring, header)] * 300 + [ack(topic_ring, header)]
 
     fake = FakeSubscriber(zctx, script)
 
@@ -298,7 +299,7 @@ def test_forged_answers_do_not_grow_the_timer_heap(node, zctx):
         outcome, forged, entries = asyncio.run(main())
     finally:
         fake.close()
-    assert (outcome, forged) == (None, 1000)
+    assert (outcome, forged) == (None, 300)
     assert entries <= 2
 
 
