@@ -57,4 +57,5 @@ def test_a_blocking_handler_running_at_stop_is_acked_once(zmicro_keys, tmp_path_
         gate.set()
         svc.stop()
         publisher.close()
+        publisher.broker.close()  # given, not made: the publisher leaves it open
         thread.join(60)
