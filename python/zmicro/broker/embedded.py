@@ -150,6 +150,7 @@ from .. import _core
 from ..errors import Code, RPCError, WireError
 from ..registry import ServiceRecord
 from ..wire import Kind
+from ._loop import LoopThread
 from .base import (
     TOPIC_PREFIX,
     Broker,
@@ -870,28 +871,6 @@ def frame_refusal(topic: str, frame: bytes) -> str | None:
 # -- the broker ------------------------------------------------------------------
 
 
-class _LoopThread:
-    """The engine's event loop, on a daemon thread of its own."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def submit(self, coro: Any) -> concurrent.futures.Future[Any]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(30)
-        if not self._thread.is_alive():
-            self.loop.close()
-
-
 class _CountedDelivery(Delivery):
     """A ServerCore delivery, counted in its subscription's stats; ended
     once (a later end, e.g. after close() handed it back, is ignored)."""
@@ -1096,7 +1075,7 @@ class EmbeddedBroker(Broker):
         self._lock = threading.Lock()
         self._cache: Any = None
         self._unwatch: Callable[[], None] | None = None
-        self._thread: _LoopThread | None = None
+        self._thread: LoopThread | None = None
         self._client: Any = None
         self._engine: DeliveryEngine | None = None
         self._service: Any = None            # the attached Service (it owns its core)
@@ -1145,7 +1124,7 @@ class EmbeddedBroker(Broker):
         if engine is not None and name.startswith(TOPIC_PREFIX):
             engine.members_changed_threadsafe(name[len(TOPIC_PREFIX):], records)
 
-    def _started(self) -> tuple[_LoopThread, DeliveryEngine]:
+    def _started(self) -> tuple[LoopThread, DeliveryEngine]:
         """The engine and its thread, started on first use."""
         with self._lock:
             if self._closed:
@@ -1154,7 +1133,7 @@ class EmbeddedBroker(Broker):
                 return self._thread, self._engine
             from ..client import AsyncClient  # (client imports much: not at import time)
 
-            thread = _LoopThread("zmicro-events-publisher")
+            thread = LoopThread("zmicro-events-publisher")
             client = AsyncClient(registry=self._registry_or_default(),
                                  insecure=self.insecure, keys=self._keys,
                                  timeout=self._options["ack_timeout"])

@@ -127,12 +127,13 @@ import os
 import re
 import ssl
 import threading
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import blake3
 
 from ..errors import Code, RPCError
+from ._loop import LoopThread
 from .base import (
     TOPIC_PREFIX,
     Broker,
@@ -159,7 +160,6 @@ __all__ = ["NatsBroker", "permissions", "permissions_config", "redact_url"]
 
 log = logging.getLogger("zmicro.broker.nats")
 
-T = TypeVar("T")
 
 #: Dead letters' subjects and stream.
 DLQ_PREFIX = "zmicro.dlq."
@@ -299,47 +299,6 @@ def permissions_config(**options: Any) -> str:
     return "\n".join(lines)
 
 
-class _Loop:
-    """A private event loop on a daemon thread."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def on_loop(self) -> bool:
-        return threading.current_thread() is self.thread
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        if self.on_loop():
-            coro.close()
-            raise RuntimeError("a blocking NatsBroker call from the broker's own loop "
-                               "(on_delivery): use publish_async, or hand the work to a thread")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        if self.loop.is_closed():
-            return
-
-        async def cancel_all() -> None:
-            # nats-py leaves a task per subscription behind: end them here,
-            # not in the garbage collector after the loop is closed.
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.loop.stop()
-
-        asyncio.run_coroutine_threadsafe(cancel_all(), self.loop)
-        if not self.on_loop():
-            self.thread.join(30)
-            self.loop.close()
-
-
 class _ThreadLoop:
     """A publishing thread's own event loop; `lock` is held while it runs
     (by that thread's publish, or by close())."""
@@ -452,7 +411,7 @@ class NatsBroker(Broker):
         self._servers = servers
         self._options = options
         self._connect_timeout = connect_timeout
-        self._runner = _Loop("zmicro-nats")
+        self._runner = LoopThread("zmicro-nats")
         try:
             self._conn = self._runner.run(self._connect(main=True))
         except BaseException:
