@@ -80,7 +80,7 @@ from typing import Any
 
 from . import _core
 from .auth.principal import ANONYMOUS, Principal
-from .broker.base import TOPIC_PREFIX, Broker, Delivery, SubscribeOptions, Subscription, check_topic
+from .broker.base import TOPIC_PREFIX, Broker, Delivery, SubscribeOptions, Subscription
 from .codec import DEFAULT_CONTENT_TYPE, Codec, codecs, get_codec
 from .context import current_context
 from .errors import Code, EventRefused, RPCError
@@ -251,8 +251,7 @@ class _PublisherBase:
 
     def _frame(self, topic: str, event: Any,
                metadata: Mapping[str, str | bytes] | None) -> tuple[bytes, bytes]:
-        check_topic(topic)
-        body = self._encode(event)
+        body = self._encode(event)  # (encode_event checks the topic: check_topic)
         parent = current_context()
         trace = (parent.trace_hi, parent.trace_lo, parent.span_id) if parent is not None else (0, 0, 0)
         return _core.encode_event(
@@ -429,10 +428,9 @@ class _Subscriber:
             self._count("refused")
             # A refusal is told apart from a handler's Reject by the call,
             # never by the reason's text (a Reject may say "stale" too):
-            # the embedded core answers refuse() UNAUTHENTICATED, not
-            # processed; brokers without refuse() dead-letter it as a term.
-            refuse = getattr(d, "refuse", None)
-            (refuse if refuse is not None else d.term)(exc.reason)
+            # (Delivery.refuse: the embedded core answers it UNAUTHENTICATED,
+            # not processed; the other brokers dead-letter it as a term.)
+            d.refuse(exc.reason)
             self._on_refused(exc.reason, d.user_id, self.topic)
             return
         checked.append(ev)

@@ -190,7 +190,15 @@ class Delivery(ABC):
     @abstractmethod
     def term(self, reason: str) -> None:
         """Never deliver this event to this group again: dead-letter it with
-        `reason` (a refused signature, an undecodable body...)."""
+        `reason` (an undecodable body, a handler's Reject...)."""
+
+    def refuse(self, reason: str) -> None:
+        """The subscriber refused the frame itself (`reason`: an EventInbox
+        refusal such as "bad_mac"): no handler ran. A broker whose transport
+        can tell the publisher so (embedded: UNAUTHENTICATED, not processed,
+        so it tries another member) overrides this; the others dead-letter
+        it as a term."""
+        self.term(reason)
 
 
 class Subscription(ABC):
