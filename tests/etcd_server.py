@@ -19,17 +19,15 @@ import base64
 import json
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .server_process import START_TIMEOUT, STOP_TIMEOUT, ServerProcess, free_port, get_json
+
 ETCD = os.environ.get("ZMICRO_TEST_ETCD", "/usr/bin/etcd")
-START_TIMEOUT = 60.0  # seconds for the server to answer (loaded 2-core machine)
-STOP_TIMEOUT = 30.0
+__all__ = ["START_TIMEOUT", "STOP_TIMEOUT", "EtcdServer", "require_etcd"]
 
 
 def require_etcd() -> str:
@@ -43,40 +41,28 @@ def require_etcd() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class EtcdServer:
+class EtcdServer(ServerProcess):
     """One etcd member on loopback; see the module docstring."""
+
+    what = "etcd"
 
     def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
         self.binary = require_etcd()
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="zmicro-etcd-"))
-        self.client_port = _free_port()
-        self.peer_port = _free_port()
+        self.client_port = free_port()
+        self.peer_port = free_port()
         self.log_path = self.data_dir.with_name(self.data_dir.name + ".log")
-        self.proc: subprocess.Popen | None = None
         self.token = ""  # set by enable_auth(): the root user's token
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.client_port}"
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self) -> None:
-        """Start the server (same ports, same data) and wait until it answers."""
-        if self.running:
-            return
+    def argv(self) -> list[str]:
         client = f"http://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
-        argv = [
+        return [
             self.binary,
             "--name", "zmicro-test",
             "--data-dir", str(self.data_dir / "data"),
@@ -89,50 +75,9 @@ class EtcdServer:
             "--log-level", "warn",
             "--logger", "zap",
         ]
-        log = open(self.log_path, "ab")
-        try:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        finally:
-            log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"etcd exited with {self.proc.returncode}:\n{self.log}")
-            try:
-                with urllib.request.urlopen(f"{client}/health", timeout=2) as resp:
-                    if json.load(resp).get("health") == "true":
-                        return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"etcd did not answer within {START_TIMEOUT} s:\n{self.log}")
 
-    def stop(self) -> None:
-        """SIGTERM and wait (SIGKILL after STOP_TIMEOUT)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT)
-        self.proc = None
-
-    def kill(self) -> None:
-        """SIGKILL and wait: a crash."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(STOP_TIMEOUT)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+    def ready(self) -> bool:
+        return bool(get_json(f"{self.endpoint}/health").get("health") == "true")
 
     def wipe(self) -> None:
         """Stop, delete every key and lease (the data directory), start: a replaced etcd."""
@@ -148,13 +93,6 @@ class EtcdServer:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             with_log = self.log_path
             with_log.unlink(missing_ok=True)
-
-    @property
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
 
     # -- the HTTP JSON gateway, for tests that act behind the registry's back --
 

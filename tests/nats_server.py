@@ -37,18 +37,17 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import ssl
-import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .server_process import START_TIMEOUT, STOP_TIMEOUT, ServerProcess, free_port, get_json
+
 NATS = os.environ.get("ZMICRO_TEST_NATS", "nats-server")
-START_TIMEOUT = 60.0  # seconds for the server to answer (loaded 2-core machine)
-STOP_TIMEOUT = 30.0
+__all__ = ["START_TIMEOUT", "STOP_TIMEOUT", "NatsServer", "free_port", "make_user_nkey",
+           "require_nats"]
 
 
 def require_nats() -> str:
@@ -64,14 +63,10 @@ def require_nats() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class NatsServer:
+class NatsServer(ServerProcess):
     """One nats-server with JetStream on loopback; see the module docstring."""
+
+    what = "nats-server"
 
     def __init__(self, directory: str | os.PathLike[str] | None = None, *,
                  auth: str | None = None, tls: bool = False, extra_config: str = "") -> None:
@@ -81,8 +76,8 @@ class NatsServer:
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="zmicro-nats-"))
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
-        self.monitor_port = _free_port()
+        self.port = free_port()
+        self.monitor_port = free_port()
         self.store_dir = self.dir / "store"
         self.log_path = self.dir / "nats-server.log"
         self.config_path = self.dir / "nats-server.conf"
@@ -99,7 +94,6 @@ class NatsServer:
         self.ca_file: Path | None = None
         if tls:
             self.ca_file, self._cert_file, self._key_file = make_certificates(self.dir / "tls")
-        self.proc: subprocess.Popen | None = None
         self._write_config()
 
     @property
@@ -109,10 +103,6 @@ class NatsServer:
     @property
     def monitor(self) -> str:
         return f"http://127.0.0.1:{self.monitor_port}"
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def client_ssl_context(self) -> ssl.SSLContext:
         """A client context trusting this server's CA (tls=True only)."""
@@ -143,69 +133,19 @@ class NatsServer:
             lines.append(self.extra_config)
         self.config_path.write_text("\n".join(lines) + "\n")
 
-    def start(self) -> None:
-        """Start the server (same ports, same store) and wait until JetStream answers."""
-        if self.running:
-            return
-        argv = [self.binary, "-c", str(self.config_path)]
-        log = open(self.log_path, "ab")
-        try:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        finally:
-            log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nats-server exited with {self.proc.returncode}:\n{self.log}")
-            try:
-                with urllib.request.urlopen(f"{self.monitor}/healthz?js-enabled-only=true",
-                                            timeout=2) as resp:
-                    if json.load(resp).get("status") == "ok":
-                        return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"nats-server did not answer within {START_TIMEOUT} s:\n{self.log}")
+    def argv(self) -> list[str]:
+        return [self.binary, "-c", str(self.config_path)]
 
-    def stop(self) -> None:
-        """SIGTERM and wait (SIGKILL after STOP_TIMEOUT)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT)
-        self.proc = None
-
-    def kill(self) -> None:
-        """SIGKILL and wait: a crash."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(STOP_TIMEOUT)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+    def ready(self) -> bool:
+        """JetStream included (the monitor's /healthz?js-enabled-only=true)."""
+        answer = get_json(f"{self.monitor}/healthz?js-enabled-only=true")
+        return bool(answer.get("status") == "ok")
 
     def cleanup(self) -> None:
         """Kill the server and remove its directory (if this object made it)."""
         self.kill()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    @property
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
 
     # -- the monitoring endpoints, for tests that look behind the broker's back --
 

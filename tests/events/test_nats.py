@@ -776,13 +776,13 @@ def test_permissions_for_broadcast_and_an_admin_made_stream(tmp_path, nats_topic
 def test_no_password_in_logs_or_errors_of_a_failed_connect(caplog):
     import logging
 
-    from tests.nats_server import _free_port
+    from tests.nats_server import free_port
     from zmicro.broker.nats import redact_url
 
-    url = f"nats://alice:S3cretPW@127.0.0.1:{_free_port()}"  # nothing listens there
+    url = f"nats://alice:S3cretPW@127.0.0.1:{free_port()}"  # nothing listens there
     caplog.set_level(logging.DEBUG, logger="zmicro.broker.nats")
     with pytest.raises(BrokerError) as info:
-        NatsBroker([url, f"nats://T0kenXYZ@127.0.0.1:{_free_port()}"], connect_timeout=1.0)
+        NatsBroker([url, f"nats://T0kenXYZ@127.0.0.1:{free_port()}"], connect_timeout=1.0)
     text = str(info.value) + "\n" + caplog.text
     assert "alice:***@127.0.0.1" in str(info.value)   # which server: still said
     assert "S3cretPW" not in text and "T0kenXYZ" not in text
