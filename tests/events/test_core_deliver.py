@@ -21,7 +21,7 @@ from zmicro import RPCError, _core, wire
 from zmicro.registry import MemoryRegistry
 
 from ..processes import InProcess
-from ..rpc.raw_peer import WAIT, secure_node
+from ..rpc.raw_peer import WAIT, ScriptedPeer, secure_node
 
 TOPIC = "order.created"
 NAME = "zmicro.topic." + TOPIC
@@ -138,49 +138,6 @@ def test_nobody_listening_is_unavailable_unsent(node, unused_tcp_port):
 # -- a fake subscriber ------------------------------------------------------------
 
 
-class FakeSubscriber:
-    """A Curve ROUTER (no allowlist): for each event it receives, sends the
-    answers `script(header)` returns (lists of frames), or closes its socket
-    when that is "close"."""
-
-    def __init__(self, zctx, script) -> None:
-        self.script = script
-        self.keys = zmq.curve_keypair()
-        self.sock = zctx.socket(zmq.ROUTER)
-        self.sock.linger = 0
-        self.sock.sndhwm = 0  # a ROUTER drops what is over its HWM: a script's answers all go
-        self.sock.curve_server = True
-        self.sock.curve_secretkey = self.keys[1]
-        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.address = f"tcp://127.0.0.1:{port}"
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def public_key(self) -> str:
-        return self.keys[0].decode()
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            if not self.sock.poll(20):
-                continue
-            peer, *frames = self.sock.recv_multipart()
-            header = _core.parse_frames(frames).header
-            answers = self.script(header)
-            if answers == "close":
-                self.sock.close(0)
-                return
-            for answer in answers:
-                self.sock.send_multipart([peer, *answer])
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(WAIT)
-        if not self.sock.closed:
-            self.sock.close(0)
-
-
 def deliver_to(node, fake, *, timeout=WAIT):
     """One delivery to `fake`: (outcome, forged answers the channel counted)."""
 
@@ -212,7 +169,7 @@ def test_forged_acks_are_dropped_and_counted_the_real_one_counts(node, zctx):
                 ack(topic_ring, header, bind=bytes(16)),    # bound to another event
                 ack(topic_ring, header)]                    # the subscriber's
 
-    fake = FakeSubscriber(zctx, script)
+    fake = ScriptedPeer(zctx, script)
     try:
         outcome, forged = deliver_to(node, fake)
     finally:
@@ -221,7 +178,7 @@ def test_forged_acks_are_dropped_and_counted_the_real_one_counts(node, zctx):
 
 
 def test_only_forged_acks_end_at_the_deadline(node, zctx):
-    fake = FakeSubscriber(zctx, lambda h: [ack(node.ring(), h)])
+    fake = ScriptedPeer(zctx, lambda h: [ack(node.ring(), h)])
     try:
         outcome, forged = deliver_to(node, fake, timeout=0.3)
     finally:
@@ -230,7 +187,7 @@ def test_only_forged_acks_end_at_the_deadline(node, zctx):
 
 
 def test_lost_connection_is_unavailable_maybe_processed(node, zctx):
-    fake = FakeSubscriber(zctx, lambda h: "close")
+    fake = ScriptedPeer(zctx, lambda h: "close")
     try:
         outcome, _ = deliver_to(node, fake)
     finally:
@@ -266,7 +223,7 @@ def test_a_subscribers_pushback_is_parsed_strictly(node, zctx, value, retry_afte
                            metadata={"retry-after-ms": value})
         return [ring.seal(nack, bind=header.nonce)]
 
-    fake = FakeSubscriber(zctx, script)
+    fake = ScriptedPeer(zctx, script)
     try:
         outcome, forged = deliver_to(node, fake)
     finally:
@@ -284,7 +241,7 @@ def test_forged_answers_do_not_grow_the_timer_heap(node, zctx):
     def script(header):
         return [ack(service_ring, header)] * 300 + [ack(topic_ring, header)]
 
-    fake = FakeSubscriber(zctx, script)
+    fake = ScriptedPeer(zctx, script)
 
     async def main():
         async with zmicro.AsyncClient(registry=MemoryRegistry(), keys=node.store) as client:

@@ -164,3 +164,47 @@ class RawPeer:
         self.socket.disable_monitor()
         self.monitor.close(0)
         self.socket.close(0)
+
+
+class ScriptedPeer:
+    """The other side of a zmicro client: a Curve ROUTER (no allowlist) on
+    a free loopback port. For each message it receives, ``script(header)``
+    (the parsed header) returns the answers to send back (lists of frames),
+    or "close" to close its socket and stop. Its send HWM is unlimited: a
+    ROUTER drops what is over it, and a script may answer many times."""
+
+    def __init__(self, zctx: zmq.Context, script) -> None:
+        self.script = script
+        self.keys = zmq.curve_keypair()
+        self.sock = zctx.socket(zmq.ROUTER)
+        self.sock.linger = 0
+        self.sock.sndhwm = 0
+        self.sock.curve_server = True
+        self.sock.curve_secretkey = self.keys[1]
+        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.address = f"tcp://127.0.0.1:{port}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def public_key(self) -> str:
+        return self.keys[0].decode()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            if not self.sock.poll(20):
+                continue
+            peer, *frames = self.sock.recv_multipart()
+            answers = self.script(_core.parse_frames(frames).header)
+            if answers == "close":
+                self.sock.close(0)
+                return
+            for answer in answers:
+                self.sock.send_multipart([peer, *answer])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(WAIT)
+        if not self.sock.closed:
+            self.sock.close(0)

@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 
 import pytest
-import zmq
 
 import zmicro
 from zmicro import _core, wire
@@ -28,7 +26,8 @@ from zmicro.registry import MemoryRegistry
 from zmicro.security.keys import KeyStore
 
 from ..helpers import eventually
-from .raw_peer import OCTETS, SERVICE, WAIT, RawPeer, cancel, ping, request, secure_node
+from .raw_peer import (OCTETS, SERVICE, WAIT, RawPeer, ScriptedPeer, cancel, ping, request,
+                       secure_node)
 
 OTHER = "billing"  # a service this node does not serve
 NP = wire.FLAG_NOT_PROCESSED
@@ -184,7 +183,7 @@ def test_a_request_resent_over_a_connection_with_another_key_is_a_replay(node, p
 # -- answers bound to their request ---------------------------------------------------
 
 
-class FakeServer:
+class FakeServer(ScriptedPeer):
     """A Curve ROUTER (no allowlist) that answers a zmicro client's
     requests: with the reply captured for its request id (`replay`), or
     with a reply it signs itself, bound to the request's nonce (`honest`,
@@ -194,43 +193,20 @@ class FakeServer:
         self.ring = ring
         self.captured = captured
         self.mode = "replay"
-        self.keys = zmq.curve_keypair()
-        self.sock = zctx.socket(zmq.ROUTER)
-        self.sock.linger = 0
-        self.sock.curve_server = True
-        self.sock.curve_secretkey = self.keys[1]
-        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.address = f"tcp://127.0.0.1:{port}"
         self.answered: list[int] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__(zctx, self._answer)
 
-    @property
-    def public_key(self) -> str:
-        return self.keys[0].decode()
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            if not self.sock.poll(20):
-                continue
-            peer, *frames = self.sock.recv_multipart()
-            req = _core.parse_frames(frames).header
-            if req.kind != wire.Kind.REQUEST:
-                continue
-            if self.mode == "replay":
-                answer = self.captured[req.request_id]
-            else:
-                reply = wire.Header(kind=wire.Kind.REPLY, request_id=req.request_id,
-                                    content_type=OCTETS)
-                answer = self.ring.seal(reply, [b"honest"], bind=req.nonce)
-            self.sock.send_multipart([peer, *answer])
-            self.answered.append(req.request_id)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(WAIT)
-        self.sock.close(0)
+    def _answer(self, req: wire.Header) -> list[list[bytes]]:
+        if req.kind != wire.Kind.REQUEST:
+            return []
+        if self.mode == "replay":
+            answer = self.captured[req.request_id]
+        else:
+            reply = wire.Header(kind=wire.Kind.REPLY, request_id=req.request_id,
+                                content_type=OCTETS)
+            answer = self.ring.seal(reply, [b"honest"], bind=req.nonce)
+        self.answered.append(req.request_id)
+        return [answer]
 
 
 @pytest.fixture
