@@ -39,6 +39,18 @@ def _read_body(body: str | None) -> tuple[str, str]:
     return stdin.read(), "BODY (stdin)"
 
 
+def _read_json(body: str | None) -> tuple[str, Any]:
+    """(JSON text, its decoded value) for the BODY argument; a usage error
+    saying what is wrong when it is empty or not JSON."""
+    text, source = _read_body(body)
+    if not text.strip():
+        raise click.BadParameter("empty: give a JSON value (e.g. {} or null)", param_hint=source)
+    try:
+        return text, msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=source) from None
+
+
 def _parse_metadata(pairs: tuple[str, ...]) -> dict[str, str]:
     metadata: dict[str, str] = {}
     for pair in pairs:
@@ -90,13 +102,7 @@ def call(service: str, endpoint: str, body: str | None, address: str | None,
     base64 strings. An error reply prints "error: CODE: detail" on stderr
     and exits with status 1.
     """
-    text, source = _read_body(body)
-    if not text.strip():
-        raise click.BadParameter("empty: give a JSON value (e.g. {} or null)", param_hint=source)
-    try:
-        value = msgspec.json.decode(text)
-    except msgspec.DecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=source) from None
+    text, value = _read_json(body)
     if address is not None and not address.startswith(_ADDRESS_SCHEMES):
         raise click.BadParameter(f"{address!r} is not tcp://host:port or ipc://path",
                                  param_hint="--address")

@@ -62,7 +62,7 @@ from ..errors import RPCError, TransportError, WireError
 from ..registry import RegistryError
 from ..security import Security
 from ._shared import EXIT_ENVIRONMENT, EXIT_FAILED, Failure, _json, _registry, _registry_option
-from .calls import _parse_metadata, _read_body
+from .calls import _parse_metadata, _read_json
 
 #: Seconds publish waits for the groups' acks by default.
 DEFAULT_TIMEOUT = 10.0
@@ -221,13 +221,7 @@ def publish(topic: str, body: str | None, metadata: tuple[str, ...], wait: bool,
         check_topic(topic)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="TOPIC") from None
-    text, source = _read_body(body)
-    if not text.strip():
-        raise click.BadParameter("empty: give a JSON value (e.g. {} or null)", param_hint=source)
-    try:
-        value = msgspec.json.decode(text)
-    except msgspec.DecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=source) from None
+    text, value = _read_json(body)
     payload = text.encode() if content_type == codec.JSON else codec.get_codec(
         content_type).encode(value)
     entries = _parse_metadata(metadata)
