@@ -362,11 +362,18 @@ except ImportError:  # pragma: no cover - zmicro's own dependency
 
 
 def publisher_sub(a: argparse.Namespace) -> None:
-    import zmicro
     from zmicro.broker.nats import NatsBroker
 
+    _service_sub(a, broker=NatsBroker(a.url))
+
+
+def _service_sub(a: argparse.Namespace, **service_options: object) -> None:
+    """A zmicro Service subscribing to the topic (queue group a.group),
+    reporting what it got; `service_options` go to zmicro.Service."""
+    import zmicro
+
     sink = Sink(a.count)
-    svc = zmicro.Service(f"bench-{a.group}", broker=NatsBroker(a.url))
+    svc = zmicro.Service(f"bench-{a.group}", **service_options)  # type: ignore[arg-type]
 
     @svc.subscriber(a.topic, queue=a.group, max_in_flight=256)
     def on_event(ev: Stamped, ctx) -> None:  # ctx unannotated: zmicro is a local name
@@ -439,26 +446,7 @@ def publisher_pub(a: argparse.Namespace, window: int) -> None:
 
 
 def embedded_sub(a: argparse.Namespace, insecure: bool) -> None:
-    import zmicro
-
-    sink = Sink(a.count)
-    svc = zmicro.Service(f"bench-{a.group}", insecure=insecure)
-
-    @svc.subscriber(a.topic, queue=a.group, max_in_flight=256)
-    def on_event(ev: Stamped, ctx) -> None:  # ctx unannotated: zmicro is a local name
-        sink.take(STAMP.pack(ev.stamp))
-
-    thread = threading.Thread(target=svc.run, daemon=True)
-    thread.start()
-    while svc.address is None:
-        if not thread.is_alive():
-            raise SystemExit("the service stopped")
-        time.sleep(0.01)
-    ready()
-    sink.wait()
-    sink.report()
-    svc.stop()
-    thread.join(30)
+    _service_sub(a, insecure=insecure)
 
 
 def embedded_pub(a: argparse.Namespace, insecure: bool) -> None:
