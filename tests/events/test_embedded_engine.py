@@ -588,3 +588,46 @@ def test_a_full_member_is_paused_briefly_not_backed_off_nor_dead_lettered():
         snapshot = engine.counters.snapshot()
         assert (snapshot["acked"], snapshot["full"], snapshot["dead_letters"]) == (1, 3, 0)
     run(main())
+
+
+# -- a topic record is input: whoever may write the registry writes it ---------------------
+
+HOSTILE_POLICIES = [
+    {"zmicro.max_in_flight": "0"},
+    {"zmicro.max_in_flight": "-5"},
+    {"zmicro.ack_wait": "1e12"},
+    {"zmicro.ack_wait": "nan"},
+    {"zmicro.backoff": "nan,inf"},
+    {"zmicro.backoff": ""},
+    {"zmicro.max_deliveries": "x" * 10_000},
+    {"zmicro.max_deliveries": "99999999999999", "zmicro.backoff": "0.001"},
+]
+
+
+@pytest.mark.parametrize("metadata", HOSTILE_POLICIES, ids=lambda m: ",".join(m)[:40])
+def test_a_hostile_topic_record_bends_nothing(metadata):
+    """The subscriber's policy travels in its record's node metadata: values
+    no SubscribeOptions would take fall back to the publisher's own policy,
+    an ack wait never outlasts the event, and an event a member nacks
+    forever still ends, dead-lettered, at max_age."""
+
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [ServiceRecord(
+            name="zmicro.topic." + TOPIC, version="g", metadata={"zmicro.kind": "topic"},
+            nodes=(Node(id="n-m1", address="m1", metadata={"health": "serving", **metadata}),))]
+        net.answers["m1"] = lambda e: refusal(Code.UNAVAILABLE, processed=True)  # nack, always
+        engine = engine_for(net, clock, max_age=60.0, max_deliveries=1_000_000,
+                            backoff=(0.5,))
+        await publish(engine, 1)
+        for _ in range(200):
+            await settle()
+            clock.advance(0.5)
+            engine.poke()
+            if engine.pending == 0:
+                break
+        assert engine.pending == 0
+        assert max(net.timeouts) <= 60.0
+        (letter,) = engine._dead
+        assert letter.reason.startswith(("expired", "max_deliveries")), letter.reason
+    run(main())
