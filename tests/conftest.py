@@ -13,7 +13,9 @@ reaches etcd another way without the marker fails, saying so.
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import sys
 
 import pytest
 import zmq
@@ -51,6 +53,18 @@ def _needs_etcd(item: pytest.Item) -> bool:
     # request.getfixturevalue, which collection cannot see.
     return callspec is not None and any(
         isinstance(v, str) and v == "etcd" for v in callspec.params.values())
+
+
+#: How long the interpreter may take to exit after the last test before the
+#: run is called hung: every thread's stack is dumped and the process exits 1.
+EXIT_WATCHDOG_S = 180
+
+
+def pytest_unconfigure(config):
+    """A leaked non-daemon thread or a context that never terminates would
+    hang the process after the summary is printed, and CI would only say
+    "timed out". Arm a watchdog that shows where it hangs and fails the run."""
+    faulthandler.dump_traceback_later(EXIT_WATCHDOG_S, exit=True, file=sys.__stderr__)
 
 
 def pytest_collection_modifyitems(config, items):
