@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import itertools
 import logging
 import os
 import weakref
@@ -103,6 +104,45 @@ HANDSHAKE_TIMEOUT_MS = 5000
 
 
 
+#: libzmq's reconnect interval doubles from its 100 ms up to this (ms) while
+#: a node stays unreachable: a dead node costs a connect attempt (and a
+#: monitor event) a second, not ten. A channel that lost its node is
+#: replaced by a fresh socket at its next call anyway (channel.pyx).
+RECONNECT_IVL_MAX_MS = 1000
+
+_monitor_ids = itertools.count()
+
+
+def _monitor(zctx: zmq.Context[Any], sock: zmq.Socket[Any]) -> zmq.Socket[Any]:
+    """The PAIR socket that receives `sock`'s monitor events, with no
+    receive limit.
+
+    libzmq sends monitor events from the context's I/O thread with a
+    blocking send: with pyzmq's ``get_monitor_socket`` (default HWM) a
+    monitor nobody reads (an idle client whose node went away sees a
+    CONNECT_RETRIED per reconnect) fills after about 2,000 events and then
+    blocks that thread for good, and with it every socket of the context
+    (no handshake, no message, ``term()`` hangs). Our end's RCVHWM of 0
+    makes the inproc pipe unbounded (libzmq sums both ends' limits, and 0
+    means none), so the I/O thread never waits on us. An async channel reads
+    its monitor as events come; a sync one while a call waits on it; both
+    drop the queue when they close (an idle channel is closed after the
+    pool's ``idle_ttl``).
+    """
+    address = f"inproc://zmicro.monitor.{os.getpid()}.{next(_monitor_ids)}"
+    sock.monitor(address, _core.MONITOR_EVENTS)
+    monitor = zctx.socket(zmq.PAIR)
+    try:
+        monitor.setsockopt(zmq.LINGER, 0)
+        monitor.setsockopt(zmq.RCVHWM, 0)
+        monitor.connect(address)
+    except BaseException:
+        sock.disable_monitor()
+        monitor.close(0)
+        raise
+    return monitor
+
+
 def _make_socket(zctx: zmq.Context[Any], address: str, max_message_size: int,
                  security: Security | None = None,
                  server_key: str = "") -> tuple[zmq.Socket[Any], zmq.Socket[Any] | None]:
@@ -114,6 +154,7 @@ def _make_socket(zctx: zmq.Context[Any], address: str, max_message_size: int,
         # Queue nothing for a peer that is not connected: a call either reaches
         # a node or fails as UNAVAILABLE, never sits in a dead pipe.
         sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
         if security is not None and not security.insecure:
             security.configure_client(sock, server_key)
@@ -124,7 +165,7 @@ def _make_socket(zctx: zmq.Context[Any], address: str, max_message_size: int,
         # A refused handshake becomes an error at once (the core reads this
         # while it waits for the connection), not a hang; a connection lost
         # (the node killed) ends the calls in flight on it.
-        monitor = sock.get_monitor_socket(_core.MONITOR_EVENTS)
+        monitor = _monitor(zctx, sock)
         sock.connect(address)
     except BaseException:
         if monitor is not None:

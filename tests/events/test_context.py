@@ -59,12 +59,15 @@ def test_a_handler_s_calls_and_events_carry_the_event_s_trace(mode, zmicro_keys,
     publisher = zmicro.Publisher(broker=broker)
 
     if mode == "async":
-        aclient = zmicro.AsyncClient(registry=registry)
         apublisher = zmicro.AsyncPublisher(broker=broker)
 
         @billing.subscriber("order.created")
         async def on_created_async(ev: dict, ctx: zmicro.EventContext) -> None:
-            await aclient.call("inventory", "Inventory.Reserve", {"id": ev["id"]})
+            # Made and closed on the handler's loop (an AsyncClient is closed
+            # from the loop it runs on; one left open would keep
+            # reconnecting to inventory after the test).
+            async with zmicro.AsyncClient(registry=registry) as aclient:
+                await aclient.call("inventory", "Inventory.Reserve", {"id": ev["id"]})
             await apublisher.publish("order.audited", {"id": ev["id"]})
             handled.set()
     else:

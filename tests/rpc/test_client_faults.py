@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 import zmq
@@ -257,3 +258,55 @@ def test_metadata_over_the_limits_is_an_rpc_error(kind, serve, metadata, code, n
     assert err.value.processed is False  # it never left the client
     assert isinstance(err.value.__cause__, zmicro.WireError)  # what the writer said
     assert svc.stats()["requests"] == 0
+
+
+# -- a monitor nobody reads never stops the context ----------------------------------
+
+
+def test_an_unread_monitor_never_blocks_the_contexts_io_thread(serve, zctx, monkeypatch,
+                                                              unused_tcp_port):
+    """libzmq sends monitor events from the context's I/O thread with a
+    blocking send. A client channel that sits idle while its node is gone
+    gets an event per reconnect attempt, read by nobody; with pyzmq's
+    default monitor (HWM 1000 at each end) the I/O thread blocked for good
+    after about 2,000 of them, and every socket of the context with it: no
+    handshake, no call, term() hung (seen in CI: an idle client leaked by
+    one test froze the shared context minutes later). Here reconnects are
+    every millisecond, so thousands of events pile up in seconds; a call
+    through the same context must still go through."""
+    from zmicro.client import _make_socket
+
+    monkeypatch.setattr(zmicro.client, "RECONNECT_IVL_MAX_MS", 0)  # no backoff
+    zctx.setsockopt(zmq.RECONNECT_IVL, 1)
+    idle, monitor = _make_socket(zctx, nobody_at(unused_tcp_port), 1 << 20)
+    try:
+        assert monitor is not None
+        zctx.setsockopt(zmq.RECONNECT_IVL, 100)
+        # The rate of events on this machine, then long enough for twice
+        # the old limit to pile up unread.
+        counted, t0 = 0, time.monotonic()
+        while time.monotonic() - t0 < 1.0:
+            if monitor.poll(100):
+                monitor.recv_multipart()
+                counted += 1
+        rate = counted / (time.monotonic() - t0)
+        time.sleep(min(60.0, 4000 / max(rate, 1.0)))
+
+        svc = serve(greeter("tcp://127.0.0.1:0")).svc
+        with zmicro.Client(registry=MemoryRegistry(), context=zctx, timeout=LONG) as client:
+            assert client.call("greeter", "Greeter.Echo", b"x", address=svc.address,
+                               server_key=svc._security.public_key,
+                               content_type=OCTETS) == b"x"
+        piled = 0
+        while monitor.poll(0):
+            monitor.recv_multipart()
+            piled += 1
+        assert piled > 2500, f"only {piled} events piled up ({rate:.0f}/s): inconclusive"
+    finally:
+        # Reading the queue first unblocks an I/O thread stuck on it (the
+        # old failure), so that disable_monitor() and term() return.
+        while monitor.poll(0):
+            monitor.recv_multipart()
+        idle.disable_monitor()
+        monitor.close(0)
+        idle.close(0)
