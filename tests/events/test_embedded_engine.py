@@ -571,6 +571,47 @@ def test_a_member_never_has_more_unanswered_deliveries_than_its_max_in_flight():
     run(main())
 
 
+def test_an_answer_wakes_one_delivery_waiting_for_credit_not_all():
+    """With the outbox far deeper than a member's credit (the normal state
+    of a publisher faster than its subscriber), each answer used to wake
+    every waiting delivery to look again: O(waiting) work per event, and a
+    publisher 30x slower (188 events/s instead of 4,400 in bench/events).
+    The work per event must not grow with the queue."""
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1", options=SubscribeOptions(max_in_flight=1))]
+        loop = asyncio.get_running_loop()
+        held: list[asyncio.Future] = []
+
+        def hold(event_id):
+            held.append(loop.create_future())
+            return held[-1]
+
+        net.answers["m1"] = hold
+        engine = engine_for(net, clock, max_pending=1000)
+        looks = [0]
+        without_credit = engine._without_credit
+
+        def counted(*args):
+            looks[0] += 1
+            return without_credit(*args)
+
+        engine._without_credit = counted
+        n = 300
+        await publish(engine, n)
+        await settle()
+        assert len(net.sent) == 1
+        for i in range(n):
+            held[i].set_result(None)
+            await settle()
+            assert len(net.sent) == min(i + 2, n)
+        assert engine.pending == 0
+        # A handful of looks per event (its first, and one when woken), not
+        # one per waiting event per answer (n * n / 2 = 45,000).
+        assert looks[0] <= 5 * n, looks[0]
+    run(main())
+
+
 def test_a_full_member_is_paused_briefly_not_backed_off_nor_dead_lettered():
     async def main():
         net, clock = Net(), FakeClock()

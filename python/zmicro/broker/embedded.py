@@ -224,6 +224,7 @@ POLICY_KEYS = ("zmicro.max_deliveries", "zmicro.backoff", "zmicro.ack_wait",
 FULL_PAUSE = 0.02
 
 
+
 def topic_node_metadata(options: SubscribeOptions) -> dict[str, str]:
     """The node metadata a topic record carries for a subscription with
     `options` (beside ``service`` and ``health``): its max_deliveries,
@@ -417,11 +418,15 @@ class DeliveryEngine:
         self._room = asyncio.Event()                # set (and replaced) when room is made
         self._tick = asyncio.Event()                # poke(): a fake clock moved
         # Credit per member: this publisher's deliveries unanswered there,
-        # and members that said "full" (until when); a delivery that ends
-        # sets _slot, waking the deliveries waiting for a member's credit.
+        # and members that said "full" (until when). Deliveries waiting for
+        # credit queue per topic with the members they could use; a slot
+        # released at a member wakes the first of them that can use it, and
+        # only that one (waking them all made every ack cost O(waiting):
+        # 30x slower with a full outbox).
         self._busy: dict[tuple[str, str], int] = {}        # (topic, address)
         self._full_until: dict[tuple[str, str], float] = {}
-        self._slot = asyncio.Event()
+        self._credit_waiters: dict[str, collections.deque[
+            tuple[asyncio.Future[None], frozenset[str]]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -539,6 +544,7 @@ class DeliveryEngine:
         topic = self._topics.get(name)
         if topic is not None:
             topic.update(records, self._strategy, self._outlier)
+            self._wake_all_credit(name)  # a new member has credit
 
     def members_changed_threadsafe(self, name: str, records: list[ServiceRecord]) -> None:
         """members_changed() from another thread (the registry watch's)."""
@@ -560,6 +566,8 @@ class DeliveryEngine:
         """Wake every wait to look at the clock again (a fake clock moved)."""
         tick, self._tick = self._tick, asyncio.Event()
         tick.set()
+        for name in list(self._credit_waiters):
+            self._wake_all_credit(name)
 
     async def _sleep_until(self, when: float, also: asyncio.Event | None = None) -> None:
         """Until the clock reads `when` (or `also` is set)."""
@@ -681,6 +689,17 @@ class DeliveryEngine:
             self._ended(event, key, outcome)
 
     async def _deliver_group(self, event: _Event, group: str, fixed: str | None) -> str:
+        woken = [False]  # a released slot woke this delivery, not used yet
+        try:
+            return await self._deliver_group_loop(event, group, fixed, woken)
+        finally:
+            # A wake not used (expired, refused, closing) goes to the next
+            # waiter, or that slot would sit idle until CREDIT_RECHECK.
+            if woken[0]:
+                self._wake_credit(event.topic)
+
+    async def _deliver_group_loop(self, event: _Event, group: str, fixed: str | None,
+                                  woken: list[bool]) -> str:
         tried: set[str] = set()       # this round (since the last backoff)
         refused: dict[str, str] = {}  # terminal refusals before any handler: never again
         denied: set[str] = set()      # may not subscribe (permit): never for this event
@@ -705,8 +724,11 @@ class DeliveryEngine:
                 # (an answer to one of ours, or a "full" pause ending), not
                 # for a backoff round. The outbox (max_pending) bounds this.
                 last = "every member busy (no credit left)"
-                pause = FULL_PAUSE if self._full_until else self.max_age
-                await self._sleep_until(min(event.expires, now + pause), self._slot)
+                # No polling: a released slot, a "full" pause ending, a
+                # change of members or the clock (poke) wakes it.
+                usable = self._members(topic, group, fixed) - excluded
+                woken[0] = await self._wait_credit(event.topic, usable, event.expires,
+                                                   front=woken[0])
                 continue
             if address is None:
                 if fixed is not None and not present:
@@ -734,6 +756,7 @@ class DeliveryEngine:
             failed = True
             credit = (event.topic, address)
             self._busy[credit] = self._busy.get(credit, 0) + 1
+            woken[0] = False  # the slot is ours
             try:
                 # Never past the event's expiry, whatever ack_wait the
                 # subscriber's record asks for.
@@ -760,6 +783,10 @@ class DeliveryEngine:
                     # member; it is left alone for FULL_PAUSE, then retried.
                     self._full_until[credit] = self._clock() + FULL_PAUSE
                     self.counters.add("full")
+                    # One waiter tries it again when the pause ends (and,
+                    # if taken, its answer wakes the next).
+                    asyncio.get_running_loop().call_later(
+                        FULL_PAUSE, self._wake_credit, event.topic, address)
                     continue
                 if error.code in TERMINAL:
                     refused[address] = error.detail or error.code.name.lower()
@@ -811,8 +838,77 @@ class DeliveryEngine:
         else:
             self._busy.pop(credit, None)
         self._full_until.pop(credit, None)  # it answered: room again
-        slot, self._slot = self._slot, asyncio.Event()
-        slot.set()
+        self._wake_credit(credit[0], credit[1])
+
+    def _members(self, topic: _Topic, group: str, fixed: str | None) -> frozenset[str]:
+        """The addresses a delivery to `group` (or the broadcast member
+        `fixed`) may go to."""
+        if fixed is not None:
+            return frozenset((fixed,))
+        balancer = topic.balancers.get(group)
+        if balancer is None:
+            return frozenset()
+        return frozenset(n.address for n in balancer.nodes())
+
+    async def _wait_credit(self, name: str, usable: frozenset[str], until: float, *,
+                           front: bool) -> bool:
+        """Wait until a slot at one of `usable` is released for us, the
+        clock reads `until`, or poke() or a change of members wakes every
+        waiter; True when woken. `front`:
+        we were woken already and lost the slot to a newer delivery, so we
+        keep our place at the head of the queue."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        waiters = self._credit_waiters.get(name)
+        if waiters is None:
+            waiters = self._credit_waiters[name] = collections.deque()
+        if front:
+            waiters.appendleft((future, usable))
+        else:
+            waiters.append((future, usable))
+        try:
+            left = until - self._clock()
+            if left > 0 and not self._closing:
+                await asyncio.wait((future,), timeout=left)
+        finally:
+            woken = future.done() and not future.cancelled()
+            if not future.done():
+                future.cancel()  # its entry is skipped, and dropped, by _wake_credit
+        return woken
+
+    def _wake_all_credit(self, name: str) -> None:
+        """Wake every delivery of topic `name` waiting for credit, to look again."""
+        for future, _usable in self._credit_waiters.pop(name, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def _wake_credit(self, name: str, address: str | None = None) -> None:
+        """Wake the first delivery of topic `name` waiting for credit that
+        can use `address` (None: any member of its with credit now)."""
+        waiters = self._credit_waiters.get(name)
+        if not waiters:
+            return
+        busy: set[str] = set()
+        if address is None:
+            topic = self._topics.get(name)
+            if topic is None:
+                return
+            busy = self._without_credit(name, topic, self._clock())
+        for i, (future, usable) in enumerate(waiters):
+            if future.done():
+                continue
+            if address is not None:
+                fits = address in usable
+            else:
+                fits = bool(usable - busy)
+            if fits:
+                del waiters[i]
+                future.set_result(None)
+                break
+        while waiters and waiters[0][0].done():
+            waiters.popleft()
+        if not waiters:
+            del self._credit_waiters[name]
 
     def _all_refused(self, topic: _Topic, group: str, fixed: str | None,
                      excluded: set[str]) -> bool:
