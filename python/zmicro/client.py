@@ -131,7 +131,7 @@ def _monitor(zctx: zmq.Context[Any], sock: zmq.Socket[Any]) -> zmq.Socket[Any]:
     """
     address = f"inproc://zmicro.monitor.{os.getpid()}.{next(_monitor_ids)}"
     sock.monitor(address, _core.MONITOR_EVENTS)
-    monitor = zctx.socket(zmq.PAIR)
+    monitor: zmq.Socket[Any] = zctx.socket(zmq.PAIR)
     try:
         monitor.setsockopt(zmq.LINGER, 0)
         monitor.setsockopt(zmq.RCVHWM, 0)
