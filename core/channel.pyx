@@ -75,9 +75,13 @@ cdef object _monitor_events(monitor, str address):
                               f"server's allowlist)", processed=False)
         elif (event & (ZM_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZM_EVENT_HANDSHAKE_FAILED_PROTOCOL)
               and error is None):
-            error = _RPCError(C_UNAUTHENTICATED,
-                              f"the secure handshake with {address} failed (is the "
-                              f"server key right?)", processed=False)
+            # Not UNAUTHENTICATED: libzmq reports the same event for a
+            # handshake that timed out (HANDSHAKE_IVL; a node starved of
+            # CPU, or killed mid-handshake) as for a wrong server key. Like
+            # gRPC's failed TLS handshake, it is UNAVAILABLE, never sent:
+            # the call moves on to another node.
+            error = unsent(f"the secure handshake with {address} failed (is the server "
+                           f"key right? or it timed out)")
         elif event & (ZM_EVENT_CONNECTED | ZM_EVENT_HANDSHAKE_SUCCEEDED):
             state = PEER_UP
         elif event & ZM_EVENT_DISCONNECTED:
@@ -352,6 +356,8 @@ cdef class Channel(ChannelBase):
             self.peer_state = state
         if error is not None:
             self.close()
+            if in_flight and dropped:  # sent: it may have run, so not `error`
+                raise lost(self.address)
             raise error
         if in_flight and dropped:
             raise lost(self.address)
@@ -544,14 +550,14 @@ cdef class AsyncChannel(ChannelBase):
         error, state, dropped = _monitor_events(self.monitor, self.address)
         if state != PEER_NEW:
             self.peer_state = state
-        if error is not None:
-            self.close(error)
-            return
-        if dropped:
+        if dropped:  # first: the calls sent may have run (lost, not `error`)
             for p in [p for p in self.pending.values() if (<_Pending>p).sent]:
                 del self.pending[p.request_id]
                 if not p.future.done():
                     self._fail(p, lost(self.address))
+        if error is not None:
+            self.close(error)
+            return
         if self.peer_state == PEER_LOST:
             self.loop.call_later(LOST_GRACE, self._lost_check)
         elif self.peer_state == PEER_DOWN:
