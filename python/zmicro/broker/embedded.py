@@ -670,7 +670,7 @@ class DeliveryEngine:
         balancer = topic.balancers.get(group)
         if balancer is None or not len(balancer):
             return balancer, None, False
-        avoid = {n for n in (balancer.lookup(a) for a in skip) if n is not None}
+        avoid = {n for n in (balancer.lookup(a) for a in skip) if n is not None} if skip else None
         node = balancer.pick(None, None, avoid or None)
         if node is None or node.address in skip:
             return balancer, None, True
