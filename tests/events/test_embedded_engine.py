@@ -612,6 +612,63 @@ def test_an_answer_wakes_one_delivery_waiting_for_credit_not_all():
     run(main())
 
 
+def test_waking_for_credit_looks_at_the_few_waiters_of_the_slots_group():
+    """Fan-out: every event waits for credit in each group. An answer from
+    one group's member used to scan the other groups' waiters (thousands)
+    before reaching its own: 4 groups ran at 200 events/s per group. And a
+    heartbeat (a record rewritten, the same members) woke every waiter."""
+    looks = [0]
+
+    class Members(frozenset):
+        def __contains__(self, address):
+            looks[0] += 1
+            return frozenset.__contains__(self, address)
+
+        def __sub__(self, other):
+            return Members(frozenset.__sub__(self, other))
+
+    async def main():
+        net, clock = Net(), FakeClock()
+        one = SubscribeOptions(max_in_flight=1)
+        net.records = [record("g1", "m1", options=one), record("g2", "m2", options=one)]
+        loop = asyncio.get_running_loop()
+        held: dict[str, list[asyncio.Future]] = {"m1": [], "m2": []}
+
+        def hold(address):
+            def answer(event_id):
+                held[address].append(loop.create_future())
+                return held[address][-1]
+            return answer
+
+        net.answers = {"m1": hold("m1"), "m2": hold("m2")}
+        engine = engine_for(net, clock, max_pending=1000)
+        members = engine._members
+        engine._members = lambda *args: Members(members(*args))
+        n = 200
+        await publish(engine, n)
+        await settle()
+        # The same members, rewritten by their heartbeats: nobody wakes.
+        waits = [0]
+        wait_credit = engine._wait_credit
+
+        async def counted(*args, **kwargs):
+            waits[0] += 1
+            return await wait_credit(*args, **kwargs)
+
+        engine._wait_credit = counted
+        for _ in range(3):
+            engine.members_changed(TOPIC, list(net.records))
+            await settle()
+        assert waits[0] == 0
+        for i in range(n):  # g2 answers first each time: g1's waiters come first
+            for address in ("m2", "m1"):
+                held[address][i].set_result(None)
+                await settle()
+        assert engine.pending == 0
+        assert 0 < looks[0] <= 10 * 2 * n, looks[0]
+    run(main())
+
+
 def test_a_full_member_is_paused_briefly_not_backed_off_nor_dead_lettered():
     async def main():
         net, clock = Net(), FakeClock()

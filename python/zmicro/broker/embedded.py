@@ -137,6 +137,7 @@ import asyncio
 import collections
 import concurrent.futures
 import functools
+import itertools
 import logging
 import math
 import threading
@@ -222,6 +223,8 @@ POLICY_KEYS = ("zmicro.max_deliveries", "zmicro.backoff", "zmicro.ack_wait",
 #: publisher's own deliveries to it ends first: a short wait for a slot,
 #: not a backoff round.
 FULL_PAUSE = 0.02
+#: Waiters of one group's credit queue looked at per released slot.
+WAKE_SCAN = 8
 
 
 
@@ -270,7 +273,7 @@ class _Topic:
     """The members of one topic, per group, as the registry lists them."""
 
     __slots__ = ("name", "balancers", "broadcast", "keys", "policies", "loaded", "loading",
-                 "changed")
+                 "changed", "shape")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -280,10 +283,17 @@ class _Topic:
         self.policies: dict[str, _Policy] = {}            # address -> its subscription's word
         self.loaded = False
         self.loading: asyncio.Future[list[ServiceRecord]] | None = None  # the first lookup
-        self.changed = asyncio.Event()                    # set (and replaced) on update
+        self.changed = asyncio.Event()                    # set (and replaced) on a change
+        self.shape: object = None                         # what a change is judged on
 
     def update(self, records: Iterable[ServiceRecord], strategy: int,
-               outlier: Any) -> None:
+               outlier: Any) -> bool:
+        """Take the registry's records; True when who may get events (the
+        members per group, the broadcast members, their keys or policies)
+        changed. A heartbeat rewrites a record every few seconds without
+        changing any of that: no one waiting is woken for it (with
+        thousands of deliveries waiting for credit, that was the engine's
+        whole time)."""
         by_group: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         broadcast: dict[str, str] = {}
         keys: dict[str, str] = {}
@@ -316,8 +326,14 @@ class _Topic:
         self.keys = keys
         self.policies = policies
         self.loaded = True
+        shape = (sorted((g, sorted(nodes or resting)) for g, (nodes, resting) in by_group.items()),
+                 sorted(broadcast), sorted(keys.items()), sorted(policies.items()))
+        if shape == self.shape:
+            return False
+        self.shape = shape
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
+        return True
 
     def groups(self) -> list[str]:
         """Queue groups that have members now."""
@@ -425,8 +441,9 @@ class DeliveryEngine:
         # 30x slower with a full outbox).
         self._busy: dict[tuple[str, str], int] = {}        # (topic, address)
         self._full_until: dict[tuple[str, str], float] = {}
-        self._credit_waiters: dict[str, collections.deque[
-            tuple[asyncio.Future[None], frozenset[str]]]] = {}
+        # topic -> queue (a group, or "\0" + a broadcast address) -> waiters
+        self._credit_waiters: dict[str, dict[str, collections.deque[
+            tuple[asyncio.Future[None], frozenset[str]]]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -542,8 +559,7 @@ class DeliveryEngine:
     def members_changed(self, name: str, records: list[ServiceRecord]) -> None:
         """The registry says `name`'s members changed (on the engine's loop)."""
         topic = self._topics.get(name)
-        if topic is not None:
-            topic.update(records, self._strategy, self._outlier)
+        if topic is not None and topic.update(records, self._strategy, self._outlier):
             self._wake_all_credit(name)  # a new member has credit
 
     def members_changed_threadsafe(self, name: str, records: list[ServiceRecord]) -> None:
@@ -727,8 +743,9 @@ class DeliveryEngine:
                 # No polling: a released slot, a "full" pause ending, a
                 # change of members or the clock (poke) wakes it.
                 usable = self._members(topic, group, fixed) - excluded
-                woken[0] = await self._wait_credit(event.topic, usable, event.expires,
-                                                   front=woken[0])
+                woken[0] = await self._wait_credit(
+                    event.topic, group if fixed is None else "\0" + fixed, usable,
+                    event.expires, front=woken[0])
                 continue
             if address is None:
                 if fixed is not None and not present:
@@ -850,8 +867,8 @@ class DeliveryEngine:
             return frozenset()
         return frozenset(n.address for n in balancer.nodes())
 
-    async def _wait_credit(self, name: str, usable: frozenset[str], until: float, *,
-                           front: bool) -> bool:
+    async def _wait_credit(self, name: str, queue: str, usable: frozenset[str], until: float,
+                           *, front: bool) -> bool:
         """Wait until a slot at one of `usable` is released for us, the
         clock reads `until`, or poke() or a change of members wakes every
         waiter; True when woken. `front`:
@@ -859,9 +876,12 @@ class DeliveryEngine:
         keep our place at the head of the queue."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        waiters = self._credit_waiters.get(name)
+        queues = self._credit_waiters.get(name)
+        if queues is None:
+            queues = self._credit_waiters[name] = {}
+        waiters = queues.get(queue)
         if waiters is None:
-            waiters = self._credit_waiters[name] = collections.deque()
+            waiters = queues[queue] = collections.deque()
         if front:
             waiters.appendleft((future, usable))
         else:
@@ -878,15 +898,16 @@ class DeliveryEngine:
 
     def _wake_all_credit(self, name: str) -> None:
         """Wake every delivery of topic `name` waiting for credit, to look again."""
-        for future, _usable in self._credit_waiters.pop(name, ()):
-            if not future.done():
-                future.set_result(None)
+        for waiters in self._credit_waiters.pop(name, {}).values():
+            for future, _usable in waiters:
+                if not future.done():
+                    future.set_result(None)
 
     def _wake_credit(self, name: str, address: str | None = None) -> None:
         """Wake the first delivery of topic `name` waiting for credit that
         can use `address` (None: any member of its with credit now)."""
-        waiters = self._credit_waiters.get(name)
-        if not waiters:
+        queues = self._credit_waiters.get(name)
+        if not queues:
             return
         busy: set[str] = set()
         if address is None:
@@ -894,20 +915,33 @@ class DeliveryEngine:
             if topic is None:
                 return
             busy = self._without_credit(name, topic, self._clock())
-        for i, (future, usable) in enumerate(waiters):
-            if future.done():
+        # One queue per group: its waiters can all use the same members
+        # (but those a delivery excluded), so the first live one almost
+        # always fits and the scan stops at the head.
+        for key, waiters in list(queues.items()):
+            while waiters and waiters[0][0].done():
+                waiters.popleft()
+            if not waiters:
+                del queues[key]
                 continue
-            if address is not None:
-                fits = address in usable
-            else:
-                fits = bool(usable - busy)
-            if fits:
-                del waiters[i]
-                future.set_result(None)
-                break
-        while waiters and waiters[0][0].done():
-            waiters.popleft()
-        if not waiters:
+            # A group's waiters share its members: when the first few
+            # cannot use `address`, it is another group's (or excluded by
+            # the few); never scan a whole queue (thousands) per answer.
+            for i, (future, usable) in enumerate(itertools.islice(waiters, WAKE_SCAN)):
+                if future.done():
+                    continue
+                if (address in usable) if address is not None else bool(usable - busy):
+                    if i == 0:
+                        waiters.popleft()
+                    else:
+                        del waiters[i]
+                    future.set_result(None)
+                    if not waiters:
+                        del queues[key]
+                    if not queues:
+                        del self._credit_waiters[name]
+                    return
+        if not queues:
             del self._credit_waiters[name]
 
     def _all_refused(self, topic: _Topic, group: str, fixed: str | None,
