@@ -341,6 +341,7 @@ class _Subscriber:
              "nacked", "rejected", "failed"), 0)
         self._active = 0
         self._draining = False
+        self._gated = False
 
     # -- lifecycle (the service's) --
 
@@ -349,8 +350,15 @@ class _Subscriber:
               interceptors: Sequence[ServerInterceptor],
               executor: concurrent.futures.Executor | None,
               loop: Callable[[], asyncio.AbstractEventLoop | None],
-              on_refused: Callable[[str, str | None, str], None]) -> None:
+              on_refused: Callable[[str, str | None, str], None],
+              gated: bool = False) -> None:
+        """Subscribe through `broker`. `gated`: its deliveries pass the
+        service's own core (the embedded broker on the service's socket),
+        which refuses new events itself once the service drains (not
+        processed: the publisher tries another member), so every delivery
+        that reaches this glue was admitted before and runs (see drain())."""
         self._service = service
+        self._gated = gated
         self._inbox = _core.EventInbox(self.topic, secrets=secrets, max_age=self.max_age,
                                        window=window)
         self._resolve = resolve_principal
@@ -368,8 +376,11 @@ class _Subscriber:
 
     def drain(self) -> None:
         """Run no new handler (duplicates are still acked); deliveries that
-        arrive meanwhile are left to close(), which gives them back."""
-        self._draining = True
+        arrive meanwhile are left to close(), which gives them back. Not
+        when gated (start()): the core stops admitting, and one it admitted
+        just before is in flight (held here, it would keep the core's drain
+        waiting for it until the grace ended)."""
+        self._draining = not self._gated
 
     @property
     def idle(self) -> bool:

@@ -402,9 +402,14 @@ class Service:
         self._stop_event.set()
         self._beat_wake.set()
         self._health.drain()
-        self._drain_events()
+        # The core first: from now on it refuses new events itself (not
+        # processed: the publisher tries another member at once) while the
+        # deliveries it admitted run to their end; draining the
+        # subscriptions first let an event in between them be held, unended,
+        # until the grace was over.
         if self._core is not None:
             self._core.drain(self._grace)
+        self._drain_events()
         if self._loop is not None and self._async_stop is not None:
             try:
                 self._loop.call_soon_threadsafe(self._async_stop.set)
@@ -523,8 +528,8 @@ class Service:
             self._registry = default_registry()
         self._subscribe(interceptors)
         if self._stop_event.is_set():  # stop() came while we were starting
+            self._core.drain(self._grace)  # (the core first: see stop())
             self._drain_events()
-            self._core.drain(self._grace)
         self._register(address)
         # Last: a service with an address is bound, dispatching and registered.
         self.address = address
@@ -543,6 +548,8 @@ class Service:
         attach = getattr(broker, "attach", None)
         if attach is not None:  # the embedded broker serves on this socket
             attach(self)
+        # Its deliveries then pass this service's core, which admits none
+        # once it drains: what reaches a subscription was admitted before.
         on_loop = getattr(broker.capabilities, "delivers_on_loop", False)
         if any(s.blocking or (on_loop and not s.is_async) for s in self._subscribers.values()):
             self._events_pool = concurrent.futures.ThreadPoolExecutor(
@@ -552,7 +559,8 @@ class Service:
                       window=self._mac_window,
                       resolve_principal=None if self.insecure else self._security.principal_for,
                       interceptors=interceptors, executor=self._events_pool,
-                      loop=lambda: self._loop, on_refused=self._event_refused)
+                      loop=lambda: self._loop, on_refused=self._event_refused,
+                      gated=attach is not None)
 
     def _event_refused(self, reason: str, user_id: str | None, topic: str) -> None:
         principal = self._security.principal_for(user_id) if user_id else ANONYMOUS
@@ -579,6 +587,7 @@ class Service:
             except Exception as exc:
                 log.warning("zmicro: %s: closing the subscription to %r: %s",
                             self.name, sub.topic, exc)
+        self._flush_answers()
         if self._events_pool is not None:
             self._events_pool.shutdown(wait=False, cancel_futures=True)
             self._events_pool = None
@@ -586,6 +595,22 @@ class Service:
             self._broker.close()
         self._broker = None
         self._drain_until = 0.0
+
+    def _flush_answers(self) -> None:
+        """Send what the core queued for its socket since its loop ended
+        (on the socket's thread: _shutdown's): the deliveries the embedded
+        subscriptions handed back when they closed (a nack without delay:
+        another member gets the event now, not after the publisher's ack
+        wait). If any went out, the socket stays open the core's
+        close_delay, as a drained loop does: the publisher's socket drops
+        what it has not read yet when the connection goes."""
+        core = self._core
+        if core is None:
+            return
+        before = sum(core.stats()["replies"].values())
+        core._flush_from_loop()
+        if sum(core.stats()["replies"].values()) > before:
+            time.sleep(core.close_delay)
 
     def _make_topic_records(self, address: str, serving: bool) -> list[ServiceRecord]:
         """One record per subscription, when the broker finds subscribers
