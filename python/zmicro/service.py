@@ -53,7 +53,8 @@ rate limits in front of the handlers; ``ctx.principal`` names the caller.
 Events: ``@svc.subscriber(topic, queue=...)`` runs a function for each
 event published to ``topic`` (:mod:`zmicro.events`) through the service's
 broker (``broker=``; default: the embedded one, on this service's own
-socket). Subscriptions start once the socket is bound, before the service
+socket, whose publishing side the service's ``policy=`` rules too: who may
+subscribe). Subscriptions start once the socket is bound, before the service
 registers; on stop they run no new handler, wait for the running ones
 (within ``grace``) and close before the socket does. Service names
 starting with ``zmicro.`` are reserved (topics are named
@@ -543,7 +544,10 @@ class Service:
             return
         broker = self._given_broker
         if broker is None:
-            broker = _default_broker(self._registry, self._security)
+            # With the service's policy: its rules also decide who may
+            # subscribe to what this broker publishes (a broker given is
+            # given its own policy by whoever made it).
+            broker = _default_broker(self._registry, self._security, self._policy)
         self._broker = broker
         attach = getattr(broker, "attach", None)
         if attach is not None:  # the embedded broker serves on this socket
