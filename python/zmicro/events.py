@@ -88,7 +88,8 @@ from .middleware import ServerInterceptor, chain_server, is_async
 from .registry import Registry
 from .security import KeyStore, Security
 
-__all__ = ["DEFAULT_TIMEOUT", "AsyncPublisher", "EventContext", "Nack", "Publisher", "Reject"]
+__all__ = ["DEFAULT_TIMEOUT", "REPLAY_QUOTA", "REPLAY_QUOTA_MAX", "AsyncPublisher",
+           "EventContext", "Nack", "Publisher", "Reject"]
 
 log = logging.getLogger("zmicro.events")
 
@@ -98,6 +99,14 @@ DEFAULT_TIMEOUT = 5.0
 #: The endpoint part of a topic's RBAC resource for publishing to it
 #: (``zmicro.topic.<topic>:publish``), which subscribers enforce.
 PUBLISH = "publish"
+
+#: Event ids a subscription remembers at once, by default (``replay_quota``:
+#: the ids it acked, each kept ``max_age`` seconds, and those in progress).
+#: A subscription takes at most replay_quota / max_age events/s sustained
+#: (12,500/s at the defaults); beyond, events are nacked with the backoff.
+REPLAY_QUOTA = 1_500_000
+#: The largest ``replay_quota``: the replay set counts ids in 32 bits.
+REPLAY_QUOTA_MAX = 2**32 - 1
 
 #: Handler errors that will not go better next time: dead-letter at once.
 _TERMINAL = frozenset({Code.INVALID_ARGUMENT, Code.PERMISSION_DENIED, Code.UNAUTHENTICATED,
@@ -319,12 +328,22 @@ class AsyncPublisher(_PublisherBase):
 # -- subscribing (used by zmicro.Service) ------------------------------------------------------
 
 
+def check_replay_quota(value: object) -> int:
+    """`value` if it is a valid ``replay_quota`` (an int from 1 to
+    REPLAY_QUOTA_MAX), else ValueError naming the field."""
+    if type(value) is not int or not 1 <= value <= REPLAY_QUOTA_MAX:
+        raise ValueError(f"replay_quota must be an int from 1 to {REPLAY_QUOTA_MAX}, "
+                         f"not {value!r}")
+    return value
+
+
 class _Subscriber:
     """One ``@svc.subscriber``: its options, and while the service runs,
     its subscription and the glue between deliveries and the handler."""
 
     def __init__(self, topic: str, fn: Callable[..., Any], *, event_type: Any,
-                 blocking: bool, options: SubscribeOptions, max_age: float) -> None:
+                 blocking: bool, options: SubscribeOptions, max_age: float,
+                 replay_quota: int = REPLAY_QUOTA) -> None:
         self.topic = topic
         self.fn = fn
         self.event_type = event_type
@@ -334,6 +353,7 @@ class _Subscriber:
         self.blocking = blocking
         self.options = options
         self.max_age = max_age
+        self.replay_quota = check_replay_quota(replay_quota)
         self._lock = threading.Lock()
         self._subscription: Subscription | None = None
         self._counters = dict.fromkeys(
@@ -360,7 +380,7 @@ class _Subscriber:
         self._service = service
         self._gated = gated
         self._inbox = _core.EventInbox(self.topic, secrets=secrets, max_age=self.max_age,
-                                       window=window)
+                                       window=window, replay_quota=self.replay_quota)
         self._resolve = resolve_principal
         self._handler = chain_server(interceptors, self.fn) if interceptors else self.fn
         self._executor = executor

@@ -89,7 +89,7 @@ from .auth import Policy
 from .auth.audit import audit
 from .auth.principal import ANONYMOUS
 from .broker.base import TOPIC_PREFIX, Broker, SubscribeOptions, check_topic
-from .events import _default_broker, _Subscriber, wait_idle
+from .events import REPLAY_QUOTA, _default_broker, _Subscriber, check_replay_quota, wait_idle
 from .registry import Node, Registry, ServiceRecord, default_registry
 from .security import KeyStore, Security
 
@@ -310,7 +310,8 @@ class Service:
     def subscriber(self, topic: str, *, queue: str | None = None, blocking: bool = False,
                    max_in_flight: int = 256, max_deliveries: int = 5,
                    backoff: tuple[float, ...] = (0.1, 1.0, 5.0), ack_wait: float = 30.0,
-                   max_age: float = 120.0) -> Callable[[_Fn], _Fn]:
+                   max_age: float = 120.0,
+                   replay_quota: int = REPLAY_QUOTA) -> Callable[[_Fn], _Fn]:
         """Decorator: run the function for each event published to
         ``topic`` (``fn(event, ctx: zmicro.EventContext)``; the event is
         decoded into the type its first parameter is annotated with). The
@@ -322,13 +323,18 @@ class Service:
         to this service and not yet ended, at most. ``max_deliveries``,
         ``backoff``, ``ack_wait``: redelivery (:class:`SubscribeOptions`).
         ``max_age``: seconds after which an event is refused as ``stale``
-        (and its id forgotten). One subscription per topic per service."""
+        (and its id forgotten). ``replay_quota``: event ids remembered at
+        once (acked, each for ``max_age``, or in progress; about 32 bytes
+        each): the subscription takes at most ``replay_quota / max_age``
+        events/s sustained, and nacks the rest with the backoff. One
+        subscription per topic per service."""
         check_topic(topic)
         options = SubscribeOptions(queue=queue, max_in_flight=max_in_flight,
                                    max_deliveries=max_deliveries, backoff=tuple(backoff),
                                    ack_wait=ack_wait)
         if not (isinstance(max_age, (int, float)) and 0 < max_age < float("inf")):
             raise ValueError(f"max_age must be seconds > 0, not {max_age!r}")
+        check_replay_quota(replay_quota)
 
         def register(fn: _Fn) -> _Fn:
             if self._core is not None:
@@ -340,7 +346,7 @@ class Service:
             self._subscribers[topic] = _Subscriber(
                 topic, fn, event_type=_types_of(fn)[0],
                 blocking=blocking or getattr(fn, _BLOCKING_ATTR, False),
-                options=options, max_age=float(max_age))
+                options=options, max_age=float(max_age), replay_quota=replay_quota)
             return fn
 
         return register

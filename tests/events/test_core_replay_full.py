@@ -4,8 +4,8 @@ seconds: a ceiling of replay_quota / max_age events/s sustained) gives the
 event back with a delay, for later or another member - never a dead letter,
 never a refusal.
 
-Over the memory broker with a fake clock; the subscription's inbox is
-swapped for one of replay_quota=1, so the second event finds it full.
+Over the memory broker with a fake clock; the subscription has
+replay_quota=1, so the second event finds it full.
 Likewise temporary: the glue itself failing on a delivery (a nack, its
 in-progress mark cleared)."""
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 
 import zmicro
-from zmicro import Publisher, _core
+from zmicro import Publisher
 from zmicro.broker.memory import MemoryBroker
 from zmicro.registry import MemoryRegistry
 
@@ -30,7 +30,7 @@ def test_replay_full_is_nacked_with_the_backoff_not_dead_lettered(zmicro_keys, z
     lock = threading.Lock()
     runs: list[int] = []
 
-    @svc.subscriber(TOPIC, max_deliveries=3, backoff=(5.0,))
+    @svc.subscriber(TOPIC, max_deliveries=3, backoff=(5.0,), replay_quota=1)
     def handler(ev, ctx):
         with lock:
             runs.append(ev["id"])
@@ -41,7 +41,6 @@ def test_replay_full_is_nacked_with_the_backoff_not_dead_lettered(zmicro_keys, z
     try:
         zmicro_serve(svc)
         glue = svc._subscribers[TOPIC]
-        glue._inbox = _core.EventInbox(TOPIC, secrets=None, replay_quota=1)
         with Publisher(broker=mem) as pub:
             pub.publish(TOPIC, {"id": 1})
             eventually(lambda: sub()["acked"] == 1, "the first event acked")
