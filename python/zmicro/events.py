@@ -502,13 +502,35 @@ class _Subscriber:
         if self.is_async:
             loop = self._loop()
             if loop is None:
-                self._finish(d, ev, RPCError(Code.UNAVAILABLE, "no event loop"))
+                self._not_started(d, ev, "the service has no event loop")
                 return
-            asyncio.run_coroutine_threadsafe(self._run_async(d, ev, value, ctx), loop)
+            coro = self._run_async(d, ev, value, ctx)
+            try:
+                asyncio.run_coroutine_threadsafe(coro, loop)
+            except RuntimeError:  # the loop is closed: the service is stopping
+                coro.close()
+                self._not_started(d, ev, "the service's event loop is closed")
         elif (self.blocking or self._on_loop) and self._executor is not None:
-            self._executor.submit(self._run_sync, d, ev, value, ctx)
+            try:
+                self._executor.submit(self._run_sync, d, ev, value, ctx)
+            except RuntimeError:  # the pool is shut down: the service is stopping
+                self._not_started(d, ev, "the thread pool is shut down")
         else:
             self._run_sync(d, ev, value, ctx)
+
+    def _not_started(self, d: Delivery, ev: Any, why: str) -> None:
+        """The handler could not be started (`why`): not counted running
+        any more (a count left up kept the service's stop waiting for it
+        until the grace ended), the event may run again, and the delivery
+        is nacked with the backoff: later, or another member."""
+        self._release(ev)
+        with self._lock:
+            self._active -= 1
+            self._counters["nacked"] += 1
+        log.warning("zmicro: %s: the subscriber of %r could not start on event %s (%s): "
+                    "delivered again after the backoff", self._service, self.topic,
+                    ev.event_id.hex(), why)
+        d.nack()
 
     def _release(self, ev: Any) -> None:
         """`ev` ends unhandled: a later copy may run (before the answer
