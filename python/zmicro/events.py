@@ -34,7 +34,9 @@ subscription's glue, in this order,
 
 1. checks the frame with ``EventInbox.check`` (MAC, key id, topic, age,
    unsigned events when secure): a refusal ends the delivery with
-   ``term(reason)`` (dead-lettered, audited as ``mac:<reason>``);
+   ``term(reason)`` (dead-lettered, audited as ``mac:<reason>``: at most
+   REFUSAL_AUDIT_LINES lines per topic and reason each second, the rest
+   summed up);
 2. acks a *duplicate* (an event this subscription acked already) without
    running the handler;
 3. decodes the body into the type the handler's first parameter is
@@ -79,6 +81,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import _core
+from .auth.audit import audit
 from .auth.principal import ANONYMOUS, Principal
 from .broker.base import TOPIC_PREFIX, Broker, Delivery, SubscribeOptions, Subscription
 from .codec import DEFAULT_CONTENT_TYPE, Codec, codecs, get_codec
@@ -107,6 +110,12 @@ PUBLISH = "publish"
 REPLAY_QUOTA = 1_500_000
 #: The largest ``replay_quota``: the replay set counts ids in 32 bits.
 REPLAY_QUOTA_MAX = 2**32 - 1
+
+#: Audit lines a service writes at most for the events its subscribers
+#: refuse (EventInbox.check), per topic and reason, each
+#: REFUSAL_AUDIT_PERIOD seconds; the rest are counted and summed up.
+REFUSAL_AUDIT_LINES = 10
+REFUSAL_AUDIT_PERIOD = 1.0
 
 #: Handler errors that will not go better next time: dead-letter at once.
 _TERMINAL = frozenset({Code.INVALID_ARGUMENT, Code.PERMISSION_DENIED, Code.UNAUTHENTICATED,
@@ -326,6 +335,75 @@ class AsyncPublisher(_PublisherBase):
 
 
 # -- subscribing (used by zmicro.Service) ------------------------------------------------------
+
+
+class _RefusalAudit:
+    """The audit lines of the events a service's subscribers refused
+    (``deny``, reason ``mac:<reason>``, service ``zmicro.topic.<topic>``,
+    endpoint ``publish``), called as the glue's ``on_refused(reason,
+    user_id, topic)``: at most `lines` per topic and reason in each
+    `period` seconds of `clock` (a window starts with its first refusal),
+    so that a flood of forged events does not write a WARNING line each.
+    The refusals beyond are counted, and written as one summary line (the
+    same fields, principal anonymous, plus ``suppressed``: how many, and
+    ``seconds``: the period) when the next refusal of that topic and
+    reason comes after the window, or at :meth:`flush` (the service's
+    heartbeat, its stop). Counters elsewhere (the subscription's
+    ``refused``, its EventInbox's ``refused_<reason>``) count every one.
+    The principal is looked up only for the lines written. Thread-safe."""
+
+    def __init__(self, principal_for: Callable[[str], Principal] | None, *,
+                 lines: int = REFUSAL_AUDIT_LINES, period: float = REFUSAL_AUDIT_PERIOD,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._principal_for = principal_for
+        self.lines = lines
+        self.period = period
+        self.clock = clock
+        self._lock = threading.Lock()
+        # (topic, reason) -> [window start, lines written, refusals suppressed];
+        # bounded: a service's topics times the refusal reasons.
+        self._windows: dict[tuple[str, str], list[float]] = {}
+
+    def __call__(self, reason: str, user_id: str | None, topic: str) -> None:
+        now = self.clock()
+        key = (topic, reason)
+        with self._lock:
+            window = self._windows.get(key)
+            suppressed = 0
+            if window is None or not window[0] <= now < window[0] + self.period:
+                suppressed = int(window[2]) if window is not None else 0
+                window = self._windows[key] = [now, 0, 0]
+            write = window[1] < self.lines
+            window[1 if write else 2] += 1
+        if suppressed:
+            self._summary(topic, reason, suppressed)
+        if write:
+            principal = (self._principal_for(user_id) if user_id and self._principal_for
+                         else ANONYMOUS)
+            audit("deny", f"mac:{reason}", principal=principal, service=TOPIC_PREFIX + topic,
+                  endpoint=PUBLISH)
+
+    def flush(self, *, due_only: bool = False) -> None:
+        """Write the summary of every window that suppressed lines (with
+        `due_only`: of those whose period is over, which then end)."""
+        now = self.clock()
+        due: list[tuple[str, str, int]] = []
+        with self._lock:
+            for key, window in list(self._windows.items()):
+                over = not window[0] <= now < window[0] + self.period
+                if due_only and not over:
+                    continue
+                if window[2]:
+                    due.append((key[0], key[1], int(window[2])))
+                    window[2] = 0
+                if over:
+                    del self._windows[key]
+        for topic, reason, suppressed in due:
+            self._summary(topic, reason, suppressed)
+
+    def _summary(self, topic: str, reason: str, suppressed: int) -> None:
+        audit("deny", f"mac:{reason}", principal=None, service=TOPIC_PREFIX + topic,
+              endpoint=PUBLISH, suppressed=suppressed, seconds=self.period)
 
 
 def check_replay_quota(value: object) -> int:

@@ -89,7 +89,8 @@ from .auth import Policy
 from .auth.audit import audit
 from .auth.principal import ANONYMOUS
 from .broker.base import TOPIC_PREFIX, Broker, SubscribeOptions, check_topic
-from .events import REPLAY_QUOTA, _default_broker, _Subscriber, check_replay_quota, wait_idle
+from .events import (REPLAY_QUOTA, _default_broker, _RefusalAudit, _Subscriber,
+                     check_replay_quota, wait_idle)
 from .registry import Node, Registry, ServiceRecord, default_registry
 from .security import KeyStore, Security
 
@@ -240,6 +241,9 @@ class Service:
         self._zctx = context
         self._handlers: dict[str, _Handler] = {}
         self._subscribers: dict[str, _Subscriber] = {}
+        # The audit lines of refused events, rate-limited (a flood of
+        # forged events must not write a line each).
+        self._refusal_audit = _RefusalAudit(self._security.principal_for)
         self._given_broker = broker
         # The broker while running: the one given, or a default made (and
         # closed) per run.
@@ -569,13 +573,8 @@ class Service:
                       window=self._mac_window,
                       resolve_principal=None if self.insecure else self._security.principal_for,
                       interceptors=interceptors, executor=self._events_pool,
-                      loop=lambda: self._loop, on_refused=self._event_refused,
+                      loop=lambda: self._loop, on_refused=self._refusal_audit,
                       gated=attach is not None)
-
-    def _event_refused(self, reason: str, user_id: str | None, topic: str) -> None:
-        principal = self._security.principal_for(user_id) if user_id else ANONYMOUS
-        audit("deny", f"mac:{reason}", principal=principal, service=TOPIC_PREFIX + topic,
-              endpoint="publish")
 
     def _drain_events(self) -> None:
         if not self._drain_until:
@@ -598,6 +597,7 @@ class Service:
                 log.warning("zmicro: %s: closing the subscription to %r: %s",
                             self.name, sub.topic, exc)
         self._flush_answers()
+        self._refusal_audit.flush()
         if self._events_pool is not None:
             self._events_pool.shutdown(wait=False, cancel_futures=True)
             self._events_pool = None
@@ -689,6 +689,7 @@ class Service:
         while not self._stop_event.is_set():
             if self._beat_wake.wait(tick):
                 self._beat_wake.clear()
+            self._refusal_audit.flush(due_only=True)  # (refused events' summaries)
             if self._stop_event.is_set():
                 break
             serving = self._health.serving
