@@ -596,7 +596,8 @@ class Service:
             except Exception as exc:
                 log.warning("zmicro: %s: closing the subscription to %r: %s",
                             self.name, sub.topic, exc)
-        self._flush_answers()
+        if subs:
+            self._flush_answers()
         self._refusal_audit.flush()
         if self._events_pool is not None:
             self._events_pool.shutdown(wait=False, cancel_futures=True)
