@@ -373,10 +373,11 @@ cdef class ServerCore:
         passed. A second call keeps the first deadline."""
         if not self.draining:
             self.drain_until = monotonic() + (grace if grace > 0 else 0.0)
-            # The quiet period starts now: calls already on their way get
-            # their refusal before the socket closes (a node nobody ever
-            # called has nobody to wait for).
-            self.last_reply_at = monotonic() if self.n_requests else 0.0
+            # The quiet period starts now: calls and events already on
+            # their way get their refusal before the socket closes (a node
+            # nobody ever called nor sent an event has nobody to wait for).
+            self.last_reply_at = (monotonic() if self.n_requests or self.n_events
+                                  or self.n_events_refused else 0.0)
             self.draining = True
         if self.loop is None:
             self._wake()

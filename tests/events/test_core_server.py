@@ -263,3 +263,22 @@ def test_add_subscription_checks(node):
         core.add_subscription("a..b", print, 1)
     with pytest.raises(ValueError):
         core.add_subscription("other", print, 0)
+
+
+def test_a_node_that_only_answered_events_keeps_the_quiet_period_of_its_drain(node, peer):
+    """drain() starts the quiet period (the socket stays open close_delay
+    after the last answer, so publishers read their last acks and nacks)
+    only for a node that has answered something: it counted calls, not
+    events, so a subscriber-only node closed at once."""
+    inbox = subscribe(node)
+    _, event_id = publish(node, peer)
+    inbox.next().ack()
+    answer(node, peer, event_id)
+    core = node.svc._core
+    core.close_delay = 3600.0
+    try:
+        core.drain(3600.0)
+        assert not core.drained  # in its quiet period
+    finally:
+        core.close_delay = 0.0
+    eventually(lambda: core.drained, "drained once the quiet period is none")
