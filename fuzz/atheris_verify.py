@@ -98,9 +98,16 @@ def _event_resigned(frame: bytes) -> bytes:
 
 
 def events_input(config: int, messages) -> None:
+    """EventInbox against a model of its sets: ids acked, and ids in
+    progress (checked, neither acked nor released), which share the quota.
+    Like the glue, it acks or releases the copy that took the in-progress
+    mark (mode bit 2 acks, bit 4 releases, neither: still running), acks a
+    duplicate again (bit 2), and leaves an in-progress copy alone (nacked
+    without touching the inbox)."""
     quota = 1 + (config & 3)
     inbox = core.EventInbox("t", secrets=_Secrets(), replay_quota=quota, clock=lambda: NOW)
     acked: set[bytes] = set()
+    running: set[bytes] = set()
     for mode, _, frames in messages:
         frame = frames[0] if frames else b""
         if mode & 1:
@@ -110,20 +117,34 @@ def events_input(config: int, messages) -> None:
         except EventRefused as exc:
             if exc.reason not in EVENT_REFUSALS:
                 raise AssertionError(f"unexpected reason {exc.reason!r}") from None
-            if exc.reason == "replay_full" and len(acked) < quota:
+            if exc.reason == "replay_full" and len(acked) + len(running) < quota:
                 raise AssertionError("replay_full with room in the acked set") from None
             continue
         header, covered, tag = _header([frame])
         alg, secret = SECRETS[header.key_id]
         if not mode & 1 and core.mac_compute(alg, secret, [b"", covered[0]]) != tag:
             raise AssertionError("accepted an event whose MAC is wrong")
-        if event.duplicate != (event.event_id in acked):
+        eid = event.event_id
+        if event.duplicate != (eid in acked):
             raise AssertionError(f"duplicate={event.duplicate}, the model says otherwise")
-        if not event.duplicate and len(acked) >= quota:
+        if event.in_progress != (not event.duplicate and eid in running):
+            raise AssertionError(f"in_progress={event.in_progress}, the model says otherwise")
+        if event.in_progress:
+            continue
+        if event.duplicate:
+            if mode & 2:
+                inbox.acked(event)
+            continue
+        if len(acked) + len(running) >= quota:
             raise AssertionError("accepted a new event with the acked set full")
+        running.add(eid)
         if mode & 2:
             inbox.acked(event)
-            acked.add(event.event_id)
+            running.discard(eid)
+            acked.add(eid)
+        elif mode & 4:
+            inbox.release(event)
+            running.discard(eid)
 
 
 def split(data: bytes):
