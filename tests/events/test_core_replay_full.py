@@ -5,13 +5,16 @@ event back with a delay, for later or another member - never a dead letter,
 never a refusal.
 
 Over the memory broker with a fake clock; the subscription has
-replay_quota=1, so the second event finds it full.
+replay_quota=N (``@svc.subscriber(replay_quota=)``), so event N+1 finds it
+full.
 Likewise temporary: the glue itself failing on a delivery (a nack, its
 in-progress mark cleared)."""
 
 from __future__ import annotations
 
 import threading
+
+import pytest
 
 import zmicro
 from zmicro import Publisher
@@ -23,14 +26,16 @@ from ..helpers import UNIX_START, FakeClock, eventually
 TOPIC = "order.created"
 
 
-def test_replay_full_is_nacked_with_the_backoff_not_dead_lettered(zmicro_keys, zmicro_serve):
+@pytest.mark.parametrize("quota", [1, 2])
+def test_replay_full_is_nacked_with_the_backoff_not_dead_lettered(quota, zmicro_keys,
+                                                                 zmicro_serve):
     clock = FakeClock(UNIX_START)
     mem = MemoryBroker(clock=clock)
     svc = zmicro.Service("billing", broker=mem, registry=MemoryRegistry())
     lock = threading.Lock()
     runs: list[int] = []
 
-    @svc.subscriber(TOPIC, max_deliveries=3, backoff=(5.0,), replay_quota=1)
+    @svc.subscriber(TOPIC, max_deliveries=3, backoff=(5.0,), replay_quota=quota)
     def handler(ev, ctx):
         with lock:
             runs.append(ev["id"])
@@ -42,14 +47,16 @@ def test_replay_full_is_nacked_with_the_backoff_not_dead_lettered(zmicro_keys, z
         zmicro_serve(svc)
         glue = svc._subscribers[TOPIC]
         with Publisher(broker=mem) as pub:
-            pub.publish(TOPIC, {"id": 1})
-            eventually(lambda: sub()["acked"] == 1, "the first event acked")
-            pub.publish(TOPIC, {"id": 2})        # no room to remember it
+            for n in range(1, quota + 1):
+                pub.publish(TOPIC, {"id": n})
+                eventually(lambda: sub()["acked"] == n, f"event {n} acked")
+            pub.publish(TOPIC, {"id": quota + 1})  # no room to remember it
             stats = eventually(lambda: (s := sub())["broker"]["nacked"] == 1 and s,
-                               "the second event nacked")
-        assert runs == [1]
-        assert (stats["refused"], stats["nacked"]) == (0, 1)
-        assert glue._inbox.stats()["refused_replay_full"] == 1
+                               "the last event nacked")
+        assert runs == list(range(1, quota + 1))
+        assert (stats["refused"], stats["nacked"], stats["acked"]) == (0, 1, quota)
+        inbox = glue._inbox.stats()
+        assert (inbox["remembered"], inbox["refused_replay_full"]) == (quota, 1)
         assert mem.dead_letters() == []
     finally:
         mem.close()

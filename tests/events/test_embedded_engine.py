@@ -73,6 +73,24 @@ class Net:
         return [e for a, e in self.sent if a == address]
 
 
+def holding(net: Net, *addresses: str) -> dict[str, list[asyncio.Future]]:
+    """Make each of `addresses` hold every delivery until the test answers
+    it: returns, per address, the futures of the deliveries sent there (set
+    a result to ack one). Call on the loop."""
+    loop = asyncio.get_running_loop()
+    held: dict[str, list[asyncio.Future]] = {a: [] for a in addresses}
+
+    def hold(address: str) -> Callable[[bytes], object]:
+        def answer(event_id: bytes) -> asyncio.Future:
+            held[address].append(loop.create_future())
+            return held[address][-1]
+        return answer
+
+    for address in addresses:
+        net.answers[address] = hold(address)
+    return held
+
+
 def engine_for(net: Net, clock: FakeClock, **options) -> DeliveryEngine:
     options.setdefault("backoff", (1.0, 10.0))
     return DeliveryEngine(send=net.send, lookup=net.lookup, clock=clock, **options)
@@ -538,14 +556,7 @@ def test_a_member_never_has_more_unanswered_deliveries_than_its_max_in_flight():
     async def main():
         net, clock = Net(), FakeClock()
         net.records = [record("g", "m1", options=SubscribeOptions(max_in_flight=2))]
-        loop = asyncio.get_running_loop()
-        held: list[asyncio.Future] = []
-
-        def hold(event_id):
-            held.append(loop.create_future())
-            return held[-1]
-
-        net.answers["m1"] = hold
+        held = holding(net, "m1")["m1"]
         engine = engine_for(net, clock)
         await publish(engine, 6)
         await settle()
@@ -580,14 +591,7 @@ def test_an_answer_wakes_one_delivery_waiting_for_credit_not_all():
     async def main():
         net, clock = Net(), FakeClock()
         net.records = [record("g", "m1", options=SubscribeOptions(max_in_flight=1))]
-        loop = asyncio.get_running_loop()
-        held: list[asyncio.Future] = []
-
-        def hold(event_id):
-            held.append(loop.create_future())
-            return held[-1]
-
-        net.answers["m1"] = hold
+        held = holding(net, "m1")["m1"]
         engine = engine_for(net, clock, max_pending=1000)
         looks = [0]
         without_credit = engine._without_credit
@@ -631,16 +635,7 @@ def test_waking_for_credit_looks_at_the_few_waiters_of_the_slots_group():
         net, clock = Net(), FakeClock()
         one = SubscribeOptions(max_in_flight=1)
         net.records = [record("g1", "m1", options=one), record("g2", "m2", options=one)]
-        loop = asyncio.get_running_loop()
-        held: dict[str, list[asyncio.Future]] = {"m1": [], "m2": []}
-
-        def hold(address):
-            def answer(event_id):
-                held[address].append(loop.create_future())
-                return held[address][-1]
-            return answer
-
-        net.answers = {"m1": hold("m1"), "m2": hold("m2")}
+        held = holding(net, "m1", "m2")
         engine = engine_for(net, clock, max_pending=1000)
         members = engine._members
         engine._members = lambda *args: Members(members(*args))

@@ -30,6 +30,21 @@ def run_until_stopped(svc: zmicro.Service) -> threading.Thread:
     return thread
 
 
+def publish_one_nacked_then_stop(svc, mem, runs, thread) -> None:
+    """An event the glue cannot start: nacked (with the backoff, not a
+    dead letter), not run, not counted running; then stop() ends at once
+    (a count left running would hold it for the whole grace)."""
+    with Publisher(broker=mem) as pub:
+        pub.publish(TOPIC, {"id": 1})
+        stats = eventually(lambda: (s := svc.stats()["subscriptions"][TOPIC])["nacked"] == 1
+                           and s, "the delivery nacked")
+    assert (stats["running"], stats["failed"], stats["broker"]["in_flight"]) == (0, 0, 0)
+    assert runs == [] and mem.dead_letters() == []
+    svc.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+
+
 def test_a_blocking_handler_the_pool_refuses_is_nacked_not_left_running(zmicro_keys):
     clock = FakeClock(UNIX_START)
     mem = MemoryBroker(clock=clock)
@@ -40,15 +55,7 @@ def test_a_blocking_handler_the_pool_refuses_is_nacked_not_left_running(zmicro_k
     try:
         assert svc._events_pool is not None
         svc._events_pool.shutdown()        # what the service does as it stops
-        with Publisher(broker=mem) as pub:
-            pub.publish(TOPIC, {"id": 1})
-            stats = eventually(lambda: (s := svc.stats()["subscriptions"][TOPIC])["nacked"] == 1
-                               and s, "the delivery nacked")
-        assert (stats["running"], stats["failed"], stats["broker"]["in_flight"]) == (0, 0, 0)
-        assert runs == [] and mem.dead_letters() == []
-        svc.stop()
-        thread.join(30)
-        assert not thread.is_alive()
+        publish_one_nacked_then_stop(svc, mem, runs, thread)
     finally:
         svc.stop()
         thread.join(30)
@@ -71,15 +78,7 @@ def test_an_async_handler_whose_loop_is_closed_is_nacked_not_left_running(zmicro
     closed.close()
     loop, glue._loop = glue._loop, lambda: closed  # the service's loop, as once it ended
     try:
-        with Publisher(broker=mem) as pub:
-            pub.publish(TOPIC, {"id": 1})
-            stats = eventually(lambda: (s := svc.stats()["subscriptions"][TOPIC])["nacked"] == 1
-                               and s, "the delivery nacked")
-        assert (stats["running"], stats["failed"], stats["broker"]["in_flight"]) == (0, 0, 0)
-        assert runs == [] and mem.dead_letters() == []
-        svc.stop()
-        thread.join(30)
-        assert not thread.is_alive()
+        publish_one_nacked_then_stop(svc, mem, runs, thread)
     finally:
         glue._loop = loop
         svc.stop()
