@@ -87,6 +87,38 @@ cdef inline uint32_t _seconds_up(int64_t us) noexcept nogil:
     return <uint32_t>((us + 999999) // 1000000) if us > 0 else 0
 
 
+def event_frame_check(str topic not None, frame):
+    """``(request_id, refusal)`` of the event `frame` (a bytes-like) a
+    publisher is about to deliver on `topic`, read once when it is routed:
+    `refusal` is None, or what every subscriber of `topic` would refuse it
+    for before any handler runs ("malformed": not one well-formed frame
+    with an inline body; "kind": not an event; "wrong_topic": its header
+    names another topic), and `request_id` (the header's, the key of its
+    answer on a channel) is then 0."""
+    cdef Py_buffer view
+    cdef zm_slice one
+    cdef zm_header h
+    cdef zm_frame_view v
+    cdef int rc
+    cdef bytes name
+    _late_imports()
+    name = (_TOPIC_PREFIX + topic).encode("utf-8", "surrogateescape")
+    view_get(frame, &view, &one)
+    try:
+        rc = zm_frame_parse(&one, 1, 0, &h, &v)
+        if rc != ZM_OK:
+            return 0, "malformed"
+        if h.kind != ZM_KIND_EVENT:
+            return 0, "kind"
+        if not v.inline_body:
+            return 0, "malformed"
+        if not same_bytes(name, h.service.ptr, h.service.len):
+            return 0, "wrong_topic"
+        return h.request_id, None
+    finally:
+        PyBuffer_Release(&view)
+
+
 def encode_event(str topic, body, *, secrets, uint64_t request_id,
                  str content_type="application/msgpack", metadata=None,
                  str principal="", uint64_t trace_id_high=0, uint64_t trace_id_low=0,

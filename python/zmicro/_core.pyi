@@ -293,6 +293,7 @@ def recv_message(socket: _Socket, *, routed: bool = False, timeout: float = -1.0
 EVENT_MAX: int
 EVENT_REFUSALS: tuple[str, ...]
 
+def event_frame_check(topic: str, frame: Buffer) -> tuple[int, str | None]: ...
 def encode_event(topic: str, body: Buffer, *, secrets: MacSecrets | KeySource | None,
                  request_id: int,
                  content_type: str = "application/msgpack",

@@ -431,6 +431,10 @@ class DeliveryEngine:
         self._events: set[_Event] = set()          # in the outbox
         self._pending_bytes = 0
         self._room = asyncio.Event()                # set (and replaced) when room is made
+        self._room_waiters = 0                      # put()s waiting on _room
+        #: Called (on the engine's loop) whenever room is made in the
+        #: outbox: EmbeddedBroker wakes publish() calls waiting for it.
+        self.on_room: Callable[[], None] | None = None
         self._tick = asyncio.Event()                # poke(): a fake clock moved
         # Credit per member: this publisher's deliveries unanswered there,
         # and members that said "full" (until when). Deliveries waiting for
@@ -443,6 +447,16 @@ class DeliveryEngine:
         # topic -> queue (a group, or "\0" + a broadcast address) -> waiters
         self._credit_waiters: dict[str, dict[str, collections.deque[
             tuple[asyncio.Future[None], frozenset[str]]]]] = {}
+        # The fast path (see _offer): deliveries that found no credit at
+        # their first try wait here, per topic and queue, in publish order,
+        # as plain events (no task, no future): a released slot sends the
+        # next one from its callback. A delivery whose first try fails, or
+        # that needs more than one pick (no member yet, expired, denied),
+        # goes on in a task of its own (_deliver, the slow path).
+        self._lanes: dict[str, dict[str, collections.deque[_Event]]] = {}
+        # Fast-path deliveries sent and not answered: their answer's future
+        # -> (event, report key); close() reports them dropped.
+        self._flying: dict[asyncio.Future[None], tuple[_Event, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -482,10 +496,13 @@ class DeliveryEngine:
                     raise RPCError(Code.RESOURCE_EXHAUSTED,
                                    f"the outbox stayed full ({len(self._events)} events) "
                                    f"for {timeout:g} s", processed=False)
+                self._room_waiters += 1
                 try:
                     await asyncio.wait_for(self._room.wait(), left)
                 except (asyncio.TimeoutError, TimeoutError):
                     pass
+                finally:
+                    self._room_waiters -= 1
                 if self._closing:
                     raise BrokerError("the broker is closed")
         event = self._accept(topic, frame, event_id, timeout, wait)
@@ -493,18 +510,28 @@ class DeliveryEngine:
             return await asyncio.shield(event.done)
         return None
 
-    def accept_nowait(self, topic: str, frame: bytes, event_id: bytes, timeout: float) -> None:
+    def accept_nowait(self, topic: str, frame: bytes, event_id: bytes, timeout: float, *,
+                      count: bool = True, route: bool = True) -> _Event:
         """put() of an event the caller made room for (EmbeddedBroker's
         hand-over counts its events against the outbox before it passes
         them): into the outbox now, on the engine's loop, without a wait.
-        Raises BrokerError once the engine is closing."""
+        Raises BrokerError once the engine is closing. `count`: add it to
+        the ``published`` counter (False: the caller counts its batch);
+        `route`: deliver it (False: the caller calls route(event) next)."""
         if self._closing:
             raise BrokerError("the broker is closed")
         self._loop = asyncio.get_running_loop()
-        self._accept(topic, frame, event_id, timeout, False)
+        return self._accept(topic, frame, event_id, timeout, False, count, route)
+
+    def route(self, event: _Event) -> None:
+        """Deliver an event accept_nowait(route=False) took (now, when its
+        topic's members are known; else in a task that finds them)."""
+        topic = self._topics.get(event.topic)
+        if topic is None or not topic.loaded or not self._route_now(event, topic):
+            self._spawn(self._route(event))
 
     def _accept(self, topic: str, frame: bytes, event_id: bytes, timeout: float,
-                wait: bool) -> _Event:
+                wait: bool, count: bool = True, route: bool = True) -> _Event:
         event = _Event(topic, bytes(frame), bytes(event_id), self._clock(), timeout,
                        self.max_age)
         if wait:
@@ -512,8 +539,10 @@ class DeliveryEngine:
             event.done = self._loop.create_future()
         self._events.add(event)
         self._pending_bytes += event.size
-        self.counters.add("published")
-        self._spawn(self._route(event))
+        if count:
+            self.counters.add("published")
+        if route:
+            self.route(event)
         return event
 
     @property
@@ -581,7 +610,7 @@ class DeliveryEngine:
         """Wake every wait to look at the clock again (a fake clock moved)."""
         tick, self._tick = self._tick, asyncio.Event()
         tick.set()
-        for name in list(self._credit_waiters):
+        for name in set(self._credit_waiters) | set(self._lanes):
             self._wake_all_credit(name)
 
     async def _sleep_until(self, when: float, also: asyncio.Event | None = None) -> None:
@@ -620,27 +649,209 @@ class DeliveryEngine:
                 # Members, a (fake) clock move, or a bounded retry of the lookup.
                 step = min(event.route_until, self._clock() + 0.5)
                 await self._sleep_until(step, topic.changed)
-            event.open = len(groups) + len(broadcast)
-            refusal = self._check(event.topic, event.frame) if self._check is not None else None
-            if refusal is not None:
-                # What every subscriber would answer: no need to ask them.
-                for group in groups:
-                    self._ended(event, group, self._dead_letter(event, group, refusal, 0))
-                for address in broadcast:
-                    self._ended(event, f"(broadcast) {address}",
-                                self._dead_letter(event, "", refusal, 0))
-                return
-            targets = [(group, None) for group in groups] + [("", a) for a in broadcast]
-            for group, fixed in targets[:-1]:
-                self._spawn(self._deliver(event, group, fixed))
-            # The last one in this task: one task per event, not two, in
-            # the common case of one group (a task costs more than the rest
-            # of an acked delivery's Python).
-            group, fixed = targets[-1]
-            await self._deliver(event, group, fixed)
+            self._routed(event, groups, broadcast)
         except asyncio.CancelledError:
             self._finish(event)
             raise
+
+    def _route_now(self, event: _Event, topic: _Topic) -> bool:
+        """Route `event` at once if `topic` has members (False: it has none
+        yet, _route waits for them)."""
+        if self._closing:
+            return False
+        groups = topic.groups()
+        broadcast = list(topic.broadcast)
+        if not groups and not broadcast:
+            return False
+        self._routed(event, groups, broadcast)
+        return True
+
+    def _routed(self, event: _Event, groups: list[str], broadcast: list[str]) -> None:
+        """The event's groups are fixed: refuse it for all of them, or offer
+        it to each."""
+        event.open = len(groups) + len(broadcast)
+        refusal = self._check(event.topic, event.frame) if self._check is not None else None
+        if refusal is not None:
+            # What every subscriber would answer: no need to ask them.
+            for group in groups:
+                self._ended(event, group, self._dead_letter(event, group, refusal, 0))
+            for address in broadcast:
+                self._ended(event, f"(broadcast) {address}",
+                            self._dead_letter(event, "", refusal, 0))
+            return
+        for group in groups:
+            self._offer(event, group, None)
+        for address in broadcast:
+            self._offer(event, "", address)
+
+    # -- the fast path: one pick, one send, a callback ---------------------------
+
+    def _offer(self, event: _Event, group: str, fixed: str | None) -> None:
+        """Deliver `event` to `group` (or the broadcast member `fixed`):
+        sent now when a member has credit, else queued in the group's lane
+        behind the deliveries already waiting there."""
+        queue = group if fixed is None else "\0" + fixed
+        lanes = self._lanes.get(event.topic)
+        lane = lanes.get(queue) if lanes is not None else None
+        if lane:
+            # Never ahead of those waiting; they go as slots are released
+            # (every release, member change and pause end pumps the lanes).
+            lane.append(event)
+            return
+        if not self._try_send(event, group, fixed):
+            if lanes is None:
+                lanes = self._lanes[event.topic] = {}
+            lanes[queue] = collections.deque((event,))
+
+    def _try_send(self, event: _Event, group: str, fixed: str | None) -> bool:
+        """One try of the fast path: False when no member has credit now
+        (nothing done: the caller queues it). Otherwise the delivery is
+        under way: sent (its answer calls _sent), or handed to the slow
+        path for what one pick cannot settle (no member, expired, denied:
+        _deliver decides, counts and waits as always)."""
+        name = event.topic
+        topic = self._topics.get(name)
+        now = self._clock()
+        if topic is None or now >= event.expires or self._closing:
+            self._slow(event, group, fixed, None)
+            return True
+        balancer: Any = None
+        node: Any = None
+        if fixed is None:
+            balancer = topic.balancers.get(group)
+            node = balancer.pick(None, None, None) if balancer is not None else None
+            if node is None:
+                self._slow(event, group, fixed, None)
+                return True
+            if not self._has_credit(name, node.address, topic, now):
+                avoid = {node}
+                while True:  # another member with credit?
+                    node = balancer.pick(None, None, avoid)
+                    if node is None or node in avoid:
+                        return False  # every member busy
+                    if self._has_credit(name, node.address, topic, now):
+                        break
+                    avoid.add(node)
+            address = node.address
+        else:
+            if fixed not in topic.broadcast:
+                self._slow(event, group, fixed, None)  # it left: "gone"
+                return True
+            if not self._has_credit(name, fixed, topic, now):
+                return False
+            address = fixed
+        if self._permit is not None and not self._permit(name, address,
+                                                         topic.keys.get(address, "")):
+            self._slow(event, group, fixed, None)  # it decides again, and counts it
+            return True
+        policy = topic.policies.get(address, self._default)
+        credit = (name, address)
+        self._busy[credit] = self._busy.get(credit, 0) + 1
+        if node is not None:
+            balancer.begin(node)
+        done = functools.partial(self._sent, event, group, fixed, address, node, balancer,
+                                 now, policy)
+        future: asyncio.Future[None]
+        try:
+            # Never past the event's expiry, whatever ack_wait the
+            # subscriber's record asks for.
+            future = asyncio.ensure_future(self._send(
+                address, event.frame, event.event_id, name,
+                min(policy.ack_wait, max(0.001, event.expires - now))))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - settled by _sent, as an answer
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
+        self._flying[future] = (event, group if fixed is None else f"(broadcast) {fixed}")
+        future.add_done_callback(done)
+        return True
+
+    def _has_credit(self, name: str, address: str, topic: _Topic, now: float) -> bool:
+        """Whether one more delivery may go to `address` now (as
+        _without_credit judges it, for one member)."""
+        credit = (name, address)
+        until = self._full_until.get(credit)
+        if until is not None:
+            if until > now:
+                return False
+            del self._full_until[credit]
+        policy = topic.policies.get(address)
+        if policy is None or policy.max_in_flight is None:
+            return True
+        return self._busy.get(credit, 0) < policy.max_in_flight
+
+    def _sent(self, event: _Event, group: str, fixed: str | None, address: str, node: Any,
+              balancer: Any, sent_at: float, policy: _Policy,
+              future: asyncio.Future[None]) -> None:
+        """A fast-path delivery's answer: acked, or the slow path goes on
+        from this first try's error."""
+        if self._flying.pop(future, None) is None:
+            return  # close() reported it dropped
+        error: RPCError | None = None
+        if future.cancelled():
+            error = RPCError(Code.UNAVAILABLE, "the delivery was cancelled", processed=False)
+        else:
+            exc = future.exception()
+            if isinstance(exc, RPCError):
+                error = exc
+            elif exc is not None:  # a transport bug must not lose the event
+                log.error("events: sending to %s failed", address, exc_info=exc)
+                error = RPCError(Code.UNAVAILABLE, f"could not send: {exc!r}", processed=False)
+        credit = (event.topic, address)
+        n = self._busy.get(credit, 0) - 1
+        if n > 0:
+            self._busy[credit] = n
+        else:
+            self._busy.pop(credit, None)
+        self._full_until.pop(credit, None)  # it answered: room again
+        if node is not None:
+            balancer.end(node, max(0.0, self._clock() - sent_at), error is not None)
+        if error is None:
+            self.counters.add("acked")
+            self._ended(event, group if fixed is None else f"(broadcast) {fixed}", "acked")
+        else:
+            self._slow(event, group, fixed, (address, error, policy))
+        self._slot_free(event.topic, address)
+
+    def _slow(self, event: _Event, group: str, fixed: str | None,
+              first: tuple[str, RPCError, _Policy] | None) -> None:
+        self._spawn(self._deliver(event, group, fixed, first))
+
+    def _slot_free(self, name: str, address: str | None) -> None:
+        """A slot at `address` (None: any member of topic `name`) may be
+        free: it goes to a slow-path delivery waiting for it first (they
+        waited longer), else to the lanes."""
+        if not self._wake_credit(name, address):
+            self._pump(name, address)
+
+    def _pump(self, name: str, address: str | None = None) -> None:
+        """Send what waits in topic `name`'s lanes (those that can use
+        `address`; None: all) while members have credit."""
+        lanes = self._lanes.get(name)
+        if not lanes:
+            return
+        topic = self._topics.get(name)
+        for queue in list(lanes):
+            lane = lanes.get(queue)
+            fixed = queue[1:] if queue[:1] == "\0" else None
+            group = "" if fixed is not None else queue
+            if address is not None and lane:
+                if fixed is not None:
+                    if fixed != address:
+                        continue
+                else:
+                    balancer = topic.balancers.get(group) if topic is not None else None
+                    if balancer is not None and balancer.lookup(address) is None:
+                        continue
+            while lane:
+                if not self._try_send(lane[0], group, fixed):
+                    break
+                lane.popleft()
+            if not lane:
+                lanes.pop(queue, None)
+        if not lanes:
+            self._lanes.pop(name, None)
 
     def _ended(self, event: _Event, key: str, outcome: str) -> None:
         event.report.groups[key] = outcome
@@ -657,8 +868,11 @@ class DeliveryEngine:
             event.done.set_result(event.report)
 
     def _wake_room(self) -> None:
-        room, self._room = self._room, asyncio.Event()
-        room.set()
+        if self._room_waiters or self._closing:
+            room, self._room = self._room, asyncio.Event()
+            room.set()
+        if self.on_room is not None:
+            self.on_room()
 
     def _dead_letter(self, event: _Event, group: str, reason: str, deliveries: int) -> str:
         letter = DeadLetter(topic=event.topic, queue=group or None, data=event.frame,
@@ -691,11 +905,15 @@ class DeliveryEngine:
             return balancer, None, True
         return balancer, node.address, True
 
-    async def _deliver(self, event: _Event, group: str, fixed: str | None) -> None:
+    async def _deliver(self, event: _Event, group: str, fixed: str | None,
+                       first: tuple[str, RPCError, _Policy] | None = None) -> None:
+        """The slow path: one delivery in a task of its own, from its first
+        pick (`first` None) or on from a fast-path try that failed (its
+        member, error and policy; its slot is released already)."""
         key = group if fixed is None else f"(broadcast) {fixed}"
         outcome = "dropped"
         try:
-            outcome = await self._deliver_group(event, group, fixed)
+            outcome = await self._deliver_group(event, group, fixed, first)
         finally:
             if outcome == "acked":
                 self.counters.add("acked")
@@ -703,18 +921,20 @@ class DeliveryEngine:
                 self.counters.add("gone")
             self._ended(event, key, outcome)
 
-    async def _deliver_group(self, event: _Event, group: str, fixed: str | None) -> str:
+    async def _deliver_group(self, event: _Event, group: str, fixed: str | None,
+                             first: tuple[str, RPCError, _Policy] | None) -> str:
         woken = [False]  # a released slot woke this delivery, not used yet
         try:
-            return await self._deliver_group_loop(event, group, fixed, woken)
+            return await self._deliver_group_loop(event, group, fixed, woken, first)
         finally:
             # A wake not used (expired, refused, closing) goes to the next
-            # waiter, or that slot would sit idle until CREDIT_RECHECK.
+            # waiter (or lane), or that slot would sit idle.
             if woken[0]:
-                self._wake_credit(event.topic)
+                self._slot_free(event.topic, None)
 
     async def _deliver_group_loop(self, event: _Event, group: str, fixed: str | None,
-                                  woken: list[bool]) -> str:
+                                  woken: list[bool],
+                                  first: tuple[str, RPCError, _Policy] | None) -> str:
         tried: set[str] = set()       # this round (since the last backoff)
         refused: dict[str, str] = {}  # terminal refusals before any handler: never again
         denied: set[str] = set()      # may not subscribe (permit): never for this event
@@ -722,75 +942,86 @@ class DeliveryEngine:
         rounds = 0                    # rounds ended without an ack (the backoff's index)
         last = "no member"
         policy = self._default        # of the member last tried
+        address: str | None
         while True:
-            if self._closing:
-                return "dropped"
-            now = self._clock()
-            if now >= event.expires:
-                return self._dead_letter(event, group,
-                                         f"expired after {self.max_age:g} s: {last}",
-                                         deliveries)
-            topic = await self._topic(event.topic)
-            excluded = tried | set(refused) | denied
-            busy = self._without_credit(event.topic, topic, now)
-            balancer, address, present = self._pick(topic, group, fixed, excluded | busy)
-            if address is None and busy and self._pick(topic, group, fixed, excluded)[1]:
-                # Members left, all without credit: wait for a slot there
-                # (an answer to one of ours, or a "full" pause ending), not
-                # for a backoff round. The outbox (max_pending) bounds this.
-                last = "every member busy (no credit left)"
-                # No polling: a released slot, a "full" pause ending, a
-                # change of members or the clock (poke) wakes it.
-                usable = self._members(topic, group, fixed) - excluded
-                woken[0] = await self._wait_credit(
-                    event.topic, group if fixed is None else "\0" + fixed, usable,
-                    event.expires, front=woken[0])
-                continue
-            if address is None:
-                if fixed is not None and not present:
-                    return "gone"
-                if present and (refused or denied) and self._all_refused(
-                        topic, group, fixed, set(refused) | denied):
-                    reason = next(iter(refused.values())) if refused else NO_PERMITTED
-                    return self._dead_letter(event, group, reason, deliveries)
-                # Every member tried (or none): back off, then a new round.
-                rounds += 1
-                tried.clear()
-                await self._sleep_until(min(event.expires, now + policy.delay(rounds)),
-                                        None if present else topic.changed)
-                continue
-            if self._permit is not None and not self._permit(
-                    event.topic, address, topic.keys.get(address, "")):
-                denied.add(address)
-                self.counters.add("denied")
-                continue  # as a not-processed refusal: the next member at once
-            policy = topic.policies.get(address, self._default)
-            sent_at = self._clock()
-            node = balancer.lookup(address) if balancer is not None else None
-            if node is not None:
-                balancer.begin(node)
-            failed = True
-            credit = (event.topic, address)
-            self._busy[credit] = self._busy.get(credit, 0) + 1
-            woken[0] = False  # the slot is ours
-            try:
-                # Never past the event's expiry, whatever ack_wait the
-                # subscriber's record asks for.
-                await self._send(address, event.frame, event.event_id, event.topic,
-                                 min(policy.ack_wait, max(0.001, event.expires - sent_at)))
-                failed = False
-                return "acked"
-            except RPCError as exc:
-                error = exc
-            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:  # noqa: BLE001 - a transport bug must not lose the event
-                log.exception("events: sending to %s failed", address)
-                error = RPCError(Code.UNAVAILABLE, f"could not send: {exc!r}", processed=False)
-            finally:
-                self._release(credit)
+            if first is not None:
+                # On from the fast path's try: its answer is this loop's
+                # first (its slot and balancer outcome are settled).
+                address, error, policy = first
+                first = None
+                topic = await self._topic(event.topic)
+                balancer: Any = topic.balancers.get(group) if fixed is None else None
+                node = balancer.lookup(address) if balancer is not None else None
+                credit = (event.topic, address)
+            else:
+                if self._closing:
+                    return "dropped"
+                now = self._clock()
+                if now >= event.expires:
+                    return self._dead_letter(event, group,
+                                             f"expired after {self.max_age:g} s: {last}",
+                                             deliveries)
+                topic = await self._topic(event.topic)
+                excluded = tried | set(refused) | denied
+                busy = self._without_credit(event.topic, topic, now)
+                balancer, address, present = self._pick(topic, group, fixed, excluded | busy)
+                if address is None and busy and self._pick(topic, group, fixed, excluded)[1]:
+                    # Members left, all without credit: wait for a slot there
+                    # (an answer to one of ours, or a "full" pause ending), not
+                    # for a backoff round. The outbox (max_pending) bounds this.
+                    last = "every member busy (no credit left)"
+                    # No polling: a released slot, a "full" pause ending, a
+                    # change of members or the clock (poke) wakes it.
+                    usable = self._members(topic, group, fixed) - excluded
+                    woken[0] = await self._wait_credit(
+                        event.topic, group if fixed is None else "\0" + fixed, usable,
+                        event.expires, front=woken[0])
+                    continue
+                if address is None:
+                    if fixed is not None and not present:
+                        return "gone"
+                    if present and (refused or denied) and self._all_refused(
+                            topic, group, fixed, set(refused) | denied):
+                        reason = next(iter(refused.values())) if refused else NO_PERMITTED
+                        return self._dead_letter(event, group, reason, deliveries)
+                    # Every member tried (or none): back off, then a new round.
+                    rounds += 1
+                    tried.clear()
+                    await self._sleep_until(min(event.expires, now + policy.delay(rounds)),
+                                            None if present else topic.changed)
+                    continue
+                if self._permit is not None and not self._permit(
+                        event.topic, address, topic.keys.get(address, "")):
+                    denied.add(address)
+                    self.counters.add("denied")
+                    continue  # as a not-processed refusal: the next member at once
+                policy = topic.policies.get(address, self._default)
+                sent_at = self._clock()
+                node = balancer.lookup(address) if balancer is not None else None
                 if node is not None:
-                    balancer.end(node, max(0.0, self._clock() - sent_at), failed)
+                    balancer.begin(node)
+                failed = True
+                credit = (event.topic, address)
+                self._busy[credit] = self._busy.get(credit, 0) + 1
+                woken[0] = False  # the slot is ours
+                try:
+                    # Never past the event's expiry, whatever ack_wait the
+                    # subscriber's record asks for.
+                    await self._send(address, event.frame, event.event_id, event.topic,
+                                     min(policy.ack_wait, max(0.001, event.expires - sent_at)))
+                    failed = False
+                    return "acked"
+                except RPCError as exc:
+                    error = exc
+                except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - a transport bug must not lose the event
+                    log.exception("events: sending to %s failed", address)
+                    error = RPCError(Code.UNAVAILABLE, f"could not send: {exc!r}", processed=False)
+                finally:
+                    self._release(credit)
+                    if node is not None:
+                        balancer.end(node, max(0.0, self._clock() - sent_at), failed)
             last = f"{error.code.name}: {error.detail}" if error.detail else error.code.name
             if error.processed is False:
                 self.counters.add("refusals")
@@ -802,7 +1033,7 @@ class DeliveryEngine:
                     # One waiter tries it again when the pause ends (and,
                     # if taken, its answer wakes the next).
                     asyncio.get_running_loop().call_later(
-                        FULL_PAUSE, self._wake_credit, event.topic, address)
+                        FULL_PAUSE, self._slot_free, event.topic, address)
                     continue
                 if error.code in TERMINAL:
                     refused[address] = error.detail or error.code.name.lower()
@@ -854,7 +1085,7 @@ class DeliveryEngine:
         else:
             self._busy.pop(credit, None)
         self._full_until.pop(credit, None)  # it answered: room again
-        self._wake_credit(credit[0], credit[1])
+        self._slot_free(credit[0], credit[1])
 
     def _members(self, topic: _Topic, group: str, fixed: str | None) -> frozenset[str]:
         """The addresses a delivery to `group` (or the broadcast member
@@ -896,23 +1127,26 @@ class DeliveryEngine:
         return woken
 
     def _wake_all_credit(self, name: str) -> None:
-        """Wake every delivery of topic `name` waiting for credit, to look again."""
+        """Wake every delivery of topic `name` waiting for credit, to look
+        again, and send what its lanes hold while members have credit."""
         for waiters in self._credit_waiters.pop(name, {}).values():
             for future, _usable in waiters:
                 if not future.done():
                     future.set_result(None)
+        self._pump(name)
 
-    def _wake_credit(self, name: str, address: str | None = None) -> None:
+    def _wake_credit(self, name: str, address: str | None = None) -> bool:
         """Wake the first delivery of topic `name` waiting for credit that
-        can use `address` (None: any member of its with credit now)."""
+        can use `address` (None: any member of its with credit now); True
+        if one was woken."""
         queues = self._credit_waiters.get(name)
         if not queues:
-            return
+            return False
         busy: set[str] = set()
         if address is None:
             topic = self._topics.get(name)
             if topic is None:
-                return
+                return False
             busy = self._without_credit(name, topic, self._clock())
         # One queue per group: its waiters can all use the same members
         # (but those a delivery excluded), so the first live one almost
@@ -939,9 +1173,10 @@ class DeliveryEngine:
                         del queues[key]
                     if not queues:
                         del self._credit_waiters[name]
-                    return
+                    return True
         if not queues:
             del self._credit_waiters[name]
+        return False
 
     def _all_refused(self, topic: _Topic, group: str, fixed: str | None,
                      excluded: set[str]) -> bool:
@@ -960,6 +1195,17 @@ class DeliveryEngine:
             await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
         dropped = list(self._events)
         self._closing = True
+        # What waits in a lane, and what is sent and not answered, is
+        # dropped for its group (as the tasks cancelled below report theirs).
+        for lanes in self._lanes.values():
+            for queue, lane in lanes.items():
+                key = queue if queue[:1] != "\0" else f"(broadcast) {queue[1:]}"
+                for event in lane:
+                    self._ended(event, key, "dropped")
+        self._lanes.clear()
+        for event, key in self._flying.values():
+            self._ended(event, key, "dropped")
+        self._flying.clear()
         self.poke()
         self._wake_room()
         for task in list(self._tasks):
@@ -983,18 +1229,7 @@ def frame_refusal(topic: str, frame: bytes) -> str | None:
     publisher checks this itself, once per event: a broker in the middle
     (or a bug) that hands it such a frame gets a dead letter at once, as on
     the other backends, not retries until the ack wait runs out."""
-    try:
-        message = _core.parse_frames([frame])
-    except WireError:
-        return "malformed"
-    header = message.header
-    if header.kind != Kind.EVENT:
-        return "kind"
-    if not message.inline:
-        return "malformed"
-    if header.service != TOPIC_PREFIX + topic:
-        return "wrong_topic"
-    return None
+    return _core.event_frame_check(topic, frame)[1]
 
 
 # -- the broker ------------------------------------------------------------------
@@ -1197,6 +1432,11 @@ class EmbeddedBroker(Broker):
         self._handover: collections.deque[tuple[str, bytes, bytes, float]] = collections.deque()
         self._handover_bytes = 0
         self._woken = False
+        # publish() calls waiting for room (_wait_room): how many, and
+        # their condition; woken when the outbox is down to _room_low.
+        self._room = threading.Condition(self._handing)
+        self._room_waiters = 0
+        self._room_low = max_pending - max(1, min(256, max_pending // 8))
         # (topic, address, key) -> the last decision audited (engine thread only).
         self._decisions: dict[tuple[str, str, str], bool] = {}
         self._dead: collections.deque[DeadLetter] = collections.deque(maxlen=DEAD_LETTERS_KEPT)
@@ -1267,32 +1507,28 @@ class EmbeddedBroker(Broker):
                                  insecure=self.insecure, keys=self._keys,
                                  timeout=self._options["ack_timeout"])
 
-            # (address, request id) -> done: a channel keys its pending
-            # answers by the frame's request id, and two publishers sharing
-            # this broker number their events each from 1: the second of two
-            # frames with one id waits for the first to end on that node.
-            sending: dict[tuple[str, int], asyncio.Future[None]] = {}
-
-            async def send(address: str, frame: bytes, event_id: bytes, topic: str,
-                           timeout: float) -> None:
+            def send(address: str, frame: bytes, event_id: bytes, topic: str,
+                     timeout: float) -> Awaitable[None]:
                 key = engine.node_key(topic, address)
                 if key:  # checked against the registry's trust, as for calls
                     client._node_keys[address] = key
-                slot = (address, _core.parse_frames([frame]).header.request_id)
-                while (busy := sending.get(slot)) is not None:
-                    await asyncio.shield(busy)
-                done = sending[slot] = asyncio.get_running_loop().create_future()
                 try:
-                    await client._deliver(address, frame, event_id, topic=topic,
-                                          timeout=timeout)
-                finally:
-                    del sending[slot]
-                    done.set_result(None)
+                    return client._deliver(address, frame, event_id, topic=topic,
+                                           timeout=timeout)
+                except ValueError:
+                    if len(event_id) != _NONCE_SIZE:
+                        raise
+                # A channel keys its pending answers by the frame's request
+                # id, and two publishers sharing this broker may number
+                # alike (or one frame is published twice): this one waits
+                # for the other to end on that node.
+                return _after_same_id(client, address, frame, event_id, topic, timeout)
 
             engine = DeliveryEngine(send=send, lookup=self._lookup, dead_letters=self._dead,
                                     counters=self._counters, check=frame_refusal,
                                     permit=None if self._rules is None else self._permitted,
                                     **self._options)
+            engine.on_room = self._on_room
             self._thread, self._client, self._engine = thread, client, engine
             return thread, engine
 
@@ -1318,57 +1554,116 @@ class EmbeddedBroker(Broker):
                 timeout: float = 5.0) -> None:
         """Put the event in the outbox (blocking up to `timeout` while it is
         full: then RESOURCE_EXHAUSTED). Thread-safe."""
-        if not self._hand_over(topic, data, event_id, timeout):
+        state = self._hand_over(topic, data, event_id, timeout)
+        if state == _FULL:
+            # Wait here for room (the engine wakes us once a batch of it is
+            # free), not through the engine's loop: a thread round trip per
+            # event while the outbox is full cost more than the delivery.
+            deadline = time.monotonic() + timeout
+            while state == _FULL:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RPCError(Code.RESOURCE_EXHAUSTED,
+                                   f"the outbox stayed full ({self._engine_pending()} events) "
+                                   f"for {timeout:g} s", processed=False)
+                self._wait_room(len(data), left)
+                state = self._hand_over(topic, data, event_id, timeout)
+        if state != _HANDED:
             self._put(topic, data, event_id, timeout, False).result()
 
     async def publish_async(self, topic: str, data: bytes, *, event_id: bytes,
                             timeout: float = 5.0) -> None:
         """publish() for asyncio. The outbox is the broker's one, on its
         thread: accepted events outlive the caller's loop."""
-        if not self._hand_over(topic, data, event_id, timeout):
+        if self._hand_over(topic, data, event_id, timeout) != _HANDED:
             await asyncio.wrap_future(self._put(topic, data, event_id, timeout, False))
 
-    def _hand_over(self, topic: str, data: bytes, event_id: bytes, timeout: float) -> bool:
+    def _hand_over(self, topic: str, data: bytes, event_id: bytes, timeout: float) -> int:
         """Accept the event without waiting when the outbox has room for
         it (counting the events handed over and not taken yet): queued for
-        the engine's thread, woken once per batch. False: no room (or not
-        started): the caller takes the waiting path (engine.put)."""
+        the engine's thread, woken once per batch: _HANDED. _FULL: no room
+        now; _REFUSED: closing or too large (the engine's put() says why)."""
         check_topic(topic)
         if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be seconds > 0, not {timeout!r}")
         thread, engine = self._started()
         size = len(data)
         with self._handing:
-            count = engine.pending + len(self._handover)
-            used = engine.pending_bytes + self._handover_bytes
-            if (engine.closing or count >= engine.max_pending
-                    or (count and used + size > engine.max_pending_bytes)
-                    or size > engine.max_pending_bytes):
-                return False
+            if engine.closing or size > engine.max_pending_bytes:
+                return _REFUSED
+            if self._no_room(engine, size):
+                return _FULL
             self._handover.append((topic, bytes(data), bytes(event_id), float(timeout)))
             self._handover_bytes += size
             if self._woken:
-                return True
+                return _HANDED
             self._woken = True
         try:
             thread.loop.call_soon_threadsafe(self._take_over, engine)
         except RuntimeError:  # the loop is closed: so is the broker
             raise BrokerError("the broker is closed") from None
-        return True
+        return _HANDED
+
+    def _no_room(self, engine: DeliveryEngine, size: int) -> bool:
+        """Whether an event of `size` bytes does not fit (under _handing)."""
+        count = engine.pending + len(self._handover)
+        used = engine.pending_bytes + self._handover_bytes
+        return count >= engine.max_pending or bool(count and used + size > engine.max_pending_bytes)
+
+    def _engine_pending(self) -> int:
+        engine = self._engine
+        return 0 if engine is None else engine.pending
+
+    def _wait_room(self, size: int, most: float) -> None:
+        """Block up to `most` seconds for room for `size` bytes (or close)."""
+        engine = self._engine
+        assert engine is not None
+        with self._handing:
+            # Counted before the look, so the engine (which makes room first,
+            # then looks at the count) cannot miss us.
+            self._room_waiters += 1
+            try:
+                if self._no_room(engine, size) and not engine.closing:
+                    self._room.wait(min(most, _ROOM_RECHECK))
+            finally:
+                self._room_waiters -= 1
+
+    def _on_room(self) -> None:
+        """The engine made room (on its thread): wake publish() calls
+        waiting for it once a batch is free (one wake per event would be a
+        thread switch per event), or the outbox is empty, or closing."""
+        if not self._room_waiters:
+            return
+        engine = self._engine
+        if engine is None:
+            return
+        if (engine.pending > self._room_low
+                or engine.pending_bytes > engine.max_pending_bytes - engine.max_pending_bytes // 8) \
+                and engine.pending and not engine.closing:
+            return
+        with self._handing:
+            self._room.notify_all()
 
     def _take_over(self, engine: DeliveryEngine) -> None:
         """On the engine's thread: move the handed-over events to the outbox."""
+        accepted = []
+        lost = 0
         with self._handing:
-            batch = list(self._handover)
-            self._handover.clear()
-            lost = 0
-            for topic, data, event_id, timeout in batch:
+            # Into the outbox under the lock (publish() counts it to decide
+            # whether there is room); sent after, not keeping publish() out.
+            for topic, data, event_id, timeout in self._handover:
                 try:
-                    engine.accept_nowait(topic, data, event_id, timeout)
+                    accepted.append(engine.accept_nowait(topic, data, event_id, timeout,
+                                                         count=False, route=False))
                 except BrokerError:  # close() began after publish() returned
                     lost += 1
+            self._handover.clear()
             self._handover_bytes = 0
             self._woken = False
+        if accepted:
+            self._counters.add("published", len(accepted))
+        for event in accepted:
+            engine.route(event)
         if lost:
             self._counters.add("dropped", lost)
             log.warning("events: closing dropped %d event(s) just published", lost)
@@ -1528,6 +1823,39 @@ class EmbeddedBroker(Broker):
         """close() from a coroutine (on a worker thread: the loop goes on)."""
         await asyncio.get_running_loop().run_in_executor(
             None, functools.partial(self.close, linger=linger))
+
+
+# _hand_over's answers.
+_HANDED, _FULL, _REFUSED = 0, 1, 2
+#: Seconds a publish() waiting for room looks again by itself (a wake-up
+#: cannot be missed; this only bounds the cost of a bug).
+_ROOM_RECHECK = 0.1
+
+#: Bytes of an event id (the frame's nonce).
+_NONCE_SIZE = 16
+#: Seconds between two looks at a channel still holding a delivery with
+#: the request id of the next one (rare: see _after_same_id).
+_SAME_ID_POLL = 0.002
+
+
+async def _after_same_id(client: Any, address: str, frame: bytes, event_id: bytes,
+                         topic: str, timeout: float) -> None:
+    """Deliver `frame` once no delivery with its request id is in flight
+    to `address` (within `timeout`: then UNAVAILABLE, not sent)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        await asyncio.sleep(_SAME_ID_POLL)
+        left = deadline - loop.time()
+        if left <= 0:
+            raise RPCError(Code.UNAVAILABLE, "a delivery with the same request id stayed in "
+                           f"flight to {address} for {timeout:g} s", processed=False)
+        try:
+            future = client._deliver(address, frame, event_id, topic=topic, timeout=left)
+        except ValueError:
+            continue
+        await future
+        return
 
 
 def _subscribe_rules(policy: Any) -> tuple[Any, Callable[..., None]]:
