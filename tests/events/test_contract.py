@@ -411,6 +411,24 @@ def test_every_backend_refuses_bad_topics_alike(broker, frame, topic):
     assert str(published.value) == str(subscribed.value) == str(expected.value)
 
 
+def test_check_topic_remembers_only_what_it_passed():
+    """check_topic keeps the topics it passed (a publisher checks one per
+    event): a bad topic is refused every time, however many valid ones are
+    checked around it, and a str subclass is always checked afresh."""
+    class Odd(str):
+        pass
+
+    for n in range(5000):  # more than it keeps: the set is emptied once
+        assert check_topic(f"t.{n}") == f"t.{n}"
+        for bad in ("a..b", "a.*"):
+            with pytest.raises(ValueError):
+                check_topic(bad)
+    assert check_topic("t.4999") == "t.4999"
+    assert check_topic(Odd("t.1")) == "t.1"
+    with pytest.raises(ValueError):
+        check_topic(Odd("a..b"))
+
+
 def test_the_longest_topic_fits_a_header_name():
     topic = "a" * TOPIC_MAX
     assert check_topic(topic) == topic

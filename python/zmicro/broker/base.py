@@ -80,9 +80,18 @@ class BrokerError(Error):
     otherwise, closed broker...). Invalid arguments raise :class:`ValueError`."""
 
 
+#: Topics check_topic() passed lately: a publisher checks its topic once
+#: per event, in two places (1.6 us each, as much as signing the event).
+#: Emptied when full (a process using more topics checks again).
+_VALID: set[str] = set()
+_VALID_KEPT = 4096
+
+
 def check_topic(topic: object) -> str:
     """Return `topic` if it is a valid topic name, else raise ValueError
     saying what is wrong (the same message for every backend)."""
+    if type(topic) is str and topic in _VALID:
+        return topic
     if not isinstance(topic, str):
         raise ValueError(f"a topic must be a str, not {type(topic).__name__}")
     if not topic:
@@ -96,6 +105,10 @@ def check_topic(topic: object) -> str:
             raise ValueError(
                 f"topic {shown!r}: every dot-separated part must be letters, digits, "
                 f"'_' or '-' (no empty part, no wildcard)")
+    if type(topic) is str:
+        if len(_VALID) >= _VALID_KEPT:
+            _VALID.clear()
+        _VALID.add(topic)
     return topic
 
 

@@ -273,7 +273,7 @@ class _Topic:
     """The members of one topic, per group, as the registry lists them."""
 
     __slots__ = ("name", "balancers", "broadcast", "keys", "policies", "loaded", "loading",
-                 "changed", "shape")
+                 "changed", "shape", "_groups", "_broadcast")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -285,6 +285,8 @@ class _Topic:
         self.loading: asyncio.Future[list[ServiceRecord]] | None = None  # the first lookup
         self.changed = asyncio.Event()                    # set (and replaced) on a change
         self.shape: object = None                         # what a change is judged on
+        self._groups: list[str] = []                      # groups(), as of the last update
+        self._broadcast: list[str] = []                   # the broadcast addresses, listed
 
     def update(self, records: Iterable[ServiceRecord], strategy: int,
                outlier: Any) -> bool:
@@ -325,6 +327,9 @@ class _Topic:
         self.keys = keys
         self.policies = policies
         self.loaded = True
+        # Routing reads these per event: listed once per update.
+        self._groups = [g for g, b in self.balancers.items() if len(b)]
+        self._broadcast = list(broadcast)
         shape = (sorted((g, sorted(nodes or resting)) for g, (nodes, resting) in by_group.items()),
                  sorted(broadcast), sorted(keys.items()), sorted(policies.items()))
         if shape == self.shape:
@@ -335,13 +340,17 @@ class _Topic:
         return True
 
     def groups(self) -> list[str]:
-        """Queue groups that have members now."""
-        return [g for g, b in self.balancers.items() if len(b)]
+        """Queue groups that have members now (do not change the list)."""
+        return self._groups
+
+    def broadcast_members(self) -> list[str]:
+        """The broadcast group's addresses (do not change the list)."""
+        return self._broadcast
 
 
 class _Event:
     __slots__ = ("topic", "frame", "event_id", "size", "accepted_at", "route_until",
-                 "expires", "report", "open", "done")
+                 "expires", "outcomes", "open", "done")
 
     def __init__(self, topic: str, frame: bytes, event_id: bytes, now: float,
                  route_for: float, max_age: float) -> None:
@@ -352,9 +361,14 @@ class _Event:
         self.accepted_at = now
         self.route_until = now + route_for
         self.expires = now + max_age
-        self.report = DeliveryReport(topic, event_id)
+        self.outcomes: dict[str, str] = {}         # the report's groups, so far
         self.open = 0                              # deliveries not ended yet
         self.done: asyncio.Future[DeliveryReport] | None = None
+
+    @property
+    def report(self) -> DeliveryReport:
+        """What became of it so far (made when asked: most are not)."""
+        return DeliveryReport(self.topic, self.event_id, dict(self.outcomes))
 
 
 class _Counters:
@@ -370,6 +384,11 @@ class _Counters:
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.values[name] += n
+
+    def bump(self, name: str) -> None:
+        """add(name, 1) without the lock: only for a counter that one thread
+        (the engine's) alone changes; snapshot() still copies under the lock."""
+        self.values[name] += 1
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -456,7 +475,8 @@ class DeliveryEngine:
         self._lanes: dict[str, dict[str, collections.deque[_Event]]] = {}
         # Fast-path deliveries sent and not answered: their answer's future
         # -> (event, report key); close() reports them dropped.
-        self._flying: dict[asyncio.Future[None], tuple[_Event, str]] = {}
+        self._flying: dict[asyncio.Future[None], tuple[Any, ...]] = {}
+        self._on_sent = self._sent  # (one bound method, not one per send)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -637,7 +657,7 @@ class DeliveryEngine:
             while True:
                 topic = await self._topic(event.topic)
                 groups = topic.groups()
-                broadcast = list(topic.broadcast)
+                broadcast = topic.broadcast_members()
                 if groups or broadcast:
                     break
                 if self._clock() >= event.route_until or self._closing:
@@ -660,7 +680,7 @@ class DeliveryEngine:
         if self._closing:
             return False
         groups = topic.groups()
-        broadcast = list(topic.broadcast)
+        broadcast = topic.broadcast_members()
         if not groups and not broadcast:
             return False
         self._routed(event, groups, broadcast)
@@ -749,22 +769,20 @@ class DeliveryEngine:
         self._busy[credit] = self._busy.get(credit, 0) + 1
         if node is not None:
             balancer.begin(node)
-        done = functools.partial(self._sent, event, group, fixed, address, node, balancer,
-                                 now, policy)
-        future: asyncio.Future[None]
+        left = event.expires - now
         try:
             # Never past the event's expiry, whatever ack_wait the
             # subscriber's record asks for.
-            future = asyncio.ensure_future(self._send(
-                address, event.frame, event.event_id, name,
-                min(policy.ack_wait, max(0.001, event.expires - now))))
+            sent = self._send(address, event.frame, event.event_id, name,
+                              policy.ack_wait if policy.ack_wait < left else max(0.001, left))
+            future = sent if isinstance(sent, asyncio.Future) else asyncio.ensure_future(sent)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - settled by _sent, as an answer
             future = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
-        self._flying[future] = (event, group if fixed is None else f"(broadcast) {fixed}")
-        future.add_done_callback(done)
+        self._flying[future] = (event, group, fixed, address, node, balancer, now, policy)
+        future.add_done_callback(self._on_sent)
         return True
 
     def _has_credit(self, name: str, address: str, topic: _Topic, now: float) -> bool:
@@ -781,13 +799,13 @@ class DeliveryEngine:
             return True
         return self._busy.get(credit, 0) < policy.max_in_flight
 
-    def _sent(self, event: _Event, group: str, fixed: str | None, address: str, node: Any,
-              balancer: Any, sent_at: float, policy: _Policy,
-              future: asyncio.Future[None]) -> None:
+    def _sent(self, future: asyncio.Future[None]) -> None:
         """A fast-path delivery's answer: acked, or the slow path goes on
         from this first try's error."""
-        if self._flying.pop(future, None) is None:
+        flying = self._flying.pop(future, None)
+        if flying is None:
             return  # close() reported it dropped
+        event, group, fixed, address, node, balancer, sent_at, policy = flying
         error: RPCError | None = None
         if future.cancelled():
             error = RPCError(Code.UNAVAILABLE, "the delivery was cancelled", processed=False)
@@ -808,7 +826,7 @@ class DeliveryEngine:
         if node is not None:
             balancer.end(node, max(0.0, self._clock() - sent_at), error is not None)
         if error is None:
-            self.counters.add("acked")
+            self.counters.bump("acked")
             self._ended(event, group if fixed is None else f"(broadcast) {fixed}", "acked")
         else:
             self._slow(event, group, fixed, (address, error, policy))
@@ -854,7 +872,7 @@ class DeliveryEngine:
             self._lanes.pop(name, None)
 
     def _ended(self, event: _Event, key: str, outcome: str) -> None:
-        event.report.groups[key] = outcome
+        event.outcomes[key] = outcome
         event.open -= 1
         if event.open <= 0:
             self._finish(event)
@@ -1203,8 +1221,8 @@ class DeliveryEngine:
                 for event in lane:
                     self._ended(event, key, "dropped")
         self._lanes.clear()
-        for event, key in self._flying.values():
-            self._ended(event, key, "dropped")
+        for event, group, fixed, *_ in self._flying.values():
+            self._ended(event, group if fixed is None else f"(broadcast) {fixed}", "dropped")
         self._flying.clear()
         self.poke()
         self._wake_room()
