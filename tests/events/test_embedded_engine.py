@@ -184,6 +184,39 @@ def test_not_processed_tries_the_next_member_at_once_then_backs_off():
     run(main())
 
 
+@pytest.mark.parametrize("unsent", [False, True], ids=["answered", "never_sent"])
+def test_only_a_members_own_unavailable_retires_it(unsent):
+    """UNAVAILABLE, not processed, answered by the member (draining, not
+    subscribed any more) takes it out of the group's picks at once. The
+    same code raised here, for a frame that never reached it (a secure
+    handshake that timed out on a loaded machine, ``_unsent``), is a failed
+    try for that event only: the member keeps getting the next events."""
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1", "m2")]
+
+        def m1_once(event_id: bytes) -> object:
+            net.answers["m1"] = lambda e: None
+            exc = refusal(Code.UNAVAILABLE, processed=False)
+            if unsent:
+                exc._unsent = True  # as the core's unsent() marks it
+            return exc
+
+        net.answers["m1"] = m1_once
+        engine = engine_for(net, clock, selector="round_robin")
+        await publish(engine, 1)
+        await eventually_async(lambda: engine.pending == 0)
+        assert [a for a, _ in net.sent] == ["m1", "m2"]
+        await publish(engine, 4)
+        await eventually_async(lambda: engine.pending == 0)
+        later = [a for a, _ in net.sent[2:]]
+        if unsent:
+            assert later.count("m1") == 2, later
+        else:
+            assert later == ["m2"] * 4, later
+    run(main())
+
+
 def test_a_processed_failure_backs_off_then_goes_to_any_member():
     async def main():
         net, clock = Net(), FakeClock()

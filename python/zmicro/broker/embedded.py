@@ -1055,8 +1055,13 @@ class DeliveryEngine:
                     continue
                 if error.code in TERMINAL:
                     refused[address] = error.detail or error.code.name.lower()
-                elif error.code is Code.UNAVAILABLE and node is not None:
-                    balancer.retire(node)  # draining, or no longer subscribed
+                elif (error.code is Code.UNAVAILABLE and node is not None
+                      and not getattr(error, "_unsent", False)):
+                    # The member said so: draining, or no longer subscribed.
+                    # Not when it never got the frame (a handshake that timed
+                    # out under load, a refused connect): a failed try for
+                    # this event, as for calls; outlier detection judges more.
+                    balancer.retire(node)
                 tried.add(address)
                 continue  # the next member at once
             deliveries += 1
