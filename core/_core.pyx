@@ -38,3 +38,4 @@ include "retry.pyx"      # retry policy, budget, hedging, the retry decision
 include "channel.pyx"    # a client's connection to one node (sync and async)
 include "pool.pyx"       # a client's channels, bounded
 include "client.pyx"     # the client call path
+include "outbox.pyx"     # the embedded publisher's fast path (DeliveryEngine's base)

@@ -4,6 +4,7 @@ includes them. Checked against the built module by tests/test_stubs.py
 fields attributes."""
 
 import asyncio
+import collections
 import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -725,3 +726,64 @@ class ClientCore:
     def pool_stats(self) -> dict[str, int]: ...
     def retry_budget(self, service: str) -> RetryBudget: ...
     def close(self) -> None: ...
+
+# -- the embedded publisher's fast path (core/outbox.pyx) ------------------------
+
+@disjoint_base
+class PendingEvent:
+    """One event in the embedded publisher's outbox."""
+    topic: str
+    frame: bytes
+    event_id: bytes
+    size: int
+    accepted_at: float
+    route_until: float
+    expires: float
+    outcomes: dict[str, str]
+    open: int
+    done: asyncio.Future[Any] | None
+    def __init__(self, topic: str, frame: bytes, event_id: bytes, now: float,
+                 route_for: float, max_age: float) -> None: ...
+
+@disjoint_base
+class DeliveryCore:
+    """zmicro.broker.embedded.DeliveryEngine's base: its fast path."""
+    _topics: dict[str, Any]
+    _busy: dict[tuple[str, str], int]
+    _full_until: dict[tuple[str, str], float]
+    _lanes: dict[str, dict[str, collections.deque[PendingEvent]]]
+    _flying: dict[asyncio.Future[None], tuple[Any, ...]]
+    _credit_waiters: dict[str, Any]
+    _events: set[PendingEvent]
+    _pending_bytes: int
+    _send: Any
+    _permit: Any
+    _clock: Any
+    _check: Any
+    _default: Any
+    counters: Any
+    _closing: bool
+    _room_waiters: int
+    _room: asyncio.Event
+    on_room: Callable[[], None] | None
+    _loop: asyncio.AbstractEventLoop | None
+    max_age: float
+    @property
+    def n_credit_looks(self) -> int: ...
+    @property
+    def n_pumps(self) -> int: ...
+    def _core_ready(self) -> None: ...
+    def _accept(self, topic: str, frame: bytes, event_id: bytes, timeout: float, wait: bool,
+                count: bool = True, route: bool = True) -> PendingEvent: ...
+    def route(self, event: PendingEvent) -> None: ...
+    def _route_now(self, event: PendingEvent, topic: Any) -> bool: ...
+    def _routed(self, event: PendingEvent, groups: list[str], broadcast: list[str]) -> None: ...
+    def _offer(self, event: PendingEvent, group: str, fixed: str | None) -> None: ...
+    def _try_send(self, event: PendingEvent, group: str, fixed: str | None) -> bool: ...
+    def _has_credit(self, name: str, address: str, topic: Any, now: float) -> bool: ...
+    def _sent(self, future: asyncio.Future[None]) -> None: ...
+    def _slot_free(self, name: str, address: str | None) -> None: ...
+    def _pump(self, name: str, address: str | None = None) -> None: ...
+    def _ended(self, event: PendingEvent, key: str, outcome: str) -> None: ...
+    def _finish(self, event: PendingEvent) -> None: ...
+    def _wake_room(self) -> None: ...

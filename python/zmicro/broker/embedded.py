@@ -348,27 +348,8 @@ class _Topic:
         return self._broadcast
 
 
-class _Event:
-    __slots__ = ("topic", "frame", "event_id", "size", "accepted_at", "route_until",
-                 "expires", "outcomes", "open", "done")
-
-    def __init__(self, topic: str, frame: bytes, event_id: bytes, now: float,
-                 route_for: float, max_age: float) -> None:
-        self.topic = topic
-        self.frame = frame
-        self.event_id = event_id
-        self.size = len(frame)
-        self.accepted_at = now
-        self.route_until = now + route_for
-        self.expires = now + max_age
-        self.outcomes: dict[str, str] = {}         # the report's groups, so far
-        self.open = 0                              # deliveries not ended yet
-        self.done: asyncio.Future[DeliveryReport] | None = None
-
-    @property
-    def report(self) -> DeliveryReport:
-        """What became of it so far (made when asked: most are not)."""
-        return DeliveryReport(self.topic, self.event_id, dict(self.outcomes))
+#: An event in the outbox (the core's: DeliveryCore's fast path reads it).
+_Event = _core.PendingEvent
 
 
 class _Counters:
@@ -395,7 +376,7 @@ class _Counters:
             return dict(self.values)
 
 
-class DeliveryEngine:
+class DeliveryEngine(_core.DeliveryCore):
     """The publisher's outbox and delivery state machine (see the module doc).
 
     Runs on one event loop: every method but :meth:`members_changed_threadsafe`
@@ -474,12 +455,16 @@ class DeliveryEngine:
         # goes on in a task of its own (_deliver, the slow path).
         self._lanes: dict[str, dict[str, collections.deque[_Event]]] = {}
         # Fast-path deliveries sent and not answered: their answer's future
-        # -> (event, report key); close() reports them dropped.
+        # -> (event, group, fixed, address, ...); close() reports them dropped.
         self._flying: dict[asyncio.Future[None], tuple[Any, ...]] = {}
-        self._on_sent = self._sent  # (one bound method, not one per send)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._core_ready()
+
+    def _report_of(self, event: _Event) -> DeliveryReport:
+        """What became of `event` so far, per group."""
+        return DeliveryReport(event.topic, event.event_id, dict(event.outcomes))
 
     # -- accepting -------------------------------------------------------------
 
@@ -542,28 +527,6 @@ class DeliveryEngine:
             raise BrokerError("the broker is closed")
         self._loop = asyncio.get_running_loop()
         return self._accept(topic, frame, event_id, timeout, False, count, route)
-
-    def route(self, event: _Event) -> None:
-        """Deliver an event accept_nowait(route=False) took (now, when its
-        topic's members are known; else in a task that finds them)."""
-        topic = self._topics.get(event.topic)
-        if topic is None or not topic.loaded or not self._route_now(event, topic):
-            self._spawn(self._route(event))
-
-    def _accept(self, topic: str, frame: bytes, event_id: bytes, timeout: float,
-                wait: bool, count: bool = True, route: bool = True) -> _Event:
-        event = _Event(topic, bytes(frame), bytes(event_id), self._clock(), timeout,
-                       self.max_age)
-        if wait:
-            assert self._loop is not None
-            event.done = self._loop.create_future()
-        self._events.add(event)
-        self._pending_bytes += event.size
-        if count:
-            self.counters.add("published")
-        if route:
-            self.route(event)
-        return event
 
     @property
     def pending_bytes(self) -> int:
@@ -674,223 +637,9 @@ class DeliveryEngine:
             self._finish(event)
             raise
 
-    def _route_now(self, event: _Event, topic: _Topic) -> bool:
-        """Route `event` at once if `topic` has members (False: it has none
-        yet, _route waits for them)."""
-        if self._closing:
-            return False
-        groups = topic.groups()
-        broadcast = topic.broadcast_members()
-        if not groups and not broadcast:
-            return False
-        self._routed(event, groups, broadcast)
-        return True
-
-    def _routed(self, event: _Event, groups: list[str], broadcast: list[str]) -> None:
-        """The event's groups are fixed: refuse it for all of them, or offer
-        it to each."""
-        event.open = len(groups) + len(broadcast)
-        refusal = self._check(event.topic, event.frame) if self._check is not None else None
-        if refusal is not None:
-            # What every subscriber would answer: no need to ask them.
-            for group in groups:
-                self._ended(event, group, self._dead_letter(event, group, refusal, 0))
-            for address in broadcast:
-                self._ended(event, f"(broadcast) {address}",
-                            self._dead_letter(event, "", refusal, 0))
-            return
-        for group in groups:
-            self._offer(event, group, None)
-        for address in broadcast:
-            self._offer(event, "", address)
-
-    # -- the fast path: one pick, one send, a callback ---------------------------
-
-    def _offer(self, event: _Event, group: str, fixed: str | None) -> None:
-        """Deliver `event` to `group` (or the broadcast member `fixed`):
-        sent now when a member has credit, else queued in the group's lane
-        behind the deliveries already waiting there."""
-        queue = group if fixed is None else "\0" + fixed
-        lanes = self._lanes.get(event.topic)
-        lane = lanes.get(queue) if lanes is not None else None
-        if lane:
-            # Never ahead of those waiting; they go as slots are released
-            # (every release, member change and pause end pumps the lanes).
-            lane.append(event)
-            return
-        if not self._try_send(event, group, fixed):
-            if lanes is None:
-                lanes = self._lanes[event.topic] = {}
-            lanes[queue] = collections.deque((event,))
-
-    def _try_send(self, event: _Event, group: str, fixed: str | None) -> bool:
-        """One try of the fast path: False when no member has credit now
-        (nothing done: the caller queues it). Otherwise the delivery is
-        under way: sent (its answer calls _sent), or handed to the slow
-        path for what one pick cannot settle (no member, expired, denied:
-        _deliver decides, counts and waits as always)."""
-        name = event.topic
-        topic = self._topics.get(name)
-        now = self._clock()
-        if topic is None or now >= event.expires or self._closing:
-            self._slow(event, group, fixed, None)
-            return True
-        balancer: Any = None
-        node: Any = None
-        if fixed is None:
-            balancer = topic.balancers.get(group)
-            node = balancer.pick(None, None, None) if balancer is not None else None
-            if node is None:
-                self._slow(event, group, fixed, None)
-                return True
-            if not self._has_credit(name, node.address, topic, now):
-                avoid = {node}
-                while True:  # another member with credit?
-                    node = balancer.pick(None, None, avoid)
-                    if node is None or node in avoid:
-                        return False  # every member busy
-                    if self._has_credit(name, node.address, topic, now):
-                        break
-                    avoid.add(node)
-            address = node.address
-        else:
-            if fixed not in topic.broadcast:
-                self._slow(event, group, fixed, None)  # it left: "gone"
-                return True
-            if not self._has_credit(name, fixed, topic, now):
-                return False
-            address = fixed
-        if self._permit is not None and not self._permit(name, address,
-                                                         topic.keys.get(address, "")):
-            self._slow(event, group, fixed, None)  # it decides again, and counts it
-            return True
-        policy = topic.policies.get(address, self._default)
-        credit = (name, address)
-        self._busy[credit] = self._busy.get(credit, 0) + 1
-        if node is not None:
-            balancer.begin(node)
-        left = event.expires - now
-        try:
-            # Never past the event's expiry, whatever ack_wait the
-            # subscriber's record asks for.
-            sent = self._send(address, event.frame, event.event_id, name,
-                              policy.ack_wait if policy.ack_wait < left else max(0.001, left))
-            future = sent if isinstance(sent, asyncio.Future) else asyncio.ensure_future(sent)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # noqa: BLE001 - settled by _sent, as an answer
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
-        self._flying[future] = (event, group, fixed, address, node, balancer, now, policy)
-        future.add_done_callback(self._on_sent)
-        return True
-
-    def _has_credit(self, name: str, address: str, topic: _Topic, now: float) -> bool:
-        """Whether one more delivery may go to `address` now (as
-        _without_credit judges it, for one member)."""
-        credit = (name, address)
-        until = self._full_until.get(credit)
-        if until is not None:
-            if until > now:
-                return False
-            del self._full_until[credit]
-        policy = topic.policies.get(address)
-        if policy is None or policy.max_in_flight is None:
-            return True
-        return self._busy.get(credit, 0) < policy.max_in_flight
-
-    def _sent(self, future: asyncio.Future[None]) -> None:
-        """A fast-path delivery's answer: acked, or the slow path goes on
-        from this first try's error."""
-        flying = self._flying.pop(future, None)
-        if flying is None:
-            return  # close() reported it dropped
-        event, group, fixed, address, node, balancer, sent_at, policy = flying
-        error: RPCError | None = None
-        if future.cancelled():
-            error = RPCError(Code.UNAVAILABLE, "the delivery was cancelled", processed=False)
-        else:
-            exc = future.exception()
-            if isinstance(exc, RPCError):
-                error = exc
-            elif exc is not None:  # a transport bug must not lose the event
-                log.error("events: sending to %s failed", address, exc_info=exc)
-                error = RPCError(Code.UNAVAILABLE, f"could not send: {exc!r}", processed=False)
-        credit = (event.topic, address)
-        n = self._busy.get(credit, 0) - 1
-        if n > 0:
-            self._busy[credit] = n
-        else:
-            self._busy.pop(credit, None)
-        self._full_until.pop(credit, None)  # it answered: room again
-        if node is not None:
-            balancer.end(node, max(0.0, self._clock() - sent_at), error is not None)
-        if error is None:
-            self.counters.bump("acked")
-            self._ended(event, group if fixed is None else f"(broadcast) {fixed}", "acked")
-        else:
-            self._slow(event, group, fixed, (address, error, policy))
-        self._slot_free(event.topic, address)
-
     def _slow(self, event: _Event, group: str, fixed: str | None,
               first: tuple[str, RPCError, _Policy] | None) -> None:
         self._spawn(self._deliver(event, group, fixed, first))
-
-    def _slot_free(self, name: str, address: str | None) -> None:
-        """A slot at `address` (None: any member of topic `name`) may be
-        free: it goes to a slow-path delivery waiting for it first (they
-        waited longer), else to the lanes."""
-        if not self._wake_credit(name, address):
-            self._pump(name, address)
-
-    def _pump(self, name: str, address: str | None = None) -> None:
-        """Send what waits in topic `name`'s lanes (those that can use
-        `address`; None: all) while members have credit."""
-        lanes = self._lanes.get(name)
-        if not lanes:
-            return
-        topic = self._topics.get(name)
-        for queue in list(lanes):
-            lane = lanes.get(queue)
-            fixed = queue[1:] if queue[:1] == "\0" else None
-            group = "" if fixed is not None else queue
-            if address is not None and lane:
-                if fixed is not None:
-                    if fixed != address:
-                        continue
-                else:
-                    balancer = topic.balancers.get(group) if topic is not None else None
-                    if balancer is not None and balancer.lookup(address) is None:
-                        continue
-            while lane:
-                if not self._try_send(lane[0], group, fixed):
-                    break
-                lane.popleft()
-            if not lane:
-                lanes.pop(queue, None)
-        if not lanes:
-            self._lanes.pop(name, None)
-
-    def _ended(self, event: _Event, key: str, outcome: str) -> None:
-        event.outcomes[key] = outcome
-        event.open -= 1
-        if event.open <= 0:
-            self._finish(event)
-
-    def _finish(self, event: _Event) -> None:
-        if event in self._events:
-            self._events.discard(event)
-            self._pending_bytes -= event.size
-            self._wake_room()
-        if event.done is not None and not event.done.done():
-            event.done.set_result(event.report)
-
-    def _wake_room(self) -> None:
-        if self._room_waiters or self._closing:
-            room, self._room = self._room, asyncio.Event()
-            room.set()
-        if self.on_room is not None:
-            self.on_room()
 
     def _dead_letter(self, event: _Event, group: str, reason: str, deliveries: int) -> str:
         letter = DeadLetter(topic=event.topic, queue=group or None, data=event.frame,
@@ -1241,7 +990,7 @@ class DeliveryEngine:
             self.counters.add("dropped", len(dropped))
             log.warning("events: closing dropped %d event(s) not delivered to every group",
                         len(dropped))
-        return [e.report for e in dropped]
+        return [self._report_of(e) for e in dropped]
 
 
 def frame_refusal(topic: str, frame: bytes) -> str | None:

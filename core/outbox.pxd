@@ -1,0 +1,47 @@
+cdef class PendingEvent:
+    """One event in the embedded publisher's outbox (accepted, not done
+    with every group)."""
+
+    cdef public str topic
+    cdef public bytes frame           # the event frame, sent as is
+    cdef public bytes event_id
+    cdef public Py_ssize_t size       # len(frame): counts against max_pending_bytes
+    cdef public double accepted_at    # the engine's clock
+    cdef public double route_until    # no group by then: dropped (unrouted)
+    cdef public double expires        # accepted_at + max_age: every delivery ends by then
+    cdef public dict outcomes         # report key (group, "(broadcast) <address>") -> outcome
+    cdef public int open              # deliveries not ended yet
+    cdef public object done           # asyncio.Future of its DeliveryReport (publish_wait), or None
+
+
+cdef class DeliveryCore:
+    """The fast path of zmicro.broker.embedded.DeliveryEngine (its base
+    class): what one event costs when a member has credit and acks."""
+
+    # Shared with the Python engine (its slow path reads and writes them).
+    cdef public dict _topics          # topic -> _Topic (members per group)
+    cdef public dict _busy            # (topic, address) -> deliveries unanswered there
+    cdef public dict _full_until      # (topic, address) -> clock: "full" until then
+    cdef public dict _lanes           # topic -> queue -> deque of PendingEvent
+    cdef public dict _flying          # answer future -> (event, group, fixed, address,
+                                      #   node, balancer, sent_at, policy)
+    cdef public dict _credit_waiters  # the slow path's: topic -> queue -> waiters
+    cdef public set _events           # the outbox
+    cdef public Py_ssize_t _pending_bytes
+    cdef public object _send, _permit, _clock, _check
+    cdef public object _default       # the broker's _Policy
+    cdef public object counters       # _Counters
+    cdef public bint _closing
+    cdef public Py_ssize_t _room_waiters  # put()s waiting on _room
+    cdef public object _room          # asyncio.Event, set (and replaced) when room is made
+    cdef public object on_room        # () -> None, called when room is made (or None)
+    cdef public object _loop
+    cdef public double max_age
+    cdef readonly unsigned long long n_credit_looks  # _has_credit calls (tests count work)
+    cdef readonly unsigned long long n_pumps         # lanes looked at for a freed slot
+    cdef dict _counts                 # counters.values (the engine's own counters: bumped)
+    cdef object _on_sent              # self._sent, bound once
+
+    cdef bint _try(self, PendingEvent event, str group, str fixed) except -1
+    cdef bint _credit(self, str name, str address, object topic, double now) except -1
+    cdef int _end(self, PendingEvent event, str key, str outcome) except -1
