@@ -1279,14 +1279,16 @@ class EmbeddedBroker(Broker):
                                  insecure=self.insecure, keys=self._keys,
                                  timeout=self._options["ack_timeout"])
 
+            deliver = client._deliver
+            node_keys = client._node_keys
+
             def send(address: str, frame: bytes, event_id: bytes, topic: str,
                      timeout: float) -> Awaitable[None]:
                 key = engine.node_key(topic, address)
-                if key:  # checked against the registry's trust, as for calls
-                    client._node_keys[address] = key
+                if key and node_keys.get(address) != key:
+                    node_keys[address] = key  # checked against the registry's trust, as for calls
                 try:
-                    return client._deliver(address, frame, event_id, topic=topic,
-                                           timeout=timeout)
+                    return deliver(address, frame, event_id, topic=topic, timeout=timeout)
                 except ValueError:
                     if len(event_id) != _NONCE_SIZE:
                         raise
