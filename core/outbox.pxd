@@ -26,6 +26,7 @@ cdef class DeliveryCore:
     cdef public dict _flying          # answer future -> (event, group, fixed, address,
                                       #   node, balancer, sent_at, policy)
     cdef public dict _credit_waiters  # the slow path's: topic -> queue -> waiters
+    cdef public dict _unrouted        # topic -> deque of PendingEvent its router routes
     cdef public set _events           # the outbox
     cdef public Py_ssize_t _pending_bytes
     cdef public object _send, _permit, _clock, _check

@@ -17,8 +17,8 @@
 # these few functions.
 #
 # Uses: selector.pyx (Balancer, NodeState: pick, start, finish), errors.pyx
-# (_RPCError, C_UNAVAILABLE); the engine's Python methods _slow, _spawn,
-# _route, _dead_letter, _wake_credit and _report_of.
+# (_RPCError, C_UNAVAILABLE); the engine's Python methods _slow,
+# _route_later, _dead_letter, _wake_credit and _report_of.
 
 import asyncio as _outbox_asyncio
 import collections as _outbox_collections
@@ -56,6 +56,7 @@ cdef class DeliveryCore:
         self._lanes = {}
         self._flying = {}
         self._credit_waiters = {}
+        self._unrouted = {}
         self._events = set()
         self._pending_bytes = 0
         self._closing = False
@@ -88,8 +89,9 @@ cdef class DeliveryCore:
         """Deliver an event accept_nowait(route=False) took (now, when its
         topic's members are known; else in a task that finds them)."""
         topic = self._topics.get(event.topic)
-        if topic is None or not topic.loaded or not self._route_now(event, topic):
-            self._spawn(self._route(event))
+        if (topic is None or not topic.loaded or event.topic in self._unrouted
+                or not self._route_now(event, topic)):
+            self._route_later(event)  # (behind those waiting: publish order)
 
     def _route_now(self, PendingEvent event not None, topic):
         """Route `event` at once if `topic` has members (False: it has none

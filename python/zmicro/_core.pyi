@@ -754,6 +754,7 @@ class DeliveryCore:
     _lanes: dict[str, dict[str, collections.deque[PendingEvent]]]
     _flying: dict[asyncio.Future[None], tuple[Any, ...]]
     _credit_waiters: dict[str, Any]
+    _unrouted: dict[str, collections.deque[PendingEvent]]
     _events: set[PendingEvent]
     _pending_bytes: int
     _send: Any

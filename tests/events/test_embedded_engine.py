@@ -152,6 +152,30 @@ def test_every_group_gets_every_event_and_the_balancer_spreads_a_group():
     run(main())
 
 
+def test_events_waiting_for_the_first_registry_read_wait_in_one_task_in_order():
+    """A publisher faster than the first registry read of a topic: what it
+    publishes meanwhile waits behind one router task (not a task per
+    event), and goes out in publish order once the members are known."""
+    async def main():
+        net, clock = Net(), FakeClock()
+        net.records = [record("g", "m1", options=SubscribeOptions(max_in_flight=1))]
+        read = asyncio.get_running_loop().create_future()
+        lookup = net.lookup
+
+        async def slow_lookup(topic: str):
+            await read
+            return await lookup(topic)
+
+        engine = DeliveryEngine(send=net.send, lookup=slow_lookup, clock=clock)
+        await publish(engine, 200)
+        await settle()
+        assert len(engine._tasks) == 1 and not net.sent
+        read.set_result(None)
+        await eventually_async(lambda: engine.pending == 0)
+        assert [e for _, e in net.sent] == [i.to_bytes(16, "big") for i in range(200)]
+    run(main())
+
+
 def test_a_burst_of_events_reads_the_registry_once():
     async def main():
         net, clock = Net(), FakeClock()

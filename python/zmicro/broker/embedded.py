@@ -457,6 +457,9 @@ class DeliveryEngine(_core.DeliveryCore):
         # Fast-path deliveries sent and not answered: their answer's future
         # -> (event, group, fixed, address, ...); close() reports them dropped.
         self._flying: dict[asyncio.Future[None], tuple[Any, ...]] = {}
+        # Events whose topic's members are not known yet, per topic, in
+        # publish order: its router task (_router) routes them.
+        self._unrouted: dict[str, collections.deque[_Event]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -613,29 +616,52 @@ class DeliveryEngine(_core.DeliveryCore):
 
     # -- delivering ------------------------------------------------------------
 
-    async def _route(self, event: _Event) -> None:
-        """Find the event's groups (waiting for one to appear, up to the
-        publish timeout), then deliver to each."""
+    def _route_later(self, event: _Event) -> None:
+        """Route `event` once its topic's members are known: queued behind
+        the topic's router task (one per topic, not one per event: a
+        publisher faster than the first registry read queues thousands)."""
+        waiting = self._unrouted.get(event.topic)
+        if waiting is not None:
+            waiting.append(event)
+            return
+        self._unrouted[event.topic] = collections.deque((event,))
+        self._spawn(self._router(event.topic))
+
+    async def _router(self, name: str) -> None:
+        """Find topic `name`'s groups (waiting for one to appear, up to each
+        event's publish timeout), then route what waits for them."""
+        waiting = self._unrouted[name]
         try:
-            while True:
-                topic = await self._topic(event.topic)
+            while waiting:
+                topic = await self._topic(name)
                 groups = topic.groups()
                 broadcast = topic.broadcast_members()
                 if groups or broadcast:
-                    break
-                if self._clock() >= event.route_until or self._closing:
+                    while waiting:
+                        event = waiting.popleft()
+                        if event in self._events:  # (close() may have dropped it)
+                            self._routed(event, groups, broadcast)
+                    continue  # (any queued meanwhile)
+                now = self._clock()
+                for event in [e for e in waiting if now >= e.route_until or self._closing]:
+                    waiting.remove(event)
                     self.counters.add("unrouted")
-                    log.debug("events: no subscriber for %r: event %s dropped", event.topic,
+                    log.debug("events: no subscriber for %r: event %s dropped", name,
                               event.event_id.hex())
                     self._finish(event)
-                    return
+                if not waiting:
+                    break
                 # Members, a (fake) clock move, or a bounded retry of the lookup.
-                step = min(event.route_until, self._clock() + 0.5)
+                step = min(min(e.route_until for e in waiting), now + 0.5)
                 await self._sleep_until(step, topic.changed)
-            self._routed(event, groups, broadcast)
         except asyncio.CancelledError:
-            self._finish(event)
+            for event in waiting:
+                self._finish(event)
             raise
+        finally:
+            waiting.clear()
+            if self._unrouted.get(name) is waiting:
+                del self._unrouted[name]
 
     def _slow(self, event: _Event, group: str, fixed: str | None,
               first: tuple[str, RPCError, _Policy] | None) -> None:
@@ -1267,6 +1293,9 @@ class EmbeddedBroker(Broker):
 
     def _started(self) -> tuple[LoopThread, DeliveryEngine]:
         """The engine and its thread, started on first use."""
+        started, running = self._thread, self._engine
+        if started is not None and running is not None and not self._closed:
+            return started, running  # (per publish: no lock once started)
         with self._lock:
             if self._closed:
                 raise BrokerError("the broker is closed")
