@@ -118,6 +118,18 @@ loop), and ``max_pending`` bounds the broker as a whole. An event handed
 over just as ``close()`` begins is dropped (counted, logged) as close()
 drops what the outbox still holds.
 
+The engine in two halves: the fast path, in the core (``_core.DeliveryCore``,
+core/outbox.pyx, this engine's base class), settles what one pick can
+settle: an event whose topic's members are known is routed at once, each
+group's member with credit gets it, and the ack ends it in the answer's
+callback, with no task or coroutine per event; deliveries that find no
+member with credit wait in a lane per (topic, group), in publish order,
+and go as slots are released. Everything else (no member yet, a refusal,
+a failure, expiry, backoff, dead letters, the credit waits of retries) is
+this class's slow path (``_deliver``, a task per delivery), which takes
+over from the fast path's first answer. The rules above are the same on
+both.
+
 Subscribing: ``subscribe()`` adds the subscription to a ServerCore (one
 socket, one port for calls and events): the attached Service's
 (``attach(service)``, done by the Service, which keeps the topic records:
