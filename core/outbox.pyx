@@ -85,6 +85,28 @@ cdef class DeliveryCore:
             self.route(event)
         return event
 
+    def accept_batch(self, handed):
+        """Accept the (topic, frame, event_id, timeout) tuples of `handed`
+        (EmbeddedBroker's hand-over, counted against the outbox already)
+        into the outbox, unrouted: the list of their PendingEvents, for
+        route_all(). Call on the engine's loop, not closing."""
+        cdef list out = []
+        cdef PendingEvent event
+        cdef double now = self._clock()
+        cdef Py_ssize_t added = 0
+        for topic, frame, event_id, timeout in handed:
+            event = PendingEvent(topic, frame, event_id, now, timeout, self.max_age)
+            self._events.add(event)
+            added += event.size
+            out.append(event)
+        self._pending_bytes += added
+        return out
+
+    def route_all(self, list events not None):
+        """route() each of `events`, in order."""
+        for event in events:
+            self.route(event)
+
     def route(self, PendingEvent event not None):
         """Deliver an event accept_nowait(route=False) took (now, when its
         topic's members are known; else in a task that finds them)."""

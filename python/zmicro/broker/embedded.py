@@ -1461,24 +1461,22 @@ class EmbeddedBroker(Broker):
 
     def _take_over(self, engine: DeliveryEngine) -> None:
         """On the engine's thread: move the handed-over events to the outbox."""
-        accepted = []
+        accepted: list[_Event] = []
         lost = 0
         with self._handing:
             # Into the outbox under the lock (publish() counts it to decide
             # whether there is room); sent after, not keeping publish() out.
-            for topic, data, event_id, timeout in self._handover:
-                try:
-                    accepted.append(engine.accept_nowait(topic, data, event_id, timeout,
-                                                         count=False, route=False))
-                except BrokerError:  # close() began after publish() returned
-                    lost += 1
+            if engine.closing:  # close() began after publish() returned
+                lost = len(self._handover)
+            elif self._handover:
+                engine._loop = asyncio.get_running_loop()
+                accepted = engine.accept_batch(self._handover)
             self._handover.clear()
             self._handover_bytes = 0
             self._woken = False
         if accepted:
             self._counters.add("published", len(accepted))
-        for event in accepted:
-            engine.route(event)
+            engine.route_all(accepted)
         if lost:
             self._counters.add("dropped", lost)
             log.warning("events: closing dropped %d event(s) just published", lost)
