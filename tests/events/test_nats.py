@@ -828,6 +828,34 @@ def test_refused_frames_leave_a_bounded_dead_letter_stream_without_their_bytes(n
         assert raw.headers["Zmicro-Blake3"] in {blake3.blake3(f).hexdigest() for f in frames}
 
 
+def test_a_dead_letter_stream_made_with_other_bounds_gets_this_brokers(nats_url, nats_topic,
+                                                                        caplog):
+    """dlq_max_msgs / dlq_max_bytes changed between two starts take effect:
+    the stream the first broker made is updated by the next."""
+    import uuid
+
+    from zmicro.broker.nats import dlq_stream_name
+
+    dlq = f"zmicro.f{uuid.uuid4().hex[:8]}.dlq."
+    name = dlq_stream_name(dlq)
+
+    def bounds(broker: NatsBroker) -> tuple[int, int]:
+        broker._runner.run(broker._ensure_dlq(), 30)
+        config = broker._runner.run(broker._js.stream_info(name), 30).config
+        return config.max_msgs, config.max_bytes
+
+    with NatsBroker(nats_url, dlq_prefix=dlq, dlq_max_msgs=20, dlq_max_bytes=1 << 20) as b:
+        assert bounds(b) == (20, 1 << 20)
+    caplog.set_level("INFO", logger="zmicro.broker.nats")
+    with NatsBroker(nats_url, dlq_prefix=dlq, dlq_max_msgs=50, dlq_max_bytes=2 << 20) as b:
+        assert bounds(b) == (50, 2 << 20)
+    assert f"{name} now holds at most" in caplog.text
+    with NatsBroker(nats_url, dlq_prefix=dlq, dlq_max_msgs=50, dlq_max_bytes=2 << 20) as b:
+        caplog.clear()
+        assert bounds(b) == (50, 2 << 20)  # the same bounds: left alone
+    assert "now holds" not in caplog.text
+
+
 def test_a_default_sync_subscriber_may_publish_through_the_same_broker(nats_url, nats_topic,
                                                                      zmicro_keys, zmicro_serve):
     import zmicro

@@ -519,26 +519,53 @@ class NatsBroker(Broker):
 
     async def _ensure_dlq(self) -> None:
         if self._dlq_stream not in self._conn.streams:
-            await self._lookup_or_add_stream(self._js, self._dlq_stream,
-                                             [self._dlq_prefix + ">"], DLQ_MAX_AGE,
-                                             max_bytes=self._dlq_max_bytes,
-                                             max_msgs=self._dlq_max_msgs)
+            info = await self._lookup_or_add_stream(self._js, self._dlq_stream,
+                                                    [self._dlq_prefix + ">"], DLQ_MAX_AGE,
+                                                    max_bytes=self._dlq_max_bytes,
+                                                    max_msgs=self._dlq_max_msgs)
+            if info is not None:
+                await self._dlq_limits(info)
             self._conn.streams.add(self._dlq_stream)
+
+    async def _dlq_limits(self, info: Any) -> None:
+        """The dead-letter stream existed: give it this broker's bounds
+        (dlq_max_bytes, dlq_max_msgs) if it has others, so that changing
+        them takes effect (brokers configured apart: the last one to start
+        wins). Without the right to update it, it is used as it is."""
+        config = info.config
+        if (config.max_bytes, config.max_msgs) == (self._dlq_max_bytes, self._dlq_max_msgs):
+            return
+        old = (config.max_bytes, config.max_msgs)
+        config.max_bytes = self._dlq_max_bytes
+        config.max_msgs = self._dlq_max_msgs
+        try:
+            await self._js.update_stream(config)
+        except nats.errors.Error as e:
+            log.warning("events: the dead-letter stream %s keeps its bounds %s (could not "
+                        "update it to %s: %s)", self._dlq_stream, old,
+                        (self._dlq_max_bytes, self._dlq_max_msgs), e)
+            return
+        log.info("events: the dead-letter stream %s now holds at most %d bytes and %d "
+                 "messages (was %s)", self._dlq_stream, self._dlq_max_bytes,
+                 self._dlq_max_msgs, old)
 
     async def _lookup_or_add_stream(self, js: Any, name: str, subjects: list[str],
                                     max_age: float, max_bytes: int | None = None,
-                                    max_msgs: int | None = None) -> None:
+                                    max_msgs: int | None = None) -> Any:
+        """Look the stream up, or create it: its StreamInfo when it existed
+        (None: created here)."""
         try:
             info = await js.stream_info(name)
         except nats.js.errors.NotFoundError:
             if await self._add_stream(js, name, subjects, max_age, max_bytes=max_bytes,
                                       max_msgs=max_msgs):
-                return
+                return None
             info = await js.stream_info(name)  # made meanwhile by another broker
         # Made by a broker with other limits: use it if it stores our subjects.
         missing = set(subjects) - set(info.config.subjects or ())
         if missing:
             raise BrokerError(f"stream {name} exists without subjects {sorted(missing)}")
+        return info
 
     async def _add_stream(self, js: Any, name: str, subjects: list[str],
                           max_age: float, max_bytes: int | None = None,
