@@ -9,12 +9,15 @@ generous: a loaded 2-core machine must not fail a test.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from .helpers import eventually
 
 START_TIMEOUT = 60.0  # seconds for a service to say READY
 STOP_TIMEOUT = 30.0   # seconds between SIGTERM and SIGKILL
@@ -109,3 +112,35 @@ class InProcess:
         self.svc.stop()
         self.thread.join(30)
         assert not self.thread.is_alive()
+
+
+CHILD_TIMEOUT = 60.0  # seconds for a forked child (in_child) to end
+
+
+def in_child(fn) -> bytes:
+    """Run fn() in a forked child; its return value (bytes), or the test
+    fails with what the child raised."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        code = 0
+        try:
+            out = b"ok " + fn()
+        except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
+            out, code = f"{type(exc).__name__}: {exc}".encode(), 1
+        try:
+            os.write(write_end, out)
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        waited = eventually(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid or None,
+                            "the forked child to exit", timeout=CHILD_TIMEOUT)
+        assert waited
+        with os.fdopen(read_end, "rb") as f:
+            out = f.read()
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        raise
+    assert out.startswith(b"ok "), out.decode(errors="replace")
+    return out[3:]

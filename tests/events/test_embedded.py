@@ -29,7 +29,7 @@ from zmicro.registry import EmbeddedRegistry, Node, ServiceRecord
 from zmicro.security import Security
 
 from ..helpers import eventually
-from ..processes import ServiceProcess, private_dir
+from ..processes import ServiceProcess, in_child, private_dir
 
 NODE = Path(__file__).with_name("embedded_node.py")
 TOPIC = "order.created"
@@ -128,6 +128,32 @@ def test_two_groups_each_get_every_event_and_a_group_spreads_over_its_members(
     assert all(s.handled() for s in billing)  # the balancer used both members
     eventually(lambda: b.stats()["pending"] == 0)
     assert b.stats()["acked"] >= 80 and b.dead_letters() == []
+
+
+def test_a_forked_child_publishes_with_a_fresh_engine_and_leaves_the_parents_alone(
+        broker, registry_dir):
+    """After fork(), the parent's engine thread, registry watch and
+    subscriptions do not exist in the child: its broker starts afresh on
+    first use (the events reach the subscriber), and closing it there does
+    not deregister the parent's subscription."""
+    b = broker(insecure=True)
+    got: list[bytes] = []
+    b.subscribe(TOPIC, lambda d: (got.append(d.data), d.ack()), SubscribeOptions(queue="g"))
+    eventually(lambda: members(registry_dir, "g") == 1)
+    data, event_id = frame(1, insecure=True)
+    assert b.publish_wait(TOPIC, data, event_id=event_id, timeout=30).ok  # the parent's engine
+
+    def child() -> bytes:
+        data, event_id = frame(2, insecure=True)
+        report = b.publish_wait(TOPIC, data, event_id=event_id, timeout=30)
+        b.close(linger=5)
+        return repr(report.groups).encode()
+
+    assert in_child(child) == repr({"g": "acked"}).encode()
+    eventually(lambda: len(got) == 2, "the child's event handled by the parent's subscriber")
+    assert members(registry_dir, "g") == 1  # still subscribed
+    data, event_id = frame(3, insecure=True)
+    assert b.publish_wait(TOPIC, data, event_id=event_id, timeout=30).ok
 
 
 def test_insecure_end_to_end(subs, broker, registry_dir):

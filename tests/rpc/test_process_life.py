@@ -16,11 +16,8 @@ import pytest
 
 import zmicro
 
-from ..helpers import eventually
+from ..processes import in_child
 from .conftest import ServiceProcess
-
-CHILD_TIMEOUT = 60.0
-
 
 def env_for(registry_dir) -> dict[str, str]:
     env = dict(os.environ)
@@ -32,35 +29,6 @@ def env_for(registry_dir) -> dict[str, str]:
 def run_python(code: str, registry_dir) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, env=env_for(registry_dir), timeout=120)
-
-
-def in_child(fn) -> bytes:
-    """Run fn() in a forked child; its return value (bytes), or the test
-    fails with what the child raised."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report through the pipe, never return into pytest
-        code = 0
-        try:
-            out = b"ok " + fn()
-        except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
-            out, code = f"{type(exc).__name__}: {exc}".encode(), 1
-        try:
-            os.write(write_end, out)
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    try:
-        waited = eventually(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid or None,
-                            "the forked child to exit", timeout=CHILD_TIMEOUT)
-        assert waited
-        with os.fdopen(read_end, "rb") as f:
-            out = f.read()
-    except BaseException:
-        os.kill(pid, signal.SIGKILL)
-        raise
-    assert out.startswith(b"ok "), out.decode(errors="replace")
-    return out[3:]
 
 
 # -- fork ----------------------------------------------------------------------

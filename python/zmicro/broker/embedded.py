@@ -152,9 +152,11 @@ import functools
 import itertools
 import logging
 import math
+import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -1265,6 +1267,32 @@ class EmbeddedBroker(Broker):
         self._closed = False
         #: What close() dropped: the reports of events not done with every group.
         self.dropped: list[DeliveryReport] = []
+        _brokers.add(self)
+
+    def _fresh_in_child(self) -> None:
+        """After fork(), in the child: the parent's engine thread, registry
+        watch and subscriptions do not exist here. Publishing starts afresh
+        (an engine, a client and a loop thread of the child's own, on first
+        use); what the parent's outbox held stays the parent's to deliver;
+        the parent's subscriptions stay the parent's (closing this broker
+        in the child does not deregister them)."""
+        self._lock = threading.Lock()
+        self._handing = threading.Lock()
+        self._handover = collections.deque()
+        self._handover_bytes = 0
+        self._woken = False
+        self._room = threading.Condition(self._handing)
+        self._room_waiters = 0
+        self._counters = _Counters()
+        self._cache = None
+        self._unwatch = None
+        self._thread = None
+        self._client = None
+        self._engine = None
+        self._own = []
+        self._subs = {}
+        self._beat = None
+        self._stop = threading.Event()
 
     @property
     def insecure(self) -> bool:
@@ -1637,6 +1665,17 @@ class EmbeddedBroker(Broker):
         await asyncio.get_running_loop().run_in_executor(
             None, functools.partial(self.close, linger=linger))
 
+
+#: Every EmbeddedBroker of the process (a forked child makes each fresh).
+_brokers: weakref.WeakSet[EmbeddedBroker] = weakref.WeakSet()
+
+
+def _fresh_after_fork() -> None:
+    for broker in list(_brokers):
+        broker._fresh_in_child()
+
+
+os.register_at_fork(after_in_child=_fresh_after_fork)
 
 # _hand_over's answers.
 _HANDED, _FULL, _REFUSED = 0, 1, 2
