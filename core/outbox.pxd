@@ -38,6 +38,8 @@ cdef class DeliveryCore:
     cdef public object on_room        # () -> None, called when room is made (or None)
     cdef public object _loop
     cdef public double max_age
+    cdef public Py_ssize_t max_pending     # events in the outbox, at most
+    cdef public Py_ssize_t max_pending_bytes
     cdef readonly unsigned long long n_credit_looks  # _has_credit calls (tests count work)
     cdef readonly unsigned long long n_pumps         # lanes looked at for a freed slot
     cdef dict _counts                 # counters.values (the engine's own counters: bumped)
@@ -46,3 +48,19 @@ cdef class DeliveryCore:
     cdef bint _try(self, PendingEvent event, str group, str fixed) except -1
     cdef bint _credit(self, str name, str address, object topic, double now) except -1
     cdef int _end(self, PendingEvent event, str key, str outcome) except -1
+
+
+cdef class Handover:
+    """EmbeddedBroker.publish() -> the engine's thread: events queued
+    without waiting for it, counted against the outbox's bounds (those
+    queued, and those the engine took and is moving in), under `lock`."""
+
+    cdef public object lock           # threading.Lock (the broker's room Condition's too)
+    cdef public object queue          # deque of (topic, frame, event_id, timeout)
+    cdef public Py_ssize_t queued_bytes
+    cdef public Py_ssize_t transit    # events taken by the engine, not in the outbox yet
+    cdef public Py_ssize_t transit_bytes
+    cdef public bint woken            # the engine is woken for the queue already
+    cdef DeliveryCore engine
+
+    cdef bint _no_room(self, Py_ssize_t size) except -1

@@ -63,6 +63,20 @@ cdef class DeliveryCore:
         self._room_waiters = 0
         self._on_sent = self._sent
 
+    @property
+    def pending(self):
+        """Events in the outbox (accepted, not done with every group)."""
+        return len(self._events)
+
+    @property
+    def pending_bytes(self):
+        """Bytes of the events in the outbox."""
+        return self._pending_bytes
+
+    @property
+    def closing(self):
+        return self._closing
+
     def _core_ready(self):
         """After the engine set counters: bump its counters directly."""
         self._counts = self.counters.values
@@ -363,3 +377,76 @@ cdef class DeliveryCore:
             room.set()
         if self.on_room is not None:
             self.on_room()
+
+
+# _hand_over's answers (EmbeddedBroker.publish).
+HANDED, FULL, REFUSED, HANDED_WAKE = 0, 1, 2, 3
+
+
+@cython.auto_pickle(False)
+cdef class Handover:
+
+    def __init__(self, DeliveryCore engine not None, lock not None):
+        self.engine = engine
+        self.lock = lock
+        self.queue = _deque()
+        self.queued_bytes = 0
+        self.transit = 0
+        self.transit_bytes = 0
+        self.woken = False
+
+    cdef bint _no_room(self, Py_ssize_t size) except -1:
+        cdef DeliveryCore e = self.engine
+        cdef Py_ssize_t count = len(e._events) + len(self.queue) + self.transit
+        cdef Py_ssize_t used = e._pending_bytes + self.queued_bytes + self.transit_bytes
+        return count >= e.max_pending or (count > 0 and used + size > e.max_pending_bytes)
+
+    def no_room_locked(self, Py_ssize_t size):
+        """Whether an event of `size` bytes does not fit now (the caller
+        holds `lock`)."""
+        return self._no_room(size)
+
+    def offer(self, str topic not None, bytes frame not None, bytes event_id not None,
+              double timeout):
+        """Queue the event for the engine's thread if the outbox has room
+        for it, counting what is queued and in transit: HANDED, or
+        HANDED_WAKE (the caller wakes the engine: once per batch); FULL:
+        no room now; REFUSED: closing, or larger than max_pending_bytes
+        (the engine's put() says why)."""
+        cdef Py_ssize_t size = len(frame)
+        cdef DeliveryCore e = self.engine
+        self.lock.acquire()
+        try:
+            if e._closing or size > e.max_pending_bytes:
+                return REFUSED
+            if self._no_room(size):
+                return FULL
+            self.queue.append((topic, frame, event_id, timeout))
+            self.queued_bytes += size
+            if self.woken:
+                return HANDED
+            self.woken = True
+            return HANDED_WAKE
+        finally:
+            self.lock.release()
+
+    def take(self):
+        """On the engine's thread: the queued batch, counted as in transit
+        until landed() (publish() does not wait while it is moved)."""
+        self.lock.acquire()
+        try:
+            batch, self.queue = self.queue, _deque()
+            self.transit, self.transit_bytes = len(batch), self.queued_bytes
+            self.queued_bytes = 0
+            self.woken = False
+            return batch
+        finally:
+            self.lock.release()
+
+    def landed(self):
+        """The batch take() gave is in the outbox (or dropped)."""
+        self.lock.acquire()
+        try:
+            self.transit = self.transit_bytes = 0
+        finally:
+            self.lock.release()

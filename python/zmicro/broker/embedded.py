@@ -485,11 +485,6 @@ class DeliveryEngine(_core.DeliveryCore):
 
     # -- accepting -------------------------------------------------------------
 
-    @property
-    def pending(self) -> int:
-        """Events in the outbox (accepted, not done with every group)."""
-        return len(self._events)
-
     def _full(self, size: int) -> bool:
         return (len(self._events) >= self.max_pending
                 or (bool(self._events) and self._pending_bytes + size > self.max_pending_bytes))
@@ -544,15 +539,6 @@ class DeliveryEngine(_core.DeliveryCore):
             raise BrokerError("the broker is closed")
         self._loop = asyncio.get_running_loop()
         return self._accept(topic, frame, event_id, timeout, False, count, route)
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes of the events in the outbox."""
-        return self._pending_bytes
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -1241,9 +1227,7 @@ class EmbeddedBroker(Broker):
         # a thread round trip per event); events here count against the
         # outbox's bounds, so each is sure to fit when the engine takes it.
         self._handing = threading.Lock()
-        self._handover: collections.deque[tuple[str, bytes, bytes, float]] = collections.deque()
-        self._handover_bytes = 0
-        self._woken = False
+        self._hand: _core.Handover | None = None   # made with the engine (_started)
         # publish() calls waiting for room (_wait_room): how many, and
         # their condition; woken when the outbox is down to _room_low.
         self._room = threading.Condition(self._handing)
@@ -1278,9 +1262,7 @@ class EmbeddedBroker(Broker):
         in the child does not deregister them)."""
         self._lock = threading.Lock()
         self._handing = threading.Lock()
-        self._handover = collections.deque()
-        self._handover_bytes = 0
-        self._woken = False
+        self._hand = None
         self._room = threading.Condition(self._handing)
         self._room_waiters = 0
         self._counters = _Counters()
@@ -1372,6 +1354,7 @@ class EmbeddedBroker(Broker):
                                     permit=None if self._rules is None else self._permitted,
                                     **self._options)
             engine.on_room = self._on_room
+            self._hand = _core.Handover(engine, self._handing)
             self._thread, self._client, self._engine = thread, client, engine
             return thread, engine
 
@@ -1429,29 +1412,17 @@ class EmbeddedBroker(Broker):
         check_topic(topic)
         if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be seconds > 0, not {timeout!r}")
-        thread, engine = self._started()
-        size = len(data)
-        with self._handing:
-            if engine.closing or size > engine.max_pending_bytes:
-                return _REFUSED
-            if self._no_room(engine, size):
-                return _FULL
-            self._handover.append((topic, bytes(data), bytes(event_id), float(timeout)))
-            self._handover_bytes += size
-            if self._woken:
-                return _HANDED
-            self._woken = True
+        thread, _ = self._started()
+        hand = self._hand
+        assert hand is not None
+        state: int = hand.offer(topic, bytes(data), bytes(event_id), float(timeout))
+        if state != _HANDED_WAKE:
+            return state
         try:
-            thread.loop.call_soon_threadsafe(self._take_over, engine)
+            thread.loop.call_soon_threadsafe(self._take_over, hand)
         except RuntimeError:  # the loop is closed: so is the broker
             raise BrokerError("the broker is closed") from None
         return _HANDED
-
-    def _no_room(self, engine: DeliveryEngine, size: int) -> bool:
-        """Whether an event of `size` bytes does not fit (under _handing)."""
-        count = engine.pending + len(self._handover)
-        used = engine.pending_bytes + self._handover_bytes
-        return count >= engine.max_pending or bool(count and used + size > engine.max_pending_bytes)
 
     def _engine_pending(self) -> int:
         engine = self._engine
@@ -1461,12 +1432,14 @@ class EmbeddedBroker(Broker):
         """Block up to `most` seconds for room for `size` bytes (or close)."""
         engine = self._engine
         assert engine is not None
+        hand = self._hand
+        assert hand is not None
         with self._handing:
             # Counted before the look, so the engine (which makes room first,
             # then looks at the count) cannot miss us.
             self._room_waiters += 1
             try:
-                if self._no_room(engine, size) and not engine.closing:
+                if hand.no_room_locked(size) and not engine.closing:
                     self._room.wait(min(most, _ROOM_RECHECK))
             finally:
                 self._room_waiters -= 1
@@ -1487,22 +1460,21 @@ class EmbeddedBroker(Broker):
         with self._handing:
             self._room.notify_all()
 
-    def _take_over(self, engine: DeliveryEngine) -> None:
+    def _take_over(self, hand: _core.Handover) -> None:
         """On the engine's thread: move the handed-over events to the outbox."""
+        engine = self._engine
         accepted: list[_Event] = []
         lost = 0
-        with self._handing:
-            # Into the outbox under the lock (publish() counts it to decide
-            # whether there is room); sent after, not keeping publish() out.
-            if engine.closing:  # close() began after publish() returned
-                lost = len(self._handover)
-            elif self._handover:
+        batch = hand.take()
+        try:
+            if engine is None or engine.closing:  # close() began after publish() returned
+                lost = len(batch)
+            elif batch:
                 engine._loop = asyncio.get_running_loop()
-                accepted = engine.accept_batch(self._handover)
-            self._handover.clear()
-            self._handover_bytes = 0
-            self._woken = False
-        if accepted:
+                accepted = engine.accept_batch(batch)
+        finally:
+            hand.landed()
+        if accepted and engine is not None:
             self._counters.add("published", len(accepted))
             engine.route_all(accepted)
         if lost:
@@ -1678,7 +1650,8 @@ def _fresh_after_fork() -> None:
 os.register_at_fork(after_in_child=_fresh_after_fork)
 
 # _hand_over's answers.
-_HANDED, _FULL, _REFUSED = 0, 1, 2
+_HANDED, _FULL, _REFUSED, _HANDED_WAKE = (_core.HANDED, _core.FULL, _core.REFUSED,
+                                          _core.HANDED_WAKE)
 #: Seconds a publish() waiting for room looks again by itself (a wake-up
 #: cannot be missed; this only bounds the cost of a bug).
 _ROOM_RECHECK = 0.1
