@@ -110,6 +110,10 @@ cdef class ServerCore:
     cdef object rpc_error             # zmicro.errors.RPCError
     cdef dict subs                    # topic name (bytes, "zmicro.topic.<t>") -> TopicSub
     cdef uint32_t events_in_flight    # deliveries of every subscription, not ended
+    cdef unsigned long owner          # thread id of the socket's thread while it serves
+                                      # (run_blocking, attach..detach); 0: not serving
+    cdef bint flush_queued            # asyncio: a flush of `completions` is queued on
+                                      # the loop (or _on_readable flushes after its batch)
     # counters (stats())
     cdef uint64_t n_requests          # requests admitted or refused
     cdef uint64_t n_malformed         # frames dropped: bad layout or header

@@ -66,6 +66,7 @@ import os as _os
 import threading as _threading
 
 from libc.string cimport strlen
+from cpython.pythread cimport PyThread_get_thread_ident
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals() except -1
@@ -236,11 +237,21 @@ cdef class EventDelivery:
     cdef int _end(self, int how) except -1:
         # Under the GIL, with nothing in between that could release it: one
         # caller wins, whatever the threads.
+        cdef ServerCore core = self.core
         if self.end != END_NONE:
             return 0
         self.end = how
-        self.core.completions.append((self, None))
-        return self.core._completed()
+        core.completions.append((self, None))
+        if core.owner != 0 and core.owner == PyThread_get_thread_ident():
+            # Ended on the socket's own thread (an inline handler, a task on
+            # the loop): its loop flushes `completions` once the message (or
+            # the batch) is handled; a wake-up through the socket would cost
+            # a send and a receive per event.
+            if core.loop is not None and not core.flush_queued:
+                core.flush_queued = True
+                core.loop.call_soon(core._flush_from_loop)
+            return 0
+        return core._completed()
 
     def __repr__(self):
         return f"<EventDelivery {self.sub.topic!r} request_id={self.request_id}>"
@@ -337,25 +348,31 @@ cdef class ServerCore:
         # next runs Python code. So the wait wakes up every 250 ms to let it
         # (a timeout set once, not per message: no cost per request).
         set_rcvtimeo(self.sock, SIGNAL_CHECK_MS)
-        # A core is used once: stop() and drain() are for good.
-        while not self.stopping and not (self.draining and self._drained()):
-            m.r.n = m.r.extra = 0
-            with nogil:
-                err = recv_parts(&m.r, self.sock, 0)
-            if err:
-                in_close(&m)
-                if err != EAGAIN and err != EINTR:
-                    raise_errno(err)
-                PyErr_CheckSignals()
-            else:
-                self._handle_safely(&m)
-                if self.queued:
-                    self._run_queue()
-            if self.completions:
-                self._flush_completions()
-            if self.parked and monotonic() >= self.parked_retry_at:
-                self._send_parked()
-            release_sent()
+        self.owner = PyThread_get_thread_ident()
+        try:
+            # A core is used once: stop() and drain() are for good.
+            while not self.stopping and not (self.draining and self._drained()):
+                m.r.n = m.r.extra = 0
+                with nogil:
+                    err = recv_parts(&m.r, self.sock, 0)
+                if err:
+                    in_close(&m)
+                    if err != EAGAIN and err != EINTR:
+                        raise_errno(err)
+                    PyErr_CheckSignals()
+                else:
+                    self._handle_safely(&m)
+                    if self.queued:
+                        self._run_queue()
+                if self.completions:
+                    self._flush_completions()
+                if self.parked and monotonic() >= self.parked_retry_at:
+                    self._send_parked()
+                release_sent()
+        finally:
+            # Later ends (a subscription closing as the service stops) find no
+            # loop to flush them: the service does (_flush_from_loop).
+            self.owner = 0
 
     def stop(self):
         """Make run_blocking() return (from any thread or a signal handler)."""
@@ -398,6 +415,7 @@ cdef class ServerCore:
     def attach(self, loop):
         """Serve on `loop` (asyncio) from now on, until detach()."""
         self.loop = loop
+        self.owner = PyThread_get_thread_ident()  # (called on the loop's thread)
         loop.add_reader(socket_fd(self.sock), self._on_readable)
         loop.call_soon(self._on_readable)
 
@@ -405,6 +423,7 @@ cdef class ServerCore:
         if self.loop is not None:
             self.loop.remove_reader(socket_fd(self.sock))
             self.loop = None
+            self.owner = 0
 
     def _on_readable(self):
         # ZMQ_FD is edge-triggered and only says "look at ZMQ_EVENTS": drain a
@@ -413,9 +432,15 @@ cdef class ServerCore:
         if self.loop is None:
             return
         if socket_events(self.sock) & ZM_POLLIN:
-            self._drain(BATCH)
-            if self.queued:
-                self._run_queue()
+            queued, self.flush_queued = self.flush_queued, True  # (flushed below)
+            try:
+                self._drain(BATCH)
+                if self.queued:
+                    self._run_queue()
+            finally:
+                self.flush_queued = queued
+            if self.completions:
+                self._flush_completions()  # the batch's acks, together
             self._after_send()
 
     cdef int _after_send(self) except -1:
@@ -923,6 +948,7 @@ cdef class ServerCore:
         self._completed()
 
     def _flush_from_loop(self):
+        self.flush_queued = False
         self._flush_completions()
 
     cdef int _flush_completions(self) except -1:

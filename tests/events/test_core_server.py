@@ -245,6 +245,28 @@ def test_calls_are_served_while_events_are_in_flight(node, peer):
         assert answer(node, peer, event_id).kind == wire.Kind.REPLY
 
 
+def test_deliveries_ended_on_the_servers_own_thread_are_answered(node, peer):
+    """A callback that ends its deliveries at once, on the server's thread
+    (as the subscriber glue does for an inline handler): each answer goes
+    out when the loop is done with the message (or asyncio's batch), with
+    no wake-up through the socket, in order, a nack or a term alike."""
+    def ack(d):
+        d.ack()
+
+    ends = iter([ack, ack, lambda d: d.nack(delay=0.25), ack, lambda d: d.term("no"), ack])
+    node.svc._core.add_subscription(TOPIC, lambda d: next(ends)(d), 16)
+    sent = [publish(node, peer, body=b"e%d" % n, request_id=n)[1] for n in range(1, 7)]
+    answers = [answer(node, peer, event_id) for event_id in sent]
+    assert [(a.request_id, a.kind, a.status) for a in answers] == [
+        (1, wire.Kind.REPLY, C.OK), (2, wire.Kind.REPLY, C.OK),
+        (3, wire.Kind.ERROR, C.UNAVAILABLE), (4, wire.Kind.REPLY, C.OK),
+        (5, wire.Kind.ERROR, C.FAILED_PRECONDITION), (6, wire.Kind.REPLY, C.OK)]
+    assert answers[2].metadata == {"retry-after-ms": b"250"}
+    stats = node.svc.stats()
+    assert (stats["events"], stats["events_acked"], stats["events_nacked"],
+            stats["events_refused"]) == (6, 4, 1, 1)
+
+
 def test_a_failing_callback_nacks(node, peer):
     def explode(d):
         raise RuntimeError("bug in the glue")
