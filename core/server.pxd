@@ -27,8 +27,12 @@ cdef class TopicSub:
     cdef bytes name                   # "zmicro.topic.<topic>" in UTF-8, matched against headers
     cdef object on_delivery           # (EventDelivery) -> Any, on the server's thread
     cdef readonly uint32_t max_in_flight
-    cdef readonly uint32_t in_flight  # deliveries handed out, not ended
+    cdef readonly uint32_t in_flight  # deliveries handed out, not answered yet
     cdef Keyring ring                 # the topic's key (answers); None: insecure
+    cdef set unended                  # EventDelivery handed out, not ended (given back
+                                      # by remove_subscription)
+    cdef uint64_t n_delivered         # deliveries handed to on_delivery
+    cdef uint64_t n_ended[5]          # deliveries ended, by DeliveryEnd
 
 
 cdef enum DeliveryEnd:

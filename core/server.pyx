@@ -187,6 +187,15 @@ cdef class TopicSub:
     def __init__(self):
         raise TypeError("TopicSub objects are made by ServerCore.add_subscription()")
 
+    def stats(self):
+        """``delivered`` (handed to on_delivery), ``acked``, ``nacked``,
+        ``terminated`` (terms and refusals), ``in_flight`` (handed out, not
+        ended)."""
+        return {"delivered": self.n_delivered, "acked": self.n_ended[<int>END_ACK],
+                "nacked": self.n_ended[<int>END_NACK],
+                "terminated": self.n_ended[<int>END_TERM] + self.n_ended[<int>END_REFUSE],
+                "in_flight": len(self.unended)}
+
 
 @cython.auto_pickle(False)
 cdef class EventDelivery:
@@ -241,6 +250,8 @@ cdef class EventDelivery:
         if self.end != END_NONE:
             return 0
         self.end = how
+        self.sub.n_ended[how] += 1
+        self.sub.unended.discard(self)
         core.completions.append((self, None))
         if core.owner != 0 and core.owner == PyThread_get_thread_ident():
             # Ended on the socket's own thread (an inline handler, a task on
@@ -590,10 +601,11 @@ cdef class ServerCore:
 
     def add_subscription(self, str topic not None, on_delivery, uint32_t max_in_flight):
         """Hand this node's events on `topic` to `on_delivery(EventDelivery)`,
-        called on the server's thread (it must not block), at most
-        `max_in_flight` not ended at once (beyond: RESOURCE_EXHAUSTED to the
-        publisher). One subscription per topic (ValueError). Callable from
-        any thread."""
+        on the server's thread (it must not block), at most `max_in_flight`
+        not answered at once (beyond: RESOURCE_EXHAUSTED to the publisher).
+        One subscription per topic (ValueError). Returns the TopicSub (its
+        stats() count its deliveries, also once removed). Callable from any
+        thread."""
         global _delivery_registered
         cdef TopicSub sub
         _late_imports()
@@ -613,15 +625,20 @@ cdef class ServerCore:
         sub.name = key
         sub.on_delivery = on_delivery
         sub.max_in_flight = max_in_flight
+        sub.unended = set()
         if self.keys is not None:  # the secrets' own ring: rotated in place
             sub.ring = <Keyring?>self.keys.secrets.keyring(name)
         self.subs[key] = sub  # one dict store: the server's thread sees it whole
+        return sub
 
     def remove_subscription(self, str topic not None):
         """Stop handing `topic`'s events over (later ones: UNAVAILABLE);
-        deliveries already handed out can still be ended. Idempotent."""
+        deliveries already handed out can still be ended. Idempotent.
+        Returns the deliveries handed out and not ended yet (a list)."""
+        cdef TopicSub sub
         _late_imports()
-        self.subs.pop((_TOPIC_PREFIX + topic).encode(), None)
+        sub = self.subs.pop((_TOPIC_PREFIX + topic).encode(), None)
+        return [] if sub is None else list(sub.unended)
 
     def subscriptions(self):
         """topic -> (in_flight, max_in_flight), for stats."""
@@ -681,6 +698,8 @@ cdef class ServerCore:
         sub.in_flight += 1
         self.events_in_flight += 1
         self.n_events += 1
+        sub.n_delivered += 1
+        sub.unended.add(d)
         try:
             sub.on_delivery(d)
         except Exception:

@@ -267,6 +267,29 @@ def test_deliveries_ended_on_the_servers_own_thread_are_answered(node, peer):
             stats["events_refused"]) == (6, 4, 1, 1)
 
 
+def test_a_subscription_counts_its_deliveries_and_gives_back_the_unended(node, peer):
+    """add_subscription's TopicSub counts deliveries as they end (a second
+    end of one is ignored); remove_subscription returns those not ended,
+    for the broker to give back."""
+    inbox = Inbox()
+    counts = node.svc._core.add_subscription(TOPIC, inbox, 16)
+    sent = [publish(node, peer, request_id=n)[1] for n in range(1, 5)]
+    got = [inbox.next() for _ in sent]
+    got[0].ack()
+    got[1].nack()
+    got[1].ack()
+    got[2].refuse("bad_mac")
+    assert counts.stats() == {"delivered": 4, "acked": 1, "nacked": 1, "terminated": 1,
+                              "in_flight": 1}
+    held = node.svc._core.remove_subscription(TOPIC)
+    assert held == [got[3]] and not held[0].ended
+    held[0].nack(delay=0.0)
+    assert [answer(node, peer, event_id).status for event_id in sent] == [
+        C.OK, C.UNAVAILABLE, C.UNAUTHENTICATED, C.UNAVAILABLE]
+    assert counts.stats()["in_flight"] == 0 and counts.stats()["nacked"] == 2
+    assert node.svc._core.remove_subscription(TOPIC) == []
+
+
 def test_a_failing_callback_nacks(node, peer):
     def explode(d):
         raise RuntimeError("bug in the glue")

@@ -1033,43 +1033,11 @@ def frame_refusal(topic: str, frame: bytes) -> str | None:
 # -- the broker ------------------------------------------------------------------
 
 
-class _CountedDelivery(Delivery):
-    """A ServerCore delivery, counted in its subscription's stats; ended
-    once (a later end, e.g. after close() handed it back, is ignored)."""
-
-    __slots__ = ("_inner", "_sub", "_ended")
-
-    def __init__(self, inner: Delivery, sub: _EmbeddedSubscription) -> None:
-        self._inner = inner
-        self._sub = sub
-        self._ended = False
-        self.data = inner.data
-        self.deliveries = inner.deliveries
-        self.user_id = inner.user_id
-
-    def _end(self, counter: str) -> bool:
-        return self._sub._ended(self, counter)
-
-    def ack(self) -> None:
-        if self._end("acked"):
-            self._inner.ack()
-
-    def nack(self, *, delay: float | None = None) -> None:
-        if self._end("nacked"):
-            self._inner.nack(delay=delay)
-
-    def term(self, reason: str) -> None:
-        if self._end("terminated"):
-            self._inner.term(reason)
-
-    def refuse(self, reason: str) -> None:
-        # (the glue's EventRefused branch: answered UNAUTHENTICATED, not processed)
-        if self._end("terminated"):
-            self._inner.refuse(reason)
-
-
 class _EmbeddedSubscription(Subscription):
-    """A topic served by a ServerCore (the Service's, or a broker's own)."""
+    """A topic served by a ServerCore (the Service's, or a broker's own).
+    The core hands each event to `on_delivery` itself, as an EventDelivery
+    (ended once; later ends are ignored), and counts them (its TopicSub):
+    nothing of this class runs per event."""
 
     def __init__(self, broker: EmbeddedBroker, core: Any, topic: str,
                  on_delivery: Callable[[Delivery], Any], options: SubscribeOptions,
@@ -1079,39 +1047,20 @@ class _EmbeddedSubscription(Subscription):
         self._broker = broker
         self._core = core
         self._own = own
-        self._on_delivery = on_delivery
         self._lock = threading.Lock()
-        self._stats = dict.fromkeys(("delivered", "acked", "nacked", "terminated"), 0)
-        self._held: set[_CountedDelivery] = set()
         self._closed = False
-        core.add_subscription(topic, self._deliver, options.max_in_flight)
-
-    def _deliver(self, delivery: Delivery) -> Any:
-        counted = _CountedDelivery(delivery, self)
-        with self._lock:
-            self._stats["delivered"] += 1
-            self._held.add(counted)
-        return self._on_delivery(counted)
-
-    def _ended(self, delivery: _CountedDelivery, counter: str) -> bool:
-        with self._lock:
-            if delivery._ended:
-                return False
-            delivery._ended = True
-            self._held.discard(delivery)
-            self._stats[counter] += 1
-            return True
+        self._counts = core.add_subscription(topic, on_delivery, options.max_in_flight)
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            held = list(self._held)
         try:
-            self._core.remove_subscription(self.topic)
+            held = self._core.remove_subscription(self.topic)
         except Exception:  # noqa: BLE001 - the core is closed already: nothing to stop
             log.debug("events: removing %r from a closed core", self.topic, exc_info=True)
+            held = []
         # Deliveries handed out and not ended go back to the publisher now
         # (another member, at once), not after its ack timeout.
         for delivery in held:
@@ -1119,9 +1068,7 @@ class _EmbeddedSubscription(Subscription):
         self._broker._forget(self)
 
     def stats(self) -> dict[str, int]:
-        with self._lock:
-            stats = dict(self._stats)
-            stats["in_flight"] = len(self._held)
+        stats: dict[str, int] = self._counts.stats()
         return stats
 
 
