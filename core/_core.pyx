@@ -32,6 +32,7 @@ include "codecs.pyx"     # codecs as the core uses them
 include "message.pyx"    # the message layer: build, sign, send, receive, check
 include "frame.pyx"      # messages as Python objects (send_message, recv_message)
 include "events.pyx"     # event frames: encode_event, EventInbox (the subscriber's checks)
+include "subscriber.pyx" # a subscription's per-event path: EventGlue, EventContext
 include "server.pyx"     # a service's receive loop and dispatch
 include "selector.pyx"   # balancers: node choice, ejection
 include "retry.pyx"      # retry policy, budget, hedging, the retry decision

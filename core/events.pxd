@@ -24,6 +24,7 @@ cdef class EventInbox:
 
     cdef readonly str topic
     cdef bytes name                   # TOPIC_PREFIX + topic, UTF-8: the service field
+    cdef readonly str service         # the same as a str: the key's name
     cdef KeySource keys               # the topic's ring (rotated keys picked up); None: insecure
     cdef readonly double max_age      # seconds an event may be old
     cdef readonly double window       # seconds an event may be ahead of our clock
@@ -37,6 +38,14 @@ cdef class EventInbox:
     cdef uint64_t n_duplicates        # of which duplicates
     cdef uint64_t n_in_progress       # of which copies of an event in progress
     cdef dict refused                 # reason -> count
+    cdef bytes last_ct                # the last content type and principal as received,
+    cdef str last_ct_str              # and as str (most events of a topic share them:
+    cdef bytes last_principal         # one str each, not one per event)
+    cdef str last_principal_str
 
     cdef int64_t now_us(self) except? -1
     cdef object _refuse(self, str reason)
+    cdef InEvent _check(self, object data)
+    cdef int _acked(self, InEvent event) except -1
+    cdef int _release(self, InEvent event) except -1
+    cdef str _cached(self, zm_slice s, bint principal)

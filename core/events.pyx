@@ -268,7 +268,8 @@ cdef class EventInbox:
         if replay_quota < 1:
             raise ValueError("replay_quota must be positive")
         self.topic = topic
-        self.name = (_TOPIC_PREFIX + topic).encode()
+        self.service = _TOPIC_PREFIX + topic
+        self.name = self.service.encode()
         self.keys = KeySource(secrets) if secrets is not None else None
         self.max_age = max_age
         self.window = window
@@ -295,6 +296,21 @@ cdef class EventInbox:
     def check(self, data):
         """The InEvent of the event frame `data` (a bytes-like), or raise
         zmicro.errors.EventRefused(reason) (EVENT_REFUSALS)."""
+        return self._check(data)
+
+    cdef str _cached(self, zm_slice s, bint principal):
+        """_text(s), the same str as last time when the bytes are the same."""
+        cdef bytes last = self.last_principal if principal else self.last_ct
+        if last is not None and same_bytes(last, s.ptr, s.len):
+            return self.last_principal_str if principal else self.last_ct_str
+        text = _text(s)
+        if principal:
+            self.last_principal, self.last_principal_str = _data(s), text
+        else:
+            self.last_ct, self.last_ct_str = _data(s), text
+        return text
+
+    cdef InEvent _check(self, object data):
         cdef Py_buffer view
         cdef zm_slice frame
         cdef zm_header h
@@ -304,7 +320,7 @@ cdef class EventInbox:
         cdef int rc, failure
         cdef int64_t now, ts
         cdef bint signed = False, duplicate = False, in_progress = False, holds = False
-        cdef bytes nonce
+        cdef bytes nonce = None
         cdef InEvent ev
         cdef Keyring ring
         cdef uint32_t i
@@ -328,7 +344,7 @@ cdef class EventInbox:
                 raise self._refuse("wrong_topic")
             # 5-6. sizes, key id, MAC: the one MAC path (Keyring.verify)
             if self.keys is not None:
-                ring = self.keys.ring_slice(h.service, monotonic())
+                ring = self.keys.ring(self.service, monotonic())  # (h.service is ours)
                 n = mac_items(&v, &frame, NULL, items)
                 failure = ring.verify(&h, items, n, v.tag)
                 if failure != MAC_OK:
@@ -365,14 +381,14 @@ cdef class EventInbox:
                         holds = True
             ev = InEvent.__new__(InEvent)
             ev.topic = self.topic
-            ev.event_id = _data(h.nonce)
+            ev.event_id = nonce if nonce is not None else _data(h.nonce)
             ev.request_id = h.request_id
             ev.published_us = <uint64_t>ts
-            ev.content_type = _text(h.content_type)
+            ev.content_type = self._cached(h.content_type, False)
             ev.metadata = {_text(h.metadata[i].key):
                            _data(h.metadata[i].value).decode("utf-8", "surrogateescape")
                            for i in range(h.n_metadata)}
-            ev.principal = _text(h.principal)
+            ev.principal = self._cached(h.principal, True)
             ev.trace_id_high = h.trace_hi
             ev.trace_id_low = h.trace_lo
             ev.span_id = h.span_id
@@ -390,11 +406,14 @@ cdef class EventInbox:
         """`event` was handled: remember its id until it is older than
         max_age, so later copies come back with duplicate=True. An event
         without a 16-byte id cannot be remembered (unsigned, not ours)."""
+        self._acked(event)
+
+    cdef int _acked(self, InEvent event) except -1:
         cdef int rc
         if event.inbox is not self:
             raise ValueError("this event was checked by another inbox")
         if len(event.event_id) != ZM_NONCE_SIZE:
-            return
+            return 0
         if event.holds:
             event.holds = False
             del self.running[event.event_id]
@@ -405,17 +424,22 @@ cdef class EventInbox:
             # REPLAY: acked twice (a duplicate acked again); FULL: checked
             # when it arrived, filled since: it may run once more.
             raise_zm(rc)
+        return 0
 
     def release(self, InEvent event not None):
         """`event` was not handled (nacked, termed, failed, given back):
         clear its in-progress mark, so a later copy runs. Only the copy
         that took the mark (the first one checked) clears it; releasing
         any other copy, or twice, does nothing."""
+        self._release(event)
+
+    cdef int _release(self, InEvent event) except -1:
         if event.inbox is not self:
             raise ValueError("this event was checked by another inbox")
         if event.holds:
             event.holds = False
             del self.running[event.event_id]
+        return 0
 
     def stats(self):
         """``checked``, ``refused`` (all reasons), ``duplicates``,

@@ -113,6 +113,8 @@ cdef class ServerCore:
     cdef bint last_uid_ok             # and whether `allowed` holds it
     cdef object rpc_error             # zmicro.errors.RPCError
     cdef dict subs                    # topic name (bytes, "zmicro.topic.<t>") -> TopicSub
+    cdef TopicSub last_sub            # the subscription of the last event (most events
+                                      # name the same topic); None after a removal
     cdef uint32_t events_in_flight    # deliveries of every subscription, not ended
     cdef unsigned long owner          # thread id of the socket's thread while it serves
                                       # (run_blocking, attach..detach); 0: not serving

@@ -53,10 +53,11 @@
 # UNAVAILABLE; not a topic name: INVALID_ARGUMENT), 9 draining
 # (UNAVAILABLE), 11 capacity (the subscription's max_in_flight, else
 # RESOURCE_EXHAUSTED), all NOT_PROCESSED; then the subscription's callback
-# gets an EventDelivery, and its EventInbox (Python, every broker alike)
-# checks the MAC, the age and duplicates. The delivery's ack (a reply),
-# nack or term (errors) go out through _send like every answer, from this
-# thread, signed with the topic's key and bound to the event's nonce.
+# gets an EventDelivery (an EventGlue without a Python call), and its
+# EventInbox (every broker alike) checks the MAC, the age and duplicates.
+# The delivery's ack (a reply), nack or term (errors) go out through _send
+# like every answer, from this thread, signed with the topic's key and
+# bound to the event's nonce.
 
 import collections as _collections
 import contextvars as _contextvars
@@ -197,6 +198,7 @@ cdef class TopicSub:
                 "in_flight": len(self.unended)}
 
 
+@cython.freelist(64)
 @cython.auto_pickle(False)
 cdef class EventDelivery:
     """One event a ServerCore hands to a subscription: a
@@ -600,12 +602,12 @@ cdef class ServerCore:
     # -- events (protocol.md §4.6) -----------------------------------------
 
     def add_subscription(self, str topic not None, on_delivery, uint32_t max_in_flight):
-        """Hand this node's events on `topic` to `on_delivery(EventDelivery)`,
-        on the server's thread (it must not block), at most `max_in_flight`
-        not answered at once (beyond: RESOURCE_EXHAUSTED to the publisher).
-        One subscription per topic (ValueError). Returns the TopicSub (its
-        stats() count its deliveries, also once removed). Callable from any
-        thread."""
+        """Hand this node's events on `topic` to `on_delivery(EventDelivery)`
+        (an EventGlue is called without a Python call), on the server's
+        thread (it must not block), at most `max_in_flight` not answered at
+        once (beyond: RESOURCE_EXHAUSTED to the publisher). One subscription
+        per topic (ValueError). Returns the TopicSub (its stats() count its
+        deliveries, also once removed). Callable from any thread."""
         global _delivery_registered
         cdef TopicSub sub
         _late_imports()
@@ -638,6 +640,7 @@ cdef class ServerCore:
         cdef TopicSub sub
         _late_imports()
         sub = self.subs.pop((_TOPIC_PREFIX + topic).encode(), None)
+        self.last_sub = None
         return [] if sub is None else list(sub.unended)
 
     def subscriptions(self):
@@ -657,7 +660,10 @@ cdef class ServerCore:
             self.n_malformed += 1
             self.n_events_refused += 1
             return 0
-        sub = self.subs.get(_data(m.h.service)) if self.subs else None
+        sub = self.last_sub
+        if sub is None or not _same(sub.name, m.h.service):
+            sub = self.subs.get(_data(m.h.service)) if self.subs else None
+            self.last_sub = sub
         if self.keys is not None:
             now = monotonic()
             uid = ZMQ.msg_gets(&m.r.msgs[m.v.header], b"User-Id")
@@ -701,7 +707,10 @@ cdef class ServerCore:
         sub.n_delivered += 1
         sub.unended.add(d)
         try:
-            sub.on_delivery(d)
+            if type(sub.on_delivery) is EventGlue:
+                (<EventGlue>sub.on_delivery).deliver(d)
+            else:
+                sub.on_delivery(d)
         except Exception:
             self.logger.exception("zmicro: the delivery callback of %r failed", sub.topic)
             d._end(END_NACK)  # (nothing if it ended the delivery before failing)

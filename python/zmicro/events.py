@@ -77,7 +77,6 @@ from secrets import randbelow as _randbelow
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any
 
 from . import _core
@@ -86,7 +85,7 @@ from .auth.principal import ANONYMOUS, Principal
 from .broker.base import TOPIC_PREFIX, Broker, Delivery, SubscribeOptions, Subscription
 from .codec import DEFAULT_CONTENT_TYPE, Codec, codecs, get_codec
 from .context import current_context
-from .errors import Code, EventRefused, RPCError
+from .errors import Code, RPCError
 from .middleware import ServerInterceptor, chain_server, is_async
 from .registry import Registry
 from .security import KeyStore, Security
@@ -144,63 +143,9 @@ class Reject(Exception):
         super().__init__(self.reason)
 
 
-class EventContext:
-    """What a subscriber knows about the event it handles; made by zmicro.
-
-    ``topic``; ``queue`` (the subscription's queue group, None: broadcast);
-    ``event_id`` (16 bytes, the same for every delivery of the event);
-    ``published_at`` (Unix seconds, the publisher's clock); ``deliveries``
-    (this one included, or None where the backend cannot know);
-    ``metadata`` (str to str, read-only); ``principal`` (the publisher, see
-    the module docstring; interceptors may refine it); ``user_id`` (the
-    transport-authenticated key, or None); ``content_type``; ``signed``;
-    trace context ``trace_hi``, ``trace_lo``, ``span_id`` (``trace_id``:
-    the 128-bit id). For interceptors written for calls, ``service`` is
-    ``zmicro.topic.<topic>`` and ``endpoint`` is ``publish``; there is no
-    deadline.
-    """
-
-    __slots__ = ("topic", "queue", "event_id", "published_at", "deliveries", "metadata",
-                 "principal", "user_id", "content_type", "signed", "trace_hi", "trace_lo",
-                 "span_id", "_core")
-
-    deadline = None
-    cancelled = False
-    endpoint = PUBLISH
-
-    def __init__(self, *, topic: str, queue: str | None, event_id: bytes, published_at: float,
-                 deliveries: int | None, metadata: Mapping[str, str],
-                 principal: Principal | None, user_id: str | None, content_type: str,
-                 signed: bool, trace_hi: int = 0, trace_lo: int = 0, span_id: int = 0) -> None:
-        self.topic = topic
-        self.queue = queue
-        self.event_id = event_id
-        self.published_at = published_at
-        self.deliveries = deliveries
-        self.metadata: Mapping[str, str] = MappingProxyType(dict(metadata))
-        self.principal = principal
-        self.user_id = user_id
-        self.content_type = content_type
-        self.signed = signed
-        self.trace_hi = trace_hi
-        self.trace_lo = trace_lo
-        self.span_id = span_id
-        self._core: Any = None  # the core Context the glue runs the handler in
-
-    @property
-    def service(self) -> str:
-        return TOPIC_PREFIX + self.topic
-
-    @property
-    def trace_id(self) -> int:
-        return (self.trace_hi << 64) | self.trace_lo
-
-    def time_remaining(self) -> float | None:
-        return None
-
-    def __repr__(self) -> str:
-        return (f"<EventContext {self.topic!r} id={self.event_id.hex()} "
-                f"deliveries={self.deliveries}>")
+#: What a subscriber knows about the event it handles (see its docstring):
+#: made by the core's glue (zmicro._core.EventGlue), once per event.
+EventContext = _core.EventContext
 
 
 # -- publishing ---------------------------------------------------------------------------
@@ -417,7 +362,10 @@ def check_replay_quota(value: object) -> int:
 
 class _Subscriber:
     """One ``@svc.subscriber``: its options, and while the service runs,
-    its subscription and the glue between deliveries and the handler."""
+    its subscription. The glue between deliveries and the handler is the
+    core's EventGlue (what every event costs: check, decode, run inline,
+    ack); this class is its owner, called for every other outcome (see
+    EventGlue's docstring), and keeps no state per event."""
 
     def __init__(self, topic: str, fn: Callable[..., Any], *, event_type: Any,
                  blocking: bool, options: SubscribeOptions, max_age: float,
@@ -432,13 +380,8 @@ class _Subscriber:
         self.options = options
         self.max_age = max_age
         self.replay_quota = check_replay_quota(replay_quota)
-        self._lock = threading.Lock()
         self._subscription: Subscription | None = None
-        self._counters = dict.fromkeys(
-            ("received", "refused", "duplicates", "in_progress", "undecodable", "acked",
-             "nacked", "rejected", "failed"), 0)
-        self._active = 0
-        self._draining = False
+        self._glue: Any = None
         self._gated = False
 
     # -- lifecycle (the service's) --
@@ -459,18 +402,22 @@ class _Subscriber:
         self._gated = gated
         self._inbox = _core.EventInbox(self.topic, secrets=secrets, max_age=self.max_age,
                                        window=window, replay_quota=self.replay_quota)
-        self._resolve = resolve_principal
-        self._handler = chain_server(interceptors, self.fn) if interceptors else self.fn
         self._executor = executor
         # A broker delivering on its own loop (NATS) must not run handlers inline.
-        self._on_loop = getattr(broker.capabilities, "delivers_on_loop", False)
+        on_loop = getattr(broker.capabilities, "delivers_on_loop", False)
         self._loop = loop
         self._on_refused = on_refused
         self._codecs = codecs()
         self._decoders: dict[str, Callable[[Any], Any] | None] = {}
-        self._draining = False
-        self._active = 0   # (a previous run's handlers cancelled by its close)
-        self._subscription = broker.subscribe(self.topic, self.on_delivery, self.options)
+        self._handler = chain_server(interceptors, self.fn) if interceptors else self.fn
+        previous, self._glue = self._glue, _core.EventGlue(
+            self, self._inbox, queue=self.options.queue, handler=self._handler,
+            resolve=resolve_principal,
+            inline=not (self.is_async or ((self.blocking or on_loop) and executor is not None)))
+        if previous is not None:  # counters count every run (handlers: this one's)
+            for name, count in previous.counters().items():
+                self._glue.add(name, count)
+        self._subscription = broker.subscribe(self.topic, self._glue, self.options)
 
     def drain(self) -> None:
         """Run no new handler (duplicates are still acked); deliveries that
@@ -478,11 +425,12 @@ class _Subscriber:
         when gated (start()): the core stops admitting, and one it admitted
         just before is in flight (held here, it would keep the core's drain
         waiting for it until the grace ended)."""
-        self._draining = not self._gated
+        if self._glue is not None:
+            self._glue.draining = not self._gated
 
     @property
     def idle(self) -> bool:
-        return self._active == 0
+        return self._glue is None or self._glue.active == 0
 
     def close(self) -> None:
         subscription, self._subscription = self._subscription, None
@@ -490,93 +438,60 @@ class _Subscriber:
             subscription.close()
 
     def stats(self) -> dict[str, Any]:
-        with self._lock:
-            out: dict[str, Any] = dict(self._counters, running=self._active)
+        glue = self._glue
+        if glue is None:
+            out: dict[str, Any] = dict.fromkeys(_core.GLUE_COUNTERS, 0)
+            out["running"] = 0
+        else:
+            out = glue.counters()
+            out["running"] = glue.active
         if self._subscription is not None:
             out["broker"] = self._subscription.stats()
         return out
 
-    # -- the glue --
+    # -- the glue's other paths (EventGlue calls them) --
 
-    def _count(self, name: str) -> None:
-        with self._lock:
-            self._counters[name] += 1
-
-    def on_delivery(self, d: Delivery) -> None:
-        """The broker's callback: never blocks (unless the handler is an
-        inline one) and ends `d` exactly once, or leaves it to close().
-        Should the glue itself fail, `d` is nacked here, through the
-        broker's own delivery (its bookkeeping stays right), with no delay
-        of ours (the broker's or publisher's backoff applies), and the
-        event's in-progress mark is cleared."""
-        checked: list[Any] = []
-        try:
-            self._on_delivery(d, checked)
-        except Exception:
-            self._count("failed")
-            log.exception("zmicro: %s: the subscriber glue of %r failed: the event is "
-                          "delivered again after the backoff", self._service, self.topic)
-            if checked:
-                self._release(checked[0])
-            d.nack()  # (nothing if it was ended before the failure)
-
-    def _on_delivery(self, d: Delivery, checked: list[Any]) -> None:
-        self._count("received")
-        try:
-            with self._lock:
-                ev = self._inbox.check(d.data)
-        except EventRefused as exc:
-            if exc.reason == "replay_full":
-                # Temporary, not the event's fault: this subscription
-                # remembers replay_quota ids for max_age s each, so it
-                # takes replay_quota / max_age events/s sustained. Back
-                # for later (or another member), never a dead letter.
-                self._count("nacked")
-                d.nack(delay=self.options.delay(d.deliveries or 1))
-                return
-            self._count("refused")
-            # A refusal is told apart from a handler's Reject by the call,
-            # never by the reason's text (a Reject may say "stale" too):
-            # (Delivery.refuse: the embedded core answers it UNAUTHENTICATED,
-            # not processed; the other brokers dead-letter it as a term.)
-            d.refuse(exc.reason)
-            self._on_refused(exc.reason, d.user_id, self.topic)
-            return
-        checked.append(ev)
-        if ev.duplicate:
-            self._count("duplicates")
-            d.ack()
-            return
-        if ev.in_progress:
-            # Another copy runs here now (a redelivery after ack_wait, a
-            # replaying broker, a publisher's resend): never run one event
-            # twice at once; its outcome decides, this copy comes back later.
-            self._count("in_progress")
+    def _refused(self, d: Delivery, reason: str) -> None:
+        """EventInbox.check refused the frame (`reason`)."""
+        if reason == "replay_full":
+            # Temporary, not the event's fault: this subscription
+            # remembers replay_quota ids for max_age s each, so it
+            # takes replay_quota / max_age events/s sustained. Back
+            # for later (or another member), never a dead letter.
+            self._glue.add("nacked")
             d.nack(delay=self.options.delay(d.deliveries or 1))
             return
-        if self._draining:
-            self._release(ev)
-            return  # closed soon: the broker gives it back (base.py: close)
+        self._glue.add("refused")
+        # A refusal is told apart from a handler's Reject by the call,
+        # never by the reason's text (a Reject may say "stale" too):
+        # (Delivery.refuse: the embedded core answers it UNAUTHENTICATED,
+        # not processed; the other brokers dead-letter it as a term.)
+        d.refuse(reason)
+        self._on_refused(reason, d.user_id, self.topic)
+
+    def _later(self, d: Delivery) -> None:
+        """A copy of an event in progress here: back after the backoff."""
+        d.nack(delay=self.options.delay(d.deliveries or 1))
+
+    def _decoder(self, content_type: str) -> Callable[[Any], Any] | None:
+        """The decoder of `content_type` into the handler's type (None: the
+        body as is); ValueError for a content type without a codec."""
         try:
-            value = self._decode(ev)
-        except Exception as exc:
-            self._release(ev)
-            self._count("undecodable")
-            d.term(f"undecodable: {_short(exc)}")
-            return
-        principal = self._principal(d, ev)
-        ctx = EventContext(
-            topic=self.topic, queue=self.options.queue, event_id=ev.event_id,
-            published_at=ev.published_at, deliveries=d.deliveries, metadata=ev.metadata,
-            principal=principal, user_id=d.user_id,
-            content_type=ev.content_type, signed=ev.signed, trace_hi=ev.trace_id_high,
-            trace_lo=ev.trace_id_low, span_id=ev.span_id)
-        # The core's context while the handler runs: the calls and events
-        # it makes carry the event's trace and metadata on (ClientCore and
-        # Publisher read zmicro.context.current_context()).
-        ctx._core = ev.context(principal=principal, user_id=d.user_id)
-        with self._lock:
-            self._active += 1
+            return self._decoders[content_type]
+        except KeyError:
+            codec = self._codecs.get(content_type)
+            if codec is None:
+                raise ValueError(f"no codec for content type {content_type!r}") from None
+            decode = self._decoders[content_type] = codec.decoder(self.event_type)
+            return decode
+
+    def _undecodable(self, d: Delivery, exc: Exception) -> None:
+        d.term(f"undecodable: {_short(exc)}")
+
+    def _start(self, d: Delivery, ev: Any, value: Any, ctx: Any) -> None:
+        """A handler that does not run inline: an async one as a task on
+        the service's loop, a blocking one (or any sync one of a broker
+        delivering on its loop) in the pool."""
         if self.is_async:
             loop = self._loop()
             if loop is None:
@@ -588,109 +503,70 @@ class _Subscriber:
             except RuntimeError:  # the loop is closed: the service is stopping
                 coro.close()
                 self._not_started(d, ev, "the service's event loop is closed")
-        elif (self.blocking or self._on_loop) and self._executor is not None:
-            try:
-                self._executor.submit(self._run_sync, d, ev, value, ctx)
-            except RuntimeError:  # the pool is shut down: the service is stopping
-                self._not_started(d, ev, "the thread pool is shut down")
-        else:
-            self._run_sync(d, ev, value, ctx)
+            return
+        assert self._executor is not None  # (EventGlue runs inline without one)
+        try:
+            self._executor.submit(self._glue.run, d, ev, value, ctx)
+        except RuntimeError:  # the pool is shut down: the service is stopping
+            self._not_started(d, ev, "the thread pool is shut down")
 
     def _not_started(self, d: Delivery, ev: Any, why: str) -> None:
         """The handler could not be started (`why`): not counted running
         any more (a count left up kept the service's stop waiting for it
         until the grace ended), the event may run again, and the delivery
         is nacked with the backoff: later, or another member."""
-        self._release(ev)
-        with self._lock:
-            self._active -= 1
-            self._counters["nacked"] += 1
+        self._inbox.release(ev)
+        self._glue.not_run()
+        self._glue.add("nacked")
         log.warning("zmicro: %s: the subscriber of %r could not start on event %s (%s): "
                     "delivered again after the backoff", self._service, self.topic,
                     ev.event_id.hex(), why)
         d.nack()
 
-    def _release(self, ev: Any) -> None:
-        """`ev` ends unhandled: a later copy may run (before the answer
-        goes out, so that copy is not taken for one in progress)."""
-        with self._lock:
-            self._inbox.release(ev)
-
-    def _decode(self, ev: Any) -> Any:
-        content_type = ev.content_type
-        try:
-            decode = self._decoders[content_type]
-        except KeyError:
-            codec = self._codecs.get(content_type)
-            if codec is None:
-                raise ValueError(f"no codec for content type {content_type!r}") from None
-            decode = self._decoders[content_type] = codec.decoder(self.event_type)
-        body = ev.body
-        return body if decode is None else decode(body)
-
-    def _principal(self, d: Delivery, ev: Any) -> Principal | None:
-        if self._resolve is None:
-            return None  # insecure: as for calls
-        key = d.user_id if d.user_id is not None else (ev.principal if ev.signed else "")
-        return self._resolve(key) if key else ANONYMOUS
-
-    def _run_sync(self, d: Delivery, ev: Any, value: Any, ctx: EventContext) -> None:
-        token = _core.CURRENT.set(ctx._core)
-        try:
-            self._handler(value, ctx)
-        except Exception as exc:
-            self._finish(d, ev, exc)
-        except BaseException as exc:
-            self._finish(d, ev, exc)
-            raise
-        else:
-            self._finish(d, ev, None)
-        finally:
-            _core.CURRENT.reset(token)
-
-    async def _run_async(self, d: Delivery, ev: Any, value: Any, ctx: EventContext) -> None:
+    async def _run_async(self, d: Delivery, ev: Any, value: Any, ctx: Any) -> None:
         _core.CURRENT.set(ctx._core)  # (this task's own copy of the context)
         try:
             result = self._handler(value, ctx)
             if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
                 await result
         except BaseException as exc:  # (CancelledError too: the service is stopping)
-            self._finish(d, ev, exc)
+            self._glue.finish(d, ev, exc)
         else:
-            self._finish(d, ev, None)
+            self._glue.finish(d, ev, None)
 
-    def _finish(self, d: Delivery, ev: Any, exc: BaseException | None) -> None:
-        try:
-            if exc is None:
-                with self._lock:
-                    # Remembered first: a copy that arrives once the ack is
-                    # out is then a duplicate.
-                    self._inbox.acked(ev)
-                self._count("acked")
-                d.ack()
-                return
-            self._release(ev)
-            if isinstance(exc, Nack):
-                self._count("nacked")
-                d.nack(delay=exc.delay)
-            elif isinstance(exc, Reject):
-                self._count("rejected")
-                d.term(exc.reason)
-            elif isinstance(exc, RPCError) and exc.code in _TERMINAL:
-                self._count("rejected")
-                d.term(f"{exc.code.name}: {exc.detail}")
-            else:
-                self._count("failed")
-                # The handler's own traceback, the topic and the event id:
-                # never the frame (its MAC) nor the body.
-                log.error("zmicro: %s: the subscriber of %r failed on event %s "
-                          "(delivery %s): delivered again after the backoff",
-                          self._service, self.topic, ev.event_id.hex(), d.deliveries,
-                          exc_info=None if isinstance(exc, RPCError) else exc)
-                d.nack()
-        finally:
-            with self._lock:
-                self._active -= 1
+    def _failed(self, d: Delivery, ev: Any, exc: BaseException) -> None:
+        """The handler raised `exc` (the event is released already)."""
+        glue = self._glue
+        if isinstance(exc, Nack):
+            glue.add("nacked")
+            d.nack(delay=exc.delay)
+        elif isinstance(exc, Reject):
+            glue.add("rejected")
+            d.term(exc.reason)
+        elif isinstance(exc, RPCError) and exc.code in _TERMINAL:
+            glue.add("rejected")
+            d.term(f"{exc.code.name}: {exc.detail}")
+        else:
+            glue.add("failed")
+            # The handler's own traceback, the topic and the event id:
+            # never the frame (its MAC) nor the body.
+            log.error("zmicro: %s: the subscriber of %r failed on event %s "
+                      "(delivery %s): delivered again after the backoff",
+                      self._service, self.topic, ev.event_id.hex(), d.deliveries,
+                      exc_info=None if isinstance(exc, RPCError) else exc)
+            d.nack()
+
+    def _glue_failed(self, d: Delivery, ev: Any) -> None:
+        """The glue itself failed (counted; called in its ``except``
+        clause): `d` is nacked through the broker's own delivery (its
+        bookkeeping stays right), with no delay of ours (the broker's or
+        publisher's backoff applies), and the event's in-progress mark is
+        cleared. Nothing if `d` was ended before the failure."""
+        log.exception("zmicro: %s: the subscriber glue of %r failed: the event is "
+                      "delivered again after the backoff", self._service, self.topic)
+        if ev is not None:
+            self._inbox.release(ev)
+        d.nack()
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

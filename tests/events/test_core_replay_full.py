@@ -63,35 +63,40 @@ def test_replay_full_is_nacked_with_the_backoff_not_dead_lettered(quota, zmicro_
 
 
 def test_a_failing_glue_nacks_and_releases_the_event(zmicro_keys, zmicro_serve):
-    """The glue itself fails after the check (here: naming the principal):
-    the delivery is nacked through the broker's own delivery (not left
-    in flight), and the event's in-progress mark is cleared, so its next
-    copy runs."""
+    """The glue itself fails after the check (here: naming the principal,
+    which it does before the handler runs when the broker proves no key,
+    as the memory broker: the event's signed principal names the core
+    Context's): the delivery is nacked through the broker's own delivery
+    (not left in flight), and the event's in-progress mark is cleared, so
+    its next copy runs."""
     clock = FakeClock(UNIX_START)
     mem = MemoryBroker(clock=clock)
     svc = zmicro.Service("billing", broker=mem, registry=MemoryRegistry())
     runs: list[int] = []
     svc.subscriber(TOPIC, max_deliveries=3, backoff=(5.0,))(
         lambda ev, ctx: runs.append(ev["id"]))
+    principal_for = svc._security.principal_for
+    failing = [True]
+
+    def broken(key):
+        if failing[0]:
+            raise RuntimeError("the principal lookup failed")
+        return principal_for(key)
+
+    svc._security.principal_for = broken  # (what the glue is given when it starts)
 
     def sub():
         return svc.stats()["subscriptions"][TOPIC]
 
     try:
         zmicro_serve(svc)
-        glue = svc._subscribers[TOPIC]
-        principal = glue._principal
-
-        def broken(d, ev):
-            raise RuntimeError("the principal lookup failed")
-
-        glue._principal = broken
         with Publisher(broker=mem) as pub:
             pub.publish(TOPIC, {"id": 1})
             stats = eventually(lambda: (s := sub())["broker"]["nacked"] == 1 and s,
                                "the delivery nacked")
         assert stats["broker"]["in_flight"] == 0 and stats["failed"] == 1
-        glue._principal = principal
+        assert runs == []
+        failing[0] = False
         clock.advance(6.0)
         mem.tick()                               # the next copy runs: not "in progress"
         eventually(lambda: sub()["acked"] == 1, "the event handled")
