@@ -27,7 +27,7 @@ cdef class TopicSub:
     cdef bytes name                   # "zmicro.topic.<topic>" in UTF-8, matched against headers
     cdef object on_delivery           # (EventDelivery) -> Any, on the server's thread
     cdef readonly uint32_t max_in_flight
-    cdef readonly uint32_t in_flight  # deliveries handed out, not answered yet
+    cdef readonly uint32_t in_flight  # deliveries handed out, not ended
     cdef Keyring ring                 # the topic's key (answers); None: insecure
     cdef set unended                  # EventDelivery handed out, not ended (given back
                                       # by remove_subscription)
@@ -120,6 +120,8 @@ cdef class ServerCore:
                                       # (run_blocking, attach..detach); 0: not serving
     cdef bint flush_queued            # asyncio: a flush of `completions` is queued on
                                       # the loop (or _on_readable flushes after its batch)
+    cdef bint ended_here              # a delivery was ended on the socket's thread since
+                                      # the loop last looked (run_blocking: _answer_batch)
     # counters (stats())
     cdef uint64_t n_requests          # requests admitted or refused
     cdef uint64_t n_malformed         # frames dropped: bad layout or header
@@ -141,6 +143,7 @@ cdef class ServerCore:
     cdef int _handle_safely(self, Incoming *m) except -1
     cdef int _handle(self, Incoming *m) except -1
     cdef int _handle_event(self, Incoming *m) except -1
+    cdef int _answer_batch(self) except -1
     cdef int _completed(self) except -1
     cdef int _end_delivery(self, EventDelivery d) except -1
     cdef int _dispatch(self, Incoming *m, Keyring ring, const char *uid,

@@ -103,6 +103,12 @@ cdef double READ_AHEAD = 0.001
 cdef uint32_t READ_AHEAD_EVERY = 64
 # Messages read at most per read-ahead, so that one keeps no handler waiting long.
 cdef int READ_AHEAD_MAX = 4096
+# When an event handled inline left its answer waiting (run_blocking), the
+# loop first handles what else is in the socket already, at most this many
+# messages or this long (s), then sends the answers together: libzmq wakes
+# its I/O thread (a write to its mailbox) once per batch, not per answer.
+cdef int ANSWER_BATCH = 64
+cdef double ANSWER_BATCH_TIME = 0.0005
 # Answers to a peer whose queue is full wait (parked) up to this many per
 # peer and this many bytes in all, and are tried again every PARKED_RETRY s.
 cdef size_t PARKED_PER_PEER = 4096
@@ -253,6 +259,7 @@ cdef class EventDelivery:
             return 0
         self.end = how
         self.sub.n_ended[how] += 1
+        self.sub.in_flight -= 1  # (room for the next event now; its answer follows)
         self.sub.unended.discard(self)
         core.completions.append((self, None))
         if core.owner != 0 and core.owner == PyThread_get_thread_ident():
@@ -260,6 +267,7 @@ cdef class EventDelivery:
             # the loop): its loop flushes `completions` once the message (or
             # the batch) is handled; a wake-up through the socket would cost
             # a send and a receive per event.
+            core.ended_here = True
             if core.loop is not None and not core.flush_queued:
                 core.flush_queued = True
                 core.loop.call_soon(core._flush_from_loop)
@@ -375,6 +383,8 @@ cdef class ServerCore:
                     PyErr_CheckSignals()
                 else:
                     self._handle_safely(&m)
+                    if self.ended_here and self.completions:
+                        self._answer_batch()
                     if self.queued:
                         self._run_queue()
                 if self.completions:
@@ -455,6 +465,28 @@ cdef class ServerCore:
             if self.completions:
                 self._flush_completions()  # the batch's acks, together
             self._after_send()
+
+    cdef int _answer_batch(self) except -1:
+        """An event was ended on this thread, its answer waits: handle the
+        messages already in the socket (ANSWER_BATCH at most, for
+        ANSWER_BATCH_TIME at most) before run_blocking sends the answers."""
+        cdef Incoming m
+        cdef int err, i
+        cdef double until = monotonic() + ANSWER_BATCH_TIME
+        self.ended_here = False
+        for i in range(ANSWER_BATCH):
+            m.r.n = m.r.extra = 0
+            err = recv_parts(&m.r, self.sock)  # DONTWAIT: never blocks
+            if err:
+                in_close(&m)
+                if err == EAGAIN:
+                    break
+                raise_errno(err)
+            self._handle_safely(&m)
+            if self.stopping or monotonic() >= until:
+                break
+        self.ended_here = False
+        return 0
 
     cdef int _after_send(self) except -1:
         # Sending can consume the FD's edge for messages already queued.
@@ -604,7 +636,7 @@ cdef class ServerCore:
     def add_subscription(self, str topic not None, on_delivery, uint32_t max_in_flight):
         """Hand this node's events on `topic` to `on_delivery(EventDelivery)`
         (an EventGlue is called without a Python call), on the server's
-        thread (it must not block), at most `max_in_flight` not answered at
+        thread (it must not block), at most `max_in_flight` not ended at
         once (beyond: RESOURCE_EXHAUSTED to the publisher). One subscription
         per topic (ValueError). Returns the TopicSub (its stats() count its
         deliveries, also once removed). Callable from any thread."""
@@ -731,10 +763,8 @@ cdef class ServerCore:
         refuse = UNAUTHENTICATED + NOT_PROCESSED; signed with the topic's key, bound to its nonce."""
         cdef zm_header h
         cdef zm_slice peer, bind
-        cdef TopicSub sub = d.sub
         cdef dict meta = None
         cdef str detail
-        sub.in_flight -= 1
         self.events_in_flight -= 1
         peer.ptr = <const uint8_t *>PyBytes_AS_STRING(d.peer)
         peer.len = <size_t>PyBytes_GET_SIZE(d.peer)
@@ -762,7 +792,7 @@ cdef class ServerCore:
                 self.n_events_refused += 1
             _slice_text(detail, &h.detail)
             _slice_text(self.service, &h.service)
-        return self._send(&peer, &h, None, sub.ring, &bind, reply_limit(0, self.max_frame))
+        return self._send(&peer, &h, None, d.sub.ring, &bind, reply_limit(0, self.max_frame))
 
     cdef str _not_ours(self, Incoming *m):
         return f"this node serves {self.service!r}, not {_text(m.h.service)!r}"

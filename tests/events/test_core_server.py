@@ -267,6 +267,19 @@ def test_deliveries_ended_on_the_servers_own_thread_are_answered(node, peer):
             stats["events_refused"]) == (6, 4, 1, 1)
 
 
+def test_a_delivery_ended_makes_room_before_its_answer_leaves(node, peer):
+    """max_in_flight counts deliveries not ended: one ended inline frees its
+    place at once, also while its answer waits for the messages already in
+    the socket to be handled (they go out together), so a burst to a
+    subscription of max_in_flight 1 is all acked, none refused as busy."""
+    node.svc._core.add_subscription(TOPIC, lambda d: d.ack(), 1)
+    sent = [publish(node, peer, body=b"e%d" % n, request_id=n)[1] for n in range(1, 9)]
+    answers = [answer(node, peer, event_id) for event_id in sent]
+    assert [(a.request_id, a.kind) for a in answers] == [(n, wire.Kind.REPLY)
+                                                        for n in range(1, 9)]
+    assert node.svc._core.subscriptions() == {TOPIC: (0, 1)}
+
+
 def test_a_subscription_counts_its_deliveries_and_gives_back_the_unended(node, peer):
     """add_subscription's TopicSub counts deliveries as they end (a second
     end of one is ignored); remove_subscription returns those not ended,
