@@ -79,7 +79,9 @@ cdef class ServerCore:
     cdef object executor_factory      # () -> Executor for blocking handlers
     cdef object executor              # created on first blocking handler
     cdef object loop                  # asyncio loop while serving with asyncio
-    cdef object completions           # deque of (Context, future) from the pool
+    cdef list completions             # what to answer, appended from any thread: an
+                                      # EventDelivery ended, or (Context, future) of a
+                                      # pooled handler
     cdef object queue                 # deque of (Endpoint, request, Context): inline
                                       # requests admitted, waiting their turn
     cdef uint32_t queued              # len(queue), looked at per request

@@ -261,7 +261,7 @@ cdef class EventDelivery:
         self.sub.n_ended[how] += 1
         self.sub.in_flight -= 1  # (room for the next event now; its answer follows)
         self.sub.unended.discard(self)
-        core.completions.append((self, None))
+        core.completions.append(self)
         if core.owner != 0 and core.owner == PyThread_get_thread_ident():
             # Ended on the socket's own thread (an inline handler, a task on
             # the loop): its loop flushes `completions` once the message (or
@@ -311,7 +311,7 @@ cdef class ServerCore:
         self.max_frame = max_message_size
         self.running = {}
         self.executor_factory = executor_factory
-        self.completions = _collections.deque()
+        self.completions = []
         self.queue = _collections.deque()
         self.parked = {}
         # The loop blocks in zmq_msg_recv on the ROUTER; to wake it (stop, a
@@ -1011,18 +1011,29 @@ cdef class ServerCore:
 
     cdef int _flush_completions(self) except -1:
         cdef Context ctx
+        cdef list items
+        cdef Py_ssize_t i
         while self.completions:
-            item, fut = self.completions.popleft()
-            if fut is None:  # an ended event delivery
-                self._end_delivery(<EventDelivery>item)
-                continue
-            ctx = <Context>item
-            self.in_flight -= 1
-            self.running.pop((ctx.peer, ctx.request_id), None)
-            if fut.cancelled():
-                continue  # the pool shut down under it: the service is stopping
-            exc = fut.exception()
-            self._answer(ctx, None if exc is not None else fut.result(), exc)
+            # Taken whole (no Python code in between): other threads append
+            # to the new list meanwhile, answered by the next turn.
+            items = self.completions
+            self.completions = []
+            for i in range(len(items)):
+                item = items[i]
+                try:
+                    if type(item) is EventDelivery:
+                        self._end_delivery(<EventDelivery>item)
+                        continue
+                    ctx, fut = <tuple>item
+                    self.in_flight -= 1
+                    self.running.pop((ctx.peer, ctx.request_id), None)
+                    if fut.cancelled():
+                        continue  # the pool shut down under it: the service is stopping
+                    exc = fut.exception()
+                    self._answer(ctx, None if exc is not None else fut.result(), exc)
+                except BaseException:
+                    self.completions[:0] = items[i + 1:]  # (the rest, for the next flush)
+                    raise
         release_sent()
         self._after_send()
         return 0
