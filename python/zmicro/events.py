@@ -383,6 +383,7 @@ class _Subscriber:
         self._subscription: Subscription | None = None
         self._glue: Any = None
         self._gated = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle (the service's) --
 
@@ -403,6 +404,14 @@ class _Subscriber:
         self._inbox = _core.EventInbox(self.topic, secrets=secrets, max_age=self.max_age,
                                        window=window, replay_quota=self.replay_quota)
         self._executor = executor
+        # The service's loop if it runs in this thread (serve() starts the
+        # subscriptions on it): deliveries in this thread start their
+        # handler's task directly (get_running_loop per event would cost a
+        # getpid() each on 3.11).
+        running = _running_loop()
+        self._own_loop = running if running is not None and running is loop() else None
+        self._own_thread = threading.get_ident()
+        self._task_name = f"zmicro-event:{self.topic}"
         # A broker delivering on its own loop (NATS) must not run handlers inline.
         on_loop = getattr(broker.capabilities, "delivers_on_loop", False)
         self._loop = loop
@@ -499,7 +508,17 @@ class _Subscriber:
                 return
             coro = self._run_async(d, ev, value, ctx)
             try:
-                asyncio.run_coroutine_threadsafe(coro, loop)
+                if loop is self._own_loop and threading.get_ident() == self._own_thread:
+                    # Delivered on the loop's own thread (the embedded core
+                    # serving with asyncio): a task at once, not the
+                    # thread-safe hop (a concurrent Future, a callback
+                    # chain and a wake-up of the loop per event). Named:
+                    # a default name is formatted per task.
+                    task = loop.create_task(coro, name=self._task_name)
+                    self._tasks.add(task)  # (the loop keeps tasks weakly)
+                    task.add_done_callback(self._tasks.discard)
+                else:
+                    asyncio.run_coroutine_threadsafe(coro, loop)
             except RuntimeError:  # the loop is closed: the service is stopping
                 coro.close()
                 self._not_started(d, ev, "the service's event loop is closed")
@@ -567,6 +586,14 @@ class _Subscriber:
         if ev is not None:
             self._inbox.release(ev)
         d.nack()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, or None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
