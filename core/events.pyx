@@ -255,9 +255,11 @@ cdef class EventInbox:
     subscription takes at most replay_quota / max_age events/s sustained
     (12,500/s at the defaults); "replay_full" is temporary: the glue nacks
     the event with a delay, it is never dead-lettered for it.
-    `clock` a callable returning Unix seconds (tests). Not thread-safe
-    beyond the GIL: call it from one thread, or with the GIL held (it is
-    all C but for large MACs)."""
+    `clock` a callable returning Unix seconds (tests). Callable from any
+    threads without a lock: each method reads and changes the acked and
+    in-progress sets with no Python code in between, under the GIL (a MAC
+    of 64 KiB or more, computed with the GIL released, and `clock` come
+    before)."""
 
     def __init__(self, str topic, *, secrets, double max_age=120.0, double window=30.0,
                  size_t replay_quota=1_500_000, clock=None):
@@ -410,16 +412,22 @@ cdef class EventInbox:
 
     cdef int _acked(self, InEvent event) except -1:
         cdef int rc
+        cdef uint32_t now
         if event.inbox is not self:
             raise ValueError("this event was checked by another inbox")
         if len(event.event_id) != ZM_NONCE_SIZE:
             return 0
+        # The clock first (a test's clock is Python code, which may let
+        # another thread run): from the in-progress set to the acked set
+        # with no Python code in between, so no copy checked meanwhile finds
+        # the id in neither.
+        now = _seconds_up(self.now_us())
         if event.holds:
             event.holds = False
             del self.running[event.event_id]
         rc = zm_replay_insert(&self.acked_set, <const uint8_t *>PyBytes_AS_STRING(event.event_id),
                               0, _seconds_up(<int64_t>event.published_us + self.max_age_us),
-                              _seconds_up(self.now_us()))
+                              now)
         if rc != ZM_OK and rc != ZM_E_REPLAY and rc != ZM_E_REPLAY_FULL:
             # REPLAY: acked twice (a duplicate acked again); FULL: checked
             # when it arrived, filled since: it may run once more.
