@@ -414,6 +414,12 @@ cdef class ClientCore:
         `address` (async cores only): a Future resolved with None on the
         node's ack, failed as AsyncChannel.send_event says. The answer's
         MAC is checked with the key of `topic`, bound to `event_id`."""
+        return self.deliver_event(address, frame, event_id, topic, timeout, server_key)
+
+    cdef object deliver_event(self, str address, bytes frame, bytes event_id, str topic,
+                              double timeout, object server_key):
+        """deliver(), for the core's callers (the embedded publisher's fast
+        path): no keyword parsing."""
         cdef Request rq
         cdef zm_header h
         cdef size_t used

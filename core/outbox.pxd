@@ -42,6 +42,10 @@ cdef class DeliveryCore:
     cdef public Py_ssize_t max_pending_bytes
     cdef readonly unsigned long long n_credit_looks  # _has_credit calls (tests count work)
     cdef readonly unsigned long long n_pumps         # lanes looked at for a freed slot
+    cdef public object _direct        # a ClientCore to deliver through (no `_send` call), or None
+    cdef public object _same_id       # (client, address, frame, event_id, topic, timeout)
+                                      # -> awaitable: a delivery whose request id is in
+                                      # flight there already (see EmbeddedBroker)
     cdef dict _counts                 # counters.values (the engine's own counters: bumped)
     cdef object _on_sent              # self._sent, bound once
 

@@ -61,6 +61,8 @@ cdef class DeliveryCore:
         self._pending_bytes = 0
         self._closing = False
         self._room_waiters = 0
+        self._direct = None
+        self._same_id = None
         self._on_sent = self._sent
 
     @property
@@ -239,7 +241,18 @@ cdef class DeliveryCore:
         if wait >= left:
             wait = left if left > 0.001 else 0.001
         try:
-            sent = self._send(address, event.frame, event.event_id, name, wait)
+            if self._direct is not None:
+                try:
+                    sent = (<ClientCore>self._direct).deliver_event(
+                        address, event.frame, event.event_id, name, wait, None)
+                except ValueError:
+                    if len(event.event_id) != ZM_NONCE_SIZE:
+                        raise
+                    # Its request id is in flight to that node already (two
+                    # publishers numbering alike, or a frame published twice).
+                    sent = self._same_id(address, event.frame, event.event_id, name, wait)
+            else:
+                sent = self._send(address, event.frame, event.event_id, name, wait)
             future = sent if isinstance(sent, _Future) else _outbox_asyncio.ensure_future(sent)
         except (KeyboardInterrupt, SystemExit):
             raise

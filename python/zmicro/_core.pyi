@@ -839,6 +839,8 @@ class DeliveryCore:
     def n_pumps(self) -> int: ...
     max_pending: int
     max_pending_bytes: int
+    _direct: ClientCore | None
+    _same_id: Any
     @property
     def pending(self) -> int: ...
     @property

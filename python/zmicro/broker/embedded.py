@@ -471,6 +471,10 @@ class DeliveryEngine(_core.DeliveryCore):
         # Fast-path deliveries sent and not answered: their answer's future
         # -> (event, group, fixed, address, ...); close() reports them dropped.
         self._flying: dict[asyncio.Future[None], tuple[Any, ...]] = {}
+        #: Called (on the engine's loop) with a topic's address -> Curve key
+        #: whenever its members are read: EmbeddedBroker hands them to its
+        #: client (checked against the registry's trust, as for calls).
+        self.on_keys: Callable[[dict[str, str]], None] | None = None
         # Events whose topic's members are not known yet, per topic, in
         # publish order: its router task (_router) routes them.
         self._unrouted: dict[str, collections.deque[_Event]] = {}
@@ -568,12 +572,19 @@ class DeliveryEngine(_core.DeliveryCore):
                 topic.loading = None
         if not topic.loaded:  # (a change may have come meanwhile)
             topic.update(records, self._strategy, self._outlier)
+            if self.on_keys is not None:
+                self.on_keys(topic.keys)
         return topic
 
     def members_changed(self, name: str, records: list[ServiceRecord]) -> None:
         """The registry says `name`'s members changed (on the engine's loop)."""
         topic = self._topics.get(name)
-        if topic is not None and topic.update(records, self._strategy, self._outlier):
+        if topic is None:
+            return
+        changed = topic.update(records, self._strategy, self._outlier)
+        if self.on_keys is not None:
+            self.on_keys(topic.keys)
+        if changed:
             self._wake_all_credit(name)  # a new member has credit
 
     def members_changed_threadsafe(self, name: str, records: list[ServiceRecord]) -> None:
@@ -1301,6 +1312,12 @@ class EmbeddedBroker(Broker):
                                     permit=None if self._rules is None else self._permitted,
                                     **self._options)
             engine.on_room = self._on_room
+            # The fast path sends through the client's core itself (the
+            # closure above is the slow path's); the nodes' registry keys
+            # reach the client when the engine reads them, not per send.
+            engine._direct = client._core
+            engine._same_id = functools.partial(_after_same_id, client)
+            engine.on_keys = node_keys.update
             self._hand = _core.Handover(engine, self._handing)
             self._thread, self._client, self._engine = thread, client, engine
             return thread, engine
