@@ -41,6 +41,8 @@ cdef void views_release(Views *v) noexcept:
 
 
 cdef bint same_bytes(bytes b, const void *p, size_t n) noexcept:
-    """True if `b` holds exactly the n bytes at p."""
-    return (<size_t>PyBytes_GET_SIZE(b) == n
-            and memcmp(PyBytes_AS_STRING(b), p, n) == 0)
+    """True if `b` holds exactly the n bytes at p (p may be NULL when n is
+    0: an empty header field; memcmp must never see NULL, even for 0)."""
+    if <size_t>PyBytes_GET_SIZE(b) != n:
+        return False
+    return n == 0 or memcmp(PyBytes_AS_STRING(b), p, n) == 0
