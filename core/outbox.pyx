@@ -305,13 +305,7 @@ cdef class DeliveryCore:
             elif exc is not None:  # a transport bug must not lose the event
                 _outbox_log.error("events: sending to %s failed", address, exc_info=exc)
                 error = _RPCError(C_UNAVAILABLE, f"could not send: {exc!r}", processed=False)
-        credit = (event.topic, address)
-        n = self._busy.get(credit, 0) - 1
-        if n > 0:
-            self._busy[credit] = n
-        else:
-            self._busy.pop(credit, None)
-        self._full_until.pop(credit, None)  # it answered: room again
+        self._release_slot(event.topic, address)
         if node is not None:
             latency = self._clock() - sent_at
             balancer.finish(node, latency if latency > 0 else 0.0, error is not None)
@@ -321,6 +315,17 @@ cdef class DeliveryCore:
         else:
             self._slow(event, group, fixed, (address, error, policy))
         self._slot_free(event.topic, address)
+
+    def _release_slot(self, str name, str address):
+        """A delivery to `address` of topic `name` ended (both paths): its
+        credit is back, and a "full" pause there is over (it answered)."""
+        credit = (name, address)
+        cdef Py_ssize_t n = self._busy.get(credit, 0) - 1
+        if n > 0:
+            self._busy[credit] = n
+        else:
+            self._busy.pop(credit, None)
+        self._full_until.pop(credit, None)
 
     def _slot_free(self, str name, str address):
         """A slot at `address` (None: any member of topic `name`) may be

@@ -596,11 +596,6 @@ class DeliveryEngine(_core.DeliveryCore):
             except RuntimeError:  # the loop is closed
                 pass
 
-    def node_key(self, topic: str, address: str) -> str:
-        """The Curve key `topic`'s registry record gives for `address` ("" if none)."""
-        t = self._topics.get(topic)
-        return "" if t is None else t.keys.get(address, "")
-
     # -- waiting ---------------------------------------------------------------
 
     def poke(self) -> None:
@@ -888,12 +883,7 @@ class DeliveryEngine(_core.DeliveryCore):
 
     def _release(self, credit: tuple[str, str]) -> None:
         """A delivery to `credit` (topic, address) ended: its slot is back."""
-        n = self._busy.get(credit, 0) - 1
-        if n > 0:
-            self._busy[credit] = n
-        else:
-            self._busy.pop(credit, None)
-        self._full_until.pop(credit, None)  # it answered: room again
+        self._release_slot(credit[0], credit[1])
         self._slot_free(credit[0], credit[1])
 
     def _members(self, topic: _Topic, group: str, fixed: str | None) -> frozenset[str]:
@@ -1289,14 +1279,10 @@ class EmbeddedBroker(Broker):
                                  timeout=self._options["ack_timeout"])
 
             deliver = client._deliver
-            node_keys = client._node_keys
 
             def send(address: str, frame: bytes, event_id: bytes, topic: str,
                      timeout: float) -> Awaitable[None]:
-                key = engine.node_key(topic, address)
-                if key and node_keys.get(address) != key:
-                    node_keys[address] = key  # checked against the registry's trust, as for calls
-                try:
+                try:  # (the node keys reached the client through on_keys)
                     return deliver(address, frame, event_id, topic=topic, timeout=timeout)
                 except ValueError:
                     if len(event_id) != _NONCE_SIZE:
@@ -1317,7 +1303,7 @@ class EmbeddedBroker(Broker):
             # reach the client when the engine reads them, not per send.
             engine._direct = client._core
             engine._same_id = functools.partial(_after_same_id, client)
-            engine.on_keys = node_keys.update
+            engine.on_keys = client._node_keys.update
             self._hand = _core.Handover(engine, self._handing)
             self._thread, self._client, self._engine = thread, client, engine
             return thread, engine
