@@ -13,6 +13,7 @@ from libc.string cimport memcmp, memcpy, memset
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE,
                              PyObject_CheckBuffer)
 from cpython.contextvars cimport PyContextVar_Set, PyContextVar_Reset
+from cpython.set cimport PySet_Discard
 from cpython.contextvars cimport get_value as contextvar_get
 from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING,
                             PyBytes_GET_SIZE)

@@ -72,6 +72,17 @@ cdef class Channel(ChannelBase):
     cdef int _read_monitor(self, bint in_flight) except -1
 
 
+cdef class Completion:
+    """Where an event delivery's end goes, instead of a Future (the
+    embedded publisher's fast path: no Future, no loop callback per
+    event). complete() is called once, on the channel's loop: with None
+    when the node acked, else with the exception a Future would have got.
+    It must not raise (the channel reports what it raises to the loop's
+    exception handler and reads on)."""
+
+    cdef int complete(self, object error) except -1
+
+
 cdef class _Pending:
     """One attempt of an async call, from send to answer."""
 
@@ -91,6 +102,8 @@ cdef class _Pending:
     cdef AsyncChannel channel         # the channel it went on
     cdef bint requeued                # put back after a forged answer: its deadline is
                                       # in `timers` already (pushed once, not per answer)
+    cdef Completion sink              # an event's end goes here (None: to `future`)
+    cdef bint sending                 # inside send_event: an end now is deferred
 
 
 cdef class AsyncChannel(ChannelBase):
@@ -113,7 +126,7 @@ cdef class AsyncChannel(ChannelBase):
 
     cdef object send(self, Request rq, double connect_by, _Call owner, object fut)
     cdef object send_event(self, Request rq, uint64_t request_id, bytes event_id,
-                           double connect_by)
+                           double connect_by, Completion sink=*)
     cdef bint _enqueue(self, _Pending p, Outgoing *o) except -1
     cdef int _timers_for(self, _Pending p) except -1
     cdef int _flush_backlog(self) except -1
@@ -125,6 +138,8 @@ cdef class AsyncChannel(ChannelBase):
     cdef int _schedule_read(self) except -1
     cdef int _drain(self) except -1
     cdef int _cancel_remote(self, _Pending p) except -1
+    cdef bint _open(self, _Pending p) except -1
+    cdef int _complete(self, _Pending p, object error) except -1
     cdef int _fail(self, _Pending p, exc) except -1
     cdef int _answered(self, _Pending p) except -1
     cdef int _succeed(self, _Pending p, value) except -1

@@ -508,6 +508,31 @@ cdef class Channel(ChannelBase):
             return value
 
 
+@cython.auto_pickle(False)
+cdef class Completion:
+
+    cdef int complete(self, object error) except -1:
+        return 0
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class _CallbackCompletion(Completion):
+    """A Completion calling a Python function (ClientCore.deliver_then)."""
+
+    cdef object done
+
+    cdef int complete(self, object error) except -1:
+        self.done(error)
+        return 0
+
+
+def _complete_later(Completion sink, error):
+    """An end that came inside send_event, delivered from the loop (the
+    sender's bookkeeping is never re-entered)."""
+    sink.complete(error)
+
+
 @cython.freelist(256)
 @cython.auto_pickle(False)
 cdef class _Pending:
@@ -553,7 +578,7 @@ cdef class AsyncChannel(ChannelBase):
         if dropped:  # first: the calls sent may have run (lost, not `error`)
             for p in [p for p in self.pending.values() if (<_Pending>p).sent]:
                 del self.pending[p.request_id]
-                if not p.future.done():
+                if self._open(p):
                     self._fail(p, lost(self.address))
         if error is not None:
             self.close(error)
@@ -597,7 +622,7 @@ cdef class AsyncChannel(ChannelBase):
         pending = list(self.pending.values())
         self.pending.clear()
         for p in pending:
-            if not p.future.done():
+            if self._open(p):
                 self._fail(p, error if error is not None else self.rpc_error(
                     C_UNAVAILABLE, f"the channel to {self.address} closed",
                     processed=None if p.sent else False))
@@ -723,13 +748,15 @@ cdef class AsyncChannel(ChannelBase):
         return 0
 
     cdef object send_event(self, Request rq, uint64_t request_id, bytes event_id,
-                           double connect_by):
+                           double connect_by, Completion sink=None):
         """Send the prebuilt event frame rq.body as is (ClientCore.deliver);
         a Future resolved with None on its ack (a reply bound to
         `event_id`, MAC checked with rq.ring), failed with the RPCError of
         an error answer (``retry_after`` set), UNAVAILABLE when unsent or
         lost, DEADLINE_EXCEEDED at rq.deadline. The frame's own
-        `request_id` keys it: ValueError if a call on this channel has it."""
+        `request_id` keys it: ValueError if a call on this channel has it.
+        With `sink`, no Future: the same end goes to sink.complete(), and
+        the channel it went on is returned."""
         cdef Outgoing o
         cdef _Pending p
         cdef Py_buffer view
@@ -737,38 +764,46 @@ cdef class AsyncChannel(ChannelBase):
         if self.peer_state == PEER_LOST and not self.closed:
             self.close()  # see _LOST_NOTE
             return rq.core._async_channel(self.address, rq.server_key, monotonic()).send_event(
-                rq, request_id, event_id, connect_by)
-        p = _Pending.__new__(_Pending)
-        fut = PyObject_Call(CallFuture, (), self.future_kw)
-        p.future = fut
-        p.rq = rq
-        p.channel = self
-        if self.closed:
-            self._fail(p, unsent("client closed"))
-            return fut
+                rq, request_id, event_id, connect_by, sink)
         if len(event_id) != ZM_NONCE_SIZE or request_id in self.pending:
             raise ValueError("an event id is 16 bytes, and a request id in flight on this "
                              "channel cannot be reused")
-        memcpy(p.nonce, PyBytes_AS_STRING(event_id), ZM_NONCE_SIZE)
-        p.request_id = request_id
-        p.deadline_at = rq.deadline
-        p.connect_by = connect_by if 0 < connect_by < rq.deadline else 0
-        fut._zm_channel = self
-        fut._zm_request_id = request_id
-        o.n = 0
-        o.largest = 0
-        view_get(rq.body, &view, &frame)
+        p = _Pending.__new__(_Pending)
+        if sink is None:
+            fut = PyObject_Call(CallFuture, (), self.future_kw)
+            p.future = fut
+            fut._zm_channel = self
+            fut._zm_request_id = request_id
+        else:
+            fut = self  # (what is returned: the channel it went on)
+            p.sink = sink
+            p.sending = True  # (an end before this returns is deferred)
+        p.rq = rq
+        p.channel = self
         try:
-            if self.max_frame and frame.len > self.max_frame:
-                fut.set_exception(too_large("event", frame.len, self.max_frame, False))
+            if self.closed:
+                self._fail(p, unsent("client closed"))
                 return fut
-            _out_part(&o, &frame, rq.body)
-            if not self._enqueue(p, &o):
-                return fut
+            memcpy(p.nonce, PyBytes_AS_STRING(event_id), ZM_NONCE_SIZE)
+            p.request_id = request_id
+            p.deadline_at = rq.deadline
+            p.connect_by = connect_by if 0 < connect_by < rq.deadline else 0
+            o.n = 0
+            o.largest = 0
+            view_get(rq.body, &view, &frame)
+            try:
+                if self.max_frame and frame.len > self.max_frame:
+                    self._fail(p, too_large("event", frame.len, self.max_frame, False))
+                    return fut
+                _out_part(&o, &frame, rq.body)
+                if not self._enqueue(p, &o):
+                    return fut
+            finally:
+                out_close(&o)
+                PyBuffer_Release(&view)
+            self._timers_for(p)
         finally:
-            out_close(&o)
-            PyBuffer_Release(&view)
-        self._timers_for(p)
+            p.sending = False
         return fut
 
     cdef int _connect_timer(self, _Pending p) except -1:
@@ -798,8 +833,30 @@ cdef class AsyncChannel(ChannelBase):
         self.outbox.clear()
         return 0
 
+    cdef bint _open(self, _Pending p) except -1:
+        """Whether `p`, out of `pending`, still waits for its end."""
+        return p.sink is not None or not p.future.done()
+
+    cdef int _complete(self, _Pending p, object error) except -1:
+        """Give `p`'s end to its sink: later if send_event is still on the
+        stack; what the sink raises goes to the loop's exception handler
+        (this channel's reads must go on)."""
+        sink = p.sink
+        p.sink = None  # (once)
+        if p.sending:
+            self.loop.call_soon(_complete_later, sink, error)
+            return 0
+        try:
+            (<Completion>sink).complete(error)
+        except Exception as exc:
+            self.loop.call_exception_handler({
+                "message": "an event delivery's completion raised", "exception": exc})
+        return 0
+
     cdef int _fail(self, _Pending p, exc) except -1:
         """End `p` with `exc` (its call may retry it elsewhere)."""
+        if p.sink is not None:
+            return self._complete(p, exc)
         if p.owner is not None:
             p.owner.failed(p, exc)
         elif p.rq.policy is not None and not p.future.done():
@@ -817,6 +874,8 @@ cdef class AsyncChannel(ChannelBase):
         return 0
 
     cdef int _succeed(self, _Pending p, value) except -1:
+        if p.sink is not None:
+            return self._complete(p, None)  # (an event: no budget, no owner)
         self._answered(p)
         # (A Future with no owner is never done while its call is pending:
         # cancelling it takes the call out of `pending`.)

@@ -64,4 +64,4 @@ cdef class ClientCore:
     cdef double _connect_by(self, Request rq, double now) noexcept
     cdef int send_async(self, _Call c) except -1
     cdef object deliver_event(self, str address, bytes frame, bytes event_id, str topic,
-                              double timeout, object server_key)
+                              double timeout, object server_key, Completion sink=*)

@@ -416,10 +416,21 @@ cdef class ClientCore:
         MAC is checked with the key of `topic`, bound to `event_id`."""
         return self.deliver_event(address, frame, event_id, topic, timeout, server_key)
 
+    def deliver_then(self, str address not None, bytes frame not None, bytes event_id not None,
+                     *, str topic not None, double timeout, server_key=None, done not None):
+        """deliver() without a Future: done(error) is called once, on the
+        loop, with None on the node's ack, else with the exception the
+        Future would have got (the path the embedded publisher's core
+        takes, through a Completion). Returns the channel it went on."""
+        cdef _CallbackCompletion sink = _CallbackCompletion.__new__(_CallbackCompletion)
+        sink.done = done
+        return self.deliver_event(address, frame, event_id, topic, timeout, server_key, sink)
+
     cdef object deliver_event(self, str address, bytes frame, bytes event_id, str topic,
-                              double timeout, object server_key):
+                              double timeout, object server_key, Completion sink=None):
         """deliver(), for the core's callers (the embedded publisher's fast
-        path): no keyword parsing."""
+        path): no keyword parsing. With `sink`, the end goes to
+        sink.complete() and the channel is returned (see Completion)."""
         cdef Request rq
         cdef zm_header h
         cdef size_t used
@@ -451,7 +462,7 @@ cdef class ClientCore:
         if self.keys is not None:
             rq.ring = self.keys.ring(rq.service, now)
         return self._async_channel(address, server_key, now).send_event(
-            rq, h.request_id, event_id, self._connect_by(rq, now))
+            rq, h.request_id, event_id, self._connect_by(rq, now), sink)
 
     def pick(self, str service):
         """The node the next call to `service` would go to (its address)."""

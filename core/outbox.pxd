@@ -14,6 +14,18 @@ cdef class PendingEvent:
     cdef public object done           # asyncio.Future of its DeliveryReport (publish_wait), or None
 
 
+cdef class _Flight(Completion):
+    """One fast-path delivery, sent and not ended (what _try knew)."""
+
+    cdef DeliveryCore engine
+    cdef PendingEvent event
+    cdef str group, fixed, address
+    cdef NodeState node               # the group's member picked (None: broadcast)
+    cdef Balancer balancer
+    cdef double sent_at               # the engine's clock
+    cdef object policy                # the member's _Policy
+
+
 cdef class DeliveryCore:
     """The fast path of zmicro.broker.embedded.DeliveryEngine (its base
     class): what one event costs when a member has credit and acks."""
@@ -23,8 +35,7 @@ cdef class DeliveryCore:
     cdef public dict _busy            # (topic, address) -> deliveries unanswered there
     cdef public dict _full_until      # (topic, address) -> clock: "full" until then
     cdef public dict _lanes           # topic -> queue -> deque of PendingEvent
-    cdef public dict _flying          # answer future -> (event, group, fixed, address,
-                                      #   node, balancer, sent_at, policy)
+    cdef public set _flying           # _Flight: fast-path deliveries sent, not ended
     cdef public dict _credit_waiters  # the slow path's: topic -> queue -> waiters
     cdef public dict _unrouted        # topic -> deque of PendingEvent its router routes
     cdef public set _events           # the outbox
@@ -47,11 +58,11 @@ cdef class DeliveryCore:
                                       # -> awaitable: a delivery whose request id is in
                                       # flight there already (see EmbeddedBroker)
     cdef dict _counts                 # counters.values (the engine's own counters: bumped)
-    cdef object _on_sent              # self._sent, bound once
 
     cdef bint _try(self, PendingEvent event, str group, str fixed) except -1
     cdef bint _credit(self, str name, str address, object topic, double now) except -1
     cdef int _end(self, PendingEvent event, str key, str outcome) except -1
+    cdef int _landed(self, _Flight flight, object exc) except -1
 
 
 cdef class Handover:

@@ -3,7 +3,8 @@
 #
 # Per event, when its topic's members are known and a member has credit:
 # accept it into the outbox, route it to its groups, pick one member per
-# group, send, and settle the answer in the future's callback (_sent).
+# group, send, and settle the answer when the channel completes it (_Flight
+# -> _landed: no Future and no loop callback per event).
 # Deliveries that find no member with credit wait, in publish order, in a
 # lane per (topic, group): every released slot, "full" pause end, change of
 # members and poke pumps the lanes. Anything one pick cannot settle (no
@@ -46,6 +47,33 @@ cdef class PendingEvent:
         self.done = None
 
 
+@cython.final
+@cython.auto_pickle(False)
+cdef class _Flight(Completion):
+    """One fast-path delivery, sent and not ended: its end (the channel's
+    Completion, or a slow-path Future's callback) goes to the engine."""
+
+    def on_future(self, future):
+        """The end as a Future (sends that did not go through the core)."""
+        if future.cancelled():
+            self.complete(_RPCError(C_UNAVAILABLE, "the delivery was cancelled",
+                                    processed=False))
+        else:
+            self.complete(future.exception())
+
+    cdef int complete(self, object error) except -1:
+        try:
+            self.engine._landed(self, error)
+        except Exception:
+            _outbox_log.exception("events: settling a delivery to %s failed", self.address)
+        return 0
+
+    @property
+    def where(self):
+        """(event, group, fixed): what close() reports dropped."""
+        return self.event, self.group, self.fixed
+
+
 @cython.auto_pickle(False)
 cdef class DeliveryCore:
 
@@ -54,7 +82,7 @@ cdef class DeliveryCore:
         self._busy = {}
         self._full_until = {}
         self._lanes = {}
-        self._flying = {}
+        self._flying = set()
         self._credit_waiters = {}
         self._unrouted = {}
         self._events = set()
@@ -63,7 +91,6 @@ cdef class DeliveryCore:
         self._room_waiters = 0
         self._direct = None
         self._same_id = None
-        self._on_sent = self._sent
 
     @property
     def pending(self):
@@ -187,7 +214,7 @@ cdef class DeliveryCore:
     cdef bint _try(self, PendingEvent event, str group, str fixed) except -1:
         """One try of the fast path: False when no member has credit now
         (nothing done: the caller queues it). Otherwise the delivery is
-        under way: sent (its answer calls _sent), or handed to the slow
+        under way: sent (its end calls _landed), or handed to the slow
         path for what one pick cannot settle (no member, expired, denied:
         _deliver decides, counts and waits as always)."""
         cdef str name = event.topic
@@ -196,6 +223,7 @@ cdef class DeliveryCore:
         cdef NodeState node = None
         cdef double now, left, wait
         cdef set avoid
+        cdef _Flight flight
         topic = self._topics.get(name)
         now = self._clock()
         if topic is None or now >= event.expires or self._closing:
@@ -240,11 +268,25 @@ cdef class DeliveryCore:
         wait = policy.ack_wait
         if wait >= left:
             wait = left if left > 0.001 else 0.001
+        flight = _Flight.__new__(_Flight)
+        flight.engine = self
+        flight.event = event
+        flight.group = group
+        flight.fixed = fixed
+        flight.address = address
+        flight.node = node
+        flight.balancer = balancer
+        flight.sent_at = now
+        flight.policy = policy
+        # In _flying before it is sent: its end may come at once (deferred
+        # to the loop by the channel, but close() must see it meanwhile).
+        self._flying.add(flight)
         try:
             if self._direct is not None:
                 try:
-                    sent = (<ClientCore>self._direct).deliver_event(
-                        address, event.frame, event.event_id, name, wait, None)
+                    (<ClientCore>self._direct).deliver_event(
+                        address, event.frame, event.event_id, name, wait, None, flight)
+                    return True  # (its end: flight.complete)
                 except ValueError:
                     if len(event.event_id) != ZM_NONCE_SIZE:
                         raise
@@ -255,12 +297,12 @@ cdef class DeliveryCore:
                 sent = self._send(address, event.frame, event.event_id, name, wait)
             future = sent if isinstance(sent, _Future) else _outbox_asyncio.ensure_future(sent)
         except (KeyboardInterrupt, SystemExit):
+            self._flying.discard(flight)
             raise
-        except BaseException as exc:  # settled by _sent, as an answer
+        except BaseException as exc:  # settled by _landed, as an answer
             future = _outbox_asyncio.get_running_loop().create_future()
             future.set_exception(exc)
-        self._flying[future] = (event, group, fixed, address, node, balancer, now, policy)
-        future.add_done_callback(self._on_sent)
+        future.add_done_callback(flight.on_future)
         return True
 
     def _has_credit(self, str name, str address, topic, double now):
@@ -282,39 +324,35 @@ cdef class DeliveryCore:
         most = policy.max_in_flight
         return most is None or self._busy.get(credit, 0) < most
 
-    def _sent(self, future):
-        """A fast-path delivery's answer: acked, or the slow path goes on
-        from this first try's error."""
+    cdef int _landed(self, _Flight flight, object exc) except -1:
+        """A fast-path delivery's end: acked (`exc` None), or the slow path
+        goes on from this first try's error."""
         cdef PendingEvent event
-        cdef str group, fixed, address
         cdef NodeState node
-        cdef Balancer balancer
-        cdef double sent_at, latency
-        cdef Py_ssize_t n
-        flying = self._flying.pop(future, None)
-        if flying is None:
-            return  # close() reported it dropped
-        event, group, fixed, address, node, balancer, sent_at, policy = flying
+        cdef double latency
+        if PySet_Discard(self._flying, flight) != 1:
+            return 0  # close() reported it dropped
+        event = flight.event
         error = None
-        if future.cancelled():
-            error = _RPCError(C_UNAVAILABLE, "the delivery was cancelled", processed=False)
-        else:
-            exc = future.exception()
+        if exc is not None:
             if isinstance(exc, _RPCError):
                 error = exc
-            elif exc is not None:  # a transport bug must not lose the event
-                _outbox_log.error("events: sending to %s failed", address, exc_info=exc)
+            else:  # a transport bug must not lose the event
+                _outbox_log.error("events: sending to %s failed", flight.address, exc_info=exc)
                 error = _RPCError(C_UNAVAILABLE, f"could not send: {exc!r}", processed=False)
-        self._release_slot(event.topic, address)
+        self._release_slot(event.topic, flight.address)
+        node = flight.node
         if node is not None:
-            latency = self._clock() - sent_at
-            balancer.finish(node, latency if latency > 0 else 0.0, error is not None)
+            latency = self._clock() - flight.sent_at
+            flight.balancer.finish(node, latency if latency > 0 else 0.0, error is not None)
         if error is None:
             self._counts["acked"] += 1  # (the engine's thread alone changes it)
-            self._end(event, group if fixed is None else "(broadcast) " + fixed, "acked")
+            self._end(event, flight.group if flight.fixed is None
+                      else "(broadcast) " + flight.fixed, "acked")
         else:
-            self._slow(event, group, fixed, (address, error, policy))
-        self._slot_free(event.topic, address)
+            self._slow(event, flight.group, flight.fixed, (flight.address, error, flight.policy))
+        self._slot_free(event.topic, flight.address)
+        return 0
 
     def _release_slot(self, str name, str address):
         """A delivery to `address` of topic `name` ended (both paths): its

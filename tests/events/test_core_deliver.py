@@ -6,7 +6,11 @@ Against a real secure service with a subscription (ServerCore, step 3 of
 the plan) for acks, nacks, terms and refusals; against a fake Curve
 subscriber for what a real one never does: answers forged with the wrong
 key or bound to another event (dropped and counted, never taken for an
-ack), and a connection lost with the delivery in flight."""
+ack), and a connection lost with the delivery in flight.
+
+Every test runs both ends of a delivery: the Future `deliver()` returns,
+and the Completion the embedded publisher's core passes instead
+(`deliver_then`: the same outcomes, given to a callback)."""
 
 from __future__ import annotations
 
@@ -26,6 +30,50 @@ from ..rpc.raw_peer import WAIT, ScriptedPeer, secure_node
 TOPIC = "order.created"
 NAME = "zmicro.topic." + TOPIC
 C = zmicro.Code
+
+
+@pytest.fixture(params=["future", "completion"], autouse=True)
+def end(request, monkeypatch):
+    """How each delivery of the test ends: a Future, or a Completion."""
+    if request.param == "completion":
+        monkeypatch.setattr(zmicro.AsyncClient, "_deliver", _deliver_then)
+    return request.param
+
+
+class _Ended(asyncio.Future):
+    """A test's view of a Completion's end, as an awaitable (with the
+    channel the delivery went on, as a CallFuture has)."""
+
+    _zm_channel = None
+
+
+def _deliver_then(client, address, frame, event_id, *, topic, timeout, server_key=None):
+    ended = _Ended()
+    returned = []
+
+    def done(error):
+        # (What done() raises goes to the loop's handler: the test would
+        # hang, so a broken contract fails the delivery instead.)
+        if ended.done():
+            error = AssertionError("a Completion was called twice")
+        elif asyncio.get_running_loop() is not ended.get_loop():
+            error = AssertionError("completed off the loop")
+        elif not returned:
+            # The publisher's bookkeeping around the send must not be
+            # re-entered.
+            error = AssertionError("completed before deliver_then returned")
+        if ended.done():
+            ended.get_loop().call_exception_handler({"message": str(error)})
+        elif error is None:
+            ended.set_result(None)
+        else:
+            ended.set_exception(error)
+
+    ended._zm_channel = client._core.deliver_then(
+        address, frame, event_id, topic=topic, timeout=timeout, server_key=server_key,
+        done=done)
+    returned.append(True)
+    return ended
 
 
 @pytest.fixture
@@ -272,3 +320,59 @@ def test_a_failing_delivery_callback_is_a_nack_without_pushback(node):
     (exc,), _ = run(node, [1])
     assert (exc.code, exc.retry_after) == (C.UNAVAILABLE, None)
     assert node.svc.stats()["events_nacked"] == 1
+
+
+def test_a_frame_over_the_peers_limit_is_refused_unsent(node):
+    """Refused before it is sent (RESOURCE_EXHAUSTED, not processed): a
+    Completion gets it from the loop, after deliver_then returned."""
+    subscribe(node, lambda d: d.ack())
+
+    async def main():
+        async with zmicro.AsyncClient(registry=MemoryRegistry(), keys=node.store) as client:
+            outcomes = []
+            for request_id in (1, 2):
+                frame, event_id = _core.encode_event(TOPIC, b"x" * 200, secrets=node.secrets,
+                                                     request_id=request_id)
+                sent = client._deliver(node.address, frame, event_id, topic=TOPIC,
+                                       timeout=WAIT, server_key=node.server_key)
+                try:
+                    outcomes.append(await sent)
+                except RPCError as exc:
+                    outcomes.append(exc)
+                sent._zm_channel.max_frame = 100  # (the peer's limit, as a registry says)
+            return outcomes
+
+    first, second = asyncio.run(main())
+    assert first is None
+    assert (second.code, second.processed) == (C.RESOURCE_EXHAUSTED, False)
+    assert node.svc.stats()["events_acked"] == 1
+
+
+@pytest.mark.parametrize("end", ["completion"], indirect=True)
+def test_a_completion_that_raises_stops_nothing(node, end):
+    """What a Completion raises goes to the loop's exception handler; the
+    channel reads on (its next delivery is acked)."""
+    subscribe(node, lambda d: d.ack())
+    reported, acked = [], []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, ctx: reported.append(ctx))
+        async with zmicro.AsyncClient(registry=MemoryRegistry(), keys=node.store) as client:
+            for request_id, done in ((1, _raise), (2, acked.append)):
+                frame, event_id = _core.encode_event(TOPIC, b"e", secrets=node.secrets,
+                                                     request_id=request_id)
+                client._core.deliver_then(node.address, frame, event_id, topic=TOPIC,
+                                          timeout=WAIT, server_key=node.server_key, done=done)
+            give_up = loop.time() + WAIT
+            while not acked and loop.time() < give_up:
+                await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert acked == [None]
+    assert [type(c.get("exception")) for c in reported] == [ZeroDivisionError]
+    assert node.svc.stats()["events_acked"] == 2
+
+
+def _raise(error):
+    raise ZeroDivisionError("the sink broke")

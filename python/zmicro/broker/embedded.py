@@ -468,9 +468,9 @@ class DeliveryEngine(_core.DeliveryCore):
         # that needs more than one pick (no member yet, expired, denied),
         # goes on in a task of its own (_deliver, the slow path).
         self._lanes: dict[str, dict[str, collections.deque[_Event]]] = {}
-        # Fast-path deliveries sent and not answered: their answer's future
-        # -> (event, group, fixed, address, ...); close() reports them dropped.
-        self._flying: dict[asyncio.Future[None], tuple[Any, ...]] = {}
+        # Fast-path deliveries sent and not answered (the core's flights:
+        # their .where is (event, group, fixed)); close() reports them dropped.
+        self._flying: set[Any] = set()
         #: Called (on the engine's loop) with a topic's address -> Curve key
         #: whenever its members are read: EmbeddedBroker hands them to its
         #: client (checked against the registry's trust, as for calls).
@@ -1002,7 +1002,7 @@ class DeliveryEngine(_core.DeliveryCore):
                 for event in lane:
                     self._ended(event, key, "dropped")
         self._lanes.clear()
-        for event, group, fixed, *_ in self._flying.values():
+        for event, group, fixed in [flight.where for flight in self._flying]:
             self._ended(event, group if fixed is None else f"(broadcast) {fixed}", "dropped")
         self._flying.clear()
         self.poke()
