@@ -170,36 +170,81 @@ class ScriptedPeer:
     """The other side of a zmicro client: a Curve ROUTER (no allowlist) on
     a free loopback port. For each message it receives, ``script(header)``
     (the parsed header) returns the answers to send back (lists of frames),
-    or "close" to close its socket and stop. Its send HWM is unlimited: a
-    ROUTER drops what is over it, and a script may answer many times."""
+    "close" to close its socket and stop, or "drop" to close its socket
+    and listen again at the same address with a new one: the connection
+    goes, with nothing answered (as when a node dies with the call in
+    flight), and the client's libzmq reconnects. ``handshakes`` counts the
+    connections that completed their handshake (``connected``: those to
+    the current socket), ``received`` the messages read. Its send HWM is unlimited: a ROUTER drops what is over it, and a
+    script may answer many times."""
 
     def __init__(self, zctx: zmq.Context, script) -> None:
         self.script = script
         self.keys = zmq.curve_keypair()
-        self.sock = zctx.socket(zmq.ROUTER)
-        self.sock.linger = 0
-        self.sock.sndhwm = 0
-        self.sock.curve_server = True
-        self.sock.curve_secretkey = self.keys[1]
-        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.address = f"tcp://127.0.0.1:{port}"
+        self.zctx = zctx
+        self.handshakes = 0
+        self.received = 0
+        self.sock, self.monitor = self._listen(None)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
+
+    def _listen(self, address: str | None) -> tuple[zmq.Socket, zmq.Socket]:
+        """A new ROUTER bound to `address` (None: a free port, which
+        becomes self.address), with a monitor of its handshakes."""
+        sock = self.zctx.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.sndhwm = 0
+        sock.curve_server = True
+        sock.curve_secretkey = self.keys[1]
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self.connected = 0
+        if address is None:
+            port = sock.bind_to_random_port("tcp://127.0.0.1")
+            self.address = f"tcp://127.0.0.1:{port}"
+            return sock, monitor
+        # The old socket's listener closes in libzmq's I/O thread, soon.
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                sock.bind(address)
+                return sock, monitor
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     @property
     def public_key(self) -> str:
         return self.keys[0].decode()
 
+    def _close_socket(self) -> None:
+        self.sock.disable_monitor()
+        self.monitor.close(0)
+        self.sock.close(0)
+
     def _serve(self) -> None:
         while not self.stop.is_set():
-            if not self.sock.poll(20):
+            poller = zmq.Poller()
+            poller.register(self.sock, zmq.POLLIN)
+            poller.register(self.monitor, zmq.POLLIN)
+            ready = dict(poller.poll(20))
+            while self.monitor in ready and self.monitor.poll(0):
+                recv_monitor_message(self.monitor)
+                self.handshakes += 1
+                self.connected += 1
+            if self.sock not in ready:
                 continue
             peer, *frames = self.sock.recv_multipart()
+            self.received += 1
             answers = self.script(_core.parse_frames(frames).header)
             if answers == "close":
-                self.sock.close(0)
+                self._close_socket()
                 return
+            if answers == "drop":
+                self._close_socket()
+                self.sock, self.monitor = self._listen(self.address)
+                continue
             for answer in answers:
                 self.sock.send_multipart([peer, *answer])
 
@@ -207,4 +252,4 @@ class ScriptedPeer:
         self.stop.set()
         self.thread.join(WAIT)
         if not self.sock.closed:
-            self.sock.close(0)
+            self._close_socket()

@@ -5,6 +5,10 @@ handler unless the endpoint is idempotent.
 Services run in threads of this process (their handlers count calls); the
 registry is in memory. Nothing here asserts a duration: deadlines only
 bound how many attempts fit.
+
+An attempt whose connection dropped before any answer (the node died)
+costs no budget token (issue 10, point 5): a raw peer that drops the
+connection of every request it reads stands for that node.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from zmicro.client import OutlierPolicy, RetryPolicy
 NO_EJECTION = OutlierPolicy(max_ejected_share=0)
 from zmicro.registry import MemoryRegistry, Node, ServiceRecord
 
-from ..helpers import eventually_async
+from ..helpers import eventually, eventually_async
+from .raw_peer import ScriptedPeer
 
 
 class Counter:
@@ -240,6 +245,68 @@ def test_budget_stops_retries_to_a_failing_service(registry, serve):
                 c.call("svc-budget", "Svc.Call", 1, idempotent=True)
         assert bad.n == 7  # first attempts only
         assert c._core.retry_budget("svc-budget").tokens == 0
+
+
+# -- a dropped connection costs no token (issue 10, point 5) ---------------------
+
+#: A budget that two charged losses bring to half (no more retries) and a
+#: third below it: 4 tokens, 0.1 back per success.
+SMALL_BUDGET = (4, 0.1)
+#: Calls in a test: about half start on the node that drops them.
+DROPPED_CALLS = 12
+
+
+@pytest.fixture
+def dropper(registry, serve, zctx):
+    """Service "svc-drop": a node that answers (its handler counts into
+    the returned Counter) and a raw peer that reads each request and
+    drops its connection, answering nothing."""
+    good = Counter()
+    serve(failing_service(registry, "svc-drop", good, failures=0))
+    peer = ScriptedPeer(zctx, lambda header: "drop")
+    registry.register(ServiceRecord(name="svc-drop", nodes=(
+        Node(id="dropper", address=peer.address, public_key=peer.public_key),)))
+    yield peer, good
+    peer.close()
+
+
+def reconnected(peer: ScriptedPeer) -> bool:
+    """Whether the client's connection to `peer` is back after its last
+    drop (or nothing was dropped yet): the next attempt there is sent, and
+    lost, rather than refused unsent (which costs no token anyway)."""
+    return peer.received == 0 or peer.connected > 0
+
+
+def assert_no_token_spent(c, peer: ScriptedPeer, good: Counter) -> None:
+    # Conclusive only if enough attempts were lost: charged a token each,
+    # the third loss would have found the budget below half.
+    assert peer.received >= 3, f"only {peer.received} attempts reached the dropping node"
+    assert good.n == DROPPED_CALLS  # every call ended on the answering node, once
+    assert c._core.retry_budget("svc-drop").tokens == SMALL_BUDGET[0]
+
+
+def test_a_dropped_connection_costs_no_budget_token(registry, dropper):
+    peer, good = dropper
+    with client(registry, selector="round_robin", retry_budget=SMALL_BUDGET) as c:
+        for i in range(DROPPED_CALLS):
+            eventually(lambda: reconnected(peer), "the connection to the dropping node")
+            assert c.call("svc-drop", "Svc.Call", i, idempotent=True)["req"] == i
+        assert_no_token_spent(c, peer, good)
+
+
+def test_a_dropped_connection_costs_no_budget_token_async(registry, dropper):
+    peer, good = dropper
+
+    async def main():
+        async with zmicro.AsyncClient(registry=registry, timeout=20, selector="round_robin",
+                                      retry_budget=SMALL_BUDGET, outlier=NO_EJECTION) as c:
+            for i in range(DROPPED_CALLS):
+                await eventually_async(lambda: reconnected(peer),
+                                       "the connection to the dropping node")
+                assert (await c.call("svc-drop", "Svc.Call", i, idempotent=True))["req"] == i
+            assert_no_token_spent(c, peer, good)
+
+    asyncio.run(main())
 
 
 # -- asyncio -------------------------------------------------------------------------
