@@ -67,6 +67,10 @@ cdef class ChannelBase:
 cdef class Channel(ChannelBase):
     """A sync client's connection to one node (one thread uses it)."""
 
+    cdef readonly uint64_t n_wakes    # returns from call()'s waits for an answer: one
+                                      # per message or monitor event (and one when the
+                                      # quick slice ends), never one per period of time
+
     cdef object call(self, Request rq, double connect_by, bint may_reopen=*)
     cdef int _wait_writable(self, double deadline_at, bint wait_for_ready) except -2
     cdef int _read_monitor(self, bint in_flight) except -1

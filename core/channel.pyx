@@ -470,10 +470,12 @@ cdef class Channel(ChannelBase):
                     if 0 < rq.deadline < slice_end:
                         slice_end = rq.deadline
                 got = recv_until(&m.r, self.sock, slice_end)
+                self.n_wakes += 1
                 if not got and slice_end != rq.deadline:
                     continue
             else:
                 ready = _wait_either(self.sock, self.msock, rq.deadline)
+                self.n_wakes += 1
                 if ready & 2:
                     self._read_monitor(True)
                 got = False

@@ -491,6 +491,14 @@ cdef class ClientCore:
     def retry_budget(self, str service):
         return self._budget(service)
 
+    def channels(self):
+        """The channels open now: every thread's (sync), the loop's (async).
+        For tests and debugging: their counters."""
+        if self.is_async:
+            return [] if self.apool is None else [
+                c for c in self.apool.entries.values() if not (<ChannelBase>c).is_closed()]
+        return [c for c in self.all_channels if not (<ChannelBase>c).is_closed()]
+
     def close(self):
         """Close every channel (sync: of every thread; do not call meanwhile)."""
         self.closed = True

@@ -1,4 +1,8 @@
-"""The client under connection faults (issue 10, points 6, 9 and 12).
+"""The client under connection faults (issue 10, points 5, 6, 9 and 12).
+
+- A sync call whose connection drops while it waits for its answer learns
+  it from the socket's monitor when the monitor says so, not by looking
+  every so often.
 
 - A node that refuses connections (nothing listens at its address) fails
   an attempt at once with UNAVAILABLE, never sent: a call with a fixed
@@ -31,6 +35,10 @@ import zmicro
 from zmicro import Code, RPCError, wire
 from zmicro.registry import MemoryRegistry
 from zmicro.registry.base import Node, ServiceRecord
+from zmicro.security.keys import KeyStore
+from zmicro.security.mackeys import MacSecrets, secrets_path
+
+from .raw_peer import ScriptedPeer
 
 OCTETS = "application/octet-stream"
 #: Long enough that a call which waited for its deadline could not pass
@@ -55,6 +63,52 @@ def call(kind: str, client_options: dict, *args, **kwargs):
 
 def nobody_at(port: int) -> str:
     return f"tcp://127.0.0.1:{port}"
+
+
+# -- point 5: a sync call learns of a drop from its monitor -------------------------
+
+#: Seconds the peer holds the call before it drops the connection: a wait
+#: that looked at the monitor every 100 ms would wake about 20 times.
+HOLD = 2.0
+
+
+def test_a_sync_call_learns_of_a_dropped_connection_from_its_monitor(zctx, tmp_path):
+    """A raw peer answers one call, then holds the next for HOLD seconds
+    and drops the connection. The call fails as lost (UNAVAILABLE, maybe
+    processed) after a handful of wake-ups of its wait: the end of its
+    quick slice, the monitor's news (a late handshake event of the first
+    call, the drop). A wait that polled would wake once per period
+    instead. Counting wake-ups, not seconds: load cannot pass the bound."""
+    store = KeyStore(tmp_path)
+    store.identity()
+    ring = MacSecrets(secrets_path(store.path)).keyring("raw")
+
+    def script(header: wire.Header):
+        if header.kind != wire.Kind.REQUEST:
+            return []
+        if header.request_id == 1:
+            reply = wire.Header(kind=wire.Kind.REPLY, request_id=1, content_type=OCTETS)
+            return [ring.seal(reply, [b"first"], bind=header.nonce)]
+        time.sleep(HOLD)
+        return "drop"
+
+    peer = ScriptedPeer(zctx, script)
+    options = dict(address=peer.address, server_key=peer.public_key, content_type=OCTETS)
+    try:
+        with zmicro.Client(registry=MemoryRegistry(), keys=store, retry=False,
+                           timeout=LONG) as client:
+            assert client.call("raw", "Raw.Echo", b"", **options) == b"first"
+            [channel] = client._core.channels()
+            before = channel.n_wakes
+            with pytest.raises(RPCError) as err:
+                client.call("raw", "Raw.Echo", b"", **options)
+            wakes = channel.n_wakes - before
+    finally:
+        peer.close()
+    assert err.value.code == Code.UNAVAILABLE and err.value.processed is None, err.value
+    assert "lost" in err.value.detail, err.value.detail
+    assert peer.received == 2
+    assert wakes <= 4, f"the wait woke {wakes} times in {HOLD} s: it polls"
 
 
 # -- point 12: a refused connection fails fast; wait_for_ready waits ---------------
