@@ -100,8 +100,8 @@ cdef class ServerCore:
     cdef bint stopping                # stop() was called
     cdef readonly bint draining       # drain() was called: new requests refused
     cdef double drain_until           # monotonic(): run_blocking returns then
-    cdef double last_reply_at         # monotonic() of the last reply while draining
-    cdef public double close_delay    # seconds the socket stays open after it
+    cdef double last_reply_at         # monotonic() of the last answer sent (0: none yet)
+    cdef public double close_delay    # seconds a drained socket stays open after it
     cdef bint draining_scheduled      # an asyncio drain is already queued
     cdef object logger
     cdef KeySource keys               # MAC keyrings: None = unsigned (insecure mode)

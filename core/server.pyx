@@ -77,10 +77,13 @@ INLINE = MODE_INLINE
 BLOCKING = MODE_BLOCKING
 ASYNC = MODE_ASYNC
 
-# A drained service keeps its socket this long after its last reply: a
-# client's DEALER with ZMQ_IMMEDIATE drops the messages it has received but
-# not read yet when the connection goes, so closing at once could lose the
-# replies just sent.
+# A drained service keeps its socket this long after its last answer (the
+# quiet period): a client's DEALER with ZMQ_IMMEDIATE drops the messages it
+# has received but not read yet when the connection goes, so closing at once
+# could lose the answers just sent; and while answers go out (refusals
+# included) callers are still sending, and their calls on the way get their
+# refusal rather than a lost connection. Counted from the last answer, not
+# from drain(): a service idle for longer closes at once.
 cdef double CLOSE_DELAY = 0.5
 # Seconds between looks at the allowlist: a key removed from it loses access
 # within this and the allowlist's own re-read interval.
@@ -408,16 +411,17 @@ cdef class ServerCore:
         requests are refused at once with UNAVAILABLE and the NOT_PROCESSED
         flag (builtin endpoints still answer), requests in flight go on and
         are answered, and run_blocking() returns when none is left (and no
-        reply went out for `close_delay` seconds, so that clients read the
+        answer went out for `close_delay` seconds, so that clients read the
         last ones before the socket closes) or when `grace` seconds have
         passed. A second call keeps the first deadline."""
         if not self.draining:
             self.drain_until = monotonic() + (grace if grace > 0 else 0.0)
-            # The quiet period starts now: calls and events already on
-            # their way get their refusal before the socket closes (a node
-            # nobody ever called nor sent an event has nobody to wait for).
-            self.last_reply_at = (monotonic() if self.n_requests or self.n_events
-                                  or self.n_events_refused else 0.0)
+            # The quiet period counts from the last answer (CLOSE_DELAY),
+            # sent before now or while draining: a node that answered calls
+            # or events a moment ago keeps its socket, for their callers and
+            # for those whose calls are on their way (still sending: they
+            # get their refusal); one idle for longer, or never called, has
+            # nobody to wait for and closes at once.
             self.draining = True
         if self.loop is None:
             self._wake()
@@ -1195,8 +1199,7 @@ cdef class ServerCore:
             self.n_replies_dropped += 1
             return 0
         self.n_codes[status if status < C_CODES else C_UNKNOWN] += 1
-        if self.draining:
-            self.last_reply_at = monotonic()
+        self.last_reply_at = monotonic()  # (the quiet period's start: drain())
         return 0
 
     cdef int _park(self, const zm_slice *peer, Outgoing *o, uint16_t status) except -1:
@@ -1263,8 +1266,7 @@ cdef class ServerCore:
                     self.n_replies_dropped += 1
                 else:
                     self.n_codes[status if status < C_CODES else C_UNKNOWN] += 1
-                    if self.draining:
-                        self.last_reply_at = monotonic()
+                    self.last_reply_at = monotonic()
             if not waiting:
                 del self.parked[key]
         if not self.parked and self.loop is None:

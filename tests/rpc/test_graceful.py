@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 
 import pytest
 import zmq
@@ -175,6 +176,52 @@ def test_stop_is_idempotent_and_a_second_stop_keeps_draining(memory_registry):
         release.set()
         caller.join(WAIT)  # before the client closes under it
         client.close()
+        running.stop()
+
+
+@pytest.mark.parametrize("use_asyncio", [False, True], ids=["run", "serve"])
+def test_a_service_that_just_answered_keeps_its_quiet_period(memory_registry, use_asyncio):
+    """After its last answer a stopping service keeps its socket open
+    close_delay seconds (the quiet period: its callers read the last
+    answers, calls on their way get their refusal), even with nothing in
+    flight. Counted from that answer: one idle for longer closes at once
+    (test_lifecycle.py, in a process)."""
+    svc = build("quiet", memory_registry, threading.Event())
+    running = InProcess(svc, use_asyncio=use_asyncio)
+    core = svc._core
+    try:
+        with zmicro.Client(registry=memory_registry, insecure=True, timeout=WAIT) as client:
+            assert client.call("quiet", "G.Fast", None) == "fast"
+        core.close_delay = 3600.0
+        svc.stop()
+        eventually(lambda: listed(memory_registry, "quiet") == [], "deregistration")
+        assert not core.drained and running.thread.is_alive()  # in its quiet period
+        core.close_delay = 0.0
+        running.thread.join(WAIT)
+        assert not running.thread.is_alive()
+    finally:
+        core.close_delay = 0.0
+        running.stop()
+
+
+@pytest.mark.parametrize("use_asyncio", [False, True], ids=["run", "serve"])
+def test_the_quiet_period_counts_from_the_last_answer(memory_registry, use_asyncio):
+    """A service whose last answer is older than its quiet period is
+    drained the moment it stops (nothing in flight): with the quiet
+    period counted from stop(), it would not be for close_delay seconds."""
+    svc = build("idle", memory_registry, threading.Event())
+    running = InProcess(svc, use_asyncio=use_asyncio)
+    core = svc._core
+    core.close_delay = 1.0
+    try:
+        with zmicro.Client(registry=memory_registry, insecure=True, timeout=WAIT) as client:
+            assert client.call("idle", "G.Fast", None) == "fast"
+        time.sleep(core.close_delay + 0.2)  # idle for longer than the quiet period
+        svc.stop()
+        assert core.drained
+        running.thread.join(WAIT)
+        assert not running.thread.is_alive()
+    finally:
         running.stop()
 
 

@@ -5,6 +5,7 @@ when killed outright."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 
@@ -14,6 +15,7 @@ import zmicro
 from zmicro import Code, RPCError
 
 from ..helpers import eventually
+from ..processes import ServiceProcess as ScriptProcess
 from .conftest import ServiceProcess
 
 
@@ -109,9 +111,10 @@ def test_a_signal_delivered_to_another_thread_stops_a_blocking_service(tmp_path)
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_an_idle_service_stops_without_waiting_on_a_timer(tmp_path, kind):
-    """Issue 10.15: stopping an idle service waits for no timer but the
-    0.5 s quiet period (docs/operations.md): not the grace (30 s here), not
-    a heartbeat tick (TTL 60 s: a beat every 20 s), not a poll interval.
+    """Issue 10.15: stopping an idle service waits for no timer but what is
+    left of the 0.5 s quiet period after its last answer (docs/operations.md):
+    not the grace (30 s here), not a heartbeat tick (TTL 60 s: a beat every
+    20 s), not a poll interval.
     The bound is far under every one of those and far over the quiet
     period, so a loaded machine does not make it flaky."""
     from zmicro.registry import MemoryRegistry
@@ -138,3 +141,55 @@ def test_an_idle_service_stops_without_waiting_on_a_timer(tmp_path, kind):
     assert not runner.is_alive()
     assert registry.get(svc.name) == []
     assert took < 10.0, f"an idle service took {took:.1f} s to stop"
+
+
+QUIET_STOP = r'''
+import sys, threading, time
+import zmicro
+from zmicro.registry import EmbeddedRegistry
+
+name, registry_dir, quiet = sys.argv[1], sys.argv[2], float(sys.argv[3])
+svc = zmicro.Service(name, registry=EmbeddedRegistry(registry_dir), grace=30.0)
+svc.handler("Echo.Call")(lambda req, ctx: req)
+
+def ready():
+    while svc.address is None:
+        time.sleep(0.01)
+    svc._core.close_delay = quiet  # the quiet period (0.5 s by default)
+    print("READY", svc.address, flush=True)
+
+threading.Thread(target=ready, daemon=True).start()
+svc.run()
+'''
+
+#: The service's quiet period here: long, so that a stop that waited it
+#: cannot pass for one that did not, however loaded the machine.
+QUIET = 3.0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_service_idle_past_its_quiet_period_stops_at_once(registry_dir, registry, tmp_path,
+                                                             sig):
+    """Issue 10.15: the quiet period counts from the service's last answer,
+    not from the signal: a service that answered a call and then sat idle
+    for longer exits without waiting it. It used to wait the whole quiet
+    period after the signal (QUIET here, so at least 3 s); the bound, 2 s,
+    leaves a loaded machine far more than the ~0.3 s an exit takes, and
+    still fails a stall of 2 s."""
+    script = tmp_path / "quiet_stop.py"
+    script.write_text(QUIET_STOP)
+    name = f"quiet-{sig.name.lower()}"
+    proc = ScriptProcess([sys.executable, str(script), name, str(registry_dir), str(QUIET)],
+                         name=name)
+    try:
+        with zmicro.Client(registry=registry, timeout=10) as c:
+            assert c.call(name, "Echo.Call", 1) == 1
+        time.sleep(QUIET + 0.5)  # idle for longer than the quiet period
+        started = time.monotonic()
+        proc.signal(sig)
+        assert proc.proc.wait(30) == 0  # a clean exit
+        took = time.monotonic() - started
+    finally:
+        proc.stop()
+    assert nodes(registry, name) == []  # it deregistered all the same
+    assert took < QUIET - 1.0, f"an idle service took {took:.1f} s to stop"
