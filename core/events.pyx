@@ -95,6 +95,24 @@ def event_frame_check(str topic not None, frame):
     with an inline body; "kind": not an event; "wrong_topic": its header
     names another topic), and `request_id` (the header's, the key of its
     answer on a channel) is then 0."""
+    cdef uint64_t request_id = 0
+    refusal = _frame_check(topic, frame, &request_id)
+    return request_id, refusal
+
+
+def event_frame_refusal(str topic not None, frame):
+    """event_frame_check()'s refusal alone: why no subscriber of `topic`
+    would take `frame`, or None. A subscriber's ServerCore drops a
+    malformed frame without an answer and looks the subscription up by the
+    header's topic, so the embedded publisher checks this itself, once per
+    event: a broker in the middle (or a bug) that hands it such a frame
+    gets a dead letter at once, as on the other backends, not retries
+    until the ack wait runs out."""
+    cdef uint64_t request_id = 0
+    return _frame_check(topic, frame, &request_id)
+
+
+cdef object _frame_check(str topic, frame, uint64_t *request_id):
     cdef Py_buffer view
     cdef zm_slice one
     cdef zm_header h
@@ -107,14 +125,15 @@ def event_frame_check(str topic not None, frame):
     try:
         rc = zm_frame_parse(&one, 1, 0, &h, &v)
         if rc != ZM_OK:
-            return 0, "malformed"
+            return "malformed"
         if h.kind != ZM_KIND_EVENT:
-            return 0, "kind"
+            return "kind"
         if not v.inline_body:
-            return 0, "malformed"
+            return "malformed"
         if not same_bytes(name, h.service.ptr, h.service.len):
-            return 0, "wrong_topic"
-        return h.request_id, None
+            return "wrong_topic"
+        request_id[0] = h.request_id
+        return None
     finally:
         PyBuffer_Release(&view)
 

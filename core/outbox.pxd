@@ -46,7 +46,7 @@ cdef class DeliveryCore:
     cdef public bint _closing
     cdef public Py_ssize_t _room_waiters  # put()s waiting on _room
     cdef public object _room          # asyncio.Event, set (and replaced) when room is made
-    cdef public object on_room        # () -> None, called when room is made (or None)
+    cdef object _hand                 # the Handover feeding this engine (or None)
     cdef public object _loop
     cdef public double max_age
     cdef public Py_ssize_t max_pending     # events in the outbox, at most
@@ -63,6 +63,8 @@ cdef class DeliveryCore:
     cdef bint _credit(self, str name, str address, object topic, double now) except -1
     cdef int _end(self, PendingEvent event, str key, str outcome) except -1
     cdef int _landed(self, _Flight flight, object exc) except -1
+    cdef int _done_event(self, PendingEvent event) except -1
+    cdef int _room_made(self) except -1
 
 
 cdef class Handover:
@@ -76,6 +78,11 @@ cdef class Handover:
     cdef public Py_ssize_t transit    # events taken by the engine, not in the outbox yet
     cdef public Py_ssize_t transit_bytes
     cdef public bint woken            # the engine is woken for the queue already
+    cdef public object room           # threading.Condition on `lock`: publish() waits
+                                      # there for room
+    cdef public Py_ssize_t room_waiters  # publish() calls waiting on `room` (under `lock`)
+    cdef public Py_ssize_t room_low   # they are woken when the outbox is down to this
     cdef DeliveryCore engine
 
     cdef bint _no_room(self, Py_ssize_t size) except -1
+    cdef int _room_made(self) except -1

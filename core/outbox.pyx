@@ -415,24 +415,35 @@ cdef class DeliveryCore:
         event.outcomes[key] = outcome
         event.open -= 1
         if event.open <= 0:
-            self._finish(event)
+            self._done_event(event)
         return 0
 
     def _finish(self, PendingEvent event not None):
-        if event in self._events:
-            self._events.discard(event)
+        self._done_event(event)
+
+    cdef int _done_event(self, PendingEvent event) except -1:
+        """`event` is done with every group: out of the outbox (room made),
+        its publish_wait report set."""
+        if PySet_Discard(self._events, event) == 1:
             self._pending_bytes -= event.size
-            self._wake_room()
+            self._room_made()
         if event.done is not None and not event.done.done():
             event.done.set_result(self._report_of(event))
+        return 0
 
     def _wake_room(self):
+        self._room_made()
+
+    cdef int _room_made(self) except -1:
+        """Wake who waits for room: put()s on this loop, and publish()
+        calls waiting in the hand-over (Handover._room_made)."""
         if self._room_waiters or self._closing:
             room = self._room
             self._room = _outbox_asyncio.Event()
             room.set()
-        if self.on_room is not None:
-            self.on_room()
+        if self._hand is not None:
+            (<Handover>self._hand)._room_made()
+        return 0
 
 
 # _hand_over's answers (EmbeddedBroker.publish).
@@ -442,14 +453,41 @@ HANDED, FULL, REFUSED, HANDED_WAKE = 0, 1, 2, 3
 @cython.auto_pickle(False)
 cdef class Handover:
 
-    def __init__(self, DeliveryCore engine not None, lock not None):
+    def __init__(self, DeliveryCore engine not None, lock not None, room not None,
+                 Py_ssize_t room_low):
         self.engine = engine
         self.lock = lock
+        self.room = room
+        self.room_low = room_low
+        self.room_waiters = 0
         self.queue = _deque()
         self.queued_bytes = 0
         self.transit = 0
         self.transit_bytes = 0
         self.woken = False
+        engine._hand = self
+
+    cdef int _room_made(self) except -1:
+        """On the engine's thread, room was made: wake the publish() calls
+        waiting for it once the outbox is down to room_low (or empty, or
+        closing), not once per event (a thread switch per event). A waiter
+        counts itself under `lock` before it looks for room, and room is
+        made before this looks at the count: none is missed."""
+        cdef DeliveryCore e = self.engine
+        cdef Py_ssize_t n
+        if not self.room_waiters:
+            return 0
+        n = len(e._events)
+        if n and not e._closing and (
+                n > self.room_low
+                or e._pending_bytes > e.max_pending_bytes - e.max_pending_bytes // 8):
+            return 0
+        self.lock.acquire()
+        try:
+            self.room.notify_all()
+        finally:
+            self.lock.release()
+        return 0
 
     cdef bint _no_room(self, Py_ssize_t size) except -1:
         cdef DeliveryCore e = self.engine

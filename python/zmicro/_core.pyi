@@ -295,6 +295,7 @@ EVENT_MAX: int
 EVENT_REFUSALS: tuple[str, ...]
 
 def event_frame_check(topic: str, frame: Buffer) -> tuple[int, str | None]: ...
+def event_frame_refusal(topic: str, frame: Buffer) -> str | None: ...
 def encode_event(topic: str, body: Buffer, *, secrets: MacSecrets | KeySource | None,
                  request_id: int,
                  content_type: str = "application/msgpack",
@@ -842,7 +843,6 @@ class DeliveryCore:
     _closing: bool
     _room_waiters: int
     _room: asyncio.Event
-    on_room: Callable[[], None] | None
     _loop: asyncio.AbstractEventLoop | None
     max_age: float
     @property
@@ -891,7 +891,10 @@ class Handover:
     transit: int
     transit_bytes: int
     woken: bool
-    def __init__(self, engine: DeliveryCore, lock: Any) -> None: ...
+    room: Any
+    room_waiters: int
+    room_low: int
+    def __init__(self, engine: DeliveryCore, lock: Any, room: Any, room_low: int) -> None: ...
     def no_room_locked(self, size: int) -> bool: ...
     def offer(self, topic: str, frame: bytes, event_id: bytes, timeout: float) -> int: ...
     def take(self) -> collections.deque[tuple[str, bytes, bytes, float]]: ...

@@ -446,9 +446,6 @@ class DeliveryEngine(_core.DeliveryCore):
         self._pending_bytes = 0
         self._room = asyncio.Event()                # set (and replaced) when room is made
         self._room_waiters = 0                      # put()s waiting on _room
-        #: Called (on the engine's loop) whenever room is made in the
-        #: outbox: EmbeddedBroker wakes publish() calls waiting for it.
-        self.on_room: Callable[[], None] | None = None
         self._tick = asyncio.Event()                # poke(): a fake clock moved
         # Credit per member: this publisher's deliveries unanswered there,
         # and members that said "full" (until when). Deliveries waiting for
@@ -1020,15 +1017,9 @@ class DeliveryEngine(_core.DeliveryCore):
         return [self._report_of(e) for e in dropped]
 
 
-def frame_refusal(topic: str, frame: bytes) -> str | None:
-    """Why no subscriber of `topic` would take `frame` (the reason its
-    EventInbox would give: "malformed", "kind", "wrong_topic"), or None.
-    A subscriber's ServerCore drops a malformed frame without an answer and
-    looks the subscription up by the header's topic, so the embedded
-    publisher checks this itself, once per event: a broker in the middle
-    (or a bug) that hands it such a frame gets a dead letter at once, as on
-    the other backends, not retries until the ack wait runs out."""
-    return _core.event_frame_check(topic, frame)[1]
+#: Why no subscriber of a topic would take a frame, or None (the core's
+#: check, once per event: see zmicro._core.event_frame_refusal).
+frame_refusal = _core.event_frame_refusal
 
 
 # -- the broker ------------------------------------------------------------------
@@ -1176,10 +1167,10 @@ class EmbeddedBroker(Broker):
         # outbox's bounds, so each is sure to fit when the engine takes it.
         self._handing = threading.Lock()
         self._hand: _core.Handover | None = None   # made with the engine (_started)
-        # publish() calls waiting for room (_wait_room): how many, and
-        # their condition; woken when the outbox is down to _room_low.
+        # publish() calls waiting for room (_wait_room) wait on _room; the
+        # hand-over counts them, and the engine wakes them (in the core)
+        # when the outbox is down to _room_low.
         self._room = threading.Condition(self._handing)
-        self._room_waiters = 0
         self._room_low = max_pending - max(1, min(256, max_pending // 8))
         # (topic, address, key) -> the last decision audited (engine thread only).
         self._decisions: dict[tuple[str, str, str], bool] = {}
@@ -1212,7 +1203,6 @@ class EmbeddedBroker(Broker):
         self._handing = threading.Lock()
         self._hand = None
         self._room = threading.Condition(self._handing)
-        self._room_waiters = 0
         self._counters = _Counters()
         self._cache = None
         self._unwatch = None
@@ -1297,14 +1287,13 @@ class EmbeddedBroker(Broker):
                                     counters=self._counters, check=frame_refusal,
                                     permit=None if self._rules is None else self._permitted,
                                     **self._options)
-            engine.on_room = self._on_room
             # The fast path sends through the client's core itself (the
             # closure above is the slow path's); the nodes' registry keys
             # reach the client when the engine reads them, not per send.
             engine._direct = client._core
             engine._same_id = functools.partial(_after_same_id, client)
             engine.on_keys = client._node_keys.update
-            self._hand = _core.Handover(engine, self._handing)
+            self._hand = _core.Handover(engine, self._handing, self._room, self._room_low)
             self._thread, self._client, self._engine = thread, client, engine
             return thread, engine
 
@@ -1387,28 +1376,12 @@ class EmbeddedBroker(Broker):
         with self._handing:
             # Counted before the look, so the engine (which makes room first,
             # then looks at the count) cannot miss us.
-            self._room_waiters += 1
+            hand.room_waiters += 1
             try:
                 if hand.no_room_locked(size) and not engine.closing:
                     self._room.wait(min(most, _ROOM_RECHECK))
             finally:
-                self._room_waiters -= 1
-
-    def _on_room(self) -> None:
-        """The engine made room (on its thread): wake publish() calls
-        waiting for it once a batch is free (one wake per event would be a
-        thread switch per event), or the outbox is empty, or closing."""
-        if not self._room_waiters:
-            return
-        engine = self._engine
-        if engine is None:
-            return
-        if (engine.pending > self._room_low
-                or engine.pending_bytes > engine.max_pending_bytes - engine.max_pending_bytes // 8) \
-                and engine.pending and not engine.closing:
-            return
-        with self._handing:
-            self._room.notify_all()
+                hand.room_waiters -= 1
 
     def _take_over(self, hand: _core.Handover) -> None:
         """On the engine's thread: move the handed-over events to the outbox."""
