@@ -59,7 +59,14 @@ cdef class DeliveryCore:
                                       # flight there already (see EmbeddedBroker)
     cdef dict _counts                 # counters.values (the engine's own counters: bumped)
 
+    cdef int _route_one(self, PendingEvent event) except -1
+    cdef bint _route_at_once(self, PendingEvent event, object topic) except -1
+    cdef int _fan_out(self, PendingEvent event, list groups, list broadcast) except -1
+    cdef int _offer_to(self, PendingEvent event, str group, str fixed) except -1
     cdef bint _try(self, PendingEvent event, str group, str fixed) except -1
+    cdef int _release(self, str name, str address) except -1
+    cdef int _freed(self, str name, str address) except -1
+    cdef int _pump_lanes(self, str name, str address) except -1
     cdef bint _credit(self, str name, str address, object topic, double now) except -1
     cdef int _end(self, PendingEvent event, str key, str outcome) except -1
     cdef int _landed(self, _Flight flight, object exc) except -1

@@ -125,7 +125,7 @@ cdef class DeliveryCore:
         if count:
             self.counters.add("published")
         if route:
-            self.route(event)
+            self._route_one(event)
         return event
 
     def accept_batch(self, handed):
@@ -148,31 +148,42 @@ cdef class DeliveryCore:
     def route_all(self, list events not None):
         """route() each of `events`, in order."""
         for event in events:
-            self.route(event)
+            self._route_one(<PendingEvent?>event)
 
     def route(self, PendingEvent event not None):
         """Deliver an event accept_nowait(route=False) took (now, when its
         topic's members are known; else in a task that finds them)."""
+        self._route_one(event)
+
+    cdef int _route_one(self, PendingEvent event) except -1:
         topic = self._topics.get(event.topic)
         if (topic is None or not topic.loaded or event.topic in self._unrouted
-                or not self._route_now(event, topic)):
+                or not self._route_at_once(event, topic)):
             self._route_later(event)  # (behind those waiting: publish order)
+        return 0
 
     def _route_now(self, PendingEvent event not None, topic):
         """Route `event` at once if `topic` has members (False: it has none
         yet, _route waits for them)."""
+        return self._route_at_once(event, topic)
+
+    cdef bint _route_at_once(self, PendingEvent event, object topic) except -1:
         if self._closing:
             return False
         groups = topic.groups()
         broadcast = topic.broadcast_members()
         if not groups and not broadcast:
             return False
-        self._routed(event, groups, broadcast)
+        self._fan_out(event, groups, broadcast)
         return True
 
-    def _routed(self, PendingEvent event not None, list groups, list broadcast):
+    def _routed(self, PendingEvent event not None, list groups not None,
+                list broadcast not None):
         """The event's groups are fixed: refuse it for all of them, or offer
         it to each."""
+        self._fan_out(event, groups, broadcast)
+
+    cdef int _fan_out(self, PendingEvent event, list groups, list broadcast) except -1:
         cdef str group, address
         event.open = len(groups) + len(broadcast)
         refusal = self._check(event.topic, event.frame) if self._check is not None else None
@@ -183,11 +194,12 @@ cdef class DeliveryCore:
             for address in broadcast:
                 self._end(event, "(broadcast) " + address,
                           self._dead_letter(event, "", refusal, 0))
-            return
+            return 0
         for group in groups:
-            self._offer(event, group, None)
+            self._offer_to(event, group, None)
         for address in broadcast:
-            self._offer(event, "", address)
+            self._offer_to(event, "", address)
+        return 0
 
     # -- the fast path: one pick, one send, a callback ---------------------------
 
@@ -195,6 +207,9 @@ cdef class DeliveryCore:
         """Deliver `event` to `group` (or the broadcast member `fixed`):
         sent now when a member has credit, else queued in the group's lane
         behind the deliveries already waiting there."""
+        self._offer_to(event, group, fixed)
+
+    cdef int _offer_to(self, PendingEvent event, str group, str fixed) except -1:
         cdef str queue = group if fixed is None else "\0" + fixed
         cdef dict lanes = self._lanes.get(event.topic)
         lane = lanes.get(queue) if lanes is not None else None
@@ -202,11 +217,12 @@ cdef class DeliveryCore:
             # Never ahead of those waiting; they go as slots are released
             # (every release, member change and pause end pumps the lanes).
             lane.append(event)
-            return
+            return 0
         if not self._try(event, group, fixed):
             if lanes is None:
                 lanes = self._lanes[event.topic] = {}
             lanes[queue] = _deque((event,))
+        return 0
 
     def _try_send(self, PendingEvent event not None, str group, str fixed):
         return self._try(event, group, fixed)
@@ -340,7 +356,7 @@ cdef class DeliveryCore:
             else:  # a transport bug must not lose the event
                 _outbox_log.error("events: sending to %s failed", flight.address, exc_info=exc)
                 error = _RPCError(C_UNAVAILABLE, f"could not send: {exc!r}", processed=False)
-        self._release_slot(event.topic, flight.address)
+        self._release(event.topic, flight.address)
         node = flight.node
         if node is not None:
             latency = self._clock() - flight.sent_at
@@ -351,36 +367,48 @@ cdef class DeliveryCore:
                       else "(broadcast) " + flight.fixed, "acked")
         else:
             self._slow(event, flight.group, flight.fixed, (flight.address, error, flight.policy))
-        self._slot_free(event.topic, flight.address)
+        self._freed(event.topic, flight.address)
         return 0
 
-    def _release_slot(self, str name, str address):
+    def _release_slot(self, str name not None, str address not None):
         """A delivery to `address` of topic `name` ended (both paths): its
         credit is back, and a "full" pause there is over (it answered)."""
+        self._release(name, address)
+
+    cdef int _release(self, str name, str address) except -1:
         credit = (name, address)
         cdef Py_ssize_t n = self._busy.get(credit, 0) - 1
         if n > 0:
             self._busy[credit] = n
         else:
             self._busy.pop(credit, None)
-        self._full_until.pop(credit, None)
+        if self._full_until:
+            self._full_until.pop(credit, None)
+        return 0
 
-    def _slot_free(self, str name, str address):
+    def _slot_free(self, str name not None, str address):
         """A slot at `address` (None: any member of topic `name`) may be
         free: it goes to a slow-path delivery waiting for it first (they
         waited longer), else to the lanes."""
-        if name in self._credit_waiters and self._wake_credit(name, address):
-            return
-        self._pump(name, address)
+        self._freed(name, address)
 
-    def _pump(self, str name, str address=None):
+    cdef int _freed(self, str name, str address) except -1:
+        if name in self._credit_waiters and self._wake_credit(name, address):
+            return 0
+        self._pump_lanes(name, address)
+        return 0
+
+    def _pump(self, str name not None, str address=None):
         """Send what waits in topic `name`'s lanes (those that can use
         `address`; None: all) while members have credit."""
+        self._pump_lanes(name, address)
+
+    cdef int _pump_lanes(self, str name, str address) except -1:
         cdef dict lanes = self._lanes.get(name)
         cdef str queue, fixed, group
         cdef Balancer balancer
         if not lanes:
-            return
+            return 0
         self.n_pumps += 1
         topic = self._topics.get(name)
         for queue in list(lanes):
@@ -405,6 +433,7 @@ cdef class DeliveryCore:
                 lanes.pop(queue, None)
         if not lanes:
             self._lanes.pop(name, None)
+        return 0
 
     # -- ending --------------------------------------------------------------------
 
