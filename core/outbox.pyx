@@ -483,8 +483,10 @@ HANDED, FULL, REFUSED, HANDED_WAKE = 0, 1, 2, 3
 cdef class Handover:
 
     def __init__(self, DeliveryCore engine not None, lock not None, room not None,
-                 Py_ssize_t room_low):
+                 Py_ssize_t room_low, *, set valid_topics not None, check not None):
         self.engine = engine
+        self.valid_topics = valid_topics
+        self.check = check
         self.lock = lock
         self.room = room
         self.room_low = room_low
@@ -529,22 +531,33 @@ cdef class Handover:
         holds `lock`)."""
         return self._no_room(size)
 
-    def offer(self, str topic not None, bytes frame not None, bytes event_id not None,
-              double timeout):
+    def offer(self, topic, frame, event_id, timeout):
         """Queue the event for the engine's thread if the outbox has room
         for it, counting what is queued and in transit: HANDED, or
         HANDED_WAKE (the caller wakes the engine: once per batch); FULL:
         no room now; REFUSED: closing, or larger than max_pending_bytes
-        (the engine's put() says why)."""
-        cdef Py_ssize_t size = len(frame)
+        (the engine's put() says why). A topic not in `valid_topics`, or a
+        timeout that is not seconds > 0, goes to check(topic, timeout)
+        first (it raises ValueError for a bad one)."""
         cdef DeliveryCore e = self.engine
+        cdef Py_ssize_t size
+        cdef double seconds
+        if not (type(topic) is str and topic in self.valid_topics and type(timeout) is float
+                and 0.0 < <double>timeout < INFINITY):
+            self.check(topic, timeout)
+        seconds = timeout
+        if type(frame) is not bytes:
+            frame = bytes(frame)
+        if type(event_id) is not bytes:
+            event_id = bytes(event_id)
+        size = len(frame)
         self.lock.acquire()
         try:
             if e._closing or size > e.max_pending_bytes:
                 return REFUSED
             if self._no_room(size):
                 return FULL
-            self.queue.append((topic, frame, event_id, timeout))
+            self.queue.append((topic, frame, event_id, seconds))
             self.queued_bytes += size
             if self.woken:
                 return HANDED

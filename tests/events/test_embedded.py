@@ -409,3 +409,18 @@ def test_concurrent_publishers_never_get_more_than_max_pending_accepted(broker):
     for d in held:
         d.ack()
     eventually(lambda: b.stats()["pending"] == 0)
+
+
+@pytest.mark.parametrize("topic, timeout", [
+    ("order..created", 1.0), ("order.*", 1.0), (7, 1.0),           # topics
+    (TOPIC, 0.0), (TOPIC, -1.0), (TOPIC, float("inf")), (TOPIC, float("nan")),
+    (TOPIC, "5"), (TOPIC, None),                                   # timeouts
+])
+def test_a_started_broker_still_checks_topic_and_timeout(broker, topic, timeout):
+    """The hand-over's fast test (a topic seen before, a float timeout)
+    lets nothing bad through once the broker is started: ValueError."""
+    b = broker(insecure=True)
+    data, event_id = frame(0, insecure=True)
+    b.publish(TOPIC, data, event_id=event_id, timeout=1.0)  # started; TOPIC seen
+    with pytest.raises(ValueError):
+        b.publish(topic, data, event_id=event_id, timeout=timeout)

@@ -177,6 +177,7 @@ from .base import (
     Subscription,
     check_topic,
 )
+from .base import _VALID as _VALID_TOPICS  # (the topics check_topic passed: the hand-over's test)
 
 __all__ = ["DEAD_LETTERS_KEPT", "DeliveryEngine", "DeliveryReport", "EmbeddedBroker"]
 
@@ -1293,7 +1294,8 @@ class EmbeddedBroker(Broker):
             engine._direct = client._core
             engine._same_id = functools.partial(_after_same_id, client)
             engine.on_keys = client._node_keys.update
-            self._hand = _core.Handover(engine, self._handing, self._room, self._room_low)
+            self._hand = _core.Handover(engine, self._handing, self._room, self._room_low,
+                                        valid_topics=_VALID_TOPICS, check=_check_offer)
             self._thread, self._client, self._engine = thread, client, engine
             return thread, engine
 
@@ -1347,19 +1349,21 @@ class EmbeddedBroker(Broker):
         """Accept the event without waiting when the outbox has room for
         it (counting the events handed over and not taken yet): queued for
         the engine's thread, woken once per batch: _HANDED. _FULL: no room
-        now; _REFUSED: closing or too large (the engine's put() says why)."""
-        check_topic(topic)
-        if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
-            raise ValueError(f"timeout must be seconds > 0, not {timeout!r}")
-        thread, _ = self._started()
+        now; _REFUSED: closing or too large (the engine's put() says why).
+        The topic and the timeout are checked by the hand-over (in the
+        core: _check_offer for those it has not seen)."""
         hand = self._hand
-        assert hand is not None
-        state: int = hand.offer(topic, bytes(data), bytes(event_id), float(timeout))
+        if hand is None or self._closed:
+            _check_offer(topic, timeout)
+            self._started()
+            hand = self._hand
+            assert hand is not None
+        state: int = hand.offer(topic, data, event_id, timeout)
         if state != _HANDED_WAKE:
             return state
         try:
-            thread.loop.call_soon_threadsafe(self._take_over, hand)
-        except RuntimeError:  # the loop is closed: so is the broker
+            self._thread.loop.call_soon_threadsafe(self._take_over, hand)  # type: ignore[union-attr]
+        except (RuntimeError, AttributeError):  # the loop is closed: so is the broker
             raise BrokerError("the broker is closed") from None
         return _HANDED
 
@@ -1584,6 +1588,14 @@ _NONCE_SIZE = 16
 #: Seconds between two looks at a channel still holding a delivery with
 #: the request id of the next one (rare: see _after_same_id).
 _SAME_ID_POLL = 0.002
+
+
+def _check_offer(topic: str, timeout: float) -> None:
+    """ValueError for a bad topic or timeout (the hand-over's check, for
+    what its fast test does not pass)."""
+    check_topic(topic)
+    if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"timeout must be seconds > 0, not {timeout!r}")
 
 
 async def _after_same_id(client: Any, address: str, frame: bytes, event_id: bytes,
