@@ -89,6 +89,8 @@ cdef class Handover:
                                       # there for room
     cdef public Py_ssize_t room_waiters  # publish() calls waiting on `room` (under `lock`)
     cdef public Py_ssize_t room_low   # they are woken when the outbox is down to this
+    cdef public bint room_called      # `room` was notified: not again until a waiter
+                                      # waits anew (it clears this under `lock`)
     cdef set valid_topics             # topics checked already (broker.base's cache)
     cdef object check                 # (topic, timeout) -> None, or raises ValueError
     cdef DeliveryCore engine

@@ -491,6 +491,7 @@ cdef class Handover:
         self.room = room
         self.room_low = room_low
         self.room_waiters = 0
+        self.room_called = False
         self.queue = _deque()
         self.queued_bytes = 0
         self.transit = 0
@@ -515,7 +516,11 @@ cdef class Handover:
             return 0
         self.lock.acquire()
         try:
-            self.room.notify_all()
+            # Once per wait: until the woken waiters run (they need this
+            # thread's GIL), every event ended would notify again.
+            if not self.room_called:
+                self.room.notify_all()
+                self.room_called = True
         finally:
             self.lock.release()
         return 0

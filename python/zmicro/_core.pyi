@@ -894,6 +894,7 @@ class Handover:
     room: Any
     room_waiters: int
     room_low: int
+    room_called: bool
     def __init__(self, engine: DeliveryCore, lock: Any, room: Any, room_low: int, *,
                  valid_topics: set[str], check: Callable[[str, float], None]) -> None: ...
     def no_room_locked(self, size: int) -> bool: ...

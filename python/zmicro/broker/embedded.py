@@ -1381,6 +1381,7 @@ class EmbeddedBroker(Broker):
             # Counted before the look, so the engine (which makes room first,
             # then looks at the count) cannot miss us.
             hand.room_waiters += 1
+            hand.room_called = False  # (the engine notifies once per wait)
             try:
                 if hand.no_room_locked(size) and not engine.closing:
                     self._room.wait(min(most, _ROOM_RECHECK))
