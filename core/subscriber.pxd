@@ -43,6 +43,9 @@ cdef class EventGlue:
     cdef object resolve               # key -> Principal; None: insecure (no principal)
     cdef bint inline                  # run the handler on the delivering thread
     cdef public bint draining         # run no new handler (the service stops)
+    cdef public str blocks_address    # the service's own address when inline handlers
+                                      # run on its serving thread (a sync call back to
+                                      # it fails fast, as from a call's handler), or None
     cdef str last_ct                  # the content type decoded last,
     cdef object last_decode           # its decoder (None: the body as is)
     cdef uint64_t n[G_COUNTERS]       # by G_* (GLUE_COUNTERS)

@@ -232,6 +232,8 @@ cdef class EventGlue:
         core.content_type = ev.content_type
         core.user_id = user_id
         core.deadline_at = 0.0
+        if self.inline:
+            core._blocks_address = self.blocks_address
         # Context metadata is str -> bytes (what the wire carries).
         if ev.metadata:
             core._metadata = {k: v.encode("utf-8", "surrogateescape")

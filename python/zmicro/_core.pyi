@@ -402,6 +402,7 @@ class EventContext:
 class EventGlue:
     """The per-event path of one subscription (a broker's on_delivery)."""
     draining: bool
+    blocks_address: str | None
     @property
     def inbox(self) -> EventInbox: ...
     @property

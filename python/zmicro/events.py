@@ -393,12 +393,16 @@ class _Subscriber:
               executor: concurrent.futures.Executor | None,
               loop: Callable[[], asyncio.AbstractEventLoop | None],
               on_refused: Callable[[str, str | None, str], None],
-              gated: bool = False) -> None:
+              gated: bool = False, own_address: str | None = None) -> None:
         """Subscribe through `broker`. `gated`: its deliveries pass the
         service's own core (the embedded broker on the service's socket),
         which refuses new events itself once the service drains (not
         processed: the publisher tries another member), so every delivery
-        that reaches this glue was admitted before and runs (see drain())."""
+        that reaches this glue was admitted before and runs (see drain()).
+        `own_address`: the service's, when `gated`: an inline handler then
+        runs on the thread that serves it, and a sync call from it back to
+        the service fails fast (FAILED_PRECONDITION) instead of waiting
+        for an answer that thread could never give."""
         self._service = service
         self._gated = gated
         self._inbox = _core.EventInbox(self.topic, secrets=secrets, max_age=self.max_age,
@@ -426,6 +430,8 @@ class _Subscriber:
         if previous is not None:  # counters count every run (handlers: this one's)
             for name, count in previous.counters().items():
                 self._glue.add(name, count)
+        if gated:
+            self._glue.blocks_address = own_address
         self._subscription = broker.subscribe(self.topic, self._glue, self.options)
 
     def drain(self) -> None:

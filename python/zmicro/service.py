@@ -568,13 +568,14 @@ class Service:
         if any(s.blocking or (on_loop and not s.is_async) for s in self._subscribers.values()):
             self._events_pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self._workers, thread_name_prefix=f"zmicro-{self.name}-events")
+        own_address = self._core.local_address if self._core is not None else None
         for sub in self._subscribers.values():
             sub.start(broker, service=self.name, secrets=self._secrets,
                       window=self._mac_window,
                       resolve_principal=None if self.insecure else self._security.principal_for,
                       interceptors=interceptors, executor=self._events_pool,
                       loop=lambda: self._loop, on_refused=self._refusal_audit,
-                      gated=attach is not None)
+                      gated=attach is not None, own_address=own_address)
 
     def _drain_events(self) -> None:
         if not self._drain_until:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -586,3 +587,53 @@ def test_topic_resource():
         with pytest.raises(ValueError):
             topic_resource(topic, action)
     Rule(topic_resource("order.*", "publish"), "orders")   # a valid rule resource
+
+
+def test_an_inline_handler_calling_its_own_service_fails_fast(zmicro_keys, tmp_path):
+    """On the embedded broker a sync subscriber runs on the thread that
+    serves its service, as an inline call handler does: a sync call from it
+    back to that service could never be answered, so it fails at once
+    (FAILED_PRECONDITION), as from a call's handler; a blocking subscriber
+    (the pool) makes the same call."""
+    from zmicro.broker.embedded import EmbeddedBroker
+    from zmicro.registry import EmbeddedRegistry
+
+    registry = EmbeddedRegistry(str(tmp_path / "registry"))
+    svc = zmicro.Service("selfish", registry=registry)
+    client = zmicro.Client(registry=registry, timeout=10)
+    outcomes: dict[str, object] = {}
+    done = threading.Event()
+
+    @svc.handler("S.Echo")
+    def echo(req: int, ctx: zmicro.Context) -> int:
+        return req
+
+    def calls_itself(name: str) -> Callable[[OrderCreated, EventContext], None]:
+        def handler(ev: OrderCreated, ctx: EventContext) -> None:
+            try:
+                outcomes[name] = client.call("selfish", "S.Echo", ev.id)
+            except RPCError as exc:
+                outcomes[name] = exc
+            if len(outcomes) == 2:
+                done.set()
+        return handler
+
+    svc.subscriber("order.created")(calls_itself("inline"))
+    svc.subscriber("order.paid", blocking=True)(calls_itself("pool"))
+    broker = EmbeddedBroker(registry)
+    try:
+        with zmicro.testing.serving(svc):
+            with Publisher(broker=broker) as pub:
+                eventually(lambda: all(registry.get(TOPIC_PREFIX + t)
+                                       for t in ("order.created", "order.paid")),
+                           "both topics registered")
+                pub.publish("order.created", OrderCreated(id=5))
+                pub.publish("order.paid", OrderCreated(id=5))
+                assert done.wait(30), outcomes
+    finally:
+        client.close()
+        broker.close(linger=0)
+    inline = outcomes["inline"]
+    assert isinstance(inline, RPCError) and inline.code == Code.FAILED_PRECONDITION, inline
+    assert "calls its own service" in inline.detail
+    assert outcomes["pool"] == 5
