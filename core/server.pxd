@@ -94,6 +94,7 @@ cdef class ServerCore:
                                       # waiting for room in that peer's queue
     cdef size_t parked_bytes          # bytes they hold, all peers
     cdef double parked_retry_at       # monotonic(): try sending them again then
+    cdef bint parked_timer            # asyncio: a _retry_parked call is scheduled
     cdef bytes wake_id                # routing id of the waker (random)
     cdef object waker                 # inproc DEALER: wakes the blocking wait
     cdef object wake_lock             # the waker is used from many threads

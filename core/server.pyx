@@ -113,7 +113,8 @@ cdef int READ_AHEAD_MAX = 4096
 cdef int ANSWER_BATCH = 64
 cdef double ANSWER_BATCH_TIME = 0.0005
 # Answers to a peer whose queue is full wait (parked) up to this many per
-# peer and this many bytes in all, and are tried again every PARKED_RETRY s.
+# peer and this many bytes in all, and are tried again every PARKED_RETRY s
+# (by the loop's wait, the asyncio timer, and between queued inline requests).
 cdef size_t PARKED_PER_PEER = 4096
 cdef size_t PARKED_BYTES = 64 * 1024 * 1024
 cdef double PARKED_RETRY = 0.005
@@ -960,6 +961,14 @@ cdef class ServerCore:
             if now >= self.read_ahead_at:
                 self._read_ahead()
                 now = monotonic()
+            # Answers parked for a full peer go out between queued runs as
+            # soon as it has room: the loop's retry (run_blocking) and the
+            # asyncio timer cannot run until the queue is done, and a queue
+            # of slow handlers outlasts its callers' deadlines (a refusal
+            # would arrive as DEADLINE_EXCEEDED). Nothing parked: a field
+            # check, no syscall.
+            if self.parked and now >= self.parked_retry_at:
+                self._send_parked()
             ep, request, ctx = self.queue.popleft()
             self.queued -= 1
             if ctx._cancelled:
@@ -1223,7 +1232,9 @@ cdef class ServerCore:
             if not self.parked:  # the first: look again soon, traffic or not
                 self.parked_retry_at = monotonic() + PARKED_RETRY
                 if self.loop is not None:
-                    self.loop.call_later(PARKED_RETRY, self._retry_parked)
+                    if not self.parked_timer:  # (one may wait still: _run_queue sent)
+                        self.parked_timer = True
+                        self.loop.call_later(PARKED_RETRY, self._retry_parked)
                 else:
                     set_rcvtimeo(self.sock, <int>(PARKED_RETRY * 1000))
             waiting = self.parked[key] = _collections.deque()
@@ -1233,10 +1244,12 @@ cdef class ServerCore:
         return 0
 
     def _retry_parked(self):
-        # asyncio: the timer of parked answers.
+        # asyncio: the timer of parked answers (one at a time: parked_timer).
+        self.parked_timer = False
         if self.parked and self.loop is not None:
             self._send_parked()
             if self.parked:
+                self.parked_timer = True
                 self.loop.call_later(PARKED_RETRY, self._retry_parked)
             self._after_send()
 

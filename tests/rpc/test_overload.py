@@ -9,13 +9,16 @@ read its answers.
   (burst × handler time).
 - An answer to a caller whose queue is full waits in the server and goes
   out when the caller reads: every caller learns its outcome, refusals
-  included, long before its deadline.
+  included, long before its deadline, also while the server works through
+  a queue of inline requests (between two of them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+import uuid
 from collections import Counter
 
 import pytest
@@ -25,6 +28,7 @@ import zmicro
 from zmicro import Code, RPCError, wire
 from zmicro.registry import MemoryRegistry
 
+from ..helpers import eventually
 from .raw_peer import cancel, request
 
 def _header(frame: bytes) -> wire.Header:
@@ -195,3 +199,87 @@ def test_answers_wait_for_a_full_queue_instead_of_being_dropped(serve, use_async
     finally:
         running.stop()  # before its socket's context goes
         zctx.destroy(linger=0)
+
+
+@pytest.mark.parametrize("use_asyncio", [False, True], ids=["blocking", "asyncio"])
+def test_parked_answers_go_out_between_queued_inline_requests(serve, use_asyncio):
+    """Answers parked for a caller whose queue was full go out as soon as it
+    reads, between two queued inline requests, not only once the queue is
+    done (a queue of slow handlers outlasts the callers' deadlines).
+
+    Order, not time, proves it: the inline handler blocks on events the
+    test sets. Over inproc a message sent is in the server's socket at once
+    and the queue to the caller holds 8 answers (HWM 4 + 4), no buffers."""
+    zctx = zmq.Context()
+    zctx.setsockopt(zmq.SNDHWM, 4)  # the server's side of the queue to the caller
+    svc = zmicro.Service("parked", registry=MemoryRegistry(), insecure=True, context=zctx,
+                         address=f"inproc://parked-{uuid.uuid4().hex}")
+    gates = {name: threading.Event() for name in (b"hold", b"step", b"tail")}
+    entered = {name: threading.Event() for name in gates}
+
+    @svc.handler("Slow.Work")  # inline: the service's own thread
+    def work(req, ctx):
+        body = bytes(req)
+        if body in gates:
+            entered[body].set()
+            gates[body].wait(60)
+        return body
+
+    running = serve(svc, use_asyncio=use_asyncio)
+    sock = zctx.socket(zmq.DEALER)
+    received: list[int] = []
+
+    def read() -> int:
+        while sock.poll(0):
+            received.append(_header(sock.recv_multipart()[0]).request_id)
+        return len(received)
+
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 4)
+        sock.setsockopt(zmq.SNDHWM, 10_000)  # the burst never waits to be sent
+        sock.connect(svc.address)
+        n = 40
+        bodies = [b"hold", *([b"go"] * n), b"step", b"tail"]
+
+        def send(i: int) -> None:
+            h = request(i, service="parked", endpoint="Slow.Work")
+            h.deadline_us = 60_000_000
+            sock.send_multipart([h.encode(), bodies[i - 1]])
+
+        # "hold" keeps the loop while the rest arrives; it ran long, so the
+        # next inline request is queued and the queue reads all the others.
+        send(1)
+        eventually(entered[b"hold"].is_set, "the first request running")
+        for i in range(2, len(bodies) + 1):
+            send(i)
+        gates[b"hold"].set()
+        # The queue ran the "go" requests, the caller read nothing: their
+        # answers filled its queue, the rest are parked; "step" now holds
+        # the loop, so the counters stand still.
+        eventually(entered[b"step"].is_set, "the queue reaching step")
+        stats = svc.stats()
+        assert stats["replies_parked"] > 0
+        sent = sum(stats["replies"].values())
+        assert sent < len(bodies) - 2  # (not every answer before "step"'s went out)
+        eventually(lambda: read() >= sent, "the answers sent before parking")
+        assert len(received) == sent
+        # Parked answers are tried again at most every 5 ms (PARKED_RETRY):
+        # "step" holds the loop longer than that (not a measure, a bound).
+        time.sleep(0.05)
+        gates[b"step"].set()
+        eventually(entered[b"tail"].is_set, "the queue reaching tail")
+        # "tail" holds the loop, the queue not done: what arrives now was
+        # parked and went out between "step" and "tail".
+        eventually(lambda: read() > sent, "a parked answer before the queue ended")
+        gates[b"tail"].set()
+        eventually(lambda: read() == len(bodies), "every answer")
+        assert received == list(range(1, len(bodies) + 1))  # in order, once each
+        assert svc.stats()["replies_dropped"] == 0
+    finally:
+        for gate in gates.values():
+            gate.set()
+        sock.close(0)
+        running.stop()  # before its socket's context goes
+        zctx.destroy(linger=0)
+
