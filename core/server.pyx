@@ -341,7 +341,30 @@ cdef class ServerCore:
         self.resolve_principal = resolve_principal
 
     def close(self):
-        """Release the waker and the thread pool (not the ROUTER)."""
+        """Release the waker and the thread pool (not the ROUTER). Answers
+        still parked (stop(), or a grace period over before their callers
+        read) are tried once more, without blocking, as the socket is still
+        open; those that still find no room are dropped and counted
+        (replies_dropped). Returns how many went out now (on the socket's
+        thread, after its loop ended)."""
+        cdef Py_ssize_t sent = 0
+        cdef uint64_t gone
+        if self.parked:
+            for waiting in self.parked.values():
+                sent += len(waiting)
+            gone = self.n_replies_dropped
+            # A send looks at the caller's "I have read" notices only if
+            # none was looked at for a while (libzmq throttles that); asking
+            # for the socket's events looks at them now.
+            socket_events(self.sock)
+            self._send_parked()
+            sent -= <Py_ssize_t>(self.n_replies_dropped - gone)  # (callers gone)
+            for waiting in self.parked.values():
+                sent -= len(waiting)
+                self.n_replies_dropped += len(waiting)
+            self.parked.clear()  # (frees their messages)
+            self.parked_bytes = 0
+            release_sent()
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.executor = None
@@ -349,6 +372,7 @@ cdef class ServerCore:
             with self.wake_lock:
                 self.waker.close(0)
                 self.waker = None
+        return sent
 
     def _wake(self):
         # From any thread: pool workers, stop(), signal handlers.

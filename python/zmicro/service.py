@@ -750,8 +750,11 @@ class Service:
         # Subscriptions close after the drain, before the socket does.
         self._drain_events()
         self._close_events()
-        if self._core is not None:
-            self._core.close()
+        if self._core is not None and self._core.close():
+            # Answers that waited for a slow caller went out at the last
+            # moment: the quiet period, as a drained loop keeps it (the
+            # caller's socket drops what it has not read when we close).
+            time.sleep(self._core.close_delay)
         if self._watch_pool is not None:
             self._watch_pool.shutdown(wait=False, cancel_futures=True)
             self._watch_pool = None

@@ -25,7 +25,8 @@ import pytest
 import zmq
 
 import zmicro
-from zmicro import Code, RPCError, wire
+from zmicro import Code, RPCError, _core, wire
+from zmicro.codec import DEFAULT_CONTENT_TYPE, codecs
 from zmicro.registry import MemoryRegistry
 
 from ..helpers import eventually
@@ -283,3 +284,63 @@ def test_parked_answers_go_out_between_queued_inline_requests(serve, use_asyncio
         running.stop()  # before its socket's context goes
         zctx.destroy(linger=0)
 
+
+@pytest.mark.parametrize("reads", [False, True], ids=["still-full", "read-since"])
+def test_answers_parked_at_close_are_tried_once_more_then_counted_dropped(reads):
+    """A core stopped with answers parked (stop(), or a grace period over)
+    tries them once more as it closes, without blocking: a caller that read
+    since gets them; the rest are dropped and counted (replies_dropped),
+    not lost silently."""
+    zctx = zmq.Context()
+    router = zctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.SNDHWM, 4)  # with the caller's 4: a queue of 8 answers (inproc)
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    router.setsockopt(zmq.LINGER, 0)
+    address = f"inproc://closing-{uuid.uuid4().hex}"
+    router.bind(address)
+    core = _core.ServerCore(
+        router, "closing", [_core.Endpoint("Echo.Echo", lambda req, ctx: b"ok", _core.INLINE, None)],
+        codecs(), default_content_type=DEFAULT_CONTENT_TYPE, max_in_flight=1000,
+        executor_factory=None)
+    loop = threading.Thread(target=core.run_blocking, daemon=True)
+    loop.start()
+    sock = zctx.socket(zmq.DEALER)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 4)
+        sock.connect(address)
+        n = 30
+        for i in range(1, n + 1):
+            h = request(i, service="closing", endpoint="Echo.Echo")
+            h.deadline_us = 60_000_000
+            sock.send_multipart([h.encode(), b"x"])
+        eventually(lambda: core.stats()["requests"] == n and core.stats()["in_flight"] == 0,
+                   "every request answered or parked")
+        core.stop()
+        loop.join(30)
+        assert not loop.is_alive()
+        stats = core.stats()
+        sent = sum(stats["replies"].values())
+        assert 0 < sent < n and stats["replies_dropped"] == 0  # the rest are parked
+        received = 0
+        if reads:  # room for more now
+            while received < sent:
+                assert sock.poll(30_000)
+                sock.recv_multipart()
+                received += 1
+        late = core.close()
+        stats = core.stats()
+        if reads:
+            assert late > 0
+            for k in range(late):  # in order, after those read before
+                assert sock.poll(30_000)
+                assert _header(sock.recv_multipart()[0]).request_id == sent + 1 + k
+        else:
+            assert late == 0
+        assert sum(stats["replies"].values()) == sent + late
+        assert stats["replies_dropped"] == n - sent - late
+    finally:
+        sock.close(0)
+        core.close()
+        router.close(0)
+        zctx.destroy(linger=0)
