@@ -51,7 +51,7 @@ cdef class DeliveryCore:
     cdef public double max_age
     cdef public Py_ssize_t max_pending     # events in the outbox, at most
     cdef public Py_ssize_t max_pending_bytes
-    cdef readonly unsigned long long n_credit_looks  # _has_credit calls (tests count work)
+    cdef readonly unsigned long long n_credit_looks  # credit looks (tests count work)
     cdef readonly unsigned long long n_pumps         # lanes looked at for a freed slot
     cdef public object _direct        # a ClientCore to deliver through (no `_send` call), or None
     cdef public object _same_id       # (client, address, frame, event_id, topic, timeout)

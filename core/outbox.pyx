@@ -146,28 +146,22 @@ cdef class DeliveryCore:
         return out
 
     def route_all(self, list events not None):
-        """route() each of `events`, in order."""
+        """Route each of `events`, in order (now, or behind its topic's router)."""
         for event in events:
             self._route_one(<PendingEvent?>event)
 
-    def route(self, PendingEvent event not None):
-        """Deliver an event accept_nowait(route=False) took (now, when its
-        topic's members are known; else in a task that finds them)."""
-        self._route_one(event)
-
     cdef int _route_one(self, PendingEvent event) except -1:
+        """Deliver `event` now, when its topic's members are known; else
+        its topic's router task does, in publish order."""
         topic = self._topics.get(event.topic)
         if (topic is None or not topic.loaded or event.topic in self._unrouted
                 or not self._route_at_once(event, topic)):
             self._route_later(event)  # (behind those waiting: publish order)
         return 0
 
-    def _route_now(self, PendingEvent event not None, topic):
+    cdef bint _route_at_once(self, PendingEvent event, object topic) except -1:
         """Route `event` at once if `topic` has members (False: it has none
         yet, _route waits for them)."""
-        return self._route_at_once(event, topic)
-
-    cdef bint _route_at_once(self, PendingEvent event, object topic) except -1:
         if self._closing:
             return False
         groups = topic.groups()
@@ -203,13 +197,10 @@ cdef class DeliveryCore:
 
     # -- the fast path: one pick, one send, a callback ---------------------------
 
-    def _offer(self, PendingEvent event not None, str group, str fixed):
+    cdef int _offer_to(self, PendingEvent event, str group, str fixed) except -1:
         """Deliver `event` to `group` (or the broadcast member `fixed`):
         sent now when a member has credit, else queued in the group's lane
         behind the deliveries already waiting there."""
-        self._offer_to(event, group, fixed)
-
-    cdef int _offer_to(self, PendingEvent event, str group, str fixed) except -1:
         cdef str queue = group if fixed is None else "\0" + fixed
         cdef dict lanes = self._lanes.get(event.topic)
         lane = lanes.get(queue) if lanes is not None else None
@@ -223,9 +214,6 @@ cdef class DeliveryCore:
                 lanes = self._lanes[event.topic] = {}
             lanes[queue] = _deque((event,))
         return 0
-
-    def _try_send(self, PendingEvent event not None, str group, str fixed):
-        return self._try(event, group, fixed)
 
     cdef bint _try(self, PendingEvent event, str group, str fixed) except -1:
         """One try of the fast path: False when no member has credit now
@@ -320,9 +308,6 @@ cdef class DeliveryCore:
             future.set_exception(exc)
         future.add_done_callback(flight.on_future)
         return True
-
-    def _has_credit(self, str name, str address, topic, double now):
-        return self._credit(name, address, topic, now)
 
     cdef bint _credit(self, str name, str address, object topic, double now) except -1:
         """Whether one more delivery may go to `address` now (as

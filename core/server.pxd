@@ -142,7 +142,7 @@ cdef class ServerCore:
     cdef uint64_t n_events_refused    # events refused here (frame, caller, topic,
                                       # capacity) or terminated by the subscriber
 
-    cdef int _drain(self, int budget) except -1
+    cdef int _drain(self, int budget, double until=*) except -1
     cdef int _handle_safely(self, Incoming *m) except -1
     cdef int _handle(self, Incoming *m) except -1
     cdef int _handle_event(self, Incoming *m) except -1

@@ -499,21 +499,8 @@ cdef class ServerCore:
         """An event was ended on this thread, its answer waits: handle the
         messages already in the socket (ANSWER_BATCH at most, for
         ANSWER_BATCH_TIME at most) before run_blocking sends the answers."""
-        cdef Incoming m
-        cdef int err, i
-        cdef double until = monotonic() + ANSWER_BATCH_TIME
         self.ended_here = False
-        for i in range(ANSWER_BATCH):
-            m.r.n = m.r.extra = 0
-            err = recv_parts(&m.r, self.sock)  # DONTWAIT: never blocks
-            if err:
-                in_close(&m)
-                if err == EAGAIN:
-                    break
-                raise_errno(err)
-            self._handle_safely(&m)
-            if self.stopping or monotonic() >= until:
-                break
+        self._drain(ANSWER_BATCH, monotonic() + ANSWER_BATCH_TIME)
         self.ended_here = False
         return 0
 
@@ -527,7 +514,9 @@ cdef class ServerCore:
 
     # -- receiving and checking (the numbers are protocol.md §4.2's) --------
 
-    cdef int _drain(self, int budget) except -1:
+    cdef int _drain(self, int budget, double until=0) except -1:
+        """Handle up to `budget` messages already in the socket (and, with
+        `until`, none after that monotonic time, nor once stopping)."""
         cdef Incoming m
         cdef int err, i
         for i in range(budget):
@@ -539,6 +528,8 @@ cdef class ServerCore:
                     break
                 raise_errno(err)
             self._handle_safely(&m)
+            if until > 0 and (self.stopping or monotonic() >= until):
+                break
         release_sent()
         return 0
 

@@ -424,3 +424,37 @@ def test_a_started_broker_still_checks_topic_and_timeout(broker, topic, timeout)
     b.publish(TOPIC, data, event_id=event_id, timeout=1.0)  # started; TOPIC seen
     with pytest.raises(ValueError):
         b.publish(topic, data, event_id=event_id, timeout=timeout)
+
+
+def test_a_publish_waiting_for_room_is_woken_by_the_engine_each_time(broker, monkeypatch):
+    """A publish() blocked on a full outbox is woken when the engine makes
+    room (once per wait: Handover.room_called), not by its periodic look:
+    with that look an hour apart, two waits in a row both end once the
+    subscriber acks."""
+    from zmicro.broker import embedded
+
+    monkeypatch.setattr(embedded, "_ROOM_RECHECK", 3600.0)
+    b = broker(insecure=True, max_pending=2)
+    held: list = []
+    b.subscribe(TOPIC, held.append, SubscribeOptions(queue="g", max_in_flight=100))
+    numbers = itertools.count()
+
+    def publish() -> None:
+        data, event_id = frame(next(numbers), insecure=True)
+        b.publish(TOPIC, data, event_id=event_id, timeout=60)
+
+    for _ in range(2):  # the second wait must be woken too
+        publish()
+        publish()  # the outbox is full now
+        eventually(lambda: len(held) >= 2, "both delivered")
+        waiting = threading.Thread(target=publish)
+        waiting.start()
+        eventually(lambda: b._hand.room_waiters == 1, "the third publish waits")
+        for d in held:
+            d.ack()
+        held.clear()
+        waiting.join(30)
+        assert not waiting.is_alive(), "a publish waiting for room was not woken"
+        eventually(lambda: len(held) == 1, "the third delivered")
+        held.pop().ack()
+        eventually(lambda: b.stats()["pending"] == 0)

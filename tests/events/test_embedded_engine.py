@@ -659,6 +659,7 @@ def test_event_frame_check_agrees_with_the_full_parser_on_any_bytes(data):
     topic = data.draw(st.sampled_from([TOPIC, "order.deleted"]))
     request_id, refusal = _core.event_frame_check(topic, raw)
     assert refusal == _reference_refusal(topic, raw)
+    assert _core.event_frame_refusal(topic, raw) == refusal  # (the publisher's per-event call)
     if refusal is None:
         assert request_id == _core.parse_frames([raw]).header.request_id
 
